@@ -1,0 +1,114 @@
+//! Messages every role uses: token usage, signed payments (vouchers) and
+//! HTTP requests tunnelled over the protocol.
+
+use tl_proto::{BoxedConstructor, TlRead, TlWrite};
+
+/// `tokensUsed`: the token counts of one request or a running total. Always
+/// embedded bare (without its id) in other messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, TlRead, TlWrite)]
+#[tl(size_hint = 40)]
+pub struct TokensUsed {
+    /// Prompt tokens, cached ones included.
+    pub prompt_tokens_used: u64,
+    /// Prompt tokens served from a prefix cache.
+    pub cached_tokens_used: u64,
+    /// Completion tokens, reasoning ones included.
+    pub completion_tokens_used: u64,
+    /// Completion tokens spent inside `<think>` blocks.
+    pub reasoning_tokens_used: u64,
+    /// The billed total after coefficients and multipliers.
+    pub total_tokens_used: u64,
+}
+
+impl BoxedConstructor for TokensUsed {
+    const TL_ID: u32 = tl_proto::id!("tokensUsed", scheme = "cocoon.tl");
+}
+
+/// `proxy.SignedPayment`: a proxy-signed cumulative voucher (a serialized
+/// cell, see the chain crate), or nothing yet.
+#[derive(Debug, Clone, PartialEq, Eq, TlRead, TlWrite)]
+#[tl(boxed, scheme = "cocoon.tl")]
+pub enum SignedPayment {
+    /// A voucher: the bag of cells holding the signed payment message.
+    #[tl(id = "proxy.signedPayment")]
+    Signed {
+        /// The serialized voucher.
+        data: Vec<u8>,
+    },
+    /// No voucher has been signed for this party yet.
+    #[tl(id = "proxy.signedPaymentEmpty")]
+    Empty,
+}
+
+/// `http.header`: one HTTP header (embedded bare in vectors).
+#[derive(Debug, Clone, PartialEq, Eq, TlRead, TlWrite)]
+pub struct HttpHeader {
+    /// Header name.
+    pub name: Vec<u8>,
+    /// Header value.
+    pub value: Vec<u8>,
+}
+
+/// `http.request`: an HTTP request forwarded to an inference engine.
+#[derive(Debug, Clone, PartialEq, Eq, TlRead, TlWrite)]
+#[tl(boxed, id = "http.request", scheme = "cocoon.tl")]
+pub struct HttpRequest {
+    /// `GET`, `POST`, ...
+    pub method: Vec<u8>,
+    /// The path and query, e.g. `/v1/chat/completions`.
+    pub url: Vec<u8>,
+    /// e.g. `HTTP/1.1`.
+    pub http_version: Vec<u8>,
+    /// Request headers.
+    pub headers: Vec<HttpHeader>,
+    /// Request body.
+    pub payload: Vec<u8>,
+}
+
+/// `http.response`: the answer to an [`HttpRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, TlRead, TlWrite)]
+#[tl(boxed, id = "http.response", scheme = "cocoon.tl")]
+pub struct HttpResponse {
+    /// e.g. `HTTP/1.1`.
+    pub http_version: Vec<u8>,
+    /// e.g. 200.
+    pub status_code: i32,
+    /// e.g. `OK`.
+    pub reason: Vec<u8>,
+    /// Response headers.
+    pub headers: Vec<HttpHeader>,
+    /// Response body (or its first part when streamed).
+    pub payload: Vec<u8>,
+}
+
+/// TL `double`: an IEEE-754 binary64 as its 8 little-endian bytes, as the
+/// reference network writes it. (tl-proto's own `f64` encoding rewrites the
+/// bits for hashing, so it would not interoperate; this type replaces it.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, PartialOrd)]
+pub struct Double(pub f64);
+
+impl From<f64> for Double {
+    fn from(v: f64) -> Self {
+        Double(v)
+    }
+}
+
+impl TlWrite for Double {
+    type Repr = tl_proto::Bare;
+
+    fn max_size_hint(&self) -> usize {
+        8
+    }
+
+    fn write_to<P: tl_proto::TlPacket>(&self, packet: &mut P) {
+        packet.write_u64(self.0.to_bits());
+    }
+}
+
+impl TlRead<'_> for Double {
+    type Repr = tl_proto::Bare;
+
+    fn read_from(packet: &mut &[u8]) -> tl_proto::TlResult<Self> {
+        u64::read_from(packet).map(|bits| Double(f64::from_bits(bits)))
+    }
+}
