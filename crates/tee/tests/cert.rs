@@ -1,0 +1,286 @@
+//! RA-TLS certificates: generation, parsing and every refusal, each with
+//! its specific error.
+
+use cocoon_tee::cert::{self, CertError, CertOptions};
+use cocoon_tee::claims::{Claims, ClaimsError};
+use cocoon_tee::policy::{Policy, PolicyKind, TeeKind, Verifier};
+use cocoon_tee::provider::{ProviderError, QuoteProvider};
+use cocoon_tee::{AttestError, FakeTdxProvider, Measurements, RaTlsCert};
+
+const NOW: u64 = 1_750_000_000;
+const DAY: u64 = 86_400;
+
+fn measurements(seed: u8) -> Measurements {
+    Measurements {
+        mr_td: [seed; 48],
+        rtmr: [[seed + 1; 48], [seed + 2; 48], [seed + 3; 48], [seed + 4; 48]],
+        ..Measurements::default()
+    }
+}
+
+fn fake(seed: u8) -> FakeTdxProvider {
+    FakeTdxProvider {
+        measurements: measurements(seed),
+    }
+}
+
+fn new_cert(provider: &dyn QuoteProvider, opts: CertOptions) -> RaTlsCert {
+    let key = cert::generate_key().unwrap();
+    let claims = Claims::new(key.public_key_raw().try_into().unwrap());
+    cert::generate(&key, &claims, provider, &opts).unwrap()
+}
+
+fn verify(kind: PolicyKind, der: &[u8]) -> Result<cocoon_tee::PeerIdentity, AttestError> {
+    Verifier::at_time(Policy::new(kind), NOW + 60).verify_cert(der)
+}
+
+#[test]
+fn fake_cert_is_accepted_by_fake_tdx_and_any() {
+    let (c, claims) = cert::generate_new(&fake(1), "worker-1", NOW).unwrap();
+    let id = verify(PolicyKind::FakeTdx, &c.cert_der).unwrap();
+    assert_eq!(id.tee, TeeKind::FakeTdx);
+    assert_eq!(id.public_key, claims.public_key);
+    assert_eq!(id.image_hash, Some(measurements(1).image_hash()));
+    assert_eq!(id.claims.name.as_deref(), Some("worker-1"));
+    assert_eq!(id.not_after - id.not_before, DAY);
+    assert_eq!(verify(PolicyKind::Any, &c.cert_der).unwrap().tee, TeeKind::FakeTdx);
+}
+
+#[test]
+fn generation_refuses_claims_for_another_key() {
+    let key = cert::generate_key().unwrap();
+    let claims = Claims::new([9; 32]);
+    let err = cert::generate(&key, &claims, &fake(1), &CertOptions::new("x", NOW)).unwrap_err();
+    assert!(matches!(err, CertError::ClaimsKeyMismatch), "{err}");
+}
+
+/// Replays one fixed quote, whatever report data it is asked to bind.
+struct ReplayProvider(Vec<u8>);
+impl QuoteProvider for ReplayProvider {
+    fn quote(&self, _: &[u8; 64]) -> Result<Vec<u8>, ProviderError> {
+        Ok(self.0.clone())
+    }
+    fn name(&self) -> &'static str {
+        "replay"
+    }
+}
+
+#[test]
+fn quote_bound_to_another_key_is_refused() {
+    let victim = cert::generate_new(&fake(1), "victim", NOW).unwrap().0;
+    let stolen = cert::parse_cert(&victim.cert_der).unwrap().quote_raw.unwrap();
+    let thief = new_cert(&ReplayProvider(stolen), CertOptions::new("thief", NOW));
+    assert_eq!(verify(PolicyKind::FakeTdx, &thief.cert_der).unwrap_err(), AttestError::QuoteNotBound);
+    // Even `any` checks the binding of a quote that is present.
+    assert_eq!(verify(PolicyKind::Any, &thief.cert_der).unwrap_err(), AttestError::QuoteNotBound);
+}
+
+#[test]
+fn tampered_quote_inside_a_cert_breaks_its_signature() {
+    let c = new_cert(&fake(1), CertOptions::new("t", NOW));
+    let quote = cert::parse_cert(&c.cert_der).unwrap().quote_raw.unwrap();
+    // Find the quote inside the DER and flip a byte of its MRTD.
+    let at = c.cert_der.windows(quote.len()).position(|w| w == quote).unwrap();
+    let mut der = c.cert_der.clone();
+    der[at + 48 + 136] ^= 1;
+    assert_eq!(verify(PolicyKind::FakeTdx, &der).unwrap_err(), AttestError::BadCertSignature);
+}
+
+#[test]
+fn expired_and_not_yet_valid_certs_are_refused() {
+    let old = new_cert(&fake(1), CertOptions::new("old", NOW - 3 * DAY));
+    assert_eq!(
+        verify(PolicyKind::FakeTdx, &old.cert_der).unwrap_err(),
+        AttestError::CertExpired { not_after: NOW - 2 * DAY, now: NOW + 60 }
+    );
+    let future = new_cert(&fake(1), CertOptions::new("future", NOW + DAY));
+    assert_eq!(
+        verify(PolicyKind::Any, &future.cert_der).unwrap_err(),
+        AttestError::CertNotYetValid { not_before: NOW + DAY, now: NOW + 60 }
+    );
+}
+
+#[test]
+fn unknown_critical_extension_is_refused_and_non_critical_ignored() {
+    let oid = vec![1, 3, 6, 1, 4, 1, 12345, 99];
+    let mut opts = CertOptions::new("x", NOW);
+    opts.extra_extensions.push((oid.clone(), vec![0x05, 0x00], true));
+    let c = new_cert(&fake(1), opts);
+    assert_eq!(
+        verify(PolicyKind::Any, &c.cert_der).unwrap_err(),
+        AttestError::UnknownCriticalExtension("1.3.6.1.4.1.12345.99".into())
+    );
+    let mut opts = CertOptions::new("x", NOW);
+    opts.extra_extensions.push((oid, vec![0x05, 0x00], false));
+    assert!(verify(PolicyKind::FakeTdx, &new_cert(&fake(1), opts).cert_der).is_ok());
+}
+
+#[test]
+fn allow_lists_refuse_other_measurements() {
+    let c = new_cert(&fake(1), CertOptions::new("x", NOW));
+    let good = measurements(1);
+    let at = |p: Policy| Verifier::at_time(p, NOW + 60).verify_cert(&c.cert_der);
+    let base = Policy::new(PolicyKind::FakeTdx);
+    assert_eq!(
+        at(Policy { allowed_image_hashes: vec![measurements(2).image_hash()], ..base.clone() }).unwrap_err(),
+        AttestError::ImageHashNotAllowed(hex::encode(good.image_hash()))
+    );
+    assert_eq!(
+        at(Policy { allowed_mrtd: vec![[2; 48]], ..base.clone() }).unwrap_err(),
+        AttestError::MrtdNotAllowed(hex::encode(good.mr_td))
+    );
+    assert_eq!(
+        at(Policy { allowed_rtmrs: vec![measurements(2).rtmr], ..base.clone() }).unwrap_err(),
+        AttestError::RtmrNotAllowed
+    );
+    let all = Policy {
+        allowed_image_hashes: vec![measurements(2).image_hash(), good.image_hash()],
+        allowed_mrtd: vec![good.mr_td],
+        allowed_rtmrs: vec![good.rtmr],
+        ..base
+    };
+    assert!(at(all).is_ok());
+}
+
+#[test]
+fn fake_quote_under_tdx_is_refused() {
+    let c = new_cert(&fake(1), CertOptions::new("x", NOW));
+    assert_eq!(verify(PolicyKind::Tdx, &c.cert_der).unwrap_err(), AttestError::FakeQuoteRejected);
+}
+
+#[test]
+fn debug_td_is_refused_unless_allowed() {
+    struct DebugTd;
+    impl QuoteProvider for DebugTd {
+        fn quote(&self, rd: &[u8; 64]) -> Result<Vec<u8>, ProviderError> {
+            let mut q = cocoon_tee::quote::build_fake_quote(&Measurements::default(), rd);
+            q[48 + 120] |= 1; // TD attributes: DEBUG
+            Ok(q)
+        }
+        fn name(&self) -> &'static str {
+            "debug"
+        }
+    }
+    let c = new_cert(&DebugTd, CertOptions::new("x", NOW));
+    assert_eq!(verify(PolicyKind::FakeTdx, &c.cert_der).unwrap_err(), AttestError::DebugTd);
+    let p = Policy { allow_debug: true, ..Policy::new(PolicyKind::FakeTdx) };
+    assert!(Verifier::at_time(p, NOW).verify_cert(&c.cert_der).is_ok());
+}
+
+#[test]
+fn plain_certificates_are_refused() {
+    // No RA-TLS extensions at all.
+    let key = cert::generate_key().unwrap();
+    let plain = rcgen::CertificateParams::new(vec!["plain".to_string()]).unwrap().self_signed(&key).unwrap();
+    assert_eq!(
+        verify(PolicyKind::Any, plain.der()).unwrap_err(),
+        AttestError::MissingExtension("claims")
+    );
+    // Not Ed25519.
+    let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let ec_cert = rcgen::CertificateParams::new(vec!["ec".to_string()]).unwrap().self_signed(&ec).unwrap();
+    assert_eq!(verify(PolicyKind::Any, ec_cert.der()).unwrap_err(), AttestError::NotEd25519);
+    // Not a certificate.
+    assert!(matches!(verify(PolicyKind::Any, b"junk").unwrap_err(), AttestError::CertParse(_)));
+}
+
+#[test]
+fn verdicts_are_cached_per_certificate() {
+    let c = new_cert(&fake(1), CertOptions::new("x", NOW));
+    let v = Verifier::at_time(Policy::new(PolicyKind::FakeTdx), NOW + 60);
+    let a = v.verify_cert(&c.cert_der).unwrap();
+    let b = v.verify_cert(&c.cert_der).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(v.cache().stats(), (1, 1));
+    // A refused certificate is never cached.
+    let bad = new_cert(&fake(1), CertOptions::new("old", NOW - 3 * DAY));
+    assert!(v.verify_cert(&bad.cert_der).is_err());
+    assert!(v.verify_cert(&bad.cert_der).is_err());
+    assert_eq!(v.cache().len(), 1);
+}
+
+#[test]
+fn pem_files_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = new_cert(&fake(1), CertOptions::new("x", NOW));
+    let (cp, kp) = c.write_pem(dir.path(), "node").unwrap();
+    assert!(cp.ends_with("node.cert.pem") && kp.ends_with("node.key.pem"));
+    let back = RaTlsCert::load_pem(&cp, &kp).unwrap();
+    assert_eq!(back.cert_der, c.cert_der);
+    assert_eq!(back.key_pkcs8, c.key_pkcs8);
+    // Swapped files name the problem.
+    let err = RaTlsCert::load_pem(&kp, &cp).unwrap_err();
+    assert!(err.to_string().contains("expected a CERTIFICATE PEM block"), "{err}");
+}
+
+#[test]
+fn claims_round_trip_and_keep_unknown_entries() {
+    let c = Claims {
+        x25519_key: Some([3; 32]),
+        created_at: Some(NOW),
+        name: Some("proxy".into()),
+        gpu_evidence: Some(vec![1, 2, 3]),
+        unknown: vec![(900, b"future".to_vec())],
+        ..Claims::new([1; 32])
+    };
+    let bytes = c.to_bytes();
+    assert_eq!(bytes[0], 1);
+    assert_eq!(&bytes[1..3], &1u16.to_le_bytes(), "public key first");
+    assert_eq!(Claims::parse(&bytes).unwrap(), c);
+}
+
+#[test]
+fn claims_refusals() {
+    let good = Claims::new([1; 32]).to_bytes();
+    assert_eq!(Claims::parse(&[]).unwrap_err(), ClaimsError::Empty);
+    let mut v2 = good.clone();
+    v2[0] = 2;
+    assert_eq!(Claims::parse(&v2).unwrap_err(), ClaimsError::UnsupportedVersion(2));
+    assert_eq!(Claims::parse(&good[..10]).unwrap_err(), ClaimsError::Truncated(1));
+    assert_eq!(Claims::parse(&[1]).unwrap_err(), ClaimsError::MissingPublicKey);
+    // A name before the key.
+    let mut no_key_first = vec![1u8];
+    no_key_first.extend_from_slice(&4u16.to_le_bytes());
+    no_key_first.extend_from_slice(&1u32.to_le_bytes());
+    no_key_first.push(b'a');
+    assert_eq!(Claims::parse(&no_key_first).unwrap_err(), ClaimsError::MissingPublicKey);
+    // The key twice.
+    let mut twice = good.clone();
+    twice.extend_from_slice(&good[1..]);
+    assert_eq!(Claims::parse(&twice).unwrap_err(), ClaimsError::TagOrder(1));
+    // A 31-byte key.
+    let mut short_key = vec![1u8];
+    short_key.extend_from_slice(&1u16.to_le_bytes());
+    short_key.extend_from_slice(&31u32.to_le_bytes());
+    short_key.extend_from_slice(&[0; 31]);
+    assert!(matches!(Claims::parse(&short_key).unwrap_err(), ClaimsError::BadEntry { tag: 1, .. }));
+}
+
+#[test]
+fn configfs_provider_refusals() {
+    use cocoon_tee::ConfigfsTsmProvider;
+    let dir = tempfile::tempdir().unwrap();
+    let missing = ConfigfsTsmProvider::new(dir.path().join("nope"));
+    assert!(matches!(missing.quote(&[0; 64]), Err(ProviderError::NotAvailable(_))));
+    let err = missing.quote(&[0; 64]).unwrap_err().to_string();
+    assert!(err.contains("no TDX here"), "{err}");
+
+    // An entry that looks like configfs-tsm but belongs to another TEE.
+    let entry = dir.path().join("entry");
+    std::fs::create_dir(&entry).unwrap();
+    std::fs::write(entry.join("provider"), "sev_guest\n").unwrap();
+    assert!(matches!(
+        ConfigfsTsmProvider::quote_in_entry(&entry, &[0; 64]),
+        Err(ProviderError::WrongProvider(p)) if p == "sev_guest"
+    ));
+    // A TDX entry whose generation does not advance by exactly one: on a
+    // plain directory nothing advances it, as if our write was lost.
+    std::fs::write(entry.join("provider"), "tdx_guest\n").unwrap();
+    std::fs::write(entry.join("generation"), "7\n").unwrap();
+    std::fs::write(entry.join("outblob"), b"quote").unwrap();
+    assert!(matches!(
+        ConfigfsTsmProvider::quote_in_entry(&entry, &[0; 64]),
+        Err(ProviderError::GenerationRace { before: 7, after: 7 })
+    ));
+    assert_eq!(std::fs::read(entry.join("inblob")).unwrap(), vec![0; 64]);
+}
