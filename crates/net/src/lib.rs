@@ -1,0 +1,170 @@
+//! Connections between parties, in the order they are built:
+//!
+//! 1. TCP (the worker or client dials; the proxy listens),
+//! 2. proof of work (`cocoon_wire::pow`): the listener makes the dialer pay
+//!    before any costly step,
+//! 3. mutual RA-TLS (`cocoon_tee::tls`): each side verifies the other's
+//!    attestation under its policy,
+//! 4. frames of TL `tcp.Packet`s (`cocoon_wire::frame`).
+//!
+//! [`accept`] and [`connect`] do steps 2–4 and return a [`Connection`] that
+//! knows its peer's verified identity. Every step has a deadline.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_tee::{AttestError, PeerIdentity, Verifier};
+use cocoon_wire::pow::{self, PowError};
+use cocoon_wire::{DecodeError, FrameCodec, FrameError, TcpPacket};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
+use tokio_util::codec::Framed;
+
+/// How long the proof of work plus TLS handshake may take by default.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a connection could not be set up or used.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// TCP failed.
+    #[error("connection to {addr} failed: {source}")]
+    Connect {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The proof-of-work exchange failed.
+    #[error("proof of work: {0}")]
+    Pow(#[from] PowError),
+    /// The peer's attestation was refused by this side's policy.
+    #[error("peer attestation refused: {0}")]
+    Attestation(AttestError),
+    /// The TLS handshake failed for another reason (including the peer
+    /// refusing our attestation).
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    /// The handshake took too long.
+    #[error("handshake timed out after {0:?}")]
+    Timeout(Duration),
+    /// Framing failed (oversized frame, connection cut mid-frame, i/o).
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    /// A frame did not hold a valid packet.
+    #[error("bad packet from peer: {0}")]
+    Decode(#[from] DecodeError),
+}
+
+fn tls_error(e: std::io::Error) -> NetError {
+    match cocoon_tee::tls::attest_error(&e) {
+        Some(a) => NetError::Attestation(a.clone()),
+        None => NetError::Tls(e),
+    }
+}
+
+/// An established, attested connection carrying TL packets.
+pub struct Connection {
+    framed: Framed<TlsStream<TcpStream>, FrameCodec>,
+    peer: PeerIdentity,
+    peer_addr: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer_addr", &self.peer_addr)
+            .field("peer_tee", &self.peer.tee)
+            .finish()
+    }
+}
+
+impl Connection {
+    /// The peer's verified identity.
+    pub fn peer(&self) -> &PeerIdentity {
+        &self.peer
+    }
+
+    /// The peer's socket address.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_addr
+    }
+
+    /// Sends one packet.
+    pub async fn send(&mut self, packet: &TcpPacket) -> Result<(), NetError> {
+        self.framed.send(cocoon_wire::encode(packet)).await?;
+        Ok(())
+    }
+
+    /// Receives one packet; `None` when the peer closed cleanly.
+    pub async fn recv(&mut self) -> Result<Option<TcpPacket>, NetError> {
+        match self.framed.next().await {
+            None => Ok(None),
+            Some(frame) => Ok(Some(cocoon_wire::decode_packet(&frame?)?)),
+        }
+    }
+
+    /// Flushes and closes the connection.
+    pub async fn close(mut self) -> Result<(), NetError> {
+        SinkExt::<Vec<u8>>::close(&mut self.framed).await?;
+        Ok(())
+    }
+}
+
+/// Listener side: proof of work at `difficulty` bits, then RA-TLS.
+pub async fn accept(
+    mut tcp: TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+    verifier: &Verifier,
+    difficulty: u32,
+    timeout: Duration,
+) -> Result<Connection, NetError> {
+    let peer_addr = tcp.peer_addr().ok();
+    let work = async {
+        pow::server_handshake(&mut tcp, difficulty).await?;
+        TlsAcceptor::from(tls).accept(tcp).await.map_err(tls_error)
+    };
+    let stream = tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| NetError::Timeout(timeout))??;
+    let peer = cocoon_tee::tls::peer_identity(verifier, stream.get_ref().1)
+        .map_err(NetError::Attestation)?;
+    Ok(Connection {
+        framed: Framed::new(TlsStream::Server(stream), FrameCodec),
+        peer,
+        peer_addr,
+    })
+}
+
+/// Dialer side: connect, solve the proof of work if it is at most
+/// `max_difficulty` bits, then RA-TLS.
+pub async fn connect(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    verifier: &Verifier,
+    max_difficulty: u32,
+    timeout: Duration,
+) -> Result<Connection, NetError> {
+    let work = async {
+        let mut tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|source| NetError::Connect { addr, source })?;
+        pow::client_handshake(&mut tcp, max_difficulty).await?;
+        TlsConnector::from(tls)
+            .connect(cocoon_tee::tls::server_name(), tcp)
+            .await
+            .map_err(tls_error)
+    };
+    let stream = tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| NetError::Timeout(timeout))??;
+    let peer = cocoon_tee::tls::peer_identity(verifier, stream.get_ref().1)
+        .map_err(NetError::Attestation)?;
+    Ok(Connection {
+        framed: Framed::new(TlsStream::Client(stream), FrameCodec),
+        peer,
+        peer_addr: Some(addr),
+    })
+}
