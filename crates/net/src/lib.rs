@@ -38,7 +38,7 @@ pub enum NetError {
         source: std::io::Error,
     },
     /// The proof-of-work exchange failed.
-    #[error("proof of work: {0}")]
+    #[error(transparent)]
     Pow(#[from] PowError),
     /// The peer's attestation was refused by this side's policy.
     #[error("peer attestation refused: {0}")]
@@ -51,10 +51,10 @@ pub enum NetError {
     #[error("handshake timed out after {0:?}")]
     Timeout(Duration),
     /// Framing failed (oversized frame, connection cut mid-frame, i/o).
-    #[error("{0}")]
+    #[error(transparent)]
     Frame(#[from] FrameError),
     /// A frame did not hold a valid packet.
-    #[error("bad packet from peer: {0}")]
+    #[error(transparent)]
     Decode(#[from] DecodeError),
 }
 
@@ -122,6 +122,8 @@ pub async fn accept(
     timeout: Duration,
 ) -> Result<Connection, NetError> {
     let peer_addr = tcp.peer_addr().ok();
+    // Small request/answer packets: do not let Nagle hold them back.
+    let _ = tcp.set_nodelay(true);
     let work = async {
         pow::server_handshake(&mut tcp, difficulty).await?;
         TlsAcceptor::from(tls).accept(tcp).await.map_err(tls_error)
@@ -151,6 +153,7 @@ pub async fn connect(
         let mut tcp = TcpStream::connect(addr)
             .await
             .map_err(|source| NetError::Connect { addr, source })?;
+        let _ = tcp.set_nodelay(true);
         pow::client_handshake(&mut tcp, max_difficulty).await?;
         TlsConnector::from(tls)
             .connect(cocoon_tee::tls::server_name(), tcp)

@@ -35,13 +35,13 @@ pub enum CertError {
     #[error("claims are for another public key than the certificate's key")]
     ClaimsKeyMismatch,
     /// The quote provider failed.
-    #[error("quote provider: {0}")]
+    #[error(transparent)]
     Provider(#[from] ProviderError),
     /// A time out of range.
     #[error("time {0} is out of range for a certificate")]
     BadTime(u64),
     /// Certificate building failed.
-    #[error("certificate generation failed: {0}")]
+    #[error(transparent)]
     Rcgen(#[from] rcgen::Error),
     /// PEM files unusable.
     #[error("{path}: {reason}")]
@@ -224,6 +224,11 @@ impl RaTlsCert {
             key_pkcs8,
         })
     }
+}
+
+/// Reads the certificate (DER) from a PEM file, without its key.
+pub fn read_cert_pem(path: &Path) -> Result<Vec<u8>, CertError> {
+    read_pem(path, "CERTIFICATE")
 }
 
 fn pem_encode(label: &str, der: &[u8]) -> String {

@@ -45,7 +45,7 @@ pub enum AttestError {
     #[error("certificate {0} extension is not a DER OCTET STRING")]
     BadExtensionEncoding(&'static str),
     /// The claims do not parse.
-    #[error("certificate claims: {0}")]
+    #[error(transparent)]
     Claims(#[from] ClaimsError),
     /// The claims name another key than the certificate's.
     #[error("claims are for another public key than the certificate's")]
@@ -55,7 +55,7 @@ pub enum AttestError {
     #[error("quote is bound to another key: report_data is not SHA-512 of the certificate's claims")]
     QuoteNotBound,
     /// The quote does not parse.
-    #[error("quote: {0}")]
+    #[error(transparent)]
     Quote(#[from] QuoteError),
     /// The policy needs a quote and the certificate has none.
     #[error("certificate carries no quote, and the policy requires one")]
@@ -67,7 +67,7 @@ pub enum AttestError {
     #[error("no DCAP collateral configured to verify a real TDX quote")]
     MissingCollateral,
     /// DCAP verification failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Dcap(#[from] DcapError),
     /// The TCB status is not in the accepted list.
     #[error("TCB status {0} is not accepted by the policy")]

@@ -33,6 +33,7 @@ pub mod quote;
 pub mod tls;
 
 pub use cert::{CertOptions, RaTlsCert};
+pub use rustls;
 pub use claims::Claims;
 pub use error::AttestError;
 pub use policy::{PeerIdentity, Policy, PolicyKind, TeeKind, Verifier};

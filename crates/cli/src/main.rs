@@ -1,0 +1,47 @@
+//! `cocoon`: the command-line front door of the network.
+//!
+//! Each subcommand lives in its own module; this file only parses the
+//! command line, sets up logging and dispatches.
+#![forbid(unsafe_code)]
+
+mod attest;
+
+use clap::{Parser, Subcommand};
+
+/// Cocoon in Rust: confidential, attested AI inference paid on TON.
+#[derive(Parser)]
+#[command(name = "cocoon", version, about)]
+struct Cli {
+    /// Log filter (e.g. `info`, `cocoon_tee=debug`); also `RUST_LOG`.
+    #[arg(long, global = true, default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// RA-TLS attestation: make, inspect and verify certificates; try a
+    /// mutual attested handshake.
+    #[command(subcommand)]
+    Attest(attest::AttestCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Attest(cmd) => attest::run(cmd),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
