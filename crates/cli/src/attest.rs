@@ -21,7 +21,9 @@ use cocoon_tee::dcap;
 use cocoon_tee::policy::{Policy, PolicyKind, Verifier};
 use cocoon_tee::provider::QuoteProvider;
 use cocoon_tee::quote::TdxQuote;
-use cocoon_tee::{Claims, ConfigfsTsmProvider, FakeTdxProvider, Measurements, PeerIdentity, RaTlsCert};
+use cocoon_tee::{
+    Claims, ConfigfsTsmProvider, FakeTdxProvider, Measurements, PeerIdentity, RaTlsCert,
+};
 use cocoon_wire::pow;
 use cocoon_wire::TcpPacket;
 use serde_json::json;
@@ -168,7 +170,12 @@ impl IdentityArgs {
     fn load(&self, default_name: &str) -> Result<RaTlsCert> {
         match (&self.cert, &self.key) {
             (Some(c), Some(k)) => Ok(RaTlsCert::load_pem(c, k)?),
-            _ => Ok(cert::generate_new(&FakeTdxProvider::default(), default_name, cocoon_tee::unix_now())?.0),
+            _ => Ok(cert::generate_new(
+                &FakeTdxProvider::default(),
+                default_name,
+                cocoon_tee::unix_now(),
+            )?
+            .0),
         }
     }
 }
@@ -219,14 +226,20 @@ pub fn run(cmd: AttestCommand) -> Result<()> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn hex_array<const N: usize>(s: &str) -> Result<[u8; N], String> {
     let bytes = hex::decode(s.trim()).map_err(|e| format!("not hex: {e}"))?;
-    bytes
-        .try_into()
-        .map_err(|b: Vec<u8>| format!("expected {} hex digits ({N} bytes), got {} bytes", 2 * N, b.len()))
+    bytes.try_into().map_err(|b: Vec<u8>| {
+        format!(
+            "expected {} hex digits ({N} bytes), got {} bytes",
+            2 * N,
+            b.len()
+        )
+    })
 }
 
 fn gen_cert(args: GenCertArgs) -> Result<()> {
@@ -268,7 +281,11 @@ fn gen_cert(args: GenCertArgs) -> Result<()> {
     let (cert_path, key_path) = cert
         .write_pem(&args.out, &args.name)
         .with_context(|| format!("cannot write to {}", args.out.display()))?;
-    let quote = TdxQuote::parse(&cert::parse_cert(&cert.cert_der)?.quote_raw.unwrap_or_default())?;
+    let quote = TdxQuote::parse(
+        &cert::parse_cert(&cert.cert_der)?
+            .quote_raw
+            .unwrap_or_default(),
+    )?;
     println!("wrote {}", cert_path.display());
     println!("wrote {}", key_path.display());
     println!("quote:      {}", provider.name());
@@ -277,21 +294,21 @@ fn gen_cert(args: GenCertArgs) -> Result<()> {
     Ok(())
 }
 
-fn read_cert(path: &PathBuf) -> Result<Vec<u8>> {
+fn read_cert(path: &std::path::Path) -> Result<Vec<u8>> {
     Ok(cert::read_cert_pem(path)?)
 }
 
 fn inspect(path: PathBuf, as_json: bool) -> Result<()> {
     let der = read_cert(&path)?;
-    let parsed = cert::parse_cert(&der).with_context(|| format!("{} is not a valid RA-TLS certificate", path.display()))?;
+    let parsed = cert::parse_cert(&der)
+        .with_context(|| format!("{} is not a valid RA-TLS certificate", path.display()))?;
     let quote = match &parsed.quote_raw {
         Some(raw) => Some(TdxQuote::parse(raw)?),
         None => None,
     };
-    let bound = parsed
-        .quote_raw
-        .as_ref()
-        .map(|_| quote.as_ref().map(|q| q.report_data) == Some(cert::report_data_for(&parsed.claims_raw)));
+    let bound = parsed.quote_raw.as_ref().map(|_| {
+        quote.as_ref().map(|q| q.report_data) == Some(cert::report_data_for(&parsed.claims_raw))
+    });
     let value = json!({
         "public_key": hex::encode(parsed.public_key),
         "not_before": parsed.not_before,
@@ -313,14 +330,29 @@ fn inspect(path: PathBuf, as_json: bool) -> Result<()> {
     }
     println!("certificate {}", path.display());
     println!("  public key:   {}", hex::encode(parsed.public_key));
-    println!("  valid:        {} .. {}", utc(parsed.not_before), utc(parsed.not_after));
+    println!(
+        "  valid:        {} .. {}",
+        utc(parsed.not_before),
+        utc(parsed.not_after)
+    );
     print_claims(&parsed.claims);
     match &quote {
         None => println!("  quote:        none"),
         Some(q) => {
-            let kind = if q.is_fake() { "FAKE TDX (not signed by Intel)" } else { "TDX (Intel-signed; use `verify --policy tdx` to check)" };
+            let kind = if q.is_fake() {
+                "FAKE TDX (not signed by Intel)"
+            } else {
+                "TDX (Intel-signed; use `verify --policy tdx` to check)"
+            };
             println!("  quote:        {kind}");
-            println!("  bound:        {}", if bound == Some(true) { "yes (report_data = SHA-512 of the claims)" } else { "NO: the quote was made for other claims" });
+            println!(
+                "  bound:        {}",
+                if bound == Some(true) {
+                    "yes (report_data = SHA-512 of the claims)"
+                } else {
+                    "NO: the quote was made for other claims"
+                }
+            );
             println!("  image hash:   {}", hex::encode(q.image_hash()));
             print_measurements(&q.measurements);
         }
@@ -331,11 +363,18 @@ fn inspect(path: PathBuf, as_json: bool) -> Result<()> {
 fn verify(args: VerifyArgs) -> Result<()> {
     let der = read_cert(&args.cert)?;
     let verifier = args.policy.verifier()?;
-    let identity = verifier
-        .verify_cert(&der)
-        .with_context(|| format!("{} refused under policy {}", args.cert.display(), args.policy.policy))?;
+    let identity = verifier.verify_cert(&der).with_context(|| {
+        format!(
+            "{} refused under policy {}",
+            args.cert.display(),
+            args.policy.policy
+        )
+    })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&identity_json(&identity, args.policy.policy))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&identity_json(&identity, args.policy.policy))?
+        );
     } else {
         print_identity("accepted", &identity, args.policy.policy);
     }
@@ -353,9 +392,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
     std::io::stdout().flush()?;
     loop {
         let (tcp, from) = listener.accept().await?;
-        let task = handle_client(tcp, tls.clone(), verifier.clone(), args.pow_difficulty, args.policy.policy);
+        let task = handle_client(
+            tcp,
+            tls.clone(),
+            verifier.clone(),
+            args.pow_difficulty,
+            args.policy.policy,
+        );
         if args.once {
-            return task.await.with_context(|| format!("connection from {from} failed"));
+            return task
+                .await
+                .with_context(|| format!("connection from {from} failed"));
         }
         tokio::spawn(async move {
             if let Err(e) = task.await {
@@ -372,8 +419,22 @@ async fn handle_client(
     difficulty: u32,
     policy: PolicyKind,
 ) -> Result<()> {
-    let mut conn = cocoon_net::accept(tcp, tls, &verifier, difficulty, cocoon_net::DEFAULT_HANDSHAKE_TIMEOUT).await?;
-    print_identity(&format!("client {} attested", conn.peer_addr().map(|a| a.to_string()).unwrap_or_default()), conn.peer(), policy);
+    let mut conn = cocoon_net::accept(
+        tcp,
+        tls,
+        &verifier,
+        difficulty,
+        cocoon_net::DEFAULT_HANDSHAKE_TIMEOUT,
+    )
+    .await?;
+    print_identity(
+        &format!(
+            "client {} attested",
+            conn.peer_addr().map(|a| a.to_string()).unwrap_or_default()
+        ),
+        conn.peer(),
+        policy,
+    );
     while let Some(packet) = conn.recv().await? {
         match packet {
             TcpPacket::Ping { id } => conn.send(&TcpPacket::Pong { id }).await?,
@@ -389,11 +450,21 @@ async fn connect(args: ConnectArgs) -> Result<()> {
     let verifier = Arc::new(args.policy.verifier()?);
     let tls = Arc::new(cocoon_tee::tls::client_config(&own, verifier.clone())?);
     let started = Instant::now();
-    let mut conn = cocoon_net::connect(args.addr, tls, &verifier, args.max_pow_difficulty, cocoon_net::DEFAULT_HANDSHAKE_TIMEOUT)
-        .await
-        .with_context(|| format!("cannot connect to {}", args.addr))?;
+    let mut conn = cocoon_net::connect(
+        args.addr,
+        tls,
+        &verifier,
+        args.max_pow_difficulty,
+        cocoon_net::DEFAULT_HANDSHAKE_TIMEOUT,
+    )
+    .await
+    .with_context(|| format!("cannot connect to {}", args.addr))?;
     let handshake = started.elapsed();
-    print_identity(&format!("server {} attested", args.addr), conn.peer(), args.policy.policy);
+    print_identity(
+        &format!("server {} attested", args.addr),
+        conn.peer(),
+        args.policy.policy,
+    );
     let sent = Instant::now();
     conn.send(&TcpPacket::Ping { id: 1 }).await?;
     match tokio::time::timeout(Duration::from_secs(10), conn.recv()).await {
@@ -414,7 +485,15 @@ fn demo() -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the cocoon binary")?;
     println!("$ cocoon attest serve --listen 127.0.0.1:0 --once --pow-difficulty 16");
     let mut child = Command::new(&exe)
-        .args(["attest", "serve", "--listen", "127.0.0.1:0", "--once", "--pow-difficulty", "16"])
+        .args([
+            "attest",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--once",
+            "--pow-difficulty",
+            "16",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .context("cannot start the serve process")?;
@@ -444,7 +523,10 @@ fn demo() -> Result<()> {
 fn utc(unix: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix as i64)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| unix.to_string())
 }
 
@@ -512,7 +594,11 @@ fn print_identity(label: &str, id: &PeerIdentity, policy: PolicyKind) {
         println!("  image hash:   {}", hex::encode(h));
     }
     print_claims(&id.claims);
-    println!("  valid:        {} .. {}", utc(id.not_before), utc(id.not_after));
+    println!(
+        "  valid:        {} .. {}",
+        utc(id.not_before),
+        utc(id.not_after)
+    );
     if let Some(s) = &id.tcb_status {
         println!("  tcb status:   {s}");
     }

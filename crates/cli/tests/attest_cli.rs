@@ -4,7 +4,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn cocoon(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cocoon")).args(args).output().expect("runs")
+    Command::new(env!("CARGO_BIN_EXE_cocoon"))
+        .args(args)
+        .output()
+        .expect("runs")
 }
 
 fn stdout(o: &Output) -> String {
@@ -17,11 +20,16 @@ fn stderr(o: &Output) -> String {
 
 fn gen(dir: &Path, name: &str, extra: &[&str]) -> String {
     let out = dir.to_str().unwrap();
-    let mut args = vec!["attest", "gen-cert", "--tee", "fake", "--name", name, "--out", out];
+    let mut args = vec![
+        "attest", "gen-cert", "--tee", "fake", "--name", name, "--out", out,
+    ];
     args.extend_from_slice(extra);
     let o = cocoon(&args);
     assert!(o.status.success(), "{}", stderr(&o));
-    dir.join(format!("{name}.cert.pem")).to_str().unwrap().to_string()
+    dir.join(format!("{name}.cert.pem"))
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 const MRTD: &str = "111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111";
@@ -38,7 +46,10 @@ fn gen_cert_writes_both_files_and_inspect_shows_the_measurements() {
     assert_eq!(v["quote"]["bound_to_claims"], true);
     assert_eq!(v["quote"]["measurements"]["mrtd"], MRTD);
     assert_eq!(v["claims"]["name"], "w1");
-    assert_eq!(v["not_after"].as_u64().unwrap() - v["not_before"].as_u64().unwrap(), 86_400);
+    assert_eq!(
+        v["not_after"].as_u64().unwrap() - v["not_before"].as_u64().unwrap(),
+        86_400
+    );
     let text = stdout(&cocoon(&["attest", "inspect", &cert]));
     assert!(text.contains("FAKE TDX"), "{text}");
     assert!(text.contains(MRTD), "{text}");
@@ -56,14 +67,38 @@ fn verify_accepts_under_fake_tdx_and_refuses_under_tdx() {
 
     let o = cocoon(&["attest", "verify", &cert, "--policy", "tdx"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("fake TDX quote refused"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("fake TDX quote refused"),
+        "{}",
+        stderr(&o)
+    );
 
-    let o = cocoon(&["attest", "verify", &cert, "--policy", "fake_tdx", "--allow-image-hash", &image_hash]);
+    let o = cocoon(&[
+        "attest",
+        "verify",
+        &cert,
+        "--policy",
+        "fake_tdx",
+        "--allow-image-hash",
+        &image_hash,
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let other = "00".repeat(32);
-    let o = cocoon(&["attest", "verify", &cert, "--policy", "fake_tdx", "--allow-image-hash", &other]);
+    let o = cocoon(&[
+        "attest",
+        "verify",
+        &cert,
+        "--policy",
+        "fake_tdx",
+        "--allow-image-hash",
+        &other,
+    ]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("is not in the allow-list"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is not in the allow-list"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -71,23 +106,34 @@ fn verify_judges_validity_at_the_given_time() {
     let dir = tempfile::tempdir().unwrap();
     let cert = gen(dir.path(), "w1", &["--validity-secs", "60"]);
     let later = (cocoon_now() + 3600).to_string();
-    let o = cocoon(&["attest", "verify", &cert, "--policy", "any", "--now", &later]);
+    let o = cocoon(&[
+        "attest", "verify", &cert, "--policy", "any", "--now", &later,
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("certificate expired"), "{}", stderr(&o));
 }
 
 fn cocoon_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 #[test]
 fn bad_input_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();
-    let o = cocoon(&["attest", "gen-cert", "--tee", "fake", "--name", "x", "--out", out, "--mrtd", "abcd"]);
+    let o = cocoon(&[
+        "attest", "gen-cert", "--tee", "fake", "--name", "x", "--out", out, "--mrtd", "abcd",
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--mrtd"), "{}", stderr(&o));
-    assert!(stderr(&o).contains("expected 96 hex digits"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("expected 96 hex digits"),
+        "{}",
+        stderr(&o)
+    );
 
     let o = cocoon(&["attest", "verify", "/nonexistent.pem", "--policy", "any"]);
     assert!(!o.status.success());
@@ -105,7 +151,9 @@ fn gen_cert_tdx_fails_clearly_without_tdx() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();
-    let o = cocoon(&["attest", "gen-cert", "--tee", "tdx", "--name", "x", "--out", out]);
+    let o = cocoon(&[
+        "attest", "gen-cert", "--tee", "tdx", "--name", "x", "--out", out,
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no TDX here"), "{}", stderr(&o));
     assert!(!dir.path().join("x.cert.pem").exists());
@@ -117,8 +165,21 @@ fn serve_and_connect_verify_each_other() {
     let server_cert = gen(dir.path(), "server", &["--mrtd", MRTD]);
     let server_key = dir.path().join("server.key.pem");
     let mut serve = Command::new(env!("CARGO_BIN_EXE_cocoon"))
-        .args(["attest", "serve", "--listen", "127.0.0.1:0", "--once", "--pow-difficulty", "12"])
-        .args(["--cert", &server_cert, "--key", server_key.to_str().unwrap()])
+        .args([
+            "attest",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--once",
+            "--pow-difficulty",
+            "12",
+        ])
+        .args([
+            "--cert",
+            &server_cert,
+            "--key",
+            server_key.to_str().unwrap(),
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -129,24 +190,46 @@ fn serve_and_connect_verify_each_other() {
     let o = cocoon(&["attest", "connect", &addr]);
     assert!(o.status.success(), "{}", stderr(&o));
     let client_view = stdout(&o);
-    assert!(client_view.contains("name:         server"), "{client_view}");
+    assert!(
+        client_view.contains("name:         server"),
+        "{client_view}"
+    );
     assert!(client_view.contains(MRTD), "{client_view}");
     let server_view: Vec<String> = lines.map(|l| l.unwrap()).collect();
     assert!(serve.wait().unwrap().success());
-    assert!(server_view.iter().any(|l| l.contains("name:         connect")), "{server_view:?}");
+    assert!(
+        server_view
+            .iter()
+            .any(|l| l.contains("name:         connect")),
+        "{server_view:?}"
+    );
 }
 
 #[test]
 fn connect_refuses_a_server_outside_its_allow_list() {
     let mut serve = Command::new(env!("CARGO_BIN_EXE_cocoon"))
-        .args(["attest", "serve", "--listen", "127.0.0.1:0", "--once", "--pow-difficulty", "8"])
+        .args([
+            "attest",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--once",
+            "--pow-difficulty",
+            "8",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     use std::io::BufRead;
     let mut lines = std::io::BufReader::new(serve.stdout.take().unwrap()).lines();
-    let addr = lines.next().unwrap().unwrap().strip_prefix("listening on ").unwrap().to_string();
+    let addr = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
     let o = cocoon(&["attest", "connect", &addr, "--allow-mrtd", MRTD]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("MRTD"), "{}", stderr(&o));

@@ -13,7 +13,13 @@ use tokio::net::TcpListener;
 
 const T: Duration = Duration::from_secs(20);
 
-fn setup(kind: PolicyKind) -> (Arc<Verifier>, Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+fn setup(
+    kind: PolicyKind,
+) -> (
+    Arc<Verifier>,
+    Arc<rustls::ServerConfig>,
+    Arc<rustls::ClientConfig>,
+) {
     let now = cocoon_tee::unix_now();
     let (server_cert, _) = generate_new(&FakeTdxProvider::default(), "server", now).unwrap();
     let (client_cert, _) = generate_new(&FakeTdxProvider::default(), "client", now).unwrap();
@@ -37,7 +43,10 @@ async fn ping_pong_over_an_attested_connection() {
             Some(TcpPacket::Ping { id }) => conn.send(&TcpPacket::Pong { id }).await.unwrap(),
             other => panic!("expected ping, got {other:?}"),
         }
-        assert!(conn.recv().await.unwrap().is_none(), "client closes cleanly");
+        assert!(
+            conn.recv().await.unwrap().is_none(),
+            "client closes cleanly"
+        );
     });
     let mut conn = connect(addr, c, &v, 28, T).await.unwrap();
     assert_eq!(conn.peer().tee, TeeKind::FakeTdx);
@@ -59,7 +68,16 @@ async fn client_refuses_excessive_proof_of_work() {
         accept(tcp, s, &sv, 40, T).await.map(|_| ())
     });
     let err = connect(addr, c, &v, 28, T).await.unwrap_err();
-    assert!(matches!(err, NetError::Pow(PowError::TooDifficult { asked: 40, limit: 28 })), "{err}");
+    assert!(
+        matches!(
+            err,
+            NetError::Pow(PowError::TooDifficult {
+                asked: 40,
+                limit: 28
+            })
+        ),
+        "{err}"
+    );
     assert!(server.await.unwrap().is_err());
 }
 
@@ -75,7 +93,10 @@ async fn tdx_client_refuses_a_fake_server_before_sending_anything() {
         accept(tcp, s, &v, 4, T).await.map(|_| ())
     });
     let err = connect(addr, c, &tdx, 28, T).await.unwrap_err();
-    assert!(matches!(err, NetError::Attestation(AttestError::FakeQuoteRejected)), "{err}");
+    assert!(
+        matches!(err, NetError::Attestation(AttestError::FakeQuoteRejected)),
+        "{err}"
+    );
     assert!(server.await.unwrap().is_err());
 }
 
@@ -86,6 +107,8 @@ async fn a_silent_client_times_out() {
     let addr = listener.local_addr().unwrap();
     let _idle = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (tcp, _) = listener.accept().await.unwrap();
-    let err = accept(tcp, s, &v, 8, Duration::from_millis(200)).await.unwrap_err();
+    let err = accept(tcp, s, &v, 8, Duration::from_millis(200))
+        .await
+        .unwrap_err();
     assert!(matches!(err, NetError::Timeout(_)), "{err}");
 }

@@ -126,7 +126,10 @@ pub fn generate(
     params.distinguished_name = dn;
     params.not_before = to_time(opts.not_before)?;
     params.not_after = to_time(opts.not_before.saturating_add(opts.validity_secs))?;
-    for (oid, content) in [(QUOTE_EXTENSION_OID, quote), (CLAIMS_EXTENSION_OID, claims_bytes)] {
+    for (oid, content) in [
+        (QUOTE_EXTENSION_OID, quote),
+        (CLAIMS_EXTENSION_OID, claims_bytes),
+    ] {
         let mut ext = CustomExtension::from_oid_content(oid, der_octet_string(&content));
         ext.set_criticality(true);
         params.custom_extensions.push(ext);
@@ -187,7 +190,7 @@ fn der_octet_string(content: &[u8]) -> Vec<u8> {
 fn parse_der_octet_string(der: &[u8], what: &'static str) -> Result<Vec<u8>, AttestError> {
     use x509_parser::der_parser::der::parse_der_octetstring;
     match parse_der_octetstring(der) {
-        Ok((rest, obj)) if rest.is_empty() => obj
+        Ok(([], obj)) => obj
             .as_slice()
             .map(|s| s.to_vec())
             .map_err(|_| AttestError::BadExtensionEncoding(what)),
@@ -244,7 +247,10 @@ fn read_pem(path: &Path, label: &str) -> Result<Vec<u8>, CertError> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(&text)
         .map_err(|e| err(format!("not a PEM file ({e})")))?;
     if pem.label != label {
-        return Err(err(format!("expected a {label} PEM block, found {}", pem.label)));
+        return Err(err(format!(
+            "expected a {label} PEM block, found {}",
+            pem.label
+        )));
     }
     Ok(pem.contents)
 }
@@ -293,7 +299,10 @@ pub fn parse_cert(der: &[u8]) -> Result<ParsedCert, AttestError> {
     let (rest, cert) =
         X509Certificate::from_der(der).map_err(|e| AttestError::CertParse(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(AttestError::CertParse(format!("{} trailing bytes", rest.len())));
+        return Err(AttestError::CertParse(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
     }
     let spki = cert.public_key();
     if cert.signature_algorithm.algorithm.to_id_string() != ED25519_OID
@@ -349,7 +358,10 @@ pub fn parse_cert(der: &[u8]) -> Result<ParsedCert, AttestError> {
 }
 
 fn oid_string(oid: &[u64]) -> String {
-    oid.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(".")
+    oid.iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// The report_data a quote must carry for these claims: SHA-512 of them.

@@ -52,7 +52,9 @@ pub enum AttestError {
     ClaimsKeyMismatch,
     /// The quote's report_data is not SHA-512 of these claims: the quote was
     /// made for another key (a replayed quote).
-    #[error("quote is bound to another key: report_data is not SHA-512 of the certificate's claims")]
+    #[error(
+        "quote is bound to another key: report_data is not SHA-512 of the certificate's claims"
+    )]
     QuoteNotBound,
     /// The quote does not parse.
     #[error(transparent)]

@@ -33,12 +33,12 @@ pub mod quote;
 pub mod tls;
 
 pub use cert::{CertOptions, RaTlsCert};
-pub use rustls;
 pub use claims::Claims;
 pub use error::AttestError;
 pub use policy::{PeerIdentity, Policy, PolicyKind, TeeKind, Verifier};
 pub use provider::{ConfigfsTsmProvider, FakeTdxProvider, QuoteProvider};
 pub use quote::{Measurements, TdxQuote};
+pub use rustls;
 
 /// OID of the certificate extension holding the quote.
 pub const QUOTE_EXTENSION_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 12345, 1];

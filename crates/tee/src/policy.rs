@@ -41,7 +41,9 @@ impl FromStr for PolicyKind {
             "any" => Ok(Self::Any),
             "fake_tdx" => Ok(Self::FakeTdx),
             "tdx" => Ok(Self::Tdx),
-            other => Err(format!("unknown policy {other:?}: expected any, fake_tdx or tdx")),
+            other => Err(format!(
+                "unknown policy {other:?}: expected any, fake_tdx or tdx"
+            )),
         }
     }
 }
@@ -163,7 +165,9 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").field("policy", &self.policy.kind).finish()
+        f.debug_struct("Verifier")
+            .field("policy", &self.policy.kind)
+            .finish()
     }
 }
 
@@ -300,13 +304,20 @@ impl Verifier {
 
     fn verify_real(&self, quote_raw: &[u8], now: u64) -> Result<DcapReport, AttestError> {
         let p = &self.policy;
-        let collateral = p.collateral.as_ref().ok_or(AttestError::MissingCollateral)?;
+        let collateral = p
+            .collateral
+            .as_ref()
+            .ok_or(AttestError::MissingCollateral)?;
         let report = dcap::verify_quote(quote_raw, collateral, now, &p.root_ca_der)?;
         if !p.allowed_tcb_statuses.contains(&report.tcb_status) {
             return Err(AttestError::TcbStatusNotAllowed(report.tcb_status));
         }
-        if !p.allowed_root_key_ids.is_empty() && !p.allowed_root_key_ids.contains(&report.root_key_id) {
-            return Err(AttestError::RootKeyIdNotAllowed(hex::encode(report.root_key_id)));
+        if !p.allowed_root_key_ids.is_empty()
+            && !p.allowed_root_key_ids.contains(&report.root_key_id)
+        {
+            return Err(AttestError::RootKeyIdNotAllowed(hex::encode(
+                report.root_key_id,
+            )));
         }
         Ok(report)
     }

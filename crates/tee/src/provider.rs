@@ -159,6 +159,9 @@ fn read_generation(entry: &Path) -> Result<u64, ProviderError> {
     let text = read_text(&path)?;
     text.parse().map_err(|_| ProviderError::Io {
         path,
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not a number: {text:?}")),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not a number: {text:?}"),
+        ),
     })
 }

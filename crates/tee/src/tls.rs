@@ -14,16 +14,19 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, Resumption};
-use rustls::crypto::{verify_tls13_signature_with_raw_key, CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::crypto::{
+    verify_tls13_signature_with_raw_key, CryptoProvider, WebPkiSupportedAlgorithms,
+};
 use rustls::pki_types::{
-    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, SubjectPublicKeyInfoDer, UnixTime,
+    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, SubjectPublicKeyInfoDer,
+    UnixTime,
 };
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{
-    CertificateError, ClientConfig, CommonState, DigitallySignedStruct, DistinguishedName, OtherError,
-    ServerConfig, SignatureScheme,
+    CertificateError, ClientConfig, CommonState, DigitallySignedStruct, DistinguishedName,
+    OtherError, ServerConfig, SignatureScheme,
 };
 
 use crate::cert::{parse_cert, RaTlsCert};
@@ -40,7 +43,10 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
 }
 
 /// A server config presenting `own` and requiring an attested client.
-pub fn server_config(own: &RaTlsCert, verifier: Arc<Verifier>) -> Result<ServerConfig, rustls::Error> {
+pub fn server_config(
+    own: &RaTlsCert,
+    verifier: Arc<Verifier>,
+) -> Result<ServerConfig, rustls::Error> {
     let provider = crypto_provider();
     let key = certified_key(own, &provider)?;
     let mut cfg = ServerConfig::builder_with_provider(provider.clone())
@@ -53,7 +59,10 @@ pub fn server_config(own: &RaTlsCert, verifier: Arc<Verifier>) -> Result<ServerC
 }
 
 /// A client config presenting `own` and requiring an attested server.
-pub fn client_config(own: &RaTlsCert, verifier: Arc<Verifier>) -> Result<ClientConfig, rustls::Error> {
+pub fn client_config(
+    own: &RaTlsCert,
+    verifier: Arc<Verifier>,
+) -> Result<ClientConfig, rustls::Error> {
     let provider = crypto_provider();
     let key = certified_key(own, &provider)?;
     let mut cfg = ClientConfig::builder_with_provider(provider.clone())
@@ -91,10 +100,15 @@ pub fn attest_error(err: &std::io::Error) -> Option<&AttestError> {
     }
 }
 
-fn certified_key(own: &RaTlsCert, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, rustls::Error> {
+fn certified_key(
+    own: &RaTlsCert,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, rustls::Error> {
     let key = provider
         .key_provider
-        .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(own.key_pkcs8.clone())))?;
+        .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            own.key_pkcs8.clone(),
+        )))?;
     Ok(Arc::new(CertifiedKey::new(
         vec![CertificateDer::from(own.cert_der.clone())],
         key,
@@ -143,9 +157,9 @@ impl PeerVerifier {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "peer attestation refused");
-                Err(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
-                    Arc::new(e),
-                ))))
+                Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                    OtherError(Arc::new(e)),
+                )))
             }
         }
     }
@@ -177,7 +191,8 @@ impl ServerCertVerifier for PeerVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check(end_entity).map(|_| ServerCertVerified::assertion())
+        self.check(end_entity)
+            .map(|_| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -222,7 +237,8 @@ impl ClientCertVerifier for PeerVerifier {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.check(end_entity).map(|_| ClientCertVerified::assertion())
+        self.check(end_entity)
+            .map(|_| ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(

@@ -13,7 +13,12 @@ const DAY: u64 = 86_400;
 fn measurements(seed: u8) -> Measurements {
     Measurements {
         mr_td: [seed; 48],
-        rtmr: [[seed + 1; 48], [seed + 2; 48], [seed + 3; 48], [seed + 4; 48]],
+        rtmr: [
+            [seed + 1; 48],
+            [seed + 2; 48],
+            [seed + 3; 48],
+            [seed + 4; 48],
+        ],
         ..Measurements::default()
     }
 }
@@ -43,7 +48,10 @@ fn fake_cert_is_accepted_by_fake_tdx_and_any() {
     assert_eq!(id.image_hash, Some(measurements(1).image_hash()));
     assert_eq!(id.claims.name.as_deref(), Some("worker-1"));
     assert_eq!(id.not_after - id.not_before, DAY);
-    assert_eq!(verify(PolicyKind::Any, &c.cert_der).unwrap().tee, TeeKind::FakeTdx);
+    assert_eq!(
+        verify(PolicyKind::Any, &c.cert_der).unwrap().tee,
+        TeeKind::FakeTdx
+    );
 }
 
 #[test]
@@ -68,11 +76,20 @@ impl QuoteProvider for ReplayProvider {
 #[test]
 fn quote_bound_to_another_key_is_refused() {
     let victim = cert::generate_new(&fake(1), "victim", NOW).unwrap().0;
-    let stolen = cert::parse_cert(&victim.cert_der).unwrap().quote_raw.unwrap();
+    let stolen = cert::parse_cert(&victim.cert_der)
+        .unwrap()
+        .quote_raw
+        .unwrap();
     let thief = new_cert(&ReplayProvider(stolen), CertOptions::new("thief", NOW));
-    assert_eq!(verify(PolicyKind::FakeTdx, &thief.cert_der).unwrap_err(), AttestError::QuoteNotBound);
+    assert_eq!(
+        verify(PolicyKind::FakeTdx, &thief.cert_der).unwrap_err(),
+        AttestError::QuoteNotBound
+    );
     // Even `any` checks the binding of a quote that is present.
-    assert_eq!(verify(PolicyKind::Any, &thief.cert_der).unwrap_err(), AttestError::QuoteNotBound);
+    assert_eq!(
+        verify(PolicyKind::Any, &thief.cert_der).unwrap_err(),
+        AttestError::QuoteNotBound
+    );
 }
 
 #[test]
@@ -80,10 +97,17 @@ fn tampered_quote_inside_a_cert_breaks_its_signature() {
     let c = new_cert(&fake(1), CertOptions::new("t", NOW));
     let quote = cert::parse_cert(&c.cert_der).unwrap().quote_raw.unwrap();
     // Find the quote inside the DER and flip a byte of its MRTD.
-    let at = c.cert_der.windows(quote.len()).position(|w| w == quote).unwrap();
+    let at = c
+        .cert_der
+        .windows(quote.len())
+        .position(|w| w == quote)
+        .unwrap();
     let mut der = c.cert_der.clone();
     der[at + 48 + 136] ^= 1;
-    assert_eq!(verify(PolicyKind::FakeTdx, &der).unwrap_err(), AttestError::BadCertSignature);
+    assert_eq!(
+        verify(PolicyKind::FakeTdx, &der).unwrap_err(),
+        AttestError::BadCertSignature
+    );
 }
 
 #[test]
@@ -91,12 +115,18 @@ fn expired_and_not_yet_valid_certs_are_refused() {
     let old = new_cert(&fake(1), CertOptions::new("old", NOW - 3 * DAY));
     assert_eq!(
         verify(PolicyKind::FakeTdx, &old.cert_der).unwrap_err(),
-        AttestError::CertExpired { not_after: NOW - 2 * DAY, now: NOW + 60 }
+        AttestError::CertExpired {
+            not_after: NOW - 2 * DAY,
+            now: NOW + 60
+        }
     );
     let future = new_cert(&fake(1), CertOptions::new("future", NOW + DAY));
     assert_eq!(
         verify(PolicyKind::Any, &future.cert_der).unwrap_err(),
-        AttestError::CertNotYetValid { not_before: NOW + DAY, now: NOW + 60 }
+        AttestError::CertNotYetValid {
+            not_before: NOW + DAY,
+            now: NOW + 60
+        }
     );
 }
 
@@ -104,7 +134,8 @@ fn expired_and_not_yet_valid_certs_are_refused() {
 fn unknown_critical_extension_is_refused_and_non_critical_ignored() {
     let oid = vec![1, 3, 6, 1, 4, 1, 12345, 99];
     let mut opts = CertOptions::new("x", NOW);
-    opts.extra_extensions.push((oid.clone(), vec![0x05, 0x00], true));
+    opts.extra_extensions
+        .push((oid.clone(), vec![0x05, 0x00], true));
     let c = new_cert(&fake(1), opts);
     assert_eq!(
         verify(PolicyKind::Any, &c.cert_der).unwrap_err(),
@@ -122,15 +153,27 @@ fn allow_lists_refuse_other_measurements() {
     let at = |p: Policy| Verifier::at_time(p, NOW + 60).verify_cert(&c.cert_der);
     let base = Policy::new(PolicyKind::FakeTdx);
     assert_eq!(
-        at(Policy { allowed_image_hashes: vec![measurements(2).image_hash()], ..base.clone() }).unwrap_err(),
+        at(Policy {
+            allowed_image_hashes: vec![measurements(2).image_hash()],
+            ..base.clone()
+        })
+        .unwrap_err(),
         AttestError::ImageHashNotAllowed(hex::encode(good.image_hash()))
     );
     assert_eq!(
-        at(Policy { allowed_mrtd: vec![[2; 48]], ..base.clone() }).unwrap_err(),
+        at(Policy {
+            allowed_mrtd: vec![[2; 48]],
+            ..base.clone()
+        })
+        .unwrap_err(),
         AttestError::MrtdNotAllowed(hex::encode(good.mr_td))
     );
     assert_eq!(
-        at(Policy { allowed_rtmrs: vec![measurements(2).rtmr], ..base.clone() }).unwrap_err(),
+        at(Policy {
+            allowed_rtmrs: vec![measurements(2).rtmr],
+            ..base.clone()
+        })
+        .unwrap_err(),
         AttestError::RtmrNotAllowed
     );
     let all = Policy {
@@ -145,7 +188,10 @@ fn allow_lists_refuse_other_measurements() {
 #[test]
 fn fake_quote_under_tdx_is_refused() {
     let c = new_cert(&fake(1), CertOptions::new("x", NOW));
-    assert_eq!(verify(PolicyKind::Tdx, &c.cert_der).unwrap_err(), AttestError::FakeQuoteRejected);
+    assert_eq!(
+        verify(PolicyKind::Tdx, &c.cert_der).unwrap_err(),
+        AttestError::FakeQuoteRejected
+    );
 }
 
 #[test]
@@ -162,8 +208,14 @@ fn debug_td_is_refused_unless_allowed() {
         }
     }
     let c = new_cert(&DebugTd, CertOptions::new("x", NOW));
-    assert_eq!(verify(PolicyKind::FakeTdx, &c.cert_der).unwrap_err(), AttestError::DebugTd);
-    let p = Policy { allow_debug: true, ..Policy::new(PolicyKind::FakeTdx) };
+    assert_eq!(
+        verify(PolicyKind::FakeTdx, &c.cert_der).unwrap_err(),
+        AttestError::DebugTd
+    );
+    let p = Policy {
+        allow_debug: true,
+        ..Policy::new(PolicyKind::FakeTdx)
+    };
     assert!(Verifier::at_time(p, NOW).verify_cert(&c.cert_der).is_ok());
 }
 
@@ -171,17 +223,29 @@ fn debug_td_is_refused_unless_allowed() {
 fn plain_certificates_are_refused() {
     // No RA-TLS extensions at all.
     let key = cert::generate_key().unwrap();
-    let plain = rcgen::CertificateParams::new(vec!["plain".to_string()]).unwrap().self_signed(&key).unwrap();
+    let plain = rcgen::CertificateParams::new(vec!["plain".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
     assert_eq!(
         verify(PolicyKind::Any, plain.der()).unwrap_err(),
         AttestError::MissingExtension("claims")
     );
     // Not Ed25519.
     let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let ec_cert = rcgen::CertificateParams::new(vec!["ec".to_string()]).unwrap().self_signed(&ec).unwrap();
-    assert_eq!(verify(PolicyKind::Any, ec_cert.der()).unwrap_err(), AttestError::NotEd25519);
+    let ec_cert = rcgen::CertificateParams::new(vec!["ec".to_string()])
+        .unwrap()
+        .self_signed(&ec)
+        .unwrap();
+    assert_eq!(
+        verify(PolicyKind::Any, ec_cert.der()).unwrap_err(),
+        AttestError::NotEd25519
+    );
     // Not a certificate.
-    assert!(matches!(verify(PolicyKind::Any, b"junk").unwrap_err(), AttestError::CertParse(_)));
+    assert!(matches!(
+        verify(PolicyKind::Any, b"junk").unwrap_err(),
+        AttestError::CertParse(_)
+    ));
 }
 
 #[test]
@@ -210,7 +274,10 @@ fn pem_files_round_trip() {
     assert_eq!(back.key_pkcs8, c.key_pkcs8);
     // Swapped files name the problem.
     let err = RaTlsCert::load_pem(&kp, &cp).unwrap_err();
-    assert!(err.to_string().contains("expected a CERTIFICATE PEM block"), "{err}");
+    assert!(
+        err.to_string().contains("expected a CERTIFICATE PEM block"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -235,15 +302,27 @@ fn claims_refusals() {
     assert_eq!(Claims::parse(&[]).unwrap_err(), ClaimsError::Empty);
     let mut v2 = good.clone();
     v2[0] = 2;
-    assert_eq!(Claims::parse(&v2).unwrap_err(), ClaimsError::UnsupportedVersion(2));
-    assert_eq!(Claims::parse(&good[..10]).unwrap_err(), ClaimsError::Truncated(1));
-    assert_eq!(Claims::parse(&[1]).unwrap_err(), ClaimsError::MissingPublicKey);
+    assert_eq!(
+        Claims::parse(&v2).unwrap_err(),
+        ClaimsError::UnsupportedVersion(2)
+    );
+    assert_eq!(
+        Claims::parse(&good[..10]).unwrap_err(),
+        ClaimsError::Truncated(1)
+    );
+    assert_eq!(
+        Claims::parse(&[1]).unwrap_err(),
+        ClaimsError::MissingPublicKey
+    );
     // A name before the key.
     let mut no_key_first = vec![1u8];
     no_key_first.extend_from_slice(&4u16.to_le_bytes());
     no_key_first.extend_from_slice(&1u32.to_le_bytes());
     no_key_first.push(b'a');
-    assert_eq!(Claims::parse(&no_key_first).unwrap_err(), ClaimsError::MissingPublicKey);
+    assert_eq!(
+        Claims::parse(&no_key_first).unwrap_err(),
+        ClaimsError::MissingPublicKey
+    );
     // The key twice.
     let mut twice = good.clone();
     twice.extend_from_slice(&good[1..]);
@@ -253,7 +332,10 @@ fn claims_refusals() {
     short_key.extend_from_slice(&1u16.to_le_bytes());
     short_key.extend_from_slice(&31u32.to_le_bytes());
     short_key.extend_from_slice(&[0; 31]);
-    assert!(matches!(Claims::parse(&short_key).unwrap_err(), ClaimsError::BadEntry { tag: 1, .. }));
+    assert!(matches!(
+        Claims::parse(&short_key).unwrap_err(),
+        ClaimsError::BadEntry { tag: 1, .. }
+    ));
 }
 
 #[test]
@@ -261,7 +343,10 @@ fn configfs_provider_refusals() {
     use cocoon_tee::ConfigfsTsmProvider;
     let dir = tempfile::tempdir().unwrap();
     let missing = ConfigfsTsmProvider::new(dir.path().join("nope"));
-    assert!(matches!(missing.quote(&[0; 64]), Err(ProviderError::NotAvailable(_))));
+    assert!(matches!(
+        missing.quote(&[0; 64]),
+        Err(ProviderError::NotAvailable(_))
+    ));
     let err = missing.quote(&[0; 64]).unwrap_err().to_string();
     assert!(err.contains("no TDX here"), "{err}");
 
@@ -280,7 +365,10 @@ fn configfs_provider_refusals() {
     std::fs::write(entry.join("outblob"), b"quote").unwrap();
     assert!(matches!(
         ConfigfsTsmProvider::quote_in_entry(&entry, &[0; 64]),
-        Err(ProviderError::GenerationRace { before: 7, after: 7 })
+        Err(ProviderError::GenerationRace {
+            before: 7,
+            after: 7
+        })
     ));
     assert_eq!(std::fs::read(entry.join("inblob")).unwrap(), vec![0; 64]);
 }

@@ -55,7 +55,10 @@ fn fails_with_one_byte_flipped() {
 
 #[test]
 fn bad_collateral_json_is_named() {
-    assert!(matches!(dcap::parse_collateral("{}"), Err(DcapError::BadCollateral(_))));
+    assert!(matches!(
+        dcap::parse_collateral("{}"),
+        Err(DcapError::BadCollateral(_))
+    ));
 }
 
 fn tdx_policy() -> Policy {
@@ -69,7 +72,10 @@ fn tdx_policy() -> Policy {
 fn tdx_policy_accepts_the_real_quote_and_applies_allow_lists() {
     let q = TdxQuote::parse(QUOTE).unwrap();
     let v = Verifier::at_time(tdx_policy(), INSIDE);
-    let report = v.check_quote(&q, QUOTE, INSIDE).unwrap().expect("verified as real");
+    let report = v
+        .check_quote(&q, QUOTE, INSIDE)
+        .unwrap()
+        .expect("verified as real");
     assert_eq!(report.tcb_status, "UpToDate");
 
     let v = Verifier::at_time(
@@ -88,36 +94,63 @@ fn tdx_policy_accepts_the_real_quote_and_applies_allow_lists() {
 #[test]
 fn tdx_policy_refusals() {
     let q = TdxQuote::parse(QUOTE).unwrap();
-    let check = |p: Policy| Verifier::at_time(p, INSIDE).check_quote(&q, QUOTE, INSIDE).unwrap_err();
+    let check = |p: Policy| {
+        Verifier::at_time(p, INSIDE)
+            .check_quote(&q, QUOTE, INSIDE)
+            .unwrap_err()
+    };
 
     assert_eq!(
-        check(Policy { allowed_root_key_ids: vec![[7; 48]], ..tdx_policy() }),
-        AttestError::RootKeyIdNotAllowed(hex::encode(dcap::root_key_id(INTEL_ROOT_CA_DER).unwrap()))
+        check(Policy {
+            allowed_root_key_ids: vec![[7; 48]],
+            ..tdx_policy()
+        }),
+        AttestError::RootKeyIdNotAllowed(hex::encode(
+            dcap::root_key_id(INTEL_ROOT_CA_DER).unwrap()
+        ))
     );
     assert_eq!(
-        check(Policy { allowed_tcb_statuses: vec![], ..tdx_policy() }),
+        check(Policy {
+            allowed_tcb_statuses: vec![],
+            ..tdx_policy()
+        }),
         AttestError::TcbStatusNotAllowed("UpToDate".into())
     );
     assert_eq!(
-        check(Policy { allowed_image_hashes: vec![[1; 32]], ..tdx_policy() }),
+        check(Policy {
+            allowed_image_hashes: vec![[1; 32]],
+            ..tdx_policy()
+        }),
         AttestError::ImageHashNotAllowed(hex::encode(q.image_hash()))
     );
     assert_eq!(
-        check(Policy { allowed_mrtd: vec![[1; 48]], ..tdx_policy() }),
+        check(Policy {
+            allowed_mrtd: vec![[1; 48]],
+            ..tdx_policy()
+        }),
         AttestError::MrtdNotAllowed(hex::encode(q.measurements.mr_td))
     );
     assert_eq!(
-        check(Policy { allowed_rtmrs: vec![[[1; 48]; 4]], ..tdx_policy() }),
+        check(Policy {
+            allowed_rtmrs: vec![[[1; 48]; 4]],
+            ..tdx_policy()
+        }),
         AttestError::RtmrNotAllowed
     );
     assert_eq!(
-        check(Policy { collateral: None, ..tdx_policy() }),
+        check(Policy {
+            collateral: None,
+            ..tdx_policy()
+        }),
         AttestError::MissingCollateral
     );
     let err = Verifier::at_time(tdx_policy(), AFTER_CRL)
         .check_quote(&q, QUOTE, AFTER_CRL)
         .unwrap_err();
-    assert!(matches!(err, AttestError::Dcap(DcapError::Rejected(_))), "{err}");
+    assert!(
+        matches!(err, AttestError::Dcap(DcapError::Rejected(_))),
+        "{err}"
+    );
 }
 
 #[test]
@@ -126,7 +159,10 @@ fn fake_quote_is_refused_by_tdx_and_accepted_by_fake_tdx() {
     let q = TdxQuote::parse(&raw).unwrap();
     assert!(q.is_fake());
     let v = Verifier::at_time(tdx_policy(), INSIDE);
-    assert_eq!(v.check_quote(&q, &raw, INSIDE).unwrap_err(), AttestError::FakeQuoteRejected);
+    assert_eq!(
+        v.check_quote(&q, &raw, INSIDE).unwrap_err(),
+        AttestError::FakeQuoteRejected
+    );
     // Even with the fake marker removed, Intel's signature is missing.
     let mut forged = raw.clone();
     forged[12..28].copy_from_slice(&[0x93; 16]);
@@ -141,13 +177,22 @@ fn fake_quote_is_refused_by_tdx_and_accepted_by_fake_tdx() {
 #[test]
 fn malformed_quotes_are_named() {
     use cocoon_tee::quote::QuoteError;
-    assert_eq!(TdxQuote::parse(&QUOTE[..100]).unwrap_err(), QuoteError::TooShort(100));
+    assert_eq!(
+        TdxQuote::parse(&QUOTE[..100]).unwrap_err(),
+        QuoteError::TooShort(100)
+    );
     let mut v5 = QUOTE.to_vec();
     v5[0] = 5;
-    assert_eq!(TdxQuote::parse(&v5).unwrap_err(), QuoteError::UnsupportedVersion(5));
+    assert_eq!(
+        TdxQuote::parse(&v5).unwrap_err(),
+        QuoteError::UnsupportedVersion(5)
+    );
     let mut sgx = QUOTE.to_vec();
     sgx[4] = 0;
     assert_eq!(TdxQuote::parse(&sgx).unwrap_err(), QuoteError::NotTdx(0));
     let short = &QUOTE[..636 + 100];
-    assert!(matches!(TdxQuote::parse(short).unwrap_err(), QuoteError::BadSignatureLength { .. }));
+    assert!(matches!(
+        TdxQuote::parse(short).unwrap_err(),
+        QuoteError::BadSignatureLength { .. }
+    ));
 }

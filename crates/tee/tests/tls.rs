@@ -16,7 +16,10 @@ const NOW: u64 = 1_750_000_000;
 
 fn fake_cert(seed: u8, not_before: u64) -> RaTlsCert {
     let provider = FakeTdxProvider {
-        measurements: Measurements { mr_td: [seed; 48], ..Measurements::default() },
+        measurements: Measurements {
+            mr_td: [seed; 48],
+            ..Measurements::default()
+        },
     };
     let key = cert::generate_key().unwrap();
     let claims = Claims::new(key.public_key_raw().try_into().unwrap());
@@ -48,7 +51,9 @@ async fn handshake(
     });
     let tcp = TcpStream::connect(addr).await.unwrap();
     let client = async {
-        let mut tls = TlsConnector::from(Arc::new(client_cfg)).connect(tls::server_name(), tcp).await?;
+        let mut tls = TlsConnector::from(Arc::new(client_cfg))
+            .connect(tls::server_name(), tcp)
+            .await?;
         let id = tls::peer_identity(&client_v, tls.get_ref().1).map_err(std::io::Error::other)?;
         let mut buf = Vec::new();
         tls.read_to_end(&mut buf).await?;
@@ -82,11 +87,23 @@ async fn mutual_handshake_exposes_both_identities_and_caches() {
     let server_saw = server_saw.unwrap();
     let client_saw = client_saw.unwrap();
     assert_eq!(server_saw.tee, TeeKind::FakeTdx);
-    assert_eq!(server_saw.public_key, cert::parse_cert(&c.cert_der).unwrap().public_key);
-    assert_eq!(client_saw.public_key, cert::parse_cert(&s.cert_der).unwrap().public_key);
+    assert_eq!(
+        server_saw.public_key,
+        cert::parse_cert(&c.cert_der).unwrap().public_key
+    );
+    assert_eq!(
+        client_saw.public_key,
+        cert::parse_cert(&s.cert_der).unwrap().public_key
+    );
     assert_eq!(
         client_saw.image_hash,
-        Some(Measurements { mr_td: [1; 48], ..Measurements::default() }.image_hash())
+        Some(
+            Measurements {
+                mr_td: [1; 48],
+                ..Measurements::default()
+            }
+            .image_hash()
+        )
     );
     // First connection: one miss (handshake) and one hit (peer_identity).
     assert_eq!(sv.cache().stats(), (1, 1));
@@ -101,30 +118,59 @@ async fn mutual_handshake_exposes_both_identities_and_caches() {
 async fn server_refuses_a_client_outside_the_allow_list() {
     let (s, c) = (fake_cert(1, NOW), fake_cert(2, NOW));
     let only_1 = Policy {
-        allowed_image_hashes: vec![Measurements { mr_td: [1; 48], ..Measurements::default() }.image_hash()],
+        allowed_image_hashes: vec![Measurements {
+            mr_td: [1; 48],
+            ..Measurements::default()
+        }
+        .image_hash()],
         ..Policy::new(PolicyKind::FakeTdx)
     };
     let sv = Arc::new(Verifier::at_time(only_1, NOW));
     let (server, client) = pair(&s, sv, &c, verifier(PolicyKind::FakeTdx)).await;
     let err = server.unwrap_err();
-    assert!(matches!(attest_error(&err), Some(AttestError::ImageHashNotAllowed(_))), "{err}");
+    assert!(
+        matches!(
+            attest_error(&err),
+            Some(AttestError::ImageHashNotAllowed(_))
+        ),
+        "{err}"
+    );
     assert!(client.is_err());
 }
 
 #[tokio::test]
 async fn client_refuses_an_expired_server_cert() {
     let (s, c) = (fake_cert(1, NOW - 3 * 86_400), fake_cert(2, NOW));
-    let (_, client) = pair(&s, verifier(PolicyKind::FakeTdx), &c, verifier(PolicyKind::FakeTdx)).await;
+    let (_, client) = pair(
+        &s,
+        verifier(PolicyKind::FakeTdx),
+        &c,
+        verifier(PolicyKind::FakeTdx),
+    )
+    .await;
     let err = client.unwrap_err();
-    assert!(matches!(attest_error(&err), Some(AttestError::CertExpired { .. })), "{err}");
+    assert!(
+        matches!(attest_error(&err), Some(AttestError::CertExpired { .. })),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn tdx_client_refuses_a_fake_server() {
     let (s, c) = (fake_cert(1, NOW), fake_cert(2, NOW));
-    let (server, client) = pair(&s, verifier(PolicyKind::FakeTdx), &c, verifier(PolicyKind::Tdx)).await;
+    let (server, client) = pair(
+        &s,
+        verifier(PolicyKind::FakeTdx),
+        &c,
+        verifier(PolicyKind::Tdx),
+    )
+    .await;
     let err = client.unwrap_err();
-    assert_eq!(attest_error(&err), Some(&AttestError::FakeQuoteRejected), "{err}");
+    assert_eq!(
+        attest_error(&err),
+        Some(&AttestError::FakeQuoteRejected),
+        "{err}"
+    );
     // The server learns only that its certificate was refused.
     let err = server.unwrap_err();
     assert!(err.to_string().contains("CertificateUnknown"), "{err}");
@@ -185,8 +231,14 @@ async fn server_refuses_a_client_without_a_certificate() {
     )
     .await;
     let err = server.unwrap_err();
-    let tls_err = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
-    assert_eq!(tls_err, Some(&rustls::Error::NoCertificatesPresented), "{err}");
+    let tls_err = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    assert_eq!(
+        tls_err,
+        Some(&rustls::Error::NoCertificatesPresented),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -201,10 +253,14 @@ async fn server_refuses_tls_1_2() {
     )
     .await;
     let err = server.unwrap_err();
-    let tls_err = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+    let tls_err = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
     assert_eq!(
         tls_err,
-        Some(&rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOfferedOrEnabled)),
+        Some(&rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOfferedOrEnabled
+        )),
         "{err}"
     );
     assert!(client.is_err());

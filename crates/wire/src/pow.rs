@@ -32,7 +32,9 @@ pub const MAX_DIFFICULTY: u32 = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum PowError {
     /// The server asked for more work than this client accepts.
-    #[error("server asked for proof-of-work difficulty {asked}, above this side's limit of {limit}")]
+    #[error(
+        "server asked for proof-of-work difficulty {asked}, above this side's limit of {limit}"
+    )]
     TooDifficult {
         /// The difficulty in the challenge.
         asked: u32,
@@ -77,7 +79,8 @@ impl Challenge {
             return Err(PowError::InvalidDifficulty(difficulty_bits as i32));
         }
         let mut salt = [0u8; 16];
-        getrandom::fill(&mut salt).map_err(|e| PowError::Io(std::io::Error::other(e.to_string())))?;
+        getrandom::fill(&mut salt)
+            .map_err(|e| PowError::Io(std::io::Error::other(e.to_string())))?;
         Ok(Self {
             difficulty_bits,
             salt,

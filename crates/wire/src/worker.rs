@@ -67,7 +67,11 @@ pub struct ConnectedToProxy {
 
 /// `worker.compareBalanceWithProxyResult`: the proxy's view of what it owes.
 #[derive(Debug, Clone, PartialEq, Eq, TlRead, TlWrite)]
-#[tl(boxed, id = "worker.compareBalanceWithProxyResult", scheme = "cocoon.tl")]
+#[tl(
+    boxed,
+    id = "worker.compareBalanceWithProxyResult",
+    scheme = "cocoon.tl"
+)]
 pub struct CompareBalanceResult {
     /// The newest voucher for the worker.
     pub signed_payment: SignedPayment,
@@ -81,7 +85,11 @@ pub struct CompareBalanceResult {
 
 /// `worker.extendedCompareBalanceWithProxyResult`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, TlRead, TlWrite)]
-#[tl(boxed, id = "worker.extendedCompareBalanceWithProxyResult", scheme = "cocoon.tl")]
+#[tl(
+    boxed,
+    id = "worker.extendedCompareBalanceWithProxyResult",
+    scheme = "cocoon.tl"
+)]
 pub struct ExtendedCompareBalanceResult {
     /// 0 when the proxy agrees.
     pub error_code: i32,

@@ -51,14 +51,19 @@ fn trailing_bytes() {
 #[test]
 fn bad_bool_is_an_unknown_constructor() {
     // proxyHandshakeComplete is_disabled:Bool with a bool that is neither id.
-    let mut bytes = encode(&cocoon_wire::worker::WorkerRequest::ProxyHandshakeComplete {
-        is_disabled: true,
-    });
+    let mut bytes =
+        encode(&cocoon_wire::worker::WorkerRequest::ProxyHandshakeComplete { is_disabled: true });
     let n = bytes.len();
     bytes[n - 4..].copy_from_slice(&[1, 2, 3, 4]);
     let err = decode::<cocoon_wire::worker::WorkerRequest>(&bytes).unwrap_err();
     assert!(
-        matches!(err, DecodeError::UnknownConstructor { what: "WorkerRequest", .. }),
+        matches!(
+            err,
+            DecodeError::UnknownConstructor {
+                what: "WorkerRequest",
+                ..
+            }
+        ),
         "{err:?}"
     );
 }
@@ -80,6 +85,9 @@ fn function_enum_rejects_a_type_id() {
     let bytes = encode(&TcpPacket::Ping { id: 1 });
     assert!(matches!(
         decode::<ClientRequest>(&bytes).unwrap_err(),
-        DecodeError::UnknownConstructor { what: "ClientRequest", .. }
+        DecodeError::UnknownConstructor {
+            what: "ClientRequest",
+            ..
+        }
     ));
 }

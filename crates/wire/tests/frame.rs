@@ -48,9 +48,15 @@ fn oversized_length_is_refused_before_the_body_arrives() {
 fn encoder_refuses_out_of_range_bodies() {
     let mut codec = FrameCodec;
     let mut buf = BytesMut::new();
-    assert!(matches!(codec.encode(&b"abc"[..], &mut buf), Err(FrameError::TooShort(3))));
+    assert!(matches!(
+        codec.encode(&b"abc"[..], &mut buf),
+        Err(FrameError::TooShort(3))
+    ));
     let big = vec![0u8; MAX_FRAME_LEN + 1];
-    assert!(matches!(codec.encode(&big[..], &mut buf), Err(FrameError::TooLong(_))));
+    assert!(matches!(
+        codec.encode(&big[..], &mut buf),
+        Err(FrameError::TooLong(_))
+    ));
     assert!(buf.is_empty());
 }
 
@@ -58,7 +64,10 @@ fn encoder_refuses_out_of_range_bodies() {
 fn eof_inside_a_frame_is_an_error() {
     let mut codec = FrameCodec;
     let mut buf = BytesMut::from(&[8u8, 0, 0, 0, 1, 2][..]);
-    assert!(matches!(codec.decode_eof(&mut buf), Err(FrameError::Incomplete(6))));
+    assert!(matches!(
+        codec.decode_eof(&mut buf),
+        Err(FrameError::Incomplete(6))
+    ));
     let mut empty = BytesMut::new();
     assert!(codec.decode_eof(&mut empty).unwrap().is_none());
 }

@@ -14,7 +14,9 @@ fn bytes() -> impl Strategy<Value = Vec<u8>> + Clone {
     prop::collection::vec(any::<u8>(), 0..300)
 }
 fn time() -> impl Strategy<Value = Double> + Clone {
-    any::<u64>().prop_map(|b| Double(f64::from_bits(b))).prop_filter("NaN != NaN", |d| !d.0.is_nan())
+    any::<u64>()
+        .prop_map(|b| Double(f64::from_bits(b)))
+        .prop_filter("NaN != NaN", |d| !d.0.is_nan())
 }
 fn tokens() -> impl Strategy<Value = TokensUsed> + Clone {
     any::<[u64; 5]>().prop_map(|t| TokensUsed {
@@ -32,16 +34,21 @@ fn payment() -> impl Strategy<Value = SignedPayment> {
     ]
 }
 fn proxy_params() -> impl Strategy<Value = ProxyParams> {
-    (any::<[u8; 32]>(), bytes(), bytes(), any::<Option<bool>>(), any::<Option<i32>>()).prop_map(
-        |(k, o, s, t, v)| ProxyParams {
+    (
+        any::<[u8; 32]>(),
+        bytes(),
+        bytes(),
+        any::<Option<bool>>(),
+        any::<Option<i32>>(),
+    )
+        .prop_map(|(k, o, s, t, v)| ProxyParams {
             flags: (),
             proxy_public_key: k,
             proxy_owner_address: o,
             proxy_sc_address: s,
             is_test: t,
             proto_version: v,
-        },
-    )
+        })
 }
 fn worker_params() -> impl Strategy<Value = WorkerParams> {
     (
@@ -76,15 +83,18 @@ fn client_params() -> impl Strategy<Value = ClientParams> {
 }
 fn proxy_final() -> impl Strategy<Value = Option<ProxyQueryFinalInfo>> {
     proptest::option::of(
-        (tokens(), proptest::option::of(bytes()), proptest::option::of((time(), time()))).prop_map(
-            |(t, d, g)| ProxyQueryFinalInfo {
+        (
+            tokens(),
+            proptest::option::of(bytes()),
+            proptest::option::of((time(), time())),
+        )
+            .prop_map(|(t, d, g)| ProxyQueryFinalInfo {
                 flags: (),
                 tokens_used: t,
                 worker_debug: d,
                 worker_start_time: g.map(|g| g.0),
                 worker_end_time: g.map(|g| g.1),
-            },
-        ),
+            }),
     )
 }
 fn client_final() -> impl Strategy<Value = Option<ClientQueryFinalInfo>> {
@@ -107,7 +117,10 @@ fn client_final() -> impl Strategy<Value = Option<ClientQueryFinalInfo>> {
     )
 }
 fn headers() -> impl Strategy<Value = Vec<HttpHeader>> {
-    prop::collection::vec((bytes(), bytes()).prop_map(|(name, value)| HttpHeader { name, value }), 0..4)
+    prop::collection::vec(
+        (bytes(), bytes()).prop_map(|(name, value)| HttpHeader { name, value }),
+        0..4,
+    )
 }
 
 fn tcp_packet() -> impl Strategy<Value = TcpPacket> {
@@ -125,22 +138,34 @@ fn tcp_packet() -> impl Strategy<Value = TcpPacket> {
 }
 
 fn client_request() -> impl Strategy<Value = ClientRequest> {
-    let run = (bytes(), bytes(), any::<i32>(), any::<i32>(), time(), any::<[u8; 32]>(), any::<i32>());
+    let run = (
+        bytes(),
+        bytes(),
+        any::<i32>(),
+        any::<i32>(),
+        time(),
+        any::<[u8; 32]>(),
+        any::<i32>(),
+    );
     prop_oneof![
         (client_params(), any::<i32>()).prop_map(|(params, min_config_version)| {
-            ClientRequest::ConnectToProxy { params, min_config_version }
+            ClientRequest::ConnectToProxy {
+                params,
+                min_config_version,
+            }
         }),
         bytes().prop_map(|data| ClientRequest::AuthorizeWithProxyShort { data }),
         Just(ClientRequest::AuthorizeWithProxyLong),
-        run.clone().prop_map(|(m, q, c, t, to, r, v)| ClientRequest::RunQuery {
-            model_name: m,
-            query: q,
-            max_coefficient: c,
-            max_tokens: t,
-            timeout: to,
-            request_id: r,
-            min_config_version: v,
-        }),
+        run.clone()
+            .prop_map(|(m, q, c, t, to, r, v)| ClientRequest::RunQuery {
+                model_name: m,
+                query: q,
+                max_coefficient: c,
+                max_tokens: t,
+                timeout: to,
+                request_id: r,
+                min_config_version: v,
+            }),
         (run, any::<Option<bool>>()).prop_map(|((m, q, c, t, to, r, v), d)| {
             ClientRequest::RunQueryEx {
                 model_name: m,
@@ -165,43 +190,90 @@ fn client_answers() -> impl Strategy<Value = Vec<u8>> {
     let a = (bytes(), any::<bool>(), any::<[u8; 32]>(), tokens());
     let e = (any::<i32>(), bytes(), any::<[u8; 32]>(), tokens());
     prop_oneof![
-        a.clone().prop_map(|(answer, is_completed, request_id, request_tokens_used)| {
-            rt(ClientQueryAnswer::Answer { answer, is_completed, request_id, request_tokens_used })
-        }),
-        e.clone().prop_map(|(error_code, error, request_id, request_tokens_used)| {
-            rt(ClientQueryAnswer::Error { error_code, error, request_id, request_tokens_used })
-        }),
+        a.clone()
+            .prop_map(|(answer, is_completed, request_id, request_tokens_used)| {
+                rt(ClientQueryAnswer::Answer {
+                    answer,
+                    is_completed,
+                    request_id,
+                    request_tokens_used,
+                })
+            }),
+        e.clone()
+            .prop_map(|(error_code, error, request_id, request_tokens_used)| {
+                rt(ClientQueryAnswer::Error {
+                    error_code,
+                    error,
+                    request_id,
+                    request_tokens_used,
+                })
+            }),
         a.prop_map(|(answer, is_completed, request_id, request_tokens_used)| {
-            rt(ClientQueryAnswerPart::Part { answer, is_completed, request_id, request_tokens_used })
+            rt(ClientQueryAnswerPart::Part {
+                answer,
+                is_completed,
+                request_id,
+                request_tokens_used,
+            })
         }),
         e.prop_map(|(error_code, error, request_id, request_tokens_used)| {
-            rt(ClientQueryAnswerPart::Error { error_code, error, request_id, request_tokens_used })
+            rt(ClientQueryAnswerPart::Error {
+                error_code,
+                error,
+                request_id,
+                request_tokens_used,
+            })
         }),
-        (any::<[u8; 32]>(), bytes(), client_final()).prop_map(|(request_id, answer, final_info)| {
-            rt(ClientQueryAnswerEx::Answer { request_id, answer: answer.clone(), flags: (), final_info: final_info.clone() });
-            rt(ClientQueryAnswerEx::Part { request_id, answer, flags: (), final_info })
-        }),
-        (any::<[u8; 32]>(), any::<i32>(), bytes(), client_final()).prop_map(
-            |(request_id, error_code, error, final_info)| {
-                rt(ClientQueryAnswerEx::Error { request_id, error_code, error, flags: (), final_info })
-            }
-        ),
-        (proxy_params(), bytes(), any::<[u8; 32]>(), any::<u64>(), payment()).prop_map(
-            |(params, client_sc_address, secret_hash, nonce, signed_payment)| {
-                rt(ClientConnectedToProxy {
-                    params: params.clone(),
-                    client_sc_address: client_sc_address.clone(),
-                    auth: ProxyConnectionAuth::Short { secret_hash, nonce },
-                    signed_payment: signed_payment.clone(),
+        (any::<[u8; 32]>(), bytes(), client_final()).prop_map(
+            |(request_id, answer, final_info)| {
+                rt(ClientQueryAnswerEx::Answer {
+                    request_id,
+                    answer: answer.clone(),
+                    flags: (),
+                    final_info: final_info.clone(),
                 });
-                rt(ClientConnectedToProxy {
-                    params,
-                    client_sc_address,
-                    auth: ProxyConnectionAuth::Long { nonce },
-                    signed_payment,
+                rt(ClientQueryAnswerEx::Part {
+                    request_id,
+                    answer,
+                    flags: (),
+                    final_info,
                 })
             }
         ),
+        (any::<[u8; 32]>(), any::<i32>(), bytes(), client_final()).prop_map(
+            |(request_id, error_code, error, final_info)| {
+                rt(ClientQueryAnswerEx::Error {
+                    request_id,
+                    error_code,
+                    error,
+                    flags: (),
+                    final_info,
+                })
+            }
+        ),
+        (
+            proxy_params(),
+            bytes(),
+            any::<[u8; 32]>(),
+            any::<u64>(),
+            payment()
+        )
+            .prop_map(
+                |(params, client_sc_address, secret_hash, nonce, signed_payment)| {
+                    rt(ClientConnectedToProxy {
+                        params: params.clone(),
+                        client_sc_address: client_sc_address.clone(),
+                        auth: ProxyConnectionAuth::Short { secret_hash, nonce },
+                        signed_payment: signed_payment.clone(),
+                    });
+                    rt(ClientConnectedToProxy {
+                        params,
+                        client_sc_address,
+                        auth: ProxyConnectionAuth::Long { nonce },
+                        signed_payment,
+                    })
+                }
+            ),
         (payment(), any::<u64>(), any::<u64>(), any::<i32>(), bytes()).prop_map(
             |(signed_payment, db, max, error_code, error)| {
                 rt(AuthorizationWithProxy::Success {
@@ -210,7 +282,11 @@ fn client_answers() -> impl Strategy<Value = Vec<u8>> {
                     max_tokens: max,
                 });
                 rt(AuthorizationWithProxy::Failed { error_code, error });
-                rt(ClientPaymentStatus { signed_payment, db_tokens: db, max_tokens: max })
+                rt(ClientPaymentStatus {
+                    signed_payment,
+                    db_tokens: db,
+                    max_tokens: max,
+                })
             }
         ),
         (bytes(), any::<u64>()).prop_map(|(data, active_queries)| {
@@ -246,25 +322,63 @@ fn proxy_messages() -> impl Strategy<Value = Vec<u8>> {
     let a = (bytes(), any::<bool>(), any::<[u8; 32]>(), tokens());
     let e = (any::<i32>(), bytes(), any::<[u8; 32]>(), tokens());
     prop_oneof![
-        a.clone().prop_map(|(answer, is_completed, request_id, tokens_used)| {
-            rt(ProxyQueryAnswer::Answer { answer, is_completed, request_id, tokens_used })
-        }),
-        e.clone().prop_map(|(error_code, error, request_id, tokens_used)| {
-            rt(ProxyQueryAnswer::Error { error_code, error, request_id, tokens_used })
-        }),
+        a.clone()
+            .prop_map(|(answer, is_completed, request_id, tokens_used)| {
+                rt(ProxyQueryAnswer::Answer {
+                    answer,
+                    is_completed,
+                    request_id,
+                    tokens_used,
+                })
+            }),
+        e.clone()
+            .prop_map(|(error_code, error, request_id, tokens_used)| {
+                rt(ProxyQueryAnswer::Error {
+                    error_code,
+                    error,
+                    request_id,
+                    tokens_used,
+                })
+            }),
         a.prop_map(|(answer, is_completed, request_id, tokens_used)| {
-            rt(ProxyQueryAnswerPart::Part { answer, is_completed, request_id, tokens_used })
+            rt(ProxyQueryAnswerPart::Part {
+                answer,
+                is_completed,
+                request_id,
+                tokens_used,
+            })
         }),
         e.prop_map(|(error_code, error, request_id, tokens_used)| {
-            rt(ProxyQueryAnswerPart::Error { error_code, error, request_id, tokens_used })
+            rt(ProxyQueryAnswerPart::Error {
+                error_code,
+                error,
+                request_id,
+                tokens_used,
+            })
         }),
         (any::<[u8; 32]>(), bytes(), proxy_final()).prop_map(|(request_id, answer, final_info)| {
-            rt(ProxyQueryAnswerEx::Answer { request_id, answer: answer.clone(), flags: (), final_info: final_info.clone() });
-            rt(ProxyQueryAnswerEx::Part { request_id, answer, flags: (), final_info })
+            rt(ProxyQueryAnswerEx::Answer {
+                request_id,
+                answer: answer.clone(),
+                flags: (),
+                final_info: final_info.clone(),
+            });
+            rt(ProxyQueryAnswerEx::Part {
+                request_id,
+                answer,
+                flags: (),
+                final_info,
+            })
         }),
         (any::<[u8; 32]>(), any::<i32>(), bytes(), proxy_final()).prop_map(
             |(request_id, error_code, error, final_info)| {
-                rt(ProxyQueryAnswerEx::Error { request_id, error_code, error, flags: (), final_info })
+                rt(ProxyQueryAnswerEx::Error {
+                    request_id,
+                    error_code,
+                    error,
+                    flags: (),
+                    final_info,
+                })
             }
         ),
         (any::<[u8; 32]>(), payment(), any::<[u64; 3]>(), bytes()).prop_map(
@@ -286,26 +400,34 @@ fn proxy_messages() -> impl Strategy<Value = Vec<u8>> {
                 })
             }
         ),
-        (bytes(), payment(), any::<i64>(), time(), any::<[u8; 32]>(), any::<Option<bool>>()).prop_map(
-            |(query, signed_payment, coefficient, timeout, request_id, enable_debug)| {
-                rt(ProxyRequest::RunQuery {
-                    query: query.clone(),
-                    signed_payment: signed_payment.clone(),
-                    coefficient,
-                    timeout,
-                    request_id,
-                });
-                rt(ProxyRequest::RunQueryEx {
-                    query,
-                    signed_payment,
-                    coefficient,
-                    timeout,
-                    request_id,
-                    flags: (),
-                    enable_debug,
-                })
-            }
-        ),
+        (
+            bytes(),
+            payment(),
+            any::<i64>(),
+            time(),
+            any::<[u8; 32]>(),
+            any::<Option<bool>>()
+        )
+            .prop_map(
+                |(query, signed_payment, coefficient, timeout, request_id, enable_debug)| {
+                    rt(ProxyRequest::RunQuery {
+                        query: query.clone(),
+                        signed_payment: signed_payment.clone(),
+                        coefficient,
+                        timeout,
+                        request_id,
+                    });
+                    rt(ProxyRequest::RunQueryEx {
+                        query,
+                        signed_payment,
+                        coefficient,
+                        timeout,
+                        request_id,
+                        flags: (),
+                        enable_debug,
+                    })
+                }
+            ),
     ]
 }
 
@@ -318,12 +440,19 @@ fn worker_messages() -> impl Strategy<Value = Vec<u8>> {
             max_tokens: n[2],
         })),
         (any::<u64>(), bytes()).prop_map(|(t, other)| rt(
-            WorkerRequest::ExtendedCompareBalanceWithProxy { tokens_committed_to_db: t, other }
+            WorkerRequest::ExtendedCompareBalanceWithProxy {
+                tokens_committed_to_db: t,
+                other
+            }
         )),
-        any::<bool>().prop_map(|is_disabled| rt(WorkerRequest::ProxyHandshakeComplete { is_disabled })),
+        any::<bool>()
+            .prop_map(|is_disabled| rt(WorkerRequest::ProxyHandshakeComplete { is_disabled })),
         Just(()).prop_map(|_| rt(WorkerRequest::UpdatePaymentStatus)),
         (proxy_params(), bytes()).prop_map(|(params, worker_sc_address)| {
-            rt(ConnectedToProxy { params, worker_sc_address })
+            rt(ConnectedToProxy {
+                params,
+                worker_sc_address,
+            })
         }),
         (payment(), any::<u64>(), any::<u64>(), any::<i32>()).prop_map(|(p, db, max, code)| {
             rt(CompareBalanceResult {
@@ -332,7 +461,11 @@ fn worker_messages() -> impl Strategy<Value = Vec<u8>> {
                 max_tokens: max,
                 error_code: code,
             });
-            rt(WorkerPaymentStatus { signed_payment: p, db_tokens: db, max_tokens: max })
+            rt(WorkerPaymentStatus {
+                signed_payment: p,
+                db_tokens: db,
+                max_tokens: max,
+            })
         }),
         any::<i32>().prop_map(|n| {
             rt(ExtendedCompareBalanceResult { error_code: n });
@@ -344,16 +477,24 @@ fn worker_messages() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn http_messages() -> impl Strategy<Value = Vec<u8>> {
-    (bytes(), bytes(), headers(), bytes(), any::<i32>()).prop_map(|(a, b, headers, payload, code)| {
-        rt(HttpRequest {
-            method: a.clone(),
-            url: b.clone(),
-            http_version: a.clone(),
-            headers: headers.clone(),
-            payload: payload.clone(),
-        });
-        rt(HttpResponse { http_version: a, status_code: code, reason: b, headers, payload })
-    })
+    (bytes(), bytes(), headers(), bytes(), any::<i32>()).prop_map(
+        |(a, b, headers, payload, code)| {
+            rt(HttpRequest {
+                method: a.clone(),
+                url: b.clone(),
+                http_version: a.clone(),
+                headers: headers.clone(),
+                payload: payload.clone(),
+            });
+            rt(HttpResponse {
+                http_version: a,
+                status_code: code,
+                reason: b,
+                headers,
+                payload,
+            })
+        },
+    )
 }
 
 /// Encodes, decodes, compares; returns the encoding.
