@@ -131,13 +131,7 @@ pub async fn accept(
     let stream = tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| NetError::Timeout(timeout))??;
-    let peer = cocoon_tee::tls::peer_identity(verifier, stream.get_ref().1)
-        .map_err(NetError::Attestation)?;
-    Ok(Connection {
-        framed: Framed::new(TlsStream::Server(stream), FrameCodec),
-        peer,
-        peer_addr,
-    })
+    established(TlsStream::Server(stream), verifier, peer_addr)
 }
 
 /// Dialer side: connect, solve the proof of work if it is at most
@@ -163,11 +157,21 @@ pub async fn connect(
     let stream = tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| NetError::Timeout(timeout))??;
+    established(TlsStream::Client(stream), verifier, Some(addr))
+}
+
+/// Wraps a finished handshake: reads the peer's verified identity (a cache
+/// hit, the handshake verified it) and frames the stream.
+fn established(
+    stream: TlsStream<TcpStream>,
+    verifier: &Verifier,
+    peer_addr: Option<SocketAddr>,
+) -> Result<Connection, NetError> {
     let peer = cocoon_tee::tls::peer_identity(verifier, stream.get_ref().1)
         .map_err(NetError::Attestation)?;
     Ok(Connection {
-        framed: Framed::new(TlsStream::Client(stream), FrameCodec),
+        framed: Framed::new(stream, FrameCodec),
         peer,
-        peer_addr: Some(addr),
+        peer_addr,
     })
 }
