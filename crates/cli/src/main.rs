@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod attest;
+mod bench;
 
 use clap::{Parser, Subcommand};
 
@@ -24,7 +25,10 @@ enum Command {
     /// RA-TLS attestation: make, inspect and verify certificates; try a
     /// mutual attested handshake.
     #[command(subcommand)]
-    Attest(attest::AttestCommand),
+    Attest(Box<attest::AttestCommand>),
+    /// Benchmarks that print JSON, each against an in-process baseline.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,7 +39,8 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Attest(cmd) => attest::run(cmd),
+        Command::Attest(cmd) => attest::run(*cmd),
+        Command::Bench(cmd) => bench::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

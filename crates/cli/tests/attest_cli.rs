@@ -242,3 +242,18 @@ fn demo_runs_end_to_end() {
     assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("demo ok"), "{}", stdout(&o));
 }
+
+#[test]
+fn bench_attest_prints_json_with_ratios() {
+    let o = cocoon(&["bench", "attest", "--iterations", "20", "--handshakes", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in [
+        "verify_cert_uncached_us",
+        "verify_cert_cached_us",
+        "cache_speedup",
+        "handshake_speedup",
+    ] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
+    }
+}

@@ -35,6 +35,9 @@ pub enum AttestError {
     /// A critical extension this verifier does not understand.
     #[error("certificate has an unknown critical extension {0}")]
     UnknownCriticalExtension(String),
+    /// The peer presented no certificate at all.
+    #[error("peer presented no certificate")]
+    NoPeerCertificate,
     /// A required RA-TLS extension is missing.
     #[error("certificate has no {0} extension")]
     MissingExtension(&'static str),

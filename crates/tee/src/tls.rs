@@ -86,7 +86,7 @@ pub fn peer_identity(verifier: &Verifier, conn: &CommonState) -> Result<PeerIden
     let cert = conn
         .peer_certificates()
         .and_then(|c| c.first())
-        .ok_or(AttestError::MissingExtension("peer certificate"))?;
+        .ok_or(AttestError::NoPeerCertificate)?;
     verifier.verify_cert(cert.as_ref())
 }
 
