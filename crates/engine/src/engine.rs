@@ -1,0 +1,215 @@
+//! The `Engine` trait: a validated request in, a stream of text chunks and
+//! one final usage out. Dropping the [`Generation`] cancels the work: the
+//! producer sees [`GenerationSender::is_cancelled`] and stops.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::sync::mpsc;
+
+use crate::request::{EngineRequest, RequestError};
+
+/// Token counts of one request, as billed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens, cached ones included.
+    pub prompt_tokens: u64,
+    /// Prompt tokens whose KV state was reused.
+    pub cached_tokens: u64,
+    /// Generated tokens, reasoning ones included.
+    pub completion_tokens: u64,
+    /// Generated tokens inside `<think>…</think>`.
+    pub reasoning_tokens: u64,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// End of sequence or a stop sequence.
+    Stop,
+    /// `max_tokens` or the context ran out.
+    Length,
+}
+
+impl FinishReason {
+    /// The OpenAI name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+        }
+    }
+}
+
+/// One item of a generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// More text.
+    Text(String),
+    /// The end, with the final usage.
+    Done {
+        /// Final token counts.
+        usage: Usage,
+        /// Why it ended.
+        finish_reason: FinishReason,
+    },
+}
+
+/// Why an engine could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The request is invalid (HTTP 400).
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The engine does not serve this model (HTTP 404).
+    #[error("model `{0}` is not served here")]
+    UnknownModel(String),
+    /// Too many requests at once (HTTP 503).
+    #[error("engine is at capacity ({0} requests running)")]
+    Overloaded(usize),
+    /// The prompt does not fit the context (HTTP 400).
+    #[error("prompt of {prompt} tokens does not fit the context of {context} tokens")]
+    PromptTooLong {
+        /// Prompt tokens.
+        prompt: usize,
+        /// Context size.
+        context: usize,
+    },
+    /// An upstream server answered with an error (HTTP 502).
+    #[error("upstream engine answered {status}: {message}")]
+    Upstream {
+        /// Upstream HTTP status (0 when it could not be reached).
+        status: u16,
+        /// Its message.
+        message: String,
+    },
+    /// No answer in time (HTTP 504).
+    #[error("engine timed out after {0:?}")]
+    Timeout(Duration),
+    /// Anything else (HTTP 500).
+    #[error("engine failure: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    /// The HTTP status to answer with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::Request(_) | Self::PromptTooLong { .. } => 400,
+            Self::UnknownModel(_) => 404,
+            Self::Overloaded(_) => 503,
+            Self::Upstream { .. } => 502,
+            Self::Timeout(_) => 504,
+            Self::Internal(_) => 500,
+        }
+    }
+}
+
+/// An inference engine.
+pub trait Engine: Send + Sync + 'static {
+    /// The model identities served.
+    fn models(&self) -> Vec<String>;
+
+    /// Starts generating; errors found before starting come back here,
+    /// later ones as the stream's last item.
+    fn generate(&self, request: EngineRequest) -> Result<Generation, EngineError>;
+}
+
+/// Capacity of a generation's channel: enough to decouple the decode loop
+/// from a slow reader without letting it run far ahead.
+const CHANNEL_DEPTH: usize = 64;
+
+/// A new (sender, stream) pair.
+pub fn generation() -> (GenerationSender, Generation) {
+    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    (GenerationSender { tx }, Generation { rx })
+}
+
+/// The producing side of a [`Generation`].
+#[derive(Debug, Clone)]
+pub struct GenerationSender {
+    tx: mpsc::Sender<Result<Event, EngineError>>,
+}
+
+impl GenerationSender {
+    /// Sends an item, waiting for room; false when the reader is gone.
+    pub async fn send(&self, item: Result<Event, EngineError>) -> bool {
+        self.tx.send(item).await.is_ok()
+    }
+
+    /// Sends from a non-async thread (the embedded decode loop); false when
+    /// the reader is gone.
+    pub fn blocking_send(&self, item: Result<Event, EngineError>) -> bool {
+        self.tx.blocking_send(item).is_ok()
+    }
+
+    /// Resolves when the reader drops the stream.
+    pub async fn cancelled(&self) {
+        self.tx.closed().await
+    }
+
+    /// Whether the reader dropped the stream (cancellation).
+    pub fn is_cancelled(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// The consuming side: a stream of events; drop it to cancel.
+#[derive(Debug)]
+pub struct Generation {
+    rx: mpsc::Receiver<Result<Event, EngineError>>,
+}
+
+impl Stream for Generation {
+    type Item = Result<Event, EngineError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// A whole answer gathered from a generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The text, chunks joined.
+    pub text: String,
+    /// The chunks as they came.
+    pub chunks: usize,
+    /// Final usage.
+    pub usage: Usage,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+}
+
+impl Generation {
+    /// Reads the generation to its end.
+    pub async fn collect(mut self) -> Result<Answer, EngineError> {
+        use futures_util::StreamExt;
+        let mut text = String::new();
+        let mut chunks = 0;
+        while let Some(item) = self.next().await {
+            match item? {
+                Event::Text(t) => {
+                    chunks += 1;
+                    text.push_str(&t);
+                }
+                Event::Done {
+                    usage,
+                    finish_reason,
+                } => {
+                    return Ok(Answer {
+                        text,
+                        chunks,
+                        usage,
+                        finish_reason,
+                    })
+                }
+            }
+        }
+        Err(EngineError::Internal(
+            "generation ended without a final usage".into(),
+        ))
+    }
+}

@@ -1,0 +1,424 @@
+//! OpenAI requests as engines accept them: parsed from JSON, checked
+//! against a field whitelist, normalized into an [`EngineRequest`].
+//!
+//! Only fields every engine can honour are accepted; anything else is a
+//! 400-style [`RequestError`] naming the field, so a client never believes
+//! an option (tools, logprobs, n > 1, ...) was applied when it was not.
+
+use serde_json::{Map, Value};
+
+/// Fields accepted in `/v1/chat/completions`.
+pub const CHAT_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "stop",
+    "stream",
+    "stream_options",
+    "presence_penalty",
+    "frequency_penalty",
+    "n",
+];
+
+/// Fields accepted in `/v1/completions` (`prompt` instead of `messages`).
+pub const COMPLETION_FIELDS: &[&str] = &[
+    "model",
+    "prompt",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "stop",
+    "stream",
+    "stream_options",
+    "presence_penalty",
+    "frequency_penalty",
+    "n",
+];
+
+/// Most stop sequences accepted (as OpenAI).
+pub const MAX_STOP_SEQUENCES: usize = 4;
+
+/// Why a request was refused (an HTTP 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// Not JSON, or not a JSON object.
+    #[error("request body is not a JSON object: {0}")]
+    InvalidJson(String),
+    /// A field outside the whitelist.
+    #[error("field `{0}` is not supported")]
+    UnsupportedField(String),
+    /// A required field is absent.
+    #[error("field `{0}` is required")]
+    MissingField(&'static str),
+    /// A field has the wrong type or an out-of-range value.
+    #[error("field `{field}` {reason}")]
+    InvalidField {
+        /// The field (dotted path for nested ones).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> RequestError {
+    RequestError::InvalidField {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// `system`, `user`, `assistant` (or another role the template knows).
+    pub role: String,
+    /// The text (content parts are joined).
+    pub content: String,
+}
+
+/// What to continue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prompt {
+    /// A conversation, rendered with the model's chat template.
+    Chat(Vec<ChatMessage>),
+    /// Raw text.
+    Text(String),
+}
+
+/// Sampling parameters; `None` means the engine's default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sampling {
+    /// 0 = greedy.
+    pub temperature: Option<f32>,
+    /// Nucleus sampling mass.
+    pub top_p: Option<f32>,
+    /// Keep the k most likely tokens.
+    pub top_k: Option<i32>,
+    /// Makes sampling reproducible.
+    pub seed: Option<u64>,
+    /// Penalty for tokens already present.
+    pub presence_penalty: Option<f32>,
+    /// Penalty proportional to token frequency.
+    pub frequency_penalty: Option<f32>,
+}
+
+/// A validated request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineRequest {
+    /// The model asked for.
+    pub model: String,
+    /// The prompt.
+    pub prompt: Prompt,
+    /// Most completion tokens (`max_completion_tokens` wins over `max_tokens`).
+    pub max_tokens: Option<u32>,
+    /// Sampling parameters.
+    pub sampling: Sampling,
+    /// Stop sequences.
+    pub stop: Vec<String>,
+    /// Whether the caller wants SSE.
+    pub stream: bool,
+    /// Whether the caller wants a final usage chunk in the stream.
+    pub include_usage: bool,
+}
+
+impl EngineRequest {
+    /// Parses a `/v1/chat/completions` body.
+    pub fn parse_chat(body: &[u8]) -> Result<Self, RequestError> {
+        let obj = object(body)?;
+        check_fields(&obj, CHAT_FIELDS)?;
+        let messages = obj
+            .get("messages")
+            .ok_or(RequestError::MissingField("messages"))?;
+        let prompt = Prompt::Chat(parse_messages(messages)?);
+        common(&obj, prompt)
+    }
+
+    /// Parses a `/v1/completions` body.
+    pub fn parse_completion(body: &[u8]) -> Result<Self, RequestError> {
+        let obj = object(body)?;
+        check_fields(&obj, COMPLETION_FIELDS)?;
+        let prompt = match obj
+            .get("prompt")
+            .ok_or(RequestError::MissingField("prompt"))?
+        {
+            Value::String(s) => s.clone(),
+            Value::Array(a) if a.len() == 1 && a[0].is_string() => {
+                a[0].as_str().unwrap_or_default().to_string()
+            }
+            _ => {
+                return Err(invalid(
+                    "prompt",
+                    "must be a string (or an array of exactly one string)",
+                ))
+            }
+        };
+        common(&obj, Prompt::Text(prompt))
+    }
+
+    /// The request as JSON for an OpenAI-compatible upstream: only
+    /// whitelisted fields, always streamed, always with usage.
+    pub fn to_upstream_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("model".into(), self.model.clone().into());
+        match &self.prompt {
+            Prompt::Chat(msgs) => {
+                let msgs: Vec<Value> = msgs
+                    .iter()
+                    .map(|c| serde_json::json!({"role": c.role, "content": c.content}))
+                    .collect();
+                m.insert("messages".into(), msgs.into());
+            }
+            Prompt::Text(t) => {
+                m.insert("prompt".into(), t.clone().into());
+            }
+        }
+        if let Some(n) = self.max_tokens {
+            m.insert("max_tokens".into(), n.into());
+        }
+        let s = &self.sampling;
+        let floats = [
+            ("temperature", s.temperature),
+            ("top_p", s.top_p),
+            ("presence_penalty", s.presence_penalty),
+            ("frequency_penalty", s.frequency_penalty),
+        ];
+        for (k, v) in floats {
+            if let Some(v) = v {
+                m.insert(k.into(), serde_json::json!(v));
+            }
+        }
+        if let Some(k) = s.top_k {
+            m.insert("top_k".into(), k.into());
+        }
+        if let Some(seed) = s.seed {
+            m.insert("seed".into(), seed.into());
+        }
+        if !self.stop.is_empty() {
+            m.insert("stop".into(), self.stop.clone().into());
+        }
+        m.insert("stream".into(), true.into());
+        m.insert(
+            "stream_options".into(),
+            serde_json::json!({"include_usage": true}),
+        );
+        Value::Object(m)
+    }
+
+    /// Whether this is a chat request.
+    pub fn is_chat(&self) -> bool {
+        matches!(self.prompt, Prompt::Chat(_))
+    }
+}
+
+fn object(body: &[u8]) -> Result<Map<String, Value>, RequestError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(RequestError::InvalidJson("expected an object".into())),
+        Err(e) => Err(RequestError::InvalidJson(e.to_string())),
+    }
+}
+
+fn check_fields(obj: &Map<String, Value>, allowed: &[&str]) -> Result<(), RequestError> {
+    // Report the first unsupported field in a stable (sorted) order.
+    let mut keys: Vec<&String> = obj.keys().collect();
+    keys.sort();
+    match keys.into_iter().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(RequestError::UnsupportedField(k.clone())),
+        None => Ok(()),
+    }
+}
+
+fn parse_messages(v: &Value) -> Result<Vec<ChatMessage>, RequestError> {
+    let arr = v
+        .as_array()
+        .ok_or_else(|| invalid("messages", "must be an array"))?;
+    if arr.is_empty() {
+        return Err(invalid("messages", "must not be empty"));
+    }
+    arr.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let field = |f: &str| format!("messages[{i}].{f}");
+            let obj = m
+                .as_object()
+                .ok_or_else(|| invalid(&format!("messages[{i}]"), "must be an object"))?;
+            if let Some(k) = obj
+                .keys()
+                .find(|k| !["role", "content", "name"].contains(&k.as_str()))
+            {
+                return Err(RequestError::UnsupportedField(field(k)));
+            }
+            let role = obj
+                .get("role")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid(&field("role"), "must be a string"))?;
+            if !["system", "user", "assistant", "developer"].contains(&role) {
+                return Err(invalid(
+                    &field("role"),
+                    format!("`{role}` is not one of system, user, assistant, developer"),
+                ));
+            }
+            let content = match obj.get("content") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(parts)) => text_parts(parts, &field("content"))?,
+                Some(Value::Null) | None => String::new(),
+                Some(_) => {
+                    return Err(invalid(
+                        &field("content"),
+                        "must be a string or an array of text parts",
+                    ))
+                }
+            };
+            Ok(ChatMessage {
+                role: role.to_string(),
+                content,
+            })
+        })
+        .collect()
+}
+
+fn text_parts(parts: &[Value], field: &str) -> Result<String, RequestError> {
+    let mut out = String::new();
+    for p in parts {
+        match (
+            p.get("type").and_then(Value::as_str),
+            p.get("text").and_then(Value::as_str),
+        ) {
+            (Some("text"), Some(t)) => out.push_str(t),
+            _ => {
+                return Err(invalid(
+                    field,
+                    "only text parts ({\"type\":\"text\",\"text\":...}) are supported",
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn common(obj: &Map<String, Value>, prompt: Prompt) -> Result<EngineRequest, RequestError> {
+    let model = match obj.get("model") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(_) => return Err(invalid("model", "must be a non-empty string")),
+        None => return Err(RequestError::MissingField("model")),
+    };
+    if let Some(n) = obj.get("n") {
+        if n.as_u64() != Some(1) {
+            return Err(invalid("n", "must be 1 (one choice per request)"));
+        }
+    }
+    let max_tokens = match (obj.get("max_completion_tokens"), obj.get("max_tokens")) {
+        (Some(v), _) => Some(positive_u32(v, "max_completion_tokens")?),
+        (None, Some(v)) => Some(positive_u32(v, "max_tokens")?),
+        (None, None) => None,
+    };
+    let sampling = Sampling {
+        temperature: float_in(obj, "temperature", 0.0, 2.0)?,
+        top_p: float_in(obj, "top_p", 0.0, 1.0)?,
+        top_k: match obj.get("top_k") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_i64()
+                    .filter(|k| (-1..=i64::from(i32::MAX)).contains(k))
+                    .ok_or_else(|| invalid("top_k", "must be an integer ≥ -1"))?
+                    as i32,
+            ),
+        },
+        seed: match obj.get("seed") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .or_else(|| v.as_i64().map(|i| i as u64))
+                    .ok_or_else(|| invalid("seed", "must be an integer"))?,
+            ),
+        },
+        presence_penalty: float_in(obj, "presence_penalty", -2.0, 2.0)?,
+        frequency_penalty: float_in(obj, "frequency_penalty", -2.0, 2.0)?,
+    };
+    let stop = match obj.get("stop") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|s| {
+                s.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| invalid("stop", "must hold strings"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(invalid("stop", "must be a string or an array of strings")),
+    };
+    if stop.len() > MAX_STOP_SEQUENCES {
+        return Err(invalid(
+            "stop",
+            format!("may hold at most {MAX_STOP_SEQUENCES} sequences"),
+        ));
+    }
+    if stop.iter().any(String::is_empty) {
+        return Err(invalid("stop", "must not contain an empty string"));
+    }
+    let stream = match obj.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(invalid("stream", "must be a boolean")),
+    };
+    let include_usage = match obj.get("stream_options") {
+        None | Some(Value::Null) => false,
+        Some(Value::Object(o)) => {
+            if let Some(k) = o.keys().find(|k| k.as_str() != "include_usage") {
+                return Err(RequestError::UnsupportedField(format!(
+                    "stream_options.{k}"
+                )));
+            }
+            match o.get("include_usage") {
+                None => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => {
+                    return Err(invalid("stream_options.include_usage", "must be a boolean"))
+                }
+            }
+        }
+        Some(_) => return Err(invalid("stream_options", "must be an object")),
+    };
+    Ok(EngineRequest {
+        model,
+        prompt,
+        max_tokens,
+        sampling,
+        stop,
+        stream,
+        include_usage,
+    })
+}
+
+fn positive_u32(v: &Value, field: &str) -> Result<u32, RequestError> {
+    v.as_u64()
+        .filter(|n| (1..=u64::from(u32::MAX)).contains(n))
+        .map(|n| n as u32)
+        .ok_or_else(|| invalid(field, "must be a positive integer"))
+}
+
+fn float_in(
+    obj: &Map<String, Value>,
+    field: &str,
+    lo: f64,
+    hi: f64,
+) -> Result<Option<f32>, RequestError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(x) if (lo..=hi).contains(&x) => Ok(Some(x as f32)),
+            _ => Err(invalid(
+                field,
+                format!("must be a number between {lo} and {hi}"),
+            )),
+        },
+    }
+}

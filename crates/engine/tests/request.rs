@@ -1,0 +1,116 @@
+//! The request whitelist: accepted fields are normalized, anything else is
+//! refused with an error naming the field.
+
+use cocoon_engine::request::{EngineRequest, Prompt, RequestError};
+
+fn chat(body: &str) -> Result<EngineRequest, RequestError> {
+    EngineRequest::parse_chat(body.as_bytes())
+}
+
+#[test]
+fn a_full_chat_request_is_normalized() {
+    let r = chat(
+        r#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi"}]}],
+            "max_completion_tokens":50,"max_tokens":10,"temperature":0.5,"top_p":0.9,"top_k":40,"seed":7,
+            "stop":"\n","stream":true,"stream_options":{"include_usage":true},"presence_penalty":0.1,"frequency_penalty":0.2,"n":1}"#,
+    )
+    .unwrap();
+    assert_eq!(r.model, "m");
+    assert_eq!(r.max_tokens, Some(50), "max_completion_tokens wins");
+    assert_eq!(r.sampling.top_k, Some(40));
+    assert_eq!(r.sampling.seed, Some(7));
+    assert_eq!(r.stop, vec!["\n".to_string()]);
+    assert!(r.stream && r.include_usage);
+    match r.prompt {
+        Prompt::Chat(m) => {
+            assert_eq!(m.len(), 2);
+            assert_eq!(m[1].content, "hi");
+        }
+        _ => panic!("chat expected"),
+    }
+}
+
+#[test]
+fn unknown_fields_are_named() {
+    assert_eq!(
+        chat(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[]}"#).unwrap_err(),
+        RequestError::UnsupportedField("tools".into())
+    );
+    assert_eq!(
+        chat(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true}"#)
+            .unwrap_err()
+            .to_string(),
+        "field `logprobs` is not supported"
+    );
+    assert_eq!(
+        chat(r#"{"model":"m","messages":[{"role":"user","content":"x","tool_calls":[]}]}"#)
+            .unwrap_err(),
+        RequestError::UnsupportedField("messages[0].tool_calls".into())
+    );
+    assert_eq!(
+        chat(
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"foo":1}}"#
+        )
+        .unwrap_err(),
+        RequestError::UnsupportedField("stream_options.foo".into())
+    );
+    // `messages` belongs to chat, not to completions.
+    assert_eq!(
+        EngineRequest::parse_completion(br#"{"model":"m","prompt":"x","messages":[]}"#)
+            .unwrap_err(),
+        RequestError::UnsupportedField("messages".into())
+    );
+}
+
+#[test]
+fn bad_values_are_named() {
+    let bad = |body: &str, field: &str| match chat(body).unwrap_err() {
+        RequestError::InvalidField { field: f, .. } => assert_eq!(f, field, "{body}"),
+        other => panic!("{body}: {other:?}"),
+    };
+    let m = r#""model":"m","messages":[{"role":"user","content":"x"}]"#;
+    bad(&format!(r#"{{{m},"n":2}}"#), "n");
+    bad(&format!(r#"{{{m},"max_tokens":0}}"#), "max_tokens");
+    bad(&format!(r#"{{{m},"max_tokens":-5}}"#), "max_tokens");
+    bad(&format!(r#"{{{m},"temperature":3}}"#), "temperature");
+    bad(&format!(r#"{{{m},"top_p":"high"}}"#), "top_p");
+    bad(&format!(r#"{{{m},"stop":["a","b","c","d","e"]}}"#), "stop");
+    bad(&format!(r#"{{{m},"stream":"yes"}}"#), "stream");
+    bad(r#"{"model":"m","messages":[]}"#, "messages");
+    bad(
+        r#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#,
+        "messages[0].role",
+    );
+    bad(
+        r#"{"model":"","messages":[{"role":"user","content":"x"}]}"#,
+        "model",
+    );
+    assert_eq!(
+        chat(r#"{"messages":[{"role":"user","content":"x"}]}"#).unwrap_err(),
+        RequestError::MissingField("model")
+    );
+    assert_eq!(
+        chat(r#"{"model":"m"}"#).unwrap_err(),
+        RequestError::MissingField("messages")
+    );
+    assert!(matches!(
+        chat("[1]").unwrap_err(),
+        RequestError::InvalidJson(_)
+    ));
+    assert!(matches!(
+        chat("{").unwrap_err(),
+        RequestError::InvalidJson(_)
+    ));
+}
+
+#[test]
+fn upstream_json_keeps_only_whitelisted_fields_and_forces_usage() {
+    let r = chat(r#"{"model":"m","messages":[{"role":"user","content":"x","name":"bob"}],"max_tokens":3,"stream":false}"#).unwrap();
+    let v = r.to_upstream_json();
+    assert_eq!(v["stream"], true);
+    assert_eq!(v["stream_options"]["include_usage"], true);
+    assert_eq!(v["max_tokens"], 3);
+    assert!(v["messages"][0].get("name").is_none());
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 5, "{keys:?}");
+}
