@@ -19,6 +19,22 @@ use serde_json::json;
 /// The `bench` subcommands.
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// The embedded engine against a plain llama.cpp loop, at several
+    /// concurrencies.
+    Engine {
+        /// A known model name (`smollm2`) or a GGUF path.
+        #[arg(long, default_value = "smollm2")]
+        model: String,
+        /// Concurrency levels, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        concurrency: Vec<usize>,
+        /// Tokens generated per request.
+        #[arg(long, default_value_t = 200)]
+        tokens: u32,
+        /// CPU threads (default: all cores).
+        #[arg(long)]
+        threads: Option<i32>,
+    },
     /// Attestation: certificate verification and handshakes, cold vs cached.
     Attest {
         /// Certificate verifications per measurement.
@@ -37,6 +53,18 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             iterations,
             handshakes,
         } => attest(iterations.max(1), handshakes.max(1)),
+        BenchCommand::Engine {
+            model,
+            concurrency,
+            tokens,
+            threads,
+        } => {
+            let path = crate::model::resolve(&model)?;
+            let report = cocoon_llama::bench::run(&path, &concurrency, tokens.max(1), threads)
+                .map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
     }
 }
 

@@ -6,6 +6,8 @@
 
 mod attest;
 mod bench;
+mod engine;
+mod model;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +28,12 @@ enum Command {
     /// mutual attested handshake.
     #[command(subcommand)]
     Attest(Box<attest::AttestCommand>),
+    /// Models: fetch the bundled one, list, hash into an identity.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
+    /// Run an inference engine behind an OpenAI-compatible API.
+    #[command(subcommand)]
+    Engine(engine::EngineCommand),
     /// Benchmarks that print JSON, each against an in-process baseline.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -41,6 +49,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Attest(cmd) => attest::run(*cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Model(cmd) => model::run(cmd),
+        Command::Engine(cmd) => engine::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -145,6 +145,16 @@ impl GenerationSender {
         self.tx.blocking_send(item).is_ok()
     }
 
+    /// Sends without waiting: gives the item back when the channel is full
+    /// (the decode loop must never wait on one slow reader).
+    pub fn try_send(&self, item: Result<Event, EngineError>) -> TrySend {
+        match self.tx.try_send(item) {
+            Ok(()) => TrySend::Sent,
+            Err(mpsc::error::TrySendError::Full(item)) => TrySend::Full(item),
+            Err(mpsc::error::TrySendError::Closed(_)) => TrySend::Closed,
+        }
+    }
+
     /// Resolves when the reader drops the stream.
     pub async fn cancelled(&self) {
         self.tx.closed().await
@@ -154,6 +164,17 @@ impl GenerationSender {
     pub fn is_cancelled(&self) -> bool {
         self.tx.is_closed()
     }
+}
+
+/// The outcome of [`GenerationSender::try_send`].
+#[derive(Debug)]
+pub enum TrySend {
+    /// Delivered.
+    Sent,
+    /// No room: the item, to retry later.
+    Full(Result<Event, EngineError>),
+    /// The reader is gone.
+    Closed,
 }
 
 /// The consuming side: a stream of events; drop it to cancel.

@@ -23,6 +23,6 @@ pub mod request;
 pub mod server;
 
 pub use engine::{
-    Answer, Engine, EngineError, Event, FinishReason, Generation, GenerationSender, Usage,
+    Answer, Engine, EngineError, Event, FinishReason, Generation, GenerationSender, TrySend, Usage,
 };
 pub use request::{ChatMessage, EngineRequest, Prompt, RequestError, Sampling};

@@ -1,0 +1,101 @@
+//! `cocoon model …`: fetch the bundled model, list local models, hash a
+//! weights file into its identity (`name@sha256`, what the root contract
+//! lists).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use cocoon_engine::model;
+
+/// The `model` subcommands.
+#[derive(Subcommand)]
+pub enum ModelCommand {
+    /// Download a known model into the model directory and check its hash.
+    Fetch {
+        /// Short name (`smollm2`).
+        name: String,
+        /// Model directory (default: $COCOON_MODEL_DIR or ~/.cache/cocoon/models).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// List the GGUF models in the model directory with their identities.
+    List {
+        /// Model directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a weights file's identity: name@sha256.
+    Hash {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+/// Runs one `model` subcommand.
+pub fn run(cmd: ModelCommand) -> Result<()> {
+    match cmd {
+        ModelCommand::Fetch { name, dir } => {
+            let known = model::known(&name)?;
+            let dir = dir.unwrap_or_else(model::default_model_dir);
+            eprintln!(
+                "fetching {} ({} MB) into {}",
+                known.name,
+                known.size / 1_000_000,
+                dir.display()
+            );
+            let path = model::fetch(known, &dir)?;
+            let local = model::local_model(&path)?;
+            println!("{}", path.display());
+            println!("identity: {}", local.identity);
+        }
+        ModelCommand::List { dir, json } => {
+            let dir = dir.unwrap_or_else(model::default_model_dir);
+            let models = model::list(&dir)?;
+            if json {
+                let v: Vec<serde_json::Value> = models
+                    .iter()
+                    .map(|m| serde_json::json!({"path": m.path, "size": m.size, "identity": m.identity.to_string()}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if models.is_empty() {
+                println!(
+                    "no models in {} (try `cocoon model fetch smollm2`)",
+                    dir.display()
+                );
+            } else {
+                for m in models {
+                    println!(
+                        "{:>8.1} MB  {}  {}",
+                        m.size as f64 / 1e6,
+                        m.identity,
+                        m.path.display()
+                    );
+                }
+            }
+        }
+        ModelCommand::Hash { file } => {
+            let local = model::local_model(&file)
+                .with_context(|| format!("cannot hash {}", file.display()))?;
+            println!("{}", local.identity);
+        }
+    }
+    Ok(())
+}
+
+/// Resolves a `--model` argument: a known short name (fetched if needed)
+/// or a path to a GGUF file.
+pub fn resolve(arg: &str) -> Result<PathBuf> {
+    if let Ok(known) = model::known(arg) {
+        return Ok(model::fetch(known, &model::default_model_dir())?);
+    }
+    let path = PathBuf::from(arg);
+    anyhow::ensure!(
+        path.is_file(),
+        "--model {arg}: neither a known model (smollm2) nor a file"
+    );
+    Ok(path)
+}

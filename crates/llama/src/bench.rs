@@ -1,0 +1,151 @@
+//! `cocoon bench engine`: the embedded engine against the plain
+//! single-sequence loop ([`crate::baseline`]) in the same process.
+//!
+//! Reported: the baseline's prefill and decode tok/s; the engine's decode
+//! tok/s for one stream (and the ratio to the baseline); and for each
+//! concurrency, the aggregate generated tok/s (and the ratio to one
+//! stream); and the process's peak RSS.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cocoon_engine::{Engine, EngineRequest, Event};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::{LlamaConfig, LlamaEngine};
+
+const PROMPT: &str =
+    "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle.";
+
+/// One concurrency level's result.
+#[derive(Debug, Clone, Copy)]
+struct Level {
+    concurrency: usize,
+    aggregate_tok_s: f64,
+    per_stream_decode_tok_s: f64,
+    tokens: u64,
+}
+
+/// Runs the benchmark and returns its JSON report.
+pub fn run(
+    model: &Path,
+    concurrency: &[usize],
+    tokens: u32,
+    threads: Option<i32>,
+) -> Result<Value, String> {
+    let threads = threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as i32)
+            .unwrap_or(2)
+    });
+    let baseline = crate::baseline::run(model, PROMPT, tokens as usize, threads)?;
+    let max_c = concurrency.iter().copied().max().unwrap_or(1).max(1);
+    let engine = Arc::new(
+        LlamaEngine::load(LlamaConfig {
+            max_sequences: max_c as u32,
+            n_ctx_per_seq: (tokens + 256).next_power_of_two(),
+            threads: Some(threads),
+            progress: false,
+            ..LlamaConfig::new(model)
+        })
+        .map_err(|e| e.to_string())?,
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut levels = Vec::new();
+    for &c in concurrency {
+        levels.push(rt.block_on(level(&engine, c.max(1), tokens))?);
+    }
+    let single = levels.iter().find(|l| l.concurrency == 1).copied();
+    let level_json: Vec<Value> = levels
+        .iter()
+        .map(|l| {
+            json!({
+                "concurrency": l.concurrency,
+                "aggregate_tok_s": l.aggregate_tok_s,
+                "per_stream_decode_tok_s": l.per_stream_decode_tok_s,
+                "generated_tokens": l.tokens,
+                "vs_single_stream": single.map(|s| l.aggregate_tok_s / s.aggregate_tok_s),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "bench": "engine",
+        "model": engine.info().identity.to_string(),
+        "threads": threads,
+        "tokens_per_request": tokens,
+        "baseline": {
+            "what": "plain single-sequence llama.cpp loop, greedy, same process",
+            "prompt_tokens": baseline.prompt_tokens,
+            "prefill_tok_s": baseline.prefill_tok_s,
+            "decode_tok_s": baseline.decode_tok_s,
+        },
+        "engine": level_json,
+        "single_stream_vs_baseline": single.map(|s| s.per_stream_decode_tok_s / baseline.decode_tok_s),
+        "peak_rss_bytes": peak_rss(),
+    }))
+}
+
+async fn level(engine: &Arc<LlamaEngine>, c: usize, tokens: u32) -> Result<Level, String> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..c {
+        // Distinct prompts so no request rides on another's cache.
+        let body = serde_json::json!({
+            "model": engine.info().identity.name,
+            "prompt": format!("Story {i}. {PROMPT}"),
+            "max_tokens": tokens,
+            "temperature": 0.8,
+            "seed": i,
+        });
+        let request = EngineRequest::parse_completion(body.to_string().as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut g = engine.generate(request).map_err(|e| e.to_string())?;
+        tasks.push(tokio::spawn(async move {
+            let mut first = None;
+            while let Some(item) = g.next().await {
+                match item.map_err(|e| e.to_string())? {
+                    Event::Text(_) => {
+                        first.get_or_insert_with(Instant::now);
+                    }
+                    Event::Done { usage, .. } => {
+                        let decode = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
+                        let rate = if decode > 0.0 {
+                            (usage.completion_tokens.saturating_sub(1)) as f64 / decode
+                        } else {
+                            0.0
+                        };
+                        return Ok::<_, String>((usage.completion_tokens, rate));
+                    }
+                }
+            }
+            Err("stream ended early".to_string())
+        }));
+    }
+    let mut total = 0;
+    let mut rates = 0.0;
+    for t in tasks {
+        let (n, rate) = t.await.map_err(|e| e.to_string())??;
+        total += n;
+        rates += rate;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    Ok(Level {
+        concurrency: c,
+        aggregate_tok_s: total as f64 / wall,
+        per_stream_decode_tok_s: rates / c as f64,
+        tokens: total,
+    })
+}
+
+/// Peak resident set size of this process (Linux), in bytes.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,620 @@
+//! [`LlamaEngine`]: a GGUF model run in process by llama.cpp, many requests
+//! at once through one decode loop (continuous batching).
+//!
+//! One thread owns the model and its context. Requests arrive on a queue
+//! and take a free *slot* (a llama.cpp sequence id). Every step the loop
+//! builds one batch: the next token of every decoding sequence, then as
+//! much pending prompt as fits (prefill in chunks), decodes it once, and
+//! samples one token for each sequence whose logits were computed.
+//! Sequences join and leave between steps. A slot remembers the tokens in
+//! its KV cache, so a new request whose prompt starts the same way (the
+//! same system prompt, a continued conversation) reuses them: those are
+//! reported as cached tokens.
+
+use std::io::IsTerminal;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+
+use cocoon_engine::model::ModelIdentity;
+use cocoon_engine::{
+    Engine, EngineError, EngineRequest, Event, FinishReason, Generation, GenerationSender, Prompt,
+    TrySend, Usage,
+};
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+
+use crate::text::{StopMatcher, StopOutcome, ThinkTracker, Utf8Buffer};
+
+/// How to load and run a model.
+#[derive(Debug, Clone)]
+pub struct LlamaConfig {
+    /// The GGUF file.
+    pub model_path: PathBuf,
+    /// Context tokens per sequence (prompt + answer).
+    pub n_ctx_per_seq: u32,
+    /// Sequences decoded together (the batch width).
+    pub max_sequences: u32,
+    /// Most tokens in one decode call.
+    pub n_batch: u32,
+    /// CPU threads (default: all cores).
+    pub threads: Option<i32>,
+    /// Requests that may wait for a slot before new ones are refused.
+    pub max_queued: usize,
+    /// Show a progress bar while loading (only on a terminal).
+    pub progress: bool,
+}
+
+impl LlamaConfig {
+    /// Defaults for `model_path`: 2048 tokens per sequence, 8 sequences.
+    pub fn new(model_path: impl Into<PathBuf>) -> Self {
+        Self {
+            model_path: model_path.into(),
+            n_ctx_per_seq: 2048,
+            max_sequences: 8,
+            n_batch: 512,
+            threads: None,
+            max_queued: 64,
+            progress: true,
+        }
+    }
+}
+
+/// Why a model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file is missing or unreadable.
+    #[error("{0}")]
+    Model(#[from] cocoon_engine::model::ModelError),
+    /// llama.cpp refused the file or the context.
+    #[error("llama.cpp could not load {path}: {reason}")]
+    Llama {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Facts about the loaded model.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// `name@sha256`.
+    pub identity: ModelIdentity,
+    /// The GGUF architecture (`llama`, `qwen3`, ...).
+    pub architecture: String,
+    /// Context tokens per sequence.
+    pub n_ctx_per_seq: u32,
+    /// Sequences decoded together.
+    pub max_sequences: u32,
+}
+
+struct Job {
+    request: EngineRequest,
+    tx: GenerationSender,
+}
+
+/// The embedded engine (see the module docs).
+pub struct LlamaEngine {
+    jobs: mpsc::Sender<Job>,
+    info: ModelInfo,
+    in_flight: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for LlamaEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlamaEngine")
+            .field("model", &self.info.identity.to_string())
+            .finish()
+    }
+}
+
+impl LlamaEngine {
+    /// Loads the model (hashing it for its identity) and starts the decode
+    /// loop on its own thread.
+    pub fn load(config: LlamaConfig) -> Result<Self, LoadError> {
+        let local = cocoon_engine::model::local_model(&config.model_path)?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let thread_in_flight = in_flight.clone();
+        let thread_config = config.clone();
+        std::thread::Builder::new()
+            .name("llama-decode".into())
+            .spawn(move || decode_thread(thread_config, queue, ready_tx, thread_in_flight))
+            .map_err(|e| LoadError::Llama {
+                path: config.model_path.clone(),
+                reason: e.to_string(),
+            })?;
+        let architecture = ready_rx
+            .recv()
+            .map_err(|_| "decode thread died while loading".to_string())
+            .and_then(|r| r)
+            .map_err(|reason| LoadError::Llama {
+                path: config.model_path.clone(),
+                reason,
+            })?;
+        Ok(Self {
+            jobs,
+            info: ModelInfo {
+                identity: local.identity,
+                architecture,
+                n_ctx_per_seq: config.n_ctx_per_seq,
+                max_sequences: config.max_sequences,
+            },
+            in_flight,
+            capacity: config.max_sequences as usize + config.max_queued,
+        })
+    }
+
+    /// Facts about the loaded model.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Requests running or queued.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+impl Engine for LlamaEngine {
+    fn models(&self) -> Vec<String> {
+        vec![self.info.identity.to_string()]
+    }
+
+    fn generate(&self, request: EngineRequest) -> Result<Generation, EngineError> {
+        let id = &self.info.identity;
+        if request.model != id.name && request.model != id.to_string() {
+            return Err(EngineError::UnknownModel(request.model));
+        }
+        let n = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if n >= self.capacity {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(EngineError::Overloaded(n));
+        }
+        let (tx, rx) = cocoon_engine::engine::generation();
+        if self.jobs.send(Job { request, tx }).is_err() {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(EngineError::Internal("the decode loop has stopped".into()));
+        }
+        Ok(rx)
+    }
+}
+
+fn decode_thread(
+    config: LlamaConfig,
+    queue: mpsc::Receiver<Job>,
+    ready: mpsc::Sender<Result<String, String>>,
+    in_flight: Arc<AtomicUsize>,
+) {
+    let loaded = (|| {
+        let backend = crate::backend::backend()?;
+        let mut params = LlamaModelParams::default();
+        if config.progress && std::io::stderr().is_terminal() {
+            params = params.with_progress_callback(progress_bar);
+        }
+        let model = LlamaModel::load_from_file(backend, &config.model_path, &params)
+            .map_err(|e| e.to_string())?;
+        if config.progress && std::io::stderr().is_terminal() {
+            eprintln!();
+        }
+        let threads = config.threads.unwrap_or_else(default_threads);
+        let ctx_params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(config.n_ctx_per_seq * config.max_sequences))
+            .with_n_batch(config.n_batch)
+            .with_n_ubatch(config.n_batch)
+            .with_n_seq_max(config.max_sequences)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        let arch = model
+            .meta_val_str("general.architecture")
+            .unwrap_or_else(|_| "unknown".into());
+        Ok::<_, String>((model, ctx_params, arch))
+    })();
+    let (model, ctx_params, arch) = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let backend = match crate::backend::backend() {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let ctx = match model.new_context(backend, ctx_params) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot create a context: {e}")));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(arch));
+    let mut scheduler = Scheduler::new(&model, ctx, &config, in_flight);
+    scheduler.run(&queue);
+}
+
+fn default_threads() -> i32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as i32)
+        .unwrap_or(2)
+}
+
+fn progress_bar(p: f32) -> bool {
+    let width = 30;
+    let done = ((p.clamp(0.0, 1.0)) * width as f32) as usize;
+    eprint!(
+        "\rloading model [{}{}] {:3.0}%",
+        "#".repeat(done),
+        ".".repeat(width - done),
+        p * 100.0
+    );
+    true
+}
+
+/// One running request.
+struct Seq {
+    tx: GenerationSender,
+    /// Next position in this sequence.
+    pos: i32,
+    /// Prompt tokens not yet decoded.
+    pending: Vec<LlamaToken>,
+    /// The sampled token to feed next.
+    next: Option<LlamaToken>,
+    /// Where this sequence's logits are in the current batch.
+    logits_at: Option<i32>,
+    sampler: LlamaSampler,
+    utf8: Utf8Buffer,
+    stop: StopMatcher,
+    think: ThinkTracker,
+    usage: Usage,
+    max_tokens: u64,
+    /// Text not yet delivered (the reader's channel was full).
+    outbox: String,
+}
+
+struct Slot {
+    seq: Option<Seq>,
+    /// The tokens in this slot's KV cache, by position.
+    history: Vec<LlamaToken>,
+}
+
+struct Scheduler<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    batch: LlamaBatch<'static>,
+    slots: Vec<Slot>,
+    n_batch: usize,
+    n_ctx_per_seq: u32,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl<'m> Scheduler<'m> {
+    fn new(
+        model: &'m LlamaModel,
+        ctx: LlamaContext<'m>,
+        config: &LlamaConfig,
+        in_flight: Arc<AtomicUsize>,
+    ) -> Self {
+        Self {
+            model,
+            ctx,
+            batch: LlamaBatch::new(config.n_batch as usize, 1),
+            slots: (0..config.max_sequences)
+                .map(|_| Slot {
+                    seq: None,
+                    history: Vec::new(),
+                })
+                .collect(),
+            n_batch: config.n_batch as usize,
+            n_ctx_per_seq: config.n_ctx_per_seq,
+            in_flight,
+        }
+    }
+
+    fn active(&self) -> usize {
+        self.slots.iter().filter(|s| s.seq.is_some()).count()
+    }
+
+    fn run(&mut self, queue: &mpsc::Receiver<Job>) {
+        loop {
+            if !self.admit(queue) {
+                return;
+            }
+            if self.active() == 0 {
+                continue;
+            }
+            self.step();
+        }
+    }
+
+    /// Moves queued jobs into free slots. Blocks when nothing runs. Returns
+    /// false when the engine was dropped and nothing is left to do.
+    fn admit(&mut self, queue: &mpsc::Receiver<Job>) -> bool {
+        while self.slots.iter().any(|s| s.seq.is_none()) {
+            let job = if self.active() == 0 {
+                match queue.recv() {
+                    Ok(j) => j,
+                    Err(_) => return false,
+                }
+            } else {
+                match queue.try_recv() {
+                    Ok(j) => j,
+                    Err(_) => return true,
+                }
+            };
+            if job.tx.is_cancelled() {
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                continue;
+            }
+            if let Err(e) = self.start(job.request, job.tx.clone()) {
+                job.tx.blocking_send(Err(e));
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        true
+    }
+
+    fn start(&mut self, request: EngineRequest, tx: GenerationSender) -> Result<(), EngineError> {
+        let text = match &request.prompt {
+            Prompt::Chat(messages) => crate::template::render(self.model, messages)
+                .map_err(|e| EngineError::Internal(e.to_string()))?,
+            Prompt::Text(t) => t.clone(),
+        };
+        let vocab = self.model.vocab();
+        let bos_text = vocab.token_to_piece(vocab.bos(), true, None);
+        let add_special = !text.as_bytes().starts_with(&bos_text) || bos_text.is_empty();
+        let tokens = vocab.tokenize(text.as_bytes(), add_special, true);
+        if tokens.is_empty() {
+            return Err(EngineError::Request(
+                cocoon_engine::RequestError::InvalidField {
+                    field: "prompt".into(),
+                    reason: "is empty".into(),
+                },
+            ));
+        }
+        if tokens.len() >= self.n_ctx_per_seq as usize {
+            return Err(EngineError::PromptTooLong {
+                prompt: tokens.len(),
+                context: self.n_ctx_per_seq as usize,
+            });
+        }
+        // The free slot whose cache shares the longest prefix with this prompt.
+        let (slot_index, reuse) = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.seq.is_none())
+            .map(|(i, s)| (i, common_prefix(&s.history, &tokens)))
+            .max_by_key(|&(_, n)| n)
+            .ok_or_else(|| EngineError::Internal("no free slot".into()))?;
+        // Decode at least the last prompt token, to get logits for it.
+        let reuse = reuse.min(tokens.len() - 1);
+        self.ctx
+            .clear_kv_cache_seq(Some(slot_index as u32), Some(reuse as u32), None)
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let slot = &mut self.slots[slot_index];
+        slot.history.truncate(reuse);
+        let room = u64::from(self.n_ctx_per_seq) - tokens.len() as u64;
+        slot.seq = Some(Seq {
+            tx,
+            pos: reuse as i32,
+            pending: tokens[reuse..].to_vec(),
+            next: None,
+            logits_at: None,
+            sampler: sampler(&request, self.model),
+            utf8: Utf8Buffer::default(),
+            stop: StopMatcher::new(request.stop.clone()),
+            think: ThinkTracker::for_prompt(&text),
+            usage: Usage {
+                prompt_tokens: tokens.len() as u64,
+                cached_tokens: reuse as u64,
+                ..Usage::default()
+            },
+            max_tokens: request.max_tokens.map_or(room, |m| u64::from(m).min(room)),
+            outbox: String::new(),
+        });
+        Ok(())
+    }
+
+    /// One decode call over every running sequence.
+    fn step(&mut self) {
+        self.batch.clear();
+        // Decoding sequences first: one token each keeps them all moving.
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(seq) = slot.seq.as_mut() else {
+                continue;
+            };
+            if let Some(t) = seq.next.take() {
+                if self.batch.add(t, seq.pos, &[i as i32], true).is_err() {
+                    seq.next = Some(t);
+                    continue;
+                }
+                seq.logits_at = Some(self.batch.n_tokens() - 1);
+                seq.pos += 1;
+                slot.history.push(t);
+            }
+        }
+        // Then as much pending prompt as fits.
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let room = self.n_batch.saturating_sub(self.batch.n_tokens() as usize);
+            if room == 0 {
+                break;
+            }
+            let Some(seq) = slot.seq.as_mut() else {
+                continue;
+            };
+            if seq.pending.is_empty() {
+                continue;
+            }
+            let take = room.min(seq.pending.len());
+            let finishes = take == seq.pending.len();
+            for (j, &t) in seq.pending[..take].iter().enumerate() {
+                let last = finishes && j == take - 1;
+                let _ = self.batch.add(t, seq.pos, &[i as i32], last);
+                seq.pos += 1;
+                slot.history.push(t);
+            }
+            seq.pending.drain(..take);
+            if finishes {
+                seq.logits_at = Some(self.batch.n_tokens() - 1);
+            }
+        }
+        if self.batch.n_tokens() == 0 {
+            return;
+        }
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
+            self.fail_all(EngineError::Internal(format!("decode failed: {e}")));
+            return;
+        }
+        for i in 0..self.slots.len() {
+            self.sample(i);
+        }
+    }
+
+    fn sample(&mut self, i: usize) {
+        let Some(seq) = self.slots[i].seq.as_mut() else {
+            return;
+        };
+        if seq.tx.is_cancelled() {
+            self.release(i);
+            return;
+        }
+        let Some(at) = seq.logits_at.take() else {
+            flush(seq);
+            return;
+        };
+        let token = seq.sampler.sample(&self.ctx, at);
+        let vocab = self.model.vocab();
+        if vocab.is_eog(token) {
+            self.finish(i, FinishReason::Stop);
+            return;
+        }
+        let seq = self.slots[i].seq.as_mut().expect("checked above");
+        seq.usage.completion_tokens += 1;
+        let bytes = vocab.token_to_piece(token, false, None);
+        let raw = vocab.token_to_piece(token, true, None);
+        seq.think.token(&String::from_utf8_lossy(&raw));
+        let text = seq.utf8.push(&bytes);
+        match seq.stop.push(&text) {
+            StopOutcome::Continue(t) => seq.outbox.push_str(&t),
+            StopOutcome::Stopped(t) => {
+                seq.outbox.push_str(&t);
+                self.finish(i, FinishReason::Stop);
+                return;
+            }
+        }
+        let full = seq.pos as u64 + 1 >= u64::from(self.n_ctx_per_seq);
+        if seq.usage.completion_tokens >= seq.max_tokens || full {
+            self.finish(i, FinishReason::Length);
+            return;
+        }
+        seq.next = Some(token);
+        flush(seq);
+    }
+
+    fn finish(&mut self, i: usize, reason: FinishReason) {
+        if let Some(mut seq) = self.slots[i].seq.take() {
+            let tail = seq.utf8.finish();
+            let tail = match seq.stop.push(&tail) {
+                StopOutcome::Continue(t) => t + &seq.stop.finish(),
+                StopOutcome::Stopped(t) => t,
+            };
+            seq.outbox.push_str(&tail);
+            seq.usage.reasoning_tokens = seq.think.reasoning_tokens;
+            if !seq.outbox.is_empty() {
+                seq.tx
+                    .blocking_send(Ok(Event::Text(std::mem::take(&mut seq.outbox))));
+            }
+            seq.tx.blocking_send(Ok(Event::Done {
+                usage: seq.usage,
+                finish_reason: reason,
+            }));
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Frees a slot whose reader went away; its cache stays reusable.
+    fn release(&mut self, i: usize) {
+        if self.slots[i].seq.take().is_some() {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn fail_all(&mut self, e: EngineError) {
+        for i in 0..self.slots.len() {
+            if let Some(seq) = self.slots[i].seq.take() {
+                seq.tx.blocking_send(Err(e.clone()));
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+                self.slots[i].history.clear();
+            }
+        }
+    }
+}
+
+/// Delivers pending text without blocking the loop.
+fn flush(seq: &mut Seq) {
+    if seq.outbox.is_empty() {
+        return;
+    }
+    let text = std::mem::take(&mut seq.outbox);
+    if let TrySend::Full(Ok(Event::Text(t))) = seq.tx.try_send(Ok(Event::Text(text))) {
+        seq.outbox = t;
+    }
+}
+
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// The sampler chain for a request: penalties, top-k, top-p, temperature,
+/// then a seeded draw (greedy at temperature 0).
+fn sampler(request: &EngineRequest, model: &LlamaModel) -> LlamaSampler {
+    let s = &request.sampling;
+    let temperature = s.temperature.unwrap_or(0.8);
+    let mut chain = Vec::new();
+    let (freq, presence) = (
+        s.frequency_penalty.unwrap_or(0.0),
+        s.presence_penalty.unwrap_or(0.0),
+    );
+    if freq != 0.0 || presence != 0.0 {
+        chain.push(LlamaSampler::penalties(
+            model.n_vocab(),
+            64,
+            1.0,
+            freq,
+            presence,
+        ));
+    }
+    if temperature <= 0.0 {
+        chain.push(LlamaSampler::greedy());
+        return LlamaSampler::chain_simple(chain);
+    }
+    let top_k = s.top_k.unwrap_or(40);
+    if top_k > 0 {
+        chain.push(LlamaSampler::top_k(top_k));
+    }
+    chain.push(LlamaSampler::top_p(s.top_p.unwrap_or(0.95), 1));
+    chain.push(LlamaSampler::temp(temperature));
+    let seed = s.seed.map(|v| v as u32).unwrap_or_else(random_seed);
+    chain.push(LlamaSampler::dist(seed));
+    LlamaSampler::chain_simple(chain)
+}
+
+fn random_seed() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = getrandom::fill(&mut b);
+    u32::from_le_bytes(b)
+}
