@@ -126,6 +126,9 @@ pub struct EngineRequest {
     pub stream: bool,
     /// Whether the caller wants a final usage chunk in the stream.
     pub include_usage: bool,
+    /// Keep generating past end-of-sequence until `max_tokens`. For
+    /// benchmarks only: never set from a client's JSON.
+    pub ignore_eos: bool,
 }
 
 impl EngineRequest {
@@ -395,6 +398,7 @@ fn common(obj: &Map<String, Value>, prompt: Prompt) -> Result<EngineRequest, Req
         stop,
         stream,
         include_usage,
+        ignore_eos: false,
     })
 }
 

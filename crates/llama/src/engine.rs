@@ -100,9 +100,17 @@ struct Job {
     tx: GenerationSender,
 }
 
+/// What the decode thread is asked to do.
+enum Command {
+    /// Run a request.
+    Generate(Job),
+    /// Run a function on the decode thread (see [`LlamaEngine::run_on_decode_thread`]).
+    Call(Box<dyn FnOnce() + Send>),
+}
+
 /// The embedded engine (see the module docs).
 pub struct LlamaEngine {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Command>,
     info: ModelInfo,
     in_flight: Arc<AtomicUsize>,
     capacity: usize,
@@ -121,7 +129,7 @@ impl LlamaEngine {
     /// loop on its own thread.
     pub fn load(config: LlamaConfig) -> Result<Self, LoadError> {
         let local = cocoon_engine::model::local_model(&config.model_path)?;
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let (jobs, queue) = mpsc::channel::<Command>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let thread_in_flight = in_flight.clone();
@@ -163,6 +171,26 @@ impl LlamaEngine {
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
+
+    /// Runs `f` on the decode thread, between two steps of the loop, and
+    /// returns its result. llama.cpp's OpenMP thread team belongs to the OS
+    /// thread that computes; a second computing thread in the process makes
+    /// two teams contend for the cores. Whatever else must run llama.cpp in
+    /// this process (the benchmark's baseline) should run here.
+    pub fn run_on_decode_thread<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, EngineError> {
+        let (tx, rx) = mpsc::channel();
+        let call = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.jobs
+            .send(Command::Call(call))
+            .map_err(|_| EngineError::Internal("the decode loop has stopped".into()))?;
+        rx.recv()
+            .map_err(|_| EngineError::Internal("the decode thread dropped the call".into()))
+    }
 }
 
 impl Engine for LlamaEngine {
@@ -181,7 +209,11 @@ impl Engine for LlamaEngine {
             return Err(EngineError::Overloaded(n));
         }
         let (tx, rx) = cocoon_engine::engine::generation();
-        if self.jobs.send(Job { request, tx }).is_err() {
+        if self
+            .jobs
+            .send(Command::Generate(Job { request, tx }))
+            .is_err()
+        {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             return Err(EngineError::Internal("the decode loop has stopped".into()));
         }
@@ -191,7 +223,7 @@ impl Engine for LlamaEngine {
 
 fn decode_thread(
     config: LlamaConfig,
-    queue: mpsc::Receiver<Job>,
+    queue: mpsc::Receiver<Command>,
     ready: mpsc::Sender<Result<String, String>>,
     in_flight: Arc<AtomicUsize>,
 ) {
@@ -282,6 +314,8 @@ struct Seq {
     max_tokens: u64,
     /// Text not yet delivered (the reader's channel was full).
     outbox: String,
+    /// Benchmarks: do not stop at end-of-sequence.
+    ignore_eos: bool,
 }
 
 struct Slot {
@@ -327,7 +361,7 @@ impl<'m> Scheduler<'m> {
         self.slots.iter().filter(|s| s.seq.is_some()).count()
     }
 
-    fn run(&mut self, queue: &mpsc::Receiver<Job>) {
+    fn run(&mut self, queue: &mpsc::Receiver<Command>) {
         loop {
             if !self.admit(queue) {
                 return;
@@ -341,17 +375,24 @@ impl<'m> Scheduler<'m> {
 
     /// Moves queued jobs into free slots. Blocks when nothing runs. Returns
     /// false when the engine was dropped and nothing is left to do.
-    fn admit(&mut self, queue: &mpsc::Receiver<Job>) -> bool {
+    fn admit(&mut self, queue: &mpsc::Receiver<Command>) -> bool {
         while self.slots.iter().any(|s| s.seq.is_none()) {
-            let job = if self.active() == 0 {
+            let command = if self.active() == 0 {
                 match queue.recv() {
-                    Ok(j) => j,
+                    Ok(c) => c,
                     Err(_) => return false,
                 }
             } else {
                 match queue.try_recv() {
-                    Ok(j) => j,
+                    Ok(c) => c,
                     Err(_) => return true,
+                }
+            };
+            let job = match command {
+                Command::Generate(job) => job,
+                Command::Call(f) => {
+                    f();
+                    continue;
                 }
             };
             if job.tx.is_cancelled() {
@@ -424,6 +465,7 @@ impl<'m> Scheduler<'m> {
             },
             max_tokens: request.max_tokens.map_or(room, |m| u64::from(m).min(room)),
             outbox: String::new(),
+            ignore_eos: request.ignore_eos,
         });
         Ok(())
     }
@@ -497,15 +539,16 @@ impl<'m> Scheduler<'m> {
         };
         let token = seq.sampler.sample(&self.ctx, at);
         let vocab = self.model.vocab();
-        if vocab.is_eog(token) {
+        if vocab.is_eog(token) && !seq.ignore_eos {
             self.finish(i, FinishReason::Stop);
             return;
         }
         let seq = self.slots[i].seq.as_mut().expect("checked above");
         seq.usage.completion_tokens += 1;
+        // `<think>`/`</think>` are ordinary (non-control) tokens in the
+        // reasoning families, so the rendered piece shows them.
         let bytes = vocab.token_to_piece(token, false, None);
-        let raw = vocab.token_to_piece(token, true, None);
-        seq.think.token(&String::from_utf8_lossy(&raw));
+        seq.think.token(&String::from_utf8_lossy(&bytes));
         let text = seq.utf8.push(&bytes);
         match seq.stop.push(&text) {
             StopOutcome::Continue(t) => seq.outbox.push_str(&t),

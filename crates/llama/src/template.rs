@@ -90,3 +90,42 @@ pub fn render_jinja(
         })
         .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(role: &str, content: &str) -> ChatMessage {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+
+    #[test]
+    fn jinja_fallback_renders_a_chatml_template() {
+        let template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+        let out = render_jinja(
+            template,
+            &[msg("system", "be brief"), msg("user", "hi")],
+            "",
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn jinja_fallback_supports_bos_and_raise_exception() {
+        let t = "{{ bos_token }}{% if messages[0].role != 'user' %}{{ raise_exception('first message must be from the user') }}{% endif %}{{ messages[0].content }}";
+        assert_eq!(
+            render_jinja(t, &[msg("user", "x")], "<s>", "</s>").unwrap(),
+            "<s>x"
+        );
+        let err = render_jinja(t, &[msg("system", "x")], "<s>", "</s>").unwrap_err();
+        assert!(err.contains("first message must be from the user"), "{err}");
+    }
+}
