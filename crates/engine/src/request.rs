@@ -7,12 +7,10 @@
 
 use serde_json::{Map, Value};
 
-/// Fields accepted in `/v1/chat/completions`.
-pub const CHAT_FIELDS: &[&str] = &[
+/// Fields accepted in both `/v1/chat/completions` and `/v1/completions`.
+pub const SHARED_FIELDS: &[&str] = &[
     "model",
-    "messages",
     "max_tokens",
-    "max_completion_tokens",
     "temperature",
     "top_p",
     "top_k",
@@ -25,22 +23,11 @@ pub const CHAT_FIELDS: &[&str] = &[
     "n",
 ];
 
-/// Fields accepted in `/v1/completions` (`prompt` instead of `messages`).
-pub const COMPLETION_FIELDS: &[&str] = &[
-    "model",
-    "prompt",
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "seed",
-    "stop",
-    "stream",
-    "stream_options",
-    "presence_penalty",
-    "frequency_penalty",
-    "n",
-];
+/// Fields accepted only in `/v1/chat/completions`.
+pub const CHAT_FIELDS: &[&str] = &["messages", "max_completion_tokens"];
+
+/// Fields accepted only in `/v1/completions`.
+pub const COMPLETION_FIELDS: &[&str] = &["prompt"];
 
 /// Most stop sequences accepted (as OpenAI).
 pub const MAX_STOP_SEQUENCES: usize = 4;
@@ -228,11 +215,12 @@ fn object(body: &[u8]) -> Result<Map<String, Value>, RequestError> {
     }
 }
 
-fn check_fields(obj: &Map<String, Value>, allowed: &[&str]) -> Result<(), RequestError> {
+fn check_fields(obj: &Map<String, Value>, specific: &[&str]) -> Result<(), RequestError> {
     // Report the first unsupported field in a stable (sorted) order.
     let mut keys: Vec<&String> = obj.keys().collect();
     keys.sort();
-    match keys.into_iter().find(|k| !allowed.contains(&k.as_str())) {
+    let allowed = |k: &str| SHARED_FIELDS.contains(&k) || specific.contains(&k);
+    match keys.into_iter().find(|k| !allowed(k)) {
         Some(k) => Err(RequestError::UnsupportedField(k.clone())),
         None => Ok(()),
     }

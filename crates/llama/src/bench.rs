@@ -25,6 +25,8 @@ struct Level {
     concurrency: usize,
     aggregate_tok_s: f64,
     per_stream_decode_tok_s: f64,
+    /// Prompt tokens over time to first token, averaged over streams.
+    prefill_tok_s: f64,
     tokens: u64,
 }
 
@@ -82,6 +84,7 @@ pub fn run(
                 "concurrency": l.concurrency,
                 "aggregate_tok_s": l.aggregate_tok_s,
                 "per_stream_decode_tok_s": l.per_stream_decode_tok_s,
+                "prefill_tok_s": l.prefill_tok_s,
                 "generated_tokens": l.tokens,
                 "vs_single_stream": single.map(|s| l.aggregate_tok_s / s.aggregate_tok_s),
             })
@@ -123,8 +126,9 @@ async fn level(engine: &Arc<LlamaEngine>, c: usize, tokens: u32) -> Result<Level
         // Exactly `tokens` per request, as the baseline generates.
         request.ignore_eos = true;
         let mut g = engine.generate(request).map_err(|e| e.to_string())?;
+        let sent = Instant::now();
         tasks.push(tokio::spawn(async move {
-            let mut first = None;
+            let mut first: Option<Instant> = None;
             while let Some(item) = g.next().await {
                 match item.map_err(|e| e.to_string())? {
                     Event::Text(_) => {
@@ -137,7 +141,13 @@ async fn level(engine: &Arc<LlamaEngine>, c: usize, tokens: u32) -> Result<Level
                         } else {
                             0.0
                         };
-                        return Ok::<_, String>((usage.completion_tokens, rate));
+                        let ttft = first.map(|f| (f - sent).as_secs_f64()).unwrap_or(0.0);
+                        let prefill = if ttft > 0.0 {
+                            usage.prompt_tokens as f64 / ttft
+                        } else {
+                            0.0
+                        };
+                        return Ok::<_, String>((usage.completion_tokens, rate, prefill));
                     }
                 }
             }
@@ -146,16 +156,19 @@ async fn level(engine: &Arc<LlamaEngine>, c: usize, tokens: u32) -> Result<Level
     }
     let mut total = 0;
     let mut rates = 0.0;
+    let mut prefills = 0.0;
     for t in tasks {
-        let (n, rate) = t.await.map_err(|e| e.to_string())??;
+        let (n, rate, prefill) = t.await.map_err(|e| e.to_string())??;
         total += n;
         rates += rate;
+        prefills += prefill;
     }
     let wall = started.elapsed().as_secs_f64();
     Ok(Level {
         concurrency: c,
         aggregate_tok_s: total as f64 / wall,
         per_stream_decode_tok_s: rates / c as f64,
+        prefill_tok_s: prefills / c as f64,
         tokens: total,
     })
 }

@@ -22,28 +22,36 @@ pub fn smollm2() -> PathBuf {
 /// The tiny random-weight Qwen3 GGUF.
 pub fn tiny_qwen3() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let dir = model::default_model_dir().join("test-fixtures");
-        let out = dir.join("tiny-qwen3-random.gguf");
-        if !out.exists() {
-            let script = concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/fixtures/make_tiny_qwen3.py"
-            );
-            let status = std::process::Command::new("python3")
-                .arg(script)
-                .arg(dir.join("cache"))
-                .arg(&out)
-                .status()
-                .expect("run python3");
-            assert!(
-                status.success(),
-                "make_tiny_qwen3.py failed (needs pip, npm and the package registries)"
-            );
-        }
-        out
-    })
-    .clone()
+    PATH.get_or_init(|| tiny("qwen3")).clone()
+}
+
+/// The tiny random-weight Qwen2 GGUF (the DeepSeek-R1 distills' architecture).
+pub fn tiny_qwen2() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| tiny("qwen2")).clone()
+}
+
+fn tiny(arch: &str) -> PathBuf {
+    let dir = model::default_model_dir().join("test-fixtures");
+    let out = dir.join(format!("tiny-{arch}-random.gguf"));
+    if !out.exists() {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/make_tiny_qwen.py"
+        );
+        let status = std::process::Command::new("python3")
+            .arg(script)
+            .arg(dir.join("cache"))
+            .arg(&out)
+            .arg(arch)
+            .status()
+            .expect("run python3");
+        assert!(
+            status.success(),
+            "make_tiny_qwen.py failed (needs pip, npm and the package registries)"
+        );
+    }
+    out
 }
 
 /// A chat request body.

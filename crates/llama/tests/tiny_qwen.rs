@@ -1,6 +1,6 @@
-//! A tiny random-weight Qwen3-architecture GGUF with the real Qwen3
-//! tokenizer: llama.cpp loads it, tokenizes as Qwen3 does, and runs it.
-//! Its output is noise, so the assertions are on token ids and counts.
+//! Tiny random-weight Qwen3- and Qwen2-architecture GGUFs with the real
+//! Qwen3 tokenizer: llama.cpp loads them, tokenizes as Qwen does, and runs
+//! them. Their output is noise, so the assertions are on token ids and counts.
 
 mod common;
 
@@ -46,4 +46,21 @@ async fn loads_and_generates_deterministically() {
         .await
         .unwrap();
     assert!(c.usage.prompt_tokens >= 5, "{:?}", c.usage);
+}
+
+#[tokio::test]
+async fn qwen2_architecture_loads_and_runs() {
+    let engine = LlamaEngine::load(LlamaConfig {
+        n_ctx_per_seq: 256,
+        max_sequences: 2,
+        progress: false,
+        ..LlamaConfig::new(common::tiny_qwen2())
+    })
+    .unwrap();
+    assert_eq!(engine.info().architecture, "qwen2");
+    let name = engine.info().identity.name.clone();
+    let r = completion(&name, "Hello world", r#","temperature":0,"max_tokens":6"#);
+    let a = engine.generate(r).unwrap().collect().await.unwrap();
+    assert_eq!(a.usage.prompt_tokens, 2);
+    assert!(a.usage.completion_tokens <= 6);
 }
