@@ -324,7 +324,15 @@ struct Slot {
     history: Vec<LlamaToken>,
 }
 
+/// The last events of a finished request, delivered as the reader makes
+/// room: the loop never waits on one slow (or hostile) reader.
+struct Finishing {
+    tx: GenerationSender,
+    items: std::collections::VecDeque<Result<Event, EngineError>>,
+}
+
 struct Scheduler<'m> {
+    finishing: Vec<Finishing>,
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
     batch: LlamaBatch<'static>,
@@ -342,6 +350,7 @@ impl<'m> Scheduler<'m> {
         in_flight: Arc<AtomicUsize>,
     ) -> Self {
         Self {
+            finishing: Vec::new(),
             model,
             ctx,
             batch: LlamaBatch::new(config.n_batch as usize, 1),
@@ -370,6 +379,7 @@ impl<'m> Scheduler<'m> {
                 continue;
             }
             self.step();
+            self.flush_finishing();
         }
     }
 
@@ -377,10 +387,18 @@ impl<'m> Scheduler<'m> {
     /// false when the engine was dropped and nothing is left to do.
     fn admit(&mut self, queue: &mpsc::Receiver<Command>) -> bool {
         while self.slots.iter().any(|s| s.seq.is_none()) {
-            let command = if self.active() == 0 {
+            self.flush_finishing();
+            let command = if self.active() == 0 && self.finishing.is_empty() {
                 match queue.recv() {
                     Ok(c) => c,
                     Err(_) => return false,
+                }
+            } else if self.active() == 0 {
+                // Only deliveries pending: wait a little for work, then retry them.
+                match queue.recv_timeout(std::time::Duration::from_millis(5)) {
+                    Ok(c) => c,
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return false,
                 }
             } else {
                 match queue.try_recv() {
@@ -400,6 +418,7 @@ impl<'m> Scheduler<'m> {
                 continue;
             }
             if let Err(e) = self.start(job.request, job.tx.clone()) {
+                // A fresh channel: there is room, this does not wait.
                 job.tx.blocking_send(Err(e));
                 self.in_flight.fetch_sub(1, Ordering::AcqRel);
             }
@@ -576,16 +595,36 @@ impl<'m> Scheduler<'m> {
             };
             seq.outbox.push_str(&tail);
             seq.usage.reasoning_tokens = seq.think.reasoning_tokens;
+            let mut items = std::collections::VecDeque::new();
             if !seq.outbox.is_empty() {
-                seq.tx
-                    .blocking_send(Ok(Event::Text(std::mem::take(&mut seq.outbox))));
+                items.push_back(Ok(Event::Text(std::mem::take(&mut seq.outbox))));
             }
-            seq.tx.blocking_send(Ok(Event::Done {
+            items.push_back(Ok(Event::Done {
                 usage: seq.usage,
                 finish_reason: reason,
             }));
+            self.finishing.push(Finishing { tx: seq.tx, items });
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.flush_finishing();
         }
+    }
+
+    /// Delivers what finished requests still owe their readers, as far as
+    /// their channels have room; drops readers that went away.
+    fn flush_finishing(&mut self) {
+        self.finishing.retain_mut(|f| {
+            while let Some(item) = f.items.pop_front() {
+                match f.tx.try_send(item) {
+                    TrySend::Sent => {}
+                    TrySend::Full(item) => {
+                        f.items.push_front(item);
+                        return true;
+                    }
+                    TrySend::Closed => return false,
+                }
+            }
+            false
+        });
     }
 
     /// Frees a slot whose reader went away; its cache stays reusable.
@@ -598,12 +637,14 @@ impl<'m> Scheduler<'m> {
     fn fail_all(&mut self, e: EngineError) {
         for i in 0..self.slots.len() {
             if let Some(seq) = self.slots[i].seq.take() {
-                seq.tx.blocking_send(Err(e.clone()));
+                let items = std::collections::VecDeque::from([Err(e.clone())]);
+                self.finishing.push(Finishing { tx: seq.tx, items });
                 self.in_flight.fetch_sub(1, Ordering::AcqRel);
                 let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
                 self.slots[i].history.clear();
             }
         }
+        self.flush_finishing();
     }
 }
 

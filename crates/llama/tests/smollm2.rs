@@ -288,3 +288,37 @@ async fn stop_sequences_end_the_answer_before_the_stop() {
     assert!(!a.text.contains('8'), "{:?}", a.text);
     assert!(a.text.contains('7'), "{:?}", a.text);
 }
+
+#[tokio::test]
+async fn a_reader_that_never_reads_does_not_stall_the_others() {
+    let engine = LlamaEngine::load(LlamaConfig {
+        max_sequences: 2,
+        ..config()
+    })
+    .unwrap();
+    // A: many chunks, never read while B runs (its channel fills up).
+    let slow = engine
+        .generate(completion(
+            MODEL,
+            "Count from one to two hundred: one, two, three,",
+            r#","temperature":0,"max_tokens":100"#,
+        ))
+        .unwrap();
+    // B: runs longer than A, so A finishes (and must deliver its end) while B decodes.
+    let fast = engine
+        .generate(completion(
+            MODEL,
+            "The alphabet is: A, B, C,",
+            r#","temperature":0,"max_tokens":120"#,
+        ))
+        .unwrap();
+    let b = tokio::time::timeout(Duration::from_secs(120), fast.collect())
+        .await
+        .expect("B finished although A's reader never read")
+        .unwrap();
+    assert!(b.usage.completion_tokens > 0);
+    // A's answer was kept for it, whole, with its usage.
+    let a = slow.collect().await.unwrap();
+    assert!(a.usage.completion_tokens > 0 && a.usage.completion_tokens <= 100);
+    assert!(!a.text.is_empty());
+}

