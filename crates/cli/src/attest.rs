@@ -170,12 +170,10 @@ impl IdentityArgs {
     fn load(&self, default_name: &str) -> Result<RaTlsCert> {
         match (&self.cert, &self.key) {
             (Some(c), Some(k)) => Ok(RaTlsCert::load_pem(c, k)?),
-            _ => Ok(cert::generate_new(
-                &FakeTdxProvider::default(),
-                default_name,
-                cocoon_tee::unix_now(),
-            )?
-            .0),
+            _ => {
+                let opts = CertOptions::new(default_name, cocoon_tee::unix_now());
+                Ok(cert::generate_new(&FakeTdxProvider::default(), &opts)?.0)
+            }
         }
     }
 }
@@ -259,25 +257,18 @@ fn gen_cert(args: GenCertArgs) -> Result<()> {
     let provider: &dyn QuoteProvider = match args.tee {
         Tee::Fake => &fake,
         Tee::Tdx => {
-            if args.mrtd.is_some() || args.rtmr0.is_some() || args.rtmr1.is_some() {
+            let chosen = [args.rtmr0, args.rtmr1, args.rtmr2, args.rtmr3];
+            if args.mrtd.is_some() || chosen.iter().any(Option::is_some) {
                 bail!("--mrtd and --rtmrN choose a fake quote's measurements; a real TDX quote measures itself");
             }
             &tdx
         }
     };
-    let now = cocoon_tee::unix_now();
-    let key = cert::generate_key()?;
-    let public_key: [u8; 32] = key.public_key_raw().try_into().context("Ed25519 key")?;
-    let claims = Claims {
-        created_at: Some(now),
-        name: Some(args.name.clone()),
-        ..Claims::new(public_key)
-    };
     let opts = CertOptions {
         validity_secs: args.validity_secs,
-        ..CertOptions::new(&args.name, now)
+        ..CertOptions::new(&args.name, cocoon_tee::unix_now())
     };
-    let cert = cert::generate(&key, &claims, provider, &opts)?;
+    let (cert, claims) = cert::generate_new(provider, &opts)?;
     let (cert_path, key_path) = cert
         .write_pem(&args.out, &args.name)
         .with_context(|| format!("cannot write to {}", args.out.display()))?;
@@ -289,17 +280,13 @@ fn gen_cert(args: GenCertArgs) -> Result<()> {
     println!("wrote {}", cert_path.display());
     println!("wrote {}", key_path.display());
     println!("quote:      {}", provider.name());
-    println!("public key: {}", hex::encode(public_key));
+    println!("public key: {}", hex::encode(claims.public_key));
     println!("image hash: {}", hex::encode(quote.image_hash()));
     Ok(())
 }
 
-fn read_cert(path: &std::path::Path) -> Result<Vec<u8>> {
-    Ok(cert::read_cert_pem(path)?)
-}
-
 fn inspect(path: PathBuf, as_json: bool) -> Result<()> {
-    let der = read_cert(&path)?;
+    let der = cert::read_cert_pem(&path)?;
     let parsed = cert::parse_cert(&der)
         .with_context(|| format!("{} is not a valid RA-TLS certificate", path.display()))?;
     let quote = match &parsed.quote_raw {
@@ -361,7 +348,7 @@ fn inspect(path: PathBuf, as_json: bool) -> Result<()> {
 }
 
 fn verify(args: VerifyArgs) -> Result<()> {
-    let der = read_cert(&args.cert)?;
+    let der = cert::read_cert_pem(&args.cert)?;
     let verifier = args.policy.verifier()?;
     let identity = verifier.verify_cert(&der).with_context(|| {
         format!(

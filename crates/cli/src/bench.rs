@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::Subcommand;
-use cocoon_tee::cert;
+use cocoon_tee::cert::{self, CertOptions};
 use cocoon_tee::policy::{Policy, PolicyKind, Verifier};
 use cocoon_tee::{FakeTdxProvider, RaTlsCert};
 use serde_json::json;
@@ -59,8 +59,8 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             tokens,
             threads,
         } => {
-            let path = crate::model::resolve(&model)?;
-            let report = cocoon_llama::bench::run(&path, &concurrency, tokens.max(1), threads)
+            let model = crate::model::resolve(&model)?;
+            let report = cocoon_llama::bench::run(&model, &concurrency, tokens.max(1), threads)
                 .map_err(anyhow::Error::msg)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
@@ -75,8 +75,8 @@ fn per_op(total: Duration, n: u32) -> f64 {
 fn attest(iterations: u32, handshakes: u32) -> Result<()> {
     let now = cocoon_tee::unix_now();
     let provider = FakeTdxProvider::default();
-    let (server_cert, _) = cert::generate_new(&provider, "bench-server", now)?;
-    let (client_cert, _) = cert::generate_new(&provider, "bench-client", now)?;
+    let (server_cert, _) = cert::generate_new(&provider, &CertOptions::new("bench-server", now))?;
+    let (client_cert, _) = cert::generate_new(&provider, &CertOptions::new("bench-client", now))?;
     let policy = Policy::new(PolicyKind::FakeTdx);
 
     let verifier = Verifier::new(policy.clone());

@@ -46,13 +46,13 @@ pub fn run(cmd: EngineCommand) -> Result<()> {
             ctx,
             ..
         } => {
-            let path = crate::model::resolve(model)?;
+            let local = crate::model::resolve(model)?;
             let engine = LlamaEngine::load(LlamaConfig {
                 max_sequences: *parallel,
                 n_ctx_per_seq: *ctx,
-                ..LlamaConfig::new(&path)
+                ..LlamaConfig::for_model(&local)
             })
-            .with_context(|| format!("cannot load {}", path.display()))?;
+            .with_context(|| format!("cannot load {}", local.path.display()))?;
             eprintln!(
                 "model {} ({})",
                 engine.info().identity,

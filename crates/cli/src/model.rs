@@ -47,9 +47,8 @@ pub fn run(cmd: ModelCommand) -> Result<()> {
                 known.size / 1_000_000,
                 dir.display()
             );
-            let path = model::fetch(known, &dir)?;
-            let local = model::local_model(&path)?;
-            println!("{}", path.display());
+            let local = model::fetch(known, &dir)?;
+            println!("{}", local.path.display());
             println!("identity: {}", local.identity);
         }
         ModelCommand::List { dir, json } => {
@@ -87,8 +86,8 @@ pub fn run(cmd: ModelCommand) -> Result<()> {
 }
 
 /// Resolves a `--model` argument: a known short name (fetched if needed)
-/// or a path to a GGUF file.
-pub fn resolve(arg: &str) -> Result<PathBuf> {
+/// or a path to a GGUF file; either way the file is hashed exactly once.
+pub fn resolve(arg: &str) -> Result<model::LocalModel> {
     if let Ok(known) = model::known(arg) {
         return Ok(model::fetch(known, &model::default_model_dir())?);
     }
@@ -97,5 +96,5 @@ pub fn resolve(arg: &str) -> Result<PathBuf> {
         path.is_file(),
         "--model {arg}: neither a known model (smollm2) nor a file"
     );
-    Ok(path)
+    Ok(model::local_model(&path)?)
 }

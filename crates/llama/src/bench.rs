@@ -6,7 +6,7 @@
 //! concurrency, the aggregate generated tok/s (and the ratio to one
 //! stream); and the process's peak RSS.
 
-use std::path::Path;
+use cocoon_engine::model::LocalModel;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,7 +32,7 @@ struct Level {
 
 /// Runs the benchmark and returns its JSON report.
 pub fn run(
-    model: &Path,
+    model: &LocalModel,
     concurrency: &[usize],
     tokens: u32,
     threads: Option<i32>,
@@ -49,14 +49,14 @@ pub fn run(
             n_ctx_per_seq: (tokens + 256).next_power_of_two(),
             threads: Some(threads),
             progress: false,
-            ..LlamaConfig::new(model)
+            ..LlamaConfig::for_model(model)
         })
         .map_err(|e| e.to_string())?,
     );
     // The baseline runs on the engine's decode thread, so that all llama.cpp
     // work in the process shares one OpenMP team (see run_on_decode_thread).
     let baseline_on_engine_thread = || {
-        let model = model.to_path_buf();
+        let model = model.path.clone();
         engine
             .run_on_decode_thread(move || {
                 crate::baseline::run(&model, PROMPT, tokens as usize, threads)

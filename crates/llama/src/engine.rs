@@ -37,6 +37,9 @@ use crate::text::{StopMatcher, StopOutcome, ThinkTracker, Utf8Buffer};
 pub struct LlamaConfig {
     /// The GGUF file.
     pub model_path: PathBuf,
+    /// The file's identity when already known (hash-checked by the caller);
+    /// `None` hashes the file at load.
+    pub identity: Option<ModelIdentity>,
     /// Context tokens per sequence (prompt + answer).
     pub n_ctx_per_seq: u32,
     /// Sequences decoded together (the batch width).
@@ -56,12 +59,21 @@ impl LlamaConfig {
     pub fn new(model_path: impl Into<PathBuf>) -> Self {
         Self {
             model_path: model_path.into(),
+            identity: None,
             n_ctx_per_seq: 2048,
             max_sequences: 8,
             n_batch: 512,
             threads: None,
             max_queued: 64,
             progress: true,
+        }
+    }
+
+    /// Defaults for a model whose file was already hashed (no second hash).
+    pub fn for_model(model: &cocoon_engine::model::LocalModel) -> Self {
+        Self {
+            identity: Some(model.identity.clone()),
+            ..Self::new(&model.path)
         }
     }
 }
@@ -125,10 +137,13 @@ impl std::fmt::Debug for LlamaEngine {
 }
 
 impl LlamaEngine {
-    /// Loads the model (hashing it for its identity) and starts the decode
-    /// loop on its own thread.
+    /// Loads the model (hashing it for its identity unless the config
+    /// carries it) and starts the decode loop on its own thread.
     pub fn load(config: LlamaConfig) -> Result<Self, LoadError> {
-        let local = cocoon_engine::model::local_model(&config.model_path)?;
+        let identity = match &config.identity {
+            Some(identity) => identity.clone(),
+            None => cocoon_engine::model::local_model(&config.model_path)?.identity,
+        };
         let (jobs, queue) = mpsc::channel::<Command>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
         let in_flight = Arc::new(AtomicUsize::new(0));
@@ -152,7 +167,7 @@ impl LlamaEngine {
         Ok(Self {
             jobs,
             info: ModelInfo {
-                identity: local.identity,
+                identity,
                 architecture,
                 n_ctx_per_seq: config.n_ctx_per_seq,
                 max_sequences: config.max_sequences,
@@ -229,13 +244,14 @@ fn decode_thread(
 ) {
     let loaded = (|| {
         let backend = crate::backend::backend()?;
+        let show_progress = config.progress && std::io::stderr().is_terminal();
         let mut params = LlamaModelParams::default();
-        if config.progress && std::io::stderr().is_terminal() {
+        if show_progress {
             params = params.with_progress_callback(progress_bar);
         }
         let model = LlamaModel::load_from_file(backend, &config.model_path, &params)
             .map_err(|e| e.to_string())?;
-        if config.progress && std::io::stderr().is_terminal() {
+        if show_progress {
             eprintln!();
         }
         let threads = config.threads.unwrap_or_else(default_threads);
@@ -249,17 +265,10 @@ fn decode_thread(
         let arch = model
             .meta_val_str("general.architecture")
             .unwrap_or_else(|_| "unknown".into());
-        Ok::<_, String>((model, ctx_params, arch))
+        Ok::<_, String>((backend, model, ctx_params, arch))
     })();
-    let (model, ctx_params, arch) = match loaded {
+    let (backend, model, ctx_params, arch) = match loaded {
         Ok(l) => l,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    let backend = match crate::backend::backend() {
-        Ok(b) => b,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
@@ -298,8 +307,6 @@ fn progress_bar(p: f32) -> bool {
 /// One running request.
 struct Seq {
     tx: GenerationSender,
-    /// Next position in this sequence.
-    pos: i32,
     /// Prompt tokens not yet decoded.
     pending: Vec<LlamaToken>,
     /// The sampled token to feed next.
@@ -418,8 +425,8 @@ impl<'m> Scheduler<'m> {
                 continue;
             }
             if let Err(e) = self.start(job.request, job.tx.clone()) {
-                // A fresh channel: there is room, this does not wait.
-                job.tx.blocking_send(Err(e));
+                // A fresh channel: there is room for this one item.
+                job.tx.try_send(Err(e));
                 self.in_flight.fetch_sub(1, Ordering::AcqRel);
             }
         }
@@ -428,8 +435,15 @@ impl<'m> Scheduler<'m> {
 
     fn start(&mut self, request: EngineRequest, tx: GenerationSender) -> Result<(), EngineError> {
         let text = match &request.prompt {
-            Prompt::Chat(messages) => crate::template::render(self.model, messages)
-                .map_err(|e| EngineError::Internal(e.to_string()))?,
+            // The template refusing the conversation is the client's problem (400).
+            Prompt::Chat(messages) => {
+                crate::template::render(self.model, messages).map_err(|e| {
+                    EngineError::Request(cocoon_engine::RequestError::InvalidField {
+                        field: "messages".into(),
+                        reason: e.to_string(),
+                    })
+                })?
+            }
             Prompt::Text(t) => t.clone(),
         };
         let vocab = self.model.vocab();
@@ -469,7 +483,6 @@ impl<'m> Scheduler<'m> {
         let room = u64::from(self.n_ctx_per_seq) - tokens.len() as u64;
         slot.seq = Some(Seq {
             tx,
-            pos: reuse as i32,
             pending: tokens[reuse..].to_vec(),
             next: None,
             logits_at: None,
@@ -498,12 +511,13 @@ impl<'m> Scheduler<'m> {
                 continue;
             };
             if let Some(t) = seq.next.take() {
-                if self.batch.add(t, seq.pos, &[i as i32], true).is_err() {
+                // The next position is the number of tokens in the slot's cache.
+                let pos = slot.history.len() as i32;
+                if self.batch.add(t, pos, &[i as i32], true).is_err() {
                     seq.next = Some(t);
                     continue;
                 }
                 seq.logits_at = Some(self.batch.n_tokens() - 1);
-                seq.pos += 1;
                 slot.history.push(t);
             }
         }
@@ -523,8 +537,9 @@ impl<'m> Scheduler<'m> {
             let finishes = take == seq.pending.len();
             for (j, &t) in seq.pending[..take].iter().enumerate() {
                 let last = finishes && j == take - 1;
-                let _ = self.batch.add(t, seq.pos, &[i as i32], last);
-                seq.pos += 1;
+                let _ = self
+                    .batch
+                    .add(t, slot.history.len() as i32, &[i as i32], last);
                 slot.history.push(t);
             }
             seq.pending.drain(..take);
@@ -562,7 +577,8 @@ impl<'m> Scheduler<'m> {
             self.finish(i, FinishReason::Stop);
             return;
         }
-        let seq = self.slots[i].seq.as_mut().expect("checked above");
+        let slot = &mut self.slots[i];
+        let seq = slot.seq.as_mut().expect("checked above");
         seq.usage.completion_tokens += 1;
         // `<think>`/`</think>` are ordinary (non-control) tokens in the
         // reasoning families, so the rendered piece shows them.
@@ -577,7 +593,7 @@ impl<'m> Scheduler<'m> {
                 return;
             }
         }
-        let full = seq.pos as u64 + 1 >= u64::from(self.n_ctx_per_seq);
+        let full = slot.history.len() as u64 + 1 >= u64::from(self.n_ctx_per_seq);
         if seq.usage.completion_tokens >= seq.max_tokens || full {
             self.finish(i, FinishReason::Length);
             return;

@@ -219,7 +219,8 @@ async fn seeded_sampling_is_reproducible() {
 
 #[tokio::test]
 async fn dropping_the_stream_frees_the_slot() {
-    let engine = shared();
+    // Its own engine, so that no other test's request is in flight.
+    let engine = LlamaEngine::load(config()).unwrap();
     let mut g = engine
         .generate(completion(
             MODEL,
@@ -234,8 +235,11 @@ async fn dropping_the_stream_frees_the_slot() {
     while engine.in_flight() > 0 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Other tests share the engine: only check our request is not stuck
-    // by running one more to completion.
+    assert_eq!(
+        engine.in_flight(),
+        0,
+        "the cancelled request still holds its slot"
+    );
     let a = engine
         .generate(completion(MODEL, "Hello", r#","max_tokens":2"#))
         .unwrap()

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cocoon_net::{accept, connect, NetError};
-use cocoon_tee::cert::generate_new;
+use cocoon_tee::cert::{generate_new, CertOptions};
 use cocoon_tee::policy::{Policy, PolicyKind, TeeKind, Verifier};
 use cocoon_tee::{tls, AttestError, FakeTdxProvider};
 use cocoon_wire::pow::PowError;
@@ -21,8 +21,16 @@ fn setup(
     Arc<rustls::ClientConfig>,
 ) {
     let now = cocoon_tee::unix_now();
-    let (server_cert, _) = generate_new(&FakeTdxProvider::default(), "server", now).unwrap();
-    let (client_cert, _) = generate_new(&FakeTdxProvider::default(), "client", now).unwrap();
+    let (server_cert, _) = generate_new(
+        &FakeTdxProvider::default(),
+        &CertOptions::new("server", now),
+    )
+    .unwrap();
+    let (client_cert, _) = generate_new(
+        &FakeTdxProvider::default(),
+        &CertOptions::new("client", now),
+    )
+    .unwrap();
     let v = Arc::new(Verifier::new(Policy::new(kind)));
     let s = Arc::new(tls::server_config(&server_cert, v.clone()).unwrap());
     let c = Arc::new(tls::client_config(&client_cert, v.clone()).unwrap());

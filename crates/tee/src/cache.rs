@@ -68,11 +68,11 @@ impl AttestationCache {
         }
     }
 
-    /// Remembers an accepted certificate.
-    pub fn insert(&self, key: [u8; 32], identity: PeerIdentity) {
+    /// Remembers an accepted certificate (`now` is the verifier's clock,
+    /// used to purge expired entries when full).
+    pub fn insert(&self, key: [u8; 32], identity: PeerIdentity, now: u64) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= self.capacity {
-            let now = crate::unix_now();
             entries.retain(|_, id| id.not_after >= now);
             if entries.len() >= self.capacity {
                 entries.clear();

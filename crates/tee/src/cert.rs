@@ -146,22 +146,21 @@ pub fn generate(
     })
 }
 
-/// A new key, claims naming it (with `name` and the creation time), and a
-/// certificate valid for a day from `now`.
+/// A new key, claims naming it (the options' common name, created at
+/// their `not_before`), and a certificate made with `opts`.
 pub fn generate_new(
     provider: &dyn QuoteProvider,
-    name: &str,
-    now: u64,
+    opts: &CertOptions,
 ) -> Result<(RaTlsCert, Claims), CertError> {
     let key = generate_key()?;
     let mut public_key = [0u8; 32];
     public_key.copy_from_slice(key.public_key_raw());
     let claims = Claims {
-        created_at: Some(now),
-        name: Some(name.to_string()),
+        created_at: Some(opts.not_before),
+        name: Some(opts.common_name.clone()),
         ..Claims::new(public_key)
     };
-    let cert = generate(&key, &claims, provider, &CertOptions::new(name, now))?;
+    let cert = generate(&key, &claims, provider, opts)?;
     Ok((cert, claims))
 }
 
@@ -280,8 +279,6 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 pub struct ParsedCert {
     /// The Ed25519 public key.
     pub public_key: [u8; 32],
-    /// The SubjectPublicKeyInfo, DER (for TLS signature checks).
-    pub spki_der: Vec<u8>,
     /// notBefore, unix seconds.
     pub not_before: u64,
     /// notAfter, unix seconds.
@@ -348,7 +345,6 @@ pub fn parse_cert(der: &[u8]) -> Result<ParsedCert, AttestError> {
     let validity = cert.validity();
     Ok(ParsedCert {
         public_key,
-        spki_der: spki.raw.to_vec(),
         not_before: validity.not_before.timestamp().max(0) as u64,
         not_after: validity.not_after.timestamp().max(0) as u64,
         claims,

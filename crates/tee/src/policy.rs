@@ -215,7 +215,7 @@ impl Verifier {
             return Ok(identity);
         }
         let identity = self.verify_cert_uncached(der, now)?;
-        self.cache.insert(key, identity.clone());
+        self.cache.insert(key, identity.clone(), now);
         Ok(identity)
     }
 

@@ -29,7 +29,7 @@ use rustls::{
     OtherError, ServerConfig, SignatureScheme,
 };
 
-use crate::cert::{parse_cert, RaTlsCert};
+use crate::cert::RaTlsCert;
 use crate::error::AttestError;
 use crate::policy::{PeerIdentity, Verifier};
 
@@ -157,9 +157,7 @@ impl PeerVerifier {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "peer attestation refused");
-                Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                    OtherError(Arc::new(e)),
-                )))
+                Err(refused(e))
             }
         }
     }
@@ -170,12 +168,32 @@ impl PeerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let parsed = parse_cert(cert.as_ref()).map_err(|e| {
-            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
-        })?;
-        let spki = SubjectPublicKeyInfoDer::from(parsed.spki_der.as_slice());
-        verify_tls13_signature_with_raw_key(message, &spki, dss, &self.algorithms)
+        // rustls verifies the certificate before the handshake signature,
+        // so this is a cache hit: no second parse or self-signature check.
+        let identity = self.verifier.verify_cert(cert.as_ref()).map_err(refused)?;
+        let spki = ed25519_spki(&identity.public_key);
+        verify_tls13_signature_with_raw_key(
+            message,
+            &SubjectPublicKeyInfoDer::from(spki.as_slice()),
+            dss,
+            &self.algorithms,
+        )
     }
+}
+
+fn refused(e: AttestError) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+}
+
+/// The DER SubjectPublicKeyInfo of an Ed25519 key (RFC 8410): a fixed
+/// 12-byte header, then the 32 key bytes.
+fn ed25519_spki(key: &[u8; 32]) -> Vec<u8> {
+    const HEADER: [u8; 12] = [
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    let mut spki = HEADER.to_vec();
+    spki.extend_from_slice(key);
+    spki
 }
 
 fn tls12_refused() -> rustls::Error {
@@ -261,5 +279,24 @@ impl ClientCertVerifier for PeerVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         vec![SignatureScheme::ED25519]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+
+    #[test]
+    fn ed25519_spki_matches_the_certificate_encoding() {
+        let (cert, claims) = crate::cert::generate_new(
+            &crate::FakeTdxProvider::default(),
+            &crate::CertOptions::new("t", 1_750_000_000),
+        )
+        .unwrap();
+        let (_, parsed) = X509Certificate::from_der(&cert.cert_der).unwrap();
+        assert_eq!(
+            super::ed25519_spki(&claims.public_key),
+            parsed.public_key().raw
+        );
     }
 }

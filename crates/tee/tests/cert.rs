@@ -41,7 +41,7 @@ fn verify(kind: PolicyKind, der: &[u8]) -> Result<cocoon_tee::PeerIdentity, Atte
 
 #[test]
 fn fake_cert_is_accepted_by_fake_tdx_and_any() {
-    let (c, claims) = cert::generate_new(&fake(1), "worker-1", NOW).unwrap();
+    let (c, claims) = cert::generate_new(&fake(1), &CertOptions::new("worker-1", NOW)).unwrap();
     let id = verify(PolicyKind::FakeTdx, &c.cert_der).unwrap();
     assert_eq!(id.tee, TeeKind::FakeTdx);
     assert_eq!(id.public_key, claims.public_key);
@@ -75,7 +75,9 @@ impl QuoteProvider for ReplayProvider {
 
 #[test]
 fn quote_bound_to_another_key_is_refused() {
-    let victim = cert::generate_new(&fake(1), "victim", NOW).unwrap().0;
+    let victim = cert::generate_new(&fake(1), &CertOptions::new("victim", NOW))
+        .unwrap()
+        .0;
     let stolen = cert::parse_cert(&victim.cert_der)
         .unwrap()
         .quote_raw

@@ -105,13 +105,14 @@ async fn mutual_handshake_exposes_both_identities_and_caches() {
             .image_hash()
         )
     );
-    // First connection: one miss (handshake) and one hit (peer_identity).
-    assert_eq!(sv.cache().stats(), (1, 1));
+    // First connection: one miss (the certificate check), then hits for
+    // the handshake signature (its key) and for peer_identity.
+    assert_eq!(sv.cache().stats(), (2, 1));
     // Reconnect: the unchanged certificate is not verified again.
     let (a, b) = pair(&s, sv.clone(), &c, cv).await;
     a.unwrap();
     b.unwrap();
-    assert_eq!(sv.cache().stats(), (3, 1));
+    assert_eq!(sv.cache().stats(), (5, 1));
 }
 
 #[tokio::test]

