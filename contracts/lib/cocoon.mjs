@@ -1,0 +1,439 @@
+// Test and scenario helpers: the SPEC.md layouts written from the JS side (storage cells,
+// message bodies, vouchers), fixed keys and addresses, and a small sandbox harness.
+// Everything here is deterministic: fixed seeds, fixed addresses, fixed blockchain time.
+import { Address, beginCell, Cell, contractAddress, Dictionary } from '@ton/core';
+import { keyPairFromSeed, sign } from '@ton/crypto';
+import { Blockchain, internal } from '@ton/sandbox';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+/* Codes: the committed build outputs (`node build.mjs --check` keeps them equal to the source). */
+
+export function loadCode(name) {
+    return Cell.fromBoc(fs.readFileSync(path.join(here, '..', 'build', `${name}.boc`)))[0];
+}
+
+export const CODES = {
+    root: loadCode('root'),
+    proxy: loadCode('proxy'),
+    client: loadCode('client'),
+    worker: loadCode('worker'),
+};
+
+/* Constants of SPEC.md. */
+
+export const MIN_FEE = 50_000_000n;
+export const CHARGE_NOTICE_VALUE = 20_000_000n;
+
+export const ERR = {
+    NOT_OWNER: 101,
+    BAD_SIGNATURE: 102,
+    WRONG_TARGET: 103,
+    REPLAYED: 104,
+    BACKWARDS: 105,
+    LOW_VALUE: 106,
+    BELOW_STAKE: 107,
+    STAKE_TOO_LOW: 108,
+    WRONG_STATE: 109,
+    TOO_EARLY: 110,
+    UNKNOWN_OP: 111,
+    NO_FUNDS: 112,
+    WRONG_OP: 113,
+    NOT_SETTLED: 114,
+};
+
+export const OP = {
+    excesses: 0x2565934c,
+    // root
+    add_worker_type: 0xe34b1c60,
+    del_worker_type: 0x8d94a79a,
+    add_proxy_type: 0x71860e80,
+    del_proxy_type: 0x3c41d0b2,
+    add_model_type: 0x5d1b2a31,
+    del_model_type: 0x6e2c3b42,
+    register_proxy: 0x927c7cb5,
+    unregister_proxy: 0x6d49eaf2,
+    update_proxy: 0x9c7924ba,
+    change_price: 0xc52ed8d4,
+    upgrade_contracts: 0xa2370f61,
+    change_owner: 0x7f4a2c15,
+    // proxy
+    ext_proxy_increase_stake: 0x9713f187,
+    proxy_save_state: 0x53109c0f,
+    client_proxy_top_up: 0x5cfc6b87,
+    client_proxy_request: 0x65448ff4,
+    client_proxy_refund_granted: 0xc68ebc7b,
+    client_proxy_refund_force: 0xf4c354c9,
+    worker_proxy_payout_request: 0x08e7d036,
+    ext_proxy_payout_request: 0x7610e6eb,
+    ext_proxy_close_request_signed: 0x636a4391,
+    ext_proxy_close_complete_request_signed: 0xe511abc7,
+    // client
+    ext_client_top_up: 0xf172e6c2,
+    owner_client_top_up_reopen: 0x29111ceb,
+    owner_client_increase_stake: 0x6a1f6a60,
+    owner_client_withdraw: 0xda068e78,
+    owner_client_change_secret_hash: 0xa9357034,
+    owner_client_request_refund: 0xfafa6cc1,
+    owner_client_close_force: 0x3b1e0f8d,
+    ext_client_charge_signed: 0xbb63ff93,
+    ext_client_grant_refund_signed: 0xefd711e1,
+    // worker
+    ext_worker_payout_request_signed: 0xa040ad28,
+    ext_worker_last_payout_request_signed: 0xf5f26a36,
+};
+
+/* Fixed keys and addresses. */
+
+export const NOW = 1_800_000_000;
+
+/** An Ed25519 key pair from a 32-byte seed made of one repeated byte. */
+export function seedKey(byte) {
+    const seed = Buffer.alloc(32, byte);
+    return { seed, ...keyPairFromSeed(seed) };
+}
+
+/** A fixed basechain address whose hash is one repeated byte. */
+export function fixedAddress(byte) {
+    return new Address(0, Buffer.alloc(32, byte));
+}
+
+export const KEYS = {
+    proxy: seedKey(0x01), // the proxy key that signs vouchers
+    other: seedKey(0x02), // a key nobody trusts
+};
+
+export const ADDR = {
+    rootOwner: fixedAddress(0xa1),
+    proxyOwner: fixedAddress(0xa2),
+    clientOwner: fixedAddress(0xa3),
+    workerOwner: fixedAddress(0xa4),
+    stranger: fixedAddress(0xa5),
+    payer: fixedAddress(0xa6), // pays for top-ups and vouchers on someone else's behalf
+};
+
+export const PARAMS = {
+    pricePerToken: 20_000n,
+    workerFeePerToken: 15_000n,
+    promptMult: 10_000,
+    cachedMult: 1_000,
+    completionMult: 40_000,
+    reasoningMult: 40_000,
+    proxyDelayBeforeClose: 7_200,
+    clientDelayBeforeClose: 3_600,
+    minProxyStake: 1_000_000_000n,
+    minClientStake: 500_000_000n,
+};
+
+/* Storage layouts. */
+
+export function paramsCell(p) {
+    return beginCell()
+        .storeCoins(p.pricePerToken)
+        .storeCoins(p.workerFeePerToken)
+        .storeUint(p.promptMult, 32)
+        .storeUint(p.cachedMult, 32)
+        .storeUint(p.completionMult, 32)
+        .storeUint(p.reasoningMult, 32)
+        .storeUint(p.proxyDelayBeforeClose, 32)
+        .storeUint(p.clientDelayBeforeClose, 32)
+        .storeCoins(p.minProxyStake)
+        .storeCoins(p.minClientStake)
+        .endCell();
+}
+
+export function rootCodesCell(codes = CODES) {
+    return beginCell().storeRef(codes.proxy).storeRef(codes.client).storeRef(codes.worker).endCell();
+}
+
+export function emptyRegistryCell() {
+    return beginCell().storeBit(0).storeBit(0).storeBit(0).storeBit(0).storeUint(0, 32).endCell();
+}
+
+export function rootData({ owner, params = PARAMS, codes = CODES }) {
+    return beginCell()
+        .storeAddress(owner)
+        .storeUint(0, 32)
+        .storeRef(emptyRegistryCell())
+        .storeRef(paramsCell(params))
+        .storeRef(rootCodesCell(codes))
+        .endCell();
+}
+
+export function proxyData({ owner, publicKey, root, params = PARAMS, codes = CODES }) {
+    return beginCell()
+        .storeAddress(owner)
+        .storeBuffer(publicKey, 32)
+        .storeUint(0, 2)
+        .storeCoins(0n)
+        .storeCoins(0n)
+        .storeUint(0, 64)
+        .storeUint(0, 32)
+        .storeRef(beginCell().storeAddress(root).storeUint(0, 256).endCell())
+        .storeRef(paramsCell(params))
+        .storeRef(beginCell().storeRef(codes.client).storeRef(codes.worker).endCell())
+        .endCell();
+}
+
+export function clientData({ owner, proxy, publicKey, params = PARAMS }) {
+    return beginCell()
+        .storeUint(0, 2)
+        .storeCoins(0n)
+        .storeCoins(0n)
+        .storeUint(0, 64)
+        .storeUint(0, 32)
+        .storeUint(0, 256)
+        .storeAddress(owner)
+        .storeRef(beginCell()
+            .storeAddress(proxy)
+            .storeBuffer(publicKey, 32)
+            .storeCoins(params.pricePerToken)
+            .storeUint(params.clientDelayBeforeClose, 32)
+            .storeCoins(params.minClientStake)
+            .endCell())
+        .endCell();
+}
+
+export function workerData({ owner, proxy, publicKey, params = PARAMS }) {
+    return beginCell()
+        .storeUint(0, 2)
+        .storeUint(0, 64)
+        .storeCoins(params.workerFeePerToken)
+        .storeAddress(owner)
+        .storeAddress(proxy)
+        .storeBuffer(publicKey, 32)
+        .endCell();
+}
+
+/** StateInit and address of a contract: code + data, workchain 0. */
+export function stateInitOf(code, data) {
+    const init = { code, data };
+    return { init, address: contractAddress(0, init) };
+}
+
+/* Message bodies. */
+
+const head = (op, queryId) => beginCell().storeUint(op, 32).storeUint(queryId, 64);
+
+export const body = {
+    // root
+    hashOp: (op, queryId, hash) => head(op, queryId).storeUint(hash, 256).endCell(),
+    addModelType: (queryId, hash, name) =>
+        head(OP.add_model_type, queryId).storeUint(hash, 256).storeRef(stringCell(name)).endCell(),
+    registerProxy: (queryId, proxy, endpoint) =>
+        head(OP.register_proxy, queryId).storeAddress(proxy).storeRef(stringCell(endpoint)).endCell(),
+    unregisterProxy: (queryId, seq) => head(OP.unregister_proxy, queryId).storeUint(seq, 32).endCell(),
+    updateProxy: (queryId, seq, proxy, endpoint) =>
+        head(OP.update_proxy, queryId).storeUint(seq, 32).storeAddress(proxy).storeRef(stringCell(endpoint)).endCell(),
+    changePrice: (queryId, params) => head(OP.change_price, queryId).storeRef(paramsCell(params)).endCell(),
+    upgradeContracts: (queryId, codes) => head(OP.upgrade_contracts, queryId).storeRef(rootCodesCell(codes)).endCell(),
+    changeOwner: (queryId, owner) => head(OP.change_owner, queryId).storeAddress(owner).endCell(),
+    // proxy
+    increaseStake: (queryId, amount) => head(OP.ext_proxy_increase_stake, queryId).storeCoins(amount).endCell(),
+    proxyPayout: (queryId) => head(OP.ext_proxy_payout_request, queryId).endCell(),
+    // client
+    topUp: (queryId, amount, sendExcessesTo) =>
+        head(OP.ext_client_top_up, queryId).storeCoins(amount).storeAddress(sendExcessesTo).endCell(),
+    topUpReopen: (queryId, amount, sendExcessesTo) =>
+        head(OP.owner_client_top_up_reopen, queryId).storeCoins(amount).storeAddress(sendExcessesTo).endCell(),
+    increaseClientStake: (queryId, newStake) =>
+        head(OP.owner_client_increase_stake, queryId).storeCoins(newStake).endCell(),
+    withdraw: (queryId, amount) => head(OP.owner_client_withdraw, queryId).storeCoins(amount).endCell(),
+    changeSecretHash: (queryId, hash) => head(OP.owner_client_change_secret_hash, queryId).storeUint(hash, 256).endCell(),
+    requestRefund: (queryId) => head(OP.owner_client_request_refund, queryId).endCell(),
+    closeForce: (queryId) => head(OP.owner_client_close_force, queryId).endCell(),
+    // any op with nothing after query_id
+    bare: (op, queryId) => head(op, queryId).endCell(),
+};
+
+/** A snake string: bytes in the first cell's data (at most 127 bytes here). */
+export function stringCell(text) {
+    const bytes = Buffer.from(text, 'utf8');
+    if (bytes.length > 127) throw new Error('stringCell: keep test strings short');
+    return beginCell().storeBuffer(bytes).endCell();
+}
+
+/** The voucher payload: `op query_id counter:uint64 target:address` (+ state_hash for save_state). */
+export function voucherPayload({ op, queryId = 0, counter, target, stateHash = null }) {
+    const b = beginCell().storeUint(op, 32).storeUint(queryId, 64).storeUint(counter, 64).storeAddress(target);
+    if (stateHash !== null) b.storeUint(stateHash, 256);
+    return b.endCell();
+}
+
+/**
+ * A signed message `op query_id signature:bits512 payload:^Cell`. `payloadOp` defaults to `op`
+ * (set it to forge a voucher of another op); `key` defaults to the proxy key.
+ */
+export function signedBody({ op, queryId = 0, counter, target, stateHash = null, key = KEYS.proxy, payloadOp = op }) {
+    const payload = voucherPayload({ op: payloadOp, queryId, counter, target, stateHash });
+    const signature = sign(payload.hash(), key.secretKey);
+    return beginCell().storeUint(op, 32).storeUint(queryId, 64).storeBuffer(signature).storeRef(payload).endCell();
+}
+
+/* Registry dictionaries as @ton/core sees them. */
+
+export const emptyValue = {
+    serialize: () => {},
+    parse: () => true,
+};
+
+export const refValue = {
+    serialize: (v, b) => b.storeRef(v),
+    parse: (s) => s.loadRef(),
+};
+
+export function parseRegistry(cell) {
+    const s = cell.beginParse();
+    const proxyHashes = s.loadDict(Dictionary.Keys.BigUint(256), emptyValue);
+    const workerHashes = s.loadDict(Dictionary.Keys.BigUint(256), emptyValue);
+    const models = s.loadDict(Dictionary.Keys.BigUint(256), refValue);
+    const proxies = s.loadDict(Dictionary.Keys.Uint(32), refValue);
+    const nextProxySeq = s.loadUint(32);
+    s.endParse();
+    return { proxyHashes, workerHashes, models, proxies, nextProxySeq };
+}
+
+/* Sandbox harness. */
+
+/**
+ * A blockchain at the fixed time with the whole network deployed from the fixed owners:
+ * root, a proxy contract with a stake, and the addresses (not yet deployed) of the client and
+ * worker contracts of the fixed client and worker owners.
+ */
+export async function setup({ proxyStake = 0n, deployRoot = true } = {}) {
+    const blockchain = await Blockchain.create();
+    blockchain.now = NOW;
+    const publicKey = KEYS.proxy.publicKey;
+    const root = stateInitOf(CODES.root, rootData({ owner: ADDR.rootOwner }));
+    const proxy = stateInitOf(CODES.proxy, proxyData({ owner: ADDR.proxyOwner, publicKey, root: root.address }));
+    const client = stateInitOf(CODES.client, clientData({ owner: ADDR.clientOwner, proxy: proxy.address, publicKey }));
+    const worker = stateInitOf(CODES.worker, workerData({ owner: ADDR.workerOwner, proxy: proxy.address, publicKey }));
+    const net = { blockchain, root, proxy, client, worker };
+    if (deployRoot) {
+        await send(net, { from: ADDR.rootOwner, to: root.address, value: 1_000_000_000n, stateInit: root.init });
+    }
+    // the proxy contract is deployed by its first message: an increase of the stake
+    await send(net, {
+        from: ADDR.proxyOwner, to: proxy.address, value: proxyStake + MIN_FEE,
+        body: body.increaseStake(0, proxyStake), stateInit: proxy.init,
+    });
+    return net;
+}
+
+/** Sends one internal message (bounceable unless said) and returns the sandbox result. */
+export async function send(net, { from, to, value, body: b = beginCell().endCell(), stateInit, bounce = true }) {
+    return net.blockchain.sendMessage(internal({ from, to, value, body: b, stateInit, bounce }));
+}
+
+/** The transaction on `address` (the first one when the message chain visits it twice). */
+export function txOn(res, address, nth = 0) {
+    const all = res.transactions.filter((t) => t.inMessage?.info.dest?.equals?.(address));
+    if (!all[nth]) throw new Error(`no transaction #${nth} on ${address}`);
+    return all[nth];
+}
+
+/** Compute phase exit code of a transaction (null when skipped). */
+export function exitCode(tx) {
+    const cp = tx.description.computePhase;
+    return cp.type === 'vm' ? cp.exitCode : null;
+}
+
+export function gasUsed(tx) {
+    const cp = tx.description.computePhase;
+    return cp.type === 'vm' ? cp.gasUsed : 0n;
+}
+
+/** Internal messages a transaction sent: [{ to, value, body, bounce }]. */
+export function outMessages(tx) {
+    return [...tx.outMessages.values()]
+        .filter((m) => m.info.type === 'internal')
+        .map((m) => ({ to: m.info.dest, value: m.info.value.coins, body: m.body, bounce: m.info.bounce, fwdFee: m.info.forwardFee }));
+}
+
+export async function balanceOf(net, address) {
+    return (await net.blockchain.getContract(address)).balance;
+}
+
+/** Runs a get-method and returns its TupleReader. */
+export async function getter(net, address, method, args = []) {
+    const res = await net.blockchain.runGetMethod(address, method, args);
+    if (res.exitCode !== 0) throw new Error(`${method} exited with ${res.exitCode}`);
+    return res.stackReader;
+}
+
+export async function proxyData_(net) {
+    const r = await getter(net, net.proxy.address, 'get_proxy_data');
+    return {
+        owner: r.readAddress(),
+        publicKey: r.readBigNumber(),
+        state: r.readNumber(),
+        stake: r.readBigNumber(),
+        clientsHeld: r.readBigNumber(),
+        savedSeqno: r.readBigNumber(),
+        closeUnlockTs: r.readNumber(),
+        root: r.readAddress(),
+        stateHash: r.readBigNumber(),
+    };
+}
+
+export async function clientData_(net, address = net.client.address) {
+    const r = await getter(net, address, 'get_client_data');
+    return {
+        state: r.readNumber(),
+        balance: r.readBigNumber(),
+        stake: r.readBigNumber(),
+        tokensUsed: r.readBigNumber(),
+        unlockTs: r.readNumber(),
+        secretHash: r.readBigNumber(),
+        owner: r.readAddress(),
+        proxy: r.readAddress(),
+        publicKey: r.readBigNumber(),
+        pricePerToken: r.readBigNumber(),
+        clientDelay: r.readNumber(),
+        minClientStake: r.readBigNumber(),
+    };
+}
+
+export async function workerData_(net, address = net.worker.address) {
+    const r = await getter(net, address, 'get_worker_data');
+    return {
+        state: r.readNumber(),
+        tokensPaid: r.readBigNumber(),
+        workerFeePerToken: r.readBigNumber(),
+        owner: r.readAddress(),
+        proxy: r.readAddress(),
+        publicKey: r.readBigNumber(),
+    };
+}
+
+export const bigKey = (buf) => BigInt('0x' + buf.toString('hex'));
+
+/** Storage fee a transaction paid (0 while the time stands still). */
+export function storageFee(tx) {
+    return tx.description.storagePhase?.storageFeesCollected ?? 0n;
+}
+
+/**
+ * Asserts the compute exit code of the (first) transaction on `address` and returns it.
+ * For a refusal the transaction is aborted and, for a bounceable message, bounced.
+ */
+export function expectExit(res, address, code, nth = 0) {
+    const tx = txOn(res, address, nth);
+    const got = exitCode(tx);
+    if (got !== code) {
+        throw new Error(`expected exit ${code} on ${address}, got ${got}`);
+    }
+    if ((code === 0) === tx.description.aborted) {
+        throw new Error(`exit ${code} on ${address} but aborted = ${tx.description.aborted}`);
+    }
+    return tx;
+}
+
+/** The op and query_id of a message body. */
+export function opOf(cell) {
+    const s = cell.beginParse();
+    return { op: s.loadUint(32), queryId: s.loadUintBig(64) };
+}

@@ -1,0 +1,191 @@
+// Root: deployment, every admin op, the refusals and the get-methods.
+import { describe, it, beforeEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { beginCell } from '@ton/core';
+import {
+    ADDR, CODES, ERR, MIN_FEE, OP, PARAMS, body, expectExit, getter, outMessages, opOf,
+    parseRegistry, send, setup, stringCell, balanceOf,
+} from '../lib/cocoon.mjs';
+
+const H1 = 0x1111n;
+const H2 = 0x2222n;
+
+describe('root', () => {
+    let net;
+    beforeEach(async () => {
+        net = await setup();
+    });
+
+    const root = () => net.root.address;
+    const version = async () => (await getter(net, root(), 'get_version')).readNumber();
+    const registry = async () => parseRegistry((await getter(net, root(), 'get_registry')).readCell());
+    const hashValid = async (method, h) => (await getter(net, root(), method, [{ type: 'int', value: h }])).readBoolean();
+    const modelType = async (h) => (await getter(net, root(), 'get_model_type', [{ type: 'int', value: h }])).readCellOpt();
+
+    /** Sends an admin op from the owner; checks success, the version bump and the excesses. */
+    async function admin(b, { from = ADDR.rootOwner, value = MIN_FEE } = {}) {
+        const before = await version();
+        const balance = await balanceOf(net, root());
+        const res = await send(net, { from, to: root(), value, body: b });
+        const tx = expectExit(res, root(), 0);
+        assert.equal(await version(), before + 1);
+        const [excess] = outMessages(tx);
+        assert.ok(excess.to.equals(from));
+        assert.deepEqual(opOf(excess.body), { op: OP.excesses, queryId: opOf(b).queryId });
+        // the rest of the value went back: the root's balance is exactly what it was
+        assert.equal(await balanceOf(net, root()), balance);
+        return res;
+    }
+
+    it('deploys with the owner, version 0, the params, the codes and an empty registry', async () => {
+        assert.equal(await version(), 0);
+        assert.ok((await getter(net, root(), 'get_owner')).readAddress().equals(ADDR.rootOwner));
+        const p = await getter(net, root(), 'get_params');
+        assert.deepEqual(
+            [p.readBigNumber(), p.readBigNumber(), p.readNumber(), p.readNumber(), p.readNumber(), p.readNumber(),
+                p.readNumber(), p.readNumber(), p.readBigNumber(), p.readBigNumber()],
+            [PARAMS.pricePerToken, PARAMS.workerFeePerToken, PARAMS.promptMult, PARAMS.cachedMult,
+                PARAMS.completionMult, PARAMS.reasoningMult, PARAMS.proxyDelayBeforeClose,
+                PARAMS.clientDelayBeforeClose, PARAMS.minProxyStake, PARAMS.minClientStake]);
+        const c = await getter(net, root(), 'get_codes');
+        assert.ok(c.readCell().equals(CODES.proxy));
+        assert.ok(c.readCell().equals(CODES.client));
+        assert.ok(c.readCell().equals(CODES.worker));
+        const reg = await registry();
+        assert.equal(reg.proxyHashes.size + reg.workerHashes.size + reg.models.size + reg.proxies.size, 0);
+        assert.equal(reg.nextProxySeq, 0);
+        assert.equal(await hashValid('is_proxy_hash_valid', H1), false);
+        assert.equal(await hashValid('is_worker_hash_valid', H1), false);
+        assert.equal(await modelType(H1), null);
+    });
+
+    it('adds and deletes worker types', async () => {
+        await admin(body.hashOp(OP.add_worker_type, 1, H1));
+        assert.equal(await hashValid('is_worker_hash_valid', H1), true);
+        assert.equal(await hashValid('is_proxy_hash_valid', H1), false);
+        const reg = await registry();
+        assert.deepEqual(reg.workerHashes.keys(), [H1]);
+        await admin(body.hashOp(OP.del_worker_type, 2, H1));
+        assert.equal(await hashValid('is_worker_hash_valid', H1), false);
+        // deleting something absent is a no-op (the version still moves)
+        await admin(body.hashOp(OP.del_worker_type, 3, H2));
+        assert.equal(await version(), 3);
+    });
+
+    it('adds and deletes proxy types', async () => {
+        await admin(body.hashOp(OP.add_proxy_type, 1, H1));
+        await admin(body.hashOp(OP.add_proxy_type, 2, H2));
+        assert.equal(await hashValid('is_proxy_hash_valid', H1), true);
+        assert.equal(await hashValid('is_proxy_hash_valid', H2), true);
+        assert.equal(await hashValid('is_worker_hash_valid', H1), false);
+        await admin(body.hashOp(OP.del_proxy_type, 3, H1));
+        assert.equal(await hashValid('is_proxy_hash_valid', H1), false);
+        assert.equal(await hashValid('is_proxy_hash_valid', H2), true);
+        await admin(body.hashOp(OP.del_proxy_type, 4, H1));
+    });
+
+    it('adds and deletes model types', async () => {
+        await admin(body.addModelType(1, H1, 'qwen3'));
+        const name = await modelType(H1);
+        assert.equal(name.beginParse().loadStringTail(), 'qwen3');
+        assert.ok((await registry()).models.get(H1).equals(stringCell('qwen3')));
+        await admin(body.hashOp(OP.del_model_type, 2, H1));
+        assert.equal(await modelType(H1), null);
+        await admin(body.hashOp(OP.del_model_type, 3, H1));
+    });
+
+    it('registers, updates and unregisters proxies', async () => {
+        await admin(body.registerProxy(1, ADDR.proxyOwner, '10.0.0.1:8080'));
+        await admin(body.registerProxy(2, ADDR.stranger, '10.0.0.2:8080'));
+        let reg = await registry();
+        assert.equal(reg.nextProxySeq, 2);
+        const entry = (seq) => {
+            const s = reg.proxies.get(seq).beginParse();
+            return [s.loadAddress().toRawString(), s.loadRef().beginParse().loadStringTail()];
+        };
+        assert.deepEqual(entry(0), [ADDR.proxyOwner.toRawString(), '10.0.0.1:8080']);
+        assert.deepEqual(entry(1), [ADDR.stranger.toRawString(), '10.0.0.2:8080']);
+
+        await admin(body.updateProxy(3, 0, ADDR.payer, '10.0.0.3:9090'));
+        reg = await registry();
+        assert.deepEqual(entry(0), [ADDR.payer.toRawString(), '10.0.0.3:9090']);
+        // updating an unknown seq changes nothing
+        await admin(body.updateProxy(4, 7, ADDR.payer, 'x:1'));
+        reg = await registry();
+        assert.deepEqual(reg.proxies.keys(), [0, 1]);
+
+        await admin(body.unregisterProxy(5, 0));
+        reg = await registry();
+        assert.deepEqual(reg.proxies.keys(), [1]);
+        // unregistering an unknown seq is a no-op; seqs are never reused
+        await admin(body.unregisterProxy(6, 0));
+        await admin(body.registerProxy(7, ADDR.proxyOwner, 'h:1'));
+        reg = await registry();
+        assert.deepEqual(reg.proxies.keys(), [1, 2]);
+        assert.equal(reg.nextProxySeq, 3);
+    });
+
+    it('changes the params', async () => {
+        const params = { ...PARAMS, pricePerToken: 1n, minClientStake: 0n, reasoningMult: 12_345 };
+        await admin(body.changePrice(1, params));
+        const p = await getter(net, root(), 'get_params');
+        assert.equal(p.readBigNumber(), 1n);
+        p.skip(4);
+        assert.equal(p.readNumber(), 12_345);
+        p.skip(3);
+        assert.equal(p.readBigNumber(), 0n);
+    });
+
+    it('upgrades the contract codes', async () => {
+        const a = beginCell().storeUint(1, 8).endCell();
+        const b = beginCell().storeUint(2, 8).endCell();
+        const c = beginCell().storeUint(3, 8).endCell();
+        await admin(body.upgradeContracts(1, { proxy: a, client: b, worker: c }));
+        const r = await getter(net, root(), 'get_codes');
+        assert.ok(r.readCell().equals(a));
+        assert.ok(r.readCell().equals(b));
+        assert.ok(r.readCell().equals(c));
+    });
+
+    it('changes the owner; the old one is refused after', async () => {
+        await admin(body.changeOwner(1, ADDR.stranger));
+        assert.ok((await getter(net, root(), 'get_owner')).readAddress().equals(ADDR.stranger));
+        const res = await send(net, { from: ADDR.rootOwner, to: root(), value: MIN_FEE, body: body.hashOp(OP.add_worker_type, 2, H1) });
+        expectExit(res, root(), ERR.NOT_OWNER);
+        await admin(body.hashOp(OP.add_worker_type, 3, H1), { from: ADDR.stranger });
+    });
+
+    it('refuses every admin op from anyone but the owner (101)', async () => {
+        const bodies = [
+            body.hashOp(OP.add_worker_type, 1, H1), body.hashOp(OP.del_worker_type, 1, H1),
+            body.hashOp(OP.add_proxy_type, 1, H1), body.hashOp(OP.del_proxy_type, 1, H1),
+            body.addModelType(1, H1, 'm'), body.hashOp(OP.del_model_type, 1, H1),
+            body.registerProxy(1, ADDR.stranger, 'h:1'), body.unregisterProxy(1, 0),
+            body.updateProxy(1, 0, ADDR.stranger, 'h:1'), body.changePrice(1, PARAMS),
+            body.upgradeContracts(1, CODES), body.changeOwner(1, ADDR.stranger),
+        ];
+        for (const b of bodies) {
+            const res = await send(net, { from: ADDR.stranger, to: root(), value: MIN_FEE, body: b });
+            expectExit(res, root(), ERR.NOT_OWNER);
+        }
+        assert.equal(await version(), 0);
+    });
+
+    it('refuses a value one nanoton under MIN_FEE (106) and takes exactly MIN_FEE', async () => {
+        const b = body.hashOp(OP.add_worker_type, 1, H1);
+        const res = await send(net, { from: ADDR.rootOwner, to: root(), value: MIN_FEE - 1n, body: b });
+        expectExit(res, root(), ERR.LOW_VALUE);
+        assert.equal(await version(), 0);
+        await admin(b, { value: MIN_FEE });
+    });
+
+    it('refuses an unknown op (111) and accepts a plain transfer', async () => {
+        let res = await send(net, { from: ADDR.rootOwner, to: root(), value: MIN_FEE, body: body.bare(0xdeadbeef, 1) });
+        expectExit(res, root(), ERR.UNKNOWN_OP);
+        const before = await balanceOf(net, root());
+        res = await send(net, { from: ADDR.stranger, to: root(), value: 1_000_000_000n });
+        const tx = expectExit(res, root(), 0);
+        assert.equal(await balanceOf(net, root()), before + 1_000_000_000n - tx.description.computePhase.gasFees);
+        assert.equal(await version(), 0);
+    });
+});
