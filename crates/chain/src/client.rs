@@ -1,0 +1,448 @@
+//! One trait for every chain the roles talk to: the in-process local chain, and any
+//! toncenter-v2-compatible HTTP endpoint (TON mainnet/testnet providers, or our own
+//! `cocoon chain serve`). Mainnet, testnet and local differ only in configuration.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use tycho_types::cell::{Cell, Load};
+
+use crate::address::Address;
+use crate::cells::{from_boc_base64, to_boc_base64};
+use crate::contracts::{ClientData, ProxyData, RootData, WorkerData};
+use crate::error::{ChainError, Result};
+use crate::keys::Keypair;
+use crate::local::{LocalChain, TxRecord};
+use crate::stack::StackItem;
+use crate::wallet::{OutMessage, Wallet};
+use crate::Network;
+
+/// A boxed future (the trait is object-safe so roles can hold `Arc<dyn ChainClient>`).
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// An account as a chain API reports it.
+#[derive(Clone, Debug)]
+pub struct Account {
+    /// Balance, nanotons.
+    pub balance: u128,
+    /// `active`, `uninit`, `frozen` or `nonexist`.
+    pub status: String,
+    /// Code, when active.
+    pub code: Option<Cell>,
+    /// Data, when active.
+    pub data: Option<Cell>,
+    /// Last transaction's logical time.
+    pub last_lt: u64,
+}
+
+/// A transaction as a chain API reports it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Tx {
+    /// Logical time.
+    pub lt: u64,
+    /// Hash (hex).
+    pub hash: String,
+    /// Unix time.
+    pub now: u32,
+    /// Sender of the inbound message (None: external).
+    pub from: Option<Address>,
+    /// Value carried in, nanotons.
+    pub value: u128,
+    /// Compute exit code (None: compute skipped).
+    pub exit_code: Option<i32>,
+    /// Whether the transaction was aborted.
+    pub aborted: bool,
+    /// Fees, nanotons.
+    pub fees: u128,
+}
+
+impl From<&TxRecord> for Tx {
+    fn from(r: &TxRecord) -> Self {
+        Tx {
+            lt: r.lt,
+            hash: r.hash.clone(),
+            now: r.now,
+            from: r.from,
+            value: r.value,
+            exit_code: r.exit_code,
+            aborted: r.aborted,
+            fees: r.total_fees,
+        }
+    }
+}
+
+/// What every role needs from a chain.
+pub trait ChainClient: Send + Sync {
+    /// Which network this is.
+    fn network(&self) -> Network;
+    /// An account's state.
+    fn account<'a>(&'a self, address: &'a Address) -> BoxFut<'a, Account>;
+    /// Runs a get-method; fails unless it exits 0/1.
+    fn run_get_method<'a>(
+        &'a self,
+        address: &'a Address,
+        method: &'a str,
+        args: Vec<StackItem>,
+    ) -> BoxFut<'a, Vec<StackItem>>;
+    /// Sends an external message (a signed wallet transfer).
+    fn send_message<'a>(&'a self, message: Cell) -> BoxFut<'a, ()>;
+    /// Recent transactions of an account, newest first.
+    fn transactions<'a>(&'a self, address: &'a Address, limit: usize) -> BoxFut<'a, Vec<Tx>>;
+}
+
+/// The in-process local chain as a [`ChainClient`].
+#[derive(Clone)]
+pub struct LocalClient {
+    chain: Arc<Mutex<LocalChain>>,
+}
+
+impl LocalClient {
+    /// Wraps a shared local chain.
+    pub fn new(chain: Arc<Mutex<LocalChain>>) -> Self {
+        LocalClient { chain }
+    }
+
+    /// The chain itself (tests move its clock).
+    pub fn chain(&self) -> &Arc<Mutex<LocalChain>> {
+        &self.chain
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut LocalChain) -> Result<T>) -> Result<T> {
+        let mut chain = self
+            .chain
+            .lock()
+            .map_err(|_| ChainError::Executor("local chain lock poisoned".into()))?;
+        f(&mut chain)
+    }
+}
+
+impl ChainClient for LocalClient {
+    fn network(&self) -> Network {
+        Network::Local
+    }
+
+    fn account<'a>(&'a self, address: &'a Address) -> BoxFut<'a, Account> {
+        Box::pin(async move {
+            self.with(|c| {
+                let a = c.account(address)?;
+                Ok(Account {
+                    balance: a.balance,
+                    status: a.status.to_string(),
+                    code: a.code,
+                    data: a.data,
+                    last_lt: a.last_tx.map(|(lt, _)| lt).unwrap_or(0),
+                })
+            })
+        })
+    }
+
+    fn run_get_method<'a>(
+        &'a self,
+        address: &'a Address,
+        method: &'a str,
+        args: Vec<StackItem>,
+    ) -> BoxFut<'a, Vec<StackItem>> {
+        Box::pin(async move { self.with(|c| c.get(address, method, args)) })
+    }
+
+    fn send_message<'a>(&'a self, message: Cell) -> BoxFut<'a, ()> {
+        Box::pin(async move { self.with(|c| c.send_external(message).map(|_| ())) })
+    }
+
+    fn transactions<'a>(&'a self, address: &'a Address, limit: usize) -> BoxFut<'a, Vec<Tx>> {
+        Box::pin(async move {
+            self.with(|c| {
+                Ok(c.transactions(address, limit)
+                    .iter()
+                    .map(Tx::from)
+                    .collect())
+            })
+        })
+    }
+}
+
+/// A toncenter-v2-compatible HTTP API (`https://toncenter.com/api/v2`,
+/// `https://testnet.toncenter.com/api/v2`, or `http://127.0.0.1:PORT/api/v2` of
+/// `cocoon chain serve`).
+#[derive(Clone)]
+pub struct ToncenterClient {
+    base_url: String,
+    api_key: Option<String>,
+    network: Network,
+    http: reqwest::Client,
+}
+
+impl ToncenterClient {
+    /// A client for `base_url` (ending in `/api/v2`).
+    pub fn new(base_url: &str, api_key: Option<String>, network: Network) -> Self {
+        ToncenterClient {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            api_key,
+            network,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .expect("HTTP client"),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        query: &[(&str, String)],
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let url = format!("{}/{method}", self.base_url);
+        let mut req = match body {
+            Some(b) => self.http.post(&url).json(&b),
+            None => self.http.get(&url).query(query),
+        };
+        if let Some(key) = &self.api_key {
+            req = req.header("X-API-Key", key);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ChainError::Api(format!("{url}: {e}")))?;
+        let status = resp.status();
+        let json: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| ChainError::Api(format!("{url}: HTTP {status}, body is not JSON: {e}")))?;
+        if json.get("ok").and_then(|o| o.as_bool()) != Some(true) {
+            let err = json
+                .get("error")
+                .and_then(|e| e.as_str())
+                .unwrap_or("no error message");
+            return Err(ChainError::Api(format!("{method}: HTTP {status}: {err}")));
+        }
+        Ok(json["result"].clone())
+    }
+}
+
+fn str_u128(v: &serde_json::Value) -> Result<u128> {
+    match v {
+        serde_json::Value::String(s) => s
+            .parse()
+            .map_err(|_| ChainError::Api(format!("not an amount: {s:?}"))),
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .map(u128::from)
+            .ok_or_else(|| ChainError::Api(format!("not an amount: {n}"))),
+        _ => Err(ChainError::Api(format!("not an amount: {v}"))),
+    }
+}
+
+fn opt_boc(v: &serde_json::Value) -> Result<Option<Cell>> {
+    match v.as_str() {
+        Some("") | None => Ok(None),
+        Some(b64) => Ok(Some(from_boc_base64(b64)?)),
+    }
+}
+
+impl ChainClient for ToncenterClient {
+    fn network(&self) -> Network {
+        self.network
+    }
+
+    fn account<'a>(&'a self, address: &'a Address) -> BoxFut<'a, Account> {
+        Box::pin(async move {
+            let r = self
+                .call(
+                    "getAddressInformation",
+                    &[("address", address.to_raw())],
+                    None,
+                )
+                .await?;
+            let status = match r["state"].as_str().unwrap_or("") {
+                "active" => "active",
+                "frozen" => "frozen",
+                "uninitialized" | "uninit" => "uninit",
+                _ => "nonexist",
+            };
+            let balance = str_u128(&r["balance"])?;
+            let status =
+                if status == "uninit" && balance == 0 && r["last_transaction_id"]["lt"] == "0" {
+                    "nonexist"
+                } else {
+                    status
+                };
+            Ok(Account {
+                balance,
+                status: status.to_string(),
+                code: opt_boc(&r["code"])?,
+                data: opt_boc(&r["data"])?,
+                last_lt: r["last_transaction_id"]["lt"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+            })
+        })
+    }
+
+    fn run_get_method<'a>(
+        &'a self,
+        address: &'a Address,
+        method: &'a str,
+        args: Vec<StackItem>,
+    ) -> BoxFut<'a, Vec<StackItem>> {
+        Box::pin(async move {
+            let stack: Vec<_> = args.iter().map(StackItem::to_toncenter).collect();
+            let body =
+                serde_json::json!({"address": address.to_raw(), "method": method, "stack": stack});
+            let r = self.call("runGetMethod", &[], Some(body)).await?;
+            let exit_code = r["exit_code"].as_i64().unwrap_or(-1) as i32;
+            if exit_code != 0 && exit_code != 1 {
+                return Err(ChainError::GetMethod {
+                    method: method.to_string(),
+                    exit_code,
+                });
+            }
+            r["stack"]
+                .as_array()
+                .ok_or_else(|| ChainError::Api("runGetMethod: no stack".into()))?
+                .iter()
+                .map(StackItem::from_toncenter)
+                .collect()
+        })
+    }
+
+    fn send_message<'a>(&'a self, message: Cell) -> BoxFut<'a, ()> {
+        Box::pin(async move {
+            self.call(
+                "sendBoc",
+                &[],
+                Some(serde_json::json!({"boc": to_boc_base64(&message)})),
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn transactions<'a>(&'a self, address: &'a Address, limit: usize) -> BoxFut<'a, Vec<Tx>> {
+        Box::pin(async move {
+            let r = self
+                .call(
+                    "getTransactions",
+                    &[("address", address.to_raw()), ("limit", limit.to_string())],
+                    None,
+                )
+                .await?;
+            let list = r
+                .as_array()
+                .ok_or_else(|| ChainError::Api("getTransactions: not a list".into()))?;
+            list.iter().map(parse_toncenter_tx).collect()
+        })
+    }
+}
+
+fn parse_toncenter_tx(v: &serde_json::Value) -> Result<Tx> {
+    use tycho_types::models::{ComputePhase, Transaction, TxInfo};
+    let boc = v["data"]
+        .as_str()
+        .ok_or_else(|| ChainError::Api("transaction without data".into()))?;
+    let cell = from_boc_base64(boc)?;
+    let tx = Transaction::load_from(&mut cell.as_slice()?)?;
+    let (exit_code, aborted) = match tx.load_info()? {
+        TxInfo::Ordinary(o) => (
+            match o.compute_phase {
+                ComputePhase::Executed(e) => Some(e.exit_code),
+                ComputePhase::Skipped(_) => None,
+            },
+            o.aborted,
+        ),
+        TxInfo::TickTock(_) => (None, false),
+    };
+    let hash = match v["transaction_id"]["hash"].as_str() {
+        Some(h) => base64::engine::general_purpose::STANDARD
+            .decode(h)
+            .map(hex::encode)
+            .unwrap_or_else(|_| h.to_string()),
+        None => hex::encode(cell.repr_hash().0),
+    };
+    let from = v["in_msg"]["source"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .and_then(|s| s.parse().ok());
+    Ok(Tx {
+        lt: tx.lt,
+        hash,
+        now: tx.now,
+        from,
+        value: v["in_msg"]["value"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        exit_code,
+        aborted,
+        fees: tx.total_fees.tokens.into_inner(),
+    })
+}
+
+/// A wallet's seqno (0 when it is not deployed yet).
+pub async fn wallet_seqno(chain: &dyn ChainClient, address: &Address) -> Result<u32> {
+    let acc = chain.account(address).await?;
+    if acc.status != "active" {
+        return Ok(0);
+    }
+    let stack = chain.run_get_method(address, "seqno", vec![]).await?;
+    let v = stack
+        .first()
+        .ok_or_else(|| ChainError::Api("seqno: empty stack".into()))?
+        .as_u128()?;
+    u32::try_from(v).map_err(|_| ChainError::Api("seqno out of range".into()))
+}
+
+/// Signs and sends a transfer from `wallet`, valid for 60 seconds. Returns the seqno used.
+pub async fn send_transfer(
+    chain: &dyn ChainClient,
+    wallet: &Wallet,
+    keys: &Keypair,
+    messages: &[OutMessage],
+) -> Result<u32> {
+    let address = wallet.address()?;
+    let seqno = wallet_seqno(chain, &address).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0);
+    // The local chain's clock may run ahead of the wall clock (tests move it).
+    let valid_until = now.saturating_add(3600 * 24 * 365);
+    let msg = wallet.transfer_message(keys, seqno, valid_until, messages)?;
+    chain.send_message(msg).await?;
+    Ok(seqno)
+}
+
+/// The root contract's registry and prices.
+pub async fn read_root(chain: &dyn ChainClient, root: &Address) -> Result<RootData> {
+    let acc = chain.account(root).await?;
+    match (&acc.data, &acc.code) {
+        (Some(data), Some(code)) => RootData::parse(data, code),
+        _ => Err(ChainError::NotActive(root.to_raw())),
+    }
+}
+
+async fn data_of(chain: &dyn ChainClient, address: &Address) -> Result<Cell> {
+    chain
+        .account(address)
+        .await?
+        .data
+        .ok_or_else(|| ChainError::NotActive(address.to_raw()))
+}
+
+/// A proxy contract's state.
+pub async fn read_proxy(chain: &dyn ChainClient, address: &Address) -> Result<ProxyData> {
+    ProxyData::parse(&data_of(chain, address).await?)
+}
+
+/// A client contract's state.
+pub async fn read_client(chain: &dyn ChainClient, address: &Address) -> Result<ClientData> {
+    ClientData::parse(&data_of(chain, address).await?)
+}
+
+/// A worker contract's state.
+pub async fn read_worker(chain: &dyn ChainClient, address: &Address) -> Result<WorkerData> {
+    WorkerData::parse(&data_of(chain, address).await?)
+}

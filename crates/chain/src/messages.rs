@@ -1,0 +1,345 @@
+//! Bodies of every message the Cocoon contracts accept (`contracts/SPEC.md`). Each function
+//! returns the body cell; send it with a wallet ([`crate::wallet::OutMessage`]) or straight
+//! into the local chain.
+
+use tycho_types::cell::{Cell, CellBuilder};
+
+use crate::address::Address;
+use crate::cells::{snake_string, store_address, store_coins, store_u256};
+use crate::contracts::{ContractCodes, Params};
+use crate::error::Result;
+
+/// Op codes (COCOON's where it has the operation).
+pub mod op {
+    /// Excess value returned.
+    pub const EXCESSES: u32 = 0x2565_934c;
+    /// Root: allow a worker image hash.
+    pub const ROOT_ADD_WORKER_TYPE: u32 = 0xe34b_1c60;
+    /// Root: disallow a worker image hash.
+    pub const ROOT_DEL_WORKER_TYPE: u32 = 0x8d94_a79a;
+    /// Root: allow a proxy image hash.
+    pub const ROOT_ADD_PROXY_TYPE: u32 = 0x7186_0e80;
+    /// Root: disallow a proxy image hash.
+    pub const ROOT_DEL_PROXY_TYPE: u32 = 0x3c41_d0b2;
+    /// Root: allow a model hash with its type name (ours).
+    pub const ROOT_ADD_MODEL_TYPE: u32 = 0x5d1b_2a31;
+    /// Root: disallow a model hash (ours).
+    pub const ROOT_DEL_MODEL_TYPE: u32 = 0x6e2c_3b42;
+    /// Root: register a proxy.
+    pub const ROOT_REGISTER_PROXY: u32 = 0x927c_7cb5;
+    /// Root: unregister a proxy.
+    pub const ROOT_UNREGISTER_PROXY: u32 = 0x6d49_eaf2;
+    /// Root: change a proxy's address or endpoint.
+    pub const ROOT_UPDATE_PROXY: u32 = 0x9c79_24ba;
+    /// Root: change prices and rules.
+    pub const ROOT_CHANGE_PRICE: u32 = 0xc52e_d8d4;
+    /// Root: change proxy/client/worker code.
+    pub const ROOT_UPGRADE_CONTRACTS: u32 = 0xa237_0f61;
+    /// Root: change owner (ours).
+    pub const ROOT_CHANGE_OWNER: u32 = 0x7f4a_2c15;
+    /// Proxy: add to its stake.
+    pub const PROXY_INCREASE_STAKE: u32 = 0x9713_f187;
+    /// Proxy: commit ledger seqno and hash (signed).
+    pub const PROXY_SAVE_STATE: u32 = 0x5310_9c0f;
+    /// Client contract → proxy: funds arrived.
+    pub const CLIENT_PROXY_TOP_UP: u32 = 0x5cfc_6b87;
+    /// Client contract → proxy: charge.
+    pub const CLIENT_PROXY_REQUEST: u32 = 0x6544_8ff4;
+    /// Client contract → proxy: refund granted.
+    pub const CLIENT_PROXY_REFUND_GRANTED: u32 = 0xc68e_bc7b;
+    /// Client contract → proxy: refund after the close delay.
+    pub const CLIENT_PROXY_REFUND_FORCE: u32 = 0xf4c3_54c9;
+    /// Worker contract → proxy: pay the worker.
+    pub const WORKER_PROXY_PAYOUT_REQUEST: u32 = 0x08e7_d036;
+    /// Proxy owner: withdraw the free balance.
+    pub const PROXY_PAYOUT_REQUEST: u32 = 0x7610_e6eb;
+    /// Proxy: start closing (signed).
+    pub const PROXY_CLOSE_REQUEST_SIGNED: u32 = 0x636a_4391;
+    /// Proxy: finish closing (signed).
+    pub const PROXY_CLOSE_COMPLETE_SIGNED: u32 = 0xe511_abc7;
+    /// Client: top up.
+    pub const CLIENT_TOP_UP: u32 = 0xf172_e6c2;
+    /// Client owner: top up and reopen a closing contract.
+    pub const CLIENT_TOP_UP_REOPEN: u32 = 0x2911_1ceb;
+    /// Client owner: raise the stake.
+    pub const CLIENT_INCREASE_STAKE: u32 = 0x6a1f_6a60;
+    /// Client owner: withdraw above the stake.
+    pub const CLIENT_WITHDRAW: u32 = 0xda06_8e78;
+    /// Client owner: change the authorization secret hash.
+    pub const CLIENT_CHANGE_SECRET_HASH: u32 = 0xa935_7034;
+    /// Client owner: ask for a refund (start closing).
+    pub const CLIENT_REQUEST_REFUND: u32 = 0xfafa_6cc1;
+    /// Client owner: close after the delay without the proxy (ours).
+    pub const CLIENT_CLOSE_FORCE: u32 = 0x3b1e_0f8d;
+    /// Client: apply a charge voucher (signed).
+    pub const CLIENT_CHARGE_SIGNED: u32 = 0xbb63_ff93;
+    /// Client: apply the final charge and refund (signed).
+    pub const CLIENT_GRANT_REFUND_SIGNED: u32 = 0xefd7_11e1;
+    /// Worker: apply a payout voucher (signed).
+    pub const WORKER_PAYOUT_SIGNED: u32 = 0xa040_ad28;
+    /// Worker: apply the last payout voucher (signed).
+    pub const WORKER_LAST_PAYOUT_SIGNED: u32 = 0xf5f2_6a36;
+}
+
+/// Exit codes the contracts throw (`contracts/SPEC.md` § Exit codes).
+pub mod exit {
+    /// Sender is not the owner / expected contract.
+    pub const NOT_OWNER: i32 = 101;
+    /// Voucher signature invalid.
+    pub const BAD_SIGNATURE: i32 = 102;
+    /// Voucher for another contract.
+    pub const WRONG_TARGET: i32 = 103;
+    /// Voucher counter already applied.
+    pub const REPLAYED: i32 = 104;
+    /// Voucher counter below the applied one.
+    pub const BACKWARDS: i32 = 105;
+    /// Not enough value attached.
+    pub const LOW_VALUE: i32 = 106;
+    /// Would leave the balance below the stake.
+    pub const BELOW_STAKE: i32 = 107;
+    /// Stake below the minimum or below the current one.
+    pub const STAKE_TOO_LOW: i32 = 108;
+    /// Not allowed in this state.
+    pub const WRONG_STATE: i32 = 109;
+    /// Close delay not over.
+    pub const TOO_EARLY: i32 = 110;
+    /// Unknown op.
+    pub const UNKNOWN_OP: i32 = 111;
+    /// Contract cannot pay this.
+    pub const NO_FUNDS: i32 = 112;
+    /// Voucher op does not match.
+    pub const WRONG_OP: i32 = 113;
+    /// Client funds still held.
+    pub const NOT_SETTLED: i32 = 114;
+
+    /// A short name for an exit code, for messages to people.
+    pub fn name(code: i32) -> &'static str {
+        match code {
+            0 | 1 => "ok",
+            NOT_OWNER => "sender not allowed",
+            BAD_SIGNATURE => "bad voucher signature",
+            WRONG_TARGET => "voucher for another contract",
+            REPLAYED => "voucher replayed",
+            BACKWARDS => "voucher goes backwards",
+            LOW_VALUE => "not enough value attached",
+            BELOW_STAKE => "would leave the balance below the stake",
+            STAKE_TOO_LOW => "stake too low",
+            WRONG_STATE => "not allowed in the contract's current state",
+            TOO_EARLY => "close delay has not passed",
+            UNKNOWN_OP => "unknown operation",
+            NO_FUNDS => "contract cannot pay this",
+            WRONG_OP => "voucher for another operation",
+            NOT_SETTLED => "client funds still held",
+            _ => "TVM error",
+        }
+    }
+}
+
+/// Minimum value an operation that sends further messages must carry beyond the amount it moves.
+pub const MIN_FEE: u128 = 50_000_000;
+
+fn head(op: u32, query_id: u64) -> Result<CellBuilder> {
+    let mut b = CellBuilder::new();
+    b.store_u32(op)?;
+    b.store_u64(query_id)?;
+    Ok(b)
+}
+
+fn with_hash(op: u32, query_id: u64, hash: &[u8; 32]) -> Result<Cell> {
+    let mut b = head(op, query_id)?;
+    store_u256(&mut b, hash)?;
+    Ok(b.build()?)
+}
+
+fn only_head(op: u32, query_id: u64) -> Result<Cell> {
+    Ok(head(op, query_id)?.build()?)
+}
+
+/// Root admin operations.
+pub mod root {
+    use super::*;
+
+    /// Allow a worker image hash.
+    pub fn add_worker_type(query_id: u64, hash: &[u8; 32]) -> Result<Cell> {
+        with_hash(op::ROOT_ADD_WORKER_TYPE, query_id, hash)
+    }
+    /// Disallow a worker image hash.
+    pub fn del_worker_type(query_id: u64, hash: &[u8; 32]) -> Result<Cell> {
+        with_hash(op::ROOT_DEL_WORKER_TYPE, query_id, hash)
+    }
+    /// Allow a proxy image hash.
+    pub fn add_proxy_type(query_id: u64, hash: &[u8; 32]) -> Result<Cell> {
+        with_hash(op::ROOT_ADD_PROXY_TYPE, query_id, hash)
+    }
+    /// Disallow a proxy image hash.
+    pub fn del_proxy_type(query_id: u64, hash: &[u8; 32]) -> Result<Cell> {
+        with_hash(op::ROOT_DEL_PROXY_TYPE, query_id, hash)
+    }
+    /// Allow a model hash with its type name.
+    pub fn add_model_type(query_id: u64, hash: &[u8; 32], name: &str) -> Result<Cell> {
+        let mut b = head(op::ROOT_ADD_MODEL_TYPE, query_id)?;
+        store_u256(&mut b, hash)?;
+        b.store_reference(snake_string(name.as_bytes())?)?;
+        Ok(b.build()?)
+    }
+    /// Disallow a model hash.
+    pub fn del_model_type(query_id: u64, hash: &[u8; 32]) -> Result<Cell> {
+        with_hash(op::ROOT_DEL_MODEL_TYPE, query_id, hash)
+    }
+    /// Register a proxy contract with its endpoint.
+    pub fn register_proxy(query_id: u64, proxy: &Address, endpoint: &str) -> Result<Cell> {
+        let mut b = head(op::ROOT_REGISTER_PROXY, query_id)?;
+        store_address(&mut b, proxy)?;
+        b.store_reference(snake_string(endpoint.as_bytes())?)?;
+        Ok(b.build()?)
+    }
+    /// Unregister a proxy by sequence number.
+    pub fn unregister_proxy(query_id: u64, seq: u32) -> Result<Cell> {
+        let mut b = head(op::ROOT_UNREGISTER_PROXY, query_id)?;
+        b.store_u32(seq)?;
+        Ok(b.build()?)
+    }
+    /// Change a registered proxy.
+    pub fn update_proxy(query_id: u64, seq: u32, proxy: &Address, endpoint: &str) -> Result<Cell> {
+        let mut b = head(op::ROOT_UPDATE_PROXY, query_id)?;
+        b.store_u32(seq)?;
+        store_address(&mut b, proxy)?;
+        b.store_reference(snake_string(endpoint.as_bytes())?)?;
+        Ok(b.build()?)
+    }
+    /// Replace the prices and rules.
+    pub fn change_price(query_id: u64, params: &Params) -> Result<Cell> {
+        let mut b = head(op::ROOT_CHANGE_PRICE, query_id)?;
+        b.store_reference(params.to_cell()?)?;
+        Ok(b.build()?)
+    }
+    /// Replace the proxy/client/worker code.
+    pub fn upgrade_contracts(query_id: u64, codes: &ContractCodes) -> Result<Cell> {
+        let mut inner = CellBuilder::new();
+        inner.store_reference(codes.proxy.clone())?;
+        inner.store_reference(codes.client.clone())?;
+        inner.store_reference(codes.worker.clone())?;
+        let mut b = head(op::ROOT_UPGRADE_CONTRACTS, query_id)?;
+        b.store_reference(inner.build()?)?;
+        Ok(b.build()?)
+    }
+    /// Hand the registry to another owner.
+    pub fn change_owner(query_id: u64, new_owner: &Address) -> Result<Cell> {
+        let mut b = head(op::ROOT_CHANGE_OWNER, query_id)?;
+        store_address(&mut b, new_owner)?;
+        Ok(b.build()?)
+    }
+}
+
+/// Proxy contract operations that are not vouchers.
+pub mod proxy {
+    use super::*;
+
+    /// Add `amount` to the proxy's stake (attach amount + `MIN_FEE`).
+    pub fn increase_stake(query_id: u64, amount: u128) -> Result<Cell> {
+        let mut b = head(op::PROXY_INCREASE_STAKE, query_id)?;
+        store_coins(&mut b, amount)?;
+        Ok(b.build()?)
+    }
+    /// Owner: withdraw the free balance.
+    pub fn payout_request(query_id: u64) -> Result<Cell> {
+        only_head(op::PROXY_PAYOUT_REQUEST, query_id)
+    }
+}
+
+/// Client contract operations that are not vouchers.
+pub mod client {
+    use super::*;
+
+    fn amount_and_excesses(
+        op: u32,
+        query_id: u64,
+        amount: u128,
+        excesses_to: &Address,
+    ) -> Result<Cell> {
+        let mut b = head(op, query_id)?;
+        store_coins(&mut b, amount)?;
+        store_address(&mut b, excesses_to)?;
+        Ok(b.build()?)
+    }
+
+    /// Top up by `amount` (attach amount + `MIN_FEE`).
+    pub fn top_up(query_id: u64, amount: u128, excesses_to: &Address) -> Result<Cell> {
+        amount_and_excesses(op::CLIENT_TOP_UP, query_id, amount, excesses_to)
+    }
+    /// Owner: top up a closing contract and reopen it.
+    pub fn top_up_reopen(query_id: u64, amount: u128, excesses_to: &Address) -> Result<Cell> {
+        amount_and_excesses(op::CLIENT_TOP_UP_REOPEN, query_id, amount, excesses_to)
+    }
+    /// Owner: raise the stake to `new_stake`.
+    pub fn increase_stake(query_id: u64, new_stake: u128) -> Result<Cell> {
+        let mut b = head(op::CLIENT_INCREASE_STAKE, query_id)?;
+        store_coins(&mut b, new_stake)?;
+        Ok(b.build()?)
+    }
+    /// Owner: withdraw `amount` (the balance must stay ≥ stake).
+    pub fn withdraw(query_id: u64, amount: u128) -> Result<Cell> {
+        let mut b = head(op::CLIENT_WITHDRAW, query_id)?;
+        store_coins(&mut b, amount)?;
+        Ok(b.build()?)
+    }
+    /// Owner: set the authorization secret hash.
+    pub fn change_secret_hash(query_id: u64, hash: &[u8; 32]) -> Result<Cell> {
+        with_hash(op::CLIENT_CHANGE_SECRET_HASH, query_id, hash)
+    }
+    /// Owner: ask for a refund (start closing).
+    pub fn request_refund(query_id: u64) -> Result<Cell> {
+        only_head(op::CLIENT_REQUEST_REFUND, query_id)
+    }
+    /// Owner: close after the delay without the proxy.
+    pub fn close_force(query_id: u64) -> Result<Cell> {
+        only_head(op::CLIENT_CLOSE_FORCE, query_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_op_code_is_distinct() {
+        let all = [
+            op::EXCESSES,
+            op::ROOT_ADD_WORKER_TYPE,
+            op::ROOT_DEL_WORKER_TYPE,
+            op::ROOT_ADD_PROXY_TYPE,
+            op::ROOT_DEL_PROXY_TYPE,
+            op::ROOT_ADD_MODEL_TYPE,
+            op::ROOT_DEL_MODEL_TYPE,
+            op::ROOT_REGISTER_PROXY,
+            op::ROOT_UNREGISTER_PROXY,
+            op::ROOT_UPDATE_PROXY,
+            op::ROOT_CHANGE_PRICE,
+            op::ROOT_UPGRADE_CONTRACTS,
+            op::ROOT_CHANGE_OWNER,
+            op::PROXY_INCREASE_STAKE,
+            op::PROXY_SAVE_STATE,
+            op::CLIENT_PROXY_TOP_UP,
+            op::CLIENT_PROXY_REQUEST,
+            op::CLIENT_PROXY_REFUND_GRANTED,
+            op::CLIENT_PROXY_REFUND_FORCE,
+            op::WORKER_PROXY_PAYOUT_REQUEST,
+            op::PROXY_PAYOUT_REQUEST,
+            op::PROXY_CLOSE_REQUEST_SIGNED,
+            op::PROXY_CLOSE_COMPLETE_SIGNED,
+            op::CLIENT_TOP_UP,
+            op::CLIENT_TOP_UP_REOPEN,
+            op::CLIENT_INCREASE_STAKE,
+            op::CLIENT_WITHDRAW,
+            op::CLIENT_CHANGE_SECRET_HASH,
+            op::CLIENT_REQUEST_REFUND,
+            op::CLIENT_CLOSE_FORCE,
+            op::CLIENT_CHARGE_SIGNED,
+            op::CLIENT_GRANT_REFUND_SIGNED,
+            op::WORKER_PAYOUT_SIGNED,
+            op::WORKER_LAST_PAYOUT_SIGNED,
+        ];
+        let set: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(set.len(), all.len());
+    }
+}

@@ -1,0 +1,227 @@
+//! Proxy-signed vouchers: cumulative counters addressed to one contract, signed with Ed25519 over
+//! the payload cell's hash. Layout: `contracts/SPEC.md` § Vouchers.
+
+use tycho_types::cell::{Cell, CellBuilder};
+
+use crate::address::Address;
+use crate::cells::{load_address, load_u256, store_address, store_u256};
+use crate::error::{ChainError, Result};
+use crate::keys::{self, Keypair};
+use crate::messages::op;
+
+/// What a voucher says, before it is signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Voucher {
+    /// The message op it authorizes (`op::CLIENT_CHARGE_SIGNED`, …).
+    pub op: u32,
+    /// Query id (echoed, not checked).
+    pub query_id: u64,
+    /// Cumulative tokens (client/worker vouchers) or state seqno (`save_state`); 0 for close.
+    pub counter: u64,
+    /// The contract this voucher is for.
+    pub target: Address,
+    /// Ledger hash, only for `save_state`.
+    pub state_hash: Option<[u8; 32]>,
+}
+
+/// A voucher with the proxy's signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedVoucher {
+    /// The payload.
+    pub voucher: Voucher,
+    /// Ed25519 signature over the payload cell's hash.
+    pub signature: [u8; 64],
+}
+
+/// Why a voucher is not acceptable (the contracts refuse the same ones, with exit codes 102–105, 113).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VoucherError {
+    /// Signature does not verify with the proxy key (exit 102).
+    #[error("voucher signature does not verify with the proxy key")]
+    BadSignature,
+    /// Addressed to another contract (exit 103).
+    #[error("voucher is addressed to another contract")]
+    WrongTarget,
+    /// Same counter as already applied (exit 104).
+    #[error("voucher replays counter {0} already applied")]
+    Replayed(u64),
+    /// Counter below the applied one (exit 105).
+    #[error("voucher goes backwards: {got} < {applied}")]
+    Backwards {
+        /// The voucher's counter.
+        got: u64,
+        /// Already applied.
+        applied: u64,
+    },
+    /// Op differs from the message's (exit 113).
+    #[error("voucher op does not match")]
+    WrongOp,
+}
+
+impl Voucher {
+    /// The payload cell that is signed.
+    pub fn payload(&self) -> Result<Cell> {
+        let mut b = CellBuilder::new();
+        b.store_u32(self.op)?;
+        b.store_u64(self.query_id)?;
+        b.store_u64(self.counter)?;
+        store_address(&mut b, &self.target)?;
+        if let Some(h) = &self.state_hash {
+            store_u256(&mut b, h)?;
+        }
+        Ok(b.build()?)
+    }
+
+    /// Signs with the proxy key.
+    pub fn sign(self, key: &Keypair) -> Result<SignedVoucher> {
+        let hash = self.payload()?.repr_hash().0;
+        Ok(SignedVoucher {
+            signature: key.sign(&hash),
+            voucher: self,
+        })
+    }
+}
+
+impl SignedVoucher {
+    /// The message body that submits it: `op query_id signature ^payload`.
+    pub fn body(&self) -> Result<Cell> {
+        let mut b = CellBuilder::new();
+        b.store_u32(self.voucher.op)?;
+        b.store_u64(self.voucher.query_id)?;
+        b.store_raw(&self.signature, 512)?;
+        b.store_reference(self.voucher.payload()?)?;
+        Ok(b.build()?)
+    }
+
+    /// Parses a body built by [`SignedVoucher::body`] (`with_state_hash` for `save_state`).
+    pub fn parse(body: &Cell, with_state_hash: bool) -> Result<Self> {
+        let mut s = body.as_slice()?;
+        let _op = s.load_u32()?;
+        let _qid = s.load_u64()?;
+        let mut signature = [0u8; 64];
+        s.load_raw(&mut signature, 512)?;
+        let payload = s.load_reference_cloned()?;
+        let mut p = payload.as_slice()?;
+        let voucher = Voucher {
+            op: p.load_u32()?,
+            query_id: p.load_u64()?,
+            counter: p.load_u64()?,
+            target: load_address(&mut p)?,
+            state_hash: if with_state_hash {
+                Some(load_u256(&mut p)?)
+            } else {
+                None
+            },
+        };
+        if p.size_bits() != 0 || p.size_refs() != 0 {
+            return Err(ChainError::layout("voucher", "trailing data in payload"));
+        }
+        Ok(SignedVoucher { voucher, signature })
+    }
+
+    /// Checks it as the target contract would: signature, op, target, counter above `applied`.
+    pub fn check(
+        &self,
+        proxy_public_key: &[u8; 32],
+        expected_op: u32,
+        target: &Address,
+        applied: u64,
+    ) -> Result<(), VoucherError> {
+        let hash = self
+            .voucher
+            .payload()
+            .map_err(|_| VoucherError::BadSignature)?
+            .repr_hash()
+            .0;
+        if !keys::verify(proxy_public_key, &hash, &self.signature) {
+            return Err(VoucherError::BadSignature);
+        }
+        if self.voucher.op != expected_op {
+            return Err(VoucherError::WrongOp);
+        }
+        if &self.voucher.target != target {
+            return Err(VoucherError::WrongTarget);
+        }
+        let got = self.voucher.counter;
+        if got == applied
+            && expected_op != op::PROXY_CLOSE_REQUEST_SIGNED
+            && expected_op != op::PROXY_CLOSE_COMPLETE_SIGNED
+        {
+            return Err(VoucherError::Replayed(got));
+        }
+        if got < applied {
+            return Err(VoucherError::Backwards { got, applied });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn voucher(counter: u64, target: Address) -> Voucher {
+        Voucher {
+            op: op::CLIENT_CHARGE_SIGNED,
+            query_id: 7,
+            counter,
+            target,
+            state_hash: None,
+        }
+    }
+
+    #[test]
+    fn each_bad_voucher_has_its_own_refusal() {
+        let key = Keypair::from_seed([9; 32]);
+        let other = Keypair::from_seed([8; 32]);
+        let me = Address::new([1; 32]);
+        let pk = key.public_key();
+        let good = voucher(10, me).sign(&key).unwrap();
+        assert_eq!(good.check(&pk, op::CLIENT_CHARGE_SIGNED, &me, 9), Ok(()));
+        assert_eq!(
+            good.check(&pk, op::CLIENT_CHARGE_SIGNED, &me, 10),
+            Err(VoucherError::Replayed(10))
+        );
+        assert_eq!(
+            good.check(&pk, op::CLIENT_CHARGE_SIGNED, &me, 11),
+            Err(VoucherError::Backwards {
+                got: 10,
+                applied: 11
+            })
+        );
+        assert_eq!(
+            good.check(&pk, op::CLIENT_CHARGE_SIGNED, &Address::new([2; 32]), 0),
+            Err(VoucherError::WrongTarget)
+        );
+        assert_eq!(
+            good.check(&pk, op::WORKER_PAYOUT_SIGNED, &me, 0),
+            Err(VoucherError::WrongOp)
+        );
+        let forged = voucher(10, me).sign(&other).unwrap();
+        assert_eq!(
+            forged.check(&pk, op::CLIENT_CHARGE_SIGNED, &me, 0),
+            Err(VoucherError::BadSignature)
+        );
+        // A signature moved onto a different counter does not verify.
+        let mut tampered = good.clone();
+        tampered.voucher.counter = 1_000_000;
+        assert_eq!(
+            tampered.check(&pk, op::CLIENT_CHARGE_SIGNED, &me, 0),
+            Err(VoucherError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn bodies_parse_back() {
+        let key = Keypair::from_seed([9; 32]);
+        let v = Voucher {
+            state_hash: Some([5; 32]),
+            ..voucher(3, Address::new([1; 32]))
+        };
+        let signed = v.sign(&key).unwrap();
+        assert_eq!(
+            SignedVoucher::parse(&signed.body().unwrap(), true).unwrap(),
+            signed
+        );
+    }
+}
