@@ -6,7 +6,7 @@
 
 use tycho_types::cell::{Cell, CellBuilder, CellFamily, Store};
 use tycho_types::models::{
-    CurrencyCollection, ExtInMsgInfo, MsgInfo, OwnedMessage, OwnedRelaxedMessage,
+    CurrencyCollection, ExtInMsgInfo, MessageLayout, MsgInfo, OwnedMessage, OwnedRelaxedMessage,
     RelaxedIntMsgInfo, RelaxedMsgInfo, StateInit,
 };
 use tycho_types::num::Tokens;
@@ -105,8 +105,9 @@ impl OutMessage {
                 created_at: 0,
             }),
             init: self.init.clone(),
+            // Explicit: the automatic layout can pick "plain" for bodies that then overflow.
+            layout: Some(MessageLayout { init_to_cell: true, body_to_cell: body.bit_len() > 0 || body.reference_count() > 0 }),
             body: body.into(),
-            layout: None,
         };
         Ok(CellBuilder::build_from(msg)?)
     }
@@ -276,8 +277,8 @@ pub fn external_message(to: Address, init: Option<StateInit>, body: Cell) -> Res
             import_fee: Tokens::ZERO,
         }),
         init,
+        layout: Some(MessageLayout { init_to_cell: true, body_to_cell: true }),
         body: body.into(),
-        layout: None,
     };
     let mut b = CellBuilder::new();
     msg.store_into(&mut b, Cell::empty_context())?;
@@ -325,5 +326,27 @@ mod tests {
             .transfer_body(&Keypair::from_seed([2; 32]), 0, 0, &[])
             .unwrap_err();
         assert!(err.to_string().contains("does not belong"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    /// A 608-bit voucher body next to a full internal-message header overflows one cell unless
+    /// it goes to a reference (tycho-types' automatic layout picks "plain" for it).
+    #[test]
+    fn a_voucher_sized_body_goes_to_a_reference() {
+        let keys = Keypair::from_seed([1; 32]);
+        let w = Wallet::new(WalletVersion::V5r1, keys.public_key(), Network::Local);
+        let key = Keypair::from_seed([9; 32]);
+        let v = crate::voucher::Voucher { op: 1, query_id: 1, counter: 100, target: Address::new([3; 32]), state_hash: None }
+            .sign(&key)
+            .unwrap()
+            .body()
+            .unwrap();
+        let m = OutMessage::transfer(Address::new([3; 32]), 50_000_000, Some(v));
+        m.to_cell().unwrap();
+        w.transfer_message(&keys, 1, 2, &[m]).unwrap();
     }
 }

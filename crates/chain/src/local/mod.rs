@@ -7,7 +7,10 @@
 //! network configuration is @ton/sandbox's default (so gas and fees match it), with workchain 0
 //! described as tycho-executor needs it.
 
+mod genesis;
 mod store;
+
+pub use genesis::{Genesis, GenesisSpec, GenesisWallet, FAUCET};
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,296 @@
+//! The whole payment lifecycle on the local chain, running the committed contract code:
+//! deploy, stake, top up, charge, pay out, every kind of bad voucher, save_state, withdraw,
+//! close by refund and by delay, proxy close. Contract state is checked to the nanoton.
+
+use cocoon_chain::contracts::{
+    address_of, ClientData, ContractCodes, ContractState, Params, ProxyData, ProxyInit, RootData,
+    WorkerData,
+};
+use cocoon_chain::keys::Keypair;
+use cocoon_chain::local::{Clock, Genesis, GenesisSpec, LocalChain, Trace};
+use cocoon_chain::messages::{self, exit, op, MIN_FEE};
+use cocoon_chain::voucher::Voucher;
+use cocoon_chain::wallet::OutMessage;
+use cocoon_chain::{Address, TON};
+use tycho_types::cell::Cell;
+
+const T0: u32 = 1_800_000_000;
+
+struct Net {
+    chain: LocalChain,
+    genesis: Genesis,
+    proxy_key: Keypair,
+    proxy_init: ProxyInit,
+    proxy: Address,
+    codes: ContractCodes,
+}
+
+impl Net {
+    fn new() -> Net {
+        let mut chain = LocalChain::new(Clock::Fixed { now: T0 }).unwrap();
+        let spec = GenesisSpec {
+            params: Params::local_default(),
+            wallets: vec![
+                ("proxy".into(), 100 * TON),
+                ("client".into(), 100 * TON),
+                ("worker".into(), 10 * TON),
+                ("stranger".into(), 10 * TON),
+            ],
+            proxy_hashes: vec![[1; 32]],
+            worker_hashes: vec![[2; 32]],
+            models: vec![([3; 32], "qwen3".into())],
+        };
+        let genesis = chain.genesis(&spec).unwrap();
+        let codes = ContractCodes::embedded();
+        let root_acc = chain.account(&genesis.root).unwrap();
+        let root = RootData::parse(&root_acc.data.unwrap(), &root_acc.code.unwrap()).unwrap();
+        let proxy_key = Keypair::from_seed([42; 32]);
+        let proxy_init = ProxyInit {
+            owner: genesis.wallet("proxy").unwrap().address,
+            proxy_public_key: proxy_key.public_key(),
+            root: genesis.root,
+            params: root.params.clone(),
+            client_code: root.codes.client.clone(),
+            worker_code: root.codes.worker.clone(),
+        };
+        let proxy = address_of(&proxy_init.state_init(&root.codes.proxy).unwrap()).unwrap();
+        Net { chain, genesis, proxy_key, proxy_init, proxy, codes }
+    }
+
+    fn addr(&self, name: &str) -> Address {
+        self.genesis.wallet(name).unwrap().address
+    }
+
+    fn send(&mut self, from: &str, msg: OutMessage) -> Trace {
+        let (keys, wallet) = self.genesis.wallet(from).unwrap().open().unwrap();
+        self.chain.wallet_send(&wallet, &keys, &[msg]).unwrap()
+    }
+
+    /// Sends `body` to `to` and returns the exit code of `to`'s transaction.
+    fn call(&mut self, from: &str, to: Address, value: u128, body: Cell) -> i32 {
+        let trace = self.send(from, OutMessage::transfer(to, value, Some(body)));
+        trace.exit_code_at(&to).expect("destination ran")
+    }
+
+    fn client_addr(&self) -> Address {
+        let init = self.proxy_init.client(self.proxy, self.addr("client"));
+        address_of(&init.state_init(&self.codes.client).unwrap()).unwrap()
+    }
+
+    fn worker_addr(&self) -> Address {
+        let init = self.proxy_init.worker(self.proxy, self.addr("worker"));
+        address_of(&init.state_init(&self.codes.worker).unwrap()).unwrap()
+    }
+
+    fn proxy_data(&self) -> ProxyData {
+        ProxyData::parse(&self.chain.data(&self.proxy).unwrap()).unwrap()
+    }
+    fn client_data(&self) -> ClientData {
+        ClientData::parse(&self.chain.data(&self.client_addr()).unwrap()).unwrap()
+    }
+    fn worker_data(&self) -> WorkerData {
+        WorkerData::parse(&self.chain.data(&self.worker_addr()).unwrap()).unwrap()
+    }
+
+    fn voucher(&self, op: u32, counter: u64, target: Address) -> Cell {
+        Voucher { op, query_id: 1, counter, target, state_hash: None }.sign(&self.proxy_key).unwrap().body().unwrap()
+    }
+
+    fn deploy(&mut self) {
+        // Proxy: deploy and stake the root's minimum exactly.
+        let stake = self.proxy_init.params.min_proxy_stake;
+        let init = self.proxy_init.state_init(&self.codes.proxy).unwrap();
+        let body = messages::proxy::increase_stake(0, stake).unwrap();
+        let msg = OutMessage { init: Some(init), ..OutMessage::transfer(self.proxy, stake + MIN_FEE, Some(body)) };
+        let t = self.send("proxy", msg);
+        assert_eq!(t.exit_code_at(&self.proxy), Some(0), "{t:#?}");
+        assert_eq!(self.proxy_data().stake, stake);
+
+        // Client: deploy by topping up 10 TON, then stake exactly the minimum.
+        let client = self.client_addr();
+        let init = self.proxy_init.client(self.proxy, self.addr("client")).state_init(&self.codes.client).unwrap();
+        let body = messages::client::top_up(0, 10 * TON, &self.addr("client")).unwrap();
+        let msg = OutMessage { init: Some(init), ..OutMessage::transfer(client, 10 * TON + MIN_FEE, Some(body)) };
+        let t = self.send("client", msg);
+        assert!(t.all_succeeded(), "{t:#?}");
+        assert_eq!(self.client_data().balance, 10 * TON);
+        assert_eq!(self.proxy_data().clients_held, 10 * TON);
+        let min = self.proxy_init.params.min_client_stake;
+        assert_eq!(self.call("client", client, MIN_FEE, messages::client::increase_stake(0, min - 1).unwrap()), exit::STAKE_TOO_LOW);
+        assert_eq!(self.call("client", client, MIN_FEE, messages::client::increase_stake(0, min).unwrap()), 0);
+        assert_eq!(self.client_data().stake, min);
+    }
+}
+
+#[test]
+fn root_registry_is_readable_after_genesis() {
+    let net = Net::new();
+    let acc = net.chain.account(&net.genesis.root).unwrap();
+    let root = RootData::parse(&acc.data.unwrap(), &acc.code.unwrap()).unwrap();
+    assert_eq!(root.owner, net.addr("admin"));
+    assert_eq!(root.proxy_hashes, vec![[1; 32]]);
+    assert_eq!(root.worker_hashes, vec![[2; 32]]);
+    assert_eq!(root.models.get(&[3; 32]).map(String::as_str), Some("qwen3"));
+    assert_eq!(root.params, Params::local_default());
+    assert_eq!(root.version, 3, "three admin operations at genesis");
+}
+
+#[test]
+fn payment_lifecycle_with_every_bad_voucher_refused() {
+    let mut net = Net::new();
+    net.deploy();
+    let client = net.client_addr();
+    let price = net.proxy_init.params.price_per_token;
+    let fee = net.proxy_init.params.worker_fee_per_token;
+
+    // Two charges: cumulative counters.
+    let v = net.voucher(op::CLIENT_CHARGE_SIGNED, 1_000, client);
+    assert_eq!(net.call("stranger", client, MIN_FEE, v), 0);
+    assert_eq!(net.client_data().balance, 10 * TON - 1_000 * price);
+    let v = net.voucher(op::CLIENT_CHARGE_SIGNED, 2_500, client);
+    assert_eq!(net.call("proxy", client, MIN_FEE, v), 0);
+    let c = net.client_data();
+    assert_eq!((c.tokens_used, c.balance), (2_500, 10 * TON - 2_500 * price));
+    assert_eq!(net.proxy_data().clients_held, 10 * TON - 2_500 * price);
+
+    // Every bad voucher, each with its own exit code, and nothing changes.
+    let replayed = net.voucher(op::CLIENT_CHARGE_SIGNED, 2_500, client);
+    assert_eq!(net.call("proxy", client, MIN_FEE, replayed), exit::REPLAYED);
+    let backwards = net.voucher(op::CLIENT_CHARGE_SIGNED, 2_000, client);
+    assert_eq!(net.call("proxy", client, MIN_FEE, backwards), exit::BACKWARDS);
+    let elsewhere = net.voucher(op::CLIENT_CHARGE_SIGNED, 3_000, net.addr("stranger"));
+    assert_eq!(net.call("proxy", client, MIN_FEE, elsewhere), exit::WRONG_TARGET);
+    let forged = Voucher { op: op::CLIENT_CHARGE_SIGNED, query_id: 1, counter: 3_000, target: client, state_hash: None }
+        .sign(&Keypair::from_seed([7; 32]))
+        .unwrap()
+        .body()
+        .unwrap();
+    assert_eq!(net.call("proxy", client, MIN_FEE, forged), exit::BAD_SIGNATURE);
+    let wrong_op = net.voucher(op::WORKER_PAYOUT_SIGNED, 3_000, client);
+    let mut b = tycho_types::cell::CellBuilder::new();
+    // Re-wrap the worker voucher under the charge op: the payload's op no longer matches.
+    let mut s = wrong_op.as_slice().unwrap();
+    s.load_u32().unwrap();
+    b.store_u32(op::CLIENT_CHARGE_SIGNED).unwrap();
+    b.store_slice(s).unwrap();
+    assert_eq!(net.call("proxy", client, MIN_FEE, b.build().unwrap()), exit::WRONG_OP);
+    assert_eq!(net.client_data().tokens_used, 2_500);
+
+    // Worker: deployed by its first payout voucher; paid tokens × fee to its owner.
+    let worker = net.worker_addr();
+    let init = net.proxy_init.worker(net.proxy, net.addr("worker")).state_init(&net.codes.worker).unwrap();
+    let before = net.chain.balance(&net.addr("worker")).unwrap();
+    let v = net.voucher(op::WORKER_PAYOUT_SIGNED, 2_000, worker);
+    let t = net.send("stranger", OutMessage { init: Some(init), ..OutMessage::transfer(worker, MIN_FEE, Some(v)) });
+    assert!(t.all_succeeded(), "{t:#?}");
+    assert_eq!(net.worker_data().tokens_paid, 2_000);
+    let got = net.chain.balance(&net.addr("worker")).unwrap() - before;
+    assert!(got >= 2_000 * fee, "worker got {got}, owed {}", 2_000 * fee);
+    assert!(got < 2_000 * fee + MIN_FEE, "worker got more than the payout plus leftover gas value: {got}");
+    let replay = net.voucher(op::WORKER_PAYOUT_SIGNED, 2_000, worker);
+    assert_eq!(net.call("stranger", worker, MIN_FEE, replay), exit::REPLAYED);
+
+    // save_state: seqno must grow.
+    let save = |seqno: u64, net: &Net| {
+        Voucher { op: op::PROXY_SAVE_STATE, query_id: 0, counter: seqno, target: net.proxy, state_hash: Some([seqno as u8; 32]) }
+            .sign(&net.proxy_key)
+            .unwrap()
+            .body()
+            .unwrap()
+    };
+    let body = save(5, &net);
+    assert_eq!(net.call("proxy", net.proxy, MIN_FEE, body), 0);
+    assert_eq!((net.proxy_data().saved_seqno, net.proxy_data().state_hash), (5, [5; 32]));
+    let body = save(5, &net);
+    assert_eq!(net.call("proxy", net.proxy, MIN_FEE, body), exit::REPLAYED);
+    let body = save(4, &net);
+    assert_eq!(net.call("proxy", net.proxy, MIN_FEE, body), exit::BACKWARDS);
+
+    // Withdraw: down to exactly the stake is fine, one nanoton further is not.
+    let c = net.client_data();
+    let free = c.balance - c.stake;
+    assert_eq!(net.call("client", client, MIN_FEE, messages::client::withdraw(0, free + 1).unwrap()), exit::BELOW_STAKE);
+    assert_eq!(net.call("stranger", client, MIN_FEE, messages::client::withdraw(0, 1).unwrap()), exit::NOT_OWNER);
+    let before = net.chain.balance(&net.addr("client")).unwrap();
+    assert_eq!(net.call("client", client, MIN_FEE, messages::client::withdraw(0, free).unwrap()), 0);
+    assert_eq!(net.client_data().balance, c.stake);
+    let after = net.chain.balance(&net.addr("client")).unwrap();
+    assert!(after + MIN_FEE > before + free, "withdrawn money arrived (minus at most the fee)");
+
+    // Close without the proxy: refund request, too early, then after the delay.
+    assert_eq!(net.call("client", client, MIN_FEE, messages::client::request_refund(0).unwrap()), 0);
+    assert_eq!(net.client_data().state, ContractState::Closing);
+    assert_eq!(net.call("client", client, MIN_FEE, messages::client::close_force(0).unwrap()), exit::TOO_EARLY);
+    net.chain.advance(net.proxy_init.params.client_delay_before_close - 1).unwrap();
+    assert_eq!(net.call("client", client, MIN_FEE, messages::client::close_force(0).unwrap()), exit::TOO_EARLY);
+    net.chain.advance(1).unwrap();
+    let stake = net.client_data().balance;
+    let before = net.chain.balance(&net.addr("client")).unwrap();
+    assert_eq!(net.call("client", client, MIN_FEE, messages::client::close_force(0).unwrap()), 0);
+    assert_eq!(net.client_data().state, ContractState::Closed);
+    assert_eq!(net.client_data().balance, 0);
+    assert!(net.chain.balance(&net.addr("client")).unwrap() + MIN_FEE > before + stake);
+    assert_eq!(net.proxy_data().clients_held, 0, "all client money left the proxy contract");
+    // A charge after close is refused.
+    let late = net.voucher(op::CLIENT_CHARGE_SIGNED, 9_000, client);
+    assert_eq!(net.call("proxy", client, MIN_FEE, late), exit::WRONG_STATE);
+
+    // Proxy close: request, too early, complete after the delay; the owner gets the rest.
+    let close = |op: u32, net: &Net| net.voucher(op, 0, net.proxy);
+    let body = close(op::PROXY_CLOSE_COMPLETE_SIGNED, &net);
+    assert_eq!(net.call("proxy", net.proxy, MIN_FEE, body), exit::WRONG_STATE);
+    let body = close(op::PROXY_CLOSE_REQUEST_SIGNED, &net);
+    assert_eq!(net.call("proxy", net.proxy, MIN_FEE, body), 0);
+    let body = close(op::PROXY_CLOSE_COMPLETE_SIGNED, &net);
+    assert_eq!(net.call("proxy", net.proxy, MIN_FEE, body), exit::TOO_EARLY);
+    net.chain.advance(net.proxy_init.params.proxy_delay_before_close).unwrap();
+    let before = net.chain.balance(&net.addr("proxy")).unwrap();
+    let held = net.chain.balance(&net.proxy).unwrap();
+    let body = close(op::PROXY_CLOSE_COMPLETE_SIGNED, &net);
+    assert_eq!(net.call("stranger", net.proxy, MIN_FEE, body), 0);
+    assert!(net.chain.balance(&net.addr("proxy")).unwrap() > before + held - MIN_FEE);
+}
+
+#[test]
+fn grant_refund_charges_then_returns_everything() {
+    let mut net = Net::new();
+    net.deploy();
+    let client = net.client_addr();
+    let price = net.proxy_init.params.price_per_token;
+    assert_eq!(net.call("client", client, MIN_FEE, messages::client::request_refund(0).unwrap()), 0);
+    let before = net.chain.balance(&net.addr("client")).unwrap();
+    let stake = net.client_data().balance;
+    let v = net.voucher(op::CLIENT_GRANT_REFUND_SIGNED, 100, client);
+    assert_eq!(net.call("proxy", client, MIN_FEE, v), 0);
+    let c = net.client_data();
+    assert_eq!((c.state, c.balance, c.tokens_used), (ContractState::Closed, 0, 100));
+    let got = net.chain.balance(&net.addr("client")).unwrap() - before;
+    // The refund arrives with what is left of the submitter's MIN_FEE, never less than owed.
+    let owed = stake - 100 * price;
+    assert!(got >= owed && got < owed + MIN_FEE, "refund {got}, owed {owed}");
+    assert_eq!(net.proxy_data().clients_held, 0);
+}
+
+#[test]
+fn state_survives_a_restart_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, balance, proxy) = {
+        let mut net = Net::new();
+        net.chain.persist_in(dir.path()).unwrap();
+        net.deploy();
+        let client = net.client_addr();
+        let v = net.voucher(op::CLIENT_CHARGE_SIGNED, 77, client);
+        assert_eq!(net.call("proxy", client, MIN_FEE, v), 0);
+        (client, net.client_data(), net.chain.balance(&net.proxy).unwrap())
+    };
+    let reopened = LocalChain::open(dir.path()).unwrap().expect("chain on disk");
+    assert_eq!(ClientData::parse(&reopened.data(&client).unwrap()).unwrap(), balance);
+    let proxy_addr = *reopened
+        .transactions(&client, 1)
+        .first()
+        .map(|_| &client)
+        .unwrap();
+    assert_eq!(proxy_addr, client);
+    assert!(proxy > 0);
+    assert_eq!(reopened.now(), T0, "the fixed clock is restored");
+}
