@@ -437,3 +437,34 @@ export function opOf(cell) {
     const s = cell.beginParse();
     return { op: s.loadUint(32), queryId: s.loadUintBig(64) };
 }
+
+/* Bodies of the contract-to-contract messages (to drive the proxy directly in tests). */
+
+export const internalBody = {
+    topUp: (queryId, clientOwner, amount, sendExcessesTo) =>
+        head(OP.client_proxy_top_up, queryId).storeAddress(clientOwner).storeCoins(amount).storeAddress(sendExcessesTo).endCell(),
+    charge: (queryId, clientOwner, amount) =>
+        head(OP.client_proxy_request, queryId).storeAddress(clientOwner).storeCoins(amount).endCell(),
+    refund: (op, queryId, clientOwner, amount, sendTo) =>
+        head(op, queryId).storeAddress(clientOwner).storeCoins(amount).storeAddress(sendTo).endCell(),
+    payout: (queryId, oldTokens, newTokens, workerOwner, amount) =>
+        head(OP.worker_proxy_payout_request, queryId).storeUint(oldTokens, 64).storeUint(newTokens, 64)
+            .storeAddress(workerOwner).storeCoins(amount).endCell(),
+};
+
+/** Sets an account's balance (to put the proxy in an exact money position). */
+export async function setBalance(net, address, value) {
+    const c = await net.blockchain.getContract(address);
+    c.balance = value;
+}
+
+/** Deploys the client contract of the fixed client owner by a top-up of `amount`. */
+export async function deployClient(net, amount, { from = ADDR.clientOwner } = {}) {
+    const res = await send(net, {
+        from, to: net.client.address, value: amount + MIN_FEE,
+        body: body.topUp(0, amount, from), stateInit: net.client.init,
+    });
+    expectExit(res, net.client.address, 0);
+    expectExit(res, net.proxy.address, 0);
+    return res;
+}

@@ -1,0 +1,351 @@
+// Client contract: top-ups, stake, withdrawals, charges, refunds and every close path, with the
+// money checked in the client's account and in the proxy contract that holds it.
+import { describe, it, beforeEach } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+    ADDR, CHARGE_NOTICE_VALUE, ERR, KEYS, MIN_FEE, NOW, OP, PARAMS, balanceOf, bigKey, body,
+    clientData_, deployClient, expectExit, opOf, outMessages, proxyData_, send, setup, signedBody,
+    storageFee, txOn,
+} from '../lib/cocoon.mjs';
+
+const STAKE = 2_000_000_000n;
+const DEPOSIT = 3_000_000_000n;
+const PRICE = PARAMS.pricePerToken;
+
+describe('client', () => {
+    let net;
+    beforeEach(async () => {
+        net = await setup({ proxyStake: STAKE });
+    });
+    const client = () => net.client.address;
+    const proxy = () => net.proxy.address;
+    const toClient = (from, b, value = MIN_FEE) => send(net, { from, to: client(), value, body: b });
+    const charge = (counter, opts = {}) => signedBody({ op: OP.ext_client_charge_signed, counter, target: net.client.address, ...opts });
+    const grant = (counter, opts = {}) => signedBody({ op: OP.ext_client_grant_refund_signed, counter, target: net.client.address, ...opts });
+
+    /** The message the proxy sent to `to` in this result (refunds and excesses). */
+    function paidTo(res, to) {
+        const tx = txOn(res, proxy(), res.transactions.filter((t) => t.inMessage?.info.dest?.equals?.(proxy())).length - 1);
+        const m = outMessages(tx).find((o) => o.to.equals(to));
+        assert.ok(m, 'the proxy sent nothing to ' + to);
+        assert.equal(opOf(m.body).op, OP.excesses);
+        return m;
+    }
+
+    describe('ext_client_top_up', () => {
+        it('deploys the contract, credits the amount and moves exactly it into the proxy; excesses to send_excesses_to', async () => {
+            const res = await send(net, {
+                from: ADDR.payer, to: client(), value: DEPOSIT + MIN_FEE + 7n,
+                body: body.topUp(11, DEPOSIT, ADDR.stranger), stateInit: net.client.init,
+            });
+            expectExit(res, client(), 0);
+            const ptx = expectExit(res, proxy(), 0);
+            const [excess] = outMessages(ptx);
+            assert.ok(excess.to.equals(ADDR.stranger));
+            assert.deepEqual(opOf(excess.body), { op: OP.excesses, queryId: 11n });
+            const d = await clientData_(net);
+            assert.equal(d.state, 0);
+            assert.equal(d.balance, DEPOSIT);
+            assert.equal(d.stake, 0n);
+            assert.ok(d.owner.equals(ADDR.clientOwner));
+            assert.ok(d.proxy.equals(proxy()));
+            assert.equal(d.publicKey, bigKey(KEYS.proxy.publicKey));
+            assert.equal(d.pricePerToken, PRICE);
+            assert.equal(d.clientDelay, PARAMS.clientDelayBeforeClose);
+            assert.equal(d.minClientStake, PARAMS.minClientStake);
+            assert.equal((await proxyData_(net)).clientsHeld, DEPOSIT);
+            assert.equal(await balanceOf(net, proxy()), STAKE + DEPOSIT);
+            // the client contract keeps nothing of the value
+            assert.equal(await balanceOf(net, client()), 0n);
+        });
+
+        it('takes a zero amount and exactly amount + MIN_FEE; refuses one nanoton less (106)', async () => {
+            await deployClient(net, 0n);
+            assert.equal((await clientData_(net)).balance, 0n);
+            expectExit(await toClient(ADDR.payer, body.topUp(1, 5n, ADDR.payer), 5n + MIN_FEE - 1n), client(), ERR.LOW_VALUE);
+            expectExit(await toClient(ADDR.payer, body.topUp(1, 5n, ADDR.payer), 5n + MIN_FEE), client(), 0);
+            assert.equal((await clientData_(net)).balance, 5n);
+            assert.equal((await proxyData_(net)).clientsHeld, 5n);
+            assert.equal(await balanceOf(net, proxy()), STAKE + 5n);
+        });
+
+        it('is refused while closing (109)', async () => {
+            await deployClient(net, DEPOSIT);
+            expectExit(await toClient(ADDR.clientOwner, body.requestRefund(1)), client(), 0);
+            expectExit(await toClient(ADDR.clientOwner, body.topUp(2, 1n, ADDR.clientOwner), 1n + MIN_FEE), client(), ERR.WRONG_STATE);
+        });
+    });
+
+    describe('owner_client_top_up_reopen', () => {
+        beforeEach(async () => {
+            await deployClient(net, DEPOSIT);
+            expectExit(await toClient(ADDR.clientOwner, body.increaseClientStake(1, PARAMS.minClientStake)), client(), 0);
+            expectExit(await toClient(ADDR.clientOwner, body.requestRefund(2)), client(), 0);
+        });
+
+        it('reopens a closing contract and tops it up', async () => {
+            assert.equal((await clientData_(net)).state, 1);
+            const amount = 1_000_000_000n;
+            expectExit(await toClient(ADDR.clientOwner, body.topUpReopen(3, amount, ADDR.clientOwner), amount + MIN_FEE), client(), 0);
+            const d = await clientData_(net);
+            assert.equal(d.state, 0);
+            assert.equal(d.unlockTs, 0);
+            assert.equal(d.balance, PARAMS.minClientStake + amount);
+            assert.equal((await proxyData_(net)).clientsHeld, PARAMS.minClientStake + amount);
+        });
+
+        it('refuses anyone but the owner (101), a short value (106), a closed contract (109)', async () => {
+            expectExit(await toClient(ADDR.stranger, body.topUpReopen(3, 1n, ADDR.stranger), 1n + MIN_FEE), client(), ERR.NOT_OWNER);
+            expectExit(await toClient(ADDR.clientOwner, body.topUpReopen(3, 1n, ADDR.clientOwner), MIN_FEE), client(), ERR.LOW_VALUE);
+            net.blockchain.now = NOW + PARAMS.clientDelayBeforeClose;
+            expectExit(await toClient(ADDR.clientOwner, body.closeForce(4)), client(), 0);
+            expectExit(await toClient(ADDR.clientOwner, body.topUpReopen(5, 1n, ADDR.clientOwner), 1n + MIN_FEE), client(), ERR.WRONG_STATE);
+        });
+    });
+
+    describe('owner_client_increase_stake', () => {
+        beforeEach(async () => {
+            await deployClient(net, DEPOSIT);
+        });
+        const stake = (v, from = ADDR.clientOwner) => toClient(from, body.increaseClientStake(1, v));
+
+        it('takes the minimum stake and up to the whole balance', async () => {
+            expectExit(await stake(PARAMS.minClientStake), client(), 0);
+            assert.equal((await clientData_(net)).stake, PARAMS.minClientStake);
+            expectExit(await stake(DEPOSIT), client(), 0);
+            assert.equal((await clientData_(net)).stake, DEPOSIT);
+            // the money does not move
+            assert.equal((await proxyData_(net)).clientsHeld, DEPOSIT);
+        });
+
+        it('refuses one nanoton under the minimum or under the current stake (108), above the balance (107)', async () => {
+            expectExit(await stake(PARAMS.minClientStake - 1n), client(), ERR.STAKE_TOO_LOW);
+            expectExit(await stake(DEPOSIT + 1n), client(), ERR.BELOW_STAKE);
+            expectExit(await stake(PARAMS.minClientStake + 10n), client(), 0);
+            expectExit(await stake(PARAMS.minClientStake + 9n), client(), ERR.STAKE_TOO_LOW);
+            assert.equal((await clientData_(net)).stake, PARAMS.minClientStake + 10n);
+        });
+
+        it('refuses anyone but the owner (101) and a closing contract (109)', async () => {
+            expectExit(await stake(PARAMS.minClientStake, ADDR.stranger), client(), ERR.NOT_OWNER);
+            expectExit(await toClient(ADDR.clientOwner, body.requestRefund(1)), client(), 0);
+            expectExit(await stake(PARAMS.minClientStake), client(), ERR.WRONG_STATE);
+        });
+    });
+
+    describe('owner_client_withdraw', () => {
+        const stakeValue = PARAMS.minClientStake;
+        beforeEach(async () => {
+            await deployClient(net, DEPOSIT);
+            expectExit(await toClient(ADDR.clientOwner, body.increaseClientStake(1, stakeValue)), client(), 0);
+        });
+        const withdraw = (amount, from = ADDR.clientOwner, value = MIN_FEE) => toClient(from, body.withdraw(7, amount), value);
+
+        it('pays the amount out of the proxy to the owner, down to exactly the stake', async () => {
+            const amount = 1_000_000_000n;
+            let res = await withdraw(amount);
+            expectExit(res, client(), 0);
+            const out = paidTo(res, ADDR.clientOwner);
+            assert.ok(out.value > amount);
+            assert.equal((await clientData_(net)).balance, DEPOSIT - amount);
+            assert.equal((await proxyData_(net)).clientsHeld, DEPOSIT - amount);
+            assert.equal(await balanceOf(net, proxy()), STAKE + DEPOSIT - amount);
+
+            res = await withdraw(DEPOSIT - amount - stakeValue);
+            expectExit(res, client(), 0);
+            assert.equal((await clientData_(net)).balance, stakeValue);
+            assert.equal(await balanceOf(net, proxy()), STAKE + stakeValue);
+        });
+
+        it('refuses one nanoton below the stake (107); takes a zero amount', async () => {
+            expectExit(await withdraw(DEPOSIT - stakeValue + 1n), client(), ERR.BELOW_STAKE);
+            expectExit(await withdraw(0n), client(), 0);
+            assert.equal((await clientData_(net)).balance, DEPOSIT);
+            assert.equal(await balanceOf(net, proxy()), STAKE + DEPOSIT);
+        });
+
+        it('refuses anyone but the owner (101), a short value (106), a closing contract (109)', async () => {
+            expectExit(await withdraw(1n, ADDR.stranger), client(), ERR.NOT_OWNER);
+            expectExit(await withdraw(1n, ADDR.clientOwner, MIN_FEE - 1n), client(), ERR.LOW_VALUE);
+            expectExit(await toClient(ADDR.clientOwner, body.requestRefund(1)), client(), 0);
+            expectExit(await withdraw(0n), client(), ERR.WRONG_STATE);
+        });
+    });
+
+    describe('owner_client_change_secret_hash', () => {
+        it('stores the hash (in any state); refuses anyone but the owner (101)', async () => {
+            await deployClient(net, DEPOSIT);
+            expectExit(await toClient(ADDR.clientOwner, body.changeSecretHash(1, 0xfeedn)), client(), 0);
+            assert.equal((await clientData_(net)).secretHash, 0xfeedn);
+            expectExit(await toClient(ADDR.stranger, body.changeSecretHash(1, 1n)), client(), ERR.NOT_OWNER);
+            expectExit(await toClient(ADDR.clientOwner, body.requestRefund(2)), client(), 0);
+            expectExit(await toClient(ADDR.clientOwner, body.changeSecretHash(3, 0xbeefn)), client(), 0);
+            assert.equal((await clientData_(net)).secretHash, 0xbeefn);
+        });
+    });
+
+    describe('ext_client_charge_signed', () => {
+        beforeEach(async () => {
+            await deployClient(net, DEPOSIT);
+        });
+
+        it('charges (tokens - tokens_used) x price; the money becomes the proxy\'s', async () => {
+            const tx = expectExit(await toClient(ADDR.payer, charge(1000)), client(), 0);
+            const [notice] = outMessages(tx);
+            assert.equal(notice.bounce, false);
+            assert.equal(opOf(notice.body).op, OP.client_proxy_request);
+            let d = await clientData_(net);
+            assert.equal(d.tokensUsed, 1000n);
+            assert.equal(d.balance, DEPOSIT - 1000n * PRICE);
+            assert.equal((await proxyData_(net)).clientsHeld, DEPOSIT - 1000n * PRICE);
+
+            expectExit(await toClient(ADDR.payer, charge(1001)), client(), 0);
+            d = await clientData_(net);
+            assert.equal(d.tokensUsed, 1001n);
+            assert.equal(d.balance, DEPOSIT - 1001n * PRICE);
+            assert.equal((await proxyData_(net)).clientsHeld, DEPOSIT - 1001n * PRICE);
+        });
+
+        it('charges at most the balance: one token more than it covers takes all of it', async () => {
+            const covered = DEPOSIT / PRICE; // 150_000 tokens
+            expectExit(await toClient(ADDR.payer, charge(Number(covered) - 1)), client(), 0);
+            assert.equal((await clientData_(net)).balance, PRICE);
+            expectExit(await toClient(ADDR.payer, charge(Number(covered) + 1)), client(), 0);
+            const d = await clientData_(net);
+            assert.equal(d.balance, 0n);
+            assert.equal(d.tokensUsed, covered + 1n);
+            assert.equal((await proxyData_(net)).clientsHeld, 0n);
+        });
+
+        it('refuses a replay (104), a lower counter (105)', async () => {
+            expectExit(await toClient(ADDR.payer, charge(10)), client(), 0);
+            expectExit(await toClient(ADDR.payer, charge(10)), client(), ERR.REPLAYED);
+            expectExit(await toClient(ADDR.payer, charge(9)), client(), ERR.BACKWARDS);
+            assert.equal((await clientData_(net)).tokensUsed, 10n);
+        });
+
+        it('refuses a bad signature (102), another op (113), another target (103), a short value (106)', async () => {
+            expectExit(await toClient(ADDR.payer, charge(10, { key: KEYS.other })), client(), ERR.BAD_SIGNATURE);
+            expectExit(await toClient(ADDR.payer, charge(10, { payloadOp: OP.ext_client_grant_refund_signed })), client(), ERR.WRONG_OP);
+            expectExit(await toClient(ADDR.payer, charge(10, { target: net.worker.address })), client(), ERR.WRONG_TARGET);
+            expectExit(await toClient(ADDR.payer, charge(10), MIN_FEE - 1n), client(), ERR.LOW_VALUE);
+            assert.equal((await clientData_(net)).tokensUsed, 0n);
+        });
+
+        it('still charges while closing (the stake), not once closed (109)', async () => {
+            expectExit(await toClient(ADDR.clientOwner, body.increaseClientStake(1, PARAMS.minClientStake)), client(), 0);
+            expectExit(await toClient(ADDR.clientOwner, body.requestRefund(2)), client(), 0);
+            expectExit(await toClient(ADDR.payer, charge(100)), client(), 0);
+            assert.equal((await clientData_(net)).balance, PARAMS.minClientStake - 100n * PRICE);
+            net.blockchain.now = NOW + PARAMS.clientDelayBeforeClose;
+            expectExit(await toClient(ADDR.clientOwner, body.closeForce(3)), client(), 0);
+            expectExit(await toClient(ADDR.payer, charge(200)), client(), ERR.WRONG_STATE);
+        });
+    });
+
+    describe('close paths', () => {
+        const stakeValue = PARAMS.minClientStake;
+        beforeEach(async () => {
+            await deployClient(net, DEPOSIT);
+            expectExit(await toClient(ADDR.clientOwner, body.increaseClientStake(1, stakeValue)), client(), 0);
+        });
+
+        it('request_refund pays what is above the stake at once and starts the delay', async () => {
+            const res = await toClient(ADDR.clientOwner, body.requestRefund(5));
+            expectExit(res, client(), 0);
+            const out = paidTo(res, ADDR.clientOwner);
+            assert.ok(out.value > DEPOSIT - stakeValue);
+            const d = await clientData_(net);
+            assert.equal(d.state, 1);
+            assert.equal(d.balance, stakeValue);
+            assert.equal(d.unlockTs, NOW + PARAMS.clientDelayBeforeClose);
+            assert.equal((await proxyData_(net)).clientsHeld, stakeValue);
+            assert.equal(await balanceOf(net, proxy()), STAKE + stakeValue);
+        });
+
+        it('request_refund refuses anyone but the owner (101), a short value (106), a second request (109)', async () => {
+            expectExit(await toClient(ADDR.stranger, body.requestRefund(1)), client(), ERR.NOT_OWNER);
+            expectExit(await toClient(ADDR.clientOwner, body.requestRefund(1), MIN_FEE - 1n), client(), ERR.LOW_VALUE);
+            expectExit(await toClient(ADDR.clientOwner, body.requestRefund(1)), client(), 0);
+            expectExit(await toClient(ADDR.clientOwner, body.requestRefund(1)), client(), ERR.WRONG_STATE);
+        });
+
+        it('close_force: refused while open (109), before the delay (110); after it the stake goes back', async () => {
+            expectExit(await toClient(ADDR.clientOwner, body.closeForce(1)), client(), ERR.WRONG_STATE);
+            expectExit(await toClient(ADDR.clientOwner, body.requestRefund(2)), client(), 0);
+            const unlock = NOW + PARAMS.clientDelayBeforeClose;
+            net.blockchain.now = unlock - 1;
+            expectExit(await toClient(ADDR.clientOwner, body.closeForce(3)), client(), ERR.TOO_EARLY);
+            expectExit(await toClient(ADDR.stranger, body.closeForce(3)), client(), ERR.NOT_OWNER);
+            net.blockchain.now = unlock;
+            expectExit(await toClient(ADDR.clientOwner, body.closeForce(3), MIN_FEE - 1n), client(), ERR.LOW_VALUE);
+
+            const before = await balanceOf(net, proxy());
+            const res = await toClient(ADDR.clientOwner, body.closeForce(4));
+            expectExit(res, client(), 0);
+            const ptx = expectExit(res, proxy(), 0);
+            assert.equal(opOf(ptx.inMessage.body).op, OP.client_proxy_refund_force);
+            const out = paidTo(res, ADDR.clientOwner);
+            assert.ok(out.value > stakeValue);
+            assert.equal(await balanceOf(net, proxy()), before - stakeValue - storageFee(ptx));
+            const d = await clientData_(net);
+            assert.equal(d.state, 2);
+            assert.equal(d.balance, 0n);
+            assert.equal((await proxyData_(net)).clientsHeld, 0n);
+            expectExit(await toClient(ADDR.clientOwner, body.closeForce(5)), client(), ERR.WRONG_STATE);
+        });
+
+        it('grant_refund charges the voucher, refunds the rest to the owner and closes', async () => {
+            expectExit(await toClient(ADDR.payer, charge(100)), client(), 0);
+            await send(net, { from: ADDR.stranger, to: client(), value: 10_000_000n }); // some balance of its own
+            const own = await balanceOf(net, client());
+            const res = await toClient(ADDR.payer, grant(300, { queryId: 9 }));
+            const tx = expectExit(res, client(), 0);
+            const [notice, refund] = outMessages(tx);
+            assert.equal(opOf(notice.body).op, OP.client_proxy_request);
+            // the notice carries the fixed value less its forward fee
+            assert.ok(notice.value < CHARGE_NOTICE_VALUE && notice.value > CHARGE_NOTICE_VALUE - 1_000_000n);
+            assert.equal(opOf(refund.body).op, OP.client_proxy_refund_granted);
+            // the client contract's own balance is untouched
+            assert.equal(await balanceOf(net, client()), own);
+            const expectedRefund = DEPOSIT - 300n * PRICE;
+            const out = paidTo(res, ADDR.clientOwner);
+            assert.ok(out.value > expectedRefund);
+            const d = await clientData_(net);
+            assert.equal(d.state, 2);
+            assert.equal(d.balance, 0n);
+            assert.equal(d.tokensUsed, 300n);
+            assert.equal((await proxyData_(net)).clientsHeld, 0n);
+            expectExit(await toClient(ADDR.payer, grant(400)), client(), ERR.WRONG_STATE);
+        });
+
+        it('grant_refund with the counter already charged only refunds; while closing too', async () => {
+            expectExit(await toClient(ADDR.payer, charge(100)), client(), 0);
+            expectExit(await toClient(ADDR.clientOwner, body.requestRefund(2)), client(), 0);
+            expectExit(await toClient(ADDR.payer, grant(100)), client(), 0);
+            const d = await clientData_(net);
+            assert.equal(d.state, 2);
+            assert.equal(d.tokensUsed, 100n);
+            assert.equal((await proxyData_(net)).clientsHeld, 0n);
+            assert.equal(await balanceOf(net, proxy()) >= STAKE + 100n * PRICE, true);
+        });
+
+        it('grant_refund refuses a lower counter (105), a bad signature (102), another op (113), another target (103), a short value (106)', async () => {
+            expectExit(await toClient(ADDR.payer, charge(100)), client(), 0);
+            expectExit(await toClient(ADDR.payer, grant(99)), client(), ERR.BACKWARDS);
+            expectExit(await toClient(ADDR.payer, grant(200, { key: KEYS.other })), client(), ERR.BAD_SIGNATURE);
+            expectExit(await toClient(ADDR.payer, grant(200, { payloadOp: OP.ext_client_charge_signed })), client(), ERR.WRONG_OP);
+            expectExit(await toClient(ADDR.payer, grant(200, { target: net.proxy.address })), client(), ERR.WRONG_TARGET);
+            expectExit(await toClient(ADDR.payer, grant(200), MIN_FEE - 1n), client(), ERR.LOW_VALUE);
+            assert.equal((await clientData_(net)).state, 0);
+        });
+    });
+
+    it('refuses an unknown op (111) and accepts a plain transfer', async () => {
+        await deployClient(net, DEPOSIT);
+        expectExit(await toClient(ADDR.stranger, body.bare(0x0badc0de, 0)), client(), ERR.UNKNOWN_OP);
+        const res = await send(net, { from: ADDR.stranger, to: client(), value: 100_000_000n });
+        const tx = expectExit(res, client(), 0);
+        assert.equal(await balanceOf(net, client()), 100_000_000n - tx.description.computePhase.gasFees);
+    });
+});
