@@ -31,6 +31,8 @@ pub mod wallet;
 
 pub use address::Address;
 pub use error::ChainError;
+/// Re-exported so users of this crate name cells with the same types.
+pub use tycho_types;
 
 /// One TON in nanotons.
 pub const TON: u128 = 1_000_000_000;

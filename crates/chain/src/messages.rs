@@ -155,6 +155,16 @@ fn only_head(op: u32, query_id: u64) -> Result<Cell> {
     Ok(head(op, query_id)?.build()?)
 }
 
+/// A text comment body (op 0 followed by the UTF-8 text as a snake string), as wallets show it.
+pub fn text_comment(text: &str) -> Result<Cell> {
+    let mut b = CellBuilder::new();
+    b.store_u32(0)?;
+    let tail = snake_string(text.as_bytes())?;
+    // The first 123 bytes fit next to the op; the rest continues in references.
+    b.store_slice(tail.as_slice()?)?;
+    Ok(b.build()?)
+}
+
 /// Root admin operations.
 pub mod root {
     use super::*;

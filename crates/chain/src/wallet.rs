@@ -106,7 +106,10 @@ impl OutMessage {
             }),
             init: self.init.clone(),
             // Explicit: the automatic layout can pick "plain" for bodies that then overflow.
-            layout: Some(MessageLayout { init_to_cell: true, body_to_cell: body.bit_len() > 0 || body.reference_count() > 0 }),
+            layout: Some(MessageLayout {
+                init_to_cell: true,
+                body_to_cell: body.bit_len() > 0 || body.reference_count() > 0,
+            }),
             body: body.into(),
         };
         Ok(CellBuilder::build_from(msg)?)
@@ -277,7 +280,10 @@ pub fn external_message(to: Address, init: Option<StateInit>, body: Cell) -> Res
             import_fee: Tokens::ZERO,
         }),
         init,
-        layout: Some(MessageLayout { init_to_cell: true, body_to_cell: true }),
+        layout: Some(MessageLayout {
+            init_to_cell: true,
+            body_to_cell: true,
+        }),
         body: body.into(),
     };
     let mut b = CellBuilder::new();
@@ -340,11 +346,17 @@ mod layout_tests {
         let keys = Keypair::from_seed([1; 32]);
         let w = Wallet::new(WalletVersion::V5r1, keys.public_key(), Network::Local);
         let key = Keypair::from_seed([9; 32]);
-        let v = crate::voucher::Voucher { op: 1, query_id: 1, counter: 100, target: Address::new([3; 32]), state_hash: None }
-            .sign(&key)
-            .unwrap()
-            .body()
-            .unwrap();
+        let v = crate::voucher::Voucher {
+            op: 1,
+            query_id: 1,
+            counter: 100,
+            target: Address::new([3; 32]),
+            state_hash: None,
+        }
+        .sign(&key)
+        .unwrap()
+        .body()
+        .unwrap();
         let m = OutMessage::transfer(Address::new([3; 32]), 50_000_000, Some(v));
         m.to_cell().unwrap();
         w.transfer_message(&keys, 1, 2, &[m]).unwrap();

@@ -54,7 +54,14 @@ impl Net {
             worker_code: root.codes.worker.clone(),
         };
         let proxy = address_of(&proxy_init.state_init(&root.codes.proxy).unwrap()).unwrap();
-        Net { chain, genesis, proxy_key, proxy_init, proxy, codes }
+        Net {
+            chain,
+            genesis,
+            proxy_key,
+            proxy_init,
+            proxy,
+            codes,
+        }
     }
 
     fn addr(&self, name: &str) -> Address {
@@ -93,7 +100,17 @@ impl Net {
     }
 
     fn voucher(&self, op: u32, counter: u64, target: Address) -> Cell {
-        Voucher { op, query_id: 1, counter, target, state_hash: None }.sign(&self.proxy_key).unwrap().body().unwrap()
+        Voucher {
+            op,
+            query_id: 1,
+            counter,
+            target,
+            state_hash: None,
+        }
+        .sign(&self.proxy_key)
+        .unwrap()
+        .body()
+        .unwrap()
     }
 
     fn deploy(&mut self) {
@@ -101,23 +118,49 @@ impl Net {
         let stake = self.proxy_init.params.min_proxy_stake;
         let init = self.proxy_init.state_init(&self.codes.proxy).unwrap();
         let body = messages::proxy::increase_stake(0, stake).unwrap();
-        let msg = OutMessage { init: Some(init), ..OutMessage::transfer(self.proxy, stake + MIN_FEE, Some(body)) };
+        let msg = OutMessage {
+            init: Some(init),
+            ..OutMessage::transfer(self.proxy, stake + MIN_FEE, Some(body))
+        };
         let t = self.send("proxy", msg);
         assert_eq!(t.exit_code_at(&self.proxy), Some(0), "{t:#?}");
         assert_eq!(self.proxy_data().stake, stake);
 
         // Client: deploy by topping up 10 TON, then stake exactly the minimum.
         let client = self.client_addr();
-        let init = self.proxy_init.client(self.proxy, self.addr("client")).state_init(&self.codes.client).unwrap();
+        let init = self
+            .proxy_init
+            .client(self.proxy, self.addr("client"))
+            .state_init(&self.codes.client)
+            .unwrap();
         let body = messages::client::top_up(0, 10 * TON, &self.addr("client")).unwrap();
-        let msg = OutMessage { init: Some(init), ..OutMessage::transfer(client, 10 * TON + MIN_FEE, Some(body)) };
+        let msg = OutMessage {
+            init: Some(init),
+            ..OutMessage::transfer(client, 10 * TON + MIN_FEE, Some(body))
+        };
         let t = self.send("client", msg);
         assert!(t.all_succeeded(), "{t:#?}");
         assert_eq!(self.client_data().balance, 10 * TON);
         assert_eq!(self.proxy_data().clients_held, 10 * TON);
         let min = self.proxy_init.params.min_client_stake;
-        assert_eq!(self.call("client", client, MIN_FEE, messages::client::increase_stake(0, min - 1).unwrap()), exit::STAKE_TOO_LOW);
-        assert_eq!(self.call("client", client, MIN_FEE, messages::client::increase_stake(0, min).unwrap()), 0);
+        assert_eq!(
+            self.call(
+                "client",
+                client,
+                MIN_FEE,
+                messages::client::increase_stake(0, min - 1).unwrap()
+            ),
+            exit::STAKE_TOO_LOW
+        );
+        assert_eq!(
+            self.call(
+                "client",
+                client,
+                MIN_FEE,
+                messages::client::increase_stake(0, min).unwrap()
+            ),
+            0
+        );
         assert_eq!(self.client_data().stake, min);
     }
 }
@@ -150,22 +193,40 @@ fn payment_lifecycle_with_every_bad_voucher_refused() {
     let v = net.voucher(op::CLIENT_CHARGE_SIGNED, 2_500, client);
     assert_eq!(net.call("proxy", client, MIN_FEE, v), 0);
     let c = net.client_data();
-    assert_eq!((c.tokens_used, c.balance), (2_500, 10 * TON - 2_500 * price));
+    assert_eq!(
+        (c.tokens_used, c.balance),
+        (2_500, 10 * TON - 2_500 * price)
+    );
     assert_eq!(net.proxy_data().clients_held, 10 * TON - 2_500 * price);
 
     // Every bad voucher, each with its own exit code, and nothing changes.
     let replayed = net.voucher(op::CLIENT_CHARGE_SIGNED, 2_500, client);
     assert_eq!(net.call("proxy", client, MIN_FEE, replayed), exit::REPLAYED);
     let backwards = net.voucher(op::CLIENT_CHARGE_SIGNED, 2_000, client);
-    assert_eq!(net.call("proxy", client, MIN_FEE, backwards), exit::BACKWARDS);
+    assert_eq!(
+        net.call("proxy", client, MIN_FEE, backwards),
+        exit::BACKWARDS
+    );
     let elsewhere = net.voucher(op::CLIENT_CHARGE_SIGNED, 3_000, net.addr("stranger"));
-    assert_eq!(net.call("proxy", client, MIN_FEE, elsewhere), exit::WRONG_TARGET);
-    let forged = Voucher { op: op::CLIENT_CHARGE_SIGNED, query_id: 1, counter: 3_000, target: client, state_hash: None }
-        .sign(&Keypair::from_seed([7; 32]))
-        .unwrap()
-        .body()
-        .unwrap();
-    assert_eq!(net.call("proxy", client, MIN_FEE, forged), exit::BAD_SIGNATURE);
+    assert_eq!(
+        net.call("proxy", client, MIN_FEE, elsewhere),
+        exit::WRONG_TARGET
+    );
+    let forged = Voucher {
+        op: op::CLIENT_CHARGE_SIGNED,
+        query_id: 1,
+        counter: 3_000,
+        target: client,
+        state_hash: None,
+    }
+    .sign(&Keypair::from_seed([7; 32]))
+    .unwrap()
+    .body()
+    .unwrap();
+    assert_eq!(
+        net.call("proxy", client, MIN_FEE, forged),
+        exit::BAD_SIGNATURE
+    );
     let wrong_op = net.voucher(op::WORKER_PAYOUT_SIGNED, 3_000, client);
     let mut b = tycho_types::cell::CellBuilder::new();
     // Re-wrap the worker voucher under the charge op: the payload's op no longer matches.
@@ -173,34 +234,62 @@ fn payment_lifecycle_with_every_bad_voucher_refused() {
     s.load_u32().unwrap();
     b.store_u32(op::CLIENT_CHARGE_SIGNED).unwrap();
     b.store_slice(s).unwrap();
-    assert_eq!(net.call("proxy", client, MIN_FEE, b.build().unwrap()), exit::WRONG_OP);
+    assert_eq!(
+        net.call("proxy", client, MIN_FEE, b.build().unwrap()),
+        exit::WRONG_OP
+    );
     assert_eq!(net.client_data().tokens_used, 2_500);
 
     // Worker: deployed by its first payout voucher; paid tokens × fee to its owner.
     let worker = net.worker_addr();
-    let init = net.proxy_init.worker(net.proxy, net.addr("worker")).state_init(&net.codes.worker).unwrap();
+    let init = net
+        .proxy_init
+        .worker(net.proxy, net.addr("worker"))
+        .state_init(&net.codes.worker)
+        .unwrap();
     let before = net.chain.balance(&net.addr("worker")).unwrap();
     let v = net.voucher(op::WORKER_PAYOUT_SIGNED, 2_000, worker);
-    let t = net.send("stranger", OutMessage { init: Some(init), ..OutMessage::transfer(worker, MIN_FEE, Some(v)) });
+    let t = net.send(
+        "stranger",
+        OutMessage {
+            init: Some(init),
+            ..OutMessage::transfer(worker, MIN_FEE, Some(v))
+        },
+    );
     assert!(t.all_succeeded(), "{t:#?}");
     assert_eq!(net.worker_data().tokens_paid, 2_000);
     let got = net.chain.balance(&net.addr("worker")).unwrap() - before;
     assert!(got >= 2_000 * fee, "worker got {got}, owed {}", 2_000 * fee);
-    assert!(got < 2_000 * fee + MIN_FEE, "worker got more than the payout plus leftover gas value: {got}");
+    assert!(
+        got < 2_000 * fee + MIN_FEE,
+        "worker got more than the payout plus leftover gas value: {got}"
+    );
     let replay = net.voucher(op::WORKER_PAYOUT_SIGNED, 2_000, worker);
-    assert_eq!(net.call("stranger", worker, MIN_FEE, replay), exit::REPLAYED);
+    assert_eq!(
+        net.call("stranger", worker, MIN_FEE, replay),
+        exit::REPLAYED
+    );
 
     // save_state: seqno must grow.
     let save = |seqno: u64, net: &Net| {
-        Voucher { op: op::PROXY_SAVE_STATE, query_id: 0, counter: seqno, target: net.proxy, state_hash: Some([seqno as u8; 32]) }
-            .sign(&net.proxy_key)
-            .unwrap()
-            .body()
-            .unwrap()
+        Voucher {
+            op: op::PROXY_SAVE_STATE,
+            query_id: 0,
+            counter: seqno,
+            target: net.proxy,
+            state_hash: Some([seqno as u8; 32]),
+        }
+        .sign(&net.proxy_key)
+        .unwrap()
+        .body()
+        .unwrap()
     };
     let body = save(5, &net);
     assert_eq!(net.call("proxy", net.proxy, MIN_FEE, body), 0);
-    assert_eq!((net.proxy_data().saved_seqno, net.proxy_data().state_hash), (5, [5; 32]));
+    assert_eq!(
+        (net.proxy_data().saved_seqno, net.proxy_data().state_hash),
+        (5, [5; 32])
+    );
     let body = save(5, &net);
     assert_eq!(net.call("proxy", net.proxy, MIN_FEE, body), exit::REPLAYED);
     let body = save(4, &net);
@@ -209,28 +298,93 @@ fn payment_lifecycle_with_every_bad_voucher_refused() {
     // Withdraw: down to exactly the stake is fine, one nanoton further is not.
     let c = net.client_data();
     let free = c.balance - c.stake;
-    assert_eq!(net.call("client", client, MIN_FEE, messages::client::withdraw(0, free + 1).unwrap()), exit::BELOW_STAKE);
-    assert_eq!(net.call("stranger", client, MIN_FEE, messages::client::withdraw(0, 1).unwrap()), exit::NOT_OWNER);
+    assert_eq!(
+        net.call(
+            "client",
+            client,
+            MIN_FEE,
+            messages::client::withdraw(0, free + 1).unwrap()
+        ),
+        exit::BELOW_STAKE
+    );
+    assert_eq!(
+        net.call(
+            "stranger",
+            client,
+            MIN_FEE,
+            messages::client::withdraw(0, 1).unwrap()
+        ),
+        exit::NOT_OWNER
+    );
     let before = net.chain.balance(&net.addr("client")).unwrap();
-    assert_eq!(net.call("client", client, MIN_FEE, messages::client::withdraw(0, free).unwrap()), 0);
+    assert_eq!(
+        net.call(
+            "client",
+            client,
+            MIN_FEE,
+            messages::client::withdraw(0, free).unwrap()
+        ),
+        0
+    );
     assert_eq!(net.client_data().balance, c.stake);
     let after = net.chain.balance(&net.addr("client")).unwrap();
-    assert!(after + MIN_FEE > before + free, "withdrawn money arrived (minus at most the fee)");
+    assert!(
+        after + MIN_FEE > before + free,
+        "withdrawn money arrived (minus at most the fee)"
+    );
 
     // Close without the proxy: refund request, too early, then after the delay.
-    assert_eq!(net.call("client", client, MIN_FEE, messages::client::request_refund(0).unwrap()), 0);
+    assert_eq!(
+        net.call(
+            "client",
+            client,
+            MIN_FEE,
+            messages::client::request_refund(0).unwrap()
+        ),
+        0
+    );
     assert_eq!(net.client_data().state, ContractState::Closing);
-    assert_eq!(net.call("client", client, MIN_FEE, messages::client::close_force(0).unwrap()), exit::TOO_EARLY);
-    net.chain.advance(net.proxy_init.params.client_delay_before_close - 1).unwrap();
-    assert_eq!(net.call("client", client, MIN_FEE, messages::client::close_force(0).unwrap()), exit::TOO_EARLY);
+    assert_eq!(
+        net.call(
+            "client",
+            client,
+            MIN_FEE,
+            messages::client::close_force(0).unwrap()
+        ),
+        exit::TOO_EARLY
+    );
+    net.chain
+        .advance(net.proxy_init.params.client_delay_before_close - 1)
+        .unwrap();
+    assert_eq!(
+        net.call(
+            "client",
+            client,
+            MIN_FEE,
+            messages::client::close_force(0).unwrap()
+        ),
+        exit::TOO_EARLY
+    );
     net.chain.advance(1).unwrap();
     let stake = net.client_data().balance;
     let before = net.chain.balance(&net.addr("client")).unwrap();
-    assert_eq!(net.call("client", client, MIN_FEE, messages::client::close_force(0).unwrap()), 0);
+    assert_eq!(
+        net.call(
+            "client",
+            client,
+            MIN_FEE,
+            messages::client::close_force(0).unwrap()
+        ),
+        0
+    );
     assert_eq!(net.client_data().state, ContractState::Closed);
     assert_eq!(net.client_data().balance, 0);
     assert!(net.chain.balance(&net.addr("client")).unwrap() + MIN_FEE > before + stake);
-    assert_eq!(net.proxy_data().clients_held, 0, "all client money left the proxy contract");
+    assert_eq!(
+        net.proxy_data().clients_held,
+        0,
+        "all client money left the proxy contract"
+    );
     // A charge after close is refused.
     let late = net.voucher(op::CLIENT_CHARGE_SIGNED, 9_000, client);
     assert_eq!(net.call("proxy", client, MIN_FEE, late), exit::WRONG_STATE);
@@ -238,12 +392,17 @@ fn payment_lifecycle_with_every_bad_voucher_refused() {
     // Proxy close: request, too early, complete after the delay; the owner gets the rest.
     let close = |op: u32, net: &Net| net.voucher(op, 0, net.proxy);
     let body = close(op::PROXY_CLOSE_COMPLETE_SIGNED, &net);
-    assert_eq!(net.call("proxy", net.proxy, MIN_FEE, body), exit::WRONG_STATE);
+    assert_eq!(
+        net.call("proxy", net.proxy, MIN_FEE, body),
+        exit::WRONG_STATE
+    );
     let body = close(op::PROXY_CLOSE_REQUEST_SIGNED, &net);
     assert_eq!(net.call("proxy", net.proxy, MIN_FEE, body), 0);
     let body = close(op::PROXY_CLOSE_COMPLETE_SIGNED, &net);
     assert_eq!(net.call("proxy", net.proxy, MIN_FEE, body), exit::TOO_EARLY);
-    net.chain.advance(net.proxy_init.params.proxy_delay_before_close).unwrap();
+    net.chain
+        .advance(net.proxy_init.params.proxy_delay_before_close)
+        .unwrap();
     let before = net.chain.balance(&net.addr("proxy")).unwrap();
     let held = net.chain.balance(&net.proxy).unwrap();
     let body = close(op::PROXY_CLOSE_COMPLETE_SIGNED, &net);
@@ -257,17 +416,31 @@ fn grant_refund_charges_then_returns_everything() {
     net.deploy();
     let client = net.client_addr();
     let price = net.proxy_init.params.price_per_token;
-    assert_eq!(net.call("client", client, MIN_FEE, messages::client::request_refund(0).unwrap()), 0);
+    assert_eq!(
+        net.call(
+            "client",
+            client,
+            MIN_FEE,
+            messages::client::request_refund(0).unwrap()
+        ),
+        0
+    );
     let before = net.chain.balance(&net.addr("client")).unwrap();
     let stake = net.client_data().balance;
     let v = net.voucher(op::CLIENT_GRANT_REFUND_SIGNED, 100, client);
     assert_eq!(net.call("proxy", client, MIN_FEE, v), 0);
     let c = net.client_data();
-    assert_eq!((c.state, c.balance, c.tokens_used), (ContractState::Closed, 0, 100));
+    assert_eq!(
+        (c.state, c.balance, c.tokens_used),
+        (ContractState::Closed, 0, 100)
+    );
     let got = net.chain.balance(&net.addr("client")).unwrap() - before;
     // The refund arrives with what is left of the submitter's MIN_FEE, never less than owed.
     let owed = stake - 100 * price;
-    assert!(got >= owed && got < owed + MIN_FEE, "refund {got}, owed {owed}");
+    assert!(
+        got >= owed && got < owed + MIN_FEE,
+        "refund {got}, owed {owed}"
+    );
     assert_eq!(net.proxy_data().clients_held, 0);
 }
 
@@ -281,10 +454,19 @@ fn state_survives_a_restart_from_disk() {
         let client = net.client_addr();
         let v = net.voucher(op::CLIENT_CHARGE_SIGNED, 77, client);
         assert_eq!(net.call("proxy", client, MIN_FEE, v), 0);
-        (client, net.client_data(), net.chain.balance(&net.proxy).unwrap())
+        (
+            client,
+            net.client_data(),
+            net.chain.balance(&net.proxy).unwrap(),
+        )
     };
-    let reopened = LocalChain::open(dir.path()).unwrap().expect("chain on disk");
-    assert_eq!(ClientData::parse(&reopened.data(&client).unwrap()).unwrap(), balance);
+    let reopened = LocalChain::open(dir.path())
+        .unwrap()
+        .expect("chain on disk");
+    assert_eq!(
+        ClientData::parse(&reopened.data(&client).unwrap()).unwrap(),
+        balance
+    );
     let proxy_addr = *reopened
         .transactions(&client, 1)
         .first()

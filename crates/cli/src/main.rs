@@ -6,6 +6,7 @@
 
 mod attest;
 mod bench;
+mod chain;
 mod engine;
 mod model;
 
@@ -34,6 +35,15 @@ enum Command {
     /// Run an inference engine behind an OpenAI-compatible API.
     #[command(subcommand)]
     Engine(engine::EngineCommand),
+    /// The local chain: create it, serve it over the toncenter v2 API, move its clock.
+    #[command(subcommand)]
+    Chain(chain::ChainCommand),
+    /// TON wallets (v4r2, v5r1): create, show, balance, send.
+    #[command(subcommand)]
+    Wallet(chain::WalletCommand),
+    /// The root contract's registry.
+    #[command(subcommand)]
+    Root(chain::RootCommand),
     /// Benchmarks that print JSON, each against an in-process baseline.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -51,6 +61,9 @@ fn main() -> std::process::ExitCode {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Model(cmd) => model::run(cmd),
         Command::Engine(cmd) => engine::run(cmd),
+        Command::Chain(cmd) => chain::run_chain(cmd),
+        Command::Wallet(cmd) => chain::run_wallet(cmd),
+        Command::Root(cmd) => chain::run_root(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

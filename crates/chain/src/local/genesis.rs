@@ -13,7 +13,10 @@ use crate::Network;
 use super::LocalChain;
 
 /// The faucet pseudo-address genesis funds come from.
-pub const FAUCET: Address = Address { workchain: 0, hash: [0xfa; 32] };
+pub const FAUCET: Address = Address {
+    workchain: 0,
+    hash: [0xfa; 32],
+};
 
 /// What a new local network starts with.
 #[derive(Clone, Debug)]
@@ -85,13 +88,33 @@ impl LocalChain {
             let keys = mnemonic.keypair();
             let wallet = Wallet::new(WalletVersion::V5r1, keys.public_key(), Network::Local);
             let address = wallet.address()?;
-            let trace = self.send_internal(FAUCET, address, *balance, false, None, Some(wallet.state_init()?))?;
+            let trace = self.send_internal(
+                FAUCET,
+                address,
+                *balance,
+                false,
+                None,
+                Some(wallet.state_init()?),
+            )?;
             expect_ok(&trace, "deploy wallet")?;
-            wallets.push(GenesisWallet { name: name.clone(), mnemonic: mnemonic.phrase(), version: WalletVersion::V5r1, address });
+            wallets.push(GenesisWallet {
+                name: name.clone(),
+                mnemonic: mnemonic.phrase(),
+                version: WalletVersion::V5r1,
+                address,
+            });
         }
-        let admin = wallets.iter().find(|w| w.name == "admin").expect("admin added above").clone();
+        let admin = wallets
+            .iter()
+            .find(|w| w.name == "admin")
+            .expect("admin added above")
+            .clone();
         let (keys, wallet) = admin.open()?;
-        let init = RootInit { owner: admin.address, params: spec.params.clone(), codes: ContractCodes::embedded() };
+        let init = RootInit {
+            owner: admin.address,
+            params: spec.params.clone(),
+            codes: ContractCodes::embedded(),
+        };
         let root_init = init.state_init()?;
         let root = crate::contracts::address_of(&root_init)?;
         let mut ops = vec![OutMessage {
@@ -99,13 +122,25 @@ impl LocalChain {
             ..OutMessage::transfer(root, crate::TON, None)
         }];
         for h in &spec.proxy_hashes {
-            ops.push(OutMessage::transfer(root, crate::TON / 10, Some(messages::root::add_proxy_type(0, h)?)));
+            ops.push(OutMessage::transfer(
+                root,
+                crate::TON / 10,
+                Some(messages::root::add_proxy_type(0, h)?),
+            ));
         }
         for h in &spec.worker_hashes {
-            ops.push(OutMessage::transfer(root, crate::TON / 10, Some(messages::root::add_worker_type(0, h)?)));
+            ops.push(OutMessage::transfer(
+                root,
+                crate::TON / 10,
+                Some(messages::root::add_worker_type(0, h)?),
+            ));
         }
         for (h, name) in &spec.models {
-            ops.push(OutMessage::transfer(root, crate::TON / 10, Some(messages::root::add_model_type(0, h, name)?)));
+            ops.push(OutMessage::transfer(
+                root,
+                crate::TON / 10,
+                Some(messages::root::add_model_type(0, h, name)?),
+            ));
         }
         for chunk in ops.chunks(200) {
             let trace = self.wallet_send(&wallet, &keys, chunk)?;
@@ -116,7 +151,12 @@ impl LocalChain {
 
     /// Signs and executes a transfer from a wallet on this chain; fails if any transaction it
     /// causes fails.
-    pub fn wallet_send(&mut self, wallet: &Wallet, keys: &Keypair, messages: &[OutMessage]) -> Result<super::Trace> {
+    pub fn wallet_send(
+        &mut self,
+        wallet: &Wallet,
+        keys: &Keypair,
+        messages: &[OutMessage],
+    ) -> Result<super::Trace> {
         let address = wallet.address()?;
         let seqno = match self.account(&address)?.status {
             "active" => self
