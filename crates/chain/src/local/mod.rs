@@ -338,6 +338,14 @@ impl LocalChain {
         Ok(trace)
     }
 
+    /// Executes any message cell as if it arrived from outside the shard: an internal message's
+    /// value is minted. Local-chain only (the cross-check replays sandbox's messages with it).
+    pub fn inject(&mut self, message: Cell) -> Result<Trace> {
+        let trace = self.run(message)?;
+        self.save()?;
+        Ok(trace)
+    }
+
     /// Injects an internal message from any address with freshly minted value — the local
     /// chain's faucet and genesis tool (and how the cross-check scenario sends messages).
     pub fn send_internal(
