@@ -15,6 +15,7 @@
 //! Money is integer nanotons (`u128`) everywhere.
 
 pub mod address;
+pub mod bench;
 pub mod cells;
 pub mod client;
 pub mod contracts;

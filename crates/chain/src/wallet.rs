@@ -90,7 +90,7 @@ impl OutMessage {
 
     /// The message as a `MessageRelaxed` cell (source filled in by the chain).
     pub fn to_cell(&self) -> Result<Cell> {
-        let body = self.body.clone().unwrap_or_else(|| Cell::empty_cell());
+        let body = self.body.clone().unwrap_or_else(Cell::empty_cell);
         let msg = OwnedRelaxedMessage {
             info: RelaxedMsgInfo::Int(RelaxedIntMsgInfo {
                 ihr_disabled: true,

@@ -35,6 +35,13 @@ pub enum BenchCommand {
         #[arg(long)]
         threads: Option<i32>,
     },
+    /// The local chain: transactions per second of plain transfers (baseline), signed wallet
+    /// transfers and payment vouchers.
+    Chain {
+        /// Messages per workload.
+        #[arg(long, default_value_t = 5000)]
+        messages: usize,
+    },
     /// Attestation: certificate verification and handshakes, cold vs cached.
     Attest {
         /// Certificate verifications per measurement.
@@ -49,6 +56,11 @@ pub enum BenchCommand {
 /// Runs one `bench` subcommand.
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Chain { messages } => {
+            let report = cocoon_chain::bench::run(messages)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
         BenchCommand::Attest {
             iterations,
             handshakes,

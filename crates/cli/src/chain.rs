@@ -259,8 +259,7 @@ pub fn read_genesis(dir: &Path) -> Result<Genesis> {
     let path = dir.join("genesis.json");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading {} (is this a chain directory?)", path.display()))?;
-    Ok(serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a genesis file", path.display()))?)
+    serde_json::from_str(&text).with_context(|| format!("{} is not a genesis file", path.display()))
 }
 
 /// Creates a local chain in `dir` from `spec` and writes genesis.json and wallets/NAME.json.
