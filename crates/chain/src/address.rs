@@ -10,7 +10,7 @@ use tycho_types::models::StdAddr;
 use crate::error::ChainError;
 
 /// A standard (`addr_std`) TON address: workchain and 256-bit account id.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Address {
     /// Workchain id (0 for basechain, −1 for masterchain).
     pub workchain: i8,

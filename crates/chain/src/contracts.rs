@@ -149,6 +149,30 @@ pub struct RegisteredProxy {
     pub endpoint: String,
 }
 
+impl RegisteredProxy {
+    /// The endpoint string a proxy registers: where clients and workers connect.
+    pub fn endpoint_string(clients: std::net::SocketAddr, workers: std::net::SocketAddr) -> String {
+        format!("clients={clients};workers={workers}")
+    }
+
+    fn part(&self, key: &str) -> Option<std::net::SocketAddr> {
+        self.endpoint
+            .split(';')
+            .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Where clients connect (from `clients=HOST:PORT` in the endpoint).
+    pub fn endpoint_client(&self) -> Option<std::net::SocketAddr> {
+        self.part("clients")
+    }
+
+    /// Where workers connect (from `workers=HOST:PORT` in the endpoint).
+    pub fn endpoint_worker(&self) -> Option<std::net::SocketAddr> {
+        self.part("workers")
+    }
+}
+
 /// Everything the root contract stores.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RootData {

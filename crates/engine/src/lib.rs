@@ -19,6 +19,7 @@ pub mod engine;
 pub mod fake;
 pub mod http;
 pub mod model;
+pub mod openai;
 pub mod request;
 pub mod server;
 

@@ -11,6 +11,9 @@
 //! knows its peer's verified identity. Every step has a deadline.
 #![forbid(unsafe_code)]
 
+pub mod identity;
+pub mod rpc;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

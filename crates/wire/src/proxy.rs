@@ -197,6 +197,15 @@ pub enum RequestPayment {
     },
 }
 
+/// `proxy.cancelQuery` (ours, not in COCOON): a one-way notice that the client of a request went
+/// away, so the worker stops generating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, TlRead, TlWrite)]
+#[tl(boxed, id = "proxy.cancelQuery", scheme = "cocoon.tl")]
+pub struct CancelQuery {
+    /// The request to stop.
+    pub request_id: Int256,
+}
+
 /// Requests a proxy sends to a worker (`proxy.runQuery*` functions).
 #[derive(Debug, Clone, PartialEq, TlRead, TlWrite)]
 #[tl(boxed, scheme = "cocoon.tl")]

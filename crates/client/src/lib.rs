@@ -1,0 +1,816 @@
+//! The client runner, usable as a library.
+//!
+//! [`Client::start`] reads the root contract, and for each proxy: verifies its attestation
+//! (RA-TLS, image hash in the root) before sending anything, checks that its contract is
+//! registered and holds the voucher key it announces, makes sure our client contract at that
+//! proxy exists, is funded and staked and holds the hash of our secret, and authorizes.
+//! [`Client::query`] sends a request to the first healthy proxy (failing over to the next)
+//! and streams the answer. Every charge voucher the proxy sends is checked and kept; the newest
+//! is committed on chain once half the stake is used, and the contract is topped up by one
+//! stake when the paid balance minus uncommitted use falls under half the stake.
+//! [`server`] puts the OpenAI HTTP API in front of it.
+
+#![forbid(unsafe_code)]
+
+pub mod server;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cocoon_chain::client::{self as chain_client, ChainClient};
+use cocoon_chain::contracts::{address_of, ClientData, ContractState, ProxyInit};
+use cocoon_chain::keys::Keypair;
+use cocoon_chain::messages::{self, op, MIN_FEE};
+use cocoon_chain::voucher::SignedVoucher;
+use cocoon_chain::wallet::{OutMessage, Wallet};
+use cocoon_chain::Address;
+use cocoon_net::identity::Identity;
+use cocoon_net::rpc::{Peer, RpcError};
+use cocoon_tee::{Policy, PolicyKind, QuoteProvider};
+use cocoon_wire::client::{
+    AuthorizationWithProxy, ClientConnectedToProxy, ClientParams, ClientQueryAnswer,
+    ClientQueryAnswerPart, ClientRequest, Refund, WorkerTypesV2,
+};
+use cocoon_wire::common::{Double, HttpRequest, SignedPayment, TokensUsed};
+use cocoon_wire::proxy::{CancelQuery, RequestPayment};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+/// How a client runs.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// State directory (the authorization secret).
+    pub dir: PathBuf,
+    /// The root contract.
+    pub root: Address,
+    /// Proxies' client endpoints; empty: every proxy registered in the root.
+    pub proxies: Vec<SocketAddr>,
+    /// First top-up of a new client contract, nanotons.
+    pub deposit: u128,
+    /// Stake, nanotons (≥ the root's minimum; ~10 minutes of use).
+    pub stake: u128,
+    /// Attestation policy for proxies.
+    pub proxy_policy: PolicyKind,
+    /// Most proof-of-work bits this client will solve.
+    pub max_pow_difficulty: u32,
+    /// Default `max_coefficient` of requests that set none, thousandths.
+    pub max_coefficient: u32,
+    /// Default timeout of requests.
+    pub timeout: Duration,
+}
+
+/// Why the client cannot do something.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No proxy could be used.
+    #[error("no proxy available: {0}")]
+    NoProxy(String),
+    /// The proxy (or the worker behind it) refused or failed the request, with an HTTP status.
+    #[error("{message}")]
+    Remote {
+        /// HTTP status.
+        status: u16,
+        /// The reason.
+        message: String,
+    },
+    /// The chain.
+    #[error("chain: {0}")]
+    Chain(#[from] cocoon_chain::ChainError),
+    /// A proxy that cannot be trusted.
+    #[error("refusing proxy: {0}")]
+    Refused(String),
+    /// Files.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl ClientError {
+    /// The HTTP status to answer an app with.
+    pub fn status(&self) -> u16 {
+        match self {
+            ClientError::Remote { status, .. } => *status,
+            ClientError::NoProxy(_) => 503,
+            _ => 502,
+        }
+    }
+}
+
+fn remote(e: RpcError) -> ClientError {
+    match e {
+        RpcError::Remote { code, message } => ClientError::Remote {
+            status: code.clamp(100, 599) as u16,
+            message,
+        },
+        RpcError::Timeout(t) => ClientError::Remote {
+            status: 504,
+            message: format!("no answer within {t:?}"),
+        },
+        RpcError::Closed => ClientError::NoProxy("connection to the proxy closed".into()),
+    }
+}
+
+/// One authorized proxy connection.
+struct ProxyConn {
+    proxy: Address,
+    peer: Peer,
+    client_sc: Address,
+    proxy_key: [u8; 32],
+    streams: Arc<Mutex<HashMap<[u8; 32], mpsc::UnboundedSender<ClientQueryAnswerPart>>>>,
+}
+
+/// Money state at one proxy.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Account {
+    /// Proxy contract.
+    pub proxy: Address,
+    /// Our client contract there.
+    pub client_contract: Address,
+    /// Newest charge voucher's tokens.
+    pub voucher_tokens: u64,
+    /// Tokens committed on chain.
+    pub committed_tokens: u64,
+    /// On-chain balance, nanotons.
+    pub balance: u128,
+    /// On-chain stake, nanotons.
+    pub stake: u128,
+    /// Price per token, nanotons.
+    pub price_per_token: u128,
+    #[serde(skip)]
+    voucher_body: Option<Vec<u8>>,
+}
+
+/// The client.
+pub struct Client {
+    cfg: ClientConfig,
+    chain: Arc<dyn ChainClient>,
+    wallet: (Keypair, Wallet),
+    identity: Identity,
+    secret: [u8; 32],
+    conns: Mutex<Vec<Arc<ProxyConn>>>,
+    accounts: Mutex<HashMap<Address, Account>>,
+    funding: tokio::sync::Mutex<()>,
+}
+
+/// A running query: parts as they come, then the final answer.
+pub struct QueryStream {
+    /// Answer parts (SSE frames of a streamed answer).
+    pub parts: mpsc::UnboundedReceiver<ClientQueryAnswerPart>,
+    /// The final answer.
+    pub done: oneshot::Receiver<Result<Answer, ClientError>>,
+    cancel: Option<(Peer, [u8; 32])>,
+}
+
+impl Drop for QueryStream {
+    fn drop(&mut self) {
+        // Dropped before the end (the app went away): tell the proxy to stop the worker.
+        if let Some((peer, request_id)) = self.cancel.take() {
+            if matches!(
+                self.done.try_recv(),
+                Err(oneshot::error::TryRecvError::Empty)
+            ) {
+                let _ = peer.send(cocoon_wire::encode(&CancelQuery { request_id }));
+            }
+        }
+    }
+}
+
+/// A finished query.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// The last bytes of the body (for a non-streamed answer: all of it).
+    pub body: Vec<u8>,
+    /// Token counts and the billed total.
+    pub tokens: TokensUsed,
+}
+
+/// A model the network serves, with its workers.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ModelInfo {
+    /// Model identity `name@sha256`.
+    pub id: String,
+    /// Workers: (coefficient, running, max).
+    pub workers: Vec<(i32, i32, i32)>,
+}
+
+fn load_or_create_secret(dir: &std::path::Path) -> Result<[u8; 32], ClientError> {
+    let path = dir.join("secret.hex");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let bytes = hex::decode(text.trim())
+            .map_err(|_| ClientError::Io(format!("{} is not hex", path.display())))?;
+        return bytes
+            .try_into()
+            .map_err(|_| ClientError::Io(format!("{} is not 32 bytes", path.display())));
+    }
+    let secret = Keypair::generate().seed().to_owned();
+    std::fs::create_dir_all(dir).map_err(|e| ClientError::Io(format!("{}: {e}", dir.display())))?;
+    std::fs::write(&path, hex::encode(secret))
+        .map_err(|e| ClientError::Io(format!("{}: {e}", path.display())))?;
+    Ok(secret)
+}
+
+impl Client {
+    /// Connects to the proxies and makes sure each client contract is ready.
+    pub async fn start(
+        cfg: ClientConfig,
+        chain: Arc<dyn ChainClient>,
+        wallet: (Keypair, Wallet),
+        quotes: &dyn QuoteProvider,
+    ) -> Result<Arc<Client>, ClientError> {
+        let root = chain_client::read_root(chain.as_ref(), &cfg.root).await?;
+        let mut policy = Policy::new(cfg.proxy_policy);
+        policy.allowed_image_hashes = root.proxy_hashes.clone();
+        let identity = Identity::new(quotes, "cocoon-client", policy).map_err(ClientError::Io)?;
+        let secret = load_or_create_secret(&cfg.dir)?;
+        let client = Arc::new(Client {
+            cfg: cfg.clone(),
+            chain,
+            wallet,
+            identity,
+            secret,
+            conns: Mutex::new(Vec::new()),
+            accounts: Mutex::new(HashMap::new()),
+            funding: tokio::sync::Mutex::new(()),
+        });
+        let targets: Vec<SocketAddr> = if cfg.proxies.is_empty() {
+            root.proxies
+                .iter()
+                .filter_map(|p| p.endpoint_client())
+                .collect()
+        } else {
+            cfg.proxies.clone()
+        };
+        if targets.is_empty() {
+            return Err(ClientError::NoProxy(
+                "the root lists no proxy and none is configured".into(),
+            ));
+        }
+        let mut errors = Vec::new();
+        for addr in targets {
+            match client.clone().connect(addr).await {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!("proxy {addr}: {e}");
+                    errors.push(format!("{addr}: {e}"));
+                }
+            }
+        }
+        if client.conns.lock().expect("conns").is_empty() {
+            return Err(ClientError::NoProxy(errors.join("; ")));
+        }
+        Ok(client)
+    }
+
+    /// The owner (paying wallet) address.
+    pub fn owner(&self) -> Address {
+        self.wallet.1.address().expect("wallet address")
+    }
+
+    /// Money state per proxy.
+    pub fn accounts(&self) -> Vec<Account> {
+        self.accounts
+            .lock()
+            .expect("accounts")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Number of authorized proxy connections alive.
+    pub fn connected(&self) -> usize {
+        self.conns
+            .lock()
+            .expect("conns")
+            .iter()
+            .filter(|c| !c.peer.is_closed())
+            .count()
+    }
+
+    async fn connect(self: Arc<Self>, addr: SocketAddr) -> Result<(), ClientError> {
+        let conn = cocoon_net::connect(
+            addr,
+            self.identity.client_tls.clone(),
+            &self.identity.verifier,
+            self.cfg.max_pow_difficulty,
+            cocoon_net::DEFAULT_HANDSHAKE_TIMEOUT,
+        )
+        .await
+        .map_err(|e| ClientError::NoProxy(e.to_string()))?;
+        let streams: Arc<Mutex<HashMap<[u8; 32], mpsc::UnboundedSender<ClientQueryAnswerPart>>>> =
+            Arc::default();
+        let payments: Arc<Mutex<Option<Address>>> = Arc::default();
+        let (s, me, pay) = (streams.clone(), self.clone(), payments.clone());
+        let on_packet = Arc::new(move |_: &Peer, data: Vec<u8>| {
+            if let Ok(part) = cocoon_wire::decode::<ClientQueryAnswerPart>(&data) {
+                let rid = match &part {
+                    ClientQueryAnswerPart::Part { request_id, .. }
+                    | ClientQueryAnswerPart::Error { request_id, .. } => *request_id,
+                };
+                if let Some(tx) = s.lock().expect("streams").get(&rid) {
+                    let _ = tx.send(part);
+                }
+            } else if let Ok(RequestPayment::Client { signed_payment, .. }) =
+                cocoon_wire::decode::<RequestPayment>(&data)
+            {
+                let proxy = *pay.lock().expect("proxy");
+                if let Some(proxy) = proxy {
+                    if let Err(e) = me.take_voucher(proxy, &signed_payment) {
+                        tracing::error!("proxy {proxy} sent a bad charge voucher: {e}");
+                    }
+                }
+            }
+        });
+        let on_query = Arc::new(|_: Peer, _: Vec<u8>| -> cocoon_net::rpc::AnswerFuture {
+            Box::pin(async { Err(RpcError::remote(400, "clients answer no queries")) })
+        });
+        let peer = Peer::spawn(conn, on_query, on_packet);
+        let t = Duration::from_secs(30);
+        let params = ClientParams {
+            flags: (),
+            client_owner_address: self.owner().to_raw().into_bytes(),
+            is_test: Some(true),
+            min_proto_version: Some(1),
+            max_proto_version: Some(1),
+        };
+        let answer = peer
+            .query(
+                cocoon_wire::encode(&ClientRequest::ConnectToProxy {
+                    params,
+                    min_config_version: 0,
+                }),
+                t,
+            )
+            .await
+            .map_err(remote)?;
+        let connected: ClientConnectedToProxy =
+            cocoon_wire::decode(&answer).map_err(|e| ClientError::Refused(e.to_string()))?;
+        let (proxy, client_sc, init) = self.check_proxy(&connected).await?;
+        *payments.lock().expect("proxy") = Some(proxy);
+        self.ensure_contract(proxy, client_sc, &init).await?;
+        let answer = peer
+            .query(
+                cocoon_wire::encode(&ClientRequest::AuthorizeWithProxyShort {
+                    data: self.secret.to_vec(),
+                }),
+                t,
+            )
+            .await
+            .map_err(remote)?;
+        match cocoon_wire::decode::<AuthorizationWithProxy>(&answer)
+            .map_err(|e| ClientError::Refused(e.to_string()))?
+        {
+            AuthorizationWithProxy::Success { signed_payment, .. } => {
+                self.take_voucher(proxy, &signed_payment)
+                    .map_err(ClientError::Refused)?;
+            }
+            AuthorizationWithProxy::Failed { error_code, error } => {
+                return Err(ClientError::Remote {
+                    status: error_code as u16,
+                    message: String::from_utf8_lossy(&error).into_owned(),
+                })
+            }
+        }
+        self.conns.lock().expect("conns").push(Arc::new(ProxyConn {
+            proxy,
+            peer,
+            client_sc,
+            proxy_key: connected.params.proxy_public_key,
+            streams,
+        }));
+        tracing::info!("connected to proxy {proxy} at {addr}");
+        Ok(())
+    }
+
+    /// The proxy's contract must be registered in the root and hold the announced voucher key;
+    /// our client contract must be where the proxy says.
+    async fn check_proxy(
+        &self,
+        c: &ClientConnectedToProxy,
+    ) -> Result<(Address, Address, ProxyInit), ClientError> {
+        let proxy: Address = String::from_utf8_lossy(&c.params.proxy_sc_address)
+            .parse()
+            .map_err(|e| ClientError::Refused(format!("proxy_sc_address: {e}")))?;
+        let root = chain_client::read_root(self.chain.as_ref(), &self.cfg.root).await?;
+        if !root.proxies.iter().any(|p| p.address == proxy) {
+            return Err(ClientError::Refused(format!(
+                "proxy contract {proxy} is not registered in the root"
+            )));
+        }
+        let data = chain_client::read_proxy(self.chain.as_ref(), &proxy).await?;
+        if data.proxy_public_key != c.params.proxy_public_key {
+            return Err(ClientError::Refused(
+                "the proxy's voucher key differs from its contract's".into(),
+            ));
+        }
+        let init = ProxyInit {
+            owner: data.owner,
+            proxy_public_key: data.proxy_public_key,
+            root: data.root,
+            params: data.params,
+            client_code: root.codes.client.clone(),
+            worker_code: root.codes.worker.clone(),
+        };
+        let client_sc = address_of(
+            &init
+                .client(proxy, self.owner())
+                .state_init(&root.codes.client)?,
+        )?;
+        if c.client_sc_address != client_sc.to_raw().into_bytes() {
+            return Err(ClientError::Refused(
+                "the proxy names a different client contract".into(),
+            ));
+        }
+        Ok((proxy, client_sc, init))
+    }
+
+    /// Deploys, funds, stakes and sets the secret hash of our client contract as needed.
+    async fn ensure_contract(
+        &self,
+        proxy: Address,
+        client_sc: Address,
+        init: &ProxyInit,
+    ) -> Result<(), ClientError> {
+        let secret_hash: [u8; 32] = Sha256::digest(self.secret).into();
+        let stake = self.cfg.stake.max(init.params.min_client_stake);
+        let current = self.client_data(&client_sc).await?;
+        let mut msgs = Vec::new();
+        match &current {
+            None => {
+                let deposit = self.cfg.deposit.max(stake);
+                let si = init
+                    .client(proxy, self.owner())
+                    .state_init(&self.root_codes().await?.client)?;
+                let body = messages::client::top_up(0, deposit, &self.owner())?;
+                msgs.push(OutMessage {
+                    init: Some(si),
+                    ..OutMessage::transfer(client_sc, deposit + MIN_FEE, Some(body))
+                });
+                msgs.push(OutMessage::transfer(
+                    client_sc,
+                    MIN_FEE,
+                    Some(messages::client::increase_stake(0, stake)?),
+                ));
+                msgs.push(OutMessage::transfer(
+                    client_sc,
+                    MIN_FEE,
+                    Some(messages::client::change_secret_hash(0, &secret_hash)?),
+                ));
+            }
+            Some(c) => {
+                if c.state != ContractState::Open {
+                    return Err(ClientError::Refused(format!(
+                        "our client contract {client_sc} is {:?}; reopen it with a top-up or use a new wallet",
+                        c.state
+                    )));
+                }
+                if c.stake < stake && c.balance >= stake {
+                    msgs.push(OutMessage::transfer(
+                        client_sc,
+                        MIN_FEE,
+                        Some(messages::client::increase_stake(0, stake)?),
+                    ));
+                }
+                if c.secret_hash != secret_hash {
+                    msgs.push(OutMessage::transfer(
+                        client_sc,
+                        MIN_FEE,
+                        Some(messages::client::change_secret_hash(0, &secret_hash)?),
+                    ));
+                }
+            }
+        }
+        if !msgs.is_empty() {
+            tracing::info!(
+                "preparing client contract {client_sc} ({} messages)",
+                msgs.len()
+            );
+            chain_client::send_transfer(self.chain.as_ref(), &self.wallet.1, &self.wallet.0, &msgs)
+                .await?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some(c) = self.client_data(&client_sc).await? {
+                    if c.secret_hash == secret_hash && c.stake >= stake.min(c.balance) {
+                        break;
+                    }
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(ClientError::Refused(format!(
+                        "client contract {client_sc} not ready after 60 s"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let c = self.client_data(&client_sc).await?.expect("deployed above");
+        let mut accounts = self.accounts.lock().expect("accounts");
+        let a = accounts.entry(proxy).or_default();
+        a.proxy = proxy;
+        a.client_contract = client_sc;
+        a.committed_tokens = c.tokens_used;
+        a.balance = c.balance;
+        a.stake = c.stake;
+        a.price_per_token = c.init.price_per_token;
+        Ok(())
+    }
+
+    async fn root_codes(&self) -> Result<cocoon_chain::contracts::ContractCodes, ClientError> {
+        Ok(chain_client::read_root(self.chain.as_ref(), &self.cfg.root)
+            .await?
+            .codes)
+    }
+
+    async fn client_data(&self, client_sc: &Address) -> Result<Option<ClientData>, ClientError> {
+        Ok(match self.chain.account(client_sc).await?.data {
+            Some(d) => Some(ClientData::parse(&d)?),
+            None => None,
+        })
+    }
+
+    /// Checks a charge voucher like the client contract will and keeps it if newer.
+    fn take_voucher(
+        self: &Arc<Self>,
+        proxy: Address,
+        payment: &SignedPayment,
+    ) -> Result<(), String> {
+        let SignedPayment::Signed { data } = payment else {
+            return Ok(());
+        };
+        let body = cocoon_chain::cells::from_boc(data).map_err(|e| e.to_string())?;
+        let v = SignedVoucher::parse(&body, false).map_err(|e| e.to_string())?;
+        let key = self
+            .conns
+            .lock()
+            .expect("conns")
+            .iter()
+            .find(|c| c.proxy == proxy)
+            .map(|c| c.proxy_key);
+        let mut accounts = self.accounts.lock().expect("accounts");
+        let a = accounts
+            .get_mut(&proxy)
+            .ok_or("voucher from an unknown proxy")?;
+        if let Some(key) = key {
+            v.check(
+                &key,
+                op::CLIENT_CHARGE_SIGNED,
+                &a.client_contract,
+                a.voucher_tokens.saturating_sub(1),
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        if v.voucher.counter < a.voucher_tokens {
+            return Err(format!(
+                "charge went backwards: {} < {}",
+                v.voucher.counter, a.voucher_tokens
+            ));
+        }
+        a.voucher_tokens = v.voucher.counter;
+        a.voucher_body = Some(data.clone());
+        drop(accounts);
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.keep_funded(proxy).await {
+                tracing::warn!("keeping the client contract funded failed: {e}");
+            }
+        });
+        Ok(())
+    }
+
+    /// Commits the newest charge once half the stake is used; tops up by one stake when the
+    /// paid balance minus uncommitted use falls under half the stake.
+    pub async fn keep_funded(&self, proxy: Address) -> Result<(), ClientError> {
+        let _guard = self.funding.lock().await;
+        let a = match self.accounts.lock().expect("accounts").get(&proxy) {
+            Some(a) => a.clone(),
+            None => return Ok(()),
+        };
+        let Some(c) = self.client_data(&a.client_contract).await? else {
+            return Ok(());
+        };
+        let price = c.init.price_per_token;
+        let uncommitted =
+            (a.voucher_tokens.saturating_sub(c.tokens_used) as u128).saturating_mul(price);
+        let mut msgs = Vec::new();
+        if uncommitted > 0 && uncommitted * 2 >= c.stake {
+            if let Some(body) = &a.voucher_body {
+                msgs.push(OutMessage::transfer(
+                    a.client_contract,
+                    MIN_FEE,
+                    Some(cocoon_chain::cells::from_boc(body)?),
+                ));
+            }
+        }
+        if c.balance.saturating_sub(uncommitted) * 2 < c.stake {
+            msgs.push(OutMessage::transfer(
+                a.client_contract,
+                c.stake + MIN_FEE,
+                Some(messages::client::top_up(0, c.stake, &self.owner())?),
+            ));
+        }
+        if !msgs.is_empty() {
+            chain_client::send_transfer(self.chain.as_ref(), &self.wallet.1, &self.wallet.0, &msgs)
+                .await?;
+        }
+        if let Some(c) = self.client_data(&a.client_contract).await? {
+            if let Some(acc) = self.accounts.lock().expect("accounts").get_mut(&proxy) {
+                acc.committed_tokens = c.tokens_used;
+                acc.balance = c.balance;
+                acc.stake = c.stake;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the newest charge voucher at every proxy now.
+    pub async fn commit_all(&self) -> Result<(), ClientError> {
+        let accounts = self.accounts();
+        for a in accounts {
+            if let Some(body) = &a.voucher_body {
+                if a.voucher_tokens > a.committed_tokens {
+                    let msg = OutMessage::transfer(
+                        a.client_contract,
+                        MIN_FEE,
+                        Some(cocoon_chain::cells::from_boc(body)?),
+                    );
+                    chain_client::send_transfer(
+                        self.chain.as_ref(),
+                        &self.wallet.1,
+                        &self.wallet.0,
+                        &[msg],
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn live(&self) -> Vec<Arc<ProxyConn>> {
+        self.conns
+            .lock()
+            .expect("conns")
+            .iter()
+            .filter(|c| !c.peer.is_closed())
+            .cloned()
+            .collect()
+    }
+
+    /// Sends one OpenAI request (`path` is `/v1/chat/completions` or `/v1/completions`) to the
+    /// first proxy that takes it.
+    pub async fn query(
+        &self,
+        model: &str,
+        path: &str,
+        body: Vec<u8>,
+        max_coefficient: Option<u32>,
+        timeout: Option<Duration>,
+    ) -> Result<QueryStream, ClientError> {
+        let conns = self.live();
+        if conns.is_empty() {
+            return Err(ClientError::NoProxy("no proxy connection is alive".into()));
+        }
+        let http = HttpRequest {
+            method: b"POST".to_vec(),
+            url: path.as_bytes().to_vec(),
+            http_version: b"HTTP/1.1".to_vec(),
+            headers: vec![cocoon_wire::common::HttpHeader {
+                name: b"content-type".to_vec(),
+                value: b"application/json".to_vec(),
+            }],
+            payload: body,
+        };
+        let query = cocoon_wire::encode(&http);
+        let timeout = timeout.unwrap_or(self.cfg.timeout);
+        let conn = conns[0].clone();
+        let mut request_id = [0u8; 32];
+        request_id.copy_from_slice(Keypair::generate().seed());
+        let (tx, parts) = mpsc::unbounded_channel();
+        conn.streams.lock().expect("streams").insert(request_id, tx);
+        let req = ClientRequest::RunQuery {
+            model_name: model.as_bytes().to_vec(),
+            query,
+            max_coefficient: max_coefficient.unwrap_or(self.cfg.max_coefficient) as i32,
+            max_tokens: 0,
+            timeout: Double(timeout.as_secs_f64()),
+            request_id,
+            min_config_version: 0,
+        };
+        let (done_tx, done) = oneshot::channel();
+        let peer = conn.peer.clone();
+        let streams = conn.streams.clone();
+        tokio::spawn(async move {
+            let result = peer
+                .query(cocoon_wire::encode(&req), timeout + Duration::from_secs(5))
+                .await;
+            let answer = match result {
+                Ok(bytes) => match cocoon_wire::decode::<ClientQueryAnswer>(&bytes) {
+                    Ok(ClientQueryAnswer::Answer {
+                        answer,
+                        request_tokens_used,
+                        ..
+                    }) => Ok(Answer {
+                        body: answer,
+                        tokens: request_tokens_used,
+                    }),
+                    Ok(ClientQueryAnswer::Error {
+                        error_code, error, ..
+                    }) => Err(ClientError::Remote {
+                        status: error_code.clamp(100, 599) as u16,
+                        message: String::from_utf8_lossy(&error).into_owned(),
+                    }),
+                    Err(e) => Err(ClientError::Remote {
+                        status: 502,
+                        message: format!("proxy answer: {e}"),
+                    }),
+                },
+                Err(e) => Err(remote(e)),
+            };
+            // Parts were routed before the final answer arrived; closing the channel ends them.
+            streams.lock().expect("streams").remove(&request_id);
+            let _ = done_tx.send(answer);
+        });
+        Ok(QueryStream {
+            parts,
+            done,
+            cancel: Some((conn.peer.clone(), request_id)),
+        })
+    }
+
+    /// Models served behind the connected proxies.
+    pub async fn models(&self) -> Result<Vec<ModelInfo>, ClientError> {
+        let mut out: HashMap<String, ModelInfo> = HashMap::new();
+        for c in self.live() {
+            let bytes = c
+                .peer
+                .query(
+                    cocoon_wire::encode(&ClientRequest::GetWorkerTypesV2),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(remote)?;
+            let types: WorkerTypesV2 =
+                cocoon_wire::decode(&bytes).map_err(|e| ClientError::Refused(e.to_string()))?;
+            for t in types.types {
+                let id = String::from_utf8_lossy(&t.name).into_owned();
+                let entry = out.entry(id.clone()).or_insert(ModelInfo {
+                    id,
+                    workers: vec![],
+                });
+                entry.workers.extend(
+                    t.workers
+                        .iter()
+                        .map(|w| (w.coefficient, w.active_requests, w.max_active_requests)),
+                );
+            }
+        }
+        let mut v: Vec<ModelInfo> = out.into_values().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(v)
+    }
+
+    /// Asks every proxy for the final refund voucher and submits it: the contract charges the
+    /// last use and returns everything else to the wallet. Returns the contracts closed.
+    pub async fn refund_all(&self) -> Result<Vec<Address>, ClientError> {
+        let mut closed = Vec::new();
+        for c in self.live() {
+            let bytes = c
+                .peer
+                .query(
+                    cocoon_wire::encode(&ClientRequest::RequestRefund),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(remote)?;
+            match cocoon_wire::decode::<Refund>(&bytes)
+                .map_err(|e| ClientError::Refused(e.to_string()))?
+            {
+                Refund::Granted { data } => {
+                    let msg = OutMessage::transfer(
+                        c.client_sc,
+                        MIN_FEE,
+                        Some(cocoon_chain::cells::from_boc(&data)?),
+                    );
+                    chain_client::send_transfer(
+                        self.chain.as_ref(),
+                        &self.wallet.1,
+                        &self.wallet.0,
+                        &[msg],
+                    )
+                    .await?;
+                    closed.push(c.client_sc);
+                }
+                Refund::Rejected { active_queries } => {
+                    return Err(ClientError::Remote {
+                        status: 409,
+                        message: format!(
+                            "proxy {} refused the refund: {active_queries} queries still running",
+                            c.proxy
+                        ),
+                    })
+                }
+            }
+        }
+        Ok(closed)
+    }
+}

@@ -1,0 +1,296 @@
+//! The OpenAI-compatible HTTP API on localhost: `/v1/chat/completions` and `/v1/completions`
+//! (streamed or not) and `/v1/models`, behind an API key (`Authorization: Bearer …`).
+//! Two request fields beyond OpenAI's: `max_coefficient` (thousandths: the dearest worker
+//! accepted) and `timeout` (seconds); they are taken out before the body goes to a worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+
+use crate::{Client, ClientError};
+
+struct App {
+    client: Arc<Client>,
+    api_key: String,
+}
+
+/// The router; every route needs `api_key`.
+pub fn router(client: Arc<Client>, api_key: String) -> Router {
+    let app = Arc::new(App { client, api_key });
+    Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completion))
+        .with_state(app)
+}
+
+/// Serves on `listener` until dropped.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    client: Arc<Client>,
+    api_key: String,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(client, api_key)).await
+}
+
+fn error(status: u16, kind: &str, message: impl std::fmt::Display) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let body =
+        json!({"error": {"message": message.to_string(), "type": kind, "code": status.as_u16()}});
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn client_error(e: &ClientError) -> Response {
+    // Worker errors arrive as OpenAI error objects already; pass them through.
+    if let ClientError::Remote { status, message } = e {
+        if let Ok(v) = serde_json::from_str::<Value>(message) {
+            if v.get("error").is_some() {
+                let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
+                return (
+                    status,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    message.clone(),
+                )
+                    .into_response();
+            }
+        }
+    }
+    let kind = match e.status() {
+        400 | 413 => "invalid_request_error",
+        401 | 403 => "authentication_error",
+        402 => "insufficient_quota",
+        404 => "not_found_error",
+        503 => "overloaded_error",
+        504 => "timeout_error",
+        _ => "server_error",
+    };
+    error(e.status(), kind, e)
+}
+
+fn authorized(app: &App, headers: &HeaderMap) -> Result<(), Response> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant-time comparison of equal-length keys.
+    let ok = given.len() == app.api_key.len()
+        && given
+            .bytes()
+            .zip(app.api_key.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if ok {
+        Ok(())
+    } else {
+        Err(error(
+            401,
+            "authentication_error",
+            "missing or wrong API key (Authorization: Bearer <key>)",
+        ))
+    }
+}
+
+async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&app, &headers) {
+        return r;
+    }
+    match app.client.models().await {
+        Ok(list) => {
+            let data: Vec<Value> = list
+                .iter()
+                .map(|m| {
+                    let name = m.id.split('@').next().unwrap_or(&m.id);
+                    json!({
+                        "id": name,
+                        "object": "model",
+                        "owned_by": "cocoon",
+                        "identity": m.id,
+                        "workers": m.workers.iter().map(|(c, a, max)| json!({"coefficient": c, "active_requests": a, "max_active_requests": max})).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                json!({"object": "list", "data": data}).to_string(),
+            )
+                .into_response()
+        }
+        Err(e) => client_error(&e),
+    }
+}
+
+async fn chat(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    run(app, headers, body, "/v1/chat/completions").await
+}
+
+async fn completion(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    run(app, headers, body, "/v1/completions").await
+}
+
+async fn run(app: Arc<App>, headers: HeaderMap, body: Bytes, path: &str) -> Response {
+    if let Err(r) = authorized(&app, &headers) {
+        return r;
+    }
+    let mut v: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => {
+            return error(
+                400,
+                "invalid_request_error",
+                "the body must be a JSON object",
+            )
+        }
+        Err(e) => {
+            return error(
+                400,
+                "invalid_request_error",
+                format!("the body is not JSON: {e}"),
+            )
+        }
+    };
+    let obj = v.as_object_mut().expect("checked above");
+    let max_coefficient = match obj.remove("max_coefficient") {
+        None | Some(Value::Null) => None,
+        Some(x) => match x.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) if n > 0 => Some(n),
+            _ => {
+                return error(
+                    400,
+                    "invalid_request_error",
+                    "max_coefficient must be a positive integer (thousandths)",
+                )
+            }
+        },
+    };
+    let timeout = match obj.remove("timeout") {
+        None | Some(Value::Null) => None,
+        Some(x) => match x.as_f64() {
+            Some(s) if s > 0.0 && s <= 3600.0 => Some(Duration::from_secs_f64(s)),
+            _ => {
+                return error(
+                    400,
+                    "invalid_request_error",
+                    "timeout must be seconds in (0, 3600]",
+                )
+            }
+        },
+    };
+    let Some(model) = obj
+        .get("model")
+        .and_then(|m| m.as_str())
+        .map(str::to_string)
+    else {
+        return error(400, "invalid_request_error", "model is required");
+    };
+    let stream = obj.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
+    let forwarded = v.to_string().into_bytes();
+    let mut q = match app
+        .client
+        .query(&model, path, forwarded, max_coefficient, timeout)
+        .await
+    {
+        Ok(q) => q,
+        Err(e) => return client_error(&e),
+    };
+    if !stream {
+        let answer = match (&mut q.done).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => return client_error(&e),
+            Err(_) => return error(502, "server_error", "the query ended without an answer"),
+        };
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            answer.body,
+        )
+            .into_response();
+    }
+    // Streaming: wait for the first part or the end, so early errors get a proper status.
+    // No part at all (the channel closed): the final answer decides the response.
+    let first = q.parts.recv().await;
+    let first_bytes = match first {
+        Some(cocoon_wire::client::ClientQueryAnswerPart::Part { answer, .. }) => answer,
+        Some(cocoon_wire::client::ClientQueryAnswerPart::Error {
+            error_code,
+            error: msg,
+            ..
+        }) => {
+            return client_error(&ClientError::Remote {
+                status: error_code as u16,
+                message: String::from_utf8_lossy(&msg).into_owned(),
+            })
+        }
+        None => match (&mut q.done).await {
+            Ok(Ok(a)) => {
+                return Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, "text/event-stream")
+                    .body(Body::from(a.body))
+                    .unwrap_or_else(|_| error(500, "server_error", "response build failed"))
+            }
+            Ok(Err(e)) => return client_error(&e),
+            Err(_) => return error(502, "server_error", "the query ended without an answer"),
+        },
+    };
+    let body = async_stream(q, first_bytes);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| error(500, "server_error", "response build failed"))
+}
+
+/// The SSE body: the first part, the rest as they come, then the final bytes (or an error
+/// frame). Dropping it (the app hung up) drops the query, which cancels it at the worker.
+fn async_stream(
+    q: crate::QueryStream,
+    first: Vec<u8>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    futures_util::stream::unfold((Some(first), Some(q)), |(first, q)| async move {
+        if let Some(f) = first {
+            return Some((Ok(Bytes::from(f)), (None, q)));
+        }
+        let mut q = q?;
+        match q.parts.recv().await {
+            Some(cocoon_wire::client::ClientQueryAnswerPart::Part { answer, .. }) => {
+                Some((Ok(Bytes::from(answer)), (None, Some(q))))
+            }
+            Some(cocoon_wire::client::ClientQueryAnswerPart::Error { error, .. }) => {
+                let frame = format!("data: {}\n\n", String::from_utf8_lossy(&error));
+                Some((Ok(Bytes::from(frame)), (None, Some(q))))
+            }
+            None => {
+                let last = match (&mut q.done).await {
+                    Ok(Ok(a)) => a.body,
+                    Ok(Err(e)) => format!(
+                        "data: {}\n\n",
+                        json!({"error": {"message": e.to_string(), "code": e.status()}})
+                    )
+                    .into_bytes(),
+                    Err(_) => Vec::new(),
+                };
+                drop(q);
+                if last.is_empty() {
+                    None
+                } else {
+                    Some((Ok(Bytes::from(last)), (None, None)))
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,143 @@
+//! OpenAI response bodies built from engine events: the non-streamed JSON object, or the SSE
+//! frames of a stream (text deltas, the finishing chunk, the usage chunk when asked, `[DONE]`).
+//! Shared by the HTTP server and the worker runner, so both answer byte-for-byte alike.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::engine::{EngineError, FinishReason, Usage};
+use crate::request::EngineRequest;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The `usage` object.
+pub fn usage_json(u: &Usage) -> Value {
+    json!({
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+    })
+}
+
+/// The `{"error": …}` object.
+pub fn error_json(e: &EngineError) -> Value {
+    let kind = match e.http_status() {
+        400 => "invalid_request_error",
+        404 => "not_found_error",
+        503 => "overloaded_error",
+        504 => "timeout_error",
+        _ => "server_error",
+    };
+    json!({"error": {"message": e.to_string(), "type": kind, "code": e.http_status()}})
+}
+
+/// Turns one request's events into OpenAI bytes.
+pub struct Formatter {
+    id: String,
+    created: u64,
+    model: String,
+    chat: bool,
+    stream: bool,
+    include_usage: bool,
+    first: bool,
+    text: String,
+}
+
+impl Formatter {
+    /// For `request` (its kind, model, streaming and usage options).
+    pub fn new(request: &EngineRequest) -> Self {
+        Formatter {
+            id: format!("cmpl-{}-{}", now(), NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+            created: now(),
+            model: request.model.clone(),
+            chat: request.is_chat(),
+            stream: request.stream,
+            include_usage: request.include_usage,
+            first: true,
+            text: String::new(),
+        }
+    }
+
+    /// Whether the answer is an SSE stream.
+    pub fn is_stream(&self) -> bool {
+        self.stream
+    }
+
+    fn frame(&self, choices: Value, usage: Option<Value>) -> Vec<u8> {
+        let object = if self.chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
+        let mut v = json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": choices});
+        if let Some(u) = usage {
+            v["usage"] = u;
+        }
+        format!("data: {v}\n\n").into_bytes()
+    }
+
+    /// More text: an SSE frame when streaming; otherwise kept for the final object (`None`).
+    pub fn text(&mut self, t: &str) -> Option<Vec<u8>> {
+        if !self.stream {
+            self.text.push_str(t);
+            return None;
+        }
+        let choice = if self.chat {
+            let delta = if self.first {
+                json!({"role": "assistant", "content": t})
+            } else {
+                json!({"content": t})
+            };
+            json!([{"index": 0, "delta": delta, "finish_reason": null}])
+        } else {
+            json!([{"index": 0, "text": t, "finish_reason": null}])
+        };
+        self.first = false;
+        Some(self.frame(choice, None))
+    }
+
+    /// The end: the last SSE frames (finish, usage when asked, `[DONE]`), or the whole JSON object.
+    pub fn done(&mut self, usage: &Usage, finish_reason: FinishReason) -> Vec<u8> {
+        if !self.stream {
+            let choice = if self.chat {
+                json!({"index": 0, "message": {"role": "assistant", "content": self.text}, "finish_reason": finish_reason.as_str()})
+            } else {
+                json!({"index": 0, "text": self.text, "finish_reason": finish_reason.as_str()})
+            };
+            let object = if self.chat {
+                "chat.completion"
+            } else {
+                "text_completion"
+            };
+            let v = json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [choice], "usage": usage_json(usage)});
+            return v.to_string().into_bytes();
+        }
+        let last = if self.chat {
+            json!([{"index": 0, "delta": {}, "finish_reason": finish_reason.as_str()}])
+        } else {
+            json!([{"index": 0, "text": "", "finish_reason": finish_reason.as_str()}])
+        };
+        let mut out = self.frame(last, None);
+        if self.include_usage {
+            out.extend(self.frame(json!([]), Some(usage_json(usage))));
+        }
+        out.extend_from_slice(b"data: [DONE]\n\n");
+        out
+    }
+
+    /// An error after the stream started: one SSE frame with the error object.
+    pub fn error_frame(e: &EngineError) -> Vec<u8> {
+        format!("data: {}\n\n", error_json(e)).into_bytes()
+    }
+}

@@ -1,0 +1,464 @@
+//! A whole network on one machine, every role real: the local chain (in process, also served
+//! over the toncenter API), a genesis whose root allows the fake-TDX image and the served
+//! model, one proxy (contract deployed and registered in the root), N workers, and a client
+//! with its OpenAI API. All state lives in one directory, so starting again resumes with the
+//! same wallets, contracts, ledger and balances.
+
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cocoon_chain::client::{self as chain_client, ChainClient, LocalClient};
+use cocoon_chain::contracts::{Params, RegisteredProxy};
+use cocoon_chain::local::{Clock, Genesis, GenesisSpec, LocalChain};
+use cocoon_chain::messages;
+use cocoon_chain::wallet::OutMessage;
+use cocoon_chain::{Address, TON};
+use cocoon_client::{Client, ClientConfig};
+use cocoon_engine::engine::Engine;
+use cocoon_proxy::{Proxy, ProxyConfig, RunningProxy};
+use cocoon_tee::{FakeTdxProvider, PolicyKind};
+use cocoon_worker::{Worker, WorkerConfig};
+
+/// The identity the FAKE engine's workers announce: its name and the SHA-256 of the name (it
+/// has no weights to hash).
+pub fn fake_model_identity() -> String {
+    use sha2::Digest;
+    let name = cocoon_engine::fake::FAKE_MODEL;
+    format!(
+        "{name}@{}",
+        hex::encode(sha2::Sha256::digest(name.as_bytes()))
+    )
+}
+
+/// What to bring up.
+#[derive(Clone)]
+pub struct LocalNetConfig {
+    /// State directory.
+    pub dir: PathBuf,
+    /// One engine per worker, all serving `model`.
+    pub engines: Vec<Arc<dyn Engine>>,
+    /// Model identity `name@sha256` the workers announce.
+    pub model: String,
+    /// Model type name recorded in the root (e.g. "smollm2").
+    pub model_type: String,
+    /// Client HTTP address.
+    pub http_listen: SocketAddr,
+    /// Toncenter API of the local chain (None: not served).
+    pub chain_listen: Option<SocketAddr>,
+    /// Proxy's worker and client listeners.
+    pub proxy_worker_listen: SocketAddr,
+    /// Proxy's client listener.
+    pub proxy_client_listen: SocketAddr,
+    /// Worker price coefficient, thousandths.
+    pub coefficient: u32,
+    /// Requests per worker at once.
+    pub max_active: u32,
+    /// Worker payout threshold, nanotons.
+    pub payout_threshold: u128,
+    /// Proof-of-work bits.
+    pub pow_difficulty: u32,
+    /// Prices at genesis.
+    pub params: Params,
+}
+
+impl LocalNetConfig {
+    /// Defaults on 127.0.0.1 with ephemeral ports.
+    pub fn new(dir: &Path, engines: Vec<Arc<dyn Engine>>, model: &str, model_type: &str) -> Self {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        LocalNetConfig {
+            dir: dir.to_path_buf(),
+            engines,
+            model: model.to_string(),
+            model_type: model_type.to_string(),
+            http_listen: any,
+            chain_listen: None,
+            proxy_worker_listen: any,
+            proxy_client_listen: any,
+            coefficient: 1000,
+            max_active: 16,
+            payout_threshold: TON,
+            pow_difficulty: 8,
+            params: Params::local_default(),
+        }
+    }
+}
+
+/// Errors bringing the network up.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalNetError {
+    /// Chain.
+    #[error("chain: {0}")]
+    Chain(#[from] cocoon_chain::ChainError),
+    /// Proxy.
+    #[error("proxy: {0}")]
+    Proxy(#[from] cocoon_proxy::ProxyError),
+    /// Worker.
+    #[error("worker: {0}")]
+    Worker(#[from] cocoon_worker::WorkerError),
+    /// Client.
+    #[error("client: {0}")]
+    Client(#[from] cocoon_client::ClientError),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Where everything listens (written to DIR/network.json).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct NetworkInfo {
+    /// OpenAI base URL.
+    pub base_url: String,
+    /// API key for it.
+    pub api_key: String,
+    /// Client HTTP address.
+    pub client_http: SocketAddr,
+    /// Proxy listeners.
+    pub proxy_workers: SocketAddr,
+    /// Proxy listeners.
+    pub proxy_clients: SocketAddr,
+    /// Toncenter API of the local chain.
+    pub chain_api: Option<String>,
+    /// Root contract.
+    pub root: Address,
+    /// Proxy contract.
+    pub proxy_contract: Address,
+    /// Wallets: name → address.
+    pub wallets: std::collections::BTreeMap<String, Address>,
+    /// Model served.
+    pub model: String,
+}
+
+/// A running network.
+pub struct LocalNet {
+    /// The chain (shared with every role).
+    pub chain: Arc<Mutex<LocalChain>>,
+    /// As a chain client.
+    pub chain_client: Arc<dyn ChainClient>,
+    /// Genesis (wallets).
+    pub genesis: Genesis,
+    /// The proxy.
+    pub proxy: RunningProxy,
+    /// The workers.
+    pub workers: Vec<Arc<Worker>>,
+    /// The client.
+    pub client: Arc<Client>,
+    /// Addresses and key.
+    pub info: NetworkInfo,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for LocalNet {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, LocalNetError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t.trim().to_string()),
+        Err(_) => {
+            let v = make();
+            std::fs::write(path, &v)
+                .map_err(|e| LocalNetError::Other(format!("{}: {e}", path.display())))?;
+            Ok(v)
+        }
+    }
+}
+
+fn model_hash(model: &str) -> Result<[u8; 32], LocalNetError> {
+    model
+        .rsplit_once('@')
+        .and_then(|(_, h)| hex::decode(h).ok())
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| LocalNetError::Other(format!("model identity {model:?} is not name@sha256")))
+}
+
+impl LocalNet {
+    /// Brings the network up (or resumes it from `cfg.dir`).
+    pub async fn start(cfg: LocalNetConfig) -> Result<LocalNet, LocalNetError> {
+        let io = |e: std::io::Error| LocalNetError::Other(e.to_string());
+        std::fs::create_dir_all(&cfg.dir).map_err(io)?;
+        let chain_dir = cfg.dir.join("chain");
+        let hash = model_hash(&cfg.model)?;
+        let fake_image = cocoon_tee::quote::Measurements::default().image_hash();
+        let worker_names: Vec<String> = (0..cfg.engines.len())
+            .map(|i| format!("worker{i}"))
+            .collect();
+
+        // Chain and genesis (or resume).
+        let (chain, genesis) = match LocalChain::open(&chain_dir)? {
+            Some(chain) => {
+                let text = std::fs::read_to_string(cfg.dir.join("genesis.json")).map_err(io)?;
+                let genesis: Genesis =
+                    serde_json::from_str(&text).map_err(|e| LocalNetError::Other(e.to_string()))?;
+                (chain, genesis)
+            }
+            None => {
+                let mut chain = LocalChain::new(Clock::System { offset: 0 })?;
+                let wallets = vec![
+                    ("proxy".to_string(), 1_000 * TON),
+                    ("client".to_string(), 1_000 * TON),
+                ];
+                let spec = GenesisSpec {
+                    params: cfg.params.clone(),
+                    wallets,
+                    proxy_hashes: vec![fake_image],
+                    worker_hashes: vec![fake_image],
+                    models: vec![(hash, cfg.model_type.clone())],
+                };
+                let genesis = chain.genesis(&spec)?;
+                chain.persist_in(&chain_dir)?;
+                std::fs::write(
+                    cfg.dir.join("genesis.json"),
+                    serde_json::to_string_pretty(&genesis).unwrap_or_default(),
+                )
+                .map_err(io)?;
+                (chain, genesis)
+            }
+        };
+        let mut chain = chain;
+        let mut genesis = genesis;
+        // Worker wallets are created (and funded by the admin) as workers are added.
+        let mut added = false;
+        for name in &worker_names {
+            if genesis.wallet(name).is_err() {
+                let mnemonic = cocoon_chain::mnemonic::Mnemonic::generate();
+                let wallet = cocoon_chain::wallet::Wallet::new(
+                    cocoon_chain::wallet::WalletVersion::V5r1,
+                    mnemonic.keypair().public_key(),
+                    cocoon_chain::Network::Local,
+                );
+                let address = wallet.address()?;
+                let (keys, admin) = genesis.wallet("admin")?.open()?;
+                let mut fund = OutMessage::transfer(address, 100 * TON, None);
+                fund.bounce = false;
+                chain.wallet_send(&admin, &keys, &[fund])?;
+                genesis.wallets.push(cocoon_chain::local::GenesisWallet {
+                    name: name.clone(),
+                    mnemonic: mnemonic.phrase(),
+                    version: cocoon_chain::wallet::WalletVersion::V5r1,
+                    address,
+                });
+                added = true;
+            }
+        }
+        if added {
+            std::fs::write(
+                cfg.dir.join("genesis.json"),
+                serde_json::to_string_pretty(&genesis).unwrap_or_default(),
+            )
+            .map_err(io)?;
+        }
+        let chain = Arc::new(Mutex::new(chain));
+        let chain_client: Arc<dyn ChainClient> = Arc::new(LocalClient::new(chain.clone()));
+        let mut tasks = Vec::new();
+        let chain_api = match cfg.chain_listen {
+            Some(addr) => {
+                let listener = cocoon_chain::toncenter::bind(addr, false)
+                    .await
+                    .map_err(io)?;
+                let bound = listener.local_addr().map_err(io)?;
+                let shared = chain.clone();
+                tasks.push(tokio::spawn(async move {
+                    let _ = cocoon_chain::toncenter::serve(listener, shared).await;
+                }));
+                Some(format!("http://{bound}/api/v2"))
+            }
+            None => None,
+        };
+
+        // The admin allows the model if this is a new one (a resumed network with another model).
+        let admin = genesis.wallet("admin")?.open()?;
+        let root = chain_client::read_root(chain_client.as_ref(), &genesis.root).await?;
+        if !root.models.contains_key(&hash) {
+            let body = messages::root::add_model_type(0, &hash, &cfg.model_type)?;
+            chain_client::send_transfer(
+                chain_client.as_ref(),
+                &admin.1,
+                &admin.0,
+                &[OutMessage::transfer(genesis.root, TON / 10, Some(body))],
+            )
+            .await?;
+        }
+
+        // Proxy.
+        let proxy = Proxy::start(
+            ProxyConfig {
+                dir: cfg.dir.join("proxy"),
+                worker_listen: cfg.proxy_worker_listen,
+                client_listen: cfg.proxy_client_listen,
+                root: genesis.root,
+                worker_policy: PolicyKind::FakeTdx,
+                pow_difficulty: cfg.pow_difficulty,
+                save_state_interval: Duration::from_secs(30),
+                request_timeout: Duration::from_secs(600),
+            },
+            chain_client.clone(),
+            genesis.wallet("proxy")?.open()?,
+            &FakeTdxProvider::default(),
+        )
+        .await?;
+        register_proxy(
+            chain_client.as_ref(),
+            &genesis,
+            &admin,
+            proxy.proxy.address(),
+            &proxy,
+        )
+        .await?;
+
+        // Workers.
+        let mut workers = Vec::new();
+        for (i, engine) in cfg.engines.iter().enumerate() {
+            let worker = Worker::new(
+                WorkerConfig {
+                    dir: cfg.dir.join(format!("worker{i}")),
+                    root: genesis.root,
+                    proxies: vec![proxy.worker_addr],
+                    model: cfg.model.clone(),
+                    coefficient: cfg.coefficient,
+                    max_active: cfg.max_active,
+                    proxy_policy: PolicyKind::FakeTdx,
+                    max_pow_difficulty: 28,
+                    payout_threshold: cfg.payout_threshold,
+                },
+                chain_client.clone(),
+                genesis.wallet(&worker_names[i])?.open()?,
+                engine.clone(),
+                &FakeTdxProvider::default(),
+                vec![fake_image],
+            )?;
+            tasks.push(tokio::spawn(worker.clone().run()));
+            workers.push(worker);
+        }
+        // Wait for every worker's handshake.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while proxy.proxy.workers().len() < workers.len() {
+            if std::time::Instant::now() > deadline {
+                return Err(LocalNetError::Other(format!(
+                    "only {} of {} workers connected to the proxy",
+                    proxy.proxy.workers().len(),
+                    workers.len()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // Client.
+        let client = Client::start(
+            ClientConfig {
+                dir: cfg.dir.join("client"),
+                root: genesis.root,
+                proxies: vec![proxy.client_addr],
+                deposit: 10 * TON,
+                stake: cfg.params.min_client_stake,
+                proxy_policy: PolicyKind::FakeTdx,
+                max_pow_difficulty: 28,
+                max_coefficient: 10_000,
+                timeout: Duration::from_secs(600),
+            },
+            chain_client.clone(),
+            genesis.wallet("client")?.open()?,
+            &FakeTdxProvider::default(),
+        )
+        .await?;
+        let api_key = read_or_create(&cfg.dir.join("api-key"), || {
+            format!(
+                "cocoon-{}",
+                hex::encode(&cocoon_chain::keys::Keypair::generate().seed()[..16])
+            )
+        })?;
+        let listener = tokio::net::TcpListener::bind(cfg.http_listen)
+            .await
+            .map_err(io)?;
+        let http = listener.local_addr().map_err(io)?;
+        let (c, k) = (client.clone(), api_key.clone());
+        tasks.push(tokio::spawn(async move {
+            let _ = cocoon_client::server::serve(listener, c, k).await;
+        }));
+
+        let info = NetworkInfo {
+            base_url: format!("http://{http}/v1"),
+            api_key,
+            client_http: http,
+            proxy_workers: proxy.worker_addr,
+            proxy_clients: proxy.client_addr,
+            chain_api,
+            root: genesis.root,
+            proxy_contract: proxy.proxy.address(),
+            wallets: genesis
+                .wallets
+                .iter()
+                .filter(|w| !w.name.starts_with("worker") || worker_names.contains(&w.name))
+                .map(|w| (w.name.clone(), w.address))
+                .collect(),
+            model: cfg.model.clone(),
+        };
+        std::fs::write(
+            cfg.dir.join("network.json"),
+            serde_json::to_string_pretty(&info).unwrap_or_default(),
+        )
+        .map_err(io)?;
+        Ok(LocalNet {
+            chain,
+            chain_client,
+            genesis,
+            proxy,
+            workers,
+            client,
+            info,
+            tasks,
+        })
+    }
+
+    /// Stops every role (state stays on disk).
+    pub fn stop(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        self.proxy.stop();
+    }
+}
+
+/// Registers (or updates) the proxy's endpoints in the root through the admin wallet, and
+/// waits until the root shows them.
+async fn register_proxy(
+    chain: &dyn ChainClient,
+    genesis: &Genesis,
+    admin: &(cocoon_chain::keys::Keypair, cocoon_chain::wallet::Wallet),
+    proxy: Address,
+    running: &RunningProxy,
+) -> Result<(), LocalNetError> {
+    let endpoint = RegisteredProxy::endpoint_string(running.client_addr, running.worker_addr);
+    let root = chain_client::read_root(chain, &genesis.root).await?;
+    let body = match root.proxies.iter().find(|p| p.address == proxy) {
+        Some(p) if p.endpoint == endpoint => return Ok(()),
+        Some(p) => messages::root::update_proxy(0, p.seq, &proxy, &endpoint)?,
+        None => messages::root::register_proxy(0, &proxy, &endpoint)?,
+    };
+    chain_client::send_transfer(
+        chain,
+        &admin.1,
+        &admin.0,
+        &[OutMessage::transfer(genesis.root, TON / 10, Some(body))],
+    )
+    .await?;
+    for _ in 0..600 {
+        let root = chain_client::read_root(chain, &genesis.root).await?;
+        if root
+            .proxies
+            .iter()
+            .any(|p| p.address == proxy && p.endpoint == endpoint)
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(LocalNetError::Other(
+        "the root did not register the proxy".into(),
+    ))
+}

@@ -1,0 +1,260 @@
+//! The whole network in process with the FAKE engine: OpenAI requests through client → proxy →
+//! worker, streamed and not; refusals; and the money on chain, to the nanoton.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_chain::contracts::{ClientData, ProxyData, WorkerData};
+use cocoon_chain::price::{adjusted_tokens, TokenUsage};
+use cocoon_engine::engine::Engine;
+use cocoon_engine::fake::{FakeEngine, FAKE_MODEL};
+use cocoon_localnet::{LocalNet, LocalNetConfig};
+
+async fn start(dir: &std::path::Path, workers: usize) -> LocalNet {
+    let engines: Vec<Arc<dyn Engine>> = (0..workers)
+        .map(|_| Arc::new(FakeEngine::default()) as Arc<dyn Engine>)
+        .collect();
+    let cfg = LocalNetConfig::new(
+        dir,
+        engines,
+        &cocoon_localnet::fake_model_identity(),
+        "fake",
+    );
+    LocalNet::start(cfg).await.expect("network starts")
+}
+
+fn chat(stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": FAKE_MODEL,
+        "messages": [{"role": "user", "content": "hello"}],
+        "stream": stream,
+        "stream_options": if stream { serde_json::json!({"include_usage": true}) } else { serde_json::Value::Null },
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_flow_and_every_token_is_paid_on_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = start(dir.path(), 2).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/chat/completions", net.info.base_url);
+    let key = &net.info.api_key;
+
+    // Non-streamed.
+    let r = http
+        .post(&url)
+        .bearer_auth(key)
+        .json(&chat(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["usage"]["prompt_tokens"], 34);
+    assert_eq!(v["usage"]["completion_tokens"], 100);
+    assert!(
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .len()
+            >= 50 * 100
+    );
+
+    // Streamed: many SSE frames, a usage chunk, then [DONE].
+    let r = http
+        .post(&url)
+        .bearer_auth(key)
+        .json(&chat(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let text = r.text().await.unwrap();
+    let frames: Vec<&str> = text
+        .split("\n\n")
+        .filter(|f| f.starts_with("data: "))
+        .collect();
+    assert!(frames.len() >= 50, "{} frames", frames.len());
+    assert_eq!(*frames.last().unwrap(), "data: [DONE]");
+    let usage: serde_json::Value =
+        serde_json::from_str(frames[frames.len() - 2].trim_start_matches("data: ")).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 100);
+
+    // Six more, concurrently.
+    let mut handles = Vec::new();
+    for i in 0..6 {
+        let (http, url, key) = (http.clone(), url.clone(), key.clone());
+        handles.push(tokio::spawn(async move {
+            let r = http
+                .post(&url)
+                .bearer_auth(&key)
+                .json(&chat(i % 2 == 0))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap();
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+
+    // Money: 8 requests of usage 34/11/100/10 at coefficient 1000.
+    let params = net.proxy.proxy.totals();
+    let usage = TokenUsage {
+        prompt: 34,
+        cached: 11,
+        completion: 100,
+        reasoning: 10,
+    };
+    let root_params = cocoon_chain::contracts::Params::local_default();
+    let per_request = adjusted_tokens(&usage, 1000, &root_params);
+    assert_eq!(per_request, 134);
+    let owner = net.client.owner();
+    assert_eq!(
+        params.clients[&owner],
+        8 * per_request,
+        "ledger charged the client exactly"
+    );
+    let earned: u64 = params.workers.values().sum();
+    assert_eq!(
+        earned,
+        8 * per_request,
+        "ledger credits the workers exactly"
+    );
+
+    // Commit on chain: the client's newest charge, and each worker's payout.
+    let accounts = net.client.accounts();
+    let client_sc = accounts[0].client_contract;
+    let proxy_sc = net.proxy.proxy.address();
+    let held_before = {
+        let c = net.chain.lock().unwrap();
+        ProxyData::parse(&c.data(&proxy_sc).unwrap())
+            .unwrap()
+            .clients_held
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await; // vouchers arrive as packets after the answers
+    net.client.commit_all().await.unwrap();
+    for w in &net.workers {
+        if !w.held().is_empty() {
+            w.claim_now(proxy_sc).await.unwrap();
+        }
+    }
+    let c = net.chain.lock().unwrap();
+    let client = ClientData::parse(&c.data(&client_sc).unwrap()).unwrap();
+    assert_eq!(
+        client.tokens_used,
+        8 * per_request,
+        "client contract charged exactly the ledger"
+    );
+    let held_after = ProxyData::parse(&c.data(&proxy_sc).unwrap())
+        .unwrap()
+        .clients_held;
+    assert_eq!(
+        held_before - held_after,
+        8 * per_request as u128 * root_params.price_per_token,
+        "to the nanoton"
+    );
+    let mut paid = 0;
+    for (i, _) in net.workers.iter().enumerate() {
+        let owner = net.genesis.wallet(&format!("worker{i}")).unwrap().address;
+        let init = cocoon_proxy::proxy_init(
+            &cocoon_chain::contracts::RootData::parse(
+                &c.data(&net.genesis.root).unwrap(),
+                &c.account(&net.genesis.root).unwrap().code.unwrap(),
+            )
+            .unwrap(),
+            net.genesis.root,
+            net.genesis.wallet("proxy").unwrap().address,
+            &net.proxy.proxy.public_key(),
+        );
+        let sc = cocoon_chain::contracts::address_of(
+            &init
+                .worker(proxy_sc, owner)
+                .state_init(&cocoon_chain::contracts::ContractCodes::embedded().worker)
+                .unwrap(),
+        )
+        .unwrap();
+        if let Ok(d) = c.data(&sc) {
+            paid += WorkerData::parse(&d).unwrap().tokens_paid;
+        }
+    }
+    assert_eq!(
+        paid,
+        8 * per_request,
+        "workers paid on chain exactly what they earned"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = start(dir.path(), 1).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/chat/completions", net.info.base_url);
+    let key = &net.info.api_key;
+    let r = http
+        .post(&url)
+        .bearer_auth("wrong")
+        .json(&chat(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let mut body = chat(false);
+    body["model"] = "no-such-model".into();
+    let r = http
+        .post(&url)
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("no worker serves model no-such-model"));
+    let mut body = chat(false);
+    body["max_coefficient"] = 500.into();
+    let r = http
+        .post(&url)
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 402);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("cheapest worker's coefficient 1000"));
+    let mut body = chat(false);
+    body["frequency_penalty_x"] = 1.into();
+    let r = http
+        .post(&url)
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        400,
+        "the worker's whitelist refuses unknown fields"
+    );
+    let r = http
+        .get(format!("{}/models", net.info.base_url))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["data"][0]["id"], FAKE_MODEL);
+    assert_eq!(v["data"][0]["workers"][0]["coefficient"], 1000);
+}

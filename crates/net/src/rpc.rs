@@ -1,0 +1,287 @@
+//! Queries and one-way messages over a [`Connection`], both directions at once.
+//!
+//! [`Peer::spawn`] splits a connection into a writer task (one FIFO of outgoing packets) and a
+//! reader task that answers pings, resolves the answers to our queries by id, runs the peer's
+//! queries through a [`QueryHandler`] (each in its own task, so a slow one never blocks the
+//! connection) and hands one-way packets to a [`PacketHandler`]. Because everything leaves
+//! through one FIFO, a handler's one-way packets (streamed answer parts) always arrive before
+//! its final answer.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cocoon_tee::PeerIdentity;
+use cocoon_wire::TcpPacket;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::Connection;
+
+/// Why a query failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RpcError {
+    /// The connection closed before the answer came.
+    #[error("connection closed")]
+    Closed,
+    /// No answer within the deadline.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The peer answered with an error.
+    #[error("peer error {code}: {message}")]
+    Remote {
+        /// HTTP-like code.
+        code: i32,
+        /// The peer's reason.
+        message: String,
+    },
+}
+
+impl RpcError {
+    /// An error to answer a query with.
+    pub fn remote(code: i32, message: impl Into<String>) -> Self {
+        RpcError::Remote {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A boxed future of a query's answer.
+pub type AnswerFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, RpcError>> + Send>>;
+/// Runs one query from the peer: gets the peer handle (to stream parts) and the query bytes.
+pub type QueryHandler = Arc<dyn Fn(Peer, Vec<u8>) -> AnswerFuture + Send + Sync>;
+/// Takes one one-way packet from the peer. Must not block: route it and return.
+pub type PacketHandler = Arc<dyn Fn(&Peer, Vec<u8>) + Send + Sync>;
+
+struct Inner {
+    tx: mpsc::UnboundedSender<TcpPacket>,
+    next_id: AtomicU64,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Vec<u8>, RpcError>>>>,
+    identity: PeerIdentity,
+    addr: Option<std::net::SocketAddr>,
+    closed: watch::Receiver<bool>,
+    close_tx: watch::Sender<bool>,
+}
+
+/// One side of a live connection. Cheap to clone; the connection lives while the peer keeps it
+/// open or until [`Peer::close`].
+#[derive(Clone)]
+pub struct Peer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("addr", &self.inner.addr)
+            .finish()
+    }
+}
+
+impl Peer {
+    /// Starts the reader and writer tasks of `conn`.
+    pub fn spawn(conn: Connection, on_query: QueryHandler, on_packet: PacketHandler) -> Peer {
+        let Connection {
+            framed,
+            peer,
+            peer_addr,
+        } = conn;
+        let (mut sink, mut stream) = framed.split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<TcpPacket>();
+        let (close_tx, closed) = watch::channel(false);
+        let me = Peer {
+            inner: Arc::new(Inner {
+                tx,
+                next_id: AtomicU64::new(1),
+                pending: Mutex::new(HashMap::new()),
+                identity: peer,
+                addr: peer_addr,
+                closed,
+                close_tx,
+            }),
+        };
+        // Writer: drains the FIFO until the channel or the socket closes.
+        let writer = me.clone();
+        tokio::spawn(async move {
+            let mut closed = writer.inner.closed.clone();
+            loop {
+                tokio::select! {
+                    packet = rx.recv() => match packet {
+                        Some(p) => {
+                            if sink.send(cocoon_wire::encode(&p)).await.is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                    _ = wait_closed(&mut closed) => break,
+                }
+            }
+            let _ = SinkExt::<Vec<u8>>::close(&mut sink).await;
+            writer.shutdown();
+        });
+        // Reader.
+        let reader = me.clone();
+        tokio::spawn(async move {
+            let mut closed = reader.inner.closed.clone();
+            loop {
+                let frame = tokio::select! {
+                    f = stream.next() => f,
+                    _ = wait_closed(&mut closed) => break,
+                };
+                let packet = match frame {
+                    Some(Ok(bytes)) => match cocoon_wire::decode_packet(&bytes) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::warn!(
+                                "peer {:?} sent an undecodable packet: {e}",
+                                reader.inner.addr
+                            );
+                            break;
+                        }
+                    },
+                    Some(Err(e)) => {
+                        tracing::debug!("connection {:?} ended: {e}", reader.inner.addr);
+                        break;
+                    }
+                    None => break,
+                };
+                match packet {
+                    TcpPacket::Ping { id } => {
+                        let _ = reader.inner.tx.send(TcpPacket::Pong { id });
+                    }
+                    TcpPacket::Pong { .. }
+                    | TcpPacket::Connect { .. }
+                    | TcpPacket::Connected { .. } => {}
+                    TcpPacket::Packet { data } => on_packet(&reader, data),
+                    TcpPacket::QueryAnswer { id, data } => reader.resolve(id, Ok(data)),
+                    TcpPacket::QueryError { id, code, message } => reader.resolve(
+                        id,
+                        Err(RpcError::Remote {
+                            code,
+                            message: String::from_utf8_lossy(&message).into_owned(),
+                        }),
+                    ),
+                    TcpPacket::Query { id, data } => {
+                        let peer = reader.clone();
+                        let fut = on_query(peer.clone(), data);
+                        tokio::spawn(async move {
+                            let answer = match fut.await {
+                                Ok(data) => TcpPacket::QueryAnswer { id, data },
+                                Err(RpcError::Remote { code, message }) => TcpPacket::QueryError {
+                                    id,
+                                    code,
+                                    message: message.into_bytes(),
+                                },
+                                Err(e) => TcpPacket::QueryError {
+                                    id,
+                                    code: 500,
+                                    message: e.to_string().into_bytes(),
+                                },
+                            };
+                            let _ = peer.inner.tx.send(answer);
+                        });
+                    }
+                }
+            }
+            reader.shutdown();
+        });
+        me
+    }
+
+    fn resolve(&self, id: u64, result: Result<Vec<u8>, RpcError>) {
+        let waiter = self.inner.pending.lock().expect("pending lock").remove(&id);
+        if let Some(w) = waiter {
+            let _ = w.send(result);
+        }
+    }
+
+    fn shutdown(&self) {
+        let _ = self.inner.close_tx.send(true);
+        let pending: Vec<_> = self
+            .inner
+            .pending
+            .lock()
+            .expect("pending lock")
+            .drain()
+            .collect();
+        for (_, w) in pending {
+            let _ = w.send(Err(RpcError::Closed));
+        }
+    }
+
+    /// Sends a query and waits for its answer.
+    pub async fn query(&self, data: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, RpcError> {
+        if self.is_closed() {
+            return Err(RpcError::Closed);
+        }
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .pending
+            .lock()
+            .expect("pending lock")
+            .insert(id, tx);
+        if self.inner.tx.send(TcpPacket::Query { id, data }).is_err() {
+            self.inner.pending.lock().expect("pending lock").remove(&id);
+            return Err(RpcError::Closed);
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(RpcError::Closed),
+            Err(_) => {
+                self.inner.pending.lock().expect("pending lock").remove(&id);
+                Err(RpcError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// Sends a one-way message.
+    pub fn send(&self, data: Vec<u8>) -> Result<(), RpcError> {
+        self.inner
+            .tx
+            .send(TcpPacket::Packet { data })
+            .map_err(|_| RpcError::Closed)
+    }
+
+    /// The peer's verified identity.
+    pub fn identity(&self) -> &PeerIdentity {
+        &self.inner.identity
+    }
+
+    /// The peer's socket address.
+    pub fn addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.addr
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        *self.inner.closed.borrow()
+    }
+
+    /// Resolves when the connection ends.
+    pub async fn closed(&self) {
+        let mut c = self.inner.closed.clone();
+        wait_closed(&mut c).await;
+    }
+
+    /// Ends the connection (pending queries fail with [`RpcError::Closed`]).
+    pub fn close(&self) {
+        self.shutdown();
+    }
+}
+
+async fn wait_closed(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

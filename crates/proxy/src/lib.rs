@@ -1,0 +1,450 @@
+//! The proxy runner.
+//!
+//! A proxy listens for workers and for clients on separate ports, both over proof of work and
+//! mutual RA-TLS. Workers are admitted when their image hash and model are in the root
+//! contract; clients when their client contract (derived from their owner address) is deployed,
+//! open, and holds the hash of the secret they present. For each client query the proxy
+//! reserves the most it can cost, picks a worker, relays the streamed answer, prices the
+//! engine's usage with COCOON's formula, records the charge in its signed ledger (fsync'd), and
+//! only then sends both parties their new cumulative vouchers. It commits its ledger hash on
+//! chain (`save_state`) periodically.
+
+#![forbid(unsafe_code)]
+
+mod clients;
+pub mod ledger;
+pub mod pool;
+mod workers;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cocoon_chain::client::{self as chain_client, ChainClient};
+use cocoon_chain::contracts::{address_of, ClientData, ContractCodes, ProxyInit, RootData};
+use cocoon_chain::keys::Keypair;
+use cocoon_chain::messages::{self, op, MIN_FEE};
+use cocoon_chain::voucher::Voucher;
+use cocoon_chain::wallet::{OutMessage, Wallet};
+use cocoon_chain::Address;
+use cocoon_net::identity::Identity;
+use cocoon_net::rpc::Peer;
+use cocoon_tee::{Policy, PolicyKind, QuoteProvider};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+pub use ledger::{Entry, Ledger};
+pub use pool::{Pool, WorkerSlot};
+
+/// How a proxy runs.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// State directory (voucher key, ledger).
+    pub dir: PathBuf,
+    /// Where workers connect.
+    pub worker_listen: SocketAddr,
+    /// Where clients connect.
+    pub client_listen: SocketAddr,
+    /// The root contract.
+    pub root: Address,
+    /// Attestation policy for workers (`fake_tdx` on a local network, `tdx` in production).
+    pub worker_policy: PolicyKind,
+    /// Proof-of-work bits asked of every dialer.
+    pub pow_difficulty: u32,
+    /// How often the ledger hash is committed on chain (when it changed).
+    pub save_state_interval: Duration,
+    /// Longest a request may run.
+    pub request_timeout: Duration,
+}
+
+/// Errors starting a proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The chain refused or failed.
+    #[error("chain: {0}")]
+    Chain(#[from] cocoon_chain::ChainError),
+    /// The ledger is unusable.
+    #[error(transparent)]
+    Ledger(#[from] ledger::LedgerError),
+    /// Files, sockets.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Counters for status pages.
+#[derive(Default, Debug)]
+pub struct Stats {
+    /// Requests answered.
+    pub requests: AtomicU64,
+    /// Requests failed.
+    pub errors: AtomicU64,
+    /// Adjusted tokens charged.
+    pub tokens: AtomicU64,
+}
+
+#[derive(Default)]
+struct ClientBook {
+    /// Tokens reserved by running requests, per client owner.
+    reserved: HashMap<Address, u64>,
+    /// Running requests per client owner.
+    active: HashMap<Address, u32>,
+    /// Last on-chain snapshot of each client contract.
+    onchain: HashMap<Address, (ClientData, Instant)>,
+}
+
+/// A running proxy's shared state.
+pub struct Proxy {
+    cfg: ProxyConfig,
+    chain: Arc<dyn ChainClient>,
+    wallet: (Keypair, Wallet),
+    voucher_key: Keypair,
+    init: ProxyInit,
+    address: Address,
+    root: Mutex<RootData>,
+    ledger: Mutex<Ledger>,
+    pool: Mutex<Pool>,
+    worker_peers: Mutex<HashMap<u64, Peer>>,
+    streams:
+        Mutex<HashMap<[u8; 32], mpsc::UnboundedSender<cocoon_wire::proxy::ProxyQueryAnswerPart>>>,
+    book: Mutex<ClientBook>,
+    cancels: Mutex<HashMap<[u8; 32], tokio::sync::oneshot::Sender<()>>>,
+    next_conn: AtomicU64,
+    /// Counters.
+    pub stats: Stats,
+}
+
+/// Handle of a started proxy.
+pub struct RunningProxy {
+    /// Shared state.
+    pub proxy: Arc<Proxy>,
+    /// Bound worker address.
+    pub worker_addr: SocketAddr,
+    /// Bound client address.
+    pub client_addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningProxy {
+    /// Stops the listeners and background tasks (connections end when dropped by peers).
+    pub fn stop(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for p in self.proxy.worker_peers.lock().expect("peers").values() {
+            p.close();
+        }
+    }
+}
+
+fn load_or_create_key(path: &Path) -> Result<Keypair, ProxyError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            Keypair::from_hex(&text).map_err(|e| ProxyError::Io(format!("{}: {e}", path.display())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Keypair::generate();
+            if let Some(d) = path.parent() {
+                std::fs::create_dir_all(d)
+                    .map_err(|e| ProxyError::Io(format!("{}: {e}", d.display())))?;
+            }
+            std::fs::write(path, hex::encode(key.seed()))
+                .map_err(|e| ProxyError::Io(format!("{}: {e}", path.display())))?;
+            Ok(key)
+        }
+        Err(e) => Err(ProxyError::Io(format!("{}: {e}", path.display()))),
+    }
+}
+
+/// The proxy contract a voucher key and owner give under `root` (what [`Proxy::start`] deploys).
+pub fn proxy_init(
+    root: &RootData,
+    root_address: Address,
+    owner: Address,
+    voucher_key: &[u8; 32],
+) -> ProxyInit {
+    ProxyInit {
+        owner,
+        proxy_public_key: *voucher_key,
+        root: root_address,
+        params: root.params.clone(),
+        client_code: root.codes.client.clone(),
+        worker_code: root.codes.worker.clone(),
+    }
+}
+
+/// The voucher key of a proxy state directory (created on first use).
+pub fn voucher_key(dir: &Path) -> Result<Keypair, ProxyError> {
+    load_or_create_key(&dir.join("voucher-key.hex"))
+}
+
+/// Waits until `address` is an active contract (the chain may apply messages asynchronously).
+pub async fn wait_active(
+    chain: &dyn ChainClient,
+    address: &Address,
+    timeout: Duration,
+) -> Result<(), ProxyError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if chain.account(address).await?.status == "active" {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(ProxyError::Io(format!(
+                "contract {address} not active after {timeout:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Proxy {
+    /// Reads the root, deploys the proxy contract with the minimum stake if needed, opens the
+    /// ledger and starts both listeners and the `save_state` loop.
+    pub async fn start(
+        cfg: ProxyConfig,
+        chain: Arc<dyn ChainClient>,
+        wallet: (Keypair, Wallet),
+        quotes: &dyn QuoteProvider,
+    ) -> Result<RunningProxy, ProxyError> {
+        let root = chain_client::read_root(chain.as_ref(), &cfg.root).await?;
+        let voucher_key = voucher_key(&cfg.dir)?;
+        let owner = wallet.1.address()?;
+        let init = proxy_init(&root, cfg.root, owner, &voucher_key.public_key());
+        let state_init = init.state_init(&root.codes.proxy)?;
+        let address = address_of(&state_init)?;
+        if chain.account(&address).await?.status != "active" {
+            let stake = root.params.min_proxy_stake;
+            tracing::info!("deploying proxy contract {address} with a stake of {stake} nanotons");
+            let body = messages::proxy::increase_stake(0, stake)?;
+            let msg = OutMessage {
+                init: Some(state_init),
+                ..OutMessage::transfer(address, stake + MIN_FEE, Some(body))
+            };
+            chain_client::send_transfer(chain.as_ref(), &wallet.1, &wallet.0, &[msg]).await?;
+            wait_active(chain.as_ref(), &address, Duration::from_secs(60)).await?;
+        }
+        let ledger = Ledger::open(&cfg.dir.join("ledger.jsonl"), voucher_key.clone())?;
+
+        let mut worker_policy = Policy::new(cfg.worker_policy);
+        worker_policy.allowed_image_hashes = root.worker_hashes.clone();
+        let worker_identity =
+            Identity::new(quotes, "cocoon-proxy", worker_policy).map_err(ProxyError::Io)?;
+        // Clients run on app developers' machines, usually outside a TEE: any RA-TLS cert.
+        let client_identity = Identity::new(quotes, "cocoon-proxy", Policy::new(PolicyKind::Any))
+            .map_err(ProxyError::Io)?;
+
+        let proxy = Arc::new(Proxy {
+            cfg: cfg.clone(),
+            chain,
+            wallet,
+            voucher_key,
+            init,
+            address,
+            root: Mutex::new(root),
+            ledger: Mutex::new(ledger),
+            pool: Mutex::new(Pool::default()),
+            worker_peers: Mutex::new(HashMap::new()),
+            streams: Mutex::new(HashMap::new()),
+            book: Mutex::new(ClientBook::default()),
+            cancels: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            stats: Stats::default(),
+        });
+        let io = |e: std::io::Error| ProxyError::Io(e.to_string());
+        let wl = TcpListener::bind(cfg.worker_listen).await.map_err(io)?;
+        let cl = TcpListener::bind(cfg.client_listen).await.map_err(io)?;
+        let worker_addr = wl.local_addr().map_err(io)?;
+        let client_addr = cl.local_addr().map_err(io)?;
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(workers::accept_loop(
+            proxy.clone(),
+            wl,
+            worker_identity,
+        )));
+        tasks.push(tokio::spawn(clients::accept_loop(
+            proxy.clone(),
+            cl,
+            client_identity,
+        )));
+        tasks.push(tokio::spawn(save_state_loop(proxy.clone())));
+        tasks.push(tokio::spawn(refresh_root_loop(proxy.clone())));
+        tracing::info!("proxy {address}: workers on {worker_addr}, clients on {client_addr}");
+        Ok(RunningProxy {
+            proxy,
+            worker_addr,
+            client_addr,
+            tasks,
+        })
+    }
+
+    /// The proxy contract's address.
+    pub fn address(&self) -> Address {
+        self.address
+    }
+
+    /// The voucher public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.voucher_key.public_key()
+    }
+
+    /// Ledger totals (clients charged, workers earned).
+    pub fn totals(&self) -> ledger::Totals {
+        self.ledger.lock().expect("ledger").totals().clone()
+    }
+
+    /// Connected workers.
+    pub fn workers(&self) -> Vec<WorkerSlot> {
+        self.pool.lock().expect("pool").all().cloned().collect()
+    }
+
+    fn conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn params(&self) -> &cocoon_chain::contracts::Params {
+        &self.init.params
+    }
+
+    fn proxy_params(&self) -> cocoon_wire::proxy::ProxyParams {
+        cocoon_wire::proxy::ProxyParams {
+            flags: (),
+            proxy_public_key: self.voucher_key.public_key(),
+            proxy_owner_address: self.init.owner.to_raw().into_bytes(),
+            proxy_sc_address: self.address.to_raw().into_bytes(),
+            is_test: Some(true),
+            proto_version: Some(1),
+        }
+    }
+
+    fn client_contract(&self, owner: Address) -> Result<Address, cocoon_chain::ChainError> {
+        let codes = self.root.lock().expect("root").codes.clone();
+        address_of(
+            &self
+                .init
+                .client(self.address, owner)
+                .state_init(&codes.client)?,
+        )
+    }
+
+    fn worker_contract(&self, owner: Address) -> Result<Address, cocoon_chain::ChainError> {
+        let codes: ContractCodes = self.root.lock().expect("root").codes.clone();
+        address_of(
+            &self
+                .init
+                .worker(self.address, owner)
+                .state_init(&codes.worker)?,
+        )
+    }
+
+    fn signed_payment(
+        &self,
+        op: u32,
+        counter: u64,
+        target: Address,
+    ) -> cocoon_wire::common::SignedPayment {
+        let body = Voucher {
+            op,
+            query_id: counter,
+            counter,
+            target,
+            state_hash: None,
+        }
+        .sign(&self.voucher_key)
+        .and_then(|v| v.body());
+        match body {
+            Ok(cell) => cocoon_wire::common::SignedPayment::Signed {
+                data: cocoon_chain::cells::to_boc(&cell),
+            },
+            Err(e) => {
+                tracing::error!("signing a voucher failed: {e}");
+                cocoon_wire::common::SignedPayment::Empty
+            }
+        }
+    }
+
+    fn worker_voucher(&self, owner: Address, tokens: u64) -> cocoon_wire::common::SignedPayment {
+        match self.worker_contract(owner) {
+            Ok(target) if tokens > 0 => {
+                self.signed_payment(op::WORKER_PAYOUT_SIGNED, tokens, target)
+            }
+            _ => cocoon_wire::common::SignedPayment::Empty,
+        }
+    }
+
+    fn client_voucher(&self, owner: Address, tokens: u64) -> cocoon_wire::common::SignedPayment {
+        match self.client_contract(owner) {
+            Ok(target) if tokens > 0 => {
+                self.signed_payment(op::CLIENT_CHARGE_SIGNED, tokens, target)
+            }
+            _ => cocoon_wire::common::SignedPayment::Empty,
+        }
+    }
+}
+
+async fn refresh_root_loop(proxy: Arc<Proxy>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        match chain_client::read_root(proxy.chain.as_ref(), &proxy.cfg.root).await {
+            Ok(r) => *proxy.root.lock().expect("root") = r,
+            Err(e) => tracing::warn!("refreshing the root failed: {e}"),
+        }
+    }
+}
+
+/// Commits the ledger hash on chain whenever it changed since the last commit.
+async fn save_state_loop(proxy: Arc<Proxy>) {
+    let mut committed_seq = proxy.ledger.lock().expect("ledger").seq();
+    loop {
+        tokio::time::sleep(proxy.cfg.save_state_interval).await;
+        if let Err(e) = save_state_once(&proxy, &mut committed_seq).await {
+            tracing::warn!("save_state failed: {e}");
+        }
+    }
+}
+
+/// One `save_state` commit if the ledger moved (public for tests and shutdown).
+pub async fn save_state_now(proxy: &Arc<Proxy>) -> Result<(), ProxyError> {
+    let mut seq = 0;
+    save_state_once(proxy, &mut seq).await
+}
+
+async fn save_state_once(proxy: &Arc<Proxy>, committed_seq: &mut u64) -> Result<(), ProxyError> {
+    let (seq, hash, seqno) = {
+        let l = proxy.ledger.lock().expect("ledger");
+        (l.seq(), l.state_hash(), l.totals().saved_seqno + 1)
+    };
+    if seq == *committed_seq {
+        return Ok(());
+    }
+    let on_chain = chain_client::read_proxy(proxy.chain.as_ref(), &proxy.address)
+        .await?
+        .saved_seqno;
+    let seqno = seqno.max(on_chain + 1);
+    let body = Voucher {
+        op: op::PROXY_SAVE_STATE,
+        query_id: seqno,
+        counter: seqno,
+        target: proxy.address,
+        state_hash: Some(hash),
+    }
+    .sign(&proxy.voucher_key)?
+    .body()?;
+    chain_client::send_transfer(
+        proxy.chain.as_ref(),
+        &proxy.wallet.1,
+        &proxy.wallet.0,
+        &[OutMessage::transfer(proxy.address, MIN_FEE, Some(body))],
+    )
+    .await?;
+    proxy
+        .ledger
+        .lock()
+        .expect("ledger")
+        .append(Entry::Saved { seqno })?;
+    *committed_seq = proxy.ledger.lock().expect("ledger").seq();
+    tracing::info!("committed ledger state seqno {seqno}");
+    Ok(())
+}

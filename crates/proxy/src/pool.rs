@@ -1,0 +1,171 @@
+//! The workers connected to this proxy, grouped by model, and how one is chosen for a request.
+
+use std::collections::HashMap;
+
+use cocoon_chain::Address;
+
+/// One connected worker.
+#[derive(Clone, Debug)]
+pub struct WorkerSlot {
+    /// Connection id (unique per connection).
+    pub id: u64,
+    /// The worker owner's address (who is paid).
+    pub owner: Address,
+    /// Model identity `name@sha256`.
+    pub model: String,
+    /// Price coefficient, thousandths.
+    pub coefficient: u32,
+    /// Most concurrent requests.
+    pub max_active: u32,
+    /// Requests running now.
+    pub active: u32,
+    /// Whether it accepts requests.
+    pub enabled: bool,
+    /// Mean latency of finished requests, milliseconds (exponential moving average).
+    pub mean_latency_ms: f64,
+    /// Requests finished.
+    pub served: u64,
+}
+
+/// Why no worker was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoWorker {
+    /// No worker serves this model at all.
+    UnknownModel,
+    /// Workers exist but all are at their limit or disabled.
+    AllBusy,
+    /// Workers exist but each costs more than the client accepts; the cheapest coefficient.
+    TooExpensive(u32),
+}
+
+/// All connected workers.
+#[derive(Default)]
+pub struct Pool {
+    workers: HashMap<u64, WorkerSlot>,
+}
+
+impl Pool {
+    /// Adds a worker.
+    pub fn insert(&mut self, w: WorkerSlot) {
+        self.workers.insert(w.id, w);
+    }
+
+    /// Removes a worker (its connection ended).
+    pub fn remove(&mut self, id: u64) -> Option<WorkerSlot> {
+        self.workers.remove(&id)
+    }
+
+    /// A worker by connection id.
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut WorkerSlot> {
+        self.workers.get_mut(&id)
+    }
+
+    /// All workers.
+    pub fn all(&self) -> impl Iterator<Item = &WorkerSlot> {
+        self.workers.values()
+    }
+
+    /// Chooses a worker for `model` costing at most `max_coefficient`: enabled, below its
+    /// limit, lowest `(running + 1) × mean latency` (ties: lower coefficient, then id), and
+    /// marks it busy. The model matches by full identity or by its name before `@`.
+    pub fn choose(&mut self, model: &str, max_coefficient: u32) -> Result<WorkerSlot, NoWorker> {
+        let matches = |w: &WorkerSlot| w.model == model || w.model.split('@').next() == Some(model);
+        let candidates: Vec<&WorkerSlot> = self.workers.values().filter(|w| matches(w)).collect();
+        if candidates.is_empty() {
+            return Err(NoWorker::UnknownModel);
+        }
+        let affordable: Vec<&&WorkerSlot> = candidates
+            .iter()
+            .filter(|w| w.coefficient <= max_coefficient)
+            .collect();
+        if affordable.is_empty() {
+            let cheapest = candidates.iter().map(|w| w.coefficient).min().unwrap_or(0);
+            return Err(NoWorker::TooExpensive(cheapest));
+        }
+        let best = affordable
+            .iter()
+            .filter(|w| w.enabled && w.active < w.max_active)
+            .min_by(|a, b| {
+                let score = |w: &WorkerSlot| (w.active as f64 + 1.0) * w.mean_latency_ms.max(1.0);
+                score(a)
+                    .partial_cmp(&score(b))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+                    .then(a.coefficient.cmp(&b.coefficient))
+                    .then(a.id.cmp(&b.id))
+            })
+            .map(|w| w.id)
+            .ok_or(NoWorker::AllBusy)?;
+        let w = self.workers.get_mut(&best).expect("chosen from the map");
+        w.active += 1;
+        Ok(w.clone())
+    }
+
+    /// Marks a request on worker `id` finished after `latency_ms`.
+    pub fn finish(&mut self, id: u64, latency_ms: Option<f64>) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.active = w.active.saturating_sub(1);
+            if let Some(ms) = latency_ms {
+                w.mean_latency_ms = if w.served == 0 {
+                    ms
+                } else {
+                    0.8 * w.mean_latency_ms + 0.2 * ms
+                };
+                w.served += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(id: u64, model: &str, coefficient: u32, max_active: u32, latency: f64) -> WorkerSlot {
+        WorkerSlot {
+            id,
+            owner: Address::new([id as u8; 32]),
+            model: model.into(),
+            coefficient,
+            max_active,
+            active: 0,
+            enabled: true,
+            mean_latency_ms: latency,
+            served: 1,
+        }
+    }
+
+    #[test]
+    fn chooses_same_model_affordable_least_loaded() {
+        let mut p = Pool::default();
+        p.insert(w(1, "qwen@aa", 1000, 2, 100.0));
+        p.insert(w(2, "qwen@aa", 1500, 2, 10.0));
+        p.insert(w(3, "llama@bb", 500, 2, 10.0));
+        // Worker 2 is faster but too dear for 1200; worker 3 is another model.
+        assert_eq!(p.choose("qwen@aa", 1200).unwrap().id, 1);
+        // By name without the hash, and the faster worker when affordable.
+        assert_eq!(p.choose("qwen", 2000).unwrap().id, 2);
+        assert_eq!(p.choose("qwen", 900), Err(NoWorker::TooExpensive(1000)));
+        assert_eq!(p.choose("mistral", 9999), Err(NoWorker::UnknownModel));
+    }
+
+    #[test]
+    fn load_and_limits_and_disabled_workers_are_respected() {
+        let mut p = Pool::default();
+        p.insert(w(1, "m@1", 1000, 1, 10.0));
+        p.insert(w(2, "m@1", 1000, 1, 10.0));
+        let a = p.choose("m", 1000).unwrap().id;
+        let b = p.choose("m", 1000).unwrap().id;
+        assert_ne!(a, b, "the busy worker is skipped");
+        assert_eq!(p.choose("m", 1000), Err(NoWorker::AllBusy));
+        p.finish(a, Some(50.0));
+        assert_eq!(p.choose("m", 1000).unwrap().id, a);
+        p.finish(a, None);
+        p.get_mut(a).unwrap().enabled = false;
+        p.finish(b, None);
+        assert_eq!(
+            p.choose("m", 1000).unwrap().id,
+            b,
+            "a disabled worker is never chosen"
+        );
+    }
+}

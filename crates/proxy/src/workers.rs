@@ -1,0 +1,246 @@
+//! The proxy's worker listener: admission (attestation, image hash, model), the handshake
+//! (`worker.connectToProxy` → `compareBalanceWithProxy` → `proxyHandshakeComplete`), runtime
+//! controls (enable/disable, coefficient) and answer parts routed to the waiting client.
+
+use std::sync::{Arc, Mutex};
+
+use cocoon_chain::Address;
+use cocoon_net::identity::Identity;
+use cocoon_net::rpc::{AnswerFuture, Peer, RpcError};
+use cocoon_wire::proxy::ProxyQueryAnswerPart;
+use cocoon_wire::worker::{
+    CompareBalanceResult, ConnectedToProxy, EnabledDisabled, HandshakeCompleted, NewCoefficient,
+    WorkerPaymentStatus, WorkerRequest,
+};
+use tokio::net::TcpListener;
+
+use crate::pool::WorkerSlot;
+use crate::Proxy;
+
+#[derive(Default)]
+struct Conn {
+    owner: Option<Address>,
+    model: String,
+    coefficient: u32,
+    max_active: u32,
+    balance_checked: bool,
+    registered: bool,
+}
+
+pub(crate) async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, identity: Identity) {
+    loop {
+        let (tcp, addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("worker accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let proxy = proxy.clone();
+        let identity = identity.clone();
+        tokio::spawn(async move {
+            let conn = match cocoon_net::accept(
+                tcp,
+                identity.server_tls.clone(),
+                &identity.verifier,
+                proxy.cfg.pow_difficulty,
+                cocoon_net::DEFAULT_HANDSHAKE_TIMEOUT,
+            )
+            .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("worker {addr} refused: {e}");
+                    return;
+                }
+            };
+            serve(proxy, conn).await;
+        });
+    }
+}
+
+fn bad(message: impl Into<String>) -> RpcError {
+    RpcError::remote(400, message)
+}
+
+async fn serve(proxy: Arc<Proxy>, conn: cocoon_net::Connection) {
+    let id = proxy.conn_id();
+    let state = Arc::new(Mutex::new(Conn::default()));
+    let (p, s) = (proxy.clone(), state.clone());
+    let on_query = Arc::new(move |peer: Peer, data: Vec<u8>| -> AnswerFuture {
+        let (proxy, state) = (p.clone(), s.clone());
+        Box::pin(async move { handle_query(&proxy, &state, id, peer, &data) })
+    });
+    let (p, s) = (proxy.clone(), state.clone());
+    let on_packet = Arc::new(move |_peer: &Peer, data: Vec<u8>| {
+        if let Ok(part) = cocoon_wire::decode::<ProxyQueryAnswerPart>(&data) {
+            let rid = match &part {
+                ProxyQueryAnswerPart::Part { request_id, .. }
+                | ProxyQueryAnswerPart::Error { request_id, .. } => *request_id,
+            };
+            if let Some(tx) = p.streams.lock().expect("streams").get(&rid) {
+                let _ = tx.send(part);
+            }
+        } else if let Ok(EnabledDisabled { disabled }) =
+            cocoon_wire::decode::<EnabledDisabled>(&data)
+        {
+            if let Some(w) = p.pool.lock().expect("pool").get_mut(id) {
+                w.enabled = disabled == 0;
+                tracing::info!(
+                    "worker {} is now {}",
+                    w.owner,
+                    if w.enabled { "enabled" } else { "disabled" }
+                );
+            }
+        } else if let Ok(NewCoefficient { new_coefficient }) =
+            cocoon_wire::decode::<NewCoefficient>(&data)
+        {
+            if new_coefficient > 0 {
+                if let Some(w) = p.pool.lock().expect("pool").get_mut(id) {
+                    w.coefficient = new_coefficient as u32;
+                }
+                s.lock().expect("conn").coefficient = new_coefficient as u32;
+            }
+        } else {
+            tracing::debug!("worker sent an unknown packet");
+        }
+    });
+    let peer = Peer::spawn(conn, on_query, on_packet);
+    peer.closed().await;
+    proxy.pool.lock().expect("pool").remove(id);
+    proxy.worker_peers.lock().expect("peers").remove(&id);
+    tracing::info!("worker connection {id} closed");
+}
+
+fn handle_query(
+    proxy: &Arc<Proxy>,
+    state: &Mutex<Conn>,
+    id: u64,
+    peer: Peer,
+    data: &[u8],
+) -> Result<Vec<u8>, RpcError> {
+    let request: WorkerRequest =
+        cocoon_wire::decode(data).map_err(|e| bad(format!("not a worker request: {e}")))?;
+    match request {
+        WorkerRequest::ConnectToProxy { params } => {
+            let owner: Address = String::from_utf8_lossy(&params.worker_owner_address)
+                .parse()
+                .map_err(|e| bad(format!("worker_owner_address: {e}")))?;
+            let model = String::from_utf8(params.model).map_err(|_| bad("model is not UTF-8"))?;
+            {
+                let root = proxy.root.lock().expect("root");
+                if !root.models.is_empty() {
+                    let hash = model
+                        .rsplit_once('@')
+                        .and_then(|(_, h)| hex::decode(h).ok())
+                        .and_then(|h| <[u8; 32]>::try_from(h).ok())
+                        .ok_or_else(|| bad(format!("model {model:?} is not name@sha256")))?;
+                    if !root.models.contains_key(&hash) {
+                        return Err(RpcError::remote(
+                            403,
+                            format!("model {model} is not allowed by the root contract"),
+                        ));
+                    }
+                }
+                if let Some(image) = peer.identity().image_hash {
+                    if !root.worker_hashes.is_empty() && !root.worker_hashes.contains(&image) {
+                        return Err(RpcError::remote(
+                            403,
+                            format!("worker image {} is not allowed", hex::encode(image)),
+                        ));
+                    }
+                }
+            }
+            if params.coefficient <= 0 {
+                return Err(bad("coefficient must be positive"));
+            }
+            let worker_sc = proxy
+                .worker_contract(owner)
+                .map_err(|e| RpcError::remote(500, e.to_string()))?;
+            let mut st = state.lock().expect("conn");
+            st.owner = Some(owner);
+            st.model = model;
+            st.coefficient = params.coefficient as u32;
+            st.max_active = params.max_active_requests.unwrap_or(8).max(1) as u32;
+            Ok(cocoon_wire::encode(&ConnectedToProxy {
+                params: proxy.proxy_params(),
+                worker_sc_address: worker_sc.to_raw().into_bytes(),
+            }))
+        }
+        WorkerRequest::CompareBalanceWithProxy {
+            tokens_committed_to_blockchain,
+            tokens_committed_to_db,
+            max_tokens,
+        } => {
+            let owner = state
+                .lock()
+                .expect("conn")
+                .owner
+                .ok_or_else(|| bad("connectToProxy first"))?;
+            let ours = proxy.totals().workers.get(&owner).copied().unwrap_or(0);
+            let theirs = tokens_committed_to_blockchain
+                .max(tokens_committed_to_db)
+                .max(max_tokens);
+            let error_code = if theirs > ours {
+                tracing::error!(
+                    "worker {owner} holds {theirs} tokens but the ledger only {ours}: this ledger was rolled back"
+                );
+                1
+            } else {
+                state.lock().expect("conn").balance_checked = true;
+                0
+            };
+            Ok(cocoon_wire::encode(&CompareBalanceResult {
+                signed_payment: proxy.worker_voucher(owner, ours),
+                tokens_committed_to_db: ours,
+                max_tokens: ours,
+                error_code,
+            }))
+        }
+        WorkerRequest::ExtendedCompareBalanceWithProxy { .. } => Ok(cocoon_wire::encode(
+            &cocoon_wire::worker::ExtendedCompareBalanceResult { error_code: 0 },
+        )),
+        WorkerRequest::ProxyHandshakeComplete { is_disabled } => {
+            let mut st = state.lock().expect("conn");
+            let owner = st.owner.ok_or_else(|| bad("connectToProxy first"))?;
+            if !st.balance_checked {
+                return Err(bad("compareBalanceWithProxy must succeed first"));
+            }
+            if !st.registered {
+                st.registered = true;
+                proxy.pool.lock().expect("pool").insert(WorkerSlot {
+                    id,
+                    owner,
+                    model: st.model.clone(),
+                    coefficient: st.coefficient,
+                    max_active: st.max_active,
+                    active: 0,
+                    enabled: !is_disabled,
+                    mean_latency_ms: 0.0,
+                    served: 0,
+                });
+                proxy.worker_peers.lock().expect("peers").insert(id, peer);
+                tracing::info!(
+                    "worker {owner} ready: {} at coefficient {}",
+                    st.model,
+                    st.coefficient
+                );
+            }
+            Ok(cocoon_wire::encode(&HandshakeCompleted {}))
+        }
+        WorkerRequest::UpdatePaymentStatus => {
+            let owner = state
+                .lock()
+                .expect("conn")
+                .owner
+                .ok_or_else(|| bad("connectToProxy first"))?;
+            let ours = proxy.totals().workers.get(&owner).copied().unwrap_or(0);
+            Ok(cocoon_wire::encode(&WorkerPaymentStatus {
+                signed_payment: proxy.worker_voucher(owner, ours),
+                db_tokens: ours,
+                max_tokens: ours,
+            }))
+        }
+    }
+}

@@ -1,0 +1,614 @@
+//! The worker runner.
+//!
+//! A worker dials each proxy (proof of work + mutual RA-TLS, the proxy's image hash checked
+//! against the root contract), announces its owner, model, coefficient and capacity, checks
+//! that the proxy's ledger has not been rolled back (the proxy must know at least every token
+//! the worker was ever promised or paid), then serves `proxy.runQuery` with its engine,
+//! streaming parts and returning the engine's token usage. It keeps the newest payout voucher
+//! per proxy on disk and claims it on chain once the unclaimed amount passes a threshold.
+//! Lost connections are retried with exponential backoff.
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cocoon_chain::client::{self as chain_client, ChainClient};
+use cocoon_chain::contracts::{address_of, ProxyInit, WorkerData};
+use cocoon_chain::keys::Keypair;
+use cocoon_chain::messages::{op, MIN_FEE};
+use cocoon_chain::voucher::SignedVoucher;
+use cocoon_chain::wallet::{OutMessage, Wallet};
+use cocoon_chain::Address;
+use cocoon_engine::engine::{Engine, EngineError, Event};
+use cocoon_engine::openai::Formatter;
+use cocoon_engine::request::EngineRequest;
+use cocoon_net::identity::Identity;
+use cocoon_net::rpc::{AnswerFuture, Peer, RpcError};
+use cocoon_tee::{Policy, PolicyKind, QuoteProvider};
+use cocoon_wire::common::{HttpRequest, SignedPayment, TokensUsed};
+use cocoon_wire::proxy::{
+    CancelQuery, ProxyQueryAnswer, ProxyQueryAnswerPart, ProxyRequest, RequestPayment,
+};
+use cocoon_wire::worker::{
+    CompareBalanceResult, ConnectedToProxy, EnabledDisabled, NewCoefficient, WorkerParams,
+    WorkerRequest,
+};
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+/// How a worker runs.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// State directory (newest vouchers per proxy).
+    pub dir: PathBuf,
+    /// The root contract.
+    pub root: Address,
+    /// Proxies to serve; empty: every proxy registered in the root.
+    pub proxies: Vec<SocketAddr>,
+    /// Model identity `name@sha256` (must be allowed by the root).
+    pub model: String,
+    /// Price coefficient, thousandths.
+    pub coefficient: u32,
+    /// Most requests at once.
+    pub max_active: u32,
+    /// Attestation policy for proxies.
+    pub proxy_policy: PolicyKind,
+    /// Most proof-of-work bits this worker will solve.
+    pub max_pow_difficulty: u32,
+    /// Claim on chain once this many nanotons are unclaimed.
+    pub payout_threshold: u128,
+}
+
+/// Why a proxy was refused or a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Network or attestation.
+    #[error("connection: {0}")]
+    Net(#[from] cocoon_net::NetError),
+    /// A query failed.
+    #[error("proxy: {0}")]
+    Rpc(#[from] RpcError),
+    /// The chain.
+    #[error("chain: {0}")]
+    Chain(#[from] cocoon_chain::ChainError),
+    /// The proxy cannot be trusted (rolled back, unregistered, wrong keys).
+    #[error("refusing proxy: {0}")]
+    Refused(String),
+    /// Malformed message.
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+/// The newest voucher from one proxy, kept on disk.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct HeldVoucher {
+    /// Tokens it covers.
+    pub tokens: u64,
+    /// The voucher message body (hex BOC).
+    pub body_hex: String,
+    /// Tokens already claimed on chain.
+    pub claimed: u64,
+}
+
+/// Runtime controls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Controls {
+    /// Accepting requests.
+    pub enabled: bool,
+    /// Current coefficient.
+    pub coefficient: u32,
+}
+
+/// A running worker.
+pub struct Worker {
+    cfg: WorkerConfig,
+    chain: Arc<dyn ChainClient>,
+    wallet: (Keypair, Wallet),
+    engine: Arc<dyn Engine>,
+    identity: Identity,
+    controls: watch::Sender<Controls>,
+    held: Mutex<HashMap<Address, HeldVoucher>>,
+    running: Mutex<HashMap<[u8; 32], tokio::sync::oneshot::Sender<()>>>,
+    /// Proxies currently connected (proxy contract → socket address).
+    pub connected: Mutex<HashMap<Address, SocketAddr>>,
+}
+
+impl Worker {
+    /// Builds a worker; call [`Worker::run`] to connect.
+    pub fn new(
+        cfg: WorkerConfig,
+        chain: Arc<dyn ChainClient>,
+        wallet: (Keypair, Wallet),
+        engine: Arc<dyn Engine>,
+        quotes: &dyn QuoteProvider,
+        proxy_image_hashes: Vec<[u8; 32]>,
+    ) -> Result<Arc<Self>, WorkerError> {
+        let mut policy = Policy::new(cfg.proxy_policy);
+        policy.allowed_image_hashes = proxy_image_hashes;
+        let identity =
+            Identity::new(quotes, "cocoon-worker", policy).map_err(WorkerError::Protocol)?;
+        let held = load_held(&cfg.dir);
+        let (controls, _) = watch::channel(Controls {
+            enabled: true,
+            coefficient: cfg.coefficient,
+        });
+        Ok(Arc::new(Worker {
+            cfg,
+            chain,
+            wallet,
+            engine,
+            identity,
+            controls,
+            held: Mutex::new(held),
+            running: Mutex::new(HashMap::new()),
+            connected: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The owner (payout) address.
+    pub fn owner(&self) -> Address {
+        self.wallet.1.address().expect("wallet address")
+    }
+
+    /// Vouchers held, per proxy contract.
+    pub fn held(&self) -> HashMap<Address, HeldVoucher> {
+        self.held.lock().expect("held").clone()
+    }
+
+    /// Switches request acceptance on or off, at every connected proxy.
+    pub fn set_enabled(&self, enabled: bool) {
+        self.controls.send_modify(|c| c.enabled = enabled);
+    }
+
+    /// Changes the price coefficient at every connected proxy.
+    pub fn set_coefficient(&self, coefficient: u32) {
+        self.controls
+            .send_modify(|c| c.coefficient = coefficient.max(1));
+    }
+
+    /// Serves every configured proxy (or every proxy in the root) until the task is dropped.
+    pub async fn run(self: Arc<Self>) {
+        let targets = if self.cfg.proxies.is_empty() {
+            match chain_client::read_root(self.chain.as_ref(), &self.cfg.root).await {
+                Ok(root) => root
+                    .proxies
+                    .iter()
+                    .filter_map(|p| p.endpoint_worker())
+                    .collect(),
+                Err(e) => {
+                    tracing::error!("reading the root for proxies failed: {e}");
+                    vec![]
+                }
+            }
+        } else {
+            self.cfg.proxies.clone()
+        };
+        let mut tasks = Vec::new();
+        for addr in targets {
+            tasks.push(tokio::spawn(self.clone().serve_proxy(addr)));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Keeps one proxy connection alive, reconnecting with backoff (1 s doubling to 30 s).
+    pub async fn serve_proxy(self: Arc<Self>, addr: SocketAddr) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match self.clone().session(addr).await {
+                Ok(()) => {
+                    tracing::info!("proxy {addr} closed the connection");
+                    backoff = Duration::from_secs(1);
+                }
+                Err(e) => tracing::warn!("proxy {addr}: {e}"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    async fn session(self: Arc<Self>, addr: SocketAddr) -> Result<(), WorkerError> {
+        let conn = cocoon_net::connect(
+            addr,
+            self.identity.client_tls.clone(),
+            &self.identity.verifier,
+            self.cfg.max_pow_difficulty,
+            cocoon_net::DEFAULT_HANDSHAKE_TIMEOUT,
+        )
+        .await?;
+        let proxy_contract: Arc<Mutex<Option<Address>>> = Arc::new(Mutex::new(None));
+        let me = self.clone();
+        let on_query = Arc::new(move |peer: Peer, data: Vec<u8>| -> AnswerFuture {
+            let me = me.clone();
+            Box::pin(async move { me.run_query(peer, data).await })
+        });
+        let me = self.clone();
+        let pc = proxy_contract.clone();
+        let on_packet = Arc::new(move |peer: &Peer, data: Vec<u8>| {
+            if let Ok(CancelQuery { request_id }) = cocoon_wire::decode::<CancelQuery>(&data) {
+                if let Some(stop) = me.running.lock().expect("running").remove(&request_id) {
+                    let _ = stop.send(());
+                }
+            } else if let Ok(RequestPayment::Worker { signed_payment, .. }) =
+                cocoon_wire::decode::<RequestPayment>(&data)
+            {
+                let proxy = *pc.lock().expect("proxy");
+                if let Some(proxy) = proxy {
+                    if let Err(e) = me.take_voucher(proxy, &signed_payment) {
+                        tracing::error!("proxy {proxy} sent a bad voucher: {e}; disconnecting");
+                        peer.close();
+                    }
+                }
+            }
+        });
+        let peer = Peer::spawn(conn, on_query, on_packet);
+        let t = Duration::from_secs(30);
+
+        // 1. Announce.
+        let c = *self.controls.borrow();
+        let params = WorkerParams {
+            flags: (),
+            worker_owner_address: self.owner().to_raw().into_bytes(),
+            model: self.cfg.model.clone().into_bytes(),
+            coefficient: c.coefficient as i32,
+            is_test: Some(true),
+            proxy_cnt: Some(1),
+            max_active_requests: Some(self.cfg.max_active as i32),
+            min_proto_version: Some(1),
+            max_proto_version: Some(1),
+        };
+        let answer = peer
+            .query(
+                cocoon_wire::encode(&WorkerRequest::ConnectToProxy { params }),
+                t,
+            )
+            .await?;
+        let connected: ConnectedToProxy =
+            cocoon_wire::decode(&answer).map_err(|e| WorkerError::Protocol(e.to_string()))?;
+        let (proxy, worker_sc) = self.check_proxy(&connected).await?;
+        *proxy_contract.lock().expect("proxy") = Some(proxy);
+
+        // 2. Compare balances: the proxy must know every token we were promised or paid.
+        let onchain_paid = match self.chain.account(&worker_sc).await?.data {
+            Some(d) => WorkerData::parse(&d)?.tokens_paid,
+            None => 0,
+        };
+        let held = self
+            .held
+            .lock()
+            .expect("held")
+            .get(&proxy)
+            .map(|h| h.tokens)
+            .unwrap_or(0);
+        let request = WorkerRequest::CompareBalanceWithProxy {
+            tokens_committed_to_blockchain: onchain_paid,
+            tokens_committed_to_db: held,
+            max_tokens: held.max(onchain_paid),
+        };
+        let answer = peer.query(cocoon_wire::encode(&request), t).await?;
+        let result: CompareBalanceResult =
+            cocoon_wire::decode(&answer).map_err(|e| WorkerError::Protocol(e.to_string()))?;
+        if result.error_code != 0 || result.tokens_committed_to_db < held.max(onchain_paid) {
+            peer.close();
+            return Err(WorkerError::Refused(format!(
+                "proxy {proxy} rolled back: it knows {} tokens, we hold {held} and were paid {onchain_paid} on chain",
+                result.tokens_committed_to_db
+            )));
+        }
+        self.take_voucher(proxy, &result.signed_payment)
+            .map_err(WorkerError::Refused)?;
+
+        // 3. Ready.
+        let is_disabled = !self.controls.borrow().enabled;
+        peer.query(
+            cocoon_wire::encode(&WorkerRequest::ProxyHandshakeComplete { is_disabled }),
+            t,
+        )
+        .await?;
+        self.connected
+            .lock()
+            .expect("connected")
+            .insert(proxy, addr);
+        tracing::info!("serving proxy {proxy} at {addr}");
+
+        // Forward control changes until the connection ends.
+        let mut controls = self.controls.subscribe();
+        let mut last = *controls.borrow();
+        loop {
+            tokio::select! {
+                _ = peer.closed() => break,
+                changed = controls.changed() => {
+                    if changed.is_err() { break; }
+                    let now = *controls.borrow();
+                    if now.enabled != last.enabled {
+                        let _ = peer.send(cocoon_wire::encode(&EnabledDisabled { disabled: i32::from(!now.enabled) }));
+                    }
+                    if now.coefficient != last.coefficient {
+                        let _ = peer.send(cocoon_wire::encode(&NewCoefficient { new_coefficient: now.coefficient as i32 }));
+                    }
+                    last = now;
+                }
+            }
+        }
+        self.connected.lock().expect("connected").remove(&proxy);
+        Ok(())
+    }
+
+    /// Checks the proxy's claims against the chain: its contract is registered in the root,
+    /// holds the voucher key it announced, and our worker contract is where it says.
+    async fn check_proxy(&self, c: &ConnectedToProxy) -> Result<(Address, Address), WorkerError> {
+        let proxy: Address = String::from_utf8_lossy(&c.params.proxy_sc_address)
+            .parse()
+            .map_err(|e| WorkerError::Protocol(format!("proxy_sc_address: {e}")))?;
+        let root = chain_client::read_root(self.chain.as_ref(), &self.cfg.root).await?;
+        if !root.proxies.iter().any(|p| p.address == proxy) {
+            return Err(WorkerError::Refused(format!(
+                "proxy contract {proxy} is not registered in the root"
+            )));
+        }
+        let data = chain_client::read_proxy(self.chain.as_ref(), &proxy).await?;
+        if data.proxy_public_key != c.params.proxy_public_key {
+            return Err(WorkerError::Refused(
+                "the proxy's voucher key differs from its contract's".into(),
+            ));
+        }
+        let init = ProxyInit {
+            owner: data.owner,
+            proxy_public_key: data.proxy_public_key,
+            root: data.root,
+            params: data.params.clone(),
+            client_code: root.codes.client.clone(),
+            worker_code: root.codes.worker.clone(),
+        };
+        let worker_sc = address_of(
+            &init
+                .worker(proxy, self.owner())
+                .state_init(&root.codes.worker)?,
+        )?;
+        if c.worker_sc_address != worker_sc.to_raw().into_bytes() {
+            return Err(WorkerError::Refused(
+                "the proxy names a different worker contract".into(),
+            ));
+        }
+        Ok((proxy, worker_sc))
+    }
+
+    /// Accepts a newer voucher from `proxy` (checked like the worker contract will), refuses one
+    /// going backwards, and claims on chain when due.
+    fn take_voucher(
+        self: &Arc<Self>,
+        proxy: Address,
+        payment: &SignedPayment,
+    ) -> Result<(), String> {
+        let SignedPayment::Signed { data } = payment else {
+            return Ok(());
+        };
+        let body = cocoon_chain::cells::from_boc(data).map_err(|e| e.to_string())?;
+        let voucher = SignedVoucher::parse(&body, false).map_err(|e| e.to_string())?;
+        let target = voucher.voucher.target;
+        let mut held = self.held.lock().expect("held");
+        let entry = held.entry(proxy).or_default();
+        if voucher.voucher.counter < entry.tokens {
+            return Err(format!(
+                "voucher went backwards: {} < {}",
+                voucher.voucher.counter, entry.tokens
+            ));
+        }
+        if voucher.voucher.op != op::WORKER_PAYOUT_SIGNED {
+            return Err("not a payout voucher".into());
+        }
+        entry.tokens = voucher.voucher.counter;
+        entry.body_hex = hex::encode(data);
+        let snapshot = held.clone();
+        drop(held);
+        save_held(&self.cfg.dir, &snapshot);
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.claim_if_due(proxy, target).await {
+                tracing::warn!("payout claim failed: {e}");
+            }
+        });
+        Ok(())
+    }
+
+    /// Claims the newest voucher from `proxy` if the unclaimed amount reaches the threshold.
+    pub async fn claim_if_due(
+        &self,
+        proxy: Address,
+        worker_sc: Address,
+    ) -> Result<bool, WorkerError> {
+        let (tokens, body_hex, claimed) = {
+            let held = self.held.lock().expect("held");
+            match held.get(&proxy) {
+                Some(h) => (h.tokens, h.body_hex.clone(), h.claimed),
+                None => return Ok(false),
+            }
+        };
+        let data = chain_client::read_proxy(self.chain.as_ref(), &proxy).await?;
+        let fee = data.params.worker_fee_per_token;
+        if (tokens.saturating_sub(claimed) as u128).saturating_mul(fee) < self.cfg.payout_threshold
+            || tokens <= claimed
+        {
+            return Ok(false);
+        }
+        self.claim(proxy, worker_sc, tokens, &body_hex).await?;
+        Ok(true)
+    }
+
+    /// Submits the newest voucher from `proxy` now (deploying the worker contract if needed).
+    pub async fn claim_now(&self, proxy: Address) -> Result<u64, WorkerError> {
+        let (tokens, body_hex) = {
+            let held = self.held.lock().expect("held");
+            let h = held
+                .get(&proxy)
+                .ok_or_else(|| WorkerError::Refused(format!("no voucher from {proxy}")))?;
+            (h.tokens, h.body_hex.clone())
+        };
+        let body = cocoon_chain::cells::from_boc(&hex::decode(&body_hex).unwrap_or_default())?;
+        let target = SignedVoucher::parse(&body, false)?.voucher.target;
+        self.claim(proxy, target, tokens, &body_hex).await?;
+        Ok(tokens)
+    }
+
+    async fn claim(
+        &self,
+        proxy: Address,
+        worker_sc: Address,
+        tokens: u64,
+        body_hex: &str,
+    ) -> Result<(), WorkerError> {
+        let body = cocoon_chain::cells::from_boc(
+            &hex::decode(body_hex).map_err(|e| WorkerError::Protocol(e.to_string()))?,
+        )?;
+        let mut msg = OutMessage::transfer(worker_sc, MIN_FEE, Some(body));
+        if self.chain.account(&worker_sc).await?.status != "active" {
+            let root = chain_client::read_root(self.chain.as_ref(), &self.cfg.root).await?;
+            let data = chain_client::read_proxy(self.chain.as_ref(), &proxy).await?;
+            let init = ProxyInit {
+                owner: data.owner,
+                proxy_public_key: data.proxy_public_key,
+                root: data.root,
+                params: data.params,
+                client_code: root.codes.client.clone(),
+                worker_code: root.codes.worker.clone(),
+            };
+            msg.init = Some(
+                init.worker(proxy, self.owner())
+                    .state_init(&root.codes.worker)?,
+            );
+        }
+        chain_client::send_transfer(self.chain.as_ref(), &self.wallet.1, &self.wallet.0, &[msg])
+            .await?;
+        if let Some(h) = self.held.lock().expect("held").get_mut(&proxy) {
+            h.claimed = h.claimed.max(tokens);
+        }
+        save_held(&self.cfg.dir, &self.held());
+        tracing::info!("claimed payout voucher for {tokens} tokens from proxy {proxy}");
+        Ok(())
+    }
+
+    async fn run_query(self: Arc<Self>, peer: Peer, data: Vec<u8>) -> Result<Vec<u8>, RpcError> {
+        let request: ProxyRequest = cocoon_wire::decode(&data)
+            .map_err(|e| RpcError::remote(400, format!("not a proxy request: {e}")))?;
+        let ProxyRequest::RunQuery {
+            query,
+            timeout,
+            request_id,
+            ..
+        } = request
+        else {
+            return Err(RpcError::remote(501, "proxy.runQueryEx is not supported"));
+        };
+        let http: HttpRequest = cocoon_wire::decode(&query)
+            .map_err(|e| RpcError::remote(400, format!("query: {e}")))?;
+        let url = String::from_utf8_lossy(&http.url).into_owned();
+        let parsed = match url.split('?').next().unwrap_or("") {
+            "/v1/chat/completions" => EngineRequest::parse_chat(&http.payload),
+            "/v1/completions" => EngineRequest::parse_completion(&http.payload),
+            other => return Err(RpcError::remote(404, format!("unknown endpoint {other}"))),
+        };
+        let fail = |e: EngineError, tokens_used: TokensUsed| {
+            Ok(cocoon_wire::encode(&ProxyQueryAnswer::Error {
+                error_code: e.http_status() as i32,
+                error: cocoon_engine::openai::error_json(&e)
+                    .to_string()
+                    .into_bytes(),
+                request_id,
+                tokens_used,
+            }))
+        };
+        let request = match parsed {
+            Ok(r) => r,
+            Err(e) => return fail(EngineError::Request(e), TokensUsed::default()),
+        };
+        let mut fmt = Formatter::new(&request);
+        let mut generation = match self.engine.generate(request) {
+            Ok(g) => g,
+            Err(e) => return fail(e, TokensUsed::default()),
+        };
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel();
+        self.running
+            .lock()
+            .expect("running")
+            .insert(request_id, stop_tx);
+        let deadline = tokio::time::sleep(Duration::from_secs_f64(timeout.0.clamp(1.0, 3600.0)));
+        tokio::pin!(deadline);
+        let mut parts: u64 = 0;
+        let result = loop {
+            tokio::select! {
+                event = generation.next() => match event {
+                    Some(Ok(Event::Text(t))) => {
+                        if let Some(bytes) = fmt.text(&t) {
+                            parts += 1;
+                            let part = ProxyQueryAnswerPart::Part {
+                                answer: bytes,
+                                is_completed: false,
+                                request_id,
+                                tokens_used: TokensUsed { completion_tokens_used: parts, ..Default::default() },
+                            };
+                            if peer.send(cocoon_wire::encode(&part)).is_err() {
+                                break Err(RpcError::Closed);
+                            }
+                        }
+                    }
+                    Some(Ok(Event::Done { usage, finish_reason })) => {
+                        let answer = fmt.done(&usage, finish_reason);
+                        break Ok(cocoon_wire::encode(&ProxyQueryAnswer::Answer {
+                            answer,
+                            is_completed: true,
+                            request_id,
+                            tokens_used: TokensUsed {
+                                prompt_tokens_used: usage.prompt_tokens,
+                                cached_tokens_used: usage.cached_tokens,
+                                completion_tokens_used: usage.completion_tokens,
+                                reasoning_tokens_used: usage.reasoning_tokens,
+                                total_tokens_used: usage.prompt_tokens + usage.completion_tokens,
+                            },
+                        }));
+                    }
+                    Some(Err(e)) => break fail(e, TokensUsed { completion_tokens_used: parts, ..Default::default() }),
+                    None => break fail(EngineError::Internal("engine ended without usage".into()), TokensUsed { completion_tokens_used: parts, ..Default::default() }),
+                },
+                _ = &mut stop_rx => break Err(RpcError::remote(499, "cancelled by the proxy")),
+                _ = &mut deadline => break fail(EngineError::Timeout(Duration::from_secs_f64(timeout.0.clamp(1.0, 3600.0))), TokensUsed { completion_tokens_used: parts, ..Default::default() }),
+            }
+        };
+        self.running.lock().expect("running").remove(&request_id);
+        // Dropping the generation here cancels it at the engine.
+        drop(generation);
+        result
+    }
+}
+
+fn held_path(dir: &std::path::Path) -> PathBuf {
+    dir.join("vouchers.json")
+}
+
+fn load_held(dir: &std::path::Path) -> HashMap<Address, HeldVoucher> {
+    std::fs::read_to_string(held_path(dir))
+        .ok()
+        .and_then(|t| serde_json::from_str::<HashMap<String, HeldVoucher>>(&t).ok())
+        .map(|m| {
+            m.into_iter()
+                .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn save_held(dir: &std::path::Path, held: &HashMap<Address, HeldVoucher>) {
+    let map: HashMap<String, &HeldVoucher> = held.iter().map(|(k, v)| (k.to_raw(), v)).collect();
+    let _ = std::fs::create_dir_all(dir);
+    let tmp = dir.join("vouchers.json.tmp");
+    let ok = std::fs::write(&tmp, serde_json::to_vec_pretty(&map).unwrap_or_default())
+        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, held_path(dir)));
+    if let Err(e) = ok {
+        tracing::error!("saving vouchers in {}: {e}", dir.display());
+    }
+}
