@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use cocoon_chain::Address;
 
 /// One connected worker.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct WorkerSlot {
     /// Connection id (unique per connection).
     pub id: u64,
