@@ -9,6 +9,7 @@ mod bench;
 mod chain;
 mod engine;
 mod model;
+mod network;
 
 use clap::{Parser, Subcommand};
 
@@ -44,6 +45,26 @@ enum Command {
     /// The root contract's registry.
     #[command(subcommand)]
     Root(chain::RootCommand),
+    /// Bring up a whole local network (chain, proxy, workers, client) and serve the OpenAI API.
+    Up(network::UpArgs),
+    /// Run a proxy from a TOML config.
+    Proxy {
+        /// The config file.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+    /// Run a worker from a TOML config.
+    Worker {
+        /// The config file.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+    /// Run a client (OpenAI API) from a TOML config.
+    Client {
+        /// The config file.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
     /// Benchmarks that print JSON, each against an in-process baseline.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -62,6 +83,10 @@ fn main() -> std::process::ExitCode {
         Command::Model(cmd) => model::run(cmd),
         Command::Engine(cmd) => engine::run(cmd),
         Command::Chain(cmd) => chain::run_chain(cmd),
+        Command::Up(args) => network::up(args),
+        Command::Proxy { config } => network::proxy(&config),
+        Command::Worker { config } => network::worker(&config),
+        Command::Client { config } => network::client(&config),
         Command::Wallet(cmd) => chain::run_wallet(cmd),
         Command::Root(cmd) => chain::run_root(cmd),
     };

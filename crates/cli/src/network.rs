@@ -1,0 +1,451 @@
+//! `cocoon up` (the whole network on this machine) and the roles one at a time from TOML
+//! configs: `cocoon proxy --config`, `cocoon worker --config`, `cocoon client --config`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use cocoon_chain::client::{ChainClient, LocalClient, ToncenterClient};
+use cocoon_chain::local::LocalChain;
+use cocoon_chain::{Address, Network};
+use cocoon_engine::engine::Engine;
+use cocoon_engine::fake::FakeEngine;
+use cocoon_llama::{LlamaConfig, LlamaEngine};
+use cocoon_localnet::{LocalNet, LocalNetConfig};
+use cocoon_tee::{ConfigfsTsmProvider, FakeTdxProvider, PolicyKind, QuoteProvider};
+
+/// `cocoon up`.
+#[derive(Args)]
+pub struct UpArgs {
+    /// All state (chain, wallets, ledger, keys); the next `cocoon up` resumes from it.
+    #[arg(long, default_value = ".cocoon")]
+    pub dir: PathBuf,
+    /// Number of workers.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Model: a known name (smollm2) or a GGUF path.
+    #[arg(long, default_value = "smollm2")]
+    pub model: String,
+    /// Use the FAKE benchmark engine instead of a model (fixed answers; for protocol tests).
+    #[arg(long)]
+    pub fake_engine: bool,
+    /// The client's OpenAI API address.
+    #[arg(long, default_value = "127.0.0.1:8040")]
+    pub listen: SocketAddr,
+    /// The local chain's toncenter API address.
+    #[arg(long, default_value = "127.0.0.1:8041")]
+    pub chain_listen: SocketAddr,
+    /// Proxy's listener for workers.
+    #[arg(long, default_value = "127.0.0.1:8042")]
+    pub proxy_worker_listen: SocketAddr,
+    /// Proxy's listener for clients.
+    #[arg(long, default_value = "127.0.0.1:8043")]
+    pub proxy_client_listen: SocketAddr,
+    /// Sequences each embedded engine runs at once.
+    #[arg(long, default_value_t = 4)]
+    pub parallel: u32,
+    /// Worker price coefficient, thousandths.
+    #[arg(long, default_value_t = 1000)]
+    pub coefficient: u32,
+}
+
+fn engines(args: &UpArgs) -> Result<(Vec<Arc<dyn Engine>>, String, String)> {
+    if args.fake_engine {
+        eprintln!("FAKE engine: fixed answers, no model (for protocol tests and benchmarks only)");
+        let e: Vec<Arc<dyn Engine>> = (0..args.workers)
+            .map(|_| Arc::new(FakeEngine::default()) as Arc<dyn Engine>)
+            .collect();
+        return Ok((e, cocoon_localnet::fake_model_identity(), "fake".into()));
+    }
+    let local = match cocoon_engine::model::known(&args.model) {
+        Ok(known) => {
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            cocoon_engine::model::fetch_with(
+                known,
+                &cocoon_engine::model::default_model_dir(),
+                progress,
+            )?
+        }
+        Err(_) => crate::model::resolve(&args.model)?,
+    };
+    let mut out: Vec<Arc<dyn Engine>> = Vec::new();
+    // Share the machine's threads between the workers' engines.
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let threads = (cores / args.workers.max(1)).max(1) as i32;
+    for _ in 0..args.workers {
+        let engine = LlamaEngine::load(LlamaConfig {
+            max_sequences: args.parallel,
+            threads: Some(threads),
+            ..LlamaConfig::for_model(&local)
+        })
+        .with_context(|| format!("cannot load {}", local.path.display()))?;
+        out.push(Arc::new(engine));
+    }
+    let identity = local.identity.to_string();
+    let kind = local
+        .identity
+        .name
+        .split('-')
+        .next()
+        .unwrap_or("model")
+        .to_lowercase();
+    Ok((out, identity, kind))
+}
+
+/// Runs `cocoon up` until Ctrl-C.
+pub fn up(args: UpArgs) -> Result<()> {
+    if args.workers == 0 || args.workers > 64 {
+        bail!("--workers must be between 1 and 64");
+    }
+    let (engines, identity, kind) = engines(&args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut cfg = LocalNetConfig::new(&args.dir, engines, &identity, &kind);
+        cfg.http_listen = args.listen;
+        cfg.chain_listen = Some(args.chain_listen);
+        cfg.proxy_worker_listen = args.proxy_worker_listen;
+        cfg.proxy_client_listen = args.proxy_client_listen;
+        cfg.coefficient = args.coefficient;
+        let resumed = args.dir.join("network.json").exists();
+        let mut net = LocalNet::start(cfg).await.context("bringing the network up")?;
+        let info = &net.info;
+        let model_name = identity.split('@').next().unwrap_or(&identity).to_string();
+        println!("Cocoon network {} in {}", if resumed { "resumed" } else { "is up" }, args.dir.display());
+        println!("  model        {identity} on {} worker(s)", net.workers.len());
+        println!("  proxy        contract {} (workers {}, clients {})", info.proxy_contract, info.proxy_workers, info.proxy_clients);
+        if let Some(api) = &info.chain_api {
+            println!("  local chain  {api} (root {})", info.root);
+        }
+        println!("  OpenAI API   {}", info.base_url);
+        println!("  API key      {}", info.api_key);
+        println!();
+        println!(
+            "curl -s {}/chat/completions -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \\\n  -d '{{\"model\":\"{model_name}\",\"messages\":[{{\"role\":\"user\",\"content\":\"What is the capital of France?\"}}]}}'",
+            info.base_url, info.api_key
+        );
+        println!();
+        println!("network.json written to {}; Ctrl-C stops everything (state stays for the next `cocoon up`).", args.dir.join("network.json").display());
+        tokio::signal::ctrl_c().await?;
+        eprintln!("stopping…");
+        // Commit what was used so far, so the chain matches the ledger after a clean stop.
+        let _ = tokio::time::timeout(Duration::from_secs(10), net.client.commit_all()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), cocoon_proxy::save_state_now(&net.proxy.proxy)).await;
+        net.stop();
+        if let Ok(chain) = net.chain.lock() {
+            chain.save()?;
+        }
+        eprintln!("stopped");
+        Ok(())
+    })
+}
+
+/// Chain and wallet settings every role config shares.
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Common {
+    /// toncenter v2 API of the chain (e.g. `cocoon chain serve`), or…
+    pub chain_api: Option<String>,
+    /// …a local chain directory opened in process (only one process may open it).
+    pub chain_dir: Option<PathBuf>,
+    /// API key for chain_api (also TONCENTER_API_KEY).
+    pub chain_api_key: Option<String>,
+    /// mainnet, testnet or local.
+    #[serde(default = "local")]
+    pub network: Network,
+    /// Root contract address.
+    pub root: String,
+    /// Wallet file (from `cocoon wallet new`).
+    pub wallet: PathBuf,
+    /// State directory.
+    pub dir: PathBuf,
+    /// `fake` (fake TDX quotes) or `tdx` (configfs-tsm).
+    #[serde(default = "fake")]
+    pub tee: String,
+    /// Peer attestation policy: fake_tdx or tdx.
+    #[serde(default = "fake_tdx")]
+    pub policy: String,
+}
+
+fn local() -> Network {
+    Network::Local
+}
+fn fake() -> String {
+    "fake".into()
+}
+fn fake_tdx() -> String {
+    "fake_tdx".into()
+}
+
+impl Common {
+    fn chain(&self) -> Result<Arc<dyn ChainClient>> {
+        match (&self.chain_api, &self.chain_dir) {
+            (Some(url), None) => {
+                let key = self
+                    .chain_api_key
+                    .clone()
+                    .or_else(|| std::env::var("TONCENTER_API_KEY").ok());
+                Ok(Arc::new(ToncenterClient::new(url, key, self.network)))
+            }
+            (None, Some(dir)) => {
+                let chain = LocalChain::open(dir)?
+                    .with_context(|| format!("chain_dir: no local chain in {}", dir.display()))?;
+                Ok(Arc::new(LocalClient::new(Arc::new(Mutex::new(chain)))))
+            }
+            _ => bail!("set exactly one of chain_api and chain_dir"),
+        }
+    }
+
+    fn wallet(&self) -> Result<(cocoon_chain::keys::Keypair, cocoon_chain::wallet::Wallet)> {
+        #[derive(serde::Deserialize)]
+        struct WalletFile {
+            mnemonic: String,
+            version: cocoon_chain::wallet::WalletVersion,
+        }
+        let text = std::fs::read_to_string(&self.wallet)
+            .with_context(|| format!("wallet: reading {}", self.wallet.display()))?;
+        let f: WalletFile = serde_json::from_str(&text)
+            .with_context(|| format!("wallet: {} is not a wallet file", self.wallet.display()))?;
+        let keys = cocoon_chain::mnemonic::Mnemonic::parse(&f.mnemonic)?.keypair();
+        let wallet = cocoon_chain::wallet::Wallet::new(f.version, keys.public_key(), self.network);
+        Ok((keys, wallet))
+    }
+
+    fn root(&self) -> Result<Address> {
+        self.root.parse().context("root")
+    }
+
+    fn quotes(&self) -> Result<Box<dyn QuoteProvider>> {
+        match self.tee.as_str() {
+            "fake" => Ok(Box::new(FakeTdxProvider::default())),
+            "tdx" => Ok(Box::new(ConfigfsTsmProvider::new(
+                cocoon_tee::provider::DEFAULT_TSM_REPORT_DIR,
+            ))),
+            other => bail!("tee: {other:?} is neither fake nor tdx"),
+        }
+    }
+
+    fn policy(&self) -> Result<PolicyKind> {
+        match self.policy.as_str() {
+            "fake_tdx" => Ok(PolicyKind::FakeTdx),
+            "tdx" => Ok(PolicyKind::Tdx),
+            "any" => Ok(PolicyKind::Any),
+            other => bail!("policy: {other:?} is not fake_tdx, tdx or any"),
+        }
+    }
+}
+
+fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// `proxy.toml`.
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyToml {
+    #[serde(flatten)]
+    common: Common,
+    worker_listen: SocketAddr,
+    client_listen: SocketAddr,
+    #[serde(default = "pow")]
+    pow_difficulty: u32,
+    #[serde(default = "thirty")]
+    save_state_interval_secs: u64,
+}
+
+/// `worker.toml`.
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerToml {
+    #[serde(flatten)]
+    common: Common,
+    /// Proxies' worker endpoints; empty: those in the root.
+    #[serde(default)]
+    proxies: Vec<SocketAddr>,
+    /// Known model name, GGUF path, or "fake".
+    model: String,
+    #[serde(default = "thousand")]
+    coefficient: u32,
+    #[serde(default = "four")]
+    max_active: u32,
+    /// Claim on chain from this many TON unclaimed.
+    #[serde(default = "one")]
+    payout_threshold_ton: String,
+}
+
+/// `client.toml`.
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ClientToml {
+    #[serde(flatten)]
+    common: Common,
+    #[serde(default)]
+    proxies: Vec<SocketAddr>,
+    listen: SocketAddr,
+    /// API key (also COCOON_API_KEY).
+    api_key: Option<String>,
+    #[serde(default = "ten")]
+    deposit_ton: String,
+    #[serde(default = "half")]
+    stake_ton: String,
+}
+
+fn pow() -> u32 {
+    20
+}
+fn thirty() -> u64 {
+    30
+}
+fn thousand() -> u32 {
+    1000
+}
+fn four() -> u32 {
+    4
+}
+fn one() -> String {
+    "1".into()
+}
+fn ten() -> String {
+    "10".into()
+}
+fn half() -> String {
+    "0.5".into()
+}
+
+/// `cocoon proxy --config FILE`.
+pub fn proxy(config: &Path) -> Result<()> {
+    let c: ProxyToml = read_config(config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let running = cocoon_proxy::Proxy::start(
+            cocoon_proxy::ProxyConfig {
+                dir: c.common.dir.clone(),
+                worker_listen: c.worker_listen,
+                client_listen: c.client_listen,
+                root: c.common.root()?,
+                worker_policy: c.common.policy()?,
+                pow_difficulty: c.pow_difficulty,
+                save_state_interval: Duration::from_secs(c.save_state_interval_secs.max(1)),
+                request_timeout: Duration::from_secs(600),
+            },
+            c.common.chain()?,
+            c.common.wallet()?,
+            c.common.quotes()?.as_ref(),
+        )
+        .await?;
+        println!(
+            "proxy contract {} (voucher key {}); workers on {}, clients on {}",
+            running.proxy.address(),
+            hex::encode(running.proxy.public_key()),
+            running.worker_addr,
+            running.client_addr
+        );
+        tokio::signal::ctrl_c().await?;
+        let _ = cocoon_proxy::save_state_now(&running.proxy).await;
+        running.stop();
+        Ok(())
+    })
+}
+
+/// `cocoon worker --config FILE`.
+pub fn worker(config: &Path) -> Result<()> {
+    let c: WorkerToml = read_config(config)?;
+    let (engine, identity): (Arc<dyn Engine>, String) = if c.model == "fake" {
+        (
+            Arc::new(FakeEngine::default()),
+            cocoon_localnet::fake_model_identity(),
+        )
+    } else {
+        let local = crate::model::resolve(&c.model)?;
+        let engine = LlamaEngine::load(LlamaConfig {
+            max_sequences: c.max_active,
+            ..LlamaConfig::for_model(&local)
+        })?;
+        (Arc::new(engine), local.identity.to_string())
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let chain = c.common.chain()?;
+        let root = cocoon_chain::client::read_root(chain.as_ref(), &c.common.root()?).await?;
+        let worker = cocoon_worker::Worker::new(
+            cocoon_worker::WorkerConfig {
+                dir: c.common.dir.clone(),
+                root: c.common.root()?,
+                proxies: c.proxies.clone(),
+                model: identity.clone(),
+                coefficient: c.coefficient,
+                max_active: c.max_active,
+                proxy_policy: c.common.policy()?,
+                max_pow_difficulty: 28,
+                payout_threshold: cocoon_chain::parse_ton(&c.payout_threshold_ton)?,
+            },
+            chain,
+            c.common.wallet()?,
+            engine,
+            c.common.quotes()?.as_ref(),
+            root.proxy_hashes.clone(),
+        )?;
+        println!("worker {} serving {identity}", worker.owner());
+        tokio::select! {
+            _ = worker.run() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(())
+    })
+}
+
+/// `cocoon client --config FILE`.
+pub fn client(config: &Path) -> Result<()> {
+    let c: ClientToml = read_config(config)?;
+    let api_key = c
+        .api_key
+        .clone()
+        .or_else(|| std::env::var("COCOON_API_KEY").ok())
+        .context("api_key: set it in the config or COCOON_API_KEY")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let client = cocoon_client::Client::start(
+            cocoon_client::ClientConfig {
+                dir: c.common.dir.clone(),
+                root: c.common.root()?,
+                proxies: c.proxies.clone(),
+                deposit: cocoon_chain::parse_ton(&c.deposit_ton)?,
+                stake: cocoon_chain::parse_ton(&c.stake_ton)?,
+                proxy_policy: c.common.policy()?,
+                max_pow_difficulty: 28,
+                max_coefficient: 10_000,
+                timeout: Duration::from_secs(600),
+            },
+            c.common.chain()?,
+            c.common.wallet()?,
+            c.common.quotes()?.as_ref(),
+        )
+        .await?;
+        let listener = tokio::net::TcpListener::bind(c.listen).await?;
+        println!(
+            "OpenAI API on http://{}/v1 (client {})",
+            listener.local_addr()?,
+            client.owner()
+        );
+        tokio::select! {
+            r = cocoon_client::server::serve(listener, client.clone(), api_key) => r?,
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        let _ = client.commit_all().await;
+        Ok(())
+    })
+}
