@@ -114,6 +114,7 @@ fn remote(e: RpcError) -> ClientError {
 
 /// One authorized proxy connection.
 struct ProxyConn {
+    addr: SocketAddr,
     proxy: Address,
     peer: Peer,
     client_sc: Address,
@@ -247,6 +248,7 @@ impl Client {
                 "the root lists no proxy and none is configured".into(),
             ));
         }
+        let targets_kept = targets.clone();
         let mut errors = Vec::new();
         for addr in targets {
             match client.clone().connect(addr).await {
@@ -260,7 +262,55 @@ impl Client {
         if client.conns.lock().expect("conns").is_empty() {
             return Err(ClientError::NoProxy(errors.join("; ")));
         }
+        tokio::spawn(Client::reconnect_loop(
+            Arc::downgrade(&client),
+            targets_kept,
+        ));
         Ok(client)
+    }
+
+    /// Reconnects lost proxy connections (backoff 1 s doubling to 30 s, per proxy) for as long
+    /// as the client lives.
+    async fn reconnect_loop(client: std::sync::Weak<Self>, targets: Vec<SocketAddr>) {
+        let mut wait: HashMap<SocketAddr, (std::time::Instant, Duration)> = HashMap::new();
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            // The loop ends when the client is dropped.
+            let Some(me) = client.upgrade() else { return };
+            for addr in &targets {
+                let alive = me
+                    .conns
+                    .lock()
+                    .expect("conns")
+                    .iter()
+                    .any(|c| c.addr == *addr && !c.peer.is_closed());
+                if alive {
+                    wait.remove(addr);
+                    continue;
+                }
+                let (next, backoff) = *wait
+                    .entry(*addr)
+                    .or_insert((std::time::Instant::now(), Duration::from_secs(1)));
+                if std::time::Instant::now() < next {
+                    continue;
+                }
+                match me.clone().connect(*addr).await {
+                    Ok(()) => {
+                        wait.remove(addr);
+                    }
+                    Err(e) => {
+                        tracing::warn!("reconnecting to proxy {addr}: {e}");
+                        wait.insert(
+                            *addr,
+                            (
+                                std::time::Instant::now() + backoff,
+                                (backoff * 2).min(Duration::from_secs(30)),
+                            ),
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// The owner (paying wallet) address.
@@ -372,7 +422,10 @@ impl Client {
                 })
             }
         }
-        self.conns.lock().expect("conns").push(Arc::new(ProxyConn {
+        let mut conns = self.conns.lock().expect("conns");
+        conns.retain(|c| c.addr != addr);
+        conns.push(Arc::new(ProxyConn {
+            addr,
             proxy,
             peer,
             client_sc,

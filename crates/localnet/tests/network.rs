@@ -136,7 +136,25 @@ async fn requests_flow_and_every_token_is_paid_on_chain() {
             .unwrap()
             .clients_held
     };
-    tokio::time::sleep(Duration::from_millis(200)).await; // vouchers arrive as packets after the answers
+    // Vouchers travel as packets right after each answer: wait until both sides hold the newest.
+    let t = std::time::Instant::now();
+    loop {
+        let client_has = net.client.accounts()[0].voucher_tokens;
+        let workers_have: u64 = net
+            .workers
+            .iter()
+            .flat_map(|w| w.held().into_values())
+            .map(|h| h.tokens)
+            .sum();
+        if client_has == 8 * per_request && workers_have == 8 * per_request {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "vouchers: client {client_has}, workers {workers_have}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     net.client.commit_all().await.unwrap();
     for w in &net.workers {
         if !w.held().is_empty() {
@@ -257,4 +275,163 @@ async fn bad_requests_get_clear_errors() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["data"][0]["id"], FAKE_MODEL);
     assert_eq!(v["data"][0]["workers"][0]["coefficient"], 1000);
+}
+
+async fn start_slow(dir: &std::path::Path) -> LocalNet {
+    // 50 chunks, 40 ms apart: two seconds per answer, time enough to walk away mid-stream.
+    let slow = FakeEngine {
+        chunk_delay: Duration::from_millis(40),
+        ..FakeEngine::default()
+    };
+    let cfg = LocalNetConfig::new(
+        dir,
+        vec![Arc::new(slow) as Arc<dyn Engine>],
+        &cocoon_localnet::fake_model_identity(),
+        "fake",
+    );
+    LocalNet::start(cfg).await.expect("network starts")
+}
+
+async fn wait_idle(net: &LocalNet) -> Duration {
+    let t = std::time::Instant::now();
+    while net.proxy.proxy.workers().iter().any(|w| w.active > 0) {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the request kept running at the worker"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    t.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_cancels_the_generation_and_pays_only_what_it_got() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = start_slow(dir.path()).await;
+    let url = format!("{}/chat/completions", net.info.base_url);
+    let mut r = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&net.info.api_key)
+        .json(&chat(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let first = r.chunk().await.unwrap().unwrap();
+    assert!(first.starts_with(b"data: "));
+    drop(r); // the app hangs up after the first part
+    let took = wait_idle(&net).await;
+    assert!(
+        took < Duration::from_millis(1500),
+        "cancelled in {took:?}, not after the whole answer"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let charged = net
+        .proxy
+        .proxy
+        .totals()
+        .clients
+        .get(&net.client.owner())
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        charged < 20,
+        "charged {charged} tokens for a few delivered parts (a full answer is 134)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_dies_mid_stream_gives_a_clean_error_and_bills_only_delivered_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = start_slow(dir.path()).await;
+    let url = format!("{}/chat/completions", net.info.base_url);
+    let mut r = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&net.info.api_key)
+        .json(&chat(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut body = Vec::new();
+    body.extend_from_slice(&r.chunk().await.unwrap().unwrap());
+    net.workers[0].kill();
+    while let Some(c) = r.chunk().await.unwrap() {
+        body.extend_from_slice(&c);
+    }
+    let text = String::from_utf8(body).unwrap();
+    assert!(
+        text.contains("\"error\""),
+        "the stream ends with an error frame: {}",
+        &text[text.len().saturating_sub(300)..]
+    );
+    assert!(
+        !text.contains("[DONE]"),
+        "a cut answer is not presented as complete"
+    );
+    let delivered = text.matches("chat.completion.chunk").count() as u64;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let charged = net
+        .proxy
+        .proxy
+        .totals()
+        .clients
+        .get(&net.client.owner())
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        charged <= delivered,
+        "charged {charged} tokens, delivered {delivered} parts"
+    );
+    // Non-streamed requests now fail cleanly too: no worker left.
+    let r = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&net.info.api_key)
+        .json(&chat(false))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status() == 404 || r.status() == 503, "{}", r.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_network_resumes_with_the_same_balances() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client_owner, charged) = {
+        let mut net = start(dir.path(), 1).await;
+        let url = format!("{}/chat/completions", net.info.base_url);
+        let r = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(&net.info.api_key)
+            .json(&chat(false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let owner = net.client.owner();
+        let charged = net.proxy.proxy.totals().clients[&owner];
+        net.stop();
+        (owner, charged)
+    };
+    let net = start(dir.path(), 1).await;
+    assert_eq!(net.client.owner(), client_owner, "same wallets");
+    assert_eq!(
+        net.proxy.proxy.totals().clients[&client_owner],
+        charged,
+        "the ledger resumed"
+    );
+    let url = format!("{}/chat/completions", net.info.base_url);
+    let r = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&net.info.api_key)
+        .json(&chat(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        net.proxy.proxy.totals().clients[&client_owner],
+        2 * charged,
+        "continues, nothing charged twice"
+    );
 }

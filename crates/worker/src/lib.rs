@@ -115,6 +115,7 @@ pub struct Worker {
     running: Mutex<HashMap<[u8; 32], tokio::sync::oneshot::Sender<()>>>,
     /// Proxies currently connected (proxy contract → socket address).
     pub connected: Mutex<HashMap<Address, SocketAddr>>,
+    stopped: watch::Sender<bool>,
 }
 
 impl Worker {
@@ -146,6 +147,7 @@ impl Worker {
             held: Mutex::new(held),
             running: Mutex::new(HashMap::new()),
             connected: Mutex::new(HashMap::new()),
+            stopped: watch::channel(false).0,
         }))
     }
 
@@ -168,6 +170,16 @@ impl Worker {
     pub fn set_coefficient(&self, coefficient: u32) {
         self.controls
             .send_modify(|c| c.coefficient = coefficient.max(1));
+    }
+
+    /// Drops every proxy connection at once and stops reconnecting, as if the process died
+    /// (running requests end without a final answer).
+    pub fn kill(&self) {
+        self.stopped.send_replace(true);
+    }
+
+    fn is_stopped(&self) -> bool {
+        *self.stopped.borrow()
     }
 
     /// Serves every configured proxy (or every proxy in the root) until the task is dropped.
@@ -199,7 +211,7 @@ impl Worker {
     /// Keeps one proxy connection alive, reconnecting with backoff (1 s doubling to 30 s).
     pub async fn serve_proxy(self: Arc<Self>, addr: SocketAddr) {
         let mut backoff = Duration::from_secs(1);
-        loop {
+        while !self.is_stopped() {
             match self.clone().session(addr).await {
                 Ok(()) => {
                     tracing::info!("proxy {addr} closed the connection");
@@ -319,9 +331,14 @@ impl Worker {
         // Forward control changes until the connection ends.
         let mut controls = self.controls.subscribe();
         let mut last = *controls.borrow();
+        let mut stopped = self.stopped.subscribe();
         loop {
             tokio::select! {
                 _ = peer.closed() => break,
+                _ = stopped.wait_for(|s| *s) => {
+                    peer.close();
+                    break;
+                }
                 changed = controls.changed() => {
                     if changed.is_err() { break; }
                     let now = *controls.borrow();
