@@ -209,6 +209,43 @@ impl WalletArgs {
 /// `cocoon root …`.
 #[derive(Subcommand)]
 pub enum RootCommand {
+    /// Register (or update) a proxy in the registry (owner only).
+    RegisterProxy {
+        /// Root address; default: the local chain's.
+        #[arg(long)]
+        root: Option<String>,
+        /// The proxy contract's address.
+        #[arg(long)]
+        proxy: String,
+        /// Where clients connect, HOST:PORT.
+        #[arg(long)]
+        clients: std::net::SocketAddr,
+        /// Where workers connect, HOST:PORT.
+        #[arg(long)]
+        workers: std::net::SocketAddr,
+        /// The root owner's wallet.
+        #[command(flatten)]
+        wallet: WalletArgs,
+        #[command(flatten)]
+        chain: ChainArgs,
+    },
+    /// Allow a model (owner only).
+    AddModel {
+        /// Root address; default: the local chain's.
+        #[arg(long)]
+        root: Option<String>,
+        /// sha256 of the weights (hex).
+        #[arg(long)]
+        hash: String,
+        /// Model type name (e.g. qwen3).
+        #[arg(long = "type")]
+        kind: String,
+        /// The root owner's wallet.
+        #[command(flatten)]
+        wallet: WalletArgs,
+        #[command(flatten)]
+        chain: ChainArgs,
+    },
     /// Print the registry: prices, allowed hashes and models, proxies.
     Show {
         /// Root address; default: the local chain's (DIR/genesis.json).
@@ -530,9 +567,90 @@ fn text_comment(text: &str) -> Result<cocoon_chain::tycho_types::cell::Cell> {
     Ok(cocoon_chain::messages::text_comment(text)?)
 }
 
+fn root_address(root: Option<String>, chain: &ChainArgs) -> Result<Address> {
+    match (root, &chain.dir) {
+        (Some(r), _) => Ok(r.parse::<Address>()?),
+        (None, Some(dir)) => Ok(read_genesis(dir)?.root),
+        (None, None) => bail!("say which root: --root ADDRESS (or --dir DIR of a local chain)"),
+    }
+}
+
+/// Sends one owner operation to the root and waits until the registry version moves.
+fn root_admin(
+    root: Address,
+    body: cocoon_chain::tycho_types::cell::Cell,
+    wallet: &WalletArgs,
+    chain: &ChainArgs,
+) -> Result<()> {
+    let (keys, w) = wallet.load(chain.network())?;
+    let client = chain.open()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let before = client::read_root(client.as_ref(), &root).await?;
+        if before.owner != w.address()? {
+            bail!(
+                "this wallet ({}) is not the root's owner ({})",
+                w.address()?,
+                before.owner
+            );
+        }
+        client::send_transfer(
+            client.as_ref(),
+            &w,
+            &keys,
+            &[OutMessage::transfer(root, TON / 10, Some(body))],
+        )
+        .await?;
+        for _ in 0..300 {
+            let now = client::read_root(client.as_ref(), &root).await?;
+            if now.version > before.version {
+                println!("root {root} updated to version {}", now.version);
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        bail!("the root did not apply the change within 30 s")
+    })
+}
+
 /// Runs a `root` subcommand.
 pub fn run_root(cmd: RootCommand) -> Result<()> {
     match cmd {
+        RootCommand::RegisterProxy {
+            root,
+            proxy,
+            clients,
+            workers,
+            wallet,
+            chain,
+        } => {
+            let root = root_address(root, &chain)?;
+            let proxy: Address = proxy.parse()?;
+            let endpoint =
+                cocoon_chain::contracts::RegisteredProxy::endpoint_string(clients, workers);
+            let rt = tokio::runtime::Runtime::new()?;
+            let existing = rt.block_on(client::read_root(chain.open()?.as_ref(), &root))?;
+            let body = match existing.proxies.iter().find(|p| p.address == proxy) {
+                Some(p) => cocoon_chain::messages::root::update_proxy(0, p.seq, &proxy, &endpoint)?,
+                None => cocoon_chain::messages::root::register_proxy(0, &proxy, &endpoint)?,
+            };
+            root_admin(root, body, &wallet, &chain)
+        }
+        RootCommand::AddModel {
+            root,
+            hash,
+            kind,
+            wallet,
+            chain,
+        } => {
+            let root = root_address(root, &chain)?;
+            let body = cocoon_chain::messages::root::add_model_type(
+                0,
+                &hash32(&hash, "model hash")?,
+                &kind,
+            )?;
+            root_admin(root, body, &wallet, &chain)
+        }
         RootCommand::Show { root, json, chain } => {
             let root = match (root, &chain.dir) {
                 (Some(r), _) => r.parse::<Address>()?,
