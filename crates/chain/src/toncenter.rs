@@ -76,6 +76,11 @@ pub fn router(chain: Shared) -> Router {
 
 /// Serves the API on `listener` until the future is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, chain: Shared) -> std::io::Result<()> {
+    // Streamed answers are many small writes: never let Nagle hold them back.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(chain)).await
 }
 

@@ -620,7 +620,15 @@ impl Client {
         }
         a.voucher_tokens = v.voucher.counter;
         a.voucher_body = Some(data.clone());
+        // Only go to the chain when the cached state says something is due.
+        let uncommitted = (a.voucher_tokens.saturating_sub(a.committed_tokens) as u128)
+            .saturating_mul(a.price_per_token);
+        let due = uncommitted.saturating_mul(2) >= a.stake
+            || a.balance.saturating_sub(uncommitted).saturating_mul(2) < a.stake;
         drop(accounts);
+        if !due {
+            return Ok(());
+        }
         let me = self.clone();
         tokio::spawn(async move {
             if let Err(e) = me.keep_funded(proxy).await {
@@ -737,7 +745,7 @@ impl Client {
         let timeout = timeout.unwrap_or(self.cfg.timeout);
         let conn = conns[0].clone();
         let mut request_id = [0u8; 32];
-        request_id.copy_from_slice(Keypair::generate().seed());
+        getrandom::fill(&mut request_id).expect("OS random number generator");
         let (tx, parts) = mpsc::unbounded_channel();
         conn.streams.lock().expect("streams").insert(request_id, tx);
         let req = ClientRequest::RunQuery {

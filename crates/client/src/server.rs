@@ -37,6 +37,11 @@ pub async fn serve(
     client: Arc<Client>,
     api_key: String,
 ) -> std::io::Result<()> {
+    // Streamed answers are many small writes: never let Nagle hold them back.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(client, api_key)).await
 }
 

@@ -33,6 +33,11 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     engine: Arc<dyn Engine>,
 ) -> std::io::Result<()> {
+    // Streamed answers are many small writes: never let Nagle hold them back.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(engine)).await
 }
 

@@ -6,6 +6,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

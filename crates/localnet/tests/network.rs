@@ -104,6 +104,7 @@ async fn requests_flow_and_every_token_is_paid_on_chain() {
 
     // Money: 8 requests of usage 34/11/100/10 at coefficient 1000.
     let params = net.proxy.proxy.totals();
+    let _ = &params;
     let usage = TokenUsage {
         prompt: 34,
         cached: 11,
@@ -409,6 +410,11 @@ async fn a_restarted_network_resumes_with_the_same_balances() {
             .unwrap();
         assert_eq!(r.status(), 200);
         let owner = net.client.owner();
+        let t = std::time::Instant::now();
+        while net.proxy.proxy.totals().clients.get(&owner).is_none() {
+            assert!(t.elapsed() < Duration::from_secs(10));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let charged = net.proxy.proxy.totals().clients[&owner];
         net.stop();
         (owner, charged)

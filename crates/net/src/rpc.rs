@@ -112,7 +112,24 @@ impl Peer {
                 tokio::select! {
                     packet = rx.recv() => match packet {
                         Some(p) => {
-                            if sink.send(cocoon_wire::encode(&p)).await.is_err() {
+                            // Queue everything already waiting, then flush once: a streamed
+                            // answer's parts leave in few TLS records and syscalls.
+                            if sink.feed(cocoon_wire::encode(&p)).await.is_err() {
+                                break;
+                            }
+                            let mut failed = false;
+                            for _ in 0..256 {
+                                match rx.try_recv() {
+                                    Ok(p) => {
+                                        if sink.feed(cocoon_wire::encode(&p)).await.is_err() {
+                                            failed = true;
+                                            break;
+                                        }
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                            if failed || sink.flush().await.is_err() {
                                 break;
                             }
                         }

@@ -18,9 +18,7 @@ use cocoon_wire::client::{
     WorkerType, WorkerTypeV2, WorkerTypes, WorkerTypesV2,
 };
 use cocoon_wire::common::{HttpRequest, TokensUsed};
-use cocoon_wire::proxy::{
-    CancelQuery, ProxyQueryAnswer, ProxyQueryAnswerPart, ProxyRequest, RequestPayment,
-};
+use cocoon_wire::proxy::{CancelQuery, ProxyQueryAnswer, ProxyQueryAnswerPart, ProxyRequest};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -131,7 +129,7 @@ fn client_total(proxy: &Proxy, owner: &Address) -> u64 {
         .ledger
         .lock()
         .expect("ledger")
-        .totals()
+        .durable()
         .clients
         .get(owner)
         .copied()
@@ -373,7 +371,7 @@ async fn run_query(
         .ledger
         .lock()
         .expect("ledger")
-        .totals()
+        .durable()
         .refunded
         .contains_key(&owner)
     {
@@ -415,7 +413,16 @@ async fn run_query(
             .get(&owner)
             .copied()
             .unwrap_or(0);
-        let available = credit(&c, client_total(proxy, &owner), reserved);
+        let used = proxy
+            .ledger
+            .lock()
+            .expect("ledger")
+            .totals()
+            .clients
+            .get(&owner)
+            .copied()
+            .unwrap_or(0);
+        let available = credit(&c, used, reserved);
         if available >= reserve {
             break;
         }
@@ -494,7 +501,19 @@ async fn run_query(
         tokio::select! {
             biased;
             Some(part) = parts.recv() => {
-                if forward_part(client, part, &mut delivered).is_err() {
+                // Merge parts already queued behind this one: fewer, larger frames to the client.
+                let mut batch = vec![part];
+                while let Ok(next) = parts.try_recv() {
+                    let last = batch.pop().expect("never empty");
+                    match merge(last, next) {
+                        Ok(merged) => batch.push(merged),
+                        Err((a, b)) => {
+                            batch.push(a);
+                            batch.push(b);
+                        }
+                    }
+                }
+                if batch.into_iter().any(|p| forward_part(client, p, &mut delivered).is_err()) {
                     break Err("client went away");
                 }
                 if delivered > max_tokens {
@@ -562,49 +581,32 @@ async fn run_query(
         .expect("pool")
         .finish(slot.id, error.is_none().then_some(latency));
 
-    let (client_total, worker_total) = if tokens > 0 {
-        let mut ledger = proxy.ledger.lock().expect("ledger");
-        ledger
-            .append(Entry::Charge {
+    proxy.stats.tokens.fetch_add(tokens, Ordering::Relaxed);
+    // Record it now (counted in credit checks at once); it becomes durable with the next
+    // group commit (one fsync for every request finishing meanwhile), and only then do the
+    // vouchers that promise it leave. The answer itself need not wait for the disk: a charge
+    // lost in a crash is the proxy's loss, never the client's or the worker's.
+    if tokens > 0 {
+        let seq = proxy
+            .ledger
+            .lock()
+            .expect("ledger")
+            .append_unsynced(Entry::Charge {
                 request: hex::encode(request_id),
                 client: owner,
                 worker: slot.owner,
                 tokens,
             })
             .map_err(|e| err(500, format!("ledger: {e}")))?;
-        let t = ledger.totals();
-        (
-            t.clients.get(&owner).copied().unwrap_or(0),
-            t.workers.get(&slot.owner).copied().unwrap_or(0),
-        )
-    } else {
-        (
-            client_total(proxy, &owner),
-            proxy
-                .totals()
-                .workers
-                .get(&slot.owner)
-                .copied()
-                .unwrap_or(0),
-        )
-    };
-    proxy.stats.tokens.fetch_add(tokens, Ordering::Relaxed);
-    // The ledger is on disk: now the vouchers may leave.
-    let _ = client.send(cocoon_wire::encode(&RequestPayment::Client {
-        request_id,
-        signed_payment: proxy.client_voucher(owner, client_total),
-        db_tokens: client_total,
-        max_tokens: client_total,
-        request_tokens: tokens,
-    }));
-    let _ = worker_peer.send(cocoon_wire::encode(&RequestPayment::Worker {
-        request_id,
-        signed_payment: proxy.worker_voucher(slot.owner, worker_total),
-        db_tokens: worker_total,
-        max_tokens: worker_total,
-        request_tokens: tokens,
-        request_client_owner: owner.to_raw().into_bytes(),
-    }));
+        let (p, c, w) = (proxy.clone(), client.clone(), worker_peer.clone());
+        let worker_owner = slot.owner;
+        tokio::spawn(async move {
+            match p.durable(seq).await {
+                Ok(()) => p.queue_vouchers(owner, c, worker_owner, w, request_id),
+                Err(e) => tracing::error!("ledger fsync failed, vouchers withheld: {e}"),
+            }
+        });
+    }
     let tokens_used = TokensUsed {
         prompt_tokens_used: usage.prompt,
         cached_tokens_used: usage.cached,
@@ -643,6 +645,39 @@ fn usage_of(t: &TokensUsed) -> TokenUsage {
     }
 }
 
+/// Two consecutive text parts become one (bytes concatenated, the later token count kept).
+fn merge(
+    a: ProxyQueryAnswerPart,
+    b: ProxyQueryAnswerPart,
+) -> Result<ProxyQueryAnswerPart, (ProxyQueryAnswerPart, ProxyQueryAnswerPart)> {
+    match (a, b) {
+        (
+            ProxyQueryAnswerPart::Part {
+                mut answer,
+                request_id,
+                ..
+            },
+            ProxyQueryAnswerPart::Part {
+                answer: more,
+                is_completed,
+                tokens_used,
+                ..
+            },
+        ) if answer.len() + more.len() <= 256 * 1024 => {
+            answer.extend_from_slice(&more);
+            Ok(ProxyQueryAnswerPart::Part {
+                answer,
+                is_completed,
+                request_id,
+                tokens_used,
+            })
+        }
+        (a, b) => Err((a, b)),
+    }
+}
+
+/// Sends a part on to the client; `delivered` follows the worker's running completion count
+/// (at least one token per part), the most a cut answer is billed for.
 fn forward_part(
     client: &Peer,
     part: ProxyQueryAnswerPart,
@@ -655,7 +690,7 @@ fn forward_part(
             request_id,
             tokens_used,
         } => {
-            *delivered += 1;
+            *delivered = (*delivered + 1).max(tokens_used.completion_tokens_used);
             ClientQueryAnswerPart::Part {
                 answer,
                 is_completed,

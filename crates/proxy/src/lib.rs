@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cocoon_chain::client::{self as chain_client, ChainClient};
-use cocoon_chain::contracts::{address_of, ClientData, ContractCodes, ProxyInit, RootData};
+use cocoon_chain::contracts::{address_of, ClientData, ProxyInit, RootData};
 use cocoon_chain::keys::Keypair;
 use cocoon_chain::messages::{self, op, MIN_FEE};
 use cocoon_chain::voucher::Voucher;
@@ -85,6 +85,15 @@ pub struct Stats {
     pub tokens: AtomicU64,
 }
 
+/// How long finished requests' vouchers may wait to share one signature.
+pub const VOUCHER_BATCH: Duration = Duration::from_millis(10);
+
+#[derive(Default)]
+struct VoucherQueue {
+    clients: HashMap<Address, (Peer, [u8; 32])>,
+    workers: HashMap<Address, (Peer, [u8; 32], Address)>,
+}
+
 #[derive(Default)]
 struct ClientBook {
     /// Tokens reserved by running requests, per client owner.
@@ -105,11 +114,18 @@ pub struct Proxy {
     address: Address,
     root: Mutex<RootData>,
     ledger: Mutex<Ledger>,
+    /// One fsync at a time; requests that wait meanwhile are covered by the next one.
+    syncing: tokio::sync::Mutex<()>,
+    /// Vouchers leave in ledger order (cumulative counters never seem to go backwards).
+    sending: Mutex<()>,
     pool: Mutex<Pool>,
     worker_peers: Mutex<HashMap<u64, Peer>>,
     streams:
         Mutex<HashMap<[u8; 32], mpsc::UnboundedSender<cocoon_wire::proxy::ProxyQueryAnswerPart>>>,
     book: Mutex<ClientBook>,
+    addresses: Mutex<HashMap<(Address, bool), Address>>,
+    vouchers: Mutex<VoucherQueue>,
+    voucher_wake: tokio::sync::Notify,
     cancels: Mutex<HashMap<[u8; 32], tokio::sync::oneshot::Sender<()>>>,
     next_conn: AtomicU64,
     /// Counters.
@@ -245,10 +261,15 @@ impl Proxy {
             address,
             root: Mutex::new(root),
             ledger: Mutex::new(ledger),
+            syncing: tokio::sync::Mutex::new(()),
+            sending: Mutex::new(()),
             pool: Mutex::new(Pool::default()),
             worker_peers: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
             book: Mutex::new(ClientBook::default()),
+            addresses: Mutex::new(HashMap::new()),
+            vouchers: Mutex::new(VoucherQueue::default()),
+            voucher_wake: tokio::sync::Notify::new(),
             cancels: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             stats: Stats::default(),
@@ -270,6 +291,7 @@ impl Proxy {
             client_identity,
         )));
         tasks.push(tokio::spawn(save_state_loop(proxy.clone())));
+        tasks.push(tokio::spawn(voucher_loop(proxy.clone())));
         tasks.push(tokio::spawn(refresh_root_loop(proxy.clone())));
         tracing::info!("proxy {address}: workers on {worker_addr}, clients on {client_addr}");
         Ok(RunningProxy {
@@ -290,14 +312,38 @@ impl Proxy {
         self.voucher_key.public_key()
     }
 
-    /// Ledger totals (clients charged, workers earned).
+    /// Ledger totals on disk (clients charged, workers earned).
     pub fn totals(&self) -> ledger::Totals {
-        self.ledger.lock().expect("ledger").totals().clone()
+        self.ledger.lock().expect("ledger").durable().clone()
     }
 
     /// Connected workers.
     pub fn workers(&self) -> Vec<WorkerSlot> {
         self.pool.lock().expect("pool").all().cloned().collect()
+    }
+
+    /// Waits until record `seq` is on disk, sharing fsyncs between concurrent requests.
+    async fn durable(&self, seq: u64) -> Result<(), ledger::LedgerError> {
+        loop {
+            if self.ledger.lock().expect("ledger").durable_seq() >= seq {
+                return Ok(());
+            }
+            let _turn = self.syncing.lock().await;
+            if self.ledger.lock().expect("ledger").durable_seq() >= seq {
+                return Ok(());
+            }
+            let point = self.ledger.lock().expect("ledger").sync_point()?;
+            let (synced, totals) = tokio::task::spawn_blocking(move || point.sync())
+                .await
+                .map_err(|e| ledger::LedgerError::Io {
+                    path: "ledger".into(),
+                    source: std::io::Error::other(e),
+                })??;
+            self.ledger
+                .lock()
+                .expect("ledger")
+                .mark_durable(synced, totals);
+        }
     }
 
     fn conn_id(&self) -> u64 {
@@ -319,24 +365,70 @@ impl Proxy {
         }
     }
 
+    /// The client contract of `owner` at this proxy (derived from the code this proxy
+    /// contract was deployed with, as the contract itself derives it; cached).
     fn client_contract(&self, owner: Address) -> Result<Address, cocoon_chain::ChainError> {
-        let codes = self.root.lock().expect("root").codes.clone();
-        address_of(
+        if let Some(a) = self
+            .addresses
+            .lock()
+            .expect("addresses")
+            .get(&(owner, false))
+        {
+            return Ok(*a);
+        }
+        let a = address_of(
             &self
                 .init
                 .client(self.address, owner)
-                .state_init(&codes.client)?,
-        )
+                .state_init(&self.init.client_code)?,
+        )?;
+        self.addresses
+            .lock()
+            .expect("addresses")
+            .insert((owner, false), a);
+        Ok(a)
     }
 
+    /// The worker contract of `owner` at this proxy (cached).
     fn worker_contract(&self, owner: Address) -> Result<Address, cocoon_chain::ChainError> {
-        let codes: ContractCodes = self.root.lock().expect("root").codes.clone();
-        address_of(
+        if let Some(a) = self
+            .addresses
+            .lock()
+            .expect("addresses")
+            .get(&(owner, true))
+        {
+            return Ok(*a);
+        }
+        let a = address_of(
             &self
                 .init
                 .worker(self.address, owner)
-                .state_init(&codes.worker)?,
-        )
+                .state_init(&self.init.worker_code)?,
+        )?;
+        self.addresses
+            .lock()
+            .expect("addresses")
+            .insert((owner, true), a);
+        Ok(a)
+    }
+
+    /// Queues the newest vouchers for a finished request's client and worker. A background
+    /// task sends them within [`VOUCHER_BATCH`]: vouchers are cumulative, so one signature
+    /// covers every request of the batch.
+    fn queue_vouchers(
+        &self,
+        client_owner: Address,
+        client: Peer,
+        worker_owner: Address,
+        worker: Peer,
+        request_id: [u8; 32],
+    ) {
+        let mut q = self.vouchers.lock().expect("vouchers");
+        q.clients.insert(client_owner, (client, request_id));
+        q.workers
+            .insert(worker_owner, (worker, request_id, client_owner));
+        drop(q);
+        self.voucher_wake.notify_one();
     }
 
     fn signed_payment(
@@ -384,6 +476,42 @@ impl Proxy {
     }
 }
 
+/// Sends queued vouchers: the newest durable totals, in ledger order, one per party.
+async fn voucher_loop(proxy: Arc<Proxy>) {
+    loop {
+        proxy.voucher_wake.notified().await;
+        tokio::time::sleep(VOUCHER_BATCH).await;
+        let q = std::mem::take(&mut *proxy.vouchers.lock().expect("vouchers"));
+        let _order = proxy.sending.lock().expect("sending");
+        let totals = proxy.ledger.lock().expect("ledger").durable().clone();
+        for (owner, (peer, request_id)) in q.clients {
+            let total = totals.clients.get(&owner).copied().unwrap_or(0);
+            let _ = peer.send(cocoon_wire::encode(
+                &cocoon_wire::proxy::RequestPayment::Client {
+                    request_id,
+                    signed_payment: proxy.client_voucher(owner, total),
+                    db_tokens: total,
+                    max_tokens: total,
+                    request_tokens: 0,
+                },
+            ));
+        }
+        for (owner, (peer, request_id, client_owner)) in q.workers {
+            let total = totals.workers.get(&owner).copied().unwrap_or(0);
+            let _ = peer.send(cocoon_wire::encode(
+                &cocoon_wire::proxy::RequestPayment::Worker {
+                    request_id,
+                    signed_payment: proxy.worker_voucher(owner, total),
+                    db_tokens: total,
+                    max_tokens: total,
+                    request_tokens: 0,
+                    request_client_owner: client_owner.to_raw().into_bytes(),
+                },
+            ));
+        }
+    }
+}
+
 async fn refresh_root_loop(proxy: Arc<Proxy>) {
     loop {
         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -419,6 +547,8 @@ async fn save_state_once(proxy: &Arc<Proxy>, committed_seq: &mut u64) -> Result<
     if seq == *committed_seq {
         return Ok(());
     }
+    // Commit on chain only what is on disk.
+    proxy.durable(seq).await?;
     let on_chain = chain_client::read_proxy(proxy.chain.as_ref(), &proxy.address)
         .await?
         .saved_seqno;

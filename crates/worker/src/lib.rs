@@ -116,6 +116,10 @@ pub struct Worker {
     /// Proxies currently connected (proxy contract → socket address).
     pub connected: Mutex<HashMap<Address, SocketAddr>>,
     stopped: watch::Sender<bool>,
+    /// Worker fee per token of each proxy (from its contract, read at the handshake).
+    fees: Mutex<HashMap<Address, u128>>,
+    /// When the vouchers were last written to disk.
+    last_save: Mutex<std::time::Instant>,
 }
 
 impl Worker {
@@ -148,6 +152,8 @@ impl Worker {
             running: Mutex::new(HashMap::new()),
             connected: Mutex::new(HashMap::new()),
             stopped: watch::channel(false).0,
+            fees: Mutex::new(HashMap::new()),
+            last_save: Mutex::new(std::time::Instant::now() - Duration::from_secs(60)),
         }))
     }
 
@@ -421,9 +427,26 @@ impl Worker {
         }
         entry.tokens = voucher.voucher.counter;
         entry.body_hex = hex::encode(data);
-        let snapshot = held.clone();
+        let unclaimed = entry.tokens.saturating_sub(entry.claimed) as u128;
+        // Written at most once a second: a voucher lost in a crash is not money lost, since
+        // the proxy hands the newest one back at the next handshake (compareBalance).
+        let mut last = self.last_save.lock().expect("last save");
+        if last.elapsed() >= Duration::from_secs(1) {
+            *last = std::time::Instant::now();
+            save_held(&self.cfg.dir, &held);
+        }
+        drop(last);
         drop(held);
-        save_held(&self.cfg.dir, &snapshot);
+        let fee = self
+            .fees
+            .lock()
+            .expect("fees")
+            .get(&proxy)
+            .copied()
+            .unwrap_or(u128::MAX);
+        if unclaimed.saturating_mul(fee) < self.cfg.payout_threshold {
+            return Ok(());
+        }
         let me = self.clone();
         tokio::spawn(async move {
             if let Err(e) = me.claim_if_due(proxy, target).await {
@@ -560,8 +583,25 @@ impl Worker {
             tokio::select! {
                 event = generation.next() => match event {
                     Some(Ok(Event::Text(t))) => {
-                        if let Some(bytes) = fmt.text(&t) {
-                            parts += 1;
+                        // Send what is ready now as one part: text the engine already produced
+                        // travels together (no waiting for more, so no added latency).
+                        let mut bytes = fmt.text(&t).unwrap_or_default();
+                        parts += 1;
+                        let mut pending_end = None;
+                        while bytes.len() < 64 * 1024 {
+                            match futures_util::FutureExt::now_or_never(generation.next()) {
+                                Some(Some(Ok(Event::Text(t)))) => {
+                                    bytes.extend(fmt.text(&t).unwrap_or_default());
+                                    parts += 1;
+                                }
+                                Some(other) => {
+                                    pending_end = Some(other);
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                        if !bytes.is_empty() {
                             let part = ProxyQueryAnswerPart::Part {
                                 answer: bytes,
                                 is_completed: false,
@@ -572,22 +612,15 @@ impl Worker {
                                 break Err(RpcError::Closed);
                             }
                         }
+                        match pending_end {
+                            None => {}
+                            Some(Some(Ok(Event::Done { usage, finish_reason }))) => break Ok(final_answer(&mut fmt, request_id, &usage, finish_reason)),
+                            Some(Some(Ok(Event::Text(_)))) => unreachable!("text is consumed above"),
+                            Some(Some(Err(e))) => break fail(e, TokensUsed { completion_tokens_used: parts, ..Default::default() }),
+                            Some(None) => break fail(EngineError::Internal("engine ended without usage".into()), TokensUsed { completion_tokens_used: parts, ..Default::default() }),
+                        }
                     }
-                    Some(Ok(Event::Done { usage, finish_reason })) => {
-                        let answer = fmt.done(&usage, finish_reason);
-                        break Ok(cocoon_wire::encode(&ProxyQueryAnswer::Answer {
-                            answer,
-                            is_completed: true,
-                            request_id,
-                            tokens_used: TokensUsed {
-                                prompt_tokens_used: usage.prompt_tokens,
-                                cached_tokens_used: usage.cached_tokens,
-                                completion_tokens_used: usage.completion_tokens,
-                                reasoning_tokens_used: usage.reasoning_tokens,
-                                total_tokens_used: usage.prompt_tokens + usage.completion_tokens,
-                            },
-                        }));
-                    }
+                    Some(Ok(Event::Done { usage, finish_reason })) => break Ok(final_answer(&mut fmt, request_id, &usage, finish_reason)),
                     Some(Err(e)) => break fail(e, TokensUsed { completion_tokens_used: parts, ..Default::default() }),
                     None => break fail(EngineError::Internal("engine ended without usage".into()), TokensUsed { completion_tokens_used: parts, ..Default::default() }),
                 },
@@ -600,6 +633,27 @@ impl Worker {
         drop(generation);
         result
     }
+}
+
+fn final_answer(
+    fmt: &mut Formatter,
+    request_id: [u8; 32],
+    usage: &cocoon_engine::engine::Usage,
+    finish_reason: cocoon_engine::engine::FinishReason,
+) -> Vec<u8> {
+    let answer = fmt.done(usage, finish_reason);
+    cocoon_wire::encode(&ProxyQueryAnswer::Answer {
+        answer,
+        is_completed: true,
+        request_id,
+        tokens_used: TokensUsed {
+            prompt_tokens_used: usage.prompt_tokens,
+            cached_tokens_used: usage.cached_tokens,
+            completion_tokens_used: usage.completion_tokens,
+            reasoning_tokens_used: usage.reasoning_tokens,
+            total_tokens_used: usage.prompt_tokens + usage.completion_tokens,
+        },
+    })
 }
 
 fn held_path(dir: &std::path::Path) -> PathBuf {
