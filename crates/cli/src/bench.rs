@@ -42,6 +42,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5000)]
         messages: usize,
     },
+    /// The network, COCOON's benchmark: streamed chat requests on the FAKE engine through
+    /// client → proxy → worker against the same requests sent straight to the engine.
+    Network {
+        /// Requests per side.
+        #[arg(long, default_value_t = 3000)]
+        requests: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 30)]
+        concurrency: usize,
+    },
     /// Attestation: certificate verification and handshakes, cold vs cached.
     Attest {
         /// Certificate verifications per measurement.
@@ -56,6 +66,23 @@ pub enum BenchCommand {
 /// Runs one `bench` subcommand.
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Network {
+            requests,
+            concurrency,
+        } => {
+            let dir = tempfile_dir()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let report = rt.block_on(cocoon_localnet::bench::run(
+                &dir,
+                requests.max(1),
+                concurrency.max(1),
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            println!("{}", serde_json::to_string_pretty(&report?)?);
+            Ok(())
+        }
         BenchCommand::Chain { messages } => {
             let report = cocoon_chain::bench::run(messages)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -78,6 +105,12 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("cocoon-bench-network-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 fn per_op(total: Duration, n: u32) -> f64 {

@@ -52,7 +52,10 @@ pub struct UpArgs {
     pub coefficient: u32,
 }
 
-fn engines(args: &UpArgs) -> Result<(Vec<Arc<dyn Engine>>, String, String)> {
+/// The workers' engines, the model identity they serve, and its type name.
+type Engines = (Vec<Arc<dyn Engine>>, String, String);
+
+fn engines(args: &UpArgs) -> Result<Engines> {
     if args.fake_engine {
         eprintln!("FAKE engine: fixed answers, no model (for protocol tests and benchmarks only)");
         let e: Vec<Arc<dyn Engine>> = (0..args.workers)

@@ -84,7 +84,7 @@ fn client_error(e: &ClientError) -> Response {
     error(e.status(), kind, e)
 }
 
-fn authorized(app: &App, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(app: &App, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -100,17 +100,17 @@ fn authorized(app: &App, headers: &HeaderMap) -> Result<(), Response> {
     if ok {
         Ok(())
     } else {
-        Err(error(
+        Err(Box::new(error(
             401,
             "authentication_error",
             "missing or wrong API key (Authorization: Bearer <key>)",
-        ))
+        )))
     }
 }
 
 async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&app, &headers) {
-        return r;
+        return *r;
     }
     match app.client.models().await {
         Ok(list) => {
@@ -148,7 +148,7 @@ async fn completion(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
 
 async fn run(app: Arc<App>, headers: HeaderMap, body: Bytes, path: &str) -> Response {
     if let Err(r) = authorized(&app, &headers) {
-        return r;
+        return *r;
     }
     let mut v: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,

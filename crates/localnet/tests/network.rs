@@ -282,7 +282,6 @@ async fn start_slow(dir: &std::path::Path) -> LocalNet {
     // 50 chunks, 40 ms apart: two seconds per answer, time enough to walk away mid-stream.
     let slow = FakeEngine {
         chunk_delay: Duration::from_millis(40),
-        ..FakeEngine::default()
     };
     let cfg = LocalNetConfig::new(
         dir,
@@ -411,7 +410,7 @@ async fn a_restarted_network_resumes_with_the_same_balances() {
         assert_eq!(r.status(), 200);
         let owner = net.client.owner();
         let t = std::time::Instant::now();
-        while net.proxy.proxy.totals().clients.get(&owner).is_none() {
+        while !net.proxy.proxy.totals().clients.contains_key(&owner) {
             assert!(t.elapsed() < Duration::from_secs(10));
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

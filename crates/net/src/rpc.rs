@@ -57,10 +57,13 @@ pub type QueryHandler = Arc<dyn Fn(Peer, Vec<u8>) -> AnswerFuture + Send + Sync>
 /// Takes one one-way packet from the peer. Must not block: route it and return.
 pub type PacketHandler = Arc<dyn Fn(&Peer, Vec<u8>) + Send + Sync>;
 
+/// Where a query's answer goes.
+type Waiter = oneshot::Sender<Result<Vec<u8>, RpcError>>;
+
 struct Inner {
     tx: mpsc::UnboundedSender<TcpPacket>,
     next_id: AtomicU64,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Vec<u8>, RpcError>>>>,
+    pending: Mutex<HashMap<u64, Waiter>>,
     identity: PeerIdentity,
     addr: Option<std::net::SocketAddr>,
     closed: watch::Receiver<bool>,

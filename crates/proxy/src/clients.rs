@@ -479,15 +479,10 @@ async fn run_query(
         .expect("cancels")
         .insert(request_id, cancel_tx);
 
-    let worker_total = proxy
-        .totals()
-        .workers
-        .get(&slot.owner)
-        .copied()
-        .unwrap_or(0);
     let run = ProxyRequest::RunQuery {
         query,
-        signed_payment: proxy.worker_voucher(slot.owner, worker_total),
+        // The newest voucher already signed for this worker (no signature per request).
+        signed_payment: proxy.last_worker_voucher(slot.owner),
         coefficient: slot.coefficient as i64,
         timeout: cocoon_wire::common::Double(timeout.as_secs_f64()),
         request_id,
@@ -504,14 +499,7 @@ async fn run_query(
                 // Merge parts already queued behind this one: fewer, larger frames to the client.
                 let mut batch = vec![part];
                 while let Ok(next) = parts.try_recv() {
-                    let last = batch.pop().expect("never empty");
-                    match merge(last, next) {
-                        Ok(merged) => batch.push(merged),
-                        Err((a, b)) => {
-                            batch.push(a);
-                            batch.push(b);
-                        }
-                    }
+                    merge_into(&mut batch, next);
                 }
                 if batch.into_iter().any(|p| forward_part(client, p, &mut delivered).is_err()) {
                     break Err("client went away");
@@ -645,35 +633,32 @@ fn usage_of(t: &TokensUsed) -> TokenUsage {
     }
 }
 
-/// Two consecutive text parts become one (bytes concatenated, the later token count kept).
-fn merge(
-    a: ProxyQueryAnswerPart,
-    b: ProxyQueryAnswerPart,
-) -> Result<ProxyQueryAnswerPart, (ProxyQueryAnswerPart, ProxyQueryAnswerPart)> {
-    match (a, b) {
-        (
-            ProxyQueryAnswerPart::Part {
-                mut answer,
-                request_id,
-                ..
-            },
-            ProxyQueryAnswerPart::Part {
-                answer: more,
-                is_completed,
-                tokens_used,
-                ..
-            },
-        ) if answer.len() + more.len() <= 256 * 1024 => {
-            answer.extend_from_slice(&more);
-            Ok(ProxyQueryAnswerPart::Part {
-                answer,
-                is_completed,
-                request_id,
-                tokens_used,
-            })
+/// Appends `next` to `batch`, merging two consecutive text parts into one (bytes
+/// concatenated, the later token count kept).
+fn merge_into(batch: &mut Vec<ProxyQueryAnswerPart>, next: ProxyQueryAnswerPart) {
+    if let (
+        Some(ProxyQueryAnswerPart::Part {
+            answer,
+            is_completed,
+            tokens_used,
+            ..
+        }),
+        ProxyQueryAnswerPart::Part {
+            answer: more,
+            is_completed: more_completed,
+            tokens_used: more_tokens,
+            ..
+        },
+    ) = (batch.last_mut(), &next)
+    {
+        if answer.len() + more.len() <= 256 * 1024 {
+            answer.extend_from_slice(more);
+            *is_completed = *more_completed;
+            *tokens_used = *more_tokens;
+            return;
         }
-        (a, b) => Err((a, b)),
     }
+    batch.push(next);
 }
 
 /// Sends a part on to the client; `delivered` follows the worker's running completion count

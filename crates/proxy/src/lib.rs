@@ -125,6 +125,7 @@ pub struct Proxy {
     book: Mutex<ClientBook>,
     addresses: Mutex<HashMap<(Address, bool), Address>>,
     vouchers: Mutex<VoucherQueue>,
+    last_worker_vouchers: Mutex<HashMap<Address, cocoon_wire::common::SignedPayment>>,
     voucher_wake: tokio::sync::Notify,
     cancels: Mutex<HashMap<[u8; 32], tokio::sync::oneshot::Sender<()>>>,
     next_conn: AtomicU64,
@@ -269,6 +270,7 @@ impl Proxy {
             book: Mutex::new(ClientBook::default()),
             addresses: Mutex::new(HashMap::new()),
             vouchers: Mutex::new(VoucherQueue::default()),
+            last_worker_vouchers: Mutex::new(HashMap::new()),
             voucher_wake: tokio::sync::Notify::new(),
             cancels: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
@@ -279,20 +281,13 @@ impl Proxy {
         let cl = TcpListener::bind(cfg.client_listen).await.map_err(io)?;
         let worker_addr = wl.local_addr().map_err(io)?;
         let client_addr = cl.local_addr().map_err(io)?;
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(workers::accept_loop(
-            proxy.clone(),
-            wl,
-            worker_identity,
-        )));
-        tasks.push(tokio::spawn(clients::accept_loop(
-            proxy.clone(),
-            cl,
-            client_identity,
-        )));
-        tasks.push(tokio::spawn(save_state_loop(proxy.clone())));
-        tasks.push(tokio::spawn(voucher_loop(proxy.clone())));
-        tasks.push(tokio::spawn(refresh_root_loop(proxy.clone())));
+        let tasks = vec![
+            tokio::spawn(workers::accept_loop(proxy.clone(), wl, worker_identity)),
+            tokio::spawn(clients::accept_loop(proxy.clone(), cl, client_identity)),
+            tokio::spawn(save_state_loop(proxy.clone())),
+            tokio::spawn(voucher_loop(proxy.clone())),
+            tokio::spawn(refresh_root_loop(proxy.clone())),
+        ];
         tracing::info!("proxy {address}: workers on {worker_addr}, clients on {client_addr}");
         Ok(RunningProxy {
             proxy,
@@ -410,6 +405,16 @@ impl Proxy {
             .expect("addresses")
             .insert((owner, true), a);
         Ok(a)
+    }
+
+    /// The newest voucher signed for a worker (empty before its first paid request).
+    fn last_worker_voucher(&self, owner: Address) -> cocoon_wire::common::SignedPayment {
+        self.last_worker_vouchers
+            .lock()
+            .expect("vouchers")
+            .get(&owner)
+            .cloned()
+            .unwrap_or(cocoon_wire::common::SignedPayment::Empty)
     }
 
     /// Queues the newest vouchers for a finished request's client and worker. A background
