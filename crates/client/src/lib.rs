@@ -684,7 +684,23 @@ impl Client {
     }
 
     /// Commits the newest charge voucher at every proxy now.
-    pub async fn commit_all(&self) -> Result<(), ClientError> {
+    pub async fn commit_all(self: &Arc<Self>) -> Result<(), ClientError> {
+        // Ask each proxy for its newest voucher first (the last ones may still be in flight).
+        for c in self.live() {
+            let status = c
+                .peer
+                .query(
+                    cocoon_wire::encode(&ClientRequest::UpdatePaymentStatus),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(remote)?;
+            let status: cocoon_wire::client::ClientPaymentStatus =
+                cocoon_wire::decode(&status).map_err(|e| ClientError::Refused(e.to_string()))?;
+            if let Err(e) = self.take_voucher(c.proxy, &status.signed_payment) {
+                tracing::warn!("proxy {} payment status: {e}", c.proxy);
+            }
+        }
         let accounts = self.accounts();
         for a in accounts {
             if let Some(body) = &a.voucher_body {

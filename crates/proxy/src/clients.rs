@@ -241,6 +241,9 @@ async fn handle_query(
         }
         ClientRequest::UpdatePaymentStatus => {
             let owner = authorized_owner()?;
+            // Everything answered so far: make it durable, then promise it.
+            let seq = proxy.ledger.lock().expect("ledger").seq();
+            proxy.durable(seq).await.map_err(|e| err(500, format!("ledger: {e}")))?;
             let total = client_total(&proxy, &owner);
             Ok(cocoon_wire::encode(&ClientPaymentStatus {
                 signed_payment: proxy.client_voucher(owner, total),
