@@ -507,6 +507,12 @@ pub struct ProxyData {
     pub state_hash: [u8; 32],
     /// Prices and rules fixed at deploy time.
     pub params: Params,
+    /// Client contract code fixed at deploy time.
+    #[serde(skip)]
+    pub client_code: Cell,
+    /// Worker contract code fixed at deploy time.
+    #[serde(skip)]
+    pub worker_code: Cell,
 }
 
 fn hex32<S: serde::Serializer>(v: &[u8; 32], s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -526,6 +532,10 @@ impl ProxyData {
         let close_unlock_ts = s.load_u32()?;
         let extra = s.load_reference_cloned()?;
         let params = Params::from_cell(&s.load_reference_cloned()?)?;
+        let codes = s.load_reference_cloned()?;
+        let mut c = codes.as_slice()?;
+        let client_code = c.load_reference_cloned()?;
+        let worker_code = c.load_reference_cloned()?;
         let mut e = extra.as_slice()?;
         let root = load_address(&mut e)?;
         let state_hash = load_u256(&mut e)?;
@@ -540,7 +550,22 @@ impl ProxyData {
             root,
             state_hash,
             params,
+            client_code,
+            worker_code,
         })
+    }
+
+    /// The initial state this proxy contract was deployed with (to derive its client and
+    /// worker contracts exactly as it does).
+    pub fn init(&self) -> ProxyInit {
+        ProxyInit {
+            owner: self.owner,
+            proxy_public_key: self.proxy_public_key,
+            root: self.root,
+            params: self.params.clone(),
+            client_code: self.client_code.clone(),
+            worker_code: self.worker_code.clone(),
+        }
     }
 }
 

@@ -267,24 +267,14 @@ fn a_sigkilled_proxy_restarts_with_its_ledger_and_nothing_is_charged_twice() {
     let t = Instant::now();
     loop {
         let used = rt.block_on(async {
-            let root = cocoon_chain::client::read_root(&chain, &root.parse().unwrap())
-                .await
-                .unwrap();
             let p = cocoon_chain::client::read_proxy(&chain, &proxy_sc.parse().unwrap())
                 .await
                 .unwrap();
-            let init = cocoon_chain::contracts::ProxyInit {
-                owner: p.owner,
-                proxy_public_key: p.proxy_public_key,
-                root: p.root,
-                params: p.params,
-                client_code: root.codes.client.clone(),
-                worker_code: root.codes.worker.clone(),
-            };
+            let init = p.init();
             let sc = cocoon_chain::contracts::address_of(
                 &init
                     .client(proxy_sc.parse().unwrap(), client_owner)
-                    .state_init(&root.codes.client)
+                    .state_init(&init.client_code)
                     .unwrap(),
             )
             .unwrap();

@@ -457,18 +457,11 @@ impl Client {
                 "the proxy's voucher key differs from its contract's".into(),
             ));
         }
-        let init = ProxyInit {
-            owner: data.owner,
-            proxy_public_key: data.proxy_public_key,
-            root: data.root,
-            params: data.params,
-            client_code: root.codes.client.clone(),
-            worker_code: root.codes.worker.clone(),
-        };
+        let init = data.init();
         let client_sc = address_of(
             &init
                 .client(proxy, self.owner())
-                .state_init(&root.codes.client)?,
+                .state_init(&init.client_code)?,
         )?;
         if c.client_sc_address != client_sc.to_raw().into_bytes() {
             return Err(ClientError::Refused(
@@ -494,7 +487,7 @@ impl Client {
                 let deposit = self.cfg.deposit.max(stake);
                 let si = init
                     .client(proxy, self.owner())
-                    .state_init(&self.root_codes().await?.client)?;
+                    .state_init(&init.client_code)?;
                 let body = messages::client::top_up(0, deposit, &self.owner())?;
                 msgs.push(OutMessage {
                     init: Some(si),
@@ -566,12 +559,6 @@ impl Client {
         a.stake = c.stake;
         a.price_per_token = c.init.price_per_token;
         Ok(())
-    }
-
-    async fn root_codes(&self) -> Result<cocoon_chain::contracts::ContractCodes, ClientError> {
-        Ok(chain_client::read_root(self.chain.as_ref(), &self.cfg.root)
-            .await?
-            .codes)
     }
 
     async fn client_data(&self, client_sc: &Address) -> Result<Option<ClientData>, ClientError> {

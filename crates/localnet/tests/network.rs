@@ -103,8 +103,6 @@ async fn requests_flow_and_every_token_is_paid_on_chain() {
     }
 
     // Money: 8 requests of usage 34/11/100/10 at coefficient 1000.
-    let params = net.proxy.proxy.totals();
-    let _ = &params;
     let usage = TokenUsage {
         prompt: 34,
         cached: 11,
@@ -115,6 +113,15 @@ async fn requests_flow_and_every_token_is_paid_on_chain() {
     let per_request = adjusted_tokens(&usage, 1000, &root_params);
     assert_eq!(per_request, 134);
     let owner = net.client.owner();
+    // Records become durable with the group commit right after each answer.
+    let t = std::time::Instant::now();
+    let mut params = net.proxy.proxy.totals();
+    while params.clients.get(&owner).copied() != Some(8 * per_request)
+        && t.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        params = net.proxy.proxy.totals();
+    }
     assert_eq!(
         params.clients[&owner],
         8 * per_request,
@@ -434,6 +441,13 @@ async fn a_restarted_network_resumes_with_the_same_balances() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // The record becomes durable with the next group commit, just after the answer.
+    let t = std::time::Instant::now();
+    while net.proxy.proxy.totals().clients[&client_owner] != 2 * charged
+        && t.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(
         net.proxy.proxy.totals().clients[&client_owner],
         2 * charged,

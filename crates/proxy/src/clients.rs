@@ -39,32 +39,7 @@ struct Conn {
 }
 
 pub(crate) async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, identity: Identity) {
-    loop {
-        let (tcp, addr) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("client accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let proxy = proxy.clone();
-        let identity = identity.clone();
-        tokio::spawn(async move {
-            match cocoon_net::accept(
-                tcp,
-                identity.server_tls.clone(),
-                &identity.verifier,
-                proxy.cfg.pow_difficulty,
-                cocoon_net::DEFAULT_HANDSHAKE_TIMEOUT,
-            )
-            .await
-            {
-                Ok(conn) => serve(proxy, conn).await,
-                Err(e) => tracing::warn!("client {addr} refused: {e}"),
-            }
-        });
-    }
+    crate::accept_each(proxy, listener, identity, "client", serve).await
 }
 
 async fn serve(proxy: Arc<Proxy>, conn: cocoon_net::Connection) {

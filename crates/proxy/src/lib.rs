@@ -481,6 +481,46 @@ impl Proxy {
     }
 }
 
+/// Accepts connections forever: proof of work and RA-TLS under `identity`, then `serve` in a
+/// task of its own.
+async fn accept_each<F, Fut>(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    identity: Identity,
+    who: &'static str,
+    serve: F,
+) where
+    F: Fn(Arc<Proxy>, cocoon_net::Connection) -> Fut + Send + Sync + Copy + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let (tcp, addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("{who} accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let proxy = proxy.clone();
+        let identity = identity.clone();
+        tokio::spawn(async move {
+            match cocoon_net::accept(
+                tcp,
+                identity.server_tls.clone(),
+                &identity.verifier,
+                proxy.cfg.pow_difficulty,
+                cocoon_net::DEFAULT_HANDSHAKE_TIMEOUT,
+            )
+            .await
+            {
+                Ok(conn) => serve(proxy, conn).await,
+                Err(e) => tracing::warn!("{who} {addr} refused: {e}"),
+            }
+        });
+    }
+}
+
 /// Sends queued vouchers: the newest durable totals, in ledger order, one per party.
 async fn voucher_loop(proxy: Arc<Proxy>) {
     loop {

@@ -28,36 +28,7 @@ struct Conn {
 }
 
 pub(crate) async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, identity: Identity) {
-    loop {
-        let (tcp, addr) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("worker accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let proxy = proxy.clone();
-        let identity = identity.clone();
-        tokio::spawn(async move {
-            let conn = match cocoon_net::accept(
-                tcp,
-                identity.server_tls.clone(),
-                &identity.verifier,
-                proxy.cfg.pow_difficulty,
-                cocoon_net::DEFAULT_HANDSHAKE_TIMEOUT,
-            )
-            .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!("worker {addr} refused: {e}");
-                    return;
-                }
-            };
-            serve(proxy, conn).await;
-        });
-    }
+    crate::accept_each(proxy, listener, identity, "worker", serve).await
 }
 
 fn bad(message: impl Into<String>) -> RpcError {

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cocoon_chain::client::{self as chain_client, ChainClient};
-use cocoon_chain::contracts::{address_of, ProxyInit, WorkerData};
+use cocoon_chain::contracts::{address_of, WorkerData};
 use cocoon_chain::keys::Keypair;
 use cocoon_chain::messages::{op, MIN_FEE};
 use cocoon_chain::voucher::SignedVoucher;
@@ -380,18 +380,11 @@ impl Worker {
                 "the proxy's voucher key differs from its contract's".into(),
             ));
         }
-        let init = ProxyInit {
-            owner: data.owner,
-            proxy_public_key: data.proxy_public_key,
-            root: data.root,
-            params: data.params.clone(),
-            client_code: root.codes.client.clone(),
-            worker_code: root.codes.worker.clone(),
-        };
+        let init = data.init();
         let worker_sc = address_of(
             &init
                 .worker(proxy, self.owner())
-                .state_init(&root.codes.worker)?,
+                .state_init(&init.worker_code)?,
         )?;
         if c.worker_sc_address != worker_sc.to_raw().into_bytes() {
             return Err(WorkerError::Refused(
@@ -507,19 +500,11 @@ impl Worker {
         )?;
         let mut msg = OutMessage::transfer(worker_sc, MIN_FEE, Some(body));
         if self.chain.account(&worker_sc).await?.status != "active" {
-            let root = chain_client::read_root(self.chain.as_ref(), &self.cfg.root).await?;
             let data = chain_client::read_proxy(self.chain.as_ref(), &proxy).await?;
-            let init = ProxyInit {
-                owner: data.owner,
-                proxy_public_key: data.proxy_public_key,
-                root: data.root,
-                params: data.params,
-                client_code: root.codes.client.clone(),
-                worker_code: root.codes.worker.clone(),
-            };
+            let init = data.init();
             msg.init = Some(
                 init.worker(proxy, self.owner())
-                    .state_init(&root.codes.worker)?,
+                    .state_init(&init.worker_code)?,
             );
         }
         chain_client::send_transfer(self.chain.as_ref(), &self.wallet.1, &self.wallet.0, &[msg])
