@@ -98,3 +98,129 @@ mod tests {
         assert_eq!(client_cost(2, &huge), None);
     }
 }
+
+/// What a daily volume costs and needs (capacity planning, `cocoon quote`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Quote {
+    /// Coefficient priced at, thousandths.
+    pub coefficient: u32,
+    /// Adjusted tokens per request, by part.
+    pub tokens_prompt: u64,
+    /// Cached prompt part.
+    pub tokens_cached: u64,
+    /// Completion part (without reasoning).
+    pub tokens_completion: u64,
+    /// Reasoning part.
+    pub tokens_reasoning: u64,
+    /// Their sum.
+    pub tokens_per_request: u64,
+    /// Client cost per request, nanotons.
+    pub cost_per_request: u128,
+    /// Per day.
+    pub cost_per_day: u128,
+    /// Per 30-day month.
+    pub cost_per_month: u128,
+    /// Recommended client stake: 10 minutes at the peak rate (3× the daily average), never
+    /// below the root's minimum.
+    pub recommended_stake: u128,
+    /// What workers earn per day, all together.
+    pub worker_earnings_per_day: u128,
+    /// What the proxy keeps per day.
+    pub proxy_share_per_day: u128,
+    /// Workers needed at the peak rate, when a throughput is known.
+    pub workers_needed: Option<u64>,
+}
+
+/// The peak-to-average ratio capacity is planned for.
+pub const PEAK_FACTOR: u64 = 3;
+
+/// Prices `requests_per_day` requests of `avg` usage at `coefficient`; `completion_tokens_per_s`
+/// is one worker's measured generation throughput (None: workers not estimated).
+pub fn quote(
+    params: &Params,
+    coefficient: u32,
+    avg: &TokenUsage,
+    requests_per_day: u64,
+    completion_tokens_per_s: Option<f64>,
+) -> Option<Quote> {
+    let cached = avg.cached.min(avg.prompt);
+    let reasoning = avg.reasoning.min(avg.completion);
+    let tokens_prompt = adjust(avg.prompt - cached, coefficient, params.prompt_mult);
+    let tokens_cached = adjust(cached, coefficient, params.cached_mult);
+    let tokens_completion = adjust(
+        avg.completion - reasoning,
+        coefficient,
+        params.completion_mult,
+    );
+    let tokens_reasoning = adjust(reasoning, coefficient, params.reasoning_mult);
+    let tokens_per_request = tokens_prompt + tokens_cached + tokens_completion + tokens_reasoning;
+    let cost_per_request = client_cost(tokens_per_request, params)?;
+    let cost_per_day = cost_per_request.checked_mul(requests_per_day as u128)?;
+    let cost_per_month = cost_per_day.checked_mul(30)?;
+    let ten_minutes_at_peak = cost_per_day.checked_mul(PEAK_FACTOR as u128)? / 144;
+    let worker_earnings_per_day =
+        worker_earnings(tokens_per_request, params)?.checked_mul(requests_per_day as u128)?;
+    let workers_needed = completion_tokens_per_s.filter(|t| *t > 0.0).map(|tps| {
+        let per_second_peak =
+            (requests_per_day as f64 * avg.completion as f64 / 86_400.0) * PEAK_FACTOR as f64;
+        (per_second_peak / tps).ceil().max(1.0) as u64
+    });
+    Some(Quote {
+        coefficient,
+        tokens_prompt,
+        tokens_cached,
+        tokens_completion,
+        tokens_reasoning,
+        tokens_per_request,
+        cost_per_request,
+        cost_per_day,
+        cost_per_month,
+        recommended_stake: ten_minutes_at_peak.max(params.min_client_stake),
+        worker_earnings_per_day,
+        proxy_share_per_day: cost_per_day.saturating_sub(worker_earnings_per_day),
+        workers_needed,
+    })
+}
+
+#[cfg(test)]
+mod quote_tests {
+    use super::*;
+
+    #[test]
+    fn a_hundred_thousand_requests_of_500_tokens() {
+        let p = Params::local_default();
+        let avg = TokenUsage {
+            prompt: 300,
+            cached: 0,
+            completion: 200,
+            reasoning: 0,
+        };
+        let q = quote(&p, 1000, &avg, 100_000, Some(100.0)).unwrap();
+        assert_eq!(q.tokens_per_request, 500);
+        assert_eq!(q.cost_per_request, 500 * 20);
+        assert_eq!(q.cost_per_day, 100_000 * 500 * 20);
+        assert_eq!(q.cost_per_month, 30 * 100_000 * 500 * 20);
+        assert_eq!(q.worker_earnings_per_day, 100_000 * 500 * 16);
+        assert_eq!(q.proxy_share_per_day, 100_000 * 500 * 4);
+        // 1e9 nanotons a day → 10 minutes at 3× = 1e9 × 3 / 144, but never below 0.5 TON.
+        assert_eq!(q.recommended_stake, p.min_client_stake);
+        // 100 000 × 200 tokens a day = 231.5 tokens/s average, 694.4 at peak, at 100 tokens/s each.
+        assert_eq!(q.workers_needed, Some(7));
+        // Zero volume: zero cost, the minimum stake, one worker.
+        let zero = quote(&p, 1000, &avg, 0, Some(100.0)).unwrap();
+        assert_eq!(
+            (
+                zero.cost_per_day,
+                zero.recommended_stake,
+                zero.workers_needed
+            ),
+            (0, p.min_client_stake, Some(1))
+        );
+        // Overflow is refused, not wrapped.
+        let dear = Params {
+            price_per_token: u128::MAX / 2,
+            ..p
+        };
+        assert!(quote(&dear, 1000, &avg, 100_000, None).is_none());
+    }
+}

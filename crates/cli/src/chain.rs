@@ -62,7 +62,7 @@ impl ChainArgs {
         }
     }
 
-    fn network(&self) -> Network {
+    pub fn network(&self) -> Network {
         if self.dir.is_some() {
             Network::Local
         } else {
@@ -188,7 +188,7 @@ struct WalletFile {
 }
 
 impl WalletArgs {
-    fn load(&self, network: Network) -> Result<(cocoon_chain::keys::Keypair, Wallet)> {
+    pub fn load(&self, network: Network) -> Result<(cocoon_chain::keys::Keypair, Wallet)> {
         let (phrase, version) = match (&self.wallet, &self.mnemonic) {
             (Some(path), _) => {
                 let text = std::fs::read_to_string(path)

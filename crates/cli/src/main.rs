@@ -8,8 +8,10 @@ mod attest;
 mod bench;
 mod chain;
 mod engine;
+mod lifecycle;
 mod model;
 mod network;
+mod quote;
 
 use clap::{Parser, Subcommand};
 
@@ -47,24 +49,36 @@ enum Command {
     Root(chain::RootCommand),
     /// Bring up a whole local network (chain, proxy, workers, client) and serve the OpenAI API.
     Up(network::UpArgs),
-    /// Run a proxy from a TOML config.
+    /// Run a proxy from a TOML config; or `status`.
+    #[command(args_conflicts_with_subcommands = true)]
     Proxy {
-        /// The config file.
+        /// The config file (runs the proxy).
         #[arg(long)]
-        config: std::path::PathBuf,
+        config: Option<std::path::PathBuf>,
+        #[command(subcommand)]
+        cmd: Option<lifecycle::ProxyCommand>,
     },
-    /// Run a worker from a TOML config.
+    /// Run a worker from a TOML config; or its money commands.
+    #[command(args_conflicts_with_subcommands = true)]
     Worker {
-        /// The config file.
+        /// The config file (runs the worker).
         #[arg(long)]
-        config: std::path::PathBuf,
+        config: Option<std::path::PathBuf>,
+        #[command(subcommand)]
+        cmd: Option<lifecycle::WorkerCommand>,
     },
-    /// Run a client (OpenAI API) from a TOML config.
+    /// Run a client (OpenAI API) from a TOML config; or its money commands.
+    #[command(args_conflicts_with_subcommands = true)]
     Client {
-        /// The config file.
+        /// The config file (runs the client).
         #[arg(long)]
-        config: std::path::PathBuf,
+        config: Option<std::path::PathBuf>,
+        #[command(subcommand)]
+        cmd: Option<lifecycle::ClientCommand>,
     },
+    /// What a daily volume of requests costs (and needs in workers), from the root's prices and
+    /// live worker coefficients.
+    Quote(Box<quote::QuoteArgs>),
     /// Benchmarks that print JSON, each against an in-process baseline.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -84,9 +98,22 @@ fn main() -> std::process::ExitCode {
         Command::Engine(cmd) => engine::run(cmd),
         Command::Chain(cmd) => chain::run_chain(cmd),
         Command::Up(args) => network::up(args),
-        Command::Proxy { config } => network::proxy(&config),
-        Command::Worker { config } => network::worker(&config),
-        Command::Client { config } => network::client(&config),
+        Command::Quote(args) => quote::run(*args),
+        Command::Proxy {
+            config: Some(c), ..
+        } => network::proxy(&c),
+        Command::Proxy { cmd: Some(cmd), .. } => lifecycle::proxy(cmd),
+        Command::Worker {
+            config: Some(c), ..
+        } => network::worker(&c),
+        Command::Worker { cmd: Some(cmd), .. } => lifecycle::worker(cmd),
+        Command::Client {
+            config: Some(c), ..
+        } => network::client(&c),
+        Command::Client { cmd: Some(cmd), .. } => lifecycle::client(cmd),
+        Command::Proxy { .. } | Command::Worker { .. } | Command::Client { .. } => Err(
+            anyhow::anyhow!("give --config FILE to run the role, or a subcommand (see --help)"),
+        ),
         Command::Wallet(cmd) => chain::run_wallet(cmd),
         Command::Root(cmd) => chain::run_root(cmd),
     };

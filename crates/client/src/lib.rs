@@ -878,3 +878,62 @@ impl Client {
         Ok(closed)
     }
 }
+
+/// The worker catalogue of every proxy the root lists (model identity → coefficients of its
+/// connected workers), asked without authorizing: what `cocoon quote` prices with. Proxies
+/// that cannot be reached are skipped (their error is returned beside the catalogue).
+pub async fn catalogue(
+    root: &cocoon_chain::contracts::RootData,
+    policy: PolicyKind,
+    quotes: &dyn QuoteProvider,
+) -> Result<(HashMap<String, Vec<u32>>, Vec<String>), ClientError> {
+    let mut p = Policy::new(policy);
+    p.allowed_image_hashes = root.proxy_hashes.clone();
+    let identity = Identity::new(quotes, "cocoon-quote", p).map_err(ClientError::Io)?;
+    let mut out: HashMap<String, Vec<u32>> = HashMap::new();
+    let mut errors = Vec::new();
+    for proxy in &root.proxies {
+        let Some(addr) = proxy.endpoint_client() else {
+            continue;
+        };
+        let conn = match cocoon_net::connect(
+            addr,
+            identity.client_tls.clone(),
+            &identity.verifier,
+            28,
+            Duration::from_secs(10),
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                errors.push(format!("proxy {} at {addr}: {e}", proxy.address));
+                continue;
+            }
+        };
+        let on_query = Arc::new(|_: Peer, _: Vec<u8>| -> cocoon_net::rpc::AnswerFuture {
+            Box::pin(async { Err(RpcError::remote(400, "no queries")) })
+        });
+        let peer = Peer::spawn(conn, on_query, Arc::new(|_: &Peer, _: Vec<u8>| {}));
+        match peer
+            .query(
+                cocoon_wire::encode(&ClientRequest::GetWorkerTypesV2),
+                Duration::from_secs(10),
+            )
+            .await
+        {
+            Ok(bytes) => {
+                if let Ok(types) = cocoon_wire::decode::<WorkerTypesV2>(&bytes) {
+                    for t in types.types {
+                        out.entry(String::from_utf8_lossy(&t.name).into_owned())
+                            .or_default()
+                            .extend(t.workers.iter().map(|w| w.coefficient.max(0) as u32));
+                    }
+                }
+            }
+            Err(e) => errors.push(format!("proxy {} at {addr}: {e}", proxy.address)),
+        }
+        peer.close();
+    }
+    Ok((out, errors))
+}

@@ -1,0 +1,464 @@
+//! Money commands on one party's contracts: `cocoon client topup|withdraw|close|status`,
+//! `cocoon worker status|payout`, `cocoon proxy status`. Each prints what it did and the
+//! resulting on-chain state; every refusal is one sentence naming the reason.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use cocoon_chain::client::{self as chain_client, ChainClient};
+use cocoon_chain::contracts::{address_of, ClientData, ContractState, ProxyData, WorkerData};
+use cocoon_chain::messages::{self, MIN_FEE};
+use cocoon_chain::wallet::OutMessage;
+use cocoon_chain::{format_ton, parse_ton, Address};
+
+use crate::chain::{ChainArgs, WalletArgs};
+
+/// `cocoon client …` money commands.
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// The client contract at a proxy: state, balance, stake, tokens charged.
+    Status(Party),
+    /// Add TON to the client contract (deploys it the first time).
+    Topup {
+        #[command(flatten)]
+        party: Party,
+        /// TON to add.
+        #[arg(long)]
+        amount: String,
+    },
+    /// Take TON back from the contract, keeping the stake.
+    Withdraw {
+        #[command(flatten)]
+        party: Party,
+        /// TON to take back.
+        #[arg(long)]
+        amount: String,
+    },
+    /// Close the contract and take everything back: through the proxy's final grant when the
+    /// client's state directory is given and the proxy answers; otherwise on chain (the part
+    /// above the stake at once, the stake after the close delay: run it again then).
+    Close {
+        #[command(flatten)]
+        party: Party,
+        /// The client's state directory (its authorization secret), e.g. .cocoon/client.
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+}
+
+/// `cocoon worker status|payout`.
+#[derive(Subcommand)]
+pub enum WorkerCommand {
+    /// The worker contract at a proxy: tokens paid; and the unclaimed voucher held.
+    Status {
+        #[command(flatten)]
+        party: Party,
+        /// The worker's state directory (its vouchers), e.g. .cocoon/worker0.
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// Claim the newest held voucher now.
+    Payout {
+        #[command(flatten)]
+        party: Party,
+        /// The worker's state directory.
+        #[arg(long)]
+        state: PathBuf,
+    },
+}
+
+/// `cocoon proxy status`.
+#[derive(Subcommand)]
+pub enum ProxyCommand {
+    /// The proxy contract: state, stake, client money held, committed ledger state.
+    Status {
+        /// The proxy contract's address.
+        #[arg(long)]
+        proxy: String,
+        #[command(flatten)]
+        chain: ChainArgs,
+    },
+}
+
+/// A wallet, a proxy contract and a chain.
+#[derive(clap::Args)]
+pub struct Party {
+    /// The proxy contract's address.
+    #[arg(long)]
+    pub proxy: String,
+    #[command(flatten)]
+    pub wallet: WalletArgs,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+}
+
+struct Ctx {
+    chain: Arc<dyn ChainClient>,
+    keys: cocoon_chain::keys::Keypair,
+    wallet: cocoon_chain::wallet::Wallet,
+    owner: Address,
+    proxy: Address,
+    proxy_data: ProxyData,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Party {
+    fn open(&self) -> Result<Ctx> {
+        let (keys, wallet) = self.wallet.load(self.chain.network())?;
+        let chain = self.chain.open()?;
+        let proxy: Address = self.proxy.parse()?;
+        let rt = tokio::runtime::Runtime::new()?;
+        let proxy_data = rt
+            .block_on(chain_client::read_proxy(chain.as_ref(), &proxy))
+            .with_context(|| format!("{proxy} is not a proxy contract on this chain"))?;
+        let owner = wallet.address()?;
+        Ok(Ctx {
+            chain,
+            keys,
+            wallet,
+            owner,
+            proxy,
+            proxy_data,
+            rt,
+        })
+    }
+}
+
+impl Ctx {
+    fn client_contract(&self) -> Result<(Address, cocoon_chain::contracts::ClientInit)> {
+        let init = self.proxy_data.init().client(self.proxy, self.owner);
+        Ok((
+            address_of(&init.state_init(&self.proxy_data.client_code)?)?,
+            init,
+        ))
+    }
+
+    fn client_data(&self, at: &Address) -> Result<Option<ClientData>> {
+        Ok(match self.rt.block_on(self.chain.account(at))?.data {
+            Some(d) => Some(ClientData::parse(&d)?),
+            None => None,
+        })
+    }
+
+    fn send(&self, msgs: &[OutMessage]) -> Result<()> {
+        let need: u128 = msgs.iter().map(|m| m.value).sum::<u128>() + MIN_FEE;
+        let have = self.rt.block_on(self.chain.account(&self.owner))?.balance;
+        if have < need {
+            bail!(
+                "insufficient funds: wallet {} has {} TON, this needs {} TON",
+                self.owner,
+                format_ton(have),
+                format_ton(need)
+            );
+        }
+        self.rt.block_on(chain_client::send_transfer(
+            self.chain.as_ref(),
+            &self.wallet,
+            &self.keys,
+            msgs,
+        ))?;
+        Ok(())
+    }
+
+    /// Waits (up to 30 s) until `check` holds on the client contract's data.
+    fn wait_client(&self, at: &Address, check: impl Fn(&ClientData) -> bool) -> Result<ClientData> {
+        for _ in 0..300 {
+            if let Some(d) = self.client_data(at)? {
+                if check(&d) {
+                    return Ok(d);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("the contract did not change within 30 s (look at `cocoon wallet balance` and the chain's transactions)")
+    }
+}
+
+fn print_client(at: &Address, d: &ClientData) {
+    println!(
+        "client contract {at}: {:?}, balance {} TON, stake {} TON, {} tokens charged ({} TON), price {} nanoTON/token{}",
+        d.state,
+        format_ton(d.balance),
+        format_ton(d.stake),
+        d.tokens_used,
+        format_ton(d.tokens_used as u128 * d.init.price_per_token),
+        d.init.price_per_token,
+        if d.state == ContractState::Closing { format!(", stake unlocks at unix time {}", d.unlock_ts) } else { String::new() }
+    );
+}
+
+/// Runs a `client` money command.
+pub fn client(cmd: ClientCommand) -> Result<()> {
+    match cmd {
+        ClientCommand::Status(p) => {
+            let c = p.open()?;
+            let (at, _) = c.client_contract()?;
+            match c.client_data(&at)? {
+                Some(d) => print_client(&at, &d),
+                None => println!("client contract {at}: not deployed (top it up to open it)"),
+            }
+            println!(
+                "wallet {}: {} TON",
+                c.owner,
+                format_ton(c.rt.block_on(c.chain.account(&c.owner))?.balance)
+            );
+            Ok(())
+        }
+        ClientCommand::Topup { party, amount } => {
+            let c = party.open()?;
+            let amount = parse_ton(&amount)?;
+            if amount == 0 {
+                bail!("--amount must be more than 0");
+            }
+            let (at, init) = c.client_contract()?;
+            let before = c.client_data(&at)?;
+            if let Some(d) = &before {
+                if d.state == ContractState::Closed {
+                    bail!("the client contract {at} is closed; a closed contract takes no money");
+                }
+            }
+            let body = if before
+                .as_ref()
+                .is_some_and(|d| d.state == ContractState::Closing)
+            {
+                messages::client::top_up_reopen(0, amount, &c.owner)?
+            } else {
+                messages::client::top_up(0, amount, &c.owner)?
+            };
+            let mut msg = OutMessage::transfer(at, amount + MIN_FEE, Some(body));
+            if before.is_none() {
+                msg.init = Some(init.state_init(&c.proxy_data.client_code)?);
+            }
+            c.send(&[msg])?;
+            let old = before.map(|d| d.balance).unwrap_or(0);
+            let d = c.wait_client(&at, |d| d.balance >= old + amount)?;
+            println!("topped up {} TON", format_ton(amount));
+            print_client(&at, &d);
+            Ok(())
+        }
+        ClientCommand::Withdraw { party, amount } => {
+            let c = party.open()?;
+            let amount = parse_ton(&amount)?;
+            let (at, _) = c.client_contract()?;
+            let d = c
+                .client_data(&at)?
+                .with_context(|| format!("no client contract {at} at this proxy"))?;
+            if d.state != ContractState::Open {
+                bail!(
+                    "the client contract is {:?}; only an open contract allows withdrawals",
+                    d.state
+                );
+            }
+            if amount == 0 || d.balance < amount || d.balance - amount < d.stake {
+                bail!(
+                    "cannot withdraw {} TON: the balance is {} TON and the stake of {} TON must stay (at most {} TON)",
+                    format_ton(amount),
+                    format_ton(d.balance),
+                    format_ton(d.stake),
+                    format_ton(d.balance.saturating_sub(d.stake))
+                );
+            }
+            c.send(&[OutMessage::transfer(
+                at,
+                MIN_FEE,
+                Some(messages::client::withdraw(0, amount)?),
+            )])?;
+            let d = c.wait_client(&at, |x| x.balance + amount <= d.balance)?;
+            println!("withdrew {} TON to {}", format_ton(amount), c.owner);
+            print_client(&at, &d);
+            Ok(())
+        }
+        ClientCommand::Close { party, state } => close(party, state),
+    }
+}
+
+fn close(party: Party, state: Option<PathBuf>) -> Result<()> {
+    let c = party.open()?;
+    let (at, _) = c.client_contract()?;
+    let d = c
+        .client_data(&at)?
+        .with_context(|| format!("no client contract {at} at this proxy: nothing to close"))?;
+    if d.state == ContractState::Closed {
+        bail!("the client contract {at} is already closed");
+    }
+    // The cooperative path: the proxy signs the final charge; everything else comes back now.
+    if let (Some(state), ContractState::Open) = (state, d.state) {
+        let root = c.proxy_data.root;
+        let cfg = cocoon_client::ClientConfig {
+            dir: state,
+            root,
+            proxies: vec![],
+            deposit: 0,
+            stake: 0,
+            proxy_policy: cocoon_tee::PolicyKind::FakeTdx,
+            max_pow_difficulty: 28,
+            max_coefficient: 1000,
+            timeout: Duration::from_secs(60),
+        };
+        let started = c.rt.block_on(cocoon_client::Client::start(
+            cfg,
+            c.chain.clone(),
+            (c.keys.clone(), c.wallet.clone()),
+            &cocoon_tee::FakeTdxProvider::default(),
+        ));
+        match started {
+            Ok(client) => {
+                let closed = c.rt.block_on(client.refund_all())?;
+                if closed.contains(&at) {
+                    let d = c.wait_client(&at, |d| d.state == ContractState::Closed)?;
+                    println!("the proxy granted the final refund; everything but the last charge is back in {}", c.owner);
+                    print_client(&at, &d);
+                    return Ok(());
+                }
+            }
+            Err(e) => eprintln!("the proxy did not grant a refund ({e}); closing on chain instead"),
+        }
+    }
+    match d.state {
+        ContractState::Open => {
+            c.send(&[OutMessage::transfer(
+                at,
+                MIN_FEE,
+                Some(messages::client::request_refund(0)?),
+            )])?;
+            let d = c.wait_client(&at, |d| d.state == ContractState::Closing)?;
+            println!(
+                "refund requested: the balance above the stake is back in {}; the stake of {} TON unlocks after the close delay (unix time {}); run `cocoon client close` again then",
+                c.owner,
+                format_ton(d.stake.min(d.balance)),
+                d.unlock_ts
+            );
+            print_client(&at, &d);
+            Ok(())
+        }
+        ContractState::Closing => {
+            let last_lt =
+                c.rt.block_on(c.chain.transactions(&at, 1))?
+                    .first()
+                    .map(|t| t.lt)
+                    .unwrap_or(0);
+            c.send(&[OutMessage::transfer(
+                at,
+                MIN_FEE,
+                Some(messages::client::close_force(0)?),
+            )])?;
+            for _ in 0..300 {
+                if let Some(d) = c.client_data(&at)? {
+                    if d.state == ContractState::Closed {
+                        println!("closed: the stake is back in {}", c.owner);
+                        print_client(&at, &d);
+                        return Ok(());
+                    }
+                }
+                // The contract refused: the delay has not passed (exit code 110).
+                if let Some(t) = c.rt.block_on(c.chain.transactions(&at, 1))?.first() {
+                    if t.lt > last_lt && t.exit_code == Some(messages::exit::TOO_EARLY) {
+                        bail!("the stake unlocks at unix time {}; run `cocoon client close` again then", d.unlock_ts);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bail!("the close was not applied within 30 s")
+        }
+        ContractState::Closed => unreachable!("checked above"),
+    }
+}
+
+/// Runs a `worker` money command.
+pub fn worker(cmd: WorkerCommand) -> Result<()> {
+    let (party, state, payout) = match cmd {
+        WorkerCommand::Status { party, state } => (party, state, false),
+        WorkerCommand::Payout { party, state } => (party, Some(state), true),
+    };
+    let c = party.open()?;
+    let init = c.proxy_data.init().worker(c.proxy, c.owner);
+    let at = address_of(&init.state_init(&c.proxy_data.worker_code)?)?;
+    let paid = match c.rt.block_on(c.chain.account(&at))?.data {
+        Some(d) => WorkerData::parse(&d)?.tokens_paid,
+        None => 0,
+    };
+    let fee = c.proxy_data.params.worker_fee_per_token;
+    let held: Option<cocoon_worker::HeldVoucher> = state.as_ref().and_then(|dir| {
+        let text = std::fs::read_to_string(dir.join("vouchers.json")).ok()?;
+        let map: std::collections::HashMap<String, cocoon_worker::HeldVoucher> =
+            serde_json::from_str(&text).ok()?;
+        map.get(&c.proxy.to_raw()).cloned()
+    });
+    if payout {
+        let h = held
+            .filter(|h| h.tokens > paid)
+            .context("no unclaimed voucher from this proxy in the state directory")?;
+        let body = cocoon_chain::cells::from_boc(&hex::decode(&h.body_hex)?)?;
+        let mut msg = OutMessage::transfer(at, MIN_FEE, Some(body));
+        if paid == 0 && c.rt.block_on(c.chain.account(&at))?.status != "active" {
+            msg.init = Some(init.state_init(&c.proxy_data.worker_code)?);
+        }
+        c.send(&[msg])?;
+        for _ in 0..300 {
+            if let Some(d) = c.rt.block_on(c.chain.account(&at))?.data {
+                if WorkerData::parse(&d)?.tokens_paid >= h.tokens {
+                    println!(
+                        "claimed {} tokens = {} TON to {}",
+                        h.tokens - paid,
+                        format_ton((h.tokens - paid) as u128 * fee),
+                        c.owner
+                    );
+                    println!("worker contract {at}: {} tokens paid", h.tokens);
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("the claim was not applied within 30 s");
+    }
+    println!(
+        "worker contract {at}: {paid} tokens paid ({} TON at {fee} nanoTON/token)",
+        format_ton(paid as u128 * fee)
+    );
+    if let Some(h) = held {
+        let unclaimed = h.tokens.saturating_sub(paid);
+        println!(
+            "held voucher: {} tokens; unclaimed {unclaimed} tokens = {} TON",
+            h.tokens,
+            format_ton(unclaimed as u128 * fee)
+        );
+    }
+    println!(
+        "wallet {}: {} TON",
+        c.owner,
+        format_ton(c.rt.block_on(c.chain.account(&c.owner))?.balance)
+    );
+    Ok(())
+}
+
+/// Runs a `proxy` status command.
+pub fn proxy(cmd: ProxyCommand) -> Result<()> {
+    match cmd {
+        ProxyCommand::Status { proxy, chain } => {
+            let client = chain.open()?;
+            let proxy: Address = proxy.parse()?;
+            let rt = tokio::runtime::Runtime::new()?;
+            let d = rt
+                .block_on(chain_client::read_proxy(client.as_ref(), &proxy))
+                .with_context(|| format!("{proxy} is not a proxy contract on this chain"))?;
+            let balance = rt.block_on(client.account(&proxy))?.balance;
+            println!("proxy contract {proxy}: {:?}, owner {}", d.state, d.owner);
+            println!("  balance {} TON = stake {} TON + client money held {} TON + earnings and fees {} TON", format_ton(balance), format_ton(d.stake), format_ton(d.clients_held), format_ton(balance.saturating_sub(d.stake + d.clients_held)));
+            println!(
+                "  ledger committed on chain: seqno {}, state hash {}",
+                d.saved_seqno,
+                hex::encode(d.state_hash)
+            );
+            println!(
+                "  voucher key {}; prices {} / {} nanoTON per token (client / worker)",
+                hex::encode(d.proxy_public_key),
+                d.params.price_per_token,
+                d.params.worker_fee_per_token
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! `cocoon quote`: what a daily volume of requests costs and needs, from the root's prices and
+//! the live coefficients of the workers behind its proxies.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use cocoon_chain::price::{quote, TokenUsage};
+use cocoon_chain::{format_ton, Address};
+use cocoon_tee::{FakeTdxProvider, PolicyKind};
+use serde_json::json;
+
+use crate::chain::ChainArgs;
+
+/// `cocoon quote` arguments.
+#[derive(Args)]
+pub struct QuoteArgs {
+    /// Model type (as the root lists it, e.g. qwen3) or model name.
+    #[arg(long)]
+    pub model: String,
+    /// Requests per day.
+    #[arg(long)]
+    pub requests_per_day: u64,
+    /// Average prompt tokens per request (cached ones included).
+    #[arg(long)]
+    pub avg_prompt_tokens: u64,
+    /// Average completion tokens per request (reasoning included).
+    #[arg(long)]
+    pub avg_completion_tokens: u64,
+    /// Average reasoning tokens per request.
+    #[arg(long, default_value_t = 0)]
+    pub avg_reasoning_tokens: u64,
+    /// Average cached prompt tokens per request.
+    #[arg(long, default_value_t = 0)]
+    pub avg_cached_tokens: u64,
+    /// The dearest coefficient accepted, thousandths (default: any).
+    #[arg(long)]
+    pub max_coefficient: Option<u32>,
+    /// One worker's generation throughput, tokens/s (for the number of workers needed).
+    #[arg(long)]
+    pub throughput: Option<f64>,
+    /// Or: the JSON of `cocoon bench engine` (its best aggregate tokens/s is used).
+    #[arg(long, conflicts_with = "throughput")]
+    pub bench_json: Option<PathBuf>,
+    /// Root address; default: the local chain's.
+    #[arg(long)]
+    pub root: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+}
+
+fn throughput_from_bench(path: &PathBuf) -> Result<f64> {
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", path.display()))?;
+    // Any number under a key naming tokens per second; the largest is the best concurrency.
+    fn walk(v: &serde_json::Value, best: &mut f64) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    if (k.contains("tok_per_s") || k.contains("tokens_per_s")) && x.is_number() {
+                        *best = best.max(x.as_f64().unwrap_or(0.0));
+                    }
+                    walk(x, best);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, best)),
+            _ => {}
+        }
+    }
+    let mut best = 0.0;
+    walk(&v, &mut best);
+    if best <= 0.0 {
+        bail!(
+            "{}: no tokens-per-second figure found (expected `cocoon bench engine` JSON)",
+            path.display()
+        );
+    }
+    Ok(best)
+}
+
+/// Runs `cocoon quote`.
+pub fn run(a: QuoteArgs) -> Result<()> {
+    if a.avg_cached_tokens > a.avg_prompt_tokens {
+        bail!(
+            "--avg-cached-tokens ({}) is more than --avg-prompt-tokens ({})",
+            a.avg_cached_tokens,
+            a.avg_prompt_tokens
+        );
+    }
+    if a.avg_reasoning_tokens > a.avg_completion_tokens {
+        bail!(
+            "--avg-reasoning-tokens ({}) is more than --avg-completion-tokens ({})",
+            a.avg_reasoning_tokens,
+            a.avg_completion_tokens
+        );
+    }
+    let throughput = match (&a.throughput, &a.bench_json) {
+        (Some(t), _) => Some(*t),
+        (None, Some(p)) => Some(throughput_from_bench(p)?),
+        (None, None) => None,
+    };
+    let root: Address = match (&a.root, &a.chain.dir) {
+        (Some(r), _) => r.parse()?,
+        (None, Some(dir)) => crate::chain::read_genesis(dir)?.root,
+        (None, None) => bail!("say which root: --root ADDRESS (or --dir DIR of a local chain)"),
+    };
+    let client = a.chain.open()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let data = rt.block_on(cocoon_chain::client::read_root(client.as_ref(), &root))?;
+    // Which model hashes the name stands for.
+    let wanted = a.model.to_lowercase();
+    let hashes: Vec<String> = data
+        .models
+        .iter()
+        .filter(|(_, kind)| kind.to_lowercase() == wanted)
+        .map(|(h, _)| hex::encode(h))
+        .collect();
+    let (catalogue, unreachable) = rt.block_on(cocoon_client::catalogue(
+        &data,
+        PolicyKind::FakeTdx,
+        &FakeTdxProvider::default(),
+    ))?;
+    let mut coefficients: Vec<u32> = catalogue
+        .iter()
+        .filter(|(identity, _)| {
+            let (name, hash) = identity.split_once('@').unwrap_or((identity.as_str(), ""));
+            hashes.iter().any(|h| h == hash) || name.to_lowercase() == wanted
+        })
+        .flat_map(|(_, c)| c.iter().copied())
+        .collect();
+    if hashes.is_empty() && coefficients.is_empty() {
+        let mut known: Vec<&String> = data.models.values().collect();
+        known.sort();
+        known.dedup();
+        bail!(
+            "unknown model {:?}; the root knows: {}",
+            a.model,
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        );
+    }
+    coefficients.sort_unstable();
+    let affordable: Vec<u32> = coefficients
+        .iter()
+        .copied()
+        .filter(|c| a.max_coefficient.is_none_or(|m| *c <= m))
+        .collect();
+    let (coefficient, source) = match (affordable.first(), coefficients.first()) {
+        (Some(c), _) => (
+            *c,
+            format!("cheapest of {} live worker(s)", coefficients.len()),
+        ),
+        (None, Some(cheapest)) => bail!(
+            "no worker for {} at max coefficient {}; the cheapest costs {cheapest}",
+            a.model,
+            a.max_coefficient.unwrap_or(0)
+        ),
+        (None, None) => (
+            a.max_coefficient.unwrap_or(1000).min(1000),
+            "no live worker: base coefficient".to_string(),
+        ),
+    };
+    let avg = TokenUsage {
+        prompt: a.avg_prompt_tokens,
+        cached: a.avg_cached_tokens,
+        completion: a.avg_completion_tokens,
+        reasoning: a.avg_reasoning_tokens,
+    };
+    let q = quote(
+        &data.params,
+        coefficient,
+        &avg,
+        a.requests_per_day,
+        throughput,
+    )
+    .context("the amounts overflow")?;
+    if a.json {
+        let v = json!({
+            "model": a.model,
+            "requests_per_day": a.requests_per_day,
+            "coefficient": coefficient,
+            "coefficient_source": source,
+            "price_per_token": data.params.price_per_token.to_string(),
+            "worker_fee_per_token": data.params.worker_fee_per_token.to_string(),
+            "multipliers": {"prompt": data.params.prompt_mult, "cached": data.params.cached_mult, "completion": data.params.completion_mult, "reasoning": data.params.reasoning_mult},
+            "tokens": {"prompt": q.tokens_prompt, "cached": q.tokens_cached, "completion": q.tokens_completion, "reasoning": q.tokens_reasoning, "per_request": q.tokens_per_request},
+            "nanotons": {
+                "per_request": q.cost_per_request.to_string(),
+                "per_day": q.cost_per_day.to_string(),
+                "per_month": q.cost_per_month.to_string(),
+                "recommended_stake": q.recommended_stake.to_string(),
+                "worker_earnings_per_day": q.worker_earnings_per_day.to_string(),
+                "proxy_share_per_day": q.proxy_share_per_day.to_string(),
+            },
+            "ton": {
+                "per_request": format_ton(q.cost_per_request),
+                "per_day": format_ton(q.cost_per_day),
+                "per_month": format_ton(q.cost_per_month),
+                "recommended_stake": format_ton(q.recommended_stake),
+                "worker_earnings_per_day": format_ton(q.worker_earnings_per_day),
+            },
+            "throughput_tokens_per_s": throughput,
+            "workers_needed": q.workers_needed,
+            "peak_factor": cocoon_chain::price::PEAK_FACTOR,
+            "unreachable_proxies": unreachable,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let p = &data.params;
+    println!(
+        "{} requests/day of {} model: {} prompt ({} cached) + {} completion ({} reasoning) tokens",
+        a.requests_per_day, a.model, avg.prompt, avg.cached, avg.completion, avg.reasoning
+    );
+    println!("coefficient {coefficient} ({source})");
+    println!(
+        "tokens per request = {} prompt + {} cached + {} completion + {} reasoning = {} (× coef/1000 × multipliers {}/{}/{}/{} per 10000)",
+        q.tokens_prompt, q.tokens_cached, q.tokens_completion, q.tokens_reasoning, q.tokens_per_request, p.prompt_mult, p.cached_mult, p.completion_mult, p.reasoning_mult
+    );
+    println!("price {} nanoTON/token", p.price_per_token);
+    println!("  per request  {} TON", format_ton(q.cost_per_request));
+    println!("  per day      {} TON", format_ton(q.cost_per_day));
+    println!(
+        "  per month    {} TON (30 days)",
+        format_ton(q.cost_per_month)
+    );
+    println!("recommended client stake {} TON (10 minutes at {}× the average rate, at least the root's minimum {} TON)", format_ton(q.recommended_stake), cocoon_chain::price::PEAK_FACTOR, format_ton(p.min_client_stake));
+    println!(
+        "GPU owners earn {} TON/day together ({} nanoTON/token); proxies keep {} TON/day",
+        format_ton(q.worker_earnings_per_day),
+        p.worker_fee_per_token,
+        format_ton(q.proxy_share_per_day)
+    );
+    match (q.workers_needed, throughput) {
+        (Some(n), Some(t)) => println!("workers needed: {n} at {t:.0} tokens/s each (peak {}× average)", cocoon_chain::price::PEAK_FACTOR),
+        _ => println!("workers needed: give --throughput TOKENS_PER_S or --bench-json FILE (from `cocoon bench engine`)"),
+    }
+    for e in unreachable {
+        eprintln!("note: {e}");
+    }
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! The money commands against a running `cocoon up --fake-engine`: `cocoon quote`,
+//! `cocoon proxy status`, `cocoon client status|withdraw|close`, `cocoon worker status|payout`.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cocoon(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cocoon"))
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = cocoon(args);
+    assert!(
+        o.status.success(),
+        "cocoon {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn fails(args: &[&str]) -> String {
+    let o = cocoon(args);
+    assert!(
+        !o.status.success(),
+        "cocoon {args:?} should fail: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn mnemonic(dir: &Path, name: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("genesis.json")).unwrap()).unwrap();
+    v["wallets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == name)
+        .unwrap()["mnemonic"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn quote_status_withdraw_payout_and_close() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("net");
+    let any = "127.0.0.1:0";
+    let child = Command::new(env!("CARGO_BIN_EXE_cocoon"))
+        .args([
+            "up",
+            "--fake-engine",
+            "--dir",
+            d.to_str().unwrap(),
+            "--listen",
+            any,
+            "--chain-listen",
+            any,
+        ])
+        .args(["--proxy-worker-listen", any, "--proxy-client-listen", any])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let _up = Up(child);
+    let t = Instant::now();
+    while !d.join("network.json").exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "cocoon up did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let net: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("network.json")).unwrap()).unwrap();
+    let api = net["chain_api"].as_str().unwrap().to_string();
+    let root = net["root"].as_str().unwrap().to_string();
+    let proxy = net["proxy_contract"].as_str().unwrap().to_string();
+
+    // Two paid requests.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for _ in 0..2 {
+            let body = serde_json::json!({"model": "fake-benchmark-model", "messages": [{"role": "user", "content": "hi"}]});
+            let r = reqwest::Client::new()
+                .post(format!("{}/chat/completions", net["base_url"].as_str().unwrap()))
+                .bearer_auth(net["api_key"].as_str().unwrap())
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1200)); // vouchers travel after the answers
+
+    // Quote: 100 000 requests a day of 300 + 200 tokens at the live worker's coefficient.
+    let q = ok(&[
+        "quote",
+        "--api",
+        &api,
+        "--root",
+        &root,
+        "--model",
+        "fake",
+        "--requests-per-day",
+        "100000",
+        "--avg-prompt-tokens",
+        "300",
+        "--avg-completion-tokens",
+        "200",
+        "--throughput",
+        "100",
+        "--json",
+    ]);
+    let q: serde_json::Value = serde_json::from_str(&q).unwrap();
+    assert_eq!(q["coefficient"], 1000);
+    assert_eq!(q["coefficient_source"], "cheapest of 1 live worker(s)");
+    assert_eq!(
+        q["nanotons"]["per_day"],
+        (100_000u128 * 500 * 20).to_string()
+    );
+    assert_eq!(q["ton"]["per_month"], "30");
+    assert_eq!(q["workers_needed"], 7);
+    let e = fails(&[
+        "quote",
+        "--api",
+        &api,
+        "--root",
+        &root,
+        "--model",
+        "qwen",
+        "--requests-per-day",
+        "1",
+        "--avg-prompt-tokens",
+        "1",
+        "--avg-completion-tokens",
+        "1",
+    ]);
+    assert!(
+        e.contains("unknown model \"qwen\"; the root knows: fake"),
+        "{e}"
+    );
+
+    let p = ok(&["proxy", "status", "--api", &api, "--proxy", &proxy]);
+    assert!(
+        p.contains("stake 1 TON") && p.contains("client money held"),
+        "{p}"
+    );
+
+    let client = mnemonic(&d, "client");
+    let s = ok(&[
+        "client",
+        "status",
+        "--api",
+        &api,
+        "--proxy",
+        &proxy,
+        "--mnemonic",
+        &client,
+    ]);
+    assert!(s.contains("Open") && s.contains("stake 0.5 TON"), "{s}");
+    let e = fails(&[
+        "client",
+        "withdraw",
+        "--api",
+        &api,
+        "--proxy",
+        &proxy,
+        "--mnemonic",
+        &client,
+        "--amount",
+        "10",
+    ]);
+    assert!(e.contains("the stake of 0.5 TON must stay"), "{e}");
+    let w = ok(&[
+        "client",
+        "withdraw",
+        "--api",
+        &api,
+        "--proxy",
+        &proxy,
+        "--mnemonic",
+        &client,
+        "--amount",
+        "1",
+    ]);
+    assert!(
+        w.contains("withdrew 1 TON") && w.contains("balance 9 TON"),
+        "{w}"
+    );
+
+    let worker = mnemonic(&d, "worker0");
+    let state = d.join("worker0");
+    let s = ok(&[
+        "worker",
+        "status",
+        "--api",
+        &api,
+        "--proxy",
+        &proxy,
+        "--mnemonic",
+        &worker,
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert!(
+        s.contains("0 tokens paid") && s.contains("held voucher"),
+        "{s}"
+    );
+    let pay = ok(&[
+        "worker",
+        "payout",
+        "--api",
+        &api,
+        "--proxy",
+        &proxy,
+        "--mnemonic",
+        &worker,
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert!(pay.contains("claimed"), "{pay}");
+
+    // Close through the proxy's final grant: the contract ends Closed with nothing left.
+    let state = d.join("client");
+    let c = ok(&[
+        "client",
+        "close",
+        "--api",
+        &api,
+        "--proxy",
+        &proxy,
+        "--mnemonic",
+        &client,
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert!(
+        c.contains("granted the final refund")
+            && c.contains("Closed")
+            && c.contains("balance 0 TON"),
+        "{c}"
+    );
+    let e = fails(&[
+        "client",
+        "close",
+        "--api",
+        &api,
+        "--proxy",
+        &proxy,
+        "--mnemonic",
+        &client,
+    ]);
+    assert!(e.contains("already closed"), "{e}");
+}
