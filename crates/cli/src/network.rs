@@ -127,6 +127,9 @@ pub fn up(args: UpArgs) -> Result<()> {
             println!("  local chain  {api} (root {})", info.root);
         }
         println!("  OpenAI API   {}", info.base_url);
+        println!("  dashboards   client http://{}/stats, proxy {}, workers {}", info.client_http,
+            info.proxy_http.map(|a| format!("http://{a}/stats")).unwrap_or_default(),
+            info.worker_http.iter().flatten().map(|a| format!("http://{a}/stats")).collect::<Vec<_>>().join(" "));
         println!("  API key      {}", info.api_key);
         println!();
         println!(
@@ -262,6 +265,8 @@ pub struct ProxyToml {
     pow_difficulty: u32,
     #[serde(default = "thirty")]
     save_state_interval_secs: u64,
+    /// Dashboard, /metrics, /jsonstats, /healthz (default: none).
+    http_listen: Option<SocketAddr>,
 }
 
 /// `worker.toml`.
@@ -282,6 +287,8 @@ pub struct WorkerToml {
     /// Claim on chain from this many TON unclaimed.
     #[serde(default = "one")]
     payout_threshold_ton: String,
+    /// Dashboard, /metrics, /jsonstats, /healthz (default: none).
+    http_listen: Option<SocketAddr>,
 }
 
 /// `client.toml`.
@@ -340,6 +347,7 @@ pub fn proxy(config: &Path) -> Result<()> {
                 pow_difficulty: c.pow_difficulty,
                 save_state_interval: Duration::from_secs(c.save_state_interval_secs.max(1)),
                 request_timeout: Duration::from_secs(600),
+                http_listen: c.http_listen,
             },
             c.common.chain()?,
             c.common.wallet()?,
@@ -347,11 +355,15 @@ pub fn proxy(config: &Path) -> Result<()> {
         )
         .await?;
         println!(
-            "proxy contract {} (voucher key {}); workers on {}, clients on {}",
+            "proxy contract {} (voucher key {}); workers on {}, clients on {}{}",
             running.proxy.address(),
             hex::encode(running.proxy.public_key()),
             running.worker_addr,
-            running.client_addr
+            running.client_addr,
+            running
+                .http_addr
+                .map(|a| format!("; dashboard http://{a}/stats"))
+                .unwrap_or_default()
         );
         tokio::signal::ctrl_c().await?;
         let _ = cocoon_proxy::save_state_now(&running.proxy).await;
@@ -393,6 +405,7 @@ pub fn worker(config: &Path) -> Result<()> {
                 proxy_policy: c.common.policy()?,
                 max_pow_difficulty: 28,
                 payout_threshold: cocoon_chain::parse_ton(&c.payout_threshold_ton)?,
+                http_listen: c.http_listen,
             },
             chain,
             c.common.wallet()?,

@@ -153,6 +153,9 @@ pub struct Client {
     conns: Mutex<Vec<Arc<ProxyConn>>>,
     accounts: Mutex<HashMap<Address, Account>>,
     funding: tokio::sync::Mutex<()>,
+    /// Prometheus metrics (also drawn by the dashboard).
+    pub metrics: Arc<cocoon_observe::Metrics>,
+    latency_total: Arc<Mutex<f64>>,
 }
 
 /// A running query: parts as they come, then the final answer.
@@ -234,6 +237,8 @@ impl Client {
             conns: Mutex::new(Vec::new()),
             accounts: Mutex::new(HashMap::new()),
             funding: tokio::sync::Mutex::new(()),
+            metrics: Arc::new(cocoon_observe::Metrics::new("cocoon_client")),
+            latency_total: Arc::new(Mutex::new(0.0)),
         });
         let targets: Vec<SocketAddr> = if cfg.proxies.is_empty() {
             root.proxies
@@ -763,6 +768,10 @@ impl Client {
         let (done_tx, done) = oneshot::channel();
         let peer = conn.peer.clone();
         let streams = conn.streams.clone();
+        let metrics = self.metrics.clone();
+        metrics.active.inc();
+        let started = std::time::Instant::now();
+        let me = self.latency_sum_handle();
         tokio::spawn(async move {
             let result = peer
                 .query(cocoon_wire::encode(&req), timeout + Duration::from_secs(5))
@@ -792,12 +801,105 @@ impl Client {
             };
             // Parts were routed before the final answer arrived; closing the channel ends them.
             streams.lock().expect("streams").remove(&request_id);
+            metrics.active.dec();
+            let secs = started.elapsed().as_secs_f64();
+            metrics.request(answer.is_ok(), secs);
+            match &answer {
+                Ok(a) => {
+                    let t = &a.tokens;
+                    metrics.add_tokens(
+                        "prompt",
+                        t.prompt_tokens_used.saturating_sub(t.cached_tokens_used),
+                    );
+                    metrics.add_tokens("cached", a.tokens.cached_tokens_used);
+                    metrics.add_tokens(
+                        "completion",
+                        t.completion_tokens_used
+                            .saturating_sub(t.reasoning_tokens_used),
+                    );
+                    metrics.add_tokens("reasoning", a.tokens.reasoning_tokens_used);
+                    metrics.add_tokens("billed", a.tokens.total_tokens_used);
+                    *me.lock().expect("latency") += secs;
+                }
+                Err(e) => metrics.error(&format!("http_{}", e.status())),
+            }
             let _ = done_tx.send(answer);
         });
         Ok(QueryStream {
             parts,
             done,
             cancel: Some((conn.peer.clone(), request_id)),
+        })
+    }
+
+    fn latency_sum_handle(&self) -> Arc<Mutex<f64>> {
+        self.latency_total.clone()
+    }
+
+    /// The `/jsonstats` document: money at each proxy and request figures.
+    pub fn jsonstats(&self) -> serde_json::Value {
+        let accounts = self.accounts();
+        let ok = self
+            .metrics
+            .requests
+            .get_or_create(&cocoon_observe::Kind::of("ok"))
+            .get();
+        let failed = self
+            .metrics
+            .requests
+            .get_or_create(&cocoon_observe::Kind::of("error"))
+            .get();
+        let spent: u128 = accounts
+            .iter()
+            .map(|a| a.voucher_tokens as u128 * a.price_per_token)
+            .sum();
+        let committed: u128 = accounts
+            .iter()
+            .map(|a| a.committed_tokens as u128 * a.price_per_token)
+            .sum();
+        let balance: u128 = accounts.iter().map(|a| a.balance).sum();
+        let stake: u128 = accounts.iter().map(|a| a.stake).sum();
+        for a in &accounts {
+            let k = cocoon_observe::Kind::of(&a.client_contract.to_raw());
+            self.metrics
+                .balances
+                .get_or_create(&k)
+                .set(a.balance as f64);
+            self.metrics
+                .vouchers
+                .get_or_create(&k)
+                .set(a.voucher_tokens as i64);
+        }
+        let secs = *self.latency_total.lock().expect("latency");
+        let rows: Vec<serde_json::Value> = accounts
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "proxy": a.proxy.to_raw(),
+                    "client_contract": a.client_contract.to_raw(),
+                    "balance_ton": cocoon_chain::format_ton(a.balance),
+                    "stake_ton": cocoon_chain::format_ton(a.stake),
+                    "tokens_charged": a.voucher_tokens,
+                    "tokens_committed": a.committed_tokens,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "role": "client",
+            "subtitle": format!("owner {}", self.owner()),
+            "figures": {
+                "requests": ok,
+                "errors": failed,
+                "active_requests": self.metrics.active.get(),
+                "tokens_billed": self.metrics.tokens.get_or_create(&cocoon_observe::Kind::of("billed")).get(),
+                "spent_ton": cocoon_chain::format_ton(spent),
+                "committed_ton": cocoon_chain::format_ton(committed),
+                "balance_ton": cocoon_chain::format_ton(balance),
+                "stake_ton": cocoon_chain::format_ton(stake),
+                "proxies_connected": self.connected(),
+            },
+            "latency_ms_mean": if ok == 0 { 0.0 } else { secs * 1000.0 / ok as f64 },
+            "tables": {"accounts": rows},
         })
     }
 

@@ -23,12 +23,17 @@ struct App {
 
 /// The router; every route needs `api_key`.
 pub fn router(client: Arc<Client>, api_key: String) -> Router {
+    let c = client.clone();
+    let status = cocoon_observe::router(client.metrics.clone(), Arc::new(move || c.jsonstats()));
     let app = Arc::new(App { client, api_key });
     Router::new()
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completion))
         .with_state(app)
+        // The dashboard, /metrics, /jsonstats and /healthz need no API key: they hold no prompts
+        // or answers, and the server listens on localhost.
+        .merge(status)
 }
 
 /// Serves on `listener` until dropped.

@@ -124,6 +124,10 @@ pub struct NetworkInfo {
     pub proxy_clients: SocketAddr,
     /// Toncenter API of the local chain.
     pub chain_api: Option<String>,
+    /// The proxy's dashboard / metrics address.
+    pub proxy_http: Option<SocketAddr>,
+    /// Each worker's dashboard / metrics address.
+    pub worker_http: Vec<Option<SocketAddr>>,
     /// Root contract.
     pub root: Address,
     /// Proxy contract.
@@ -298,6 +302,7 @@ impl LocalNet {
                 pow_difficulty: cfg.pow_difficulty,
                 save_state_interval: Duration::from_secs(30),
                 request_timeout: Duration::from_secs(600),
+                http_listen: Some("127.0.0.1:0".parse().expect("address")),
             },
             chain_client.clone(),
             genesis.wallet("proxy")?.open()?,
@@ -327,6 +332,7 @@ impl LocalNet {
                     proxy_policy: PolicyKind::FakeTdx,
                     max_pow_difficulty: 28,
                     payout_threshold: cfg.payout_threshold,
+                    http_listen: Some("127.0.0.1:0".parse().expect("address")),
                 },
                 chain_client.clone(),
                 genesis.wallet(&worker_names[i])?.open()?,
@@ -390,6 +396,11 @@ impl LocalNet {
             proxy_workers: proxy.worker_addr,
             proxy_clients: proxy.client_addr,
             chain_api,
+            proxy_http: proxy.http_addr,
+            worker_http: workers
+                .iter()
+                .map(|w| *w.http_addr.lock().expect("http addr"))
+                .collect(),
             root: genesis.root,
             proxy_contract: proxy.proxy.address(),
             wallets: genesis

@@ -2,7 +2,6 @@
 //! query path — reserve, choose a worker, relay the stream, price, record, pay.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,7 +58,14 @@ async fn serve(proxy: Arc<Proxy>, conn: cocoon_net::Connection) {
         }
     });
     let peer = Peer::spawn(conn, on_query, on_packet);
+    let clients = proxy
+        .metrics
+        .peers
+        .get_or_create(&cocoon_observe::Kind::of("client"))
+        .clone();
+    clients.inc();
     peer.closed().await;
+    clients.dec();
 }
 
 fn err(code: i32, message: impl Into<String>) -> RpcError {
@@ -185,10 +191,11 @@ async fn handle_query(
                 request_id,
             )
             .await;
-            match &result {
-                Ok(_) => proxy.stats.requests.fetch_add(1, Ordering::Relaxed),
-                Err(_) => proxy.stats.errors.fetch_add(1, Ordering::Relaxed),
-            };
+            if let Err(RpcError::Remote { code, .. }) = &result {
+                // Refused before a worker ran it (run_query counts the others itself).
+                proxy.metrics.request(false, started.elapsed().as_secs_f64());
+                proxy.metrics.error(error_kind(*code));
+            }
             tracing::debug!("request {} took {:?}", hex::encode(&request_id[..4]), started.elapsed());
             result
         }
@@ -303,6 +310,7 @@ struct Reservation<'a> {
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
+        self.proxy.metrics.active.dec();
         let mut book = self.proxy.book.lock().expect("book");
         if let Some(r) = book.reserved.get_mut(&self.owner) {
             *r = r.saturating_sub(self.tokens);
@@ -438,6 +446,7 @@ async fn run_query(
         *book.reserved.entry(owner).or_default() += reserve;
         *book.active.entry(owner).or_default() += 1;
     }
+    proxy.metrics.active.inc();
     let _reservation = Reservation {
         proxy,
         owner,
@@ -547,7 +556,19 @@ async fn run_query(
         .expect("pool")
         .finish(slot.id, error.is_none().then_some(latency));
 
-    proxy.stats.tokens.fetch_add(tokens, Ordering::Relaxed);
+    let m = &proxy.metrics;
+    m.request(error.is_none(), latency / 1000.0);
+    if let Some(RpcError::Remote { code, .. }) = &error {
+        m.error(error_kind(*code));
+    }
+    m.add_tokens("prompt", usage.prompt.saturating_sub(usage.cached));
+    m.add_tokens("cached", usage.cached);
+    m.add_tokens(
+        "completion",
+        usage.completion.saturating_sub(usage.reasoning),
+    );
+    m.add_tokens("reasoning", usage.reasoning);
+    m.add_tokens("billed", tokens);
     // Record it now (counted in credit checks at once); it becomes durable with the next
     // group commit (one fsync for every request finishing meanwhile), and only then do the
     // vouchers that promise it leave. The answer itself need not wait for the disk: a charge
@@ -600,6 +621,22 @@ async fn run_query(
             request_tokens_used: tokens_used,
         },
     }))
+}
+
+/// The metric label of an error code.
+fn error_kind(code: i32) -> &'static str {
+    match code {
+        400 => "bad_request",
+        401 | 403 => "unauthorized",
+        402 => "insufficient_credit",
+        404 => "no_worker",
+        409 => "closed",
+        413 => "overrun",
+        499 => "cancelled",
+        503 => "busy",
+        504 => "timeout",
+        _ => "worker_failed",
+    }
 }
 
 fn usage_of(t: &TokensUsed) -> TokenUsage {

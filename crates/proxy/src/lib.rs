@@ -58,6 +58,8 @@ pub struct ProxyConfig {
     pub save_state_interval: Duration,
     /// Longest a request may run.
     pub request_timeout: Duration,
+    /// Where `/healthz`, `/metrics`, `/jsonstats` and the dashboard are served (None: nowhere).
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// Errors starting a proxy.
@@ -72,17 +74,6 @@ pub enum ProxyError {
     /// Files, sockets.
     #[error("{0}")]
     Io(String),
-}
-
-/// Counters for status pages.
-#[derive(Default, Debug)]
-pub struct Stats {
-    /// Requests answered.
-    pub requests: AtomicU64,
-    /// Requests failed.
-    pub errors: AtomicU64,
-    /// Adjusted tokens charged.
-    pub tokens: AtomicU64,
 }
 
 /// How long finished requests' vouchers may wait to share one signature.
@@ -129,8 +120,8 @@ pub struct Proxy {
     voucher_wake: tokio::sync::Notify,
     cancels: Mutex<HashMap<[u8; 32], tokio::sync::oneshot::Sender<()>>>,
     next_conn: AtomicU64,
-    /// Counters.
-    pub stats: Stats,
+    /// Prometheus metrics (also drawn by the dashboard).
+    pub metrics: Arc<cocoon_observe::Metrics>,
 }
 
 /// Handle of a started proxy.
@@ -141,6 +132,8 @@ pub struct RunningProxy {
     pub worker_addr: SocketAddr,
     /// Bound client address.
     pub client_addr: SocketAddr,
+    /// Bound status address (dashboard, metrics).
+    pub http_addr: Option<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -274,22 +267,36 @@ impl Proxy {
             voucher_wake: tokio::sync::Notify::new(),
             cancels: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
-            stats: Stats::default(),
+            metrics: Arc::new(cocoon_observe::Metrics::new("cocoon_proxy")),
         });
         let io = |e: std::io::Error| ProxyError::Io(e.to_string());
         let wl = TcpListener::bind(cfg.worker_listen).await.map_err(io)?;
         let cl = TcpListener::bind(cfg.client_listen).await.map_err(io)?;
         let worker_addr = wl.local_addr().map_err(io)?;
         let client_addr = cl.local_addr().map_err(io)?;
-        let tasks = vec![
+        let mut http_addr = None;
+        let mut extra = Vec::new();
+        if let Some(addr) = cfg.http_listen {
+            let listener = TcpListener::bind(addr).await.map_err(io)?;
+            http_addr = Some(listener.local_addr().map_err(io)?);
+            let p = proxy.clone();
+            let router =
+                cocoon_observe::router(proxy.metrics.clone(), Arc::new(move || p.jsonstats()));
+            extra.push(tokio::spawn(async move {
+                let _ = cocoon_observe::serve(listener, router).await;
+            }));
+        }
+        let mut tasks = vec![
             tokio::spawn(workers::accept_loop(proxy.clone(), wl, worker_identity)),
             tokio::spawn(clients::accept_loop(proxy.clone(), cl, client_identity)),
             tokio::spawn(save_state_loop(proxy.clone())),
             tokio::spawn(voucher_loop(proxy.clone())),
             tokio::spawn(refresh_root_loop(proxy.clone())),
         ];
+        tasks.extend(extra);
         tracing::info!("proxy {address}: workers on {worker_addr}, clients on {client_addr}");
         Ok(RunningProxy {
+            http_addr,
             proxy,
             worker_addr,
             client_addr,
@@ -310,6 +317,72 @@ impl Proxy {
     /// Ledger totals on disk (clients charged, workers earned).
     pub fn totals(&self) -> ledger::Totals {
         self.ledger.lock().expect("ledger").durable().clone()
+    }
+
+    /// The `/jsonstats` document: figures and the worker table the dashboard draws.
+    pub fn jsonstats(&self) -> serde_json::Value {
+        let totals = self.totals();
+        let workers = self.workers();
+        let requests: u64 = self
+            .metrics
+            .requests
+            .get_or_create(&cocoon_observe::Kind::of("ok"))
+            .get();
+        let errors: u64 = self
+            .metrics
+            .requests
+            .get_or_create(&cocoon_observe::Kind::of("error"))
+            .get();
+        let billed: u64 = totals.clients.values().sum();
+        let rows: Vec<serde_json::Value> = workers
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "owner": w.owner.to_raw(),
+                    "model": w.model,
+                    "coefficient": w.coefficient,
+                    "active": w.active,
+                    "max_active": w.max_active,
+                    "enabled": w.enabled,
+                    "served": w.served,
+                    "mean_latency_ms": (w.mean_latency_ms * 10.0).round() / 10.0,
+                })
+            })
+            .collect();
+        let clients: Vec<serde_json::Value> = totals
+            .clients
+            .iter()
+            .map(|(owner, tokens)| serde_json::json!({"client": owner.to_raw(), "tokens_charged": tokens}))
+            .collect();
+        let latency: f64 = {
+            let served: u64 = workers.iter().map(|w| w.served).sum();
+            if served == 0 {
+                0.0
+            } else {
+                workers
+                    .iter()
+                    .map(|w| w.mean_latency_ms * w.served as f64)
+                    .sum::<f64>()
+                    / served as f64
+            }
+        };
+        serde_json::json!({
+            "role": "proxy",
+            "subtitle": format!("contract {} · voucher key {}", self.address, hex::encode(self.voucher_key.public_key())),
+            "figures": {
+                "requests": requests,
+                "errors": errors,
+                "active_requests": self.metrics.active.get(),
+                "workers_connected": workers.len(),
+                "tokens_billed": billed,
+                "tokens_earned_by_workers": totals.workers.values().sum::<u64>(),
+                "price_per_token": self.init.params.price_per_token.to_string(),
+                "ledger_records": self.ledger.lock().expect("ledger").seq(),
+                "committed_seqno": totals.saved_seqno,
+            },
+            "latency_ms_mean": latency,
+            "tables": {"workers": rows, "clients": clients},
+        })
     }
 
     /// Connected workers.
@@ -515,7 +588,12 @@ async fn accept_each<F, Fut>(
             .await
             {
                 Ok(conn) => serve(proxy, conn).await,
-                Err(e) => tracing::warn!("{who} {addr} refused: {e}"),
+                Err(e) => {
+                    if matches!(e, cocoon_net::NetError::Attestation(_)) {
+                        proxy.metrics.attestation_failures.inc();
+                    }
+                    tracing::warn!("{who} {addr} refused: {e}")
+                }
             }
         });
     }

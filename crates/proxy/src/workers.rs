@@ -78,7 +78,14 @@ async fn serve(proxy: Arc<Proxy>, conn: cocoon_net::Connection) {
         }
     });
     let peer = Peer::spawn(conn, on_query, on_packet);
+    let workers = proxy
+        .metrics
+        .peers
+        .get_or_create(&cocoon_observe::Kind::of("worker"))
+        .clone();
+    workers.inc();
     peer.closed().await;
+    workers.dec();
     proxy.pool.lock().expect("pool").remove(id);
     proxy.worker_peers.lock().expect("peers").remove(&id);
     tracing::info!("worker connection {id} closed");

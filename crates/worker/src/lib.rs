@@ -61,6 +61,8 @@ pub struct WorkerConfig {
     pub max_pow_difficulty: u32,
     /// Claim on chain once this many nanotons are unclaimed.
     pub payout_threshold: u128,
+    /// Where `/healthz`, `/metrics`, `/jsonstats` and the dashboard are served (None: nowhere).
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// Why a proxy was refused or a connection ended.
@@ -120,6 +122,11 @@ pub struct Worker {
     fees: Mutex<HashMap<Address, u128>>,
     /// When the vouchers were last written to disk.
     last_save: Mutex<std::time::Instant>,
+    /// Prometheus metrics (also drawn by the dashboard).
+    pub metrics: Arc<cocoon_observe::Metrics>,
+    latency_sum: Mutex<f64>,
+    /// Where the status page listens, once bound.
+    pub http_addr: Mutex<Option<SocketAddr>>,
 }
 
 impl Worker {
@@ -154,6 +161,9 @@ impl Worker {
             stopped: watch::channel(false).0,
             fees: Mutex::new(HashMap::new()),
             last_save: Mutex::new(std::time::Instant::now() - Duration::from_secs(60)),
+            metrics: Arc::new(cocoon_observe::Metrics::new("cocoon_worker")),
+            latency_sum: Mutex::new(0.0),
+            http_addr: Mutex::new(None),
         }))
     }
 
@@ -188,8 +198,81 @@ impl Worker {
         *self.stopped.borrow()
     }
 
+    /// The `/jsonstats` document.
+    pub fn jsonstats(&self) -> serde_json::Value {
+        let held = self.held();
+        let fees = self.fees.lock().expect("fees").clone();
+        let earned: u128 = held
+            .iter()
+            .map(|(p, h)| h.tokens as u128 * fees.get(p).copied().unwrap_or(0))
+            .sum();
+        let claimed: u128 = held
+            .iter()
+            .map(|(p, h)| h.claimed as u128 * fees.get(p).copied().unwrap_or(0))
+            .sum();
+        let c = *self.controls.borrow();
+        let proxies: Vec<serde_json::Value> = self
+            .connected
+            .lock()
+            .expect("connected")
+            .iter()
+            .map(|(p, a)| {
+                let h = held.get(p).cloned().unwrap_or_default();
+                serde_json::json!({"proxy": p.to_raw(), "address": a.to_string(), "voucher_tokens": h.tokens, "claimed_tokens": h.claimed})
+            })
+            .collect();
+        let ok = self
+            .metrics
+            .requests
+            .get_or_create(&cocoon_observe::Kind::of("ok"))
+            .get();
+        let failed = self
+            .metrics
+            .requests
+            .get_or_create(&cocoon_observe::Kind::of("error"))
+            .get();
+        let secs = self.metrics_latency_sum();
+        serde_json::json!({
+            "role": "worker",
+            "subtitle": format!("owner {} · model {}", self.owner(), self.cfg.model),
+            "figures": {
+                "requests": ok,
+                "errors": failed,
+                "active_requests": self.metrics.active.get(),
+                "tokens_served": self.metrics.tokens.get_or_create(&cocoon_observe::Kind::of("completion")).get(),
+                "proxies_connected": proxies.len(),
+                "coefficient": c.coefficient,
+                "enabled": c.enabled,
+                "earned_ton": cocoon_chain::format_ton(earned),
+                "claimed_ton": cocoon_chain::format_ton(claimed),
+            },
+            "latency_ms_mean": if ok == 0 { 0.0 } else { secs * 1000.0 / ok as f64 },
+            "tables": {"proxies": proxies},
+        })
+    }
+
+    fn metrics_latency_sum(&self) -> f64 {
+        *self.latency_sum.lock().expect("latency")
+    }
+
     /// Serves every configured proxy (or every proxy in the root) until the task is dropped.
     pub async fn run(self: Arc<Self>) {
+        if let Some(addr) = self.cfg.http_listen {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    *self.http_addr.lock().expect("http addr") = listener.local_addr().ok();
+                    let me = self.clone();
+                    let router = cocoon_observe::router(
+                        self.metrics.clone(),
+                        Arc::new(move || me.jsonstats()),
+                    );
+                    tokio::spawn(async move {
+                        let _ = cocoon_observe::serve(listener, router).await;
+                    });
+                }
+                Err(e) => tracing::error!("worker status page on {addr}: {e}"),
+            }
+        }
         let targets = if self.cfg.proxies.is_empty() {
             match chain_client::read_root(self.chain.as_ref(), &self.cfg.root).await {
                 Ok(root) => root
@@ -359,6 +442,10 @@ impl Worker {
             }
         }
         self.connected.lock().expect("connected").remove(&proxy);
+        self.metrics
+            .peers
+            .get_or_create(&cocoon_observe::Kind::of("proxy"))
+            .dec();
         Ok(())
     }
 
@@ -561,6 +648,8 @@ impl Worker {
             .lock()
             .expect("running")
             .insert(request_id, stop_tx);
+        let started = std::time::Instant::now();
+        self.metrics.active.inc();
         let deadline = tokio::time::sleep(Duration::from_secs_f64(timeout.0.clamp(1.0, 3600.0)));
         tokio::pin!(deadline);
         let mut parts: u64 = 0;
@@ -616,6 +705,27 @@ impl Worker {
         self.running.lock().expect("running").remove(&request_id);
         // Dropping the generation here cancels it at the engine.
         drop(generation);
+        self.metrics.active.dec();
+        let secs = started.elapsed().as_secs_f64();
+        let answered = match &result {
+            Ok(bytes) => match cocoon_wire::decode::<ProxyQueryAnswer>(bytes) {
+                Ok(ProxyQueryAnswer::Answer { tokens_used, .. }) => {
+                    self.metrics
+                        .add_tokens("prompt", tokens_used.prompt_tokens_used);
+                    self.metrics
+                        .add_tokens("completion", tokens_used.completion_tokens_used);
+                    true
+                }
+                _ => false,
+            },
+            Err(_) => false,
+        };
+        self.metrics.request(answered, secs);
+        if answered {
+            *self.latency_sum.lock().expect("latency") += secs;
+        } else {
+            self.metrics.error("request_failed");
+        }
         result
     }
 }
