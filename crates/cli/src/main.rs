@@ -7,6 +7,7 @@
 mod attest;
 mod bench;
 mod chain;
+mod config;
 mod engine;
 mod lifecycle;
 mod model;
@@ -22,8 +23,17 @@ struct Cli {
     /// Log filter (e.g. `info`, `cocoon_tee=debug`); also `RUST_LOG`.
     #[arg(long, global = true, default_value = "warn")]
     log: String,
+    /// Log format: pretty (default; colours on a terminal) or json (one object per line).
+    #[arg(long, global = true, default_value = "pretty")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -79,6 +89,9 @@ enum Command {
     /// What a daily volume of requests costs (and needs in workers), from the root's prices and
     /// live worker coefficients.
     Quote(Box<quote::QuoteArgs>),
+    /// Config files: a commented example per role, or check one.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Benchmarks that print JSON, each against an in-process baseline.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -87,10 +100,16 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
-    tracing_subscriber::fmt()
+    // Logs carry counts, ids and reasons only: no role ever logs a prompt or an answer.
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Pretty => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().init(),
+    }
     let result = match cli.command {
         Command::Attest(cmd) => attest::run(*cmd),
         Command::Bench(cmd) => bench::run(cmd),
@@ -98,6 +117,7 @@ fn main() -> std::process::ExitCode {
         Command::Engine(cmd) => engine::run(cmd),
         Command::Chain(cmd) => chain::run_chain(cmd),
         Command::Up(args) => network::up(args),
+        Command::Config(cmd) => config::run(cmd),
         Command::Quote(args) => quote::run(*args),
         Command::Proxy {
             config: Some(c), ..

@@ -247,6 +247,56 @@ impl Common {
     }
 }
 
+/// Parses and validates a config file without starting anything.
+pub fn check<T: serde::de::DeserializeOwned + Validate>(path: &Path) -> Result<()> {
+    let c: T = read_config(path)?;
+    c.validate()
+}
+
+/// Checks beyond the TOML shape (addresses, amounts, choices), each error naming its field.
+pub trait Validate {
+    /// Ok, or what is wrong.
+    fn validate(&self) -> Result<()>;
+}
+
+impl Common {
+    fn validate(&self) -> Result<()> {
+        self.root()?;
+        self.quotes().context("tee")?;
+        self.policy().context("policy")?;
+        if self.chain_api.is_some() == self.chain_dir.is_some() {
+            bail!("set exactly one of chain_api and chain_dir");
+        }
+        Ok(())
+    }
+}
+
+impl Validate for ProxyToml {
+    fn validate(&self) -> Result<()> {
+        self.common.validate()
+    }
+}
+
+impl Validate for WorkerToml {
+    fn validate(&self) -> Result<()> {
+        self.common.validate()?;
+        cocoon_chain::parse_ton(&self.payout_threshold_ton).context("payout_threshold_ton")?;
+        if self.coefficient == 0 {
+            bail!("coefficient: must be positive (thousandths; 1000 = base price)");
+        }
+        Ok(())
+    }
+}
+
+impl Validate for ClientToml {
+    fn validate(&self) -> Result<()> {
+        self.common.validate()?;
+        cocoon_chain::parse_ton(&self.deposit_ton).context("deposit_ton")?;
+        cocoon_chain::parse_ton(&self.stake_ton).context("stake_ton")?;
+        Ok(())
+    }
+}
+
 fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

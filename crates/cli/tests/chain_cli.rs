@@ -286,3 +286,43 @@ fn wallet_new_and_show_agree_and_never_overwrite() {
     let e = fails(&["wallet", "show", "--mnemonic", "abandon abandon"]);
     assert!(e.contains("expected 24 words"), "{e}");
 }
+
+#[test]
+fn config_examples_are_valid_and_bad_files_name_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = format!("0:{}", "11".repeat(32));
+    for role in ["proxy", "worker", "client"] {
+        let text = ok(&["config", "example", role])
+            .replace("root = \"0:…\"", &format!("root = \"{root}\""));
+        let file = tmp.path().join(format!("{role}.toml"));
+        std::fs::write(&file, &text).unwrap();
+        let out = ok(&["config", "check", role, file.to_str().unwrap()]);
+        assert!(out.contains("is a valid config"), "{role}: {out}");
+        std::fs::write(&file, format!("{text}colour = 1\n")).unwrap();
+        assert!(fails(&["config", "check", role, file.to_str().unwrap()])
+            .contains("unknown field `colour`"));
+    }
+    let worker = tmp.path().join("worker.toml");
+    let text = ok(&["config", "example", "worker"])
+        .replace("root = \"0:…\"", &format!("root = \"{root}\""));
+    std::fs::write(
+        &worker,
+        text.replace(
+            "payout_threshold_ton = \"1\"",
+            "payout_threshold_ton = \"-1\"",
+        ),
+    )
+    .unwrap();
+    let e = fails(&["config", "check", "worker", worker.to_str().unwrap()]);
+    assert!(
+        e.contains("payout_threshold_ton") && e.contains("invalid TON amount"),
+        "{e}"
+    );
+    std::fs::write(
+        &worker,
+        text.replace("policy = \"fake_tdx\"", "policy = \"trust-me\""),
+    )
+    .unwrap();
+    let e = fails(&["config", "check", "worker", worker.to_str().unwrap()]);
+    assert!(e.contains("policy") && e.contains("trust-me"), "{e}");
+}

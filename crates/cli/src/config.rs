@@ -1,0 +1,110 @@
+//! `cocoon config example ROLE` (a commented TOML file with every field and its default) and
+//! `cocoon config check ROLE FILE` (parse and validate without starting anything).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Subcommand, ValueEnum};
+
+/// A role with a config file.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Role {
+    /// `cocoon proxy --config`.
+    Proxy,
+    /// `cocoon worker --config`.
+    Worker,
+    /// `cocoon client --config`.
+    Client,
+}
+
+/// `cocoon config …`.
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Print a commented example config.
+    Example {
+        /// Which role.
+        role: Role,
+    },
+    /// Check a config file: every field known and valid.
+    Check {
+        /// Which role.
+        role: Role,
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+const COMMON: &str = r#"# --- the chain (exactly one of chain_api / chain_dir) ---
+chain_api = "http://127.0.0.1:8081/api/v2"   # any toncenter v2 API: `cocoon chain serve`, or TON's
+# chain_dir = ".chain"                       # a local chain opened in this process (one process only)
+# chain_api_key = "…"                        # or the TONCENTER_API_KEY environment variable
+network = "local"                            # local | testnet | mainnet
+root = "0:…"                                 # the root contract (`cocoon root show`)
+# --- who pays / is paid ---
+wallet = ".chain/wallets/NAME.json"          # from `cocoon wallet new`; or COCOON_WALLET_MNEMONIC
+dir = "state/NAME"                           # state directory (keys, ledger, vouchers)
+# --- attestation ---
+tee = "fake"                                 # fake (no TDX here; named fake everywhere) | tdx (configfs-tsm)
+policy = "fake_tdx"                          # how peers are judged: fake_tdx | tdx | any
+"#;
+
+/// The example for `role`.
+pub fn example(role: Role) -> String {
+    let (name, specific) = match role {
+        Role::Proxy => (
+            "proxy",
+            r#"# --- proxy ---
+worker_listen = "0.0.0.0:8842"               # workers connect here
+client_listen = "0.0.0.0:8843"               # clients connect here
+pow_difficulty = 20                          # proof-of-work bits asked of every dialer (default 20)
+save_state_interval_secs = 30                # how often the ledger hash is committed on chain (default 30)
+http_listen = "127.0.0.1:8844"               # dashboard, /metrics, /jsonstats, /healthz (default: off)
+"#,
+        ),
+        Role::Worker => (
+            "worker",
+            r#"# --- worker ---
+proxies = ["127.0.0.1:8842"]                 # proxies' worker endpoints (default: those in the root)
+model = "smollm2"                            # a known model, a GGUF path, or "fake" (protocol tests only)
+coefficient = 1000                           # price coefficient, thousandths (default 1000 = base price)
+max_active = 4                               # requests at once (default 4)
+payout_threshold_ton = "1"                   # claim on chain from this much unclaimed (default 1 TON)
+http_listen = "127.0.0.1:8845"               # dashboard, /metrics, /jsonstats, /healthz (default: off)
+"#,
+        ),
+        Role::Client => (
+            "client",
+            r#"# --- client ---
+proxies = ["127.0.0.1:8843"]                 # proxies' client endpoints (default: those in the root)
+listen = "127.0.0.1:8040"                    # the OpenAI API (and the dashboard at /stats)
+api_key = "change-me"                        # or the COCOON_API_KEY environment variable
+deposit_ton = "10"                           # first top-up of a new client contract (default 10)
+stake_ton = "0.5"                            # stake: ~10 minutes of use (`cocoon quote`), ≥ the root's minimum
+"#,
+        ),
+    };
+    format!(
+        "# cocoon {name} --config FILE: every field, with its default.\n{}{}",
+        COMMON.replace("NAME", name),
+        specific
+    )
+}
+
+/// Runs a `config` subcommand.
+pub fn run(cmd: ConfigCommand) -> Result<()> {
+    match cmd {
+        ConfigCommand::Example { role } => {
+            print!("{}", example(role));
+            Ok(())
+        }
+        ConfigCommand::Check { role, file } => {
+            match role {
+                Role::Proxy => crate::network::check::<crate::network::ProxyToml>(&file)?,
+                Role::Worker => crate::network::check::<crate::network::WorkerToml>(&file)?,
+                Role::Client => crate::network::check::<crate::network::ClientToml>(&file)?,
+            }
+            println!("{} is a valid config", file.display());
+            Ok(())
+        }
+    }
+}
