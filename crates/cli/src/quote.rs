@@ -57,23 +57,7 @@ fn throughput_from_bench(path: &PathBuf) -> Result<f64> {
         &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
     )
     .with_context(|| format!("{} is not JSON", path.display()))?;
-    // Any number under a key naming tokens per second; the largest is the best concurrency.
-    fn walk(v: &serde_json::Value, best: &mut f64) {
-        match v {
-            serde_json::Value::Object(m) => {
-                for (k, x) in m {
-                    if (k.contains("tok_per_s") || k.contains("tokens_per_s")) && x.is_number() {
-                        *best = best.max(x.as_f64().unwrap_or(0.0));
-                    }
-                    walk(x, best);
-                }
-            }
-            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, best)),
-            _ => {}
-        }
-    }
-    let mut best = 0.0;
-    walk(&v, &mut best);
+    let best = best_generation_rate(&v);
     if best <= 0.0 {
         bail!(
             "{}: no tokens-per-second figure found (expected `cocoon bench engine` JSON)",
@@ -81,6 +65,50 @@ fn throughput_from_bench(path: &PathBuf) -> Result<f64> {
         );
     }
     Ok(best)
+}
+
+/// One worker's generation throughput in `cocoon bench engine` JSON: the best
+/// `aggregate_tok_s` over the measured concurrencies (decode only; prefill rates are not
+/// generation), else the baseline's `decode_tok_s`.
+fn best_generation_rate(v: &serde_json::Value) -> f64 {
+    fn walk(v: &serde_json::Value, key: &str, best: &mut f64) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    if k == key {
+                        *best = best.max(x.as_f64().unwrap_or(0.0));
+                    }
+                    walk(x, key, best);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, key, best)),
+            _ => {}
+        }
+    }
+    let mut best = 0.0;
+    walk(v, "aggregate_tok_s", &mut best);
+    if best <= 0.0 {
+        walk(v, "decode_tok_s", &mut best);
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bench_engine_json_gives_the_best_aggregate_rate() {
+        let v = serde_json::json!({
+            "baseline": {"prefill_tok_s": 900.0, "decode_tok_s": 120.0},
+            "levels": [{"concurrency": 1, "aggregate_tok_s": 110.0, "prefill_tok_s": 800.0},
+                       {"concurrency": 8, "aggregate_tok_s": 190.0}]
+        });
+        assert_eq!(super::best_generation_rate(&v), 190.0);
+        assert_eq!(
+            super::best_generation_rate(&serde_json::json!({"baseline": {"decode_tok_s": 120.0}})),
+            120.0
+        );
+        assert_eq!(super::best_generation_rate(&serde_json::json!({})), 0.0);
+    }
 }
 
 /// Runs `cocoon quote`.
