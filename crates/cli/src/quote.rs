@@ -93,24 +93,6 @@ fn best_generation_rate(v: &serde_json::Value) -> f64 {
     best
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_bench_engine_json_gives_the_best_aggregate_rate() {
-        let v = serde_json::json!({
-            "baseline": {"prefill_tok_s": 900.0, "decode_tok_s": 120.0},
-            "levels": [{"concurrency": 1, "aggregate_tok_s": 110.0, "prefill_tok_s": 800.0},
-                       {"concurrency": 8, "aggregate_tok_s": 190.0}]
-        });
-        assert_eq!(super::best_generation_rate(&v), 190.0);
-        assert_eq!(
-            super::best_generation_rate(&serde_json::json!({"baseline": {"decode_tok_s": 120.0}})),
-            120.0
-        );
-        assert_eq!(super::best_generation_rate(&serde_json::json!({})), 0.0);
-    }
-}
-
 /// Runs `cocoon quote`.
 pub fn run(a: QuoteArgs) -> Result<()> {
     if a.avg_cached_tokens > a.avg_prompt_tokens {
@@ -279,4 +261,22 @@ pub fn run(a: QuoteArgs) -> Result<()> {
         eprintln!("note: {e}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bench_engine_json_gives_the_best_aggregate_rate() {
+        let v = serde_json::json!({
+            "baseline": {"prefill_tok_s": 900.0, "decode_tok_s": 120.0},
+            "levels": [{"concurrency": 1, "aggregate_tok_s": 110.0, "prefill_tok_s": 800.0},
+                       {"concurrency": 8, "aggregate_tok_s": 190.0}]
+        });
+        assert_eq!(super::best_generation_rate(&v), 190.0);
+        assert_eq!(
+            super::best_generation_rate(&serde_json::json!({"baseline": {"decode_tok_s": 120.0}})),
+            120.0
+        );
+        assert_eq!(super::best_generation_rate(&serde_json::json!({})), 0.0);
+    }
 }
