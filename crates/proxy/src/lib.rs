@@ -609,6 +609,14 @@ async fn voucher_loop(proxy: Arc<Proxy>) {
         let totals = proxy.ledger.lock().expect("ledger").durable().clone();
         for (owner, (peer, request_id)) in q.clients {
             let total = totals.clients.get(&owner).copied().unwrap_or(0);
+            proxy
+                .metrics
+                .vouchers
+                .get_or_create(&cocoon_observe::Kind::of(&format!(
+                    "client:{}",
+                    owner.to_raw()
+                )))
+                .set(total as i64);
             let _ = peer.send(cocoon_wire::encode(
                 &cocoon_wire::proxy::RequestPayment::Client {
                     request_id,
@@ -621,6 +629,14 @@ async fn voucher_loop(proxy: Arc<Proxy>) {
         }
         for (owner, (peer, request_id, client_owner)) in q.workers {
             let total = totals.workers.get(&owner).copied().unwrap_or(0);
+            proxy
+                .metrics
+                .vouchers
+                .get_or_create(&cocoon_observe::Kind::of(&format!(
+                    "worker:{}",
+                    owner.to_raw()
+                )))
+                .set(total as i64);
             let _ = peer.send(cocoon_wire::encode(
                 &cocoon_wire::proxy::RequestPayment::Worker {
                     request_id,
