@@ -446,3 +446,28 @@ pub async fn read_client(chain: &dyn ChainClient, address: &Address) -> Result<C
 pub async fn read_worker(chain: &dyn ChainClient, address: &Address) -> Result<WorkerData> {
     WorkerData::parse(&data_of(chain, address).await?)
 }
+
+/// What a client or worker checks before trusting a proxy it connected to: the contract it
+/// names is registered in the root and holds the voucher key the proxy announced. Returns the
+/// proxy contract's address and state, or why the proxy must be refused.
+pub async fn verify_proxy(
+    chain: &dyn ChainClient,
+    root: &Address,
+    proxy_sc_address: &[u8],
+    announced_key: &[u8; 32],
+) -> Result<(Address, ProxyData), String> {
+    let proxy: Address = String::from_utf8_lossy(proxy_sc_address)
+        .parse()
+        .map_err(|e| format!("proxy_sc_address: {e}"))?;
+    let root = read_root(chain, root).await.map_err(|e| e.to_string())?;
+    if !root.proxies.iter().any(|p| p.address == proxy) {
+        return Err(format!(
+            "proxy contract {proxy} is not registered in the root"
+        ));
+    }
+    let data = read_proxy(chain, &proxy).await.map_err(|e| e.to_string())?;
+    if &data.proxy_public_key != announced_key {
+        return Err("the proxy's voucher key differs from its contract's".into());
+    }
+    Ok((proxy, data))
+}

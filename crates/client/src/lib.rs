@@ -447,21 +447,14 @@ impl Client {
         &self,
         c: &ClientConnectedToProxy,
     ) -> Result<(Address, Address, ProxyInit), ClientError> {
-        let proxy: Address = String::from_utf8_lossy(&c.params.proxy_sc_address)
-            .parse()
-            .map_err(|e| ClientError::Refused(format!("proxy_sc_address: {e}")))?;
-        let root = chain_client::read_root(self.chain.as_ref(), &self.cfg.root).await?;
-        if !root.proxies.iter().any(|p| p.address == proxy) {
-            return Err(ClientError::Refused(format!(
-                "proxy contract {proxy} is not registered in the root"
-            )));
-        }
-        let data = chain_client::read_proxy(self.chain.as_ref(), &proxy).await?;
-        if data.proxy_public_key != c.params.proxy_public_key {
-            return Err(ClientError::Refused(
-                "the proxy's voucher key differs from its contract's".into(),
-            ));
-        }
+        let (proxy, data) = chain_client::verify_proxy(
+            self.chain.as_ref(),
+            &self.cfg.root,
+            &c.params.proxy_sc_address,
+            &c.params.proxy_public_key,
+        )
+        .await
+        .map_err(ClientError::Refused)?;
         let init = data.init();
         let client_sc = address_of(
             &init

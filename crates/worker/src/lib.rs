@@ -452,21 +452,14 @@ impl Worker {
     /// Checks the proxy's claims against the chain: its contract is registered in the root,
     /// holds the voucher key it announced, and our worker contract is where it says.
     async fn check_proxy(&self, c: &ConnectedToProxy) -> Result<(Address, Address), WorkerError> {
-        let proxy: Address = String::from_utf8_lossy(&c.params.proxy_sc_address)
-            .parse()
-            .map_err(|e| WorkerError::Protocol(format!("proxy_sc_address: {e}")))?;
-        let root = chain_client::read_root(self.chain.as_ref(), &self.cfg.root).await?;
-        if !root.proxies.iter().any(|p| p.address == proxy) {
-            return Err(WorkerError::Refused(format!(
-                "proxy contract {proxy} is not registered in the root"
-            )));
-        }
-        let data = chain_client::read_proxy(self.chain.as_ref(), &proxy).await?;
-        if data.proxy_public_key != c.params.proxy_public_key {
-            return Err(WorkerError::Refused(
-                "the proxy's voucher key differs from its contract's".into(),
-            ));
-        }
+        let (proxy, data) = chain_client::verify_proxy(
+            self.chain.as_ref(),
+            &self.cfg.root,
+            &c.params.proxy_sc_address,
+            &c.params.proxy_public_key,
+        )
+        .await
+        .map_err(WorkerError::Refused)?;
         let init = data.init();
         let worker_sc = address_of(
             &init
