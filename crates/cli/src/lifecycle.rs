@@ -287,10 +287,19 @@ fn close(party: Party, state: Option<PathBuf>) -> Result<()> {
     // The cooperative path: the proxy signs the final charge; everything else comes back now.
     if let (Some(state), ContractState::Open) = (state, d.state) {
         let root = c.proxy_data.root;
+        // Only this proxy: connecting to others could open (and fund) contracts there.
+        let registry =
+            c.rt.block_on(chain_client::read_root(c.chain.as_ref(), &root))?;
+        let endpoint = registry
+            .proxies
+            .iter()
+            .find(|p| p.address == c.proxy)
+            .and_then(|p| p.endpoint_client())
+            .with_context(|| format!("proxy {} is not registered in the root; close on chain with `cocoon client close` without --state", c.proxy))?;
         let cfg = cocoon_client::ClientConfig {
             dir: state,
             root,
-            proxies: vec![],
+            proxies: vec![endpoint],
             deposit: 0,
             stake: 0,
             proxy_policy: cocoon_tee::PolicyKind::FakeTdx,
