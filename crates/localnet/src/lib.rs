@@ -154,6 +154,7 @@ pub struct LocalNet {
     pub client: Arc<Client>,
     /// Addresses and key.
     pub info: NetworkInfo,
+    dir: PathBuf,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -188,6 +189,7 @@ impl LocalNet {
     pub async fn start(cfg: LocalNetConfig) -> Result<LocalNet, LocalNetError> {
         let io = |e: std::io::Error| LocalNetError::Other(e.to_string());
         std::fs::create_dir_all(&cfg.dir).map_err(io)?;
+        take_lock(&cfg.dir)?;
         let chain_dir = cfg.dir.join("chain");
         let hash = model_hash(&cfg.model)?;
         let fake_image = cocoon_tee::quote::Measurements::default().image_hash();
@@ -424,6 +426,7 @@ impl LocalNet {
             workers,
             client,
             info,
+            dir: cfg.dir.clone(),
             tasks,
         })
     }
@@ -434,7 +437,27 @@ impl LocalNet {
             t.abort();
         }
         self.proxy.stop();
+        let _ = std::fs::remove_file(self.dir.join("lock"));
     }
+}
+
+/// One network per directory: a second `cocoon up` on the same state would corrupt it. The lock
+/// holds the owner's pid; a lock left by a dead process is taken over.
+fn take_lock(dir: &Path) -> Result<(), LocalNetError> {
+    let path = dir.join("lock");
+    let me = std::process::id();
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Ok(pid) = text.trim().parse::<u32>() {
+            if pid != me && Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(LocalNetError::Other(format!(
+                    "another cocoon network (pid {pid}) is using {}; stop it first",
+                    dir.display()
+                )));
+            }
+        }
+    }
+    std::fs::write(&path, me.to_string())
+        .map_err(|e| LocalNetError::Other(format!("{}: {e}", path.display())))
 }
 
 /// Registers (or updates) the proxy's endpoints in the root through the admin wallet, and

@@ -454,3 +454,129 @@ async fn a_restarted_network_resumes_with_the_same_balances() {
         "continues, nothing charged twice"
     );
 }
+
+/// A stranger who names another client's wallet cannot spend its balance: without the secret
+/// whose hash the victim's contract holds, authorization fails and queries are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_clients_balance_cannot_be_used_without_its_secret() {
+    use cocoon_net::rpc::Peer;
+    use cocoon_wire::client::{AuthorizationWithProxy, ClientParams, ClientRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let net = start(dir.path(), 1).await;
+    let identity = cocoon_net::identity::Identity::new(
+        &cocoon_tee::FakeTdxProvider::default(),
+        "stranger",
+        cocoon_tee::Policy::new(cocoon_tee::PolicyKind::Any),
+    )
+    .unwrap();
+    let conn = cocoon_net::connect(
+        net.info.proxy_clients,
+        identity.client_tls.clone(),
+        &identity.verifier,
+        28,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let on_query = Arc::new(|_: Peer, _: Vec<u8>| -> cocoon_net::rpc::AnswerFuture {
+        Box::pin(async { Err(cocoon_net::rpc::RpcError::remote(400, "no")) })
+    });
+    let peer = Peer::spawn(conn, on_query, Arc::new(|_: &Peer, _: Vec<u8>| {}));
+    let t = Duration::from_secs(10);
+    let victim = net.client.owner();
+    let params = ClientParams {
+        flags: (),
+        client_owner_address: victim.to_raw().into_bytes(),
+        is_test: Some(true),
+        min_proto_version: None,
+        max_proto_version: None,
+    };
+    peer.query(
+        cocoon_wire::encode(&ClientRequest::ConnectToProxy {
+            params,
+            min_config_version: 0,
+        }),
+        t,
+    )
+    .await
+    .unwrap();
+    let answer = peer
+        .query(
+            cocoon_wire::encode(&ClientRequest::AuthorizeWithProxyShort { data: vec![7; 32] }),
+            t,
+        )
+        .await
+        .unwrap();
+    match cocoon_wire::decode::<AuthorizationWithProxy>(&answer).unwrap() {
+        AuthorizationWithProxy::Failed { error_code, error } => {
+            assert_eq!(error_code, 401);
+            assert!(String::from_utf8_lossy(&error).contains("secret does not match"));
+        }
+        other => panic!("a wrong secret was accepted: {other:?}"),
+    }
+    let run = ClientRequest::RunQuery {
+        model_name: FAKE_MODEL.as_bytes().to_vec(),
+        query: vec![],
+        max_coefficient: 1000,
+        max_tokens: 10,
+        timeout: cocoon_wire::common::Double(10.0),
+        request_id: [1; 32],
+        min_config_version: 0,
+    };
+    let err = peer.query(cocoon_wire::encode(&run), t).await.unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    assert!(
+        net.proxy.proxy.totals().clients.get(&victim).is_none(),
+        "nothing was charged to the victim"
+    );
+}
+
+/// A worker whose image is not in the root is refused at the handshake and never chosen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_an_unlisted_image_is_never_selected() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = start(dir.path(), 1).await;
+    let mut measurements = cocoon_tee::quote::Measurements::default();
+    measurements.mr_td = [0x66; 48];
+    let rogue = cocoon_worker::Worker::new(
+        cocoon_worker::WorkerConfig {
+            dir: dir.path().join("rogue"),
+            root: net.info.root,
+            proxies: vec![net.info.proxy_workers],
+            model: cocoon_localnet::fake_model_identity(),
+            coefficient: 1, // cheaper than anyone: it would be chosen first if admitted
+            max_active: 8,
+            proxy_policy: cocoon_tee::PolicyKind::FakeTdx,
+            max_pow_difficulty: 28,
+            payout_threshold: u128::MAX,
+            http_listen: None,
+        },
+        net.chain_client.clone(),
+        net.genesis.wallet("worker0").unwrap().open().unwrap(),
+        Arc::new(FakeEngine::default()),
+        &cocoon_tee::FakeTdxProvider { measurements },
+        vec![],
+    )
+    .unwrap();
+    let task = tokio::spawn(rogue.clone().run());
+    let t = std::time::Instant::now();
+    while net.proxy.proxy.metrics.attestation_failures.get() == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the rogue worker was never refused"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        net.proxy.proxy.workers().len(),
+        1,
+        "only the listed worker is in the pool"
+    );
+    assert!(net
+        .proxy
+        .proxy
+        .workers()
+        .iter()
+        .all(|w| w.coefficient == 1000));
+    task.abort();
+}
