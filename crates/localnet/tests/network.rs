@@ -526,7 +526,7 @@ async fn another_clients_balance_cannot_be_used_without_its_secret() {
     let err = peer.query(cocoon_wire::encode(&run), t).await.unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
     assert!(
-        net.proxy.proxy.totals().clients.get(&victim).is_none(),
+        !net.proxy.proxy.totals().clients.contains_key(&victim),
         "nothing was charged to the victim"
     );
 }
@@ -536,8 +536,10 @@ async fn another_clients_balance_cannot_be_used_without_its_secret() {
 async fn a_worker_with_an_unlisted_image_is_never_selected() {
     let dir = tempfile::tempdir().unwrap();
     let net = start(dir.path(), 1).await;
-    let mut measurements = cocoon_tee::quote::Measurements::default();
-    measurements.mr_td = [0x66; 48];
+    let measurements = cocoon_tee::quote::Measurements {
+        mr_td: [0x66; 48],
+        ..Default::default()
+    };
     let rogue = cocoon_worker::Worker::new(
         cocoon_worker::WorkerConfig {
             dir: dir.path().join("rogue"),
