@@ -206,6 +206,9 @@ async fn handle_query(
             if active > 0 {
                 return Ok(cocoon_wire::encode(&Refund::Rejected { active_queries: active as u64 }));
             }
+            // Every answered request must be in the final charge: make them durable first.
+            let seq = proxy.ledger.lock().expect("ledger").seq();
+            proxy.durable(seq).await.map_err(|e| err(500, format!("ledger: {e}")))?;
             let total = client_total(&proxy, &owner);
             let target = proxy.client_contract(owner).map_err(|e| err(500, e.to_string()))?;
             proxy

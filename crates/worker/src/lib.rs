@@ -127,6 +127,8 @@ pub struct Worker {
     latency_sum: Mutex<f64>,
     /// Where the status page listens, once bound.
     pub http_addr: Mutex<Option<SocketAddr>>,
+    /// Each checked proxy's voucher key and our worker contract there.
+    proxy_keys: Mutex<HashMap<Address, ([u8; 32], Address)>>,
 }
 
 impl Worker {
@@ -164,6 +166,7 @@ impl Worker {
             metrics: Arc::new(cocoon_observe::Metrics::new("cocoon_worker")),
             latency_sum: Mutex::new(0.0),
             http_addr: Mutex::new(None),
+            proxy_keys: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -471,6 +474,10 @@ impl Worker {
                 "the proxy names a different worker contract".into(),
             ));
         }
+        self.proxy_keys
+            .lock()
+            .expect("keys")
+            .insert(proxy, (data.proxy_public_key, worker_sc));
         Ok((proxy, worker_sc))
     }
 
@@ -487,6 +494,25 @@ impl Worker {
         let body = cocoon_chain::cells::from_boc(data).map_err(|e| e.to_string())?;
         let voucher = SignedVoucher::parse(&body, false).map_err(|e| e.to_string())?;
         let target = voucher.voucher.target;
+        // Check it as the worker contract will: the proxy's key, the payout op, our contract.
+        let expected = self.proxy_keys.lock().expect("keys").get(&proxy).copied();
+        let Some((key, worker_sc)) = expected else {
+            return Err("voucher from a proxy not yet checked".into());
+        };
+        if target != worker_sc {
+            return Err(format!(
+                "voucher addressed to {target}, not to our worker contract {worker_sc}"
+            ));
+        }
+        voucher
+            .check(&key, op::WORKER_PAYOUT_SIGNED, &worker_sc, 0)
+            .or_else(|e| match e {
+                // A repeat of the newest voucher (counter 0 for an unpaid worker) is fine here;
+                // going backwards is checked against what we hold below.
+                cocoon_chain::voucher::VoucherError::Replayed(_) => Ok(()),
+                other => Err(other),
+            })
+            .map_err(|e| e.to_string())?;
         let mut held = self.held.lock().expect("held");
         let entry = held.entry(proxy).or_default();
         if voucher.voucher.counter < entry.tokens {
