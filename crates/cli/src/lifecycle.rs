@@ -311,7 +311,7 @@ fn close(party: Party, state: Option<PathBuf>) -> Result<()> {
             cfg,
             c.chain.clone(),
             (c.keys.clone(), c.wallet.clone()),
-            &cocoon_tee::FakeTdxProvider::default(),
+            std::sync::Arc::new(cocoon_tee::FakeTdxProvider::default()),
         ));
         match started {
             Ok(client) => {

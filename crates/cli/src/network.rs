@@ -401,7 +401,7 @@ pub fn proxy(config: &Path) -> Result<()> {
             },
             c.common.chain()?,
             c.common.wallet()?,
-            c.common.quotes()?.as_ref(),
+            std::sync::Arc::from(c.common.quotes()?),
         )
         .await?;
         println!(
@@ -460,7 +460,7 @@ pub fn worker(config: &Path) -> Result<()> {
             chain,
             c.common.wallet()?,
             engine,
-            c.common.quotes()?.as_ref(),
+            std::sync::Arc::from(c.common.quotes()?),
             root.proxy_hashes.clone(),
         )?;
         println!("worker {} serving {identity}", worker.owner());
@@ -498,7 +498,7 @@ pub fn client(config: &Path) -> Result<()> {
             },
             c.common.chain()?,
             c.common.wallet()?,
-            c.common.quotes()?.as_ref(),
+            std::sync::Arc::from(c.common.quotes()?),
         )
         .await?;
         let listener = tokio::net::TcpListener::bind(c.listen).await?;

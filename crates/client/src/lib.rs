@@ -148,7 +148,7 @@ pub struct Client {
     cfg: ClientConfig,
     chain: Arc<dyn ChainClient>,
     wallet: (Keypair, Wallet),
-    identity: Identity,
+    identity: Arc<cocoon_net::identity::Renewing>,
     secret: [u8; 32],
     conns: Mutex<Vec<Arc<ProxyConn>>>,
     accounts: Mutex<HashMap<Address, Account>>,
@@ -221,12 +221,13 @@ impl Client {
         cfg: ClientConfig,
         chain: Arc<dyn ChainClient>,
         wallet: (Keypair, Wallet),
-        quotes: &dyn QuoteProvider,
+        quotes: Arc<dyn QuoteProvider>,
     ) -> Result<Arc<Client>, ClientError> {
         let root = chain_client::read_root(chain.as_ref(), &cfg.root).await?;
         let mut policy = Policy::new(cfg.proxy_policy);
         policy.allowed_image_hashes = root.proxy_hashes.clone();
-        let identity = Identity::new(quotes, "cocoon-client", policy).map_err(ClientError::Io)?;
+        let identity = cocoon_net::identity::Renewing::start(quotes, "cocoon-client", policy)
+            .map_err(ClientError::Io)?;
         let secret = load_or_create_secret(&cfg.dir)?;
         let client = Arc::new(Client {
             cfg: cfg.clone(),
@@ -344,10 +345,11 @@ impl Client {
     }
 
     async fn connect(self: Arc<Self>, addr: SocketAddr) -> Result<(), ClientError> {
+        let identity = self.identity.get();
         let conn = cocoon_net::connect(
             addr,
-            self.identity.client_tls.clone(),
-            &self.identity.verifier,
+            identity.client_tls.clone(),
+            &identity.verifier,
             self.cfg.max_pow_difficulty,
             cocoon_net::DEFAULT_HANDSHAKE_TIMEOUT,
         )

@@ -308,7 +308,7 @@ impl LocalNet {
             },
             chain_client.clone(),
             genesis.wallet("proxy")?.open()?,
-            &FakeTdxProvider::default(),
+            Arc::new(FakeTdxProvider::default()),
         )
         .await?;
         register_proxy(
@@ -339,7 +339,7 @@ impl LocalNet {
                 chain_client.clone(),
                 genesis.wallet(&worker_names[i])?.open()?,
                 engine.clone(),
-                &FakeTdxProvider::default(),
+                Arc::new(FakeTdxProvider::default()),
                 vec![fake_image],
             )?;
             tasks.push(tokio::spawn(worker.clone().run()));
@@ -373,7 +373,7 @@ impl LocalNet {
             },
             chain_client.clone(),
             genesis.wallet("client")?.open()?,
-            &FakeTdxProvider::default(),
+            Arc::new(FakeTdxProvider::default()),
         )
         .await?;
         let api_key = read_or_create(&cfg.dir.join("api-key"), || {

@@ -556,7 +556,7 @@ async fn a_worker_with_an_unlisted_image_is_never_selected() {
         net.chain_client.clone(),
         net.genesis.wallet("worker0").unwrap().open().unwrap(),
         Arc::new(FakeEngine::default()),
-        &cocoon_tee::FakeTdxProvider { measurements },
+        Arc::new(cocoon_tee::FakeTdxProvider { measurements }),
         vec![],
     )
     .unwrap();

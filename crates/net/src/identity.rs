@@ -43,3 +43,75 @@ impl Identity {
         })
     }
 }
+
+/// An [`Identity`] that renews its certificate (and quote) before the one-day validity runs
+/// out, for roles that run for days. Connections take the current one with [`Renewing::get`].
+pub struct Renewing {
+    current: std::sync::RwLock<Identity>,
+    quotes: Arc<dyn QuoteProvider>,
+    name: String,
+    policy: Policy,
+}
+
+impl Renewing {
+    /// How often certificates are replaced (well inside their one-day validity).
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+    /// A first identity, renewed every [`Renewing::EVERY`] by a background task for as long as
+    /// the returned handle lives.
+    pub fn start(
+        quotes: Arc<dyn QuoteProvider>,
+        name: &str,
+        policy: Policy,
+    ) -> Result<Arc<Self>, String> {
+        let first = Identity::new(quotes.as_ref(), name, policy.clone())?;
+        let me = Arc::new(Renewing {
+            current: std::sync::RwLock::new(first),
+            quotes,
+            name: name.to_string(),
+            policy,
+        });
+        let weak = Arc::downgrade(&me);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Self::EVERY).await;
+                let Some(me) = weak.upgrade() else { return };
+                if let Err(e) = me.renew() {
+                    tracing::error!("renewing the {} certificate failed: {e}", me.name);
+                }
+            }
+        });
+        Ok(me)
+    }
+
+    /// The current identity.
+    pub fn get(&self) -> Identity {
+        self.current.read().expect("identity lock").clone()
+    }
+
+    /// Replaces the certificate now.
+    pub fn renew(&self) -> Result<(), String> {
+        let fresh = Identity::new(self.quotes.as_ref(), &self.name, self.policy.clone())?;
+        *self.current.write().expect("identity lock") = fresh;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cocoon_tee::{FakeTdxProvider, PolicyKind};
+
+    #[tokio::test]
+    async fn renewal_replaces_the_certificate() {
+        let r = Renewing::start(
+            Arc::new(FakeTdxProvider::default()),
+            "role",
+            Policy::new(PolicyKind::FakeTdx),
+        )
+        .unwrap();
+        let before = r.get().cert.cert_der;
+        r.renew().unwrap();
+        assert_ne!(r.get().cert.cert_der, before, "a fresh key and certificate");
+    }
+}

@@ -9,7 +9,6 @@ use cocoon_chain::contracts::{ClientData, ContractState};
 use cocoon_chain::messages::op;
 use cocoon_chain::price::{adjust, adjusted_tokens, TokenUsage};
 use cocoon_chain::Address;
-use cocoon_net::identity::Identity;
 use cocoon_net::rpc::{AnswerFuture, Peer, RpcError};
 use cocoon_wire::client::{
     AuthorizationWithProxy, ClientConnectedToProxy, ClientPaymentStatus, ClientQueryAnswer,
@@ -37,7 +36,11 @@ struct Conn {
     authorized: bool,
 }
 
-pub(crate) async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, identity: Identity) {
+pub(crate) async fn accept_loop(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    identity: Arc<cocoon_net::identity::Renewing>,
+) {
     crate::accept_each(proxy, listener, identity, "client", serve).await
 }
 

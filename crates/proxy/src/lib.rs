@@ -30,7 +30,7 @@ use cocoon_chain::messages::{self, op, MIN_FEE};
 use cocoon_chain::voucher::Voucher;
 use cocoon_chain::wallet::{OutMessage, Wallet};
 use cocoon_chain::Address;
-use cocoon_net::identity::Identity;
+use cocoon_net::identity::Renewing;
 use cocoon_net::rpc::Peer;
 use cocoon_tee::{Policy, PolicyKind, QuoteProvider};
 use tokio::net::TcpListener;
@@ -217,7 +217,7 @@ impl Proxy {
         cfg: ProxyConfig,
         chain: Arc<dyn ChainClient>,
         wallet: (Keypair, Wallet),
-        quotes: &dyn QuoteProvider,
+        quotes: Arc<dyn QuoteProvider>,
     ) -> Result<RunningProxy, ProxyError> {
         let root = chain_client::read_root(chain.as_ref(), &cfg.root).await?;
         let voucher_key = voucher_key(&cfg.dir)?;
@@ -240,10 +240,10 @@ impl Proxy {
 
         let mut worker_policy = Policy::new(cfg.worker_policy);
         worker_policy.allowed_image_hashes = root.worker_hashes.clone();
-        let worker_identity =
-            Identity::new(quotes, "cocoon-proxy", worker_policy).map_err(ProxyError::Io)?;
+        let worker_identity = Renewing::start(quotes.clone(), "cocoon-proxy", worker_policy)
+            .map_err(ProxyError::Io)?;
         // Clients run on app developers' machines, usually outside a TEE: any RA-TLS cert.
-        let client_identity = Identity::new(quotes, "cocoon-proxy", Policy::new(PolicyKind::Any))
+        let client_identity = Renewing::start(quotes, "cocoon-proxy", Policy::new(PolicyKind::Any))
             .map_err(ProxyError::Io)?;
 
         let proxy = Arc::new(Proxy {
@@ -559,7 +559,7 @@ impl Proxy {
 async fn accept_each<F, Fut>(
     proxy: Arc<Proxy>,
     listener: TcpListener,
-    identity: Identity,
+    identity: Arc<cocoon_net::identity::Renewing>,
     who: &'static str,
     serve: F,
 ) where
@@ -576,7 +576,7 @@ async fn accept_each<F, Fut>(
             }
         };
         let proxy = proxy.clone();
-        let identity = identity.clone();
+        let identity = identity.get();
         tokio::spawn(async move {
             match cocoon_net::accept(
                 tcp,

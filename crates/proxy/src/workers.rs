@@ -5,7 +5,6 @@
 use std::sync::{Arc, Mutex};
 
 use cocoon_chain::Address;
-use cocoon_net::identity::Identity;
 use cocoon_net::rpc::{AnswerFuture, Peer, RpcError};
 use cocoon_wire::proxy::ProxyQueryAnswerPart;
 use cocoon_wire::worker::{
@@ -27,7 +26,11 @@ struct Conn {
     registered: bool,
 }
 
-pub(crate) async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, identity: Identity) {
+pub(crate) async fn accept_loop(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    identity: Arc<cocoon_net::identity::Renewing>,
+) {
     crate::accept_each(proxy, listener, identity, "worker", serve).await
 }
 

@@ -26,7 +26,7 @@ use cocoon_chain::Address;
 use cocoon_engine::engine::{Engine, EngineError, Event};
 use cocoon_engine::openai::Formatter;
 use cocoon_engine::request::EngineRequest;
-use cocoon_net::identity::Identity;
+use cocoon_net::identity::Renewing;
 use cocoon_net::rpc::{AnswerFuture, Peer, RpcError};
 use cocoon_tee::{Policy, PolicyKind, QuoteProvider};
 use cocoon_wire::common::{HttpRequest, SignedPayment, TokensUsed};
@@ -111,7 +111,7 @@ pub struct Worker {
     chain: Arc<dyn ChainClient>,
     wallet: (Keypair, Wallet),
     engine: Arc<dyn Engine>,
-    identity: Identity,
+    identity: Arc<Renewing>,
     controls: watch::Sender<Controls>,
     held: Mutex<HashMap<Address, HeldVoucher>>,
     running: Mutex<HashMap<[u8; 32], tokio::sync::oneshot::Sender<()>>>,
@@ -138,13 +138,13 @@ impl Worker {
         chain: Arc<dyn ChainClient>,
         wallet: (Keypair, Wallet),
         engine: Arc<dyn Engine>,
-        quotes: &dyn QuoteProvider,
+        quotes: Arc<dyn QuoteProvider>,
         proxy_image_hashes: Vec<[u8; 32]>,
     ) -> Result<Arc<Self>, WorkerError> {
         let mut policy = Policy::new(cfg.proxy_policy);
         policy.allowed_image_hashes = proxy_image_hashes;
         let identity =
-            Identity::new(quotes, "cocoon-worker", policy).map_err(WorkerError::Protocol)?;
+            Renewing::start(quotes, "cocoon-worker", policy).map_err(WorkerError::Protocol)?;
         let held = load_held(&cfg.dir);
         let (controls, _) = watch::channel(Controls {
             enabled: true,
@@ -317,10 +317,11 @@ impl Worker {
     }
 
     async fn session(self: Arc<Self>, addr: SocketAddr) -> Result<(), WorkerError> {
+        let identity = self.identity.get();
         let conn = cocoon_net::connect(
             addr,
-            self.identity.client_tls.clone(),
-            &self.identity.verifier,
+            identity.client_tls.clone(),
+            &identity.verifier,
             self.cfg.max_pow_difficulty,
             cocoon_net::DEFAULT_HANDSHAKE_TIMEOUT,
         )
