@@ -372,18 +372,27 @@ async fn run_query(
             "this client was granted its final refund; open a new client contract",
         ));
     }
-    let http: HttpRequest = cocoon_wire::decode(&query)
+    let mut http: HttpRequest = cocoon_wire::decode(&query)
         .map_err(|e| err(400, format!("query is not an http.request: {e}")))?;
-    let body: serde_json::Value = serde_json::from_slice(&http.payload)
+    let mut body: serde_json::Value = serde_json::from_slice(&http.payload)
         .map_err(|e| err(400, format!("body is not JSON: {e}")))?;
-    let max_tokens = if max_tokens > 0 {
-        max_tokens as u64
-    } else {
-        body.get("max_completion_tokens")
-            .or_else(|| body.get("max_tokens"))
-            .and_then(|v| v.as_u64())
-            .unwrap_or(DEFAULT_MAX_TOKENS)
+    let named = body
+        .get("max_completion_tokens")
+        .or_else(|| body.get("max_tokens"))
+        .and_then(|v| v.as_u64());
+    let max_tokens = match (max_tokens > 0, named) {
+        (true, _) => max_tokens as u64,
+        (false, Some(n)) => n,
+        (false, None) => DEFAULT_MAX_TOKENS,
     };
+    // The engine must stop where the reservation ends, not be cut there: state the limit.
+    if named.is_none() {
+        if let Some(obj) = body.as_object_mut() {
+            obj.insert("max_tokens".into(), max_tokens.into());
+            http.payload = body.to_string().into_bytes();
+        }
+    }
+    let query = cocoon_wire::encode(&http);
     let reserve = reservation(
         max_tokens,
         http.payload.len() as u64,
