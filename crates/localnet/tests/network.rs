@@ -427,6 +427,12 @@ async fn a_restarted_network_resumes_with_the_same_balances() {
     };
     let net = start(dir.path(), 1).await;
     assert_eq!(net.client.owner(), client_owner, "same wallets");
+    let worker_owner = net.genesis.wallet("worker0").unwrap().address;
+    assert_eq!(
+        net.proxy.proxy.reputation()[&worker_owner].served,
+        1,
+        "the worker's record survived the restart"
+    );
     assert_eq!(
         net.proxy.proxy.totals().clients[&client_owner],
         charged,

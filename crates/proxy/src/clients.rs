@@ -571,6 +571,13 @@ async fn run_query(
         .expect("pool")
         .finish(slot.id, error.is_none().then_some(latency));
 
+    proxy
+        .reputation
+        .lock()
+        .expect("reputation")
+        .entry(slot.owner)
+        .or_default()
+        .record(error.is_none(), latency);
     let m = &proxy.metrics;
     m.request(error.is_none(), latency / 1000.0);
     if let Some(RpcError::Remote { code, .. }) = &error {

@@ -76,6 +76,52 @@ pub enum ProxyError {
     Io(String),
 }
 
+/// A worker's track record at this proxy, kept across reconnects and restarts
+/// (`DIR/reputation.json`) and shown on the dashboard.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Reputation {
+    /// Requests it answered.
+    pub served: u64,
+    /// Requests it failed (errors, dropped connections, overruns).
+    pub failed: u64,
+    /// Mean latency of answered requests, milliseconds.
+    pub mean_latency_ms: f64,
+}
+
+impl Reputation {
+    fn record(&mut self, ok: bool, latency_ms: f64) {
+        if ok {
+            self.mean_latency_ms =
+                (self.mean_latency_ms * self.served as f64 + latency_ms) / (self.served + 1) as f64;
+            self.served += 1;
+        } else {
+            self.failed += 1;
+        }
+    }
+}
+
+fn load_reputation(dir: &Path) -> HashMap<Address, Reputation> {
+    std::fs::read_to_string(dir.join("reputation.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<HashMap<String, Reputation>>(&t).ok())
+        .map(|m| {
+            m.into_iter()
+                .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn save_reputation(dir: &Path, rep: &HashMap<Address, Reputation>) {
+    let map: HashMap<String, &Reputation> = rep.iter().map(|(k, v)| (k.to_raw(), v)).collect();
+    let tmp = dir.join("reputation.json.tmp");
+    let ok = std::fs::write(&tmp, serde_json::to_vec_pretty(&map).unwrap_or_default())
+        .and_then(|_| std::fs::rename(&tmp, dir.join("reputation.json")));
+    if let Err(e) = ok {
+        tracing::warn!("saving reputation: {e}");
+    }
+}
+
 /// How long finished requests' vouchers may wait to share one signature.
 pub const VOUCHER_BATCH: Duration = Duration::from_millis(10);
 
@@ -115,6 +161,7 @@ pub struct Proxy {
         Mutex<HashMap<[u8; 32], mpsc::UnboundedSender<cocoon_wire::proxy::ProxyQueryAnswerPart>>>,
     book: Mutex<ClientBook>,
     addresses: Mutex<HashMap<(Address, bool), Address>>,
+    reputation: Mutex<HashMap<Address, Reputation>>,
     vouchers: Mutex<VoucherQueue>,
     last_worker_vouchers: Mutex<HashMap<Address, cocoon_wire::common::SignedPayment>>,
     voucher_wake: tokio::sync::Notify,
@@ -143,6 +190,7 @@ impl RunningProxy {
         for t in &self.tasks {
             t.abort();
         }
+        save_reputation(&self.proxy.cfg.dir, &self.proxy.reputation());
         for p in self.proxy.worker_peers.lock().expect("peers").values() {
             p.close();
         }
@@ -262,6 +310,7 @@ impl Proxy {
             streams: Mutex::new(HashMap::new()),
             book: Mutex::new(ClientBook::default()),
             addresses: Mutex::new(HashMap::new()),
+            reputation: Mutex::new(load_reputation(&cfg.dir)),
             vouchers: Mutex::new(VoucherQueue::default()),
             last_worker_vouchers: Mutex::new(HashMap::new()),
             voucher_wake: tokio::sync::Notify::new(),
@@ -366,6 +415,21 @@ impl Proxy {
                     / served as f64
             }
         };
+        let reputation: Vec<serde_json::Value> = self
+            .reputation
+            .lock()
+            .expect("reputation")
+            .iter()
+            .map(|(owner, r)| {
+                serde_json::json!({
+                    "worker": owner.to_raw(),
+                    "served": r.served,
+                    "failed": r.failed,
+                    "success_rate": if r.served + r.failed == 0 { 1.0 } else { r.served as f64 / (r.served + r.failed) as f64 },
+                    "mean_latency_ms": (r.mean_latency_ms * 10.0).round() / 10.0,
+                })
+            })
+            .collect();
         serde_json::json!({
             "role": "proxy",
             "subtitle": format!("contract {} · voucher key {}", self.address, hex::encode(self.voucher_key.public_key())),
@@ -381,8 +445,13 @@ impl Proxy {
                 "committed_seqno": totals.saved_seqno,
             },
             "latency_ms_mean": latency,
-            "tables": {"workers": rows, "clients": clients},
+            "tables": {"workers": rows, "reputation": reputation, "clients": clients},
         })
+    }
+
+    /// Workers' track records at this proxy (persisted).
+    pub fn reputation(&self) -> HashMap<Address, Reputation> {
+        self.reputation.lock().expect("reputation").clone()
     }
 
     /// Connected workers.
@@ -666,6 +735,8 @@ async fn save_state_loop(proxy: Arc<Proxy>) {
     let mut committed_seq = proxy.ledger.lock().expect("ledger").seq();
     loop {
         tokio::time::sleep(proxy.cfg.save_state_interval).await;
+        let rep = proxy.reputation.lock().expect("reputation").clone();
+        save_reputation(&proxy.cfg.dir, &rep);
         if let Err(e) = save_state_once(&proxy, &mut committed_seq).await {
             tracing::warn!("save_state failed: {e}");
         }
