@@ -137,6 +137,25 @@ fn quote_status_withdraw_payout_and_close() {
     );
     assert_eq!(q["ton"]["per_month"], "30");
     assert_eq!(q["workers_needed"], 7);
+    // As the app developer guide writes it: the network's chain directory, no --root.
+    let chain_dir = d.join("chain");
+    let text = ok(&[
+        "quote",
+        "--dir",
+        chain_dir.to_str().unwrap(),
+        "--model",
+        "fake",
+        "--requests-per-day",
+        "100000",
+        "--avg-prompt-tokens",
+        "300",
+        "--avg-completion-tokens",
+        "200",
+    ]);
+    assert!(
+        text.contains("per day      1 TON") && text.contains("recommended client stake 0.5 TON"),
+        "{text}"
+    );
     let e = fails(&[
         "quote",
         "--api",

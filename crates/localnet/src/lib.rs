@@ -261,6 +261,13 @@ impl LocalNet {
             )
             .map_err(io)?;
         }
+        // The chain directory carries its genesis too, so `--dir DIR/chain` works for every
+        // chain command (`cocoon root show`, `cocoon quote`, …).
+        std::fs::write(
+            chain_dir.join("genesis.json"),
+            serde_json::to_string_pretty(&genesis).unwrap_or_default(),
+        )
+        .map_err(io)?;
         let chain = Arc::new(Mutex::new(chain));
         let chain_client: Arc<dyn ChainClient> = Arc::new(LocalClient::new(chain.clone()));
         let mut tasks = Vec::new();
