@@ -88,9 +88,7 @@ pub fn run(n: usize) -> Result<Value> {
     };
     let proxy = address_of(&proxy_init.state_init(&codes.proxy)?)?;
     let client_owner = genesis.wallet("client")?.address;
-    let client_init = proxy_init
-        .client(proxy, client_owner)
-        .state_init(&codes.client)?;
+    let client_init = proxy_init.client_state_init(proxy, client_owner)?;
     let client = address_of(&client_init)?;
     let stake = messages::proxy::increase_stake(0, TON)?;
     chain.send_internal(

@@ -360,6 +360,29 @@ impl ProxyInit {
         Ok(state_init(code, self.data()?))
     }
 
+    /// StateInit of `owner`'s client contract at the proxy contract `proxy_address`, with the
+    /// client code this proxy contract was deployed with.
+    pub fn client_state_init(&self, proxy_address: Address, owner: Address) -> Result<StateInit> {
+        self.client(proxy_address, owner)
+            .state_init(&self.client_code)
+    }
+
+    /// Address of `owner`'s client contract at `proxy_address` (as the proxy contract derives it).
+    pub fn client_address(&self, proxy_address: Address, owner: Address) -> Result<Address> {
+        address_of(&self.client_state_init(proxy_address, owner)?)
+    }
+
+    /// StateInit of `owner`'s worker contract at `proxy_address`.
+    pub fn worker_state_init(&self, proxy_address: Address, owner: Address) -> Result<StateInit> {
+        self.worker(proxy_address, owner)
+            .state_init(&self.worker_code)
+    }
+
+    /// Address of `owner`'s worker contract at `proxy_address`.
+    pub fn worker_address(&self, proxy_address: Address, owner: Address) -> Result<Address> {
+        address_of(&self.worker_state_init(proxy_address, owner)?)
+    }
+
     /// The client contract of `owner` at this proxy.
     pub fn client(&self, proxy_address: Address, owner: Address) -> ClientInit {
         ClientInit {

@@ -119,13 +119,13 @@ impl SignedVoucher {
         Ok(SignedVoucher { voucher, signature })
     }
 
-    /// Checks it as the target contract would: signature, op, target, counter above `applied`.
-    pub fn check(
+    /// Checks what does not depend on history: the signature under the proxy key, the op, and
+    /// the target contract. Holders of vouchers compare counters themselves.
+    pub fn verify(
         &self,
         proxy_public_key: &[u8; 32],
         expected_op: u32,
         target: &Address,
-        applied: u64,
     ) -> Result<(), VoucherError> {
         let hash = self
             .voucher
@@ -142,11 +142,27 @@ impl SignedVoucher {
         if &self.voucher.target != target {
             return Err(VoucherError::WrongTarget);
         }
+        Ok(())
+    }
+
+    /// Checks it as the target contract would: [`SignedVoucher::verify`], then a counter above
+    /// `applied` (close vouchers carry no counter).
+    pub fn check(
+        &self,
+        proxy_public_key: &[u8; 32],
+        expected_op: u32,
+        target: &Address,
+        applied: u64,
+    ) -> Result<(), VoucherError> {
+        self.verify(proxy_public_key, expected_op, target)?;
+        if matches!(
+            expected_op,
+            op::PROXY_CLOSE_REQUEST_SIGNED | op::PROXY_CLOSE_COMPLETE_SIGNED
+        ) {
+            return Ok(());
+        }
         let got = self.voucher.counter;
-        if got == applied
-            && expected_op != op::PROXY_CLOSE_REQUEST_SIGNED
-            && expected_op != op::PROXY_CLOSE_COMPLETE_SIGNED
-        {
+        if got == applied {
             return Err(VoucherError::Replayed(got));
         }
         if got < applied {

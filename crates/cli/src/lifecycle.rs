@@ -128,12 +128,13 @@ impl Party {
 }
 
 impl Ctx {
-    fn client_contract(&self) -> Result<(Address, cocoon_chain::contracts::ClientInit)> {
-        let init = self.proxy_data.init().client(self.proxy, self.owner);
-        Ok((
-            address_of(&init.state_init(&self.proxy_data.client_code)?)?,
-            init,
-        ))
+    /// Our client contract at this proxy, and the StateInit that deploys it.
+    fn client_contract(&self) -> Result<(Address, cocoon_chain::tycho_types::models::StateInit)> {
+        let si = self
+            .proxy_data
+            .init()
+            .client_state_init(self.proxy, self.owner)?;
+        Ok((address_of(&si)?, si))
     }
 
     fn client_data(&self, at: &Address) -> Result<Option<ClientData>> {
@@ -230,7 +231,7 @@ pub fn client(cmd: ClientCommand) -> Result<()> {
             };
             let mut msg = OutMessage::transfer(at, amount + MIN_FEE, Some(body));
             if before.is_none() {
-                msg.init = Some(init.state_init(&c.proxy_data.client_code)?);
+                msg.init = Some(init);
             }
             c.send(&[msg])?;
             let old = before.map(|d| d.balance).unwrap_or(0);
@@ -383,8 +384,8 @@ pub fn worker(cmd: WorkerCommand) -> Result<()> {
         WorkerCommand::Payout { party, state } => (party, Some(state), true),
     };
     let c = party.open()?;
-    let init = c.proxy_data.init().worker(c.proxy, c.owner);
-    let at = address_of(&init.state_init(&c.proxy_data.worker_code)?)?;
+    let init = c.proxy_data.init().worker_state_init(c.proxy, c.owner)?;
+    let at = address_of(&init)?;
     let paid = match c.rt.block_on(c.chain.account(&at))?.data {
         Some(d) => WorkerData::parse(&d)?.tokens_paid,
         None => 0,
@@ -403,7 +404,7 @@ pub fn worker(cmd: WorkerCommand) -> Result<()> {
         let body = cocoon_chain::cells::from_boc(&hex::decode(&h.body_hex)?)?;
         let mut msg = OutMessage::transfer(at, MIN_FEE, Some(body));
         if paid == 0 && c.rt.block_on(c.chain.account(&at))?.status != "active" {
-            msg.init = Some(init.state_init(&c.proxy_data.worker_code)?);
+            msg.init = Some(init.clone());
         }
         c.send(&[msg])?;
         for _ in 0..300 {

@@ -271,13 +271,9 @@ fn a_sigkilled_proxy_restarts_with_its_ledger_and_nothing_is_charged_twice() {
                 .await
                 .unwrap();
             let init = p.init();
-            let sc = cocoon_chain::contracts::address_of(
-                &init
-                    .client(proxy_sc.parse().unwrap(), client_owner)
-                    .state_init(&init.client_code)
-                    .unwrap(),
-            )
-            .unwrap();
+            let sc = init
+                .client_address(proxy_sc.parse().unwrap(), client_owner)
+                .unwrap();
             let acc = chain.account(&sc).await.unwrap();
             ClientData::parse(&acc.data.unwrap()).unwrap().tokens_used
         });

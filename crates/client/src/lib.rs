@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cocoon_chain::client::{self as chain_client, ChainClient};
-use cocoon_chain::contracts::{address_of, ClientData, ContractState, ProxyInit};
+use cocoon_chain::contracts::{ClientData, ContractState, ProxyInit};
 use cocoon_chain::keys::Keypair;
 use cocoon_chain::messages::{self, op, MIN_FEE};
 use cocoon_chain::voucher::SignedVoucher;
@@ -109,6 +109,9 @@ fn remote(e: RpcError) -> ClientError {
             message: format!("no answer within {t:?}"),
         },
         RpcError::Closed => ClientError::NoProxy("connection to the proxy closed".into()),
+        RpcError::Malformed(why) => {
+            ClientError::Refused(format!("the proxy's answer is malformed: {why}"))
+        }
     }
 }
 
@@ -118,7 +121,6 @@ struct ProxyConn {
     proxy: Address,
     peer: Peer,
     client_sc: Address,
-    proxy_key: [u8; 32],
     streams: Arc<Mutex<HashMap<[u8; 32], mpsc::UnboundedSender<ClientQueryAnswerPart>>>>,
 }
 
@@ -139,6 +141,9 @@ pub struct Account {
     pub stake: u128,
     /// Price per token, nanotons.
     pub price_per_token: u128,
+    /// The proxy's voucher key (from its contract).
+    #[serde(skip)]
+    proxy_key: [u8; 32],
     #[serde(skip)]
     voucher_body: Option<Vec<u8>>,
 }
@@ -379,10 +384,7 @@ impl Client {
                 }
             }
         });
-        let on_query = Arc::new(|_: Peer, _: Vec<u8>| -> cocoon_net::rpc::AnswerFuture {
-            Box::pin(async { Err(RpcError::remote(400, "clients answer no queries")) })
-        });
-        let peer = Peer::spawn(conn, on_query, on_packet);
+        let peer = Peer::spawn(conn, cocoon_net::rpc::no_queries(), on_packet);
         let t = Duration::from_secs(30);
         let params = ClientParams {
             flags: (),
@@ -391,33 +393,29 @@ impl Client {
             min_proto_version: Some(1),
             max_proto_version: Some(1),
         };
-        let answer = peer
-            .query(
-                cocoon_wire::encode(&ClientRequest::ConnectToProxy {
+        let connected: ClientConnectedToProxy = peer
+            .request(
+                &ClientRequest::ConnectToProxy {
                     params,
                     min_config_version: 0,
-                }),
+                },
                 t,
             )
             .await
             .map_err(remote)?;
-        let connected: ClientConnectedToProxy =
-            cocoon_wire::decode(&answer).map_err(|e| ClientError::Refused(e.to_string()))?;
         let (proxy, client_sc, init) = self.check_proxy(&connected).await?;
         *payments.lock().expect("proxy") = Some(proxy);
         self.ensure_contract(proxy, client_sc, &init).await?;
-        let answer = peer
-            .query(
-                cocoon_wire::encode(&ClientRequest::AuthorizeWithProxyShort {
+        let auth: AuthorizationWithProxy = peer
+            .request(
+                &ClientRequest::AuthorizeWithProxyShort {
                     data: self.secret.to_vec(),
-                }),
+                },
                 t,
             )
             .await
             .map_err(remote)?;
-        match cocoon_wire::decode::<AuthorizationWithProxy>(&answer)
-            .map_err(|e| ClientError::Refused(e.to_string()))?
-        {
+        match auth {
             AuthorizationWithProxy::Success { signed_payment, .. } => {
                 self.take_voucher(proxy, &signed_payment)
                     .map_err(ClientError::Refused)?;
@@ -436,7 +434,6 @@ impl Client {
             proxy,
             peer,
             client_sc,
-            proxy_key: connected.params.proxy_public_key,
             streams,
         }));
         tracing::info!("connected to proxy {proxy} at {addr}");
@@ -458,11 +455,7 @@ impl Client {
         .await
         .map_err(ClientError::Refused)?;
         let init = data.init();
-        let client_sc = address_of(
-            &init
-                .client(proxy, self.owner())
-                .state_init(&init.client_code)?,
-        )?;
+        let client_sc = init.client_address(proxy, self.owner())?;
         if c.client_sc_address != client_sc.to_raw().into_bytes() {
             return Err(ClientError::Refused(
                 "the proxy names a different client contract".into(),
@@ -485,9 +478,7 @@ impl Client {
         match &current {
             None => {
                 let deposit = self.cfg.deposit.max(stake);
-                let si = init
-                    .client(proxy, self.owner())
-                    .state_init(&init.client_code)?;
+                let si = init.client_state_init(proxy, self.owner())?;
                 let body = messages::client::top_up(0, deposit, &self.owner())?;
                 msgs.push(OutMessage {
                     init: Some(si),
@@ -558,6 +549,7 @@ impl Client {
         a.balance = c.balance;
         a.stake = c.stake;
         a.price_per_token = c.init.price_per_token;
+        a.proxy_key = init.proxy_public_key;
         Ok(())
     }
 
@@ -579,26 +571,13 @@ impl Client {
         };
         let body = cocoon_chain::cells::from_boc(data).map_err(|e| e.to_string())?;
         let v = SignedVoucher::parse(&body, false).map_err(|e| e.to_string())?;
-        let key = self
-            .conns
-            .lock()
-            .expect("conns")
-            .iter()
-            .find(|c| c.proxy == proxy)
-            .map(|c| c.proxy_key);
         let mut accounts = self.accounts.lock().expect("accounts");
         let a = accounts
             .get_mut(&proxy)
             .ok_or("voucher from an unknown proxy")?;
-        if let Some(key) = key {
-            v.check(
-                &key,
-                op::CLIENT_CHARGE_SIGNED,
-                &a.client_contract,
-                a.voucher_tokens.saturating_sub(1),
-            )
+        // As the client contract will check it: the proxy's key, the charge op, our contract.
+        v.verify(&a.proxy_key, op::CLIENT_CHARGE_SIGNED, &a.client_contract)
             .map_err(|e| e.to_string())?;
-        }
         if v.voucher.counter < a.voucher_tokens {
             return Err(format!(
                 "charge went backwards: {} < {}",
@@ -674,16 +653,11 @@ impl Client {
     pub async fn commit_all(self: &Arc<Self>) -> Result<(), ClientError> {
         // Ask each proxy for its newest voucher first (the last ones may still be in flight).
         for c in self.live() {
-            let status = c
+            let status: cocoon_wire::client::ClientPaymentStatus = c
                 .peer
-                .query(
-                    cocoon_wire::encode(&ClientRequest::UpdatePaymentStatus),
-                    Duration::from_secs(10),
-                )
+                .request(&ClientRequest::UpdatePaymentStatus, Duration::from_secs(10))
                 .await
                 .map_err(remote)?;
-            let status: cocoon_wire::client::ClientPaymentStatus =
-                cocoon_wire::decode(&status).map_err(|e| ClientError::Refused(e.to_string()))?;
             if let Err(e) = self.take_voucher(c.proxy, &status.signed_payment) {
                 tracing::warn!("proxy {} payment status: {e}", c.proxy);
             }
@@ -766,32 +740,26 @@ impl Client {
         let metrics = self.metrics.clone();
         metrics.active.inc();
         let started = std::time::Instant::now();
-        let me = self.latency_sum_handle();
+        let me = self.latency_total.clone();
         tokio::spawn(async move {
             let result = peer
-                .query(cocoon_wire::encode(&req), timeout + Duration::from_secs(5))
+                .request::<ClientQueryAnswer>(&req, timeout + Duration::from_secs(5))
                 .await;
             let answer = match result {
-                Ok(bytes) => match cocoon_wire::decode::<ClientQueryAnswer>(&bytes) {
-                    Ok(ClientQueryAnswer::Answer {
-                        answer,
-                        request_tokens_used,
-                        ..
-                    }) => Ok(Answer {
-                        body: answer,
-                        tokens: request_tokens_used,
-                    }),
-                    Ok(ClientQueryAnswer::Error {
-                        error_code, error, ..
-                    }) => Err(ClientError::Remote {
-                        status: error_code.clamp(100, 599) as u16,
-                        message: String::from_utf8_lossy(&error).into_owned(),
-                    }),
-                    Err(e) => Err(ClientError::Remote {
-                        status: 502,
-                        message: format!("proxy answer: {e}"),
-                    }),
-                },
+                Ok(ClientQueryAnswer::Answer {
+                    answer,
+                    request_tokens_used,
+                    ..
+                }) => Ok(Answer {
+                    body: answer,
+                    tokens: request_tokens_used,
+                }),
+                Ok(ClientQueryAnswer::Error {
+                    error_code, error, ..
+                }) => Err(ClientError::Remote {
+                    status: error_code.clamp(100, 599) as u16,
+                    message: String::from_utf8_lossy(&error).into_owned(),
+                }),
                 Err(e) => Err(remote(e)),
             };
             // Parts were routed before the final answer arrived; closing the channel ends them.
@@ -825,10 +793,6 @@ impl Client {
             done,
             cancel: Some((conn.peer.clone(), request_id)),
         })
-    }
-
-    fn latency_sum_handle(&self) -> Arc<Mutex<f64>> {
-        self.latency_total.clone()
     }
 
     /// The `/jsonstats` document: money at each proxy and request figures.
@@ -902,16 +866,11 @@ impl Client {
     pub async fn models(&self) -> Result<Vec<ModelInfo>, ClientError> {
         let mut out: HashMap<String, ModelInfo> = HashMap::new();
         for c in self.live() {
-            let bytes = c
+            let types: WorkerTypesV2 = c
                 .peer
-                .query(
-                    cocoon_wire::encode(&ClientRequest::GetWorkerTypesV2),
-                    Duration::from_secs(10),
-                )
+                .request(&ClientRequest::GetWorkerTypesV2, Duration::from_secs(10))
                 .await
                 .map_err(remote)?;
-            let types: WorkerTypesV2 =
-                cocoon_wire::decode(&bytes).map_err(|e| ClientError::Refused(e.to_string()))?;
             for t in types.types {
                 let id = String::from_utf8_lossy(&t.name).into_owned();
                 let entry = out.entry(id.clone()).or_insert(ModelInfo {
@@ -935,17 +894,12 @@ impl Client {
     pub async fn refund_all(&self) -> Result<Vec<Address>, ClientError> {
         let mut closed = Vec::new();
         for c in self.live() {
-            let bytes = c
+            let refund: Refund = c
                 .peer
-                .query(
-                    cocoon_wire::encode(&ClientRequest::RequestRefund),
-                    Duration::from_secs(30),
-                )
+                .request(&ClientRequest::RequestRefund, Duration::from_secs(30))
                 .await
                 .map_err(remote)?;
-            match cocoon_wire::decode::<Refund>(&bytes)
-                .map_err(|e| ClientError::Refused(e.to_string()))?
-            {
+            match refund {
                 Refund::Granted { data } => {
                     let msg = OutMessage::transfer(
                         c.client_sc,
@@ -1008,24 +962,20 @@ pub async fn catalogue(
                 continue;
             }
         };
-        let on_query = Arc::new(|_: Peer, _: Vec<u8>| -> cocoon_net::rpc::AnswerFuture {
-            Box::pin(async { Err(RpcError::remote(400, "no queries")) })
-        });
-        let peer = Peer::spawn(conn, on_query, Arc::new(|_: &Peer, _: Vec<u8>| {}));
+        let peer = Peer::spawn(
+            conn,
+            cocoon_net::rpc::no_queries(),
+            Arc::new(|_: &Peer, _: Vec<u8>| {}),
+        );
         match peer
-            .query(
-                cocoon_wire::encode(&ClientRequest::GetWorkerTypesV2),
-                Duration::from_secs(10),
-            )
+            .request::<WorkerTypesV2>(&ClientRequest::GetWorkerTypesV2, Duration::from_secs(10))
             .await
         {
-            Ok(bytes) => {
-                if let Ok(types) = cocoon_wire::decode::<WorkerTypesV2>(&bytes) {
-                    for t in types.types {
-                        out.entry(String::from_utf8_lossy(&t.name).into_owned())
-                            .or_default()
-                            .extend(t.workers.iter().map(|w| w.coefficient.max(0) as u32));
-                    }
+            Ok(types) => {
+                for t in types.types {
+                    out.entry(String::from_utf8_lossy(&t.name).into_owned())
+                        .or_default()
+                        .extend(t.workers.iter().map(|w| w.coefficient.max(0) as u32));
                 }
             }
             Err(e) => errors.push(format!("proxy {} at {addr}: {e}", proxy.address)),

@@ -484,10 +484,11 @@ async fn another_clients_balance_cannot_be_used_without_its_secret() {
     )
     .await
     .unwrap();
-    let on_query = Arc::new(|_: Peer, _: Vec<u8>| -> cocoon_net::rpc::AnswerFuture {
-        Box::pin(async { Err(cocoon_net::rpc::RpcError::remote(400, "no")) })
-    });
-    let peer = Peer::spawn(conn, on_query, Arc::new(|_: &Peer, _: Vec<u8>| {}));
+    let peer = Peer::spawn(
+        conn,
+        cocoon_net::rpc::no_queries(),
+        Arc::new(|_: &Peer, _: Vec<u8>| {}),
+    );
     let t = Duration::from_secs(10);
     let victim = net.client.owner();
     let params = ClientParams {

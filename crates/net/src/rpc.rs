@@ -30,6 +30,9 @@ pub enum RpcError {
     /// No answer within the deadline.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The peer's answer is not the message expected.
+    #[error("peer answered with an undecodable message: {0}")]
+    Malformed(String),
     /// The peer answered with an error.
     #[error("peer error {code}: {message}")]
     Remote {
@@ -59,6 +62,13 @@ pub type PacketHandler = Arc<dyn Fn(&Peer, Vec<u8>) + Send + Sync>;
 
 /// Where a query's answer goes.
 type Waiter = oneshot::Sender<Result<Vec<u8>, RpcError>>;
+
+/// A handler for a side that answers no queries (clients): every query gets a 400.
+pub fn no_queries() -> QueryHandler {
+    Arc::new(|_: Peer, _: Vec<u8>| -> AnswerFuture {
+        Box::pin(async { Err(RpcError::remote(400, "this side answers no queries")) })
+    })
+}
 
 struct Inner {
     tx: mpsc::UnboundedSender<TcpPacket>,
@@ -258,6 +268,19 @@ impl Peer {
                 Err(RpcError::Timeout(timeout))
             }
         }
+    }
+
+    /// Sends the TL function `request` and decodes its answer as `T`.
+    pub async fn request<T>(
+        &self,
+        request: &impl cocoon_wire::TlWrite,
+        timeout: Duration,
+    ) -> Result<T, RpcError>
+    where
+        T: for<'a> cocoon_wire::TlRead<'a>,
+    {
+        let bytes = self.query(cocoon_wire::encode(request), timeout).await?;
+        cocoon_wire::decode(&bytes).map_err(|e| RpcError::Malformed(e.to_string()))
     }
 
     /// Sends a one-way message.

@@ -513,12 +513,7 @@ impl Proxy {
         {
             return Ok(*a);
         }
-        let a = address_of(
-            &self
-                .init
-                .client(self.address, owner)
-                .state_init(&self.init.client_code)?,
-        )?;
+        let a = self.init.client_address(self.address, owner)?;
         self.addresses
             .lock()
             .expect("addresses")
@@ -536,12 +531,7 @@ impl Proxy {
         {
             return Ok(*a);
         }
-        let a = address_of(
-            &self
-                .init
-                .worker(self.address, owner)
-                .state_init(&self.init.worker_code)?,
-        )?;
+        let a = self.init.worker_address(self.address, owner)?;
         self.addresses
             .lock()
             .expect("addresses")

@@ -29,6 +29,8 @@ pub mod worker;
 pub use decode::{decode, decode_packet, encode, DecodeError};
 pub use frame::{FrameCodec, FrameError, MAX_FRAME_LEN, MIN_FRAME_LEN};
 pub use tcp::TcpPacket;
+/// The TL traits every message implements (for generic senders and receivers).
+pub use tl_proto::{TlRead, TlWrite};
 
 /// A 256-bit value as TL's `int256` (request ids, hashes, keys).
 pub type Int256 = [u8; 32];

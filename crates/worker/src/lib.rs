@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cocoon_chain::client::{self as chain_client, ChainClient};
-use cocoon_chain::contracts::{address_of, WorkerData};
+use cocoon_chain::contracts::WorkerData;
 use cocoon_chain::keys::Keypair;
 use cocoon_chain::messages::{op, MIN_FEE};
 use cocoon_chain::voucher::SignedVoucher;
@@ -367,14 +367,9 @@ impl Worker {
             min_proto_version: Some(1),
             max_proto_version: Some(1),
         };
-        let answer = peer
-            .query(
-                cocoon_wire::encode(&WorkerRequest::ConnectToProxy { params }),
-                t,
-            )
+        let connected: ConnectedToProxy = peer
+            .request(&WorkerRequest::ConnectToProxy { params }, t)
             .await?;
-        let connected: ConnectedToProxy =
-            cocoon_wire::decode(&answer).map_err(|e| WorkerError::Protocol(e.to_string()))?;
         let (proxy, worker_sc) = self.check_proxy(&connected).await?;
         *proxy_contract.lock().expect("proxy") = Some(proxy);
 
@@ -395,9 +390,7 @@ impl Worker {
             tokens_committed_to_db: held,
             max_tokens: held.max(onchain_paid),
         };
-        let answer = peer.query(cocoon_wire::encode(&request), t).await?;
-        let result: CompareBalanceResult =
-            cocoon_wire::decode(&answer).map_err(|e| WorkerError::Protocol(e.to_string()))?;
+        let result: CompareBalanceResult = peer.request(&request, t).await?;
         if result.error_code != 0 || result.tokens_committed_to_db < held.max(onchain_paid) {
             peer.close();
             return Err(WorkerError::Refused(format!(
@@ -410,11 +403,9 @@ impl Worker {
 
         // 3. Ready.
         let is_disabled = !self.controls.borrow().enabled;
-        peer.query(
-            cocoon_wire::encode(&WorkerRequest::ProxyHandshakeComplete { is_disabled }),
-            t,
-        )
-        .await?;
+        let _: cocoon_wire::worker::HandshakeCompleted = peer
+            .request(&WorkerRequest::ProxyHandshakeComplete { is_disabled }, t)
+            .await?;
         self.connected
             .lock()
             .expect("connected")
@@ -465,11 +456,7 @@ impl Worker {
         .await
         .map_err(WorkerError::Refused)?;
         let init = data.init();
-        let worker_sc = address_of(
-            &init
-                .worker(proxy, self.owner())
-                .state_init(&init.worker_code)?,
-        )?;
+        let worker_sc = init.worker_address(proxy, self.owner())?;
         if c.worker_sc_address != worker_sc.to_raw().into_bytes() {
             return Err(WorkerError::Refused(
                 "the proxy names a different worker contract".into(),
@@ -500,19 +487,8 @@ impl Worker {
         let Some((key, worker_sc)) = expected else {
             return Err("voucher from a proxy not yet checked".into());
         };
-        if target != worker_sc {
-            return Err(format!(
-                "voucher addressed to {target}, not to our worker contract {worker_sc}"
-            ));
-        }
         voucher
-            .check(&key, op::WORKER_PAYOUT_SIGNED, &worker_sc, 0)
-            .or_else(|e| match e {
-                // A repeat of the newest voucher (counter 0 for an unpaid worker) is fine here;
-                // going backwards is checked against what we hold below.
-                cocoon_chain::voucher::VoucherError::Replayed(_) => Ok(()),
-                other => Err(other),
-            })
+            .verify(&key, op::WORKER_PAYOUT_SIGNED, &worker_sc)
             .map_err(|e| e.to_string())?;
         let mut held = self.held.lock().expect("held");
         let entry = held.entry(proxy).or_default();
@@ -609,10 +585,7 @@ impl Worker {
         if self.chain.account(&worker_sc).await?.status != "active" {
             let data = chain_client::read_proxy(self.chain.as_ref(), &proxy).await?;
             let init = data.init();
-            msg.init = Some(
-                init.worker(proxy, self.owner())
-                    .state_init(&init.worker_code)?,
-            );
+            msg.init = Some(init.worker_state_init(proxy, self.owner())?);
         }
         chain_client::send_transfer(self.chain.as_ref(), &self.wallet.1, &self.wallet.0, &[msg])
             .await?;
