@@ -271,6 +271,49 @@ impl Wallet {
     }
 }
 
+/// The wallet file `cocoon wallet new` and `cocoon chain init` write: the 24 words (a
+/// secret: the file is written readable by its owner only), the version, the address.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct WalletFile {
+    /// The 24 words.
+    pub mnemonic: String,
+    /// Contract version.
+    pub version: WalletVersion,
+    /// The address (informational; derived again on open).
+    pub address: Address,
+}
+
+impl WalletFile {
+    /// Reads a wallet file.
+    pub fn read(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| ChainError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| {
+            ChainError::InvalidKey(format!("{} is not a wallet file: {e}", path.display()))
+        })
+    }
+
+    /// Writes it (0600).
+    pub fn write(&self, path: &std::path::Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("wallet file serializes");
+        crate::keys::write_secret(path, text.as_bytes())
+    }
+
+    /// The key pair and the wallet on `network`.
+    pub fn open(&self, network: Network) -> Result<(Keypair, Wallet)> {
+        open(&self.mnemonic, self.version, network)
+    }
+}
+
+/// The key pair of a mnemonic and its wallet of `version` on `network`.
+pub fn open(phrase: &str, version: WalletVersion, network: Network) -> Result<(Keypair, Wallet)> {
+    let keys = crate::mnemonic::Mnemonic::parse(phrase)?.keypair();
+    let wallet = Wallet::new(version, keys.public_key(), network);
+    Ok((keys, wallet))
+}
+
 /// An inbound external message to `to`.
 pub fn external_message(to: Address, init: Option<StateInit>, body: Cell) -> Result<Cell> {
     let msg = OwnedMessage {

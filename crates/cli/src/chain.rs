@@ -16,7 +16,7 @@ use cocoon_chain::client::{self, ChainClient, LocalClient, ToncenterClient};
 use cocoon_chain::contracts::Params;
 use cocoon_chain::local::{Clock, Genesis, GenesisSpec, LocalChain};
 use cocoon_chain::mnemonic::Mnemonic;
-use cocoon_chain::wallet::{OutMessage, Wallet, WalletVersion};
+use cocoon_chain::wallet::{OutMessage, Wallet, WalletFile, WalletVersion};
 use cocoon_chain::{format_ton, parse_ton, Address, Network, TON};
 
 /// Where a command finds the chain.
@@ -179,30 +179,17 @@ pub struct WalletArgs {
     pub version: WalletVersion,
 }
 
-/// A wallet file.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct WalletFile {
-    mnemonic: String,
-    version: WalletVersion,
-    address: Address,
-}
-
 impl WalletArgs {
     pub fn load(&self, network: Network) -> Result<(cocoon_chain::keys::Keypair, Wallet)> {
         let (phrase, version) = match (&self.wallet, &self.mnemonic) {
             (Some(path), _) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading wallet file {}", path.display()))?;
-                let f: WalletFile = serde_json::from_str(&text)
-                    .with_context(|| format!("{} is not a wallet file", path.display()))?;
+                let f = WalletFile::read(path)?;
                 (f.mnemonic, f.version)
             }
             (None, Some(m)) => (m.clone(), self.version),
             (None, None) => bail!("say which wallet: --wallet FILE or --mnemonic \"24 words\""),
         };
-        let keys = Mnemonic::parse(&phrase)?.keypair();
-        let wallet = Wallet::new(version, keys.public_key(), network);
-        Ok((keys, wallet))
+        Ok(cocoon_chain::wallet::open(&phrase, version, network)?)
     }
 }
 
@@ -259,26 +246,6 @@ pub enum RootCommand {
     },
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    use std::io::Write;
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
-}
-
 fn hash32(text: &str, what: &str) -> Result<[u8; 32]> {
     let bytes = hex::decode(text.trim()).with_context(|| format!("{what} {text:?} is not hex"))?;
     bytes
@@ -304,9 +271,10 @@ pub fn init_chain(dir: &Path, spec: &GenesisSpec) -> Result<Genesis> {
     let mut chain = LocalChain::new(Clock::System { offset: 0 })?;
     let genesis = chain.genesis(spec)?;
     chain.persist_in(dir)?;
-    write_private(
+    // The genesis holds every wallet's words: a secret file.
+    cocoon_chain::keys::write_secret(
         &dir.join("genesis.json"),
-        &serde_json::to_string_pretty(&genesis)?,
+        serde_json::to_string_pretty(&genesis)?.as_bytes(),
     )?;
     for w in &genesis.wallets {
         let file = WalletFile {
@@ -314,10 +282,7 @@ pub fn init_chain(dir: &Path, spec: &GenesisSpec) -> Result<Genesis> {
             version: w.version,
             address: w.address,
         };
-        write_private(
-            &dir.join("wallets").join(format!("{}.json", w.name)),
-            &serde_json::to_string_pretty(&file)?,
-        )?;
+        file.write(&dir.join("wallets").join(format!("{}.json", w.name)))?;
     }
     Ok(genesis)
 }
@@ -456,7 +421,7 @@ pub fn run_wallet(cmd: WalletCommand) -> Result<()> {
                 version,
                 address,
             };
-            write_private(&out, &serde_json::to_string_pretty(&file)?)?;
+            file.write(&out)?;
             println!(
                 "new {version:?} wallet written to {} (keep it secret: it holds the 24 words)",
                 out.display()

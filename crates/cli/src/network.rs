@@ -209,18 +209,14 @@ impl Common {
     }
 
     fn wallet(&self) -> Result<(cocoon_chain::keys::Keypair, cocoon_chain::wallet::Wallet)> {
-        #[derive(serde::Deserialize)]
-        struct WalletFile {
-            mnemonic: String,
-            version: cocoon_chain::wallet::WalletVersion,
+        // A secret from the environment beats the file (containers, secret stores).
+        if let Ok(words) = std::env::var("COCOON_WALLET_MNEMONIC") {
+            let version = cocoon_chain::wallet::WalletVersion::V5r1;
+            return cocoon_chain::wallet::open(&words, version, self.network)
+                .context("COCOON_WALLET_MNEMONIC");
         }
-        let text = std::fs::read_to_string(&self.wallet)
-            .with_context(|| format!("wallet: reading {}", self.wallet.display()))?;
-        let f: WalletFile = serde_json::from_str(&text)
-            .with_context(|| format!("wallet: {} is not a wallet file", self.wallet.display()))?;
-        let keys = cocoon_chain::mnemonic::Mnemonic::parse(&f.mnemonic)?.keypair();
-        let wallet = cocoon_chain::wallet::Wallet::new(f.version, keys.public_key(), self.network);
-        Ok((keys, wallet))
+        let file = cocoon_chain::wallet::WalletFile::read(&self.wallet).context("wallet")?;
+        Ok(file.open(self.network)?)
     }
 
     fn root(&self) -> Result<Address> {
@@ -514,4 +510,23 @@ pub fn client(config: &Path) -> Result<()> {
         let _ = client.commit_all().await;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wallet comes from COCOON_WALLET_MNEMONIC when it is set, else from the file.
+    #[test]
+    fn the_wallet_secret_may_come_from_the_environment() {
+        let text = format!("root = \"0:{}\"\nwallet = \"/nonexistent/wallet.json\"\ndir = \"x\"\nchain_dir = \"x\"\n", "11".repeat(32));
+        let c: Common = toml::from_str(&text).unwrap();
+        let err = c.wallet().err().unwrap().to_string();
+        assert!(err.starts_with("wallet"), "{err}");
+        let m = cocoon_chain::mnemonic::Mnemonic::generate();
+        std::env::set_var("COCOON_WALLET_MNEMONIC", m.phrase());
+        let (keys, _) = c.wallet().unwrap();
+        std::env::remove_var("COCOON_WALLET_MNEMONIC");
+        assert_eq!(keys.public_key(), m.keypair().public_key());
+    }
 }

@@ -204,22 +204,6 @@ pub struct ModelInfo {
     pub workers: Vec<(i32, i32, i32)>,
 }
 
-fn load_or_create_secret(dir: &std::path::Path) -> Result<[u8; 32], ClientError> {
-    let path = dir.join("secret.hex");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let bytes = hex::decode(text.trim())
-            .map_err(|_| ClientError::Io(format!("{} is not hex", path.display())))?;
-        return bytes
-            .try_into()
-            .map_err(|_| ClientError::Io(format!("{} is not 32 bytes", path.display())));
-    }
-    let secret = Keypair::generate().seed().to_owned();
-    std::fs::create_dir_all(dir).map_err(|e| ClientError::Io(format!("{}: {e}", dir.display())))?;
-    std::fs::write(&path, hex::encode(secret))
-        .map_err(|e| ClientError::Io(format!("{}: {e}", path.display())))?;
-    Ok(secret)
-}
-
 impl Client {
     /// Connects to the proxies and makes sure each client contract is ready.
     pub async fn start(
@@ -233,7 +217,7 @@ impl Client {
         policy.allowed_image_hashes = root.proxy_hashes.clone();
         let identity = cocoon_net::identity::Renewing::start(quotes, "cocoon-client", policy)
             .map_err(ClientError::Io)?;
-        let secret = load_or_create_secret(&cfg.dir)?;
+        let secret = cocoon_chain::keys::load_or_create_seed(&cfg.dir.join("secret.hex"))?;
         let client = Arc::new(Client {
             cfg: cfg.clone(),
             chain,

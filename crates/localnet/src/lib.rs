@@ -220,54 +220,23 @@ impl LocalNet {
                 };
                 let genesis = chain.genesis(&spec)?;
                 chain.persist_in(&chain_dir)?;
-                std::fs::write(
-                    cfg.dir.join("genesis.json"),
-                    serde_json::to_string_pretty(&genesis).unwrap_or_default(),
-                )
-                .map_err(io)?;
                 (chain, genesis)
             }
         };
         let mut chain = chain;
         let mut genesis = genesis;
         // Worker wallets are created (and funded by the admin) as workers are added.
-        let mut added = false;
         for name in &worker_names {
             if genesis.wallet(name).is_err() {
-                let mnemonic = cocoon_chain::mnemonic::Mnemonic::generate();
-                let wallet = cocoon_chain::wallet::Wallet::new(
-                    cocoon_chain::wallet::WalletVersion::V5r1,
-                    mnemonic.keypair().public_key(),
-                    cocoon_chain::Network::Local,
-                );
-                let address = wallet.address()?;
-                let (keys, admin) = genesis.wallet("admin")?.open()?;
-                let mut fund = OutMessage::transfer(address, 100 * TON, None);
-                fund.bounce = false;
-                chain.wallet_send(&admin, &keys, &[fund])?;
-                genesis.wallets.push(cocoon_chain::local::GenesisWallet {
-                    name: name.clone(),
-                    mnemonic: mnemonic.phrase(),
-                    version: cocoon_chain::wallet::WalletVersion::V5r1,
-                    address,
-                });
-                added = true;
+                chain.add_wallet(&mut genesis, name, 100 * TON)?;
             }
         }
-        if added {
-            std::fs::write(
-                cfg.dir.join("genesis.json"),
-                serde_json::to_string_pretty(&genesis).unwrap_or_default(),
-            )
-            .map_err(io)?;
+        // The genesis holds every wallet's words (a secret file). The chain directory carries a
+        // copy, so `--dir DIR/chain` works for every chain command (`cocoon root show`, …).
+        let text = serde_json::to_string_pretty(&genesis).unwrap_or_default();
+        for dir in [&cfg.dir, &chain_dir] {
+            cocoon_chain::keys::write_secret(&dir.join("genesis.json"), text.as_bytes())?;
         }
-        // The chain directory carries its genesis too, so `--dir DIR/chain` works for every
-        // chain command (`cocoon root show`, `cocoon quote`, …).
-        std::fs::write(
-            chain_dir.join("genesis.json"),
-            serde_json::to_string_pretty(&genesis).unwrap_or_default(),
-        )
-        .map_err(io)?;
         let chain = Arc::new(Mutex::new(chain));
         let chain_client: Arc<dyn ChainClient> = Arc::new(LocalClient::new(chain.clone()));
         let mut tasks = Vec::new();

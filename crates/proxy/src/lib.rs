@@ -197,25 +197,6 @@ impl RunningProxy {
     }
 }
 
-fn load_or_create_key(path: &Path) -> Result<Keypair, ProxyError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            Keypair::from_hex(&text).map_err(|e| ProxyError::Io(format!("{}: {e}", path.display())))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = Keypair::generate();
-            if let Some(d) = path.parent() {
-                std::fs::create_dir_all(d)
-                    .map_err(|e| ProxyError::Io(format!("{}: {e}", d.display())))?;
-            }
-            std::fs::write(path, hex::encode(key.seed()))
-                .map_err(|e| ProxyError::Io(format!("{}: {e}", path.display())))?;
-            Ok(key)
-        }
-        Err(e) => Err(ProxyError::Io(format!("{}: {e}", path.display()))),
-    }
-}
-
 /// The proxy contract a voucher key and owner give under `root` (what [`Proxy::start`] deploys).
 pub fn proxy_init(
     root: &RootData,
@@ -235,7 +216,8 @@ pub fn proxy_init(
 
 /// The voucher key of a proxy state directory (created on first use).
 pub fn voucher_key(dir: &Path) -> Result<Keypair, ProxyError> {
-    load_or_create_key(&dir.join("voucher-key.hex"))
+    let seed = cocoon_chain::keys::load_or_create_seed(&dir.join("voucher-key.hex"))?;
+    Ok(Keypair::from_seed(seed))
 }
 
 /// Waits until `address` is an active contract (the chain may apply messages asynchronously).

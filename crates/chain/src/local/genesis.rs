@@ -49,9 +49,7 @@ pub struct GenesisWallet {
 impl GenesisWallet {
     /// Key pair and wallet.
     pub fn open(&self) -> Result<(Keypair, Wallet)> {
-        let keys = Mnemonic::parse(&self.mnemonic)?.keypair();
-        let wallet = Wallet::new(self.version, keys.public_key(), Network::Local);
-        Ok((keys, wallet))
+        crate::wallet::open(&self.mnemonic, self.version, Network::Local)
     }
 }
 
@@ -84,25 +82,11 @@ impl LocalChain {
             names.insert(0, ("admin".into(), 1_000 * crate::TON));
         }
         for (name, balance) in &names {
-            let mnemonic = Mnemonic::generate();
-            let keys = mnemonic.keypair();
-            let wallet = Wallet::new(WalletVersion::V5r1, keys.public_key(), Network::Local);
-            let address = wallet.address()?;
-            let trace = self.send_internal(
-                FAUCET,
-                address,
-                *balance,
-                false,
-                None,
-                Some(wallet.state_init()?),
-            )?;
+            let (w, init) = new_wallet(name);
+            let trace =
+                self.send_internal(FAUCET, w.address, *balance, false, None, Some(init?))?;
             expect_ok(&trace, "deploy wallet")?;
-            wallets.push(GenesisWallet {
-                name: name.clone(),
-                mnemonic: mnemonic.phrase(),
-                version: WalletVersion::V5r1,
-                address,
-            });
+            wallets.push(w);
         }
         let admin = wallets
             .iter()
@@ -149,6 +133,29 @@ impl LocalChain {
         Ok(Genesis { root, wallets })
     }
 
+    /// Adds a wallet to a running network, funded by the admin with `amount` (it deploys itself
+    /// on its first transfer). Fails if `name` exists.
+    pub fn add_wallet(
+        &mut self,
+        genesis: &mut Genesis,
+        name: &str,
+        amount: u128,
+    ) -> Result<Address> {
+        if genesis.wallet(name).is_ok() {
+            return Err(ChainError::Refused(format!(
+                "genesis already has a wallet named {name:?}"
+            )));
+        }
+        let (w, _) = new_wallet(name);
+        let (keys, admin) = genesis.wallet("admin")?.open()?;
+        let mut fund = OutMessage::transfer(w.address, amount, None);
+        fund.bounce = false;
+        expect_ok(&self.wallet_send(&admin, &keys, &[fund])?, "fund wallet")?;
+        let address = w.address;
+        genesis.wallets.push(w);
+        Ok(address)
+    }
+
     /// Signs and executes a transfer from a wallet on this chain; fails if any transaction it
     /// causes fails.
     pub fn wallet_send(
@@ -169,6 +176,26 @@ impl LocalChain {
         let msg = wallet.transfer_message(keys, seqno, self.now().saturating_add(600), messages)?;
         self.send_external(msg)
     }
+}
+
+/// A fresh v5r1 wallet named `name` and the StateInit that deploys it.
+fn new_wallet(name: &str) -> (GenesisWallet, Result<tycho_types::models::StateInit>) {
+    let mnemonic = Mnemonic::generate();
+    let wallet = Wallet::new(
+        WalletVersion::V5r1,
+        mnemonic.keypair().public_key(),
+        Network::Local,
+    );
+    let address = wallet
+        .address()
+        .expect("a wallet's StateInit always builds");
+    let w = GenesisWallet {
+        name: name.to_string(),
+        mnemonic: mnemonic.phrase(),
+        version: WalletVersion::V5r1,
+        address,
+    };
+    (w, wallet.state_init())
 }
 
 fn expect_ok(trace: &super::Trace, what: &str) -> Result<()> {

@@ -118,18 +118,19 @@ impl Trace {
             .and_then(|t| t.exit_code)
     }
 
-    /// Whether every transaction succeeded (no compute failure, nothing aborted).
+    /// Whether every transaction succeeded (see [`Trace::first_failure`]).
     pub fn all_succeeded(&self) -> bool {
-        self.transactions
-            .iter()
-            .all(|t| t.succeeded() || (t.exit_code.is_none() && !t.aborted))
+        self.first_failure().is_none()
     }
 
-    /// The first failed transaction, if any.
+    /// The first failed transaction, if any: a compute phase that threw, or an aborted
+    /// transaction that ran code. (Value arriving at an account without code skips the compute
+    /// phase and reports "aborted": the value is credited, nothing failed.)
     pub fn first_failure(&self) -> Option<&TxRecord> {
-        self.transactions
-            .iter()
-            .find(|t| t.aborted || matches!(t.exit_code, Some(c) if c != 0 && c != 1))
+        self.transactions.iter().find(|t| match t.exit_code {
+            None => false,
+            Some(code) => t.aborted || (code != 0 && code != 1),
+        })
     }
 }
 
