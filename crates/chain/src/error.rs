@@ -17,6 +17,9 @@ pub enum ChainError {
     /// A TON amount that is not a non-negative decimal with at most 9 decimals.
     #[error("invalid TON amount {0:?} (expected e.g. 1.5, at most 9 decimals)")]
     InvalidAmount(String),
+    /// A choice that is not one of the known values (network, wallet version, …).
+    #[error("{0}")]
+    Unknown(String),
     /// A mnemonic that is not 24 known words with a valid TON checksum.
     #[error("invalid mnemonic: {0}")]
     InvalidMnemonic(String),

@@ -146,7 +146,7 @@ impl std::str::FromStr for Network {
             "mainnet" => Ok(Network::Mainnet),
             "testnet" => Ok(Network::Testnet),
             "local" => Ok(Network::Local),
-            _ => Err(ChainError::Api(format!(
+            _ => Err(ChainError::Unknown(format!(
                 "unknown network {s:?} (mainnet, testnet or local)"
             ))),
         }

@@ -41,7 +41,7 @@ impl std::str::FromStr for WalletVersion {
         match s.to_ascii_lowercase().as_str() {
             "v4r2" | "v4" => Ok(WalletVersion::V4r2),
             "v5r1" | "v5" | "w5" => Ok(WalletVersion::V5r1),
-            _ => Err(ChainError::InvalidKey(format!(
+            _ => Err(ChainError::Unknown(format!(
                 "unknown wallet version {s:?} (v4r2 or v5r1)"
             ))),
         }

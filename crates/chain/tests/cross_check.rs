@@ -192,8 +192,17 @@ fn rust_builders_make_the_sandbox_scenarios_state_inits_and_bodies() {
 #[test]
 fn local_chain_reproduces_the_sandbox_scenario_to_the_nanoton() {
     let s = scenario();
-    let ours = default_config().unwrap();
-    let _ = ours; // same source config; the workchain patch is tycho-executor's requirement
+    // The same network configuration as the sandbox's (tycho-executor only needs workchain 0
+    // described its way, which `default_config` patches in).
+    let sandbox = from_boc_base64(s["config_boc_base64"].as_str().unwrap()).unwrap();
+    let embedded =
+        cocoon_chain::cells::from_boc(include_bytes!("../res/sandbox-config.boc")).unwrap();
+    assert_eq!(
+        sandbox.repr_hash(),
+        embedded.repr_hash(),
+        "the scenario ran on the config we embed"
+    );
+    default_config().unwrap();
     let mut chain = LocalChain::new(Clock::Fixed {
         now: s["start_now"].as_u64().unwrap() as u32,
     })

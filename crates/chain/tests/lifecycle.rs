@@ -447,7 +447,7 @@ fn grant_refund_charges_then_returns_everything() {
 #[test]
 fn state_survives_a_restart_from_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let (client, balance, proxy) = {
+    let (client, balance, proxy, proxy_balance) = {
         let mut net = Net::new();
         net.chain.persist_in(dir.path()).unwrap();
         net.deploy();
@@ -457,6 +457,7 @@ fn state_survives_a_restart_from_disk() {
         (
             client,
             net.client_data(),
+            net.proxy,
             net.chain.balance(&net.proxy).unwrap(),
         )
     };
@@ -467,12 +468,16 @@ fn state_survives_a_restart_from_disk() {
         ClientData::parse(&reopened.data(&client).unwrap()).unwrap(),
         balance
     );
-    let proxy_addr = *reopened
-        .transactions(&client, 1)
-        .first()
-        .map(|_| &client)
-        .unwrap();
-    assert_eq!(proxy_addr, client);
-    assert!(proxy > 0);
+    assert_eq!(
+        reopened.balance(&proxy).unwrap(),
+        proxy_balance,
+        "the proxy contract's balance is restored"
+    );
+    let last = reopened.transactions(&client, 1);
+    assert_eq!(
+        last.first().map(|t| t.exit_code),
+        Some(Some(0)),
+        "the client's history is restored"
+    );
     assert_eq!(reopened.now(), T0, "the fixed clock is restored");
 }

@@ -119,7 +119,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         let resumed = args.dir.join("network.json").exists();
         let mut net = LocalNet::start(cfg).await.context("bringing the network up")?;
         let info = &net.info;
-        let model_name = identity.split('@').next().unwrap_or(&identity).to_string();
+        let model_name = cocoon_engine::model::ModelIdentity::name_of(&identity).to_string();
         println!("Cocoon network {} in {}", if resumed { "resumed" } else { "is up" }, args.dir.display());
         println!("  model        {identity} on {} worker(s)", net.workers.len());
         println!("  proxy        contract {} (workers {}, clients {})", info.proxy_contract, info.proxy_workers, info.proxy_clients);

@@ -138,8 +138,10 @@ pub fn run(a: QuoteArgs) -> Result<()> {
     let mut coefficients: Vec<u32> = catalogue
         .iter()
         .filter(|(identity, _)| {
-            let (name, hash) = identity.split_once('@').unwrap_or((identity.as_str(), ""));
-            hashes.iter().any(|h| h == hash) || name.to_lowercase() == wanted
+            let by_hash = cocoon_engine::model::ModelIdentity::parse(identity)
+                .is_some_and(|id| hashes.contains(&hex::encode(id.sha256)));
+            by_hash
+                || cocoon_engine::model::ModelIdentity::name_of(identity).to_lowercase() == wanted
         })
         .flat_map(|(_, c)| c.iter().copied())
         .collect();

@@ -93,6 +93,21 @@ impl std::fmt::Display for ModelIdentity {
 }
 
 impl ModelIdentity {
+    /// Parses `name@<64 hex digits>` (what workers announce and the root registers by hash).
+    pub fn parse(text: &str) -> Option<Self> {
+        let (name, hash) = text.rsplit_once('@')?;
+        let sha256 = hex::decode(hash).ok()?.try_into().ok()?;
+        (!name.is_empty()).then(|| ModelIdentity {
+            name: name.to_string(),
+            sha256,
+        })
+    }
+
+    /// The name part of an identity string (the whole string when it has no `@`).
+    pub fn name_of(text: &str) -> &str {
+        text.rsplit_once('@').map_or(text, |(name, _)| name)
+    }
+
     /// The identity of a weights file, named after the file (without extension).
     pub fn of_file(path: &Path) -> Result<Self, ModelError> {
         let name = path
@@ -103,6 +118,25 @@ impl ModelIdentity {
             name,
             sha256: hash_file(path)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    #[test]
+    fn identities_parse_back() {
+        let id = ModelIdentity {
+            name: "SmolLM2-135M".into(),
+            sha256: [0xab; 32],
+        };
+        assert_eq!(ModelIdentity::parse(&id.to_string()), Some(id.clone()));
+        assert_eq!(ModelIdentity::name_of(&id.to_string()), "SmolLM2-135M");
+        assert_eq!(ModelIdentity::name_of("plain"), "plain");
+        for bad in ["plain", "x@zz", "x@abab", &format!("@{}", "ab".repeat(32))] {
+            assert_eq!(ModelIdentity::parse(bad), None, "{bad}");
+        }
     }
 }
 

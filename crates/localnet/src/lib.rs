@@ -21,6 +21,7 @@ use cocoon_chain::wallet::OutMessage;
 use cocoon_chain::{Address, TON};
 use cocoon_client::{Client, ClientConfig};
 use cocoon_engine::engine::Engine;
+use cocoon_engine::model::ModelIdentity;
 use cocoon_proxy::{Proxy, ProxyConfig, RunningProxy};
 use cocoon_tee::{FakeTdxProvider, PolicyKind};
 use cocoon_worker::{Worker, WorkerConfig};
@@ -30,10 +31,11 @@ use cocoon_worker::{Worker, WorkerConfig};
 pub fn fake_model_identity() -> String {
     use sha2::Digest;
     let name = cocoon_engine::fake::FAKE_MODEL;
-    format!(
-        "{name}@{}",
-        hex::encode(sha2::Sha256::digest(name.as_bytes()))
-    )
+    ModelIdentity {
+        name: name.into(),
+        sha256: sha2::Sha256::digest(name.as_bytes()).into(),
+    }
+    .to_string()
 }
 
 /// What to bring up.
@@ -177,10 +179,8 @@ fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, 
 }
 
 fn model_hash(model: &str) -> Result<[u8; 32], LocalNetError> {
-    model
-        .rsplit_once('@')
-        .and_then(|(_, h)| hex::decode(h).ok())
-        .and_then(|h| h.try_into().ok())
+    ModelIdentity::parse(model)
+        .map(|id| id.sha256)
         .ok_or_else(|| LocalNetError::Other(format!("model identity {model:?} is not name@sha256")))
 }
 

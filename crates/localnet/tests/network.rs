@@ -10,6 +10,19 @@ use cocoon_engine::engine::Engine;
 use cocoon_engine::fake::{FakeEngine, FAKE_MODEL};
 use cocoon_localnet::{LocalNet, LocalNetConfig};
 
+/// Waits (polling every 10 ms, at most `limit`) until `done` holds; whether it did. Records
+/// become durable and vouchers arrive just after each answer, so tests wait for them.
+async fn settle(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let t = std::time::Instant::now();
+    while !done() {
+        if t.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
 async fn start(dir: &std::path::Path, workers: usize) -> LocalNet {
     let engines: Vec<Arc<dyn Engine>> = (0..workers)
         .map(|_| Arc::new(FakeEngine::default()) as Arc<dyn Engine>)
@@ -114,14 +127,11 @@ async fn requests_flow_and_every_token_is_paid_on_chain() {
     assert_eq!(per_request, 134);
     let owner = net.client.owner();
     // Records become durable with the group commit right after each answer.
-    let t = std::time::Instant::now();
-    let mut params = net.proxy.proxy.totals();
-    while params.clients.get(&owner).copied() != Some(8 * per_request)
-        && t.elapsed() < Duration::from_secs(10)
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        params = net.proxy.proxy.totals();
-    }
+    settle(Duration::from_secs(10), || {
+        net.proxy.proxy.totals().clients.get(&owner).copied() == Some(8 * per_request)
+    })
+    .await;
+    let params = net.proxy.proxy.totals();
     assert_eq!(
         params.clients[&owner],
         8 * per_request,
@@ -416,11 +426,15 @@ async fn a_restarted_network_resumes_with_the_same_balances() {
             .unwrap();
         assert_eq!(r.status(), 200);
         let owner = net.client.owner();
-        let t = std::time::Instant::now();
-        while !net.proxy.proxy.totals().clients.contains_key(&owner) {
-            assert!(t.elapsed() < Duration::from_secs(10));
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        assert!(
+            settle(Duration::from_secs(10), || net
+                .proxy
+                .proxy
+                .totals()
+                .clients
+                .contains_key(&owner))
+            .await
+        );
         let charged = net.proxy.proxy.totals().clients[&owner];
         net.stop();
         (owner, charged)
@@ -448,12 +462,10 @@ async fn a_restarted_network_resumes_with_the_same_balances() {
         .unwrap();
     assert_eq!(r.status(), 200);
     // The record becomes durable with the next group commit, just after the answer.
-    let t = std::time::Instant::now();
-    while net.proxy.proxy.totals().clients[&client_owner] != 2 * charged
-        && t.elapsed() < Duration::from_secs(10)
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    settle(Duration::from_secs(10), || {
+        net.proxy.proxy.totals().clients[&client_owner] == 2 * charged
+    })
+    .await;
     assert_eq!(
         net.proxy.proxy.totals().clients[&client_owner],
         2 * charged,
@@ -568,14 +580,11 @@ async fn a_worker_with_an_unlisted_image_is_never_selected() {
     )
     .unwrap();
     let task = tokio::spawn(rogue.clone().run());
-    let t = std::time::Instant::now();
-    while net.proxy.proxy.metrics.attestation_failures.get() == 0 {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the rogue worker was never refused"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let refused = settle(Duration::from_secs(10), || {
+        net.proxy.proxy.metrics.attestation_failures.get() > 0
+    })
+    .await;
+    assert!(refused, "the rogue worker was never refused");
     assert_eq!(
         net.proxy.proxy.workers().len(),
         1,

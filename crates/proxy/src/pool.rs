@@ -69,7 +69,9 @@ impl Pool {
     /// limit, lowest `(running + 1) × mean latency` (ties: lower coefficient, then id), and
     /// marks it busy. The model matches by full identity or by its name before `@`.
     pub fn choose(&mut self, model: &str, max_coefficient: u32) -> Result<WorkerSlot, NoWorker> {
-        let matches = |w: &WorkerSlot| w.model == model || w.model.split('@').next() == Some(model);
+        let matches = |w: &WorkerSlot| {
+            w.model == model || cocoon_engine::model::ModelIdentity::name_of(&w.model) == model
+        };
         let candidates: Vec<&WorkerSlot> = self.workers.values().filter(|w| matches(w)).collect();
         if candidates.is_empty() {
             return Err(NoWorker::UnknownModel);

@@ -112,10 +112,8 @@ fn handle_query(
             {
                 let root = proxy.root.lock().expect("root");
                 if !root.models.is_empty() {
-                    let hash = model
-                        .rsplit_once('@')
-                        .and_then(|(_, h)| hex::decode(h).ok())
-                        .and_then(|h| <[u8; 32]>::try_from(h).ok())
+                    let hash = cocoon_engine::model::ModelIdentity::parse(&model)
+                        .map(|id| id.sha256)
                         .ok_or_else(|| bad(format!("model {model:?} is not name@sha256")))?;
                     if !root.models.contains_key(&hash) {
                         return Err(RpcError::remote(

@@ -442,7 +442,6 @@ impl LocalChain {
             for out in &output.transaction_meta.out_msgs {
                 queue.push_back(out.inner().clone());
             }
-            let _ = is_first;
             self.accounts.insert(address, output.new_state);
             let history = self.history.entry(address).or_default();
             history.push_back(record.clone());
