@@ -598,3 +598,42 @@ async fn a_worker_with_an_unlisted_image_is_never_selected() {
         .all(|w| w.coefficient == 1000));
     task.abort();
 }
+
+/// A worker changes its price and switches itself off and on at run time; the proxy follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_changes_its_coefficient_and_availability_at_run_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = start(dir.path(), 1).await;
+    let url = format!("{}/chat/completions", net.info.base_url);
+    let ask = || async {
+        reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(&net.info.api_key)
+            .json(&chat(false))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    net.workers[0].set_coefficient(1500);
+    assert!(
+        settle(Duration::from_secs(10), || net.proxy.proxy.workers()[0]
+            .coefficient
+            == 1500)
+        .await
+    );
+    net.workers[0].set_enabled(false);
+    assert!(
+        settle(Duration::from_secs(10), || !net.proxy.proxy.workers()[0]
+            .enabled)
+        .await
+    );
+    assert_eq!(ask().await, 503, "a disabled worker is not chosen");
+    net.workers[0].set_enabled(true);
+    assert!(
+        settle(Duration::from_secs(10), || net.proxy.proxy.workers()[0]
+            .enabled)
+        .await
+    );
+    assert_eq!(ask().await, 200);
+}

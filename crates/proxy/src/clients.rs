@@ -108,18 +108,6 @@ async fn onchain(
     Ok(Some(data))
 }
 
-fn client_total(proxy: &Proxy, owner: &Address) -> u64 {
-    proxy
-        .ledger
-        .lock()
-        .expect("ledger")
-        .durable()
-        .clients
-        .get(owner)
-        .copied()
-        .unwrap_or(0)
-}
-
 async fn handle_query(
     proxy: Arc<Proxy>,
     state: Arc<Mutex<Conn>>,
@@ -143,7 +131,7 @@ async fn handle_query(
             let client_sc = proxy.client_contract(owner).map_err(|e| err(500, e.to_string()))?;
             let secret_hash = onchain(&proxy, owner, true).await?.map(|d| d.secret_hash).unwrap_or([0; 32]);
             state.lock().expect("conn").owner = Some(owner);
-            let total = client_total(&proxy, &owner);
+            let total = proxy.client_total(&owner);
             let mut nonce = [0u8; 8];
             let _ = getrandom_nonce(&mut nonce);
             Ok(cocoon_wire::encode(&ClientConnectedToProxy {
@@ -167,7 +155,7 @@ async fn handle_query(
                 return failed("secret does not match the client contract's secret hash".into());
             }
             state.lock().expect("conn").authorized = true;
-            let total = client_total(&proxy, &owner);
+            let total = proxy.client_total(&owner);
             Ok(cocoon_wire::encode(&AuthorizationWithProxy::Success {
                 signed_payment: proxy.client_voucher(owner, total),
                 tokens_committed_to_db: total,
@@ -212,7 +200,7 @@ async fn handle_query(
             // Every answered request must be in the final charge: make them durable first.
             let seq = proxy.ledger.lock().expect("ledger").seq();
             proxy.durable(seq).await.map_err(|e| err(500, format!("ledger: {e}")))?;
-            let total = client_total(&proxy, &owner);
+            let total = proxy.client_total(&owner);
             let target = proxy.client_contract(owner).map_err(|e| err(500, e.to_string()))?;
             proxy
                 .ledger
@@ -232,7 +220,7 @@ async fn handle_query(
             // Everything answered so far: make it durable, then promise it.
             let seq = proxy.ledger.lock().expect("ledger").seq();
             proxy.durable(seq).await.map_err(|e| err(500, format!("ledger: {e}")))?;
-            let total = client_total(&proxy, &owner);
+            let total = proxy.client_total(&owner);
             Ok(cocoon_wire::encode(&ClientPaymentStatus {
                 signed_payment: proxy.client_voucher(owner, total),
                 db_tokens: total,

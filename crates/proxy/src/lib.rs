@@ -345,6 +345,30 @@ impl Proxy {
         self.voucher_key.public_key()
     }
 
+    /// Tokens charged to `owner` on disk (what its vouchers may promise).
+    pub fn client_total(&self, owner: &Address) -> u64 {
+        self.ledger
+            .lock()
+            .expect("ledger")
+            .durable()
+            .clients
+            .get(owner)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Tokens earned by worker `owner` on disk.
+    pub fn worker_total(&self, owner: &Address) -> u64 {
+        self.ledger
+            .lock()
+            .expect("ledger")
+            .durable()
+            .workers
+            .get(owner)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Ledger totals on disk (clients charged, workers earned).
     pub fn totals(&self) -> ledger::Totals {
         self.ledger.lock().expect("ledger").durable().clone()

@@ -157,7 +157,7 @@ fn handle_query(
                 .expect("conn")
                 .owner
                 .ok_or_else(|| bad("connectToProxy first"))?;
-            let ours = proxy.totals().workers.get(&owner).copied().unwrap_or(0);
+            let ours = proxy.worker_total(&owner);
             let theirs = tokens_committed_to_blockchain
                 .max(tokens_committed_to_db)
                 .max(max_tokens);
@@ -214,7 +214,7 @@ fn handle_query(
                 .expect("conn")
                 .owner
                 .ok_or_else(|| bad("connectToProxy first"))?;
-            let ours = proxy.totals().workers.get(&owner).copied().unwrap_or(0);
+            let ours = proxy.worker_total(&owner);
             Ok(cocoon_wire::encode(&WorkerPaymentStatus {
                 signed_payment: proxy.worker_voucher(owner, ours),
                 db_tokens: ours,
