@@ -60,6 +60,15 @@ fn address_param(
     a.parse().map_err(|e: ChainError| err(400, e))
 }
 
+/// The `address` field of a JSON body, parsed.
+fn body_address(body: &Value) -> Result<Address, (axum::http::StatusCode, Json<Value>)> {
+    body.get("address")
+        .and_then(|a| a.as_str())
+        .ok_or_else(|| err(400, "missing field: address"))?
+        .parse()
+        .map_err(chain_err)
+}
+
 /// The HTTP routes under `/api/v2`.
 pub fn router(chain: Shared) -> Router {
     Router::new()
@@ -110,12 +119,7 @@ async fn send_boc(State(chain): State<Shared>, Json(body): Json<Value>) -> Reply
 }
 
 async fn run_get_method(State(chain): State<Shared>, Json(body): Json<Value>) -> Reply {
-    let address: Address = body
-        .get("address")
-        .and_then(|a| a.as_str())
-        .ok_or_else(|| err(400, "missing field: address"))?
-        .parse()
-        .map_err(chain_err)?;
+    let address = body_address(&body)?;
     let method = body
         .get("method")
         .and_then(|m| m.as_str())
@@ -267,12 +271,7 @@ async fn advance(State(chain): State<Shared>, Json(body): Json<Value>) -> Reply 
 }
 
 async fn faucet(State(chain): State<Shared>, Json(body): Json<Value>) -> Reply {
-    let address: Address = body
-        .get("address")
-        .and_then(|a| a.as_str())
-        .ok_or_else(|| err(400, "missing field: address"))?
-        .parse()
-        .map_err(chain_err)?;
+    let address = body_address(&body)?;
     let amount = body
         .get("amount")
         .and_then(|a| {

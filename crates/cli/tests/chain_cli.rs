@@ -2,35 +2,15 @@
 //! chain both in process (`--dir`) and through `cocoon chain serve` (`--api`), including a
 //! SIGKILL and restart of the server that must keep every balance.
 
+mod common;
+
+use common::*;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use cocoon_chain::client::{self, ChainClient, ToncenterClient};
 use cocoon_chain::{Address, Network};
-
-fn cocoon(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cocoon"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = cocoon(args);
-    assert!(
-        o.status.success(),
-        "cocoon {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn fails(args: &[&str]) -> String {
-    let o = cocoon(args);
-    assert!(!o.status.success(), "cocoon {args:?} should fail");
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn wallet_address(dir: &Path, name: &str) -> Address {
     let text = std::fs::read_to_string(dir.join("wallets").join(format!("{name}.json"))).unwrap();

@@ -1,45 +1,12 @@
 //! The money commands against a running `cocoon up --fake-engine`: `cocoon quote`,
 //! `cocoon proxy status`, `cocoon client status|withdraw|close`, `cocoon worker status|payout`.
 
+mod common;
+
+use common::*;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Up(Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn cocoon(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_cocoon"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = cocoon(args);
-    assert!(
-        o.status.success(),
-        "cocoon {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn fails(args: &[&str]) -> String {
-    let o = cocoon(args);
-    assert!(
-        !o.status.success(),
-        "cocoon {args:?} should fail: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn mnemonic(dir: &Path, name: &str) -> String {
     let v: serde_json::Value =
@@ -76,7 +43,7 @@ fn quote_status_withdraw_payout_and_close() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let _up = Up(child);
+    let _up = Killed(child);
     let t = Instant::now();
     while !d.join("network.json").exists() {
         assert!(

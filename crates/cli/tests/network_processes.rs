@@ -2,32 +2,26 @@
 //! a proxy killed with SIGKILL and restarted keeps its ledger intact, charges nothing twice,
 //! and its workers and clients come back by themselves.
 
+mod common;
+
+use common::*;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cocoon_chain::client::{ChainClient, ToncenterClient};
 use cocoon_chain::contracts::ClientData;
 use cocoon_chain::{Address, Network};
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn cocoon() -> Command {
+fn cocoon_cmd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cocoon"))
 }
 
 /// Spawns and returns the first stdout line containing `marker`.
-fn spawn_until(args: &[&str], marker: &str) -> (Proc, String) {
-    let mut child = cocoon()
+fn spawn_until(args: &[&str], marker: &str) -> (Killed, String) {
+    let mut child = cocoon_cmd()
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -51,7 +45,7 @@ fn spawn_until(args: &[&str], marker: &str) -> (Proc, String) {
             sink.clear();
         }
     });
-    (Proc(child), line)
+    (Killed(child), line)
 }
 
 fn free_port() -> SocketAddr {
@@ -59,16 +53,6 @@ fn free_port() -> SocketAddr {
         .unwrap()
         .local_addr()
         .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = cocoon().args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "cocoon {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn json_field(path: &Path, field: &str) -> String {

@@ -1,0 +1,45 @@
+//! What the CLI tests share: running `cocoon`, and a child process killed when the test ends.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::process::{Child, Command, Output};
+
+/// Runs `cocoon ARGS` to completion.
+pub fn cocoon(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cocoon"))
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+/// Runs `cocoon ARGS`, which must succeed; its stdout.
+pub fn ok(args: &[&str]) -> String {
+    let o = cocoon(args);
+    assert!(
+        o.status.success(),
+        "cocoon {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs `cocoon ARGS`, which must fail; its stderr.
+pub fn fails(args: &[&str]) -> String {
+    let o = cocoon(args);
+    assert!(
+        !o.status.success(),
+        "cocoon {args:?} should fail: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
