@@ -70,31 +70,8 @@ impl std::fmt::Debug for Keypair {
     }
 }
 
-/// Writes a secret file: parent directories created, readable by the owner only (0600 on Unix),
-/// flushed to disk before returning.
-pub fn write_secret(path: &std::path::Path, contents: &[u8]) -> Result<(), ChainError> {
-    use std::io::Write;
-    let io = |source| ChainError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io)?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(io)?;
-    f.write_all(contents).map_err(io)?;
-    f.sync_all().map_err(io)
-}
-
 /// A 32-byte secret kept in `path` as hex: read if the file exists, else drawn at random and
-/// written with [`write_secret`].
+/// written with [`crate::files::write_secret`].
 pub fn load_or_create_seed(path: &std::path::Path) -> Result<[u8; 32], ChainError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(*Keypair::from_hex(&text)
@@ -102,7 +79,7 @@ pub fn load_or_create_seed(path: &std::path::Path) -> Result<[u8; 32], ChainErro
             .seed()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Keypair::generate();
-            write_secret(path, hex::encode(key.seed()).as_bytes())?;
+            crate::files::write_secret(path, hex::encode(key.seed()).as_bytes())?;
             Ok(*key.seed())
         }
         Err(source) => Err(ChainError::Io {

@@ -20,6 +20,7 @@ pub mod cells;
 pub mod client;
 pub mod contracts;
 pub mod error;
+pub mod files;
 pub mod keys;
 pub mod local;
 pub mod messages;

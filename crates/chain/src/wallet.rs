@@ -298,7 +298,7 @@ impl WalletFile {
     /// Writes it (0600).
     pub fn write(&self, path: &std::path::Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).expect("wallet file serializes");
-        crate::keys::write_secret(path, text.as_bytes())
+        crate::files::write_secret(path, text.as_bytes())
     }
 
     /// The key pair and the wallet on `network`.

@@ -272,7 +272,7 @@ pub fn init_chain(dir: &Path, spec: &GenesisSpec) -> Result<Genesis> {
     let genesis = chain.genesis(spec)?;
     chain.persist_in(dir)?;
     // The genesis holds every wallet's words: a secret file.
-    cocoon_chain::keys::write_secret(
+    cocoon_chain::files::write_secret(
         &dir.join("genesis.json"),
         serde_json::to_string_pretty(&genesis)?.as_bytes(),
     )?;

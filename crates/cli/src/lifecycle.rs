@@ -391,12 +391,9 @@ pub fn worker(cmd: WorkerCommand) -> Result<()> {
         None => 0,
     };
     let fee = c.proxy_data.params.worker_fee_per_token;
-    let held: Option<cocoon_worker::HeldVoucher> = state.as_ref().and_then(|dir| {
-        let text = std::fs::read_to_string(dir.join("vouchers.json")).ok()?;
-        let map: std::collections::HashMap<String, cocoon_worker::HeldVoucher> =
-            serde_json::from_str(&text).ok()?;
-        map.get(&c.proxy.to_raw()).cloned()
-    });
+    let held: Option<cocoon_worker::HeldVoucher> = state
+        .as_ref()
+        .and_then(|dir| cocoon_worker::held_vouchers(dir).remove(&c.proxy));
     if payout {
         let h = held
             .filter(|h| h.tokens > paid)

@@ -235,7 +235,7 @@ impl LocalNet {
         // copy, so `--dir DIR/chain` works for every chain command (`cocoon root show`, …).
         let text = serde_json::to_string_pretty(&genesis).unwrap_or_default();
         for dir in [&cfg.dir, &chain_dir] {
-            cocoon_chain::keys::write_secret(&dir.join("genesis.json"), text.as_bytes())?;
+            cocoon_chain::files::write_secret(&dir.join("genesis.json"), text.as_bytes())?;
         }
         let chain = Arc::new(Mutex::new(chain));
         let chain_client: Arc<dyn ChainClient> = Arc::new(LocalClient::new(chain.clone()));

@@ -101,23 +101,16 @@ impl Reputation {
 }
 
 fn load_reputation(dir: &Path) -> HashMap<Address, Reputation> {
-    std::fs::read_to_string(dir.join("reputation.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<HashMap<String, Reputation>>(&t).ok())
-        .map(|m| {
-            m.into_iter()
-                .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
-                .collect()
+    cocoon_chain::files::read_json(&dir.join("reputation.json"))
+        .unwrap_or_else(|e| {
+            tracing::warn!("reading reputation: {e}");
+            None
         })
         .unwrap_or_default()
 }
 
 fn save_reputation(dir: &Path, rep: &HashMap<Address, Reputation>) {
-    let map: HashMap<String, &Reputation> = rep.iter().map(|(k, v)| (k.to_raw(), v)).collect();
-    let tmp = dir.join("reputation.json.tmp");
-    let ok = std::fs::write(&tmp, serde_json::to_vec_pretty(&map).unwrap_or_default())
-        .and_then(|_| std::fs::rename(&tmp, dir.join("reputation.json")));
-    if let Err(e) = ok {
+    if let Err(e) = cocoon_chain::files::write_json(&dir.join("reputation.json"), rep) {
         tracing::warn!("saving reputation: {e}");
     }
 }
@@ -511,37 +504,36 @@ impl Proxy {
     /// The client contract of `owner` at this proxy (derived from the code this proxy
     /// contract was deployed with, as the contract itself derives it; cached).
     fn client_contract(&self, owner: Address) -> Result<Address, cocoon_chain::ChainError> {
-        if let Some(a) = self
-            .addresses
-            .lock()
-            .expect("addresses")
-            .get(&(owner, false))
-        {
-            return Ok(*a);
-        }
-        let a = self.init.client_address(self.address, owner)?;
-        self.addresses
-            .lock()
-            .expect("addresses")
-            .insert((owner, false), a);
-        Ok(a)
+        self.party_contract(owner, false)
     }
 
     /// The worker contract of `owner` at this proxy (cached).
     fn worker_contract(&self, owner: Address) -> Result<Address, cocoon_chain::ChainError> {
+        self.party_contract(owner, true)
+    }
+
+    fn party_contract(
+        &self,
+        owner: Address,
+        worker: bool,
+    ) -> Result<Address, cocoon_chain::ChainError> {
         if let Some(a) = self
             .addresses
             .lock()
             .expect("addresses")
-            .get(&(owner, true))
+            .get(&(owner, worker))
         {
             return Ok(*a);
         }
-        let a = self.init.worker_address(self.address, owner)?;
+        let a = if worker {
+            self.init.worker_address(self.address, owner)?
+        } else {
+            self.init.client_address(self.address, owner)?
+        };
         self.addresses
             .lock()
             .expect("addresses")
-            .insert((owner, true), a);
+            .insert((owner, worker), a);
         Ok(a)
     }
 

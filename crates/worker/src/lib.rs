@@ -145,7 +145,7 @@ impl Worker {
         policy.allowed_image_hashes = proxy_image_hashes;
         let identity =
             Renewing::start(quotes, "cocoon-worker", policy).map_err(WorkerError::Protocol)?;
-        let held = load_held(&cfg.dir);
+        let held = held_vouchers(&cfg.dir);
         let (controls, _) = watch::channel(Controls {
             enabled: true,
             coefficient: cfg.coefficient,
@@ -748,26 +748,18 @@ fn held_path(dir: &std::path::Path) -> PathBuf {
     dir.join("vouchers.json")
 }
 
-fn load_held(dir: &std::path::Path) -> HashMap<Address, HeldVoucher> {
-    std::fs::read_to_string(held_path(dir))
-        .ok()
-        .and_then(|t| serde_json::from_str::<HashMap<String, HeldVoucher>>(&t).ok())
-        .map(|m| {
-            m.into_iter()
-                .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
-                .collect()
+/// The vouchers a worker's state directory holds, per proxy contract (empty when none).
+pub fn held_vouchers(dir: &std::path::Path) -> HashMap<Address, HeldVoucher> {
+    cocoon_chain::files::read_json(&held_path(dir))
+        .unwrap_or_else(|e| {
+            tracing::error!("reading vouchers: {e}");
+            None
         })
         .unwrap_or_default()
 }
 
 fn save_held(dir: &std::path::Path, held: &HashMap<Address, HeldVoucher>) {
-    let map: HashMap<String, &HeldVoucher> = held.iter().map(|(k, v)| (k.to_raw(), v)).collect();
-    let _ = std::fs::create_dir_all(dir);
-    let tmp = dir.join("vouchers.json.tmp");
-    let ok = std::fs::write(&tmp, serde_json::to_vec_pretty(&map).unwrap_or_default())
-        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|_| std::fs::rename(&tmp, held_path(dir)));
-    if let Err(e) = ok {
-        tracing::error!("saving vouchers in {}: {e}", dir.display());
+    if let Err(e) = cocoon_chain::files::write_json(&held_path(dir), held) {
+        tracing::error!("saving vouchers: {e}");
     }
 }

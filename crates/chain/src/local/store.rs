@@ -3,7 +3,6 @@
 //! fsync, rename, fsync of the directory) so a crash leaves the old or the new state, never a mix.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::Write;
 use std::path::Path;
 
 use tycho_types::boc::BocRepr;
@@ -97,16 +96,6 @@ pub(super) fn save(
         snap.history
             .insert(addr.to_raw(), txs.iter().cloned().collect());
     }
-    let path = dir.join(FILE);
-    let tmp = dir.join(format!("{FILE}.tmp"));
     let bytes = serde_json::to_vec(&snap).expect("snapshot serializes");
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(&bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::files::write_atomic(&dir.join(FILE), &bytes)
 }
