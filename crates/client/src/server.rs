@@ -50,10 +50,9 @@ pub async fn serve(
     axum::serve(listener, router(client, api_key)).await
 }
 
-fn error(status: u16, kind: &str, message: impl std::fmt::Display) -> Response {
+fn error(status: u16, message: impl std::fmt::Display) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let body =
-        json!({"error": {"message": message.to_string(), "type": kind, "code": status.as_u16()}});
+    let body = cocoon_engine::openai::error_body(status.as_u16(), &message.to_string());
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
@@ -77,16 +76,7 @@ fn client_error(e: &ClientError) -> Response {
             }
         }
     }
-    let kind = match e.status() {
-        400 | 413 => "invalid_request_error",
-        401 | 403 => "authentication_error",
-        402 => "insufficient_quota",
-        404 => "not_found_error",
-        503 => "overloaded_error",
-        504 => "timeout_error",
-        _ => "server_error",
-    };
-    error(e.status(), kind, e)
+    error(e.status(), e)
 }
 
 fn authorized(app: &App, headers: &HeaderMap) -> Result<(), Box<Response>> {
@@ -107,7 +97,6 @@ fn authorized(app: &App, headers: &HeaderMap) -> Result<(), Box<Response>> {
     } else {
         Err(Box::new(error(
             401,
-            "authentication_error",
             "missing or wrong API key (Authorization: Bearer <key>)",
         )))
     }
@@ -157,20 +146,8 @@ async fn run(app: Arc<App>, headers: HeaderMap, body: Bytes, path: &str) -> Resp
     }
     let mut v: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
-        Ok(_) => {
-            return error(
-                400,
-                "invalid_request_error",
-                "the body must be a JSON object",
-            )
-        }
-        Err(e) => {
-            return error(
-                400,
-                "invalid_request_error",
-                format!("the body is not JSON: {e}"),
-            )
-        }
+        Ok(_) => return error(400, "the body must be a JSON object"),
+        Err(e) => return error(400, format!("the body is not JSON: {e}")),
     };
     let obj = v.as_object_mut().expect("checked above");
     let max_coefficient = match obj.remove("max_coefficient") {
@@ -180,7 +157,6 @@ async fn run(app: Arc<App>, headers: HeaderMap, body: Bytes, path: &str) -> Resp
             _ => {
                 return error(
                     400,
-                    "invalid_request_error",
                     "max_coefficient must be a positive integer (thousandths)",
                 )
             }
@@ -190,13 +166,7 @@ async fn run(app: Arc<App>, headers: HeaderMap, body: Bytes, path: &str) -> Resp
         None | Some(Value::Null) => None,
         Some(x) => match x.as_f64() {
             Some(s) if s > 0.0 && s <= 3600.0 => Some(Duration::from_secs_f64(s)),
-            _ => {
-                return error(
-                    400,
-                    "invalid_request_error",
-                    "timeout must be seconds in (0, 3600]",
-                )
-            }
+            _ => return error(400, "timeout must be seconds in (0, 3600]"),
         },
     };
     let Some(model) = obj
@@ -204,7 +174,7 @@ async fn run(app: Arc<App>, headers: HeaderMap, body: Bytes, path: &str) -> Resp
         .and_then(|m| m.as_str())
         .map(str::to_string)
     else {
-        return error(400, "invalid_request_error", "model is required");
+        return error(400, "model is required");
     };
     let stream = obj.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
     let forwarded = v.to_string().into_bytes();
@@ -220,7 +190,7 @@ async fn run(app: Arc<App>, headers: HeaderMap, body: Bytes, path: &str) -> Resp
         let answer = match (&mut q.done).await {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => return client_error(&e),
-            Err(_) => return error(502, "server_error", "the query ended without an answer"),
+            Err(_) => return error(502, "the query ended without an answer"),
         };
         return (
             StatusCode::OK,
@@ -250,10 +220,10 @@ async fn run(app: Arc<App>, headers: HeaderMap, body: Bytes, path: &str) -> Resp
                     .status(StatusCode::OK)
                     .header(header::CONTENT_TYPE, "text/event-stream")
                     .body(Body::from(a.body))
-                    .unwrap_or_else(|_| error(500, "server_error", "response build failed"))
+                    .unwrap_or_else(|_| error(500, "response build failed"))
             }
             Ok(Err(e)) => return client_error(&e),
-            Err(_) => return error(502, "server_error", "the query ended without an answer"),
+            Err(_) => return error(502, "the query ended without an answer"),
         },
     };
     let body = async_stream(q, first_bytes);
@@ -262,7 +232,7 @@ async fn run(app: Arc<App>, headers: HeaderMap, body: Bytes, path: &str) -> Resp
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
         .body(Body::from_stream(body))
-        .unwrap_or_else(|_| error(500, "server_error", "response build failed"))
+        .unwrap_or_else(|_| error(500, "response build failed"))
 }
 
 /// The SSE body: the first part, the rest as they come, then the final bytes (or an error

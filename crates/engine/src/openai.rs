@@ -30,16 +30,27 @@ pub fn usage_json(u: &Usage) -> Value {
     })
 }
 
-/// The `{"error": …}` object.
-pub fn error_json(e: &EngineError) -> Value {
-    let kind = match e.http_status() {
-        400 => "invalid_request_error",
+/// OpenAI's error `type` for an HTTP status.
+pub fn error_type(status: u16) -> &'static str {
+    match status {
+        400 | 413 => "invalid_request_error",
+        401 | 403 => "authentication_error",
+        402 => "insufficient_quota",
         404 => "not_found_error",
         503 => "overloaded_error",
         504 => "timeout_error",
         _ => "server_error",
-    };
-    json!({"error": {"message": e.to_string(), "type": kind, "code": e.http_status()}})
+    }
+}
+
+/// The `{"error": …}` object for `status` and `message`.
+pub fn error_body(status: u16, message: &str) -> Value {
+    json!({"error": {"message": message, "type": error_type(status), "code": status}})
+}
+
+/// The `{"error": …}` object of an engine error.
+pub fn error_json(e: &EngineError) -> Value {
+    error_body(e.http_status(), &e.to_string())
 }
 
 /// Turns one request's events into OpenAI bytes.
