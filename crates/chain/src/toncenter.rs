@@ -104,7 +104,12 @@ pub async fn bind(
             format!("{addr} is not a loopback address; the local chain has a faucet and no auth"),
         ));
     }
-    tokio::net::TcpListener::bind(addr).await
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr} for the chain API: {e}"),
+        )
+    })
 }
 
 async fn send_boc(State(chain): State<Shared>, Json(body): Json<Value>) -> Reply {

@@ -497,7 +497,7 @@ pub fn client(config: &Path) -> Result<()> {
             std::sync::Arc::from(c.common.quotes()?),
         )
         .await?;
-        let listener = tokio::net::TcpListener::bind(c.listen).await?;
+        let listener = cocoon_net::listen(c.listen, "the OpenAI API").await?;
         println!(
             "OpenAI API on http://{}/v1 (client {})",
             listener.local_addr()?,

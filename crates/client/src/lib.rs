@@ -373,7 +373,7 @@ impl Client {
         let params = ClientParams {
             flags: (),
             client_owner_address: self.owner().to_raw().into_bytes(),
-            is_test: Some(true),
+            is_test: Some(self.chain.network() != cocoon_chain::Network::Mainnet),
             min_proto_version: Some(1),
             max_proto_version: Some(1),
         };

@@ -226,9 +226,11 @@ impl LocalNet {
         let mut chain = chain;
         let mut genesis = genesis;
         // Worker wallets are created (and funded by the admin) as workers are added.
+        // The admin's key is derived (100 000 PBKDF2 rounds) once, not per wallet or per call.
+        let admin = genesis.wallet("admin")?.open()?;
         for name in &worker_names {
             if genesis.wallet(name).is_err() {
-                chain.add_wallet(&mut genesis, name, 100 * TON)?;
+                chain.add_wallet(&mut genesis, &admin, name, 100 * TON)?;
             }
         }
         // The genesis holds every wallet's words (a secret file). The chain directory carries a
@@ -256,7 +258,6 @@ impl LocalNet {
         };
 
         // The admin allows the model if this is a new one (a resumed network with another model).
-        let admin = genesis.wallet("admin")?.open()?;
         let root = chain_client::read_root(chain_client.as_ref(), &genesis.root).await?;
         if !root.models.contains_key(&hash) {
             let body = messages::root::add_model_type(0, &hash, &cfg.model_type)?;
@@ -358,7 +359,7 @@ impl LocalNet {
                 hex::encode(&cocoon_chain::keys::Keypair::generate().seed()[..16])
             )
         })?;
-        let listener = tokio::net::TcpListener::bind(cfg.http_listen)
+        let listener = cocoon_net::listen(cfg.http_listen, "the OpenAI API")
             .await
             .map_err(io)?;
         let http = listener.local_addr().map_err(io)?;

@@ -116,6 +116,14 @@ impl Connection {
     }
 }
 
+/// Binds a listener; a failure names the address and what it was for ("cannot listen on
+/// 127.0.0.1:8043 for clients: Address already in use").
+pub async fn listen(addr: SocketAddr, what: &str) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {addr} for {what}: {e}"))
+    })
+}
+
 /// Listener side: proof of work at `difficulty` bits, then RA-TLS.
 pub async fn accept(
     mut tcp: TcpStream,

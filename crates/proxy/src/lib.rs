@@ -294,14 +294,20 @@ impl Proxy {
             metrics: Arc::new(cocoon_observe::Metrics::new("cocoon_proxy")),
         });
         let io = |e: std::io::Error| ProxyError::Io(e.to_string());
-        let wl = TcpListener::bind(cfg.worker_listen).await.map_err(io)?;
-        let cl = TcpListener::bind(cfg.client_listen).await.map_err(io)?;
+        let wl = cocoon_net::listen(cfg.worker_listen, "workers")
+            .await
+            .map_err(io)?;
+        let cl = cocoon_net::listen(cfg.client_listen, "clients")
+            .await
+            .map_err(io)?;
         let worker_addr = wl.local_addr().map_err(io)?;
         let client_addr = cl.local_addr().map_err(io)?;
         let mut http_addr = None;
         let mut extra = Vec::new();
         if let Some(addr) = cfg.http_listen {
-            let listener = TcpListener::bind(addr).await.map_err(io)?;
+            let listener = cocoon_net::listen(addr, "the status page")
+                .await
+                .map_err(io)?;
             http_addr = Some(listener.local_addr().map_err(io)?);
             let p = proxy.clone();
             let router =
@@ -496,7 +502,7 @@ impl Proxy {
             proxy_public_key: self.voucher_key.public_key(),
             proxy_owner_address: self.init.owner.to_raw().into_bytes(),
             proxy_sc_address: self.address.to_raw().into_bytes(),
-            is_test: Some(true),
+            is_test: Some(self.chain.network() != cocoon_chain::Network::Mainnet),
             proto_version: Some(1),
         }
     }

@@ -261,7 +261,7 @@ impl Worker {
     /// Serves every configured proxy (or every proxy in the root) until the task is dropped.
     pub async fn run(self: Arc<Self>) {
         if let Some(addr) = self.cfg.http_listen {
-            match tokio::net::TcpListener::bind(addr).await {
+            match cocoon_net::listen(addr, "the status page").await {
                 Ok(listener) => {
                     *self.http_addr.lock().expect("http addr") = listener.local_addr().ok();
                     let me = self.clone();
@@ -273,7 +273,7 @@ impl Worker {
                         let _ = cocoon_observe::serve(listener, router).await;
                     });
                 }
-                Err(e) => tracing::error!("worker status page on {addr}: {e}"),
+                Err(e) => tracing::error!("{e}"),
             }
         }
         let targets = if self.cfg.proxies.is_empty() {
@@ -361,7 +361,7 @@ impl Worker {
             worker_owner_address: self.owner().to_raw().into_bytes(),
             model: self.cfg.model.clone().into_bytes(),
             coefficient: c.coefficient as i32,
-            is_test: Some(true),
+            is_test: Some(self.chain.network() != cocoon_chain::Network::Mainnet),
             proxy_cnt: Some(1),
             max_active_requests: Some(self.cfg.max_active as i32),
             min_proto_version: Some(1),

@@ -133,11 +133,13 @@ impl LocalChain {
         Ok(Genesis { root, wallets })
     }
 
-    /// Adds a wallet to a running network, funded by the admin with `amount` (it deploys itself
-    /// on its first transfer). Fails if `name` exists.
+    /// Adds a wallet to a running network, funded by `funder` (the admin's keys and wallet,
+    /// opened once by the caller) with `amount`; it deploys itself on its first transfer. Fails
+    /// if `name` exists.
     pub fn add_wallet(
         &mut self,
         genesis: &mut Genesis,
+        funder: &(Keypair, Wallet),
         name: &str,
         amount: u128,
     ) -> Result<Address> {
@@ -147,10 +149,12 @@ impl LocalChain {
             )));
         }
         let (w, _) = new_wallet(name);
-        let (keys, admin) = genesis.wallet("admin")?.open()?;
         let mut fund = OutMessage::transfer(w.address, amount, None);
         fund.bounce = false;
-        expect_ok(&self.wallet_send(&admin, &keys, &[fund])?, "fund wallet")?;
+        expect_ok(
+            &self.wallet_send(&funder.1, &funder.0, &[fund])?,
+            "fund wallet",
+        )?;
         let address = w.address;
         genesis.wallets.push(w);
         Ok(address)
