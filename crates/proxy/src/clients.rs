@@ -478,11 +478,11 @@ async fn run_query(
         request_id,
     };
     let started = Instant::now();
-    let answer = worker_peer.query(cocoon_wire::encode(&run), timeout);
+    let answer = worker_peer.request::<ProxyQueryAnswer>(&run, timeout);
     tokio::pin!(answer);
     let mut delivered: u64 = 0;
-    let mut cut = false;
-    let outcome: Result<Result<Vec<u8>, RpcError>, &'static str> = loop {
+    // Ok: the worker's answer (or its failure); Err: we stopped it, with the code to report.
+    let outcome: Result<Result<ProxyQueryAnswer, RpcError>, (i32, &'static str)> = loop {
         tokio::select! {
             biased;
             Some(part) = parts.recv() => {
@@ -492,16 +492,15 @@ async fn run_query(
                     merge_into(&mut batch, next);
                 }
                 if batch.into_iter().any(|p| forward_part(client, p, &mut delivered).is_err()) {
-                    break Err("client went away");
+                    break Err((499, "client went away"));
                 }
                 if delivered > max_tokens {
-                    cut = true;
-                    break Err("the answer outgrew its reservation");
+                    break Err((413, "the answer outgrew its reservation"));
                 }
             }
             result = &mut answer => break Ok(result),
-            _ = client.closed() => break Err("client went away"),
-            _ = &mut cancel_rx => break Err("client cancelled"),
+            _ = client.closed() => break Err((499, "client went away")),
+            _ = &mut cancel_rx => break Err((499, "client cancelled")),
         }
     };
     // Parts that arrived before the final answer are still queued: deliver them first.
@@ -511,13 +510,12 @@ async fn run_query(
         }
     }
     let finished = match outcome {
-        Ok(Ok(bytes)) => cocoon_wire::decode::<ProxyQueryAnswer>(&bytes)
-            .map_err(|e| err(502, format!("worker answer: {e}"))),
+        Ok(Ok(answer)) => Ok(answer),
         Ok(Err(e)) => Err(err(502, format!("worker failed: {e}"))),
-        Err(why) => {
+        Err((code, why)) => {
             let _ = worker_peer.send(cocoon_wire::encode(&CancelQuery { request_id }));
             tracing::info!("request {} stopped: {why}", hex::encode(&request_id[..4]));
-            Err(err(if cut { 413 } else { 499 }, why))
+            Err(err(code, why))
         }
     };
     let latency = started.elapsed().as_secs_f64() * 1000.0;
