@@ -113,45 +113,26 @@ fn init_send_serve_restart_and_root_show() {
     );
 
     // Bad input: each refused with the reason.
-    let e = fails(&[
-        "wallet",
-        "send",
-        "--dir",
-        d,
-        "--wallet",
-        client_w.to_str().unwrap(),
-        "--to",
-        "0:12",
-        "--amount",
-        "1",
-    ]);
-    assert!(e.contains("not 32 bytes"), "{e}");
-    let e = fails(&[
-        "wallet",
-        "send",
-        "--dir",
-        d,
-        "--wallet",
-        client_w.to_str().unwrap(),
-        "--to",
-        &worker.to_raw(),
-        "--amount",
-        "1.0000000001",
-    ]);
-    assert!(e.contains("at most 9 decimals"), "{e}");
-    let e = fails(&[
-        "wallet",
-        "send",
-        "--dir",
-        d,
-        "--wallet",
-        client_w.to_str().unwrap(),
-        "--to",
-        &worker.to_raw(),
-        "--amount",
-        "5000000",
-    ]);
-    assert!(e.contains("insufficient funds"), "{e}");
+    let worker_raw = worker.to_raw();
+    for (to, amount, why) in [
+        ("0:12", "1", "not 32 bytes"),
+        (&worker_raw, "1.0000000001", "at most 9 decimals"),
+        (&worker_raw, "5000000", "insufficient funds"),
+    ] {
+        let e = fails(&[
+            "wallet",
+            "send",
+            "--dir",
+            d,
+            "--wallet",
+            client_w.to_str().unwrap(),
+            "--to",
+            to,
+            "--amount",
+            amount,
+        ]);
+        assert!(e.contains(why), "--to {to} --amount {amount}: {e}");
+    }
     let e = fails(&[
         "wallet",
         "balance",

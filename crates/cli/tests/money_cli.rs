@@ -58,6 +58,23 @@ fn quote_status_withdraw_payout_and_close() {
     let api = net["chain_api"].as_str().unwrap().to_string();
     let root = net["root"].as_str().unwrap().to_string();
     let proxy = net["proxy_contract"].as_str().unwrap().to_string();
+    // `ROLE COMMAND --api API --proxy PROXY --mnemonic WORDS EXTRA…`: every money command.
+    let money = |role: &str, command: &str, words: &str, extra: &[&str]| -> Vec<String> {
+        [
+            role,
+            command,
+            "--api",
+            &api,
+            "--proxy",
+            &proxy,
+            "--mnemonic",
+            words,
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+    };
 
     // Two paid requests.
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -150,42 +167,11 @@ fn quote_status_withdraw_payout_and_close() {
     );
 
     let client = mnemonic(&d, "client");
-    let s = ok(&[
-        "client",
-        "status",
-        "--api",
-        &api,
-        "--proxy",
-        &proxy,
-        "--mnemonic",
-        &client,
-    ]);
+    let s = ok(&money("client", "status", &client, &[]));
     assert!(s.contains("Open") && s.contains("stake 0.5 TON"), "{s}");
-    let e = fails(&[
-        "client",
-        "withdraw",
-        "--api",
-        &api,
-        "--proxy",
-        &proxy,
-        "--mnemonic",
-        &client,
-        "--amount",
-        "10",
-    ]);
+    let e = fails(&money("client", "withdraw", &client, &["--amount", "10"]));
     assert!(e.contains("the stake of 0.5 TON must stay"), "{e}");
-    let w = ok(&[
-        "client",
-        "withdraw",
-        "--api",
-        &api,
-        "--proxy",
-        &proxy,
-        "--mnemonic",
-        &client,
-        "--amount",
-        "1",
-    ]);
+    let w = ok(&money("client", "withdraw", &client, &["--amount", "1"]));
     assert!(
         w.contains("withdrew 1 TON") && w.contains("balance 9 TON"),
         "{w}"
@@ -193,65 +179,38 @@ fn quote_status_withdraw_payout_and_close() {
 
     let worker = mnemonic(&d, "worker0");
     let state = d.join("worker0");
-    let s = ok(&[
+    let s = ok(&money(
         "worker",
         "status",
-        "--api",
-        &api,
-        "--proxy",
-        &proxy,
-        "--mnemonic",
         &worker,
-        "--state",
-        state.to_str().unwrap(),
-    ]);
+        &["--state", state.to_str().unwrap()],
+    ));
     assert!(
         s.contains("0 tokens paid") && s.contains("held voucher"),
         "{s}"
     );
-    let pay = ok(&[
+    let pay = ok(&money(
         "worker",
         "payout",
-        "--api",
-        &api,
-        "--proxy",
-        &proxy,
-        "--mnemonic",
         &worker,
-        "--state",
-        state.to_str().unwrap(),
-    ]);
+        &["--state", state.to_str().unwrap()],
+    ));
     assert!(pay.contains("claimed"), "{pay}");
 
     // Close through the proxy's final grant: the contract ends Closed with nothing left.
     let state = d.join("client");
-    let c = ok(&[
+    let c = ok(&money(
         "client",
         "close",
-        "--api",
-        &api,
-        "--proxy",
-        &proxy,
-        "--mnemonic",
         &client,
-        "--state",
-        state.to_str().unwrap(),
-    ]);
+        &["--state", state.to_str().unwrap()],
+    ));
     assert!(
         c.contains("granted the final refund")
             && c.contains("Closed")
             && c.contains("balance 0 TON"),
         "{c}"
     );
-    let e = fails(&[
-        "client",
-        "close",
-        "--api",
-        &api,
-        "--proxy",
-        &proxy,
-        "--mnemonic",
-        &client,
-    ]);
+    let e = fails(&money("client", "close", &client, &[]));
     assert!(e.contains("already closed"), "{e}");
 }

@@ -313,6 +313,18 @@ impl Client {
         self.wallet.1.address().expect("wallet address")
     }
 
+    /// Sends `messages` from our wallet in one signed transfer.
+    async fn send(&self, messages: &[OutMessage]) -> Result<(), ClientError> {
+        chain_client::send_transfer(
+            self.chain.as_ref(),
+            &self.wallet.1,
+            &self.wallet.0,
+            messages,
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Money state per proxy.
     pub fn accounts(&self) -> Vec<Account> {
         self.accounts
@@ -507,8 +519,7 @@ impl Client {
                 "preparing client contract {client_sc} ({} messages)",
                 msgs.len()
             );
-            chain_client::send_transfer(self.chain.as_ref(), &self.wallet.1, &self.wallet.0, &msgs)
-                .await?;
+            self.send(&msgs).await?;
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
             loop {
                 if let Some(c) = self.client_data(&client_sc).await? {
@@ -605,11 +616,7 @@ impl Client {
         let mut msgs = Vec::new();
         if uncommitted > 0 && uncommitted * 2 >= c.stake {
             if let Some(body) = &a.voucher_body {
-                msgs.push(OutMessage::transfer(
-                    a.client_contract,
-                    MIN_FEE,
-                    Some(cocoon_chain::cells::from_boc(body)?),
-                ));
+                msgs.push(signed_body(a.client_contract, body)?);
             }
         }
         if c.balance.saturating_sub(uncommitted) * 2 < c.stake {
@@ -620,8 +627,7 @@ impl Client {
             ));
         }
         if !msgs.is_empty() {
-            chain_client::send_transfer(self.chain.as_ref(), &self.wallet.1, &self.wallet.0, &msgs)
-                .await?;
+            self.send(&msgs).await?;
         }
         if let Some(c) = self.client_data(&a.client_contract).await? {
             if let Some(acc) = self.accounts.lock().expect("accounts").get_mut(&proxy) {
@@ -650,18 +656,7 @@ impl Client {
         for a in accounts {
             if let Some(body) = &a.voucher_body {
                 if a.voucher_tokens > a.committed_tokens {
-                    let msg = OutMessage::transfer(
-                        a.client_contract,
-                        MIN_FEE,
-                        Some(cocoon_chain::cells::from_boc(body)?),
-                    );
-                    chain_client::send_transfer(
-                        self.chain.as_ref(),
-                        &self.wallet.1,
-                        &self.wallet.0,
-                        &[msg],
-                    )
-                    .await?;
+                    self.send(&[signed_body(a.client_contract, body)?]).await?;
                 }
             }
         }
@@ -885,18 +880,7 @@ impl Client {
                 .map_err(remote)?;
             match refund {
                 Refund::Granted { data } => {
-                    let msg = OutMessage::transfer(
-                        c.client_sc,
-                        MIN_FEE,
-                        Some(cocoon_chain::cells::from_boc(&data)?),
-                    );
-                    chain_client::send_transfer(
-                        self.chain.as_ref(),
-                        &self.wallet.1,
-                        &self.wallet.0,
-                        &[msg],
-                    )
-                    .await?;
+                    self.send(&[signed_body(c.client_sc, &data)?]).await?;
                     closed.push(c.client_sc);
                 }
                 Refund::Rejected { active_queries } => {
@@ -967,4 +951,11 @@ pub async fn catalogue(
         peer.close();
     }
     Ok((out, errors))
+}
+
+/// A message carrying a body the proxy signed (a voucher or a refund, as a BOC) to our client
+/// contract.
+fn signed_body(client_sc: Address, boc: &[u8]) -> Result<OutMessage, ClientError> {
+    let body = cocoon_chain::cells::from_boc(boc)?;
+    Ok(OutMessage::transfer(client_sc, MIN_FEE, Some(body)))
 }

@@ -30,6 +30,16 @@ async fn fake_server(delay: Duration) -> String {
     .await
 }
 
+/// Runs a chat request for `model` to the end, which must fail; the error.
+async fn failure(engine: &HttpEngine, model: &str) -> EngineError {
+    engine
+        .generate(chat_request(model))
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+}
+
 fn chat_request(model: &str) -> EngineRequest {
     let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hello"}}]}}"#);
     EngineRequest::parse_chat(body.as_bytes()).unwrap()
@@ -76,12 +86,7 @@ async fn unknown_models_fail_locally_and_upstream() {
     );
     // An engine that lists no models forwards, and the upstream's 404 comes back.
     let open = HttpEngine::new(&url, vec![]);
-    let err = open
-        .generate(chat_request("other"))
-        .unwrap()
-        .collect()
-        .await
-        .unwrap_err();
+    let err = failure(&open, "other").await;
     assert!(
         matches!(&err, EngineError::Upstream { status: 404, message } if message.contains("other")),
         "{err}"
@@ -94,12 +99,7 @@ async fn an_unreachable_upstream_is_named() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
     let engine = HttpEngine::new(&url, vec![]);
-    let err = engine
-        .generate(chat_request("m"))
-        .unwrap()
-        .collect()
-        .await
-        .unwrap_err();
+    let err = failure(&engine, "m").await;
     assert!(
         matches!(&err, EngineError::Upstream { status: 0, message } if message.contains("cannot reach")),
         "{err}"
@@ -118,12 +118,7 @@ async fn a_silent_upstream_times_out() {
     .await;
     let mut engine = HttpEngine::new(&url, vec![]);
     engine.connect_timeout = Duration::from_millis(200);
-    let err = engine
-        .generate(chat_request("m"))
-        .unwrap()
-        .collect()
-        .await
-        .unwrap_err();
+    let err = failure(&engine, "m").await;
     assert_eq!(err, EngineError::Timeout(Duration::from_millis(200)));
     assert_eq!(err.http_status(), 504);
 }

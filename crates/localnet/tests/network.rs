@@ -36,6 +36,17 @@ async fn start(dir: &std::path::Path, workers: usize) -> LocalNet {
     LocalNet::start(cfg).await.expect("network starts")
 }
 
+/// POSTs `body` to the network's chat completions endpoint with API key `key`.
+async fn post_chat(net: &LocalNet, key: &str, body: &serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/chat/completions", net.info.base_url))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 fn chat(stream: bool) -> serde_json::Value {
     serde_json::json!({
         "model": FAKE_MODEL,
@@ -54,13 +65,7 @@ async fn requests_flow_and_every_token_is_paid_on_chain() {
     let key = &net.info.api_key;
 
     // Non-streamed.
-    let r = http
-        .post(&url)
-        .bearer_auth(key)
-        .json(&chat(false))
-        .send()
-        .await
-        .unwrap();
+    let r = post_chat(&net, key, &chat(false)).await;
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["object"], "chat.completion");
@@ -75,13 +80,7 @@ async fn requests_flow_and_every_token_is_paid_on_chain() {
     );
 
     // Streamed: many SSE frames, a usage chunk, then [DONE].
-    let r = http
-        .post(&url)
-        .bearer_auth(key)
-        .json(&chat(true))
-        .send()
-        .await
-        .unwrap();
+    let r = post_chat(&net, key, &chat(true)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/event-stream");
     let text = r.text().await.unwrap();
@@ -230,25 +229,12 @@ async fn bad_requests_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let net = start(dir.path(), 1).await;
     let http = reqwest::Client::new();
-    let url = format!("{}/chat/completions", net.info.base_url);
     let key = &net.info.api_key;
-    let r = http
-        .post(&url)
-        .bearer_auth("wrong")
-        .json(&chat(false))
-        .send()
-        .await
-        .unwrap();
+    let r = post_chat(&net, "wrong", &chat(false)).await;
     assert_eq!(r.status(), 401);
     let mut body = chat(false);
     body["model"] = "no-such-model".into();
-    let r = http
-        .post(&url)
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = post_chat(&net, key, &body).await;
     assert_eq!(r.status(), 404);
     assert!(r
         .text()
@@ -257,13 +243,7 @@ async fn bad_requests_get_clear_errors() {
         .contains("no worker serves model no-such-model"));
     let mut body = chat(false);
     body["max_coefficient"] = 500.into();
-    let r = http
-        .post(&url)
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = post_chat(&net, key, &body).await;
     assert_eq!(r.status(), 402);
     assert!(r
         .text()
@@ -272,13 +252,7 @@ async fn bad_requests_get_clear_errors() {
         .contains("cheapest worker's coefficient 1000"));
     let mut body = chat(false);
     body["frequency_penalty_x"] = 1.into();
-    let r = http
-        .post(&url)
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = post_chat(&net, key, &body).await;
     assert_eq!(
         r.status(),
         400,
@@ -325,14 +299,7 @@ async fn wait_idle(net: &LocalNet) -> Duration {
 async fn a_client_that_hangs_up_cancels_the_generation_and_pays_only_what_it_got() {
     let dir = tempfile::tempdir().unwrap();
     let net = start_slow(dir.path()).await;
-    let url = format!("{}/chat/completions", net.info.base_url);
-    let mut r = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(&net.info.api_key)
-        .json(&chat(true))
-        .send()
-        .await
-        .unwrap();
+    let mut r = post_chat(&net, &net.info.api_key, &chat(true)).await;
     assert_eq!(r.status(), 200);
     let first = r.chunk().await.unwrap().unwrap();
     assert!(first.starts_with(b"data: "));
@@ -361,14 +328,7 @@ async fn a_client_that_hangs_up_cancels_the_generation_and_pays_only_what_it_got
 async fn a_worker_that_dies_mid_stream_gives_a_clean_error_and_bills_only_delivered_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let net = start_slow(dir.path()).await;
-    let url = format!("{}/chat/completions", net.info.base_url);
-    let mut r = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(&net.info.api_key)
-        .json(&chat(true))
-        .send()
-        .await
-        .unwrap();
+    let mut r = post_chat(&net, &net.info.api_key, &chat(true)).await;
     assert_eq!(r.status(), 200);
     let mut body = Vec::new();
     body.extend_from_slice(&r.chunk().await.unwrap().unwrap());
@@ -401,13 +361,7 @@ async fn a_worker_that_dies_mid_stream_gives_a_clean_error_and_bills_only_delive
         "charged {charged} tokens, delivered {delivered} parts"
     );
     // Non-streamed requests now fail cleanly too: no worker left.
-    let r = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(&net.info.api_key)
-        .json(&chat(false))
-        .send()
-        .await
-        .unwrap();
+    let r = post_chat(&net, &net.info.api_key, &chat(false)).await;
     assert!(r.status() == 404 || r.status() == 503, "{}", r.status());
 }
 
@@ -416,14 +370,7 @@ async fn a_restarted_network_resumes_with_the_same_balances() {
     let dir = tempfile::tempdir().unwrap();
     let (client_owner, charged) = {
         let mut net = start(dir.path(), 1).await;
-        let url = format!("{}/chat/completions", net.info.base_url);
-        let r = reqwest::Client::new()
-            .post(&url)
-            .bearer_auth(&net.info.api_key)
-            .json(&chat(false))
-            .send()
-            .await
-            .unwrap();
+        let r = post_chat(&net, &net.info.api_key, &chat(false)).await;
         assert_eq!(r.status(), 200);
         let owner = net.client.owner();
         assert!(
@@ -452,14 +399,7 @@ async fn a_restarted_network_resumes_with_the_same_balances() {
         charged,
         "the ledger resumed"
     );
-    let url = format!("{}/chat/completions", net.info.base_url);
-    let r = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(&net.info.api_key)
-        .json(&chat(false))
-        .send()
-        .await
-        .unwrap();
+    let r = post_chat(&net, &net.info.api_key, &chat(false)).await;
     assert_eq!(r.status(), 200);
     // The record becomes durable with the next group commit, just after the answer.
     settle(Duration::from_secs(10), || {
@@ -604,15 +544,9 @@ async fn a_worker_with_an_unlisted_image_is_never_selected() {
 async fn a_worker_changes_its_coefficient_and_availability_at_run_time() {
     let dir = tempfile::tempdir().unwrap();
     let net = start(dir.path(), 1).await;
-    let url = format!("{}/chat/completions", net.info.base_url);
     let ask = || async {
-        reqwest::Client::new()
-            .post(&url)
-            .bearer_auth(&net.info.api_key)
-            .json(&chat(false))
-            .send()
+        post_chat(&net, &net.info.api_key, &chat(false))
             .await
-            .unwrap()
             .status()
     };
     net.workers[0].set_coefficient(1500);

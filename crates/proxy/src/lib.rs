@@ -598,6 +598,17 @@ impl Proxy {
         }
     }
 
+    /// Records the total the newest voucher to `role` `owner` carries.
+    fn note_voucher(&self, role: &str, owner: Address, total: u64) {
+        self.metrics
+            .vouchers
+            .get_or_create(&cocoon_observe::Kind::of(&format!(
+                "{role}:{}",
+                owner.to_raw()
+            )))
+            .set(i64::try_from(total).unwrap_or(i64::MAX));
+    }
+
     fn worker_voucher(&self, owner: Address, tokens: u64) -> cocoon_wire::common::SignedPayment {
         match self.worker_contract(owner) {
             Ok(target) if tokens > 0 => {
@@ -672,14 +683,7 @@ async fn voucher_loop(proxy: Arc<Proxy>) {
         let totals = proxy.ledger.lock().expect("ledger").durable().clone();
         for (owner, (peer, request_id)) in q.clients {
             let total = totals.clients.get(&owner).copied().unwrap_or(0);
-            proxy
-                .metrics
-                .vouchers
-                .get_or_create(&cocoon_observe::Kind::of(&format!(
-                    "client:{}",
-                    owner.to_raw()
-                )))
-                .set(total as i64);
+            proxy.note_voucher("client", owner, total);
             let _ = peer.send(cocoon_wire::encode(
                 &cocoon_wire::proxy::RequestPayment::Client {
                     request_id,
@@ -692,14 +696,7 @@ async fn voucher_loop(proxy: Arc<Proxy>) {
         }
         for (owner, (peer, request_id, client_owner)) in q.workers {
             let total = totals.workers.get(&owner).copied().unwrap_or(0);
-            proxy
-                .metrics
-                .vouchers
-                .get_or_create(&cocoon_observe::Kind::of(&format!(
-                    "worker:{}",
-                    owner.to_raw()
-                )))
-                .set(total as i64);
+            proxy.note_voucher("worker", owner, total);
             let _ = peer.send(cocoon_wire::encode(
                 &cocoon_wire::proxy::RequestPayment::Worker {
                     request_id,

@@ -26,6 +26,13 @@ struct Conn {
     registered: bool,
 }
 
+impl Conn {
+    /// The worker's owner, once `connectToProxy` named it.
+    fn owner(&self) -> Result<Address, RpcError> {
+        self.owner.ok_or_else(|| bad("connectToProxy first"))
+    }
+}
+
 pub(crate) async fn accept_loop(
     proxy: Arc<Proxy>,
     listener: TcpListener,
@@ -152,11 +159,7 @@ fn handle_query(
             tokens_committed_to_db,
             max_tokens,
         } => {
-            let owner = state
-                .lock()
-                .expect("conn")
-                .owner
-                .ok_or_else(|| bad("connectToProxy first"))?;
+            let owner = state.lock().expect("conn").owner()?;
             let ours = proxy.worker_total(&owner);
             let theirs = tokens_committed_to_blockchain
                 .max(tokens_committed_to_db)
@@ -182,7 +185,7 @@ fn handle_query(
         )),
         WorkerRequest::ProxyHandshakeComplete { is_disabled } => {
             let mut st = state.lock().expect("conn");
-            let owner = st.owner.ok_or_else(|| bad("connectToProxy first"))?;
+            let owner = st.owner()?;
             if !st.balance_checked {
                 return Err(bad("compareBalanceWithProxy must succeed first"));
             }
@@ -209,11 +212,7 @@ fn handle_query(
             Ok(cocoon_wire::encode(&HandshakeCompleted {}))
         }
         WorkerRequest::UpdatePaymentStatus => {
-            let owner = state
-                .lock()
-                .expect("conn")
-                .owner
-                .ok_or_else(|| bad("connectToProxy first"))?;
+            let owner = state.lock().expect("conn").owner()?;
             let ours = proxy.worker_total(&owner);
             Ok(cocoon_wire::encode(&WorkerPaymentStatus {
                 signed_payment: proxy.worker_voucher(owner, ours),

@@ -2,10 +2,12 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+use std::ffi::OsStr;
+use std::fmt::Debug;
 use std::process::{Child, Command, Output};
 
 /// Runs `cocoon ARGS` to completion.
-pub fn cocoon(args: &[&str]) -> Output {
+pub fn cocoon<S: AsRef<OsStr>>(args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cocoon"))
         .args(args)
         .output()
@@ -13,7 +15,7 @@ pub fn cocoon(args: &[&str]) -> Output {
 }
 
 /// Runs `cocoon ARGS`, which must succeed; its stdout.
-pub fn ok(args: &[&str]) -> String {
+pub fn ok<S: AsRef<OsStr> + Debug>(args: &[S]) -> String {
     let o = cocoon(args);
     assert!(
         o.status.success(),
@@ -24,7 +26,7 @@ pub fn ok(args: &[&str]) -> String {
 }
 
 /// Runs `cocoon ARGS`, which must fail; its stderr.
-pub fn fails(args: &[&str]) -> String {
+pub fn fails<S: AsRef<OsStr> + Debug>(args: &[S]) -> String {
     let o = cocoon(args);
     assert!(
         !o.status.success(),
