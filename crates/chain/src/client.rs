@@ -387,12 +387,16 @@ pub async fn wallet_seqno(chain: &dyn ChainClient, address: &Address) -> Result<
     if acc.status != "active" {
         return Ok(0);
     }
-    let stack = chain.run_get_method(address, "seqno", vec![]).await?;
+    seqno_from_stack(&chain.run_get_method(address, "seqno", vec![]).await?)
+}
+
+/// The seqno a wallet's `seqno` get-method returned.
+pub(crate) fn seqno_from_stack(stack: &[StackItem]) -> Result<u32> {
     let v = stack
         .first()
         .ok_or_else(|| ChainError::Api("seqno: empty stack".into()))?
         .as_u128()?;
-    u32::try_from(v).map_err(|_| ChainError::Api("seqno out of range".into()))
+    u32::try_from(v).map_err(|_| ChainError::Api(format!("seqno {v} out of u32 range")))
 }
 
 /// Signs and sends a transfer from `wallet`, valid for 60 seconds. Returns the seqno used.
@@ -467,7 +471,11 @@ pub async fn verify_proxy(
     }
     let data = read_proxy(chain, &proxy).await.map_err(|e| e.to_string())?;
     if &data.proxy_public_key != announced_key {
-        return Err("the proxy's voucher key differs from its contract's".into());
+        return Err(format!(
+            "the proxy announced voucher key {} but its contract holds {}",
+            hex::encode(announced_key),
+            hex::encode(data.proxy_public_key)
+        ));
     }
     Ok((proxy, data))
 }

@@ -229,7 +229,8 @@ fn empty_registry() -> Result<Cell> {
     Ok(b.build()?)
 }
 
-fn codes_cell(codes: &[&Cell]) -> Result<Cell> {
+/// A cell referencing each code in `codes`, in order (how the root and proxy keep them).
+pub(crate) fn codes_cell(codes: &[&Cell]) -> Result<Cell> {
     let mut b = CellBuilder::new();
     for c in codes {
         b.store_reference((*c).clone())?;

@@ -225,12 +225,12 @@ pub mod root {
     }
     /// Replace the proxy/client/worker code.
     pub fn upgrade_contracts(query_id: u64, codes: &ContractCodes) -> Result<Cell> {
-        let mut inner = CellBuilder::new();
-        inner.store_reference(codes.proxy.clone())?;
-        inner.store_reference(codes.client.clone())?;
-        inner.store_reference(codes.worker.clone())?;
         let mut b = head(op::ROOT_UPGRADE_CONTRACTS, query_id)?;
-        b.store_reference(inner.build()?)?;
+        b.store_reference(crate::contracts::codes_cell(&[
+            &codes.proxy,
+            &codes.client,
+            &codes.worker,
+        ])?)?;
         Ok(b.build()?)
     }
     /// Hand the registry to another owner.

@@ -24,16 +24,26 @@ pub fn adjust(n: u64, coefficient: u32, multiplier: u32) -> u64 {
 /// Adjusted tokens for `usage` at a worker's `coefficient` (thousandths). Inconsistent usage
 /// (cached > prompt, reasoning > completion) is clamped, never underflows.
 pub fn adjusted_tokens(usage: &TokenUsage, coefficient: u32, params: &Params) -> u64 {
+    adjusted_parts(usage, coefficient, params)
+        .into_iter()
+        .fold(0, u64::saturating_add)
+}
+
+/// Adjusted (prompt, cached, completion, reasoning) tokens for `usage`: cached is counted out
+/// of prompt and reasoning out of completion, clamped so neither underflows.
+fn adjusted_parts(usage: &TokenUsage, coefficient: u32, params: &Params) -> [u64; 4] {
     let cached = usage.cached.min(usage.prompt);
     let reasoning = usage.reasoning.min(usage.completion);
-    adjust(usage.prompt - cached, coefficient, params.prompt_mult)
-        .saturating_add(adjust(cached, coefficient, params.cached_mult))
-        .saturating_add(adjust(
+    [
+        adjust(usage.prompt - cached, coefficient, params.prompt_mult),
+        adjust(cached, coefficient, params.cached_mult),
+        adjust(
             usage.completion - reasoning,
             coefficient,
             params.completion_mult,
-        ))
-        .saturating_add(adjust(reasoning, coefficient, params.reasoning_mult))
+        ),
+        adjust(reasoning, coefficient, params.reasoning_mult),
+    ]
 }
 
 /// What a client pays for `tokens` adjusted tokens, nanotons (`None` on overflow).
@@ -143,17 +153,11 @@ pub fn quote(
     requests_per_day: u64,
     completion_tokens_per_s: Option<f64>,
 ) -> Option<Quote> {
-    let cached = avg.cached.min(avg.prompt);
-    let reasoning = avg.reasoning.min(avg.completion);
-    let tokens_prompt = adjust(avg.prompt - cached, coefficient, params.prompt_mult);
-    let tokens_cached = adjust(cached, coefficient, params.cached_mult);
-    let tokens_completion = adjust(
-        avg.completion - reasoning,
-        coefficient,
-        params.completion_mult,
-    );
-    let tokens_reasoning = adjust(reasoning, coefficient, params.reasoning_mult);
-    let tokens_per_request = tokens_prompt + tokens_cached + tokens_completion + tokens_reasoning;
+    let parts = adjusted_parts(avg, coefficient, params);
+    let [tokens_prompt, tokens_cached, tokens_completion, tokens_reasoning] = parts;
+    let tokens_per_request = parts
+        .into_iter()
+        .try_fold(0u64, |sum, part| sum.checked_add(part))?;
     let cost_per_request = client_cost(tokens_per_request, params)?;
     let cost_per_day = cost_per_request.checked_mul(requests_per_day as u128)?;
     let cost_per_month = cost_per_day.checked_mul(30)?;
@@ -222,5 +226,13 @@ mod quote_tests {
             ..p
         };
         assert!(quote(&dear, 1000, &avg, 100_000, None).is_none());
+        // So is a token count past u64 (each part saturates; their sum must not wrap).
+        let endless = TokenUsage {
+            prompt: u64::MAX,
+            cached: 0,
+            completion: u64::MAX,
+            reasoning: 0,
+        };
+        assert!(quote(&p, 1000, &endless, 1, None).is_none());
     }
 }

@@ -289,8 +289,7 @@ async fn faucet(State(chain): State<Shared>, Json(body): Json<Value>) -> Reply {
         .parse()
         .map_err(|_| err(400, format!("amount is not nanotons: {amount:?}")))?;
     let mut c = lock(&chain)?;
-    let faucet = Address::new([0xfa; 32]);
-    c.send_internal(faucet, address, amount, false, None, None)
+    c.send_internal(crate::local::FAUCET, address, amount, false, None, None)
         .map_err(chain_err)?;
     Ok(ok(
         json!({"balance": c.balance(&address).map_err(chain_err)?.to_string()}),

@@ -40,8 +40,13 @@ pub enum VoucherError {
     #[error("voucher signature does not verify with the proxy key")]
     BadSignature,
     /// Addressed to another contract (exit 103).
-    #[error("voucher is addressed to another contract")]
-    WrongTarget,
+    #[error("voucher is addressed to {got}, not to {expected}")]
+    WrongTarget {
+        /// The contract it should name.
+        expected: Address,
+        /// The contract it names.
+        got: Address,
+    },
     /// Same counter as already applied (exit 104).
     #[error("voucher replays counter {0} already applied")]
     Replayed(u64),
@@ -54,8 +59,13 @@ pub enum VoucherError {
         applied: u64,
     },
     /// Op differs from the message's (exit 113).
-    #[error("voucher op does not match")]
-    WrongOp,
+    #[error("voucher op {got:#x} is not the expected {expected:#x}")]
+    WrongOp {
+        /// The message's op.
+        expected: u32,
+        /// The voucher's op.
+        got: u32,
+    },
 }
 
 impl Voucher {
@@ -137,10 +147,16 @@ impl SignedVoucher {
             return Err(VoucherError::BadSignature);
         }
         if self.voucher.op != expected_op {
-            return Err(VoucherError::WrongOp);
+            return Err(VoucherError::WrongOp {
+                expected: expected_op,
+                got: self.voucher.op,
+            });
         }
         if &self.voucher.target != target {
-            return Err(VoucherError::WrongTarget);
+            return Err(VoucherError::WrongTarget {
+                expected: *target,
+                got: self.voucher.target,
+            });
         }
         Ok(())
     }
@@ -207,11 +223,17 @@ mod tests {
         );
         assert_eq!(
             good.check(&pk, op::CLIENT_CHARGE_SIGNED, &Address::new([2; 32]), 0),
-            Err(VoucherError::WrongTarget)
+            Err(VoucherError::WrongTarget {
+                expected: Address::new([2; 32]),
+                got: me
+            })
         );
         assert_eq!(
             good.check(&pk, op::WORKER_PAYOUT_SIGNED, &me, 0),
-            Err(VoucherError::WrongOp)
+            Err(VoucherError::WrongOp {
+                expected: op::WORKER_PAYOUT_SIGNED,
+                got: op::CLIENT_CHARGE_SIGNED
+            })
         );
         let forged = voucher(10, me).sign(&other).unwrap();
         assert_eq!(

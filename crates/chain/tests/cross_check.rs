@@ -202,7 +202,6 @@ fn local_chain_reproduces_the_sandbox_scenario_to_the_nanoton() {
         embedded.repr_hash(),
         "the scenario ran on the config we embed"
     );
-    default_config().unwrap();
     let mut chain = LocalChain::new(Clock::Fixed {
         now: s["start_now"].as_u64().unwrap() as u32,
     })
@@ -216,9 +215,11 @@ fn local_chain_reproduces_the_sandbox_scenario_to_the_nanoton() {
     let mut storage_drift = std::collections::HashMap::new();
     for step in s["steps"].as_array().unwrap() {
         let name = step["name"].as_str().unwrap();
-        chain.set_now(step["now"].as_u64().unwrap() as u32);
+        chain
+            .set_now(u32::try_from(step["now"].as_u64().unwrap()).unwrap())
+            .unwrap();
         let msg = from_boc_base64(step["message"]["message_boc_base64"].as_str().unwrap()).unwrap();
-        let trace = chain.inject(msg).unwrap();
+        let trace = chain.send_external(msg).unwrap();
         let expected = step["transactions"].as_array().unwrap();
         let got: Vec<_> = trace
             .transactions

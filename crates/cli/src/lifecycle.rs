@@ -391,9 +391,10 @@ pub fn worker(cmd: WorkerCommand) -> Result<()> {
         None => 0,
     };
     let fee = c.proxy_data.params.worker_fee_per_token;
-    let held: Option<cocoon_worker::HeldVoucher> = state
-        .as_ref()
-        .and_then(|dir| cocoon_worker::held_vouchers(dir).remove(&c.proxy));
+    let held: Option<cocoon_worker::HeldVoucher> = match &state {
+        Some(dir) => cocoon_worker::held_vouchers(dir)?.remove(&c.proxy),
+        None => None,
+    };
     if payout {
         let h = held
             .filter(|h| h.tokens > paid)

@@ -178,6 +178,20 @@ async fn requests_flow_and_every_token_is_paid_on_chain() {
             w.claim_now(proxy_sc).await.unwrap();
         }
     }
+    // The workers' dashboards show what they earned and claimed, at the contract's fee.
+    let worker_pages = |field: &str| -> u128 {
+        net.workers
+            .iter()
+            .map(|w| {
+                let page = w.jsonstats();
+                let ton = page["figures"][field].as_str().unwrap().to_string();
+                cocoon_chain::parse_ton(&ton).unwrap()
+            })
+            .sum()
+    };
+    let earned_nanotons = 8 * per_request as u128 * root_params.worker_fee_per_token;
+    assert_eq!(worker_pages("earned_ton"), earned_nanotons);
+    assert_eq!(worker_pages("claimed_ton"), earned_nanotons);
     let c = net.chain.lock().unwrap();
     let client = ClientData::parse(&c.data(&client_sc).unwrap()).unwrap();
     assert_eq!(
@@ -206,13 +220,7 @@ async fn requests_flow_and_every_token_is_paid_on_chain() {
             net.genesis.wallet("proxy").unwrap().address,
             &net.proxy.proxy.public_key(),
         );
-        let sc = cocoon_chain::contracts::address_of(
-            &init
-                .worker(proxy_sc, owner)
-                .state_init(&cocoon_chain::contracts::ContractCodes::embedded().worker)
-                .unwrap(),
-        )
-        .unwrap();
+        let sc = init.worker_address(proxy_sc, owner).unwrap();
         if let Ok(d) = c.data(&sc) {
             paid += WorkerData::parse(&d).unwrap().tokens_paid;
         }

@@ -145,7 +145,7 @@ impl Worker {
         policy.allowed_image_hashes = proxy_image_hashes;
         let identity =
             Renewing::start(quotes, "cocoon-worker", policy).map_err(WorkerError::Protocol)?;
-        let held = held_vouchers(&cfg.dir);
+        let held = held_vouchers(&cfg.dir)?;
         let (controls, _) = watch::channel(Controls {
             enabled: true,
             coefficient: cfg.coefficient,
@@ -205,14 +205,13 @@ impl Worker {
     pub fn jsonstats(&self) -> serde_json::Value {
         let held = self.held();
         let fees = self.fees.lock().expect("fees").clone();
-        let earned: u128 = held
-            .iter()
-            .map(|(p, h)| h.tokens as u128 * fees.get(p).copied().unwrap_or(0))
-            .sum();
-        let claimed: u128 = held
-            .iter()
-            .map(|(p, h)| h.claimed as u128 * fees.get(p).copied().unwrap_or(0))
-            .sum();
+        let worth = |tokens: fn(&HeldVoucher) -> u64| -> u128 {
+            held.iter()
+                .map(|(p, h)| (tokens(h) as u128).saturating_mul(fees.get(p).copied().unwrap_or(0)))
+                .fold(0, u128::saturating_add)
+        };
+        let earned = worth(|h| h.tokens);
+        let claimed = worth(|h| h.claimed);
         let c = *self.controls.borrow();
         let proxies: Vec<serde_json::Value> = self
             .connected
@@ -410,6 +409,10 @@ impl Worker {
             .lock()
             .expect("connected")
             .insert(proxy, addr);
+        self.metrics
+            .peers
+            .get_or_create(&cocoon_observe::Kind::of("proxy"))
+            .inc();
         tracing::info!("serving proxy {proxy} at {addr}");
 
         // Forward control changes until the connection ends.
@@ -466,6 +469,10 @@ impl Worker {
             .lock()
             .expect("keys")
             .insert(proxy, (data.proxy_public_key, worker_sc));
+        self.fees
+            .lock()
+            .expect("fees")
+            .insert(proxy, data.params.worker_fee_per_token);
         Ok((proxy, worker_sc))
     }
 
@@ -545,8 +552,16 @@ impl Worker {
                 None => return Ok(false),
             }
         };
-        let data = chain_client::read_proxy(self.chain.as_ref(), &proxy).await?;
-        let fee = data.params.worker_fee_per_token;
+        let cached = self.fees.lock().expect("fees").get(&proxy).copied();
+        let fee = match cached {
+            Some(fee) => fee,
+            None => {
+                chain_client::read_proxy(self.chain.as_ref(), &proxy)
+                    .await?
+                    .params
+                    .worker_fee_per_token
+            }
+        };
         if (tokens.saturating_sub(claimed) as u128).saturating_mul(fee) < self.cfg.payout_threshold
             || tokens <= claimed
         {
@@ -748,14 +763,13 @@ fn held_path(dir: &std::path::Path) -> PathBuf {
     dir.join("vouchers.json")
 }
 
-/// The vouchers a worker's state directory holds, per proxy contract (empty when none).
-pub fn held_vouchers(dir: &std::path::Path) -> HashMap<Address, HeldVoucher> {
-    cocoon_chain::files::read_json(&held_path(dir))
-        .unwrap_or_else(|e| {
-            tracing::error!("reading vouchers: {e}");
-            None
-        })
-        .unwrap_or_default()
+/// The vouchers a worker's state directory holds, per proxy contract (empty when there is no
+/// file yet). A file that does not parse is an error naming it, never read as empty: the next
+/// save would overwrite the vouchers it holds.
+pub fn held_vouchers(
+    dir: &std::path::Path,
+) -> Result<HashMap<Address, HeldVoucher>, cocoon_chain::ChainError> {
+    Ok(cocoon_chain::files::read_json(&held_path(dir))?.unwrap_or_default())
 }
 
 fn save_held(dir: &std::path::Path, held: &HashMap<Address, HeldVoucher>) {

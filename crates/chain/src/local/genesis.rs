@@ -170,11 +170,7 @@ impl LocalChain {
     ) -> Result<super::Trace> {
         let address = wallet.address()?;
         let seqno = match self.account(&address)?.status {
-            "active" => self
-                .get(&address, "seqno", vec![])?
-                .first()
-                .ok_or_else(|| ChainError::Api("seqno: empty stack".into()))?
-                .as_u128()? as u32,
+            "active" => crate::client::seqno_from_stack(&self.get(&address, "seqno", vec![])?)?,
             _ => 0,
         };
         let msg = wallet.transfer_message(keys, seqno, self.now().saturating_add(600), messages)?;

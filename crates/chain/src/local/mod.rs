@@ -246,7 +246,9 @@ impl LocalChain {
     /// Current unix time of the chain.
     pub fn now(&self) -> u32 {
         match self.clock {
-            Clock::System { offset } => (system_now() + offset) as u32,
+            Clock::System { offset } => {
+                u32::try_from(system_now().saturating_add(offset)).unwrap_or(u32::MAX)
+            }
             Clock::Fixed { now } => now,
         }
     }
@@ -258,16 +260,23 @@ impl LocalChain {
 
     /// Moves time forward by `seconds` (how tests pass a close delay).
     pub fn advance(&mut self, seconds: u32) -> Result<()> {
+        let now = self.now();
+        if now.checked_add(seconds).is_none() {
+            return Err(ChainError::Refused(format!(
+                "advancing the clock at {now} by {seconds} s passes the year 2106 (u32 unix time)"
+            )));
+        }
         match &mut self.clock {
-            Clock::System { offset } => *offset += seconds as u64,
+            Clock::System { offset } => *offset += u64::from(seconds),
             Clock::Fixed { now } => *now += seconds,
         }
         self.save()
     }
 
-    /// Sets a fixed time.
-    pub fn set_now(&mut self, now: u32) {
+    /// Sets a fixed time (and saves it, like `advance`).
+    pub fn set_now(&mut self, now: u32) -> Result<()> {
         self.clock = Clock::Fixed { now };
+        self.save()
     }
 
     /// Current logical time.
@@ -331,17 +340,11 @@ impl LocalChain {
             .unwrap_or_default()
     }
 
-    /// Executes an external inbound message (a wallet transfer). A message the destination does
-    /// not accept is refused with an error and changes nothing, as on TON.
+    /// Executes a message arriving from outside the shard: an external inbound message (a wallet
+    /// transfer) or, as the cross-check replays sandbox's messages, an internal one whose value
+    /// is minted. A message the destination does not accept is refused with an error and
+    /// changes nothing, as on TON.
     pub fn send_external(&mut self, message: Cell) -> Result<Trace> {
-        let trace = self.run(message)?;
-        self.save()?;
-        Ok(trace)
-    }
-
-    /// Executes any message cell as if it arrived from outside the shard: an internal message's
-    /// value is minted. Local-chain only (the cross-check replays sandbox's messages with it).
-    pub fn inject(&mut self, message: Cell) -> Result<Trace> {
         let trace = self.run(message)?;
         self.save()?;
         Ok(trace)
@@ -398,14 +401,21 @@ impl LocalChain {
                 tracing::warn!("message cascade cut after {MAX_CASCADE} transactions");
                 break;
             }
-            let (is_external, dst) = match msg.parse::<MsgInfo>()? {
-                MsgInfo::Int(info) => (false, info.dst),
-                MsgInfo::ExtIn(info) => (true, info.dst),
-                MsgInfo::ExtOut(_) => continue,
-            };
-            let IntAddr::Std(dst) = dst else { continue };
-            let address = Address::from_std(&dst);
             let is_first = trace.transactions.is_empty();
+            let (is_external, dst) = match msg.parse::<MsgInfo>()? {
+                MsgInfo::Int(info) => (false, Some(info.dst)),
+                MsgInfo::ExtIn(info) => (true, Some(info.dst)),
+                MsgInfo::ExtOut(_) => (false, None),
+            };
+            let Some(IntAddr::Std(dst)) = dst else {
+                if is_first {
+                    return Err(ChainError::Refused(
+                        "the message has no standard destination (an outbound external message or a var address); nothing to execute".into(),
+                    ));
+                }
+                continue;
+            };
+            let address = Address::from_std(&dst);
             let empty;
             let state = match self.accounts.get(&address) {
                 Some(s) => s,
