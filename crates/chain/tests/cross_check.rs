@@ -8,7 +8,7 @@
 use cocoon_chain::cells::{from_boc_base64, to_boc_base64};
 use cocoon_chain::contracts::{address_of, ContractCodes, Params, ProxyInit, RootInit};
 use cocoon_chain::keys::Keypair;
-use cocoon_chain::local::{default_config, Clock, LocalChain};
+use cocoon_chain::local::{Clock, LocalChain};
 use cocoon_chain::messages::{self, op};
 use cocoon_chain::voucher::Voucher;
 use cocoon_chain::Address;
