@@ -399,7 +399,8 @@ pub(crate) fn seqno_from_stack(stack: &[StackItem]) -> Result<u32> {
     u32::try_from(v).map_err(|_| ChainError::Api(format!("seqno {v} out of u32 range")))
 }
 
-/// Signs and sends a transfer from `wallet`, valid for 60 seconds. Returns the seqno used.
+/// Signs and sends a transfer from `wallet` and waits until the wallet has taken it (its seqno
+/// moved on). Returns the seqno used.
 pub async fn send_transfer(
     chain: &dyn ChainClient,
     wallet: &Wallet,
@@ -416,8 +417,24 @@ pub async fn send_transfer(
     let valid_until = now.saturating_add(3600 * 24 * 365);
     let msg = wallet.transfer_message(keys, seqno, valid_until, messages)?;
     chain.send_message(msg).await?;
+    // Wait until the wallet has taken this seqno, so the caller's next transfer signs the next
+    // one instead of repeating this one (which the wallet would drop). The local chain executes
+    // at once; a public network takes a block or two.
+    let started = std::time::Instant::now();
+    while wallet_seqno(chain, &address).await? <= seqno {
+        if started.elapsed() > SEQNO_WAIT {
+            return Err(ChainError::Api(format!(
+                "wallet {address} did not accept its transfer with seqno {seqno} within {} s",
+                SEQNO_WAIT.as_secs()
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
     Ok(seqno)
 }
+
+/// How long [`send_transfer`] waits for the wallet to take a transfer.
+const SEQNO_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
 
 /// The root contract's registry and prices.
 pub async fn read_root(chain: &dyn ChainClient, root: &Address) -> Result<RootData> {

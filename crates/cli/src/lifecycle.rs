@@ -145,7 +145,10 @@ impl Ctx {
     }
 
     fn send(&self, msgs: &[OutMessage]) -> Result<()> {
-        let need: u128 = msgs.iter().map(|m| m.value).sum::<u128>() + MIN_FEE;
+        let need = msgs
+            .iter()
+            .try_fold(MIN_FEE, |sum, m| sum.checked_add(m.value))
+            .context("the amounts to send overflow u128 nanotons")?;
         let have = self.rt.block_on(self.chain.account(&self.owner))?.balance;
         if have < need {
             bail!(
@@ -229,13 +232,16 @@ pub fn client(cmd: ClientCommand) -> Result<()> {
             } else {
                 messages::client::top_up(0, amount, &c.owner)?
             };
-            let mut msg = OutMessage::transfer(at, amount + MIN_FEE, Some(body));
+            let value = amount
+                .checked_add(MIN_FEE)
+                .with_context(|| format!("{} TON plus the fee overflows", format_ton(amount)))?;
+            let mut msg = OutMessage::transfer(at, value, Some(body));
             if before.is_none() {
                 msg.init = Some(init);
             }
             c.send(&[msg])?;
             let old = before.map(|d| d.balance).unwrap_or(0);
-            let d = c.wait_client(&at, |d| d.balance >= old + amount)?;
+            let d = c.wait_client(&at, |d| d.balance >= old.saturating_add(amount))?;
             println!("topped up {} TON", format_ton(amount));
             print_client(&at, &d);
             Ok(())

@@ -98,12 +98,24 @@ impl ClientError {
     }
 }
 
+impl ClientError {
+    /// An error the proxy answered with: its code when it is an HTTP error status (400–599),
+    /// else 502, since a code from the wire must not turn into a success.
+    pub(crate) fn from_proxy(code: i32, message: impl Into<String>) -> Self {
+        let status = u16::try_from(code)
+            .ok()
+            .filter(|s| (400..=599).contains(s))
+            .unwrap_or(502);
+        ClientError::Remote {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
 fn remote(e: RpcError) -> ClientError {
     match e {
-        RpcError::Remote { code, message } => ClientError::Remote {
-            status: code.clamp(100, 599) as u16,
-            message,
-        },
+        RpcError::Remote { code, message } => ClientError::from_proxy(code, message),
         RpcError::Timeout(t) => ClientError::Remote {
             status: 504,
             message: format!("no answer within {t:?}"),
@@ -417,10 +429,10 @@ impl Client {
                     .map_err(ClientError::Refused)?;
             }
             AuthorizationWithProxy::Failed { error_code, error } => {
-                return Err(ClientError::Remote {
-                    status: error_code as u16,
-                    message: String::from_utf8_lossy(&error).into_owned(),
-                })
+                return Err(ClientError::from_proxy(
+                    error_code,
+                    String::from_utf8_lossy(&error),
+                ))
             }
         }
         let mut conns = self.conns.lock().expect("conns");
@@ -735,10 +747,10 @@ impl Client {
                 }),
                 Ok(ClientQueryAnswer::Error {
                     error_code, error, ..
-                }) => Err(ClientError::Remote {
-                    status: error_code.clamp(100, 599) as u16,
-                    message: String::from_utf8_lossy(&error).into_owned(),
-                }),
+                }) => Err(ClientError::from_proxy(
+                    error_code,
+                    String::from_utf8_lossy(&error),
+                )),
                 Err(e) => Err(remote(e)),
             };
             // Parts were routed before the final answer arrived; closing the channel ends them.
@@ -958,4 +970,24 @@ pub async fn catalogue(
 fn signed_body(client_sc: Address, boc: &[u8]) -> Result<OutMessage, ClientError> {
     let body = cocoon_chain::cells::from_boc(boc)?;
     Ok(OutMessage::transfer(client_sc, MIN_FEE, Some(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proxy_error_code_is_an_error_status_or_502() {
+        let status = |code| match ClientError::from_proxy(code, "x") {
+            ClientError::Remote { status, .. } => status,
+            other => panic!("{other}"),
+        };
+        assert_eq!(status(402), 402);
+        assert_eq!(status(599), 599);
+        // A code from the wire never becomes a success or wraps around u16.
+        assert_eq!(status(200), 502);
+        assert_eq!(status(65_736), 502);
+        assert_eq!(status(-1), 502);
+        assert_eq!(status(0), 502);
+    }
 }

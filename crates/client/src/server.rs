@@ -209,10 +209,10 @@ async fn run(app: Arc<App>, headers: HeaderMap, body: Bytes, path: &str) -> Resp
             error: msg,
             ..
         }) => {
-            return client_error(&ClientError::Remote {
-                status: error_code as u16,
-                message: String::from_utf8_lossy(&msg).into_owned(),
-            })
+            return client_error(&ClientError::from_proxy(
+                error_code,
+                String::from_utf8_lossy(&msg),
+            ))
         }
         None => match (&mut q.done).await {
             Ok(Ok(a)) => {
@@ -259,7 +259,7 @@ fn async_stream(
                     Ok(Ok(a)) => a.body,
                     Ok(Err(e)) => format!(
                         "data: {}\n\n",
-                        json!({"error": {"message": e.to_string(), "code": e.status()}})
+                        cocoon_engine::openai::error_body(e.status(), &e.to_string())
                     )
                     .into_bytes(),
                     Err(_) => Vec::new(),

@@ -163,7 +163,12 @@ fn apply_chunk(
 ) -> Result<Option<String>, EngineError> {
     if let Some(err) = v.get("error") {
         return Err(EngineError::Upstream {
-            status: err.get("code").and_then(Value::as_u64).unwrap_or(500) as u16,
+            status: err
+                .get("code")
+                .and_then(Value::as_u64)
+                .and_then(|c| u16::try_from(c).ok())
+                .filter(|c| (400..=599).contains(c))
+                .unwrap_or(500),
             message: err
                 .get("message")
                 .and_then(Value::as_str)

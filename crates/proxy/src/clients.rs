@@ -178,7 +178,7 @@ async fn handle_query(
                 query,
                 max_coefficient.max(0) as u32,
                 max_tokens,
-                Duration::from_secs_f64(timeout.0.clamp(1.0, proxy.cfg.request_timeout.as_secs_f64())),
+                request_timeout(timeout.0, proxy.cfg.request_timeout),
                 request_id,
             )
             .await;
@@ -302,6 +302,16 @@ struct Reservation<'a> {
     tokens: u64,
 }
 
+/// The time a client's request may take: what it asked for (seconds, from the wire) within
+/// 1 s and the proxy's limit; NaN means the limit (it would panic `Duration`).
+fn request_timeout(asked: f64, limit: Duration) -> Duration {
+    let limit = limit.max(Duration::from_secs(1));
+    if asked.is_nan() {
+        return limit;
+    }
+    Duration::from_secs_f64(asked.clamp(1.0, limit.as_secs_f64()))
+}
+
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         self.proxy.metrics.active.dec();
@@ -388,32 +398,40 @@ async fn run_query(
         proxy.params(),
     );
 
-    // Credit: re-read the contract once if the cached snapshot says no.
+    // Credit: re-read the contract once if the cached snapshot says no. The check and the
+    // reservation happen under one lock, so two requests cannot both spend the same credit.
     let mut fresh = false;
-    loop {
+    let _reservation = loop {
         let Some(c) = onchain(proxy, owner, fresh).await? else {
             return Err(err(402, "no client contract on chain"));
         };
-        let reserved = proxy
-            .book
-            .lock()
-            .expect("book")
-            .reserved
-            .get(&owner)
-            .copied()
-            .unwrap_or(0);
-        let used = proxy
-            .ledger
-            .lock()
-            .expect("ledger")
-            .totals()
-            .clients
-            .get(&owner)
-            .copied()
-            .unwrap_or(0);
-        let available = credit(&c, used, reserved);
+        let available = {
+            let mut book = proxy.book.lock().expect("book");
+            let reserved = book.reserved.get(&owner).copied().unwrap_or(0);
+            let used = proxy
+                .ledger
+                .lock()
+                .expect("ledger")
+                .totals()
+                .clients
+                .get(&owner)
+                .copied()
+                .unwrap_or(0);
+            let available = credit(&c, used, reserved);
+            if available >= reserve {
+                let r = book.reserved.entry(owner).or_default();
+                *r = r.saturating_add(reserve);
+                *book.active.entry(owner).or_default() += 1;
+                proxy.metrics.active.inc();
+            }
+            available
+        };
         if available >= reserve {
-            break;
+            break Reservation {
+                proxy,
+                owner,
+                tokens: reserve,
+            };
         }
         if fresh {
             return Err(err(
@@ -425,7 +443,7 @@ async fn run_query(
             ));
         }
         fresh = true;
-    }
+    };
 
     let slot = proxy.pool.lock().expect("pool").choose(model, max_coefficient).map_err(|e| match e {
         NoWorker::UnknownModel => err(404, format!("no worker serves model {model}")),
@@ -444,17 +462,6 @@ async fn run_query(
         proxy.pool.lock().expect("pool").finish(slot.id, None);
         return Err(err(503, "the chosen worker just disconnected; retry"));
     };
-    {
-        let mut book = proxy.book.lock().expect("book");
-        *book.reserved.entry(owner).or_default() += reserve;
-        *book.active.entry(owner).or_default() += 1;
-    }
-    proxy.metrics.active.inc();
-    let _reservation = Reservation {
-        proxy,
-        owner,
-        tokens: reserve,
-    };
     let (tx, mut parts) = mpsc::unbounded_channel();
     proxy
         .streams
@@ -471,8 +478,9 @@ async fn run_query(
 
     let run = ProxyRequest::RunQuery {
         query,
-        // The newest voucher already signed for this worker (no signature per request).
-        signed_payment: proxy.last_worker_voucher(slot.owner),
+        // Vouchers travel in their own batched packets after answers (no signature per
+        // request), so the job carries none.
+        signed_payment: cocoon_wire::common::SignedPayment::Empty,
         coefficient: slot.coefficient as i64,
         timeout: cocoon_wire::common::Double(timeout.as_secs_f64()),
         request_id,
@@ -770,5 +778,24 @@ mod tests {
         p.reasoning_mult = 30_000;
         assert_eq!(reservation(100, 50, 1000, &p), 450);
         assert_eq!(reservation(u64::MAX, 1, 1000, &p), u64::MAX, "saturates");
+    }
+}
+
+#[cfg(test)]
+mod timeout_tests {
+    use super::*;
+
+    #[test]
+    fn a_request_timeout_from_the_wire_is_kept_within_bounds() {
+        let limit = Duration::from_secs(300);
+        assert_eq!(request_timeout(f64::NAN, limit), limit);
+        assert_eq!(request_timeout(f64::INFINITY, limit), limit);
+        assert_eq!(request_timeout(-5.0, limit), Duration::from_secs(1));
+        assert_eq!(request_timeout(0.2, limit), Duration::from_secs(1));
+        assert_eq!(request_timeout(42.0, limit), Duration::from_secs(42));
+        assert_eq!(request_timeout(1e12, limit), limit);
+        // A proxy configured under a second still gets a valid range.
+        let short = Duration::from_millis(100);
+        assert_eq!(request_timeout(10.0, short), Duration::from_secs(1));
     }
 }

@@ -156,7 +156,6 @@ pub struct Proxy {
     addresses: Mutex<HashMap<(Address, bool), Address>>,
     reputation: Mutex<HashMap<Address, Reputation>>,
     vouchers: Mutex<VoucherQueue>,
-    last_worker_vouchers: Mutex<HashMap<Address, cocoon_wire::common::SignedPayment>>,
     voucher_wake: tokio::sync::Notify,
     cancels: Mutex<HashMap<[u8; 32], tokio::sync::oneshot::Sender<()>>>,
     next_conn: AtomicU64,
@@ -287,7 +286,6 @@ impl Proxy {
             addresses: Mutex::new(HashMap::new()),
             reputation: Mutex::new(load_reputation(&cfg.dir)),
             vouchers: Mutex::new(VoucherQueue::default()),
-            last_worker_vouchers: Mutex::new(HashMap::new()),
             voucher_wake: tokio::sync::Notify::new(),
             cancels: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
@@ -541,16 +539,6 @@ impl Proxy {
             .expect("addresses")
             .insert((owner, worker), a);
         Ok(a)
-    }
-
-    /// The newest voucher signed for a worker (empty before its first paid request).
-    fn last_worker_voucher(&self, owner: Address) -> cocoon_wire::common::SignedPayment {
-        self.last_worker_vouchers
-            .lock()
-            .expect("vouchers")
-            .get(&owner)
-            .cloned()
-            .unwrap_or(cocoon_wire::common::SignedPayment::Empty)
     }
 
     /// Queues the newest vouchers for a finished request's client and worker. A background

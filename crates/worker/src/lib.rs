@@ -505,9 +505,6 @@ impl Worker {
                 voucher.voucher.counter, entry.tokens
             ));
         }
-        if voucher.voucher.op != op::WORKER_PAYOUT_SIGNED {
-            return Err("not a payout voucher".into());
-        }
         entry.tokens = voucher.voucher.counter;
         entry.body_hex = hex::encode(data);
         let unclaimed = entry.tokens.saturating_sub(entry.claimed) as u128;
