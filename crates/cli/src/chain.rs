@@ -532,7 +532,8 @@ fn text_comment(text: &str) -> Result<cocoon_chain::tycho_types::cell::Cell> {
     Ok(cocoon_chain::messages::text_comment(text)?)
 }
 
-fn root_address(root: Option<String>, chain: &ChainArgs) -> Result<Address> {
+/// The root a command names: `--root`, else the local chain's in `--dir`.
+pub(crate) fn root_address(root: Option<String>, chain: &ChainArgs) -> Result<Address> {
     match (root, &chain.dir) {
         (Some(r), _) => Ok(r.parse::<Address>()?),
         (None, Some(dir)) => Ok(read_genesis(dir)?.root),
@@ -617,13 +618,7 @@ pub fn run_root(cmd: RootCommand) -> Result<()> {
             root_admin(root, body, &wallet, &chain)
         }
         RootCommand::Show { root, json, chain } => {
-            let root = match (root, &chain.dir) {
-                (Some(r), _) => r.parse::<Address>()?,
-                (None, Some(dir)) => read_genesis(dir)?.root,
-                (None, None) => {
-                    bail!("say which root: --root ADDRESS (or --dir DIR of a local chain)")
-                }
-            };
+            let root = root_address(root, &chain)?;
             let client = chain.open()?;
             let rt = tokio::runtime::Runtime::new()?;
             let data = rt.block_on(client::read_root(client.as_ref(), &root))?;

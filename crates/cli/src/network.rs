@@ -245,8 +245,7 @@ impl Common {
 
 /// Parses and validates a config file without starting anything.
 pub fn check<T: serde::de::DeserializeOwned + Validate>(path: &Path) -> Result<()> {
-    let c: T = read_config(path)?;
-    c.validate()
+    read_config::<T>(path).map(drop)
 }
 
 /// Checks beyond the TOML shape (addresses, amounts, choices), each error naming its field.
@@ -293,10 +292,15 @@ impl Validate for ClientToml {
     }
 }
 
-fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+/// Reads a role's config file: TOML of the right shape, then [`Validate`]d, so a role never
+/// starts on a value `cocoon config check` would refuse.
+fn read_config<T: serde::de::DeserializeOwned + Validate>(path: &Path) -> Result<T> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let c: T = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    c.validate()
+        .with_context(|| format!("{} is not a valid config", path.display()))?;
+    Ok(c)
 }
 
 /// `proxy.toml`.

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use cocoon_chain::format_ton;
 use cocoon_chain::price::{quote, TokenUsage};
-use cocoon_chain::{format_ton, Address};
 use cocoon_tee::{FakeTdxProvider, PolicyKind};
 use serde_json::json;
 
@@ -114,11 +114,7 @@ pub fn run(a: QuoteArgs) -> Result<()> {
         (None, Some(p)) => Some(throughput_from_bench(p)?),
         (None, None) => None,
     };
-    let root: Address = match (&a.root, &a.chain.dir) {
-        (Some(r), _) => r.parse()?,
-        (None, Some(dir)) => crate::chain::read_genesis(dir)?.root,
-        (None, None) => bail!("say which root: --root ADDRESS (or --dir DIR of a local chain)"),
-    };
+    let root = crate::chain::root_address(a.root.clone(), &a.chain)?;
     let client = a.chain.open()?;
     let rt = tokio::runtime::Runtime::new()?;
     let data = rt.block_on(cocoon_chain::client::read_root(client.as_ref(), &root))?;

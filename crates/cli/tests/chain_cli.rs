@@ -286,4 +286,10 @@ fn config_examples_are_valid_and_bad_files_name_the_field() {
     .unwrap();
     let e = fails(&["config", "check", "worker", worker.to_str().unwrap()]);
     assert!(e.contains("policy") && e.contains("trust-me"), "{e}");
+    // Starting the role refuses the same file for the same reason.
+    let e = fails(&["worker", "--config", worker.to_str().unwrap()]);
+    assert!(
+        e.contains("is not a valid config") && e.contains("trust-me"),
+        "{e}"
+    );
 }

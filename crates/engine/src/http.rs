@@ -199,7 +199,7 @@ fn apply_chunk(
 }
 
 /// Reads an OpenAI usage object (missing details count as 0).
-pub fn parse_usage(u: &Value) -> Usage {
+fn parse_usage(u: &Value) -> Usage {
     let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
     Usage {
         prompt_tokens: n(u.get("prompt_tokens")),

@@ -58,8 +58,7 @@ async fn completion(State(engine): State<Arc<dyn Engine>>, body: Bytes) -> Respo
     respond(engine, EngineRequest::parse_completion(&body)).await
 }
 
-/// The OpenAI error body.
-pub use crate::openai::{error_json, usage_json};
+use crate::openai::error_json;
 
 fn json_response(status: StatusCode, v: &Value) -> Response {
     (

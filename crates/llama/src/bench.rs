@@ -37,11 +37,7 @@ pub fn run(
     tokens: u32,
     threads: Option<i32>,
 ) -> Result<Value, String> {
-    let threads = threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get() as i32)
-            .unwrap_or(2)
-    });
+    let threads = threads.unwrap_or_else(crate::engine::default_threads);
     let max_c = concurrency.iter().copied().max().unwrap_or(1).max(1);
     let engine = Arc::new(
         LlamaEngine::load(LlamaConfig {

@@ -286,7 +286,8 @@ fn decode_thread(
     scheduler.run(&queue);
 }
 
-fn default_threads() -> i32 {
+/// Threads for llama.cpp when none are named: every core this process may use.
+pub(crate) fn default_threads() -> i32 {
     std::thread::available_parallelism()
         .map(|n| n.get() as i32)
         .unwrap_or(2)

@@ -35,6 +35,10 @@ async fn loads_and_generates_deterministically() {
     let (a, b) = (run().await, run().await);
     assert_eq!(a.usage.prompt_tokens, 2);
     assert_eq!(b.usage.cached_tokens, 1, "the repeated prompt is reused");
+    // Greedy decoding: the same prompt gives the same answer, cached prefix or not.
+    assert_eq!(a.text, b.text);
+    assert_eq!(a.finish_reason, b.finish_reason);
+    assert_eq!(a.usage.completion_tokens, b.usage.completion_tokens);
     if a.finish_reason == FinishReason::Length {
         assert_eq!(a.usage.completion_tokens, 8);
     }

@@ -166,15 +166,17 @@ impl Drop for LocalNet {
     }
 }
 
+/// Reads a secret file, creating it (owner-only) with `make` when it does not exist yet; any
+/// other read error is reported, never papered over with a new secret.
 fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, LocalNetError> {
     match std::fs::read_to_string(path) {
         Ok(t) => Ok(t.trim().to_string()),
-        Err(_) => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let v = make();
-            std::fs::write(path, &v)
-                .map_err(|e| LocalNetError::Other(format!("{}: {e}", path.display())))?;
+            cocoon_chain::files::write_secret(path, v.as_bytes())?;
             Ok(v)
         }
+        Err(e) => Err(LocalNetError::Other(format!("{}: {e}", path.display()))),
     }
 }
 
@@ -188,7 +190,8 @@ impl LocalNet {
     /// Brings the network up (or resumes it from `cfg.dir`).
     pub async fn start(cfg: LocalNetConfig) -> Result<LocalNet, LocalNetError> {
         let io = |e: std::io::Error| LocalNetError::Other(e.to_string());
-        std::fs::create_dir_all(&cfg.dir).map_err(io)?;
+        std::fs::create_dir_all(&cfg.dir)
+            .map_err(|e| LocalNetError::Other(format!("{}: {e}", cfg.dir.display())))?;
         take_lock(&cfg.dir)?;
         let chain_dir = cfg.dir.join("chain");
         let hash = model_hash(&cfg.model)?;
@@ -200,9 +203,13 @@ impl LocalNet {
         // Chain and genesis (or resume).
         let (chain, genesis) = match LocalChain::open(&chain_dir)? {
             Some(chain) => {
-                let text = std::fs::read_to_string(cfg.dir.join("genesis.json")).map_err(io)?;
-                let genesis: Genesis =
-                    serde_json::from_str(&text).map_err(|e| LocalNetError::Other(e.to_string()))?;
+                let path = cfg.dir.join("genesis.json");
+                let genesis: Genesis = cocoon_chain::files::read_json(&path)?.ok_or_else(|| {
+                    LocalNetError::Other(format!(
+                        "{} is missing beside the chain it describes",
+                        path.display()
+                    ))
+                })?;
                 (chain, genesis)
             }
             None => {
@@ -390,11 +397,7 @@ impl LocalNet {
                 .collect(),
             model: cfg.model.clone(),
         };
-        std::fs::write(
-            cfg.dir.join("network.json"),
-            serde_json::to_string_pretty(&info).unwrap_or_default(),
-        )
-        .map_err(io)?;
+        cocoon_chain::files::write_json(&cfg.dir.join("network.json"), &info)?;
         Ok(LocalNet {
             chain,
             chain_client,

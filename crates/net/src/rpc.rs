@@ -296,11 +296,6 @@ impl Peer {
         &self.inner.identity
     }
 
-    /// The peer's socket address.
-    pub fn addr(&self) -> Option<std::net::SocketAddr> {
-        self.inner.addr
-    }
-
     /// Whether the connection has ended.
     pub fn is_closed(&self) -> bool {
         *self.inner.closed.borrow()

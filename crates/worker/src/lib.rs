@@ -373,10 +373,7 @@ impl Worker {
         *proxy_contract.lock().expect("proxy") = Some(proxy);
 
         // 2. Compare balances: the proxy must know every token we were promised or paid.
-        let onchain_paid = match self.chain.account(&worker_sc).await?.data {
-            Some(d) => WorkerData::parse(&d)?.tokens_paid,
-            None => 0,
-        };
+        let onchain_paid = self.paid_on_chain(&worker_sc).await?;
         let held = self
             .held
             .lock()
@@ -564,8 +561,26 @@ impl Worker {
         {
             return Ok(false);
         }
+        // Claimed already by someone else with this voucher (`cocoon worker payout`, a previous
+        // run that crashed before saving): record it instead of paying a fee for a refusal.
+        let paid = self.paid_on_chain(&worker_sc).await?;
+        if paid >= tokens {
+            if let Some(h) = self.held.lock().expect("held").get_mut(&proxy) {
+                h.claimed = h.claimed.max(paid);
+            }
+            save_held(&self.cfg.dir, &self.held());
+            return Ok(false);
+        }
         self.claim(proxy, worker_sc, tokens, &body_hex).await?;
         Ok(true)
+    }
+
+    /// Tokens our worker contract `worker_sc` has been paid for (0 before it is deployed).
+    async fn paid_on_chain(&self, worker_sc: &Address) -> Result<u64, WorkerError> {
+        Ok(match self.chain.account(worker_sc).await?.data {
+            Some(d) => WorkerData::parse(&d)?.tokens_paid,
+            None => 0,
+        })
     }
 
     /// Submits the newest voucher from `proxy` now (deploying the worker contract if needed).
