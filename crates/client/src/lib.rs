@@ -170,6 +170,8 @@ pub struct Client {
     conns: Mutex<Vec<Arc<ProxyConn>>>,
     accounts: Mutex<HashMap<Address, Account>>,
     funding: tokio::sync::Mutex<()>,
+    /// Held while a transfer from our wallet is signed and taken, so two never share a seqno.
+    wallet_busy: tokio::sync::Mutex<()>,
     /// Prometheus metrics (also drawn by the dashboard).
     pub metrics: Arc<cocoon_observe::Metrics>,
     latency_total: Arc<Mutex<f64>>,
@@ -239,6 +241,7 @@ impl Client {
             conns: Mutex::new(Vec::new()),
             accounts: Mutex::new(HashMap::new()),
             funding: tokio::sync::Mutex::new(()),
+            wallet_busy: tokio::sync::Mutex::new(()),
             metrics: Arc::new(cocoon_observe::Metrics::new("cocoon_client")),
             latency_total: Arc::new(Mutex::new(0.0)),
         });
@@ -327,6 +330,7 @@ impl Client {
 
     /// Sends `messages` from our wallet in one signed transfer.
     async fn send(&self, messages: &[OutMessage]) -> Result<(), ClientError> {
+        let _busy = self.wallet_busy.lock().await;
         chain_client::send_transfer(
             self.chain.as_ref(),
             &self.wallet.1,
@@ -490,7 +494,7 @@ impl Client {
                 let body = messages::client::top_up(0, deposit, &self.owner())?;
                 msgs.push(OutMessage {
                     init: Some(si),
-                    ..OutMessage::transfer(client_sc, deposit + MIN_FEE, Some(body))
+                    ..OutMessage::transfer(client_sc, deposit.saturating_add(MIN_FEE), Some(body))
                 });
                 msgs.push(OutMessage::transfer(
                     client_sc,
@@ -547,7 +551,11 @@ impl Client {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        let c = self.client_data(&client_sc).await?.expect("deployed above");
+        let c = self.client_data(&client_sc).await?.ok_or_else(|| {
+            ClientError::Refused(format!(
+                "client contract {client_sc} has no state after deployment"
+            ))
+        })?;
         let mut accounts = self.accounts.lock().expect("accounts");
         let a = accounts.entry(proxy).or_default();
         a.proxy = proxy;
@@ -594,12 +602,15 @@ impl Client {
         a.voucher_tokens = v.voucher.counter;
         a.voucher_body = Some(data.clone());
         // Only go to the chain when the cached state says something is due.
-        let uncommitted = (a.voucher_tokens.saturating_sub(a.committed_tokens) as u128)
-            .saturating_mul(a.price_per_token);
-        let due = uncommitted.saturating_mul(2) >= a.stake
-            || a.balance.saturating_sub(uncommitted).saturating_mul(2) < a.stake;
+        let due = Funding::of(
+            a.voucher_tokens,
+            a.committed_tokens,
+            a.price_per_token,
+            a.balance,
+            a.stake,
+        );
         drop(accounts);
-        if !due {
+        if !(due.commit || due.top_up) {
             return Ok(());
         }
         let me = self.clone();
@@ -622,19 +633,23 @@ impl Client {
         let Some(c) = self.client_data(&a.client_contract).await? else {
             return Ok(());
         };
-        let price = c.init.price_per_token;
-        let uncommitted =
-            (a.voucher_tokens.saturating_sub(c.tokens_used) as u128).saturating_mul(price);
+        let due = Funding::of(
+            a.voucher_tokens,
+            c.tokens_used,
+            c.init.price_per_token,
+            c.balance,
+            c.stake,
+        );
         let mut msgs = Vec::new();
-        if uncommitted > 0 && uncommitted * 2 >= c.stake {
+        if due.commit {
             if let Some(body) = &a.voucher_body {
                 msgs.push(signed_body(a.client_contract, body)?);
             }
         }
-        if c.balance.saturating_sub(uncommitted) * 2 < c.stake {
+        if due.top_up {
             msgs.push(OutMessage::transfer(
                 a.client_contract,
-                c.stake + MIN_FEE,
+                c.stake.saturating_add(MIN_FEE),
                 Some(messages::client::top_up(0, c.stake, &self.owner())?),
             ));
         }
@@ -965,6 +980,27 @@ pub async fn catalogue(
     Ok((out, errors))
 }
 
+/// What keeping a client contract funded calls for.
+#[derive(Debug, PartialEq, Eq)]
+struct Funding {
+    /// Uncommitted charges reach half the stake: commit the newest voucher.
+    commit: bool,
+    /// The balance left after them falls under half the stake: top up by a stake.
+    top_up: bool,
+}
+
+impl Funding {
+    /// Judges `voucher_tokens` charged against `committed` on chain at `price`, with the
+    /// contract's `balance` and `stake` (nanotons); saturating, never overflowing.
+    fn of(voucher_tokens: u64, committed: u64, price: u128, balance: u128, stake: u128) -> Self {
+        let uncommitted = (voucher_tokens.saturating_sub(committed) as u128).saturating_mul(price);
+        Funding {
+            commit: uncommitted > 0 && uncommitted.saturating_mul(2) >= stake,
+            top_up: balance.saturating_sub(uncommitted).saturating_mul(2) < stake,
+        }
+    }
+}
+
 /// A message carrying a body the proxy signed (a voucher or a refund, as a BOC) to our client
 /// contract.
 fn signed_body(client_sc: Address, boc: &[u8]) -> Result<OutMessage, ClientError> {
@@ -989,5 +1025,27 @@ mod tests {
         assert_eq!(status(65_736), 502);
         assert_eq!(status(-1), 502);
         assert_eq!(status(0), 502);
+    }
+
+    #[test]
+    fn funding_is_due_at_half_the_stake() {
+        let f = |tokens, balance| Funding::of(tokens, 0, 10, balance, 1_000);
+        // Nothing charged, balance at the stake: nothing to do.
+        assert_eq!(
+            f(0, 1_000),
+            Funding {
+                commit: false,
+                top_up: false
+            }
+        );
+        // One token short of half the stake, then exactly half.
+        assert!(!f(49, 10_000).commit);
+        assert!(f(50, 10_000).commit);
+        // The balance after charges: exactly half the stake is enough, one nanoton less is not.
+        assert!(!f(50, 1_000).top_up);
+        assert!(Funding::of(50, 0, 10, 999, 1_000).top_up);
+        // Extreme values saturate instead of overflowing.
+        let huge = Funding::of(u64::MAX, 0, u128::MAX, u128::MAX, u128::MAX);
+        assert!(huge.commit && huge.top_up);
     }
 }

@@ -31,16 +31,24 @@ pub struct FakeEngine {
     pub chunk_delay: Duration,
 }
 
+/// Every answer's chunks, written once: a benchmark should time the network, not this.
+static ANSWER: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    (0..CHUNKS)
+        .map(|i| {
+            let mut s = format!("[fake chunk {i:02}] ");
+            while s.len() < CHUNK_BYTES {
+                s.push_str("lorem ipsum ");
+            }
+            s.truncate(CHUNK_BYTES);
+            s
+        })
+        .collect()
+});
+
 impl FakeEngine {
-    /// The i-th chunk of every answer.
+    /// The i-th chunk of every answer (`i < CHUNKS`).
     pub fn chunk(i: usize) -> String {
-        let head = format!("[fake chunk {i:02}] ");
-        let mut s = head.clone();
-        while s.len() < CHUNK_BYTES {
-            s.push_str("lorem ipsum ");
-        }
-        s.truncate(CHUNK_BYTES);
-        s
+        ANSWER[i].clone()
     }
 }
 

@@ -120,6 +120,8 @@ pub struct Worker {
     stopped: watch::Sender<bool>,
     /// Worker fee per token of each proxy (from its contract, read at the handshake).
     fees: Mutex<HashMap<Address, u128>>,
+    /// Held while a claim is signed and taken, so two claims never share a wallet seqno.
+    claiming: tokio::sync::Mutex<()>,
     /// When the vouchers were last written to disk.
     last_save: Mutex<std::time::Instant>,
     /// Prometheus metrics (also drawn by the dashboard).
@@ -162,6 +164,7 @@ impl Worker {
             connected: Mutex::new(HashMap::new()),
             stopped: watch::channel(false).0,
             fees: Mutex::new(HashMap::new()),
+            claiming: tokio::sync::Mutex::new(()),
             last_save: Mutex::new(std::time::Instant::now() - Duration::from_secs(60)),
             metrics: Arc::new(cocoon_observe::Metrics::new("cocoon_worker")),
             latency_sum: Mutex::new(0.0),
@@ -608,6 +611,10 @@ impl Worker {
         let body = cocoon_chain::cells::from_boc(
             &hex::decode(body_hex).map_err(|e| WorkerError::Protocol(e.to_string()))?,
         )?;
+        let _claiming = self.claiming.lock().await;
+        if self.held().get(&proxy).is_some_and(|h| h.claimed >= tokens) {
+            return Ok(()); // a claim that waited for the lock already covered these tokens
+        }
         let mut msg = OutMessage::transfer(worker_sc, MIN_FEE, Some(body));
         if self.chain.account(&worker_sc).await?.status != "active" {
             let data = chain_client::read_proxy(self.chain.as_ref(), &proxy).await?;
