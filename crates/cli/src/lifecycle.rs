@@ -46,6 +46,8 @@ pub enum ClientCommand {
         /// The client's state directory (its authorization secret), e.g. .cocoon/client.
         #[arg(long)]
         state: Option<PathBuf>,
+        #[command(flatten)]
+        attestation: crate::network::DialAttestation,
     },
 }
 
@@ -278,11 +280,19 @@ pub fn client(cmd: ClientCommand) -> Result<()> {
             print_client(&at, &d);
             Ok(())
         }
-        ClientCommand::Close { party, state } => close(party, state),
+        ClientCommand::Close {
+            party,
+            state,
+            attestation,
+        } => close(party, state, &attestation),
     }
 }
 
-fn close(party: Party, state: Option<PathBuf>) -> Result<()> {
+fn close(
+    party: Party,
+    state: Option<PathBuf>,
+    attestation: &crate::network::DialAttestation,
+) -> Result<()> {
     let c = party.open()?;
     let (at, _) = c.client_contract()?;
     let d = c
@@ -303,13 +313,14 @@ fn close(party: Party, state: Option<PathBuf>) -> Result<()> {
             .find(|p| p.address == c.proxy)
             .and_then(|p| p.endpoint_client())
             .with_context(|| format!("proxy {} is not registered in the root; close on chain with `cocoon client close` without --state", c.proxy))?;
+        let (quotes, policy) = attestation.parse()?;
         let cfg = cocoon_client::ClientConfig {
             dir: state,
             root,
             proxies: vec![endpoint],
             deposit: 0,
             stake: 0,
-            proxy_policy: cocoon_tee::PolicyKind::FakeTdx,
+            proxy_policy: policy,
             max_pow_difficulty: 28,
             max_coefficient: 1000,
             timeout: Duration::from_secs(60),
@@ -318,7 +329,7 @@ fn close(party: Party, state: Option<PathBuf>) -> Result<()> {
             cfg,
             c.chain.clone(),
             (c.keys.clone(), c.wallet.clone()),
-            std::sync::Arc::new(cocoon_tee::FakeTdxProvider::default()),
+            quotes,
         ));
         match started {
             Ok(client) => {

@@ -224,22 +224,54 @@ impl Common {
     }
 
     fn quotes(&self) -> Result<Box<dyn QuoteProvider>> {
-        match self.tee.as_str() {
-            "fake" => Ok(Box::new(FakeTdxProvider::default())),
-            "tdx" => Ok(Box::new(ConfigfsTsmProvider::new(
-                cocoon_tee::provider::DEFAULT_TSM_REPORT_DIR,
-            ))),
-            other => bail!("tee: {other:?} is neither fake nor tdx"),
-        }
+        quote_provider(&self.tee)
     }
 
     fn policy(&self) -> Result<PolicyKind> {
-        match self.policy.as_str() {
-            "fake_tdx" => Ok(PolicyKind::FakeTdx),
-            "tdx" => Ok(PolicyKind::Tdx),
-            "any" => Ok(PolicyKind::Any),
-            other => bail!("policy: {other:?} is not fake_tdx, tdx or any"),
-        }
+        policy_kind(&self.policy)
+    }
+}
+
+/// Our own quotes by name: `fake` (FAKE TDX, for local networks) or `tdx` (configfs-tsm).
+pub(crate) fn quote_provider(name: &str) -> Result<Box<dyn QuoteProvider>> {
+    match name {
+        "fake" => Ok(Box::new(FakeTdxProvider::default())),
+        "tdx" => Ok(Box::new(ConfigfsTsmProvider::new(
+            cocoon_tee::provider::DEFAULT_TSM_REPORT_DIR,
+        ))),
+        other => bail!("tee: {other:?} is neither fake nor tdx"),
+    }
+}
+
+/// What a peer must prove, by name: `fake_tdx` (accepts FAKE quotes), `tdx` or `any`.
+pub(crate) fn policy_kind(name: &str) -> Result<PolicyKind> {
+    match name {
+        "fake_tdx" => Ok(PolicyKind::FakeTdx),
+        "tdx" => Ok(PolicyKind::Tdx),
+        "any" => Ok(PolicyKind::Any),
+        other => bail!("policy: {other:?} is not fake_tdx, tdx or any"),
+    }
+}
+
+/// How a command that dials proxies (`cocoon quote`, `cocoon client close --state`) attests
+/// itself and judges them. The defaults are FAKE, for local networks; name `tdx` for a real one.
+#[derive(clap::Args, Debug)]
+pub struct DialAttestation {
+    /// Our quotes: `fake` (FAKE TDX, local networks only) or `tdx` (inside a TD).
+    #[arg(long, default_value = "fake")]
+    pub tee: String,
+    /// What a proxy must prove: `fake_tdx` (accepts FAKE quotes, local only), `tdx` or `any`.
+    #[arg(long, default_value = "fake_tdx")]
+    pub proxy_policy: String,
+}
+
+impl DialAttestation {
+    /// The quote provider and the policy named.
+    pub fn parse(&self) -> Result<(std::sync::Arc<dyn QuoteProvider>, PolicyKind)> {
+        Ok((
+            std::sync::Arc::from(quote_provider(&self.tee)?),
+            policy_kind(&self.proxy_policy)?,
+        ))
     }
 }
 
@@ -258,7 +290,14 @@ impl Common {
     fn validate(&self) -> Result<()> {
         self.root()?;
         self.quotes().context("tee")?;
-        self.policy().context("policy")?;
+        let policy = self.policy().context("policy")?;
+        if self.network == Network::Mainnet && (self.tee == "fake" || policy != PolicyKind::Tdx) {
+            bail!(
+                "network = \"mainnet\" needs tee = \"tdx\" and policy = \"tdx\" (got tee = {:?}, policy = {:?}): FAKE attestation proves nothing",
+                self.tee,
+                self.policy
+            );
+        }
         if self.chain_api.is_some() == self.chain_dir.is_some() {
             bail!("set exactly one of chain_api and chain_dir");
         }

@@ -7,7 +7,6 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use cocoon_chain::format_ton;
 use cocoon_chain::price::{quote, TokenUsage};
-use cocoon_tee::{FakeTdxProvider, PolicyKind};
 use serde_json::json;
 
 use crate::chain::ChainArgs;
@@ -50,6 +49,8 @@ pub struct QuoteArgs {
     pub json: bool,
     #[command(flatten)]
     pub chain: ChainArgs,
+    #[command(flatten)]
+    pub attestation: crate::network::DialAttestation,
 }
 
 fn throughput_from_bench(path: &PathBuf) -> Result<f64> {
@@ -126,11 +127,9 @@ pub fn run(a: QuoteArgs) -> Result<()> {
         .filter(|(_, kind)| kind.to_lowercase() == wanted)
         .map(|(h, _)| hex::encode(h))
         .collect();
-    let (catalogue, unreachable) = rt.block_on(cocoon_client::catalogue(
-        &data,
-        PolicyKind::FakeTdx,
-        &FakeTdxProvider::default(),
-    ))?;
+    let (quotes, policy) = a.attestation.parse()?;
+    let (catalogue, unreachable) =
+        rt.block_on(cocoon_client::catalogue(&data, policy, quotes.as_ref()))?;
     let mut coefficients: Vec<u32> = catalogue
         .iter()
         .filter(|(identity, _)| {

@@ -286,6 +286,19 @@ fn config_examples_are_valid_and_bad_files_name_the_field() {
     .unwrap();
     let e = fails(&["config", "check", "worker", worker.to_str().unwrap()]);
     assert!(e.contains("policy") && e.contains("trust-me"), "{e}");
+    // FAKE attestation is refused on mainnet.
+    std::fs::write(
+        &worker,
+        text.replace("network = \"local\"", "network = \"mainnet\""),
+    )
+    .unwrap();
+    let e = fails(&["config", "check", "worker", worker.to_str().unwrap()]);
+    assert!(e.contains("FAKE attestation proves nothing"), "{e}");
+    std::fs::write(
+        &worker,
+        text.replace("policy = \"fake_tdx\"", "policy = \"trust-me\""),
+    )
+    .unwrap();
     // Starting the role refuses the same file for the same reason.
     let e = fails(&["worker", "--config", worker.to_str().unwrap()]);
     assert!(

@@ -4,8 +4,9 @@
 //! (RA-TLS, image hash in the root) before sending anything, checks that its contract is
 //! registered and holds the voucher key it announces, makes sure our client contract at that
 //! proxy exists, is funded and staked and holds the hash of our secret, and authorizes.
-//! [`Client::query`] sends a request to the first healthy proxy (failing over to the next)
-//! and streams the answer. Every charge voucher the proxy sends is checked and kept; the newest
+//! [`Client::query`] sends a request to the first live proxy connection (a closed one drops
+//! out, so the next takes over; a proxy's refusal is returned, not retried elsewhere) and
+//! streams the answer. Every charge voucher the proxy sends is checked and kept; the newest
 //! is committed on chain once half the stake is used, and the contract is topped up by one
 //! stake when the paid balance minus uncommitted use falls under half the stake.
 //! [`server`] puts the OpenAI HTTP API in front of it.
@@ -701,7 +702,7 @@ impl Client {
     }
 
     /// Sends one OpenAI request (`path` is `/v1/chat/completions` or `/v1/completions`) to the
-    /// first proxy that takes it.
+    /// first live proxy connection; its refusal comes back as the error.
     pub async fn query(
         &self,
         model: &str,

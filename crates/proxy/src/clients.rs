@@ -133,7 +133,7 @@ async fn handle_query(
             state.lock().expect("conn").owner = Some(owner);
             let total = proxy.client_total(&owner);
             let mut nonce = [0u8; 8];
-            let _ = getrandom_nonce(&mut nonce);
+            getrandom::fill(&mut nonce).map_err(|e| err(500, format!("no randomness for the nonce: {e}")))?;
             Ok(cocoon_wire::encode(&ClientConnectedToProxy {
                 params: proxy.proxy_params(),
                 client_sc_address: client_sc.to_raw().into_bytes(),
@@ -261,11 +261,6 @@ async fn handle_query(
             Ok(cocoon_wire::encode(&WorkerTypesV2 { types }))
         }
     }
-}
-
-fn getrandom_nonce(buf: &mut [u8; 8]) -> Result<(), ()> {
-    use ring::rand::SecureRandom;
-    ring::rand::SystemRandom::new().fill(buf).map_err(|_| ())
 }
 
 /// The most a request can cost, in adjusted tokens: (max_tokens + body bytes) at the client's
