@@ -178,7 +178,7 @@ async fn handle_query(
                 query,
                 max_coefficient.max(0) as u32,
                 max_tokens,
-                request_timeout(timeout.0, proxy.cfg.request_timeout),
+                timeout.as_timeout(proxy.cfg.request_timeout),
                 request_id,
             )
             .await;
@@ -295,16 +295,6 @@ struct Reservation<'a> {
     proxy: &'a Proxy,
     owner: Address,
     tokens: u64,
-}
-
-/// The time a client's request may take: what it asked for (seconds, from the wire) within
-/// 1 s and the proxy's limit; NaN means the limit (it would panic `Duration`).
-fn request_timeout(asked: f64, limit: Duration) -> Duration {
-    let limit = limit.max(Duration::from_secs(1));
-    if asked.is_nan() {
-        return limit;
-    }
-    Duration::from_secs_f64(asked.clamp(1.0, limit.as_secs_f64()))
 }
 
 impl Drop for Reservation<'_> {
@@ -773,24 +763,5 @@ mod tests {
         p.reasoning_mult = 30_000;
         assert_eq!(reservation(100, 50, 1000, &p), 450);
         assert_eq!(reservation(u64::MAX, 1, 1000, &p), u64::MAX, "saturates");
-    }
-}
-
-#[cfg(test)]
-mod timeout_tests {
-    use super::*;
-
-    #[test]
-    fn a_request_timeout_from_the_wire_is_kept_within_bounds() {
-        let limit = Duration::from_secs(300);
-        assert_eq!(request_timeout(f64::NAN, limit), limit);
-        assert_eq!(request_timeout(f64::INFINITY, limit), limit);
-        assert_eq!(request_timeout(-5.0, limit), Duration::from_secs(1));
-        assert_eq!(request_timeout(0.2, limit), Duration::from_secs(1));
-        assert_eq!(request_timeout(42.0, limit), Duration::from_secs(42));
-        assert_eq!(request_timeout(1e12, limit), limit);
-        // A proxy configured under a second still gets a valid range.
-        let short = Duration::from_millis(100);
-        assert_eq!(request_timeout(10.0, short), Duration::from_secs(1));
     }
 }

@@ -93,6 +93,18 @@ impl From<f64> for Double {
     }
 }
 
+impl Double {
+    /// A timeout in seconds from the wire, kept within 1 s and `limit`; NaN means `limit`
+    /// (a peer must not be able to make `Duration` panic).
+    pub fn as_timeout(self, limit: std::time::Duration) -> std::time::Duration {
+        let limit = limit.max(std::time::Duration::from_secs(1));
+        if self.0.is_nan() {
+            return limit;
+        }
+        std::time::Duration::from_secs_f64(self.0.clamp(1.0, limit.as_secs_f64()))
+    }
+}
+
 impl TlWrite for Double {
     type Repr = tl_proto::Bare;
 
@@ -110,5 +122,28 @@ impl TlRead<'_> for Double {
 
     fn read_from(packet: &mut &[u8]) -> tl_proto::TlResult<Self> {
         u64::read_from(packet).map(|bits| Double(f64::from_bits(bits)))
+    }
+}
+
+#[cfg(test)]
+mod timeout_tests {
+    use super::Double;
+    use std::time::Duration;
+
+    #[test]
+    fn a_timeout_from_the_wire_is_kept_within_bounds() {
+        let limit = Duration::from_secs(300);
+        let t = |v: f64| Double(v).as_timeout(limit);
+        assert_eq!(t(f64::NAN), limit);
+        assert_eq!(t(f64::INFINITY), limit);
+        assert_eq!(t(-5.0), Duration::from_secs(1));
+        assert_eq!(t(0.2), Duration::from_secs(1));
+        assert_eq!(t(42.0), Duration::from_secs(42));
+        assert_eq!(t(1e12), limit);
+        // A limit under a second still gives a valid range.
+        assert_eq!(
+            Double(10.0).as_timeout(Duration::from_millis(100)),
+            Duration::from_secs(1)
+        );
     }
 }

@@ -677,7 +677,8 @@ impl Worker {
             .insert(request_id, stop_tx);
         let started = std::time::Instant::now();
         self.metrics.active.inc();
-        let deadline = tokio::time::sleep(Duration::from_secs_f64(timeout.0.clamp(1.0, 3600.0)));
+        let limit = timeout.as_timeout(Duration::from_secs(3600));
+        let deadline = tokio::time::sleep(limit);
         tokio::pin!(deadline);
         let mut parts: u64 = 0;
         let result = loop {
@@ -707,7 +708,7 @@ impl Worker {
                                 answer: bytes,
                                 is_completed: false,
                                 request_id,
-                                tokens_used: TokensUsed { completion_tokens_used: parts, ..Default::default() },
+                                tokens_used: delivered(parts),
                             };
                             if peer.send(cocoon_wire::encode(&part)).is_err() {
                                 break Err(RpcError::Closed);
@@ -717,16 +718,16 @@ impl Worker {
                             None => {}
                             Some(Some(Ok(Event::Done { usage, finish_reason }))) => break Ok(final_answer(&mut fmt, request_id, &usage, finish_reason)),
                             Some(Some(Ok(Event::Text(_)))) => unreachable!("text is consumed above"),
-                            Some(Some(Err(e))) => break fail(e, TokensUsed { completion_tokens_used: parts, ..Default::default() }),
-                            Some(None) => break fail(EngineError::Internal("engine ended without usage".into()), TokensUsed { completion_tokens_used: parts, ..Default::default() }),
+                            Some(Some(Err(e))) => break fail(e, delivered(parts)),
+                            Some(None) => break fail(EngineError::Internal("engine ended without usage".into()), delivered(parts)),
                         }
                     }
                     Some(Ok(Event::Done { usage, finish_reason })) => break Ok(final_answer(&mut fmt, request_id, &usage, finish_reason)),
-                    Some(Err(e)) => break fail(e, TokensUsed { completion_tokens_used: parts, ..Default::default() }),
-                    None => break fail(EngineError::Internal("engine ended without usage".into()), TokensUsed { completion_tokens_used: parts, ..Default::default() }),
+                    Some(Err(e)) => break fail(e, delivered(parts)),
+                    None => break fail(EngineError::Internal("engine ended without usage".into()), delivered(parts)),
                 },
                 _ = &mut stop_rx => break Err(RpcError::remote(499, "cancelled by the proxy")),
-                _ = &mut deadline => break fail(EngineError::Timeout(Duration::from_secs_f64(timeout.0.clamp(1.0, 3600.0))), TokensUsed { completion_tokens_used: parts, ..Default::default() }),
+                _ = &mut deadline => break fail(EngineError::Timeout(limit), delivered(parts)),
             }
         };
         self.running.lock().expect("running").remove(&request_id);
@@ -776,6 +777,15 @@ fn final_answer(
             total_tokens_used: usage.prompt_tokens + usage.completion_tokens,
         },
     })
+}
+
+/// What a cut-off generation used: the text parts already delivered, one completion token
+/// each (the engine's own count arrives only with its end).
+fn delivered(parts: u64) -> TokensUsed {
+    TokensUsed {
+        completion_tokens_used: parts,
+        ..Default::default()
+    }
 }
 
 fn held_path(dir: &std::path::Path) -> PathBuf {
