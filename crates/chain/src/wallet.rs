@@ -48,13 +48,16 @@ impl std::str::FromStr for WalletVersion {
     }
 }
 
-/// The code cell of a wallet version.
+/// The code cell of a wallet version (decoded once; every transfer needs it for the address).
 pub fn wallet_code(version: WalletVersion) -> Cell {
+    static V4R2: std::sync::LazyLock<Cell> =
+        std::sync::LazyLock::new(|| from_boc_base64(V4R2_CODE).expect("embedded v4r2 code"));
+    static V5R1: std::sync::LazyLock<Cell> = std::sync::LazyLock::new(|| {
+        from_boc(&hex::decode(V5R1_CODE_HEX).expect("hex")).expect("embedded v5r1 code")
+    });
     match version {
-        WalletVersion::V4r2 => from_boc_base64(V4R2_CODE).expect("embedded v4r2 code"),
-        WalletVersion::V5r1 => {
-            from_boc(&hex::decode(V5R1_CODE_HEX).expect("hex")).expect("embedded v5r1 code")
-        }
+        WalletVersion::V4r2 => V4R2.clone(),
+        WalletVersion::V5r1 => V5R1.clone(),
     }
 }
 
@@ -400,8 +403,11 @@ mod layout_tests {
         .unwrap()
         .body()
         .unwrap();
-        let m = OutMessage::transfer(Address::new([3; 32]), 50_000_000, Some(v));
-        m.to_cell().unwrap();
+        let m = OutMessage::transfer(Address::new([3; 32]), 50_000_000, Some(v.clone()));
+        let cell = m.to_cell().unwrap();
+        // No init: the only reference is the body, stored whole.
+        assert_eq!(cell.reference_count(), 1);
+        assert_eq!(cell.reference(0).unwrap().repr_hash(), v.repr_hash());
         w.transfer_message(&keys, 1, 2, &[m]).unwrap();
     }
 }

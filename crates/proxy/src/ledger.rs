@@ -158,7 +158,11 @@ impl Ledger {
         let mut seq = 0;
         let mut last_hash = [0u8; 32];
         let mut good_len: u64 = 0;
-        if path.exists() {
+        // A file without any seal yet is started afresh (its lines were never vouched for).
+        'replay: {
+            if !path.exists() {
+                break 'replay;
+            }
             let raw = std::fs::read(path).map_err(io)?;
             let text = String::from_utf8_lossy(&raw);
             let lines: Vec<&str> = text.split_inclusive('\n').collect();
@@ -175,7 +179,7 @@ impl Ledger {
                         lines.len()
                     );
                 }
-                return Self::create(path, key, 0);
+                break 'replay;
             };
             let mut pending: Vec<Entry> = Vec::new();
             let mut tentative_hash = last_hash;
@@ -252,30 +256,6 @@ impl Ledger {
             durable_seq: seq,
             sealed_seq: seq,
             totals,
-        })
-    }
-
-    fn create(path: &Path, key: Keypair, _seq: u64) -> Result<Self, LedgerError> {
-        let io = |source| LedgerError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io)?;
-        file.set_len(0).map_err(io)?;
-        Ok(Ledger {
-            path: path.to_path_buf(),
-            file,
-            key,
-            seq: 0,
-            last_hash: [0; 32],
-            totals: Totals::default(),
-            durable: Totals::default(),
-            durable_seq: 0,
-            sealed_seq: 0,
         })
     }
 
