@@ -61,6 +61,23 @@ fn json_field(path: &Path, field: &str) -> String {
     v[field].as_str().unwrap().to_string()
 }
 
+/// What the proxy's ledger has durably charged `owner`, read from a copy (opening the live file
+/// would cut the tail the running proxy has not sealed yet), once it reaches `want` or after
+/// 10 s: an answer leaves before its group commit, which follows within milliseconds.
+fn charged(dir: &Path, key: &cocoon_chain::keys::Keypair, owner: &Address, want: u64) -> u64 {
+    let t = Instant::now();
+    loop {
+        let copy = dir.join("ledger-copy.jsonl");
+        std::fs::copy(dir.join("proxy/ledger.jsonl"), &copy).unwrap();
+        let ledger = cocoon_proxy::Ledger::open(&copy, key.clone()).unwrap();
+        let total = ledger.totals().clients.get(owner).copied().unwrap_or(0);
+        if total == want || t.elapsed() > Duration::from_secs(10) {
+            return total;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn chat(rt: &tokio::runtime::Runtime, url: &str, key: &str) -> reqwest::StatusCode {
     rt.block_on(async {
         let body = serde_json::json!({"model": "fake-benchmark-model", "messages": [{"role": "user", "content": "hi"}]});
@@ -200,11 +217,6 @@ fn a_sigkilled_proxy_restarts_with_its_ledger_and_nothing_is_charged_twice() {
         }
     };
     until_ok(3);
-
-    // SIGKILL: no chance to flush anything but what was fsync'd.
-    let mut proxy = proxy;
-    proxy.0.kill().unwrap();
-    proxy.0.wait().unwrap();
     let key = cocoon_chain::keys::Keypair::from_hex(
         &std::fs::read_to_string(d.join("proxy/voucher-key.hex")).unwrap(),
     )
@@ -212,6 +224,12 @@ fn a_sigkilled_proxy_restarts_with_its_ledger_and_nothing_is_charged_twice() {
     let client_owner: Address = json_field(&chain_dir.join("wallets/client.json"), "address")
         .parse()
         .unwrap();
+    assert_eq!(charged(d, &key, &client_owner, 3 * 134), 3 * 134);
+
+    // SIGKILL: no chance to flush anything but what was fsync'd.
+    let mut proxy = proxy;
+    proxy.0.kill().unwrap();
+    proxy.0.wait().unwrap();
     {
         let ledger =
             cocoon_proxy::Ledger::open(&d.join("proxy/ledger.jsonl"), key.clone()).unwrap();
@@ -225,14 +243,11 @@ fn a_sigkilled_proxy_restarts_with_its_ledger_and_nothing_is_charged_twice() {
     // Restart: the worker and the client reconnect on their own, and requests continue.
     let (_proxy, _) = spawn_until(&proxy_args, "proxy contract");
     until_ok(3);
-    {
-        let ledger = cocoon_proxy::Ledger::open(&d.join("proxy/ledger.jsonl"), key).unwrap();
-        assert_eq!(
-            ledger.totals().clients[&client_owner],
-            6 * 134,
-            "six requests, each charged once"
-        );
-    }
+    assert_eq!(
+        charged(d, &key, &client_owner, 6 * 134),
+        6 * 134,
+        "six requests, each charged once"
+    );
 
     // The client commits its newest charge when it stops: the chain shows exactly six requests.
     let mut client = client;
