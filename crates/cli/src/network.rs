@@ -26,7 +26,8 @@ pub struct UpArgs {
     /// Number of workers.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
-    /// Model: a known name (smollm2) or a GGUF path.
+    /// Model: a known name (smollm2, qwen3-0.6b, qwen3-8b: `cocoon model fetch` downloads
+    /// them) or a GGUF path.
     #[arg(long, default_value = "smollm2")]
     pub model: String,
     /// Use the FAKE benchmark engine instead of a model (fixed answers; for protocol tests).
@@ -89,15 +90,8 @@ fn engines(args: &UpArgs) -> Result<Engines> {
         .with_context(|| format!("cannot load {}", local.path.display()))?;
         out.push(Arc::new(engine));
     }
-    let identity = local.identity.to_string();
-    let kind = local
-        .identity
-        .name
-        .split('-')
-        .next()
-        .unwrap_or("model")
-        .to_lowercase();
-    Ok((out, identity, kind))
+    let kind = cocoon_engine::model::model_type_of(&local.identity);
+    Ok((out, local.identity.to_string(), kind))
 }
 
 /// Runs `cocoon up` until Ctrl-C.

@@ -94,6 +94,46 @@ fn best_generation_rate(v: &serde_json::Value) -> f64 {
     best
 }
 
+/// The root's model types, sorted, once each, for messages.
+fn known_list(types: &[String]) -> String {
+    let mut known: Vec<&str> = types.iter().map(String::as_str).collect();
+    known.sort_unstable();
+    known.dedup();
+    if known.is_empty() {
+        "none".to_string()
+    } else {
+        known.join(", ")
+    }
+}
+
+/// The root's type (lowercase `types`) that `asked` names: the type itself in any case, else
+/// the one type that starts with it ("Qwen" → "qwen3"). `None` when no type matches (the name
+/// may still be a served model's name); an error when several start with it.
+fn type_named(asked: &str, types: &[String]) -> Result<Option<String>> {
+    let asked = asked.trim().to_lowercase();
+    if asked.is_empty() {
+        bail!("--model is empty; name a model type the root lists");
+    }
+    if types.contains(&asked) {
+        return Ok(Some(asked));
+    }
+    let mut starting: Vec<&String> = types.iter().filter(|t| t.starts_with(&asked)).collect();
+    starting.sort_unstable();
+    starting.dedup();
+    match starting.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.to_string())),
+        several => bail!(
+            "model {asked:?} is ambiguous: the root lists {}; name one",
+            several
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 /// Runs `cocoon quote`.
 pub fn run(a: QuoteArgs) -> Result<()> {
     if a.avg_cached_tokens > a.avg_prompt_tokens {
@@ -119,12 +159,14 @@ pub fn run(a: QuoteArgs) -> Result<()> {
     let client = a.chain.open()?;
     let rt = tokio::runtime::Runtime::new()?;
     let data = rt.block_on(cocoon_chain::client::read_root(client.as_ref(), &root))?;
-    // Which model hashes the name stands for.
+    // Which type, and so which model hashes, the name stands for.
+    let types: Vec<String> = data.models.values().map(|t| t.to_lowercase()).collect();
+    let kind = type_named(&a.model, &types)?;
     let wanted = a.model.to_lowercase();
     let hashes: Vec<String> = data
         .models
         .iter()
-        .filter(|(_, kind)| kind.to_lowercase() == wanted)
+        .filter(|(_, t)| kind.as_deref() == Some(t.to_lowercase().as_str()))
         .map(|(h, _)| hex::encode(h))
         .collect();
     let (quotes, policy) = a.attestation.parse()?;
@@ -141,23 +183,13 @@ pub fn run(a: QuoteArgs) -> Result<()> {
         .flat_map(|(_, c)| c.iter().copied())
         .collect();
     if hashes.is_empty() && coefficients.is_empty() {
-        let mut known: Vec<&String> = data.models.values().collect();
-        known.sort();
-        known.dedup();
         bail!(
             "unknown model {:?}; the root knows: {}",
             a.model,
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
+            known_list(&types)
         );
     }
+    let shown = kind.clone().unwrap_or_else(|| a.model.clone());
     coefficients.sort_unstable();
     let affordable: Vec<u32> = coefficients
         .iter()
@@ -170,13 +202,12 @@ pub fn run(a: QuoteArgs) -> Result<()> {
             format!("cheapest of {} live worker(s)", coefficients.len()),
         ),
         (None, Some(cheapest)) => bail!(
-            "no worker for {} at max coefficient {}; the cheapest costs {cheapest}",
-            a.model,
+            "no worker for {shown} at max coefficient {}; the cheapest costs {cheapest}",
             a.max_coefficient.unwrap_or(0)
         ),
         (None, None) => (
             a.max_coefficient.unwrap_or(1000).min(1000),
-            "no live worker: base coefficient".to_string(),
+            format!("no worker serves {shown} now: the base coefficient"),
         ),
     };
     let avg = TokenUsage {
@@ -196,6 +227,7 @@ pub fn run(a: QuoteArgs) -> Result<()> {
     if a.json {
         let v = json!({
             "model": a.model,
+            "model_type": kind,
             "requests_per_day": a.requests_per_day,
             "coefficient": coefficient,
             "coefficient_source": source,
@@ -228,8 +260,8 @@ pub fn run(a: QuoteArgs) -> Result<()> {
     }
     let p = &data.params;
     println!(
-        "{} requests/day of {} model: {} prompt ({} cached) + {} completion ({} reasoning) tokens",
-        a.requests_per_day, a.model, avg.prompt, avg.cached, avg.completion, avg.reasoning
+        "{} requests/day of {shown}: {} prompt ({} cached) + {} completion ({} reasoning) tokens",
+        a.requests_per_day, avg.prompt, avg.cached, avg.completion, avg.reasoning
     );
     println!("coefficient {coefficient} ({source})");
     println!(
@@ -254,6 +286,20 @@ pub fn run(a: QuoteArgs) -> Result<()> {
         (Some(n), Some(t)) => println!("workers needed: {n} at {t:.0} tokens/s each (peak {}× average)", cocoon_chain::price::PEAK_FACTOR),
         _ => println!("workers needed: give --throughput TOKENS_PER_S or --bench-json FILE (from `cocoon bench engine`)"),
     }
+    if coefficients.is_empty() {
+        // The known models the root lists under this type: what a GPU owner can bring.
+        let fetchable: Vec<&str> = cocoon_engine::model::KNOWN_MODELS
+            .iter()
+            .filter(|m| hashes.iter().any(|h| h == m.sha256))
+            .map(|m| m.short)
+            .collect();
+        if !fetchable.is_empty() {
+            println!(
+                "to serve it: `cocoon model fetch {}` gets a model the root lists, then run a worker on it",
+                fetchable.join("` or `cocoon model fetch ")
+            );
+        }
+    }
     for e in unreachable {
         eprintln!("note: {e}");
     }
@@ -262,6 +308,28 @@ pub fn run(a: QuoteArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_family_name_stands_for_the_one_type_that_starts_with_it() {
+        let types: Vec<String> = ["smollm2", "qwen3", "qwen3", "deepseek-r1", "deepseek-v3"]
+            .map(String::from)
+            .to_vec();
+        let named = |s: &str| super::type_named(s, &types).map_err(|e| e.to_string());
+        assert_eq!(named("qwen3").unwrap().as_deref(), Some("qwen3"));
+        assert_eq!(named("Qwen").unwrap().as_deref(), Some("qwen3"));
+        assert_eq!(named("SMOLLM2").unwrap().as_deref(), Some("smollm2"));
+        assert_eq!(named("llama").unwrap(), None);
+        assert_eq!(
+            named("deepseek").unwrap_err(),
+            "model \"deepseek\" is ambiguous: the root lists deepseek-r1, deepseek-v3; name one"
+        );
+        assert_eq!(
+            super::known_list(&types),
+            "deepseek-r1, deepseek-v3, qwen3, smollm2"
+        );
+        assert_eq!(super::known_list(&[]), "none");
+        assert!(named(" ").unwrap_err().contains("--model is empty"));
+    }
+
     #[test]
     fn the_bench_engine_json_gives_the_best_aggregate_rate() {
         let v = serde_json::json!({

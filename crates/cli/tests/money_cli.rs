@@ -147,7 +147,7 @@ fn quote_status_withdraw_payout_and_close() {
         "--root",
         &root,
         "--model",
-        "qwen",
+        "llama",
         "--requests-per-day",
         "1",
         "--avg-prompt-tokens",
@@ -156,9 +156,39 @@ fn quote_status_withdraw_payout_and_close() {
         "1",
     ]);
     assert!(
-        e.contains("unknown model \"qwen\"; the root knows: fake"),
+        e.contains("unknown model \"llama\"; the root knows: fake, qwen3, smollm2"),
         "{e}"
     );
+    // The question, as a new user asks it: 100 000 Qwen requests a day of 500 tokens.
+    // The root lists Qwen3 (every known model); no worker serves it here, so the base
+    // coefficient prices it.
+    let qwen = ok(&[
+        "quote",
+        "--dir",
+        chain_dir.to_str().unwrap(),
+        "--model",
+        "Qwen",
+        "--requests-per-day",
+        "100000",
+        "--avg-prompt-tokens",
+        "300",
+        "--avg-completion-tokens",
+        "200",
+        "--json",
+    ]);
+    let qwen: serde_json::Value = serde_json::from_str(&qwen).unwrap();
+    assert_eq!(qwen["model_type"], "qwen3");
+    assert_eq!(qwen["coefficient"], 1000);
+    assert_eq!(
+        qwen["coefficient_source"],
+        "no worker serves qwen3 now: the base coefficient"
+    );
+    assert_eq!(qwen["nanotons"]["per_request"], (500u128 * 20).to_string());
+    assert_eq!(
+        qwen["nanotons"]["per_day"],
+        (100_000u128 * 500 * 20).to_string()
+    );
+    assert_eq!(qwen["ton"]["per_month"], "30");
 
     let p = ok(&["proxy", "status", "--api", &api, "--proxy", &proxy]);
     assert!(

