@@ -188,6 +188,22 @@ impl ToncenterClient {
         }
     }
 
+    /// Moves a local chain's clock forward (`cocoon chain serve`'s local-only
+    /// `/local/advance`); returns the chain's new time. Public networks refuse it.
+    pub async fn advance(&self, seconds: u32) -> Result<u32> {
+        let r = self
+            .call(
+                "local/advance",
+                &[],
+                Some(serde_json::json!({ "seconds": seconds })),
+            )
+            .await?;
+        r["now"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| ChainError::Api(format!("local/advance: no time in {r}")))
+    }
+
     async fn call(
         &self,
         method: &str,

@@ -41,6 +41,14 @@ impl ChainArgs {
     pub fn open(&self) -> Result<Arc<dyn ChainClient>> {
         match (&self.dir, &self.api) {
             (Some(dir), None) => {
+                // A running `cocoon up` / `cocoon chain serve` holds the chain in memory:
+                // talk to it instead of opening a second copy it would overwrite.
+                if let Some(owner) = cocoon_chain::local::owner::owner_of(dir) {
+                    let Some(api) = owner.api else {
+                        bail!("{}", cocoon_chain::local::owner::in_use(dir, &owner));
+                    };
+                    return Ok(Arc::new(ToncenterClient::new(&api, None, Network::Local)));
+                }
                 let chain = LocalChain::open(dir)?.with_context(|| {
                     format!(
                         "no local chain in {} (run `cocoon chain init --dir {}`)",
@@ -271,19 +279,7 @@ pub fn init_chain(dir: &Path, spec: &GenesisSpec) -> Result<Genesis> {
     let mut chain = LocalChain::new(Clock::System { offset: 0 })?;
     let genesis = chain.genesis(spec)?;
     chain.persist_in(dir)?;
-    // The genesis holds every wallet's words: a secret file.
-    cocoon_chain::files::write_secret(
-        &dir.join("genesis.json"),
-        serde_json::to_string_pretty(&genesis)?.as_bytes(),
-    )?;
-    for w in &genesis.wallets {
-        let file = WalletFile {
-            mnemonic: w.mnemonic.clone(),
-            version: w.version,
-            address: w.address,
-        };
-        file.write(&dir.join("wallets").join(format!("{}.json", w.name)))?;
-    }
+    genesis.write_files(dir)?;
     Ok(genesis)
 }
 
@@ -367,6 +363,9 @@ pub fn run_chain(cmd: ChainCommand) -> Result<()> {
             Ok(())
         }
         ChainCommand::Serve { dir, listen } => {
+            if let Some(owner) = cocoon_chain::local::owner::owner_of(&dir) {
+                bail!("{}", cocoon_chain::local::owner::in_use(&dir, &owner));
+            }
             let chain = LocalChain::open(&dir)?.with_context(|| {
                 format!(
                     "no local chain in {} (run `cocoon chain init --dir {}` first)",
@@ -380,10 +379,9 @@ pub fn run_chain(cmd: ChainCommand) -> Result<()> {
                     .await
                     .with_context(|| format!("listening on {listen}"))?;
                 let addr = listener.local_addr()?;
-                println!(
-                    "local chain API on http://{addr}/api/v2 (state in {})",
-                    dir.display()
-                );
+                let api = format!("http://{addr}/api/v2");
+                let _claim = cocoon_chain::local::owner::claim(&dir, Some(api.clone()))?;
+                println!("local chain API on {api} (state in {})", dir.display());
                 let shared = Arc::new(Mutex::new(chain));
                 tokio::select! {
                     r = cocoon_chain::toncenter::serve(listener, shared) => r.context("serving")?,
@@ -393,6 +391,16 @@ pub fn run_chain(cmd: ChainCommand) -> Result<()> {
             })
         }
         ChainCommand::Advance { dir, seconds } => {
+            if let Some(owner) = cocoon_chain::local::owner::owner_of(&dir) {
+                let Some(api) = owner.api else {
+                    bail!("{}", cocoon_chain::local::owner::in_use(&dir, &owner));
+                };
+                let rt = tokio::runtime::Runtime::new()?;
+                let now =
+                    rt.block_on(ToncenterClient::new(&api, None, Network::Local).advance(seconds))?;
+                println!("chain time is now {now}");
+                return Ok(());
+            }
             let mut chain = LocalChain::open(&dir)?
                 .with_context(|| format!("no local chain in {}", dir.display()))?;
             chain.advance(seconds)?;

@@ -77,20 +77,60 @@ pub enum WorkerCommand {
 pub enum ProxyCommand {
     /// The proxy contract: state, stake, client money held, committed ledger state.
     Status {
-        /// The proxy contract's address.
-        #[arg(long)]
-        proxy: String,
+        #[command(flatten)]
+        at: ProxyChoice,
         #[command(flatten)]
         chain: ChainArgs,
     },
 }
 
+/// Which proxy contract: named, or the one the root lists.
+#[derive(clap::Args)]
+pub struct ProxyChoice {
+    /// The proxy contract's address (default: the only proxy the root lists).
+    #[arg(long)]
+    pub proxy: Option<String>,
+    /// The root, to find the proxy in (default with --dir: the local chain's).
+    #[arg(long)]
+    pub root: Option<String>,
+}
+
+impl ProxyChoice {
+    /// The named proxy, or else the one registered in the root; several or none is an error
+    /// that lists them.
+    fn resolve(
+        &self,
+        chain_args: &ChainArgs,
+        chain: &dyn ChainClient,
+        rt: &tokio::runtime::Runtime,
+    ) -> Result<Address> {
+        if let Some(p) = &self.proxy {
+            return Ok(p.parse()?);
+        }
+        let root = crate::chain::root_address(self.root.clone(), chain_args)
+            .context("no --proxy given, and the root to look it up in is unknown")?;
+        let data = rt.block_on(chain_client::read_root(chain, &root))?;
+        match data.proxies.as_slice() {
+            [one] => Ok(one.address),
+            [] => bail!("the root {root} lists no proxy; name one with --proxy"),
+            several => bail!(
+                "the root lists {} proxies; name one with --proxy: {}",
+                several.len(),
+                several
+                    .iter()
+                    .map(|p| p.address.to_raw())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
 /// A wallet, a proxy contract and a chain.
 #[derive(clap::Args)]
 pub struct Party {
-    /// The proxy contract's address.
-    #[arg(long)]
-    pub proxy: String,
+    #[command(flatten)]
+    pub at: ProxyChoice,
     #[command(flatten)]
     pub wallet: WalletArgs,
     #[command(flatten)]
@@ -111,8 +151,8 @@ impl Party {
     fn open(&self) -> Result<Ctx> {
         let (keys, wallet) = self.wallet.load(self.chain.network())?;
         let chain = self.chain.open()?;
-        let proxy: Address = self.proxy.parse()?;
         let rt = tokio::runtime::Runtime::new()?;
+        let proxy = self.at.resolve(&self.chain, chain.as_ref(), &rt)?;
         let proxy_data = rt
             .block_on(chain_client::read_proxy(chain.as_ref(), &proxy))
             .with_context(|| format!("{proxy} is not a proxy contract on this chain"))?;
@@ -462,10 +502,10 @@ pub fn worker(cmd: WorkerCommand) -> Result<()> {
 /// Runs a `proxy` status command.
 pub fn proxy(cmd: ProxyCommand) -> Result<()> {
     match cmd {
-        ProxyCommand::Status { proxy, chain } => {
+        ProxyCommand::Status { at, chain } => {
             let client = chain.open()?;
-            let proxy: Address = proxy.parse()?;
             let rt = tokio::runtime::Runtime::new()?;
+            let proxy = at.resolve(&chain, client.as_ref(), &rt)?;
             let d = rt
                 .block_on(chain_client::read_proxy(client.as_ref(), &proxy))
                 .with_context(|| format!("{proxy} is not a proxy contract on this chain"))?;

@@ -125,6 +125,7 @@ pub fn up(args: UpArgs) -> Result<()> {
             info.proxy_http.map(|a| format!("http://{a}/stats")).unwrap_or_default(),
             info.worker_http.iter().flatten().map(|a| format!("http://{a}/stats")).collect::<Vec<_>>().join(" "));
         println!("  API key      {}", info.api_key);
+        println!("  wallets      {} (client, proxy, worker0…, admin: secret files)", args.dir.join("wallets").display());
         println!();
         println!(
             "curl -s {}/chat/completions -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \\\n  -d '{{\"model\":\"{model_name}\",\"messages\":[{{\"role\":\"user\",\"content\":\"What is the capital of France?\"}}]}}'",

@@ -215,6 +215,39 @@ fn init_send_serve_restart_and_root_show() {
         text.contains("qwen3") && text.contains("minimum stakes: proxy 1 TON, client 0.5 TON"),
         "{text}"
     );
+    // While the server holds the chain, `--dir` goes through its API: a transfer lands in
+    // the chain it serves (a second copy's write would be overwritten at its next save), the
+    // clock moves there, and a second server is refused.
+    let out = ok(&[
+        "wallet",
+        "send",
+        "--dir",
+        d,
+        "--wallet",
+        client_w.to_str().unwrap(),
+        "--to",
+        &worker.to_raw(),
+        "--amount",
+        "1",
+    ]);
+    assert!(out.contains("sent 1 TON"), "{out}");
+    let served = rt.block_on(api.account(&worker)).unwrap().balance;
+    assert!(
+        served > over_http + 1_000_000_000 - 1_000_000,
+        "{served} vs {over_http}"
+    );
+    let before = rt.block_on(api.account(&worker)).unwrap();
+    let moved = ok(&["chain", "advance", "--dir", d, "100"]);
+    assert!(moved.contains("chain time is now"), "{moved}");
+    let e = fails(&["chain", "serve", "--dir", d, "--listen", "127.0.0.1:0"]);
+    assert!(
+        e.contains(&format!("is run by process {}", server.id())) && e.contains(&url),
+        "{e}"
+    );
+    assert_eq!(
+        rt.block_on(api.account(&worker)).unwrap().balance,
+        before.balance
+    );
     server.kill().unwrap();
     server.wait().unwrap();
 }

@@ -164,8 +164,9 @@ pub struct LocalNet {
     pub client: Arc<Client>,
     /// Addresses and key.
     pub info: NetworkInfo,
-    dir: PathBuf,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The chain directory's owner claim (given back on stop).
+    claim: Option<cocoon_chain::local::owner::Claim>,
 }
 
 impl Drop for LocalNet {
@@ -200,7 +201,6 @@ impl LocalNet {
         let io = |e: std::io::Error| LocalNetError::Other(e.to_string());
         std::fs::create_dir_all(&cfg.dir)
             .map_err(|e| LocalNetError::Other(format!("{}: {e}", cfg.dir.display())))?;
-        take_lock(&cfg.dir)?;
         let chain_dir = cfg.dir.join("chain");
         let hash = model_hash(&cfg.model)?;
         // What the root lists: the served model first, then the others allowed.
@@ -215,7 +215,11 @@ impl LocalNet {
             .map(|i| format!("worker{i}"))
             .collect();
 
-        // Chain and genesis (or resume).
+        // Chain and genesis (or resume). This process owns the chain directory while it runs:
+        // one network per directory (a second `cocoon up` on the same state would corrupt it),
+        // and commands given the directory talk to the API below instead of opening a copy.
+        std::fs::create_dir_all(&chain_dir).map_err(io)?;
+        let mut claim = cocoon_chain::local::owner::claim(&chain_dir, None)?;
         let (chain, genesis) = match LocalChain::open(&chain_dir)? {
             Some(chain) => {
                 let path = cfg.dir.join("genesis.json");
@@ -255,11 +259,11 @@ impl LocalNet {
                 chain.add_wallet(&mut genesis, &admin, name, 100 * TON)?;
             }
         }
-        // The genesis holds every wallet's words (a secret file). The chain directory carries a
-        // copy, so `--dir DIR/chain` works for every chain command (`cocoon root show`, …).
-        let text = serde_json::to_string_pretty(&genesis).unwrap_or_default();
+        // The genesis and the wallet files hold every wallet's words (secret files). The chain
+        // directory carries them too, so `--dir DIR/chain` and `--wallet DIR/wallets/NAME.json`
+        // work for every chain and money command (`cocoon root show`, `cocoon client close`, …).
         for dir in [&cfg.dir, &chain_dir] {
-            cocoon_chain::files::write_secret(&dir.join("genesis.json"), text.as_bytes())?;
+            genesis.write_files(dir)?;
         }
         let chain = Arc::new(Mutex::new(chain));
         let chain_client: Arc<dyn ChainClient> = Arc::new(LocalClient::new(chain.clone()));
@@ -274,7 +278,9 @@ impl LocalNet {
                 tasks.push(tokio::spawn(async move {
                     let _ = cocoon_chain::toncenter::serve(listener, shared).await;
                 }));
-                Some(format!("http://{bound}/api/v2"))
+                let api = format!("http://{bound}/api/v2");
+                claim = cocoon_chain::local::owner::claim(&chain_dir, Some(api.clone()))?;
+                Some(api)
             }
             None => None,
         };
@@ -424,8 +430,8 @@ impl LocalNet {
             workers,
             client,
             info,
-            dir: cfg.dir.clone(),
             tasks,
+            claim: Some(claim),
         })
     }
 
@@ -435,27 +441,8 @@ impl LocalNet {
             t.abort();
         }
         self.proxy.stop();
-        let _ = std::fs::remove_file(self.dir.join("lock"));
+        self.claim.take();
     }
-}
-
-/// One network per directory: a second `cocoon up` on the same state would corrupt it. The lock
-/// holds the owner's pid; a lock left by a dead process is taken over.
-fn take_lock(dir: &Path) -> Result<(), LocalNetError> {
-    let path = dir.join("lock");
-    let me = std::process::id();
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Ok(pid) = text.trim().parse::<u32>() {
-            if pid != me && Path::new(&format!("/proc/{pid}")).exists() {
-                return Err(LocalNetError::Other(format!(
-                    "another cocoon network (pid {pid}) is using {}; stop it first",
-                    dir.display()
-                )));
-            }
-        }
-    }
-    std::fs::write(&path, me.to_string())
-        .map_err(|e| LocalNetError::Other(format!("{}: {e}", path.display())))
 }
 
 /// Registers (or updates) the proxy's endpoints in the root through the admin wallet, and

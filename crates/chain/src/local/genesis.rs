@@ -9,6 +9,7 @@ use crate::messages;
 use crate::mnemonic::Mnemonic;
 use crate::wallet::{OutMessage, Wallet, WalletVersion};
 use crate::Network;
+use std::path::Path;
 
 use super::LocalChain;
 
@@ -69,6 +70,22 @@ impl Genesis {
             .iter()
             .find(|w| w.name == name)
             .ok_or_else(|| ChainError::Api(format!("genesis has no wallet named {name:?}")))
+    }
+
+    /// Writes `dir/genesis.json` and `dir/wallets/NAME.json` for every wallet (all secret
+    /// files: they hold the words), so every wallet command can name its wallet file.
+    pub fn write_files(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("plain data serializes");
+        crate::files::write_secret(&dir.join("genesis.json"), text.as_bytes())?;
+        for w in &self.wallets {
+            let file = crate::wallet::WalletFile {
+                mnemonic: w.mnemonic.clone(),
+                version: w.version,
+                address: w.address,
+            };
+            file.write(&dir.join("wallets").join(format!("{}.json", w.name)))?;
+        }
+        Ok(())
     }
 }
 

@@ -8,6 +8,7 @@
 //! described as tycho-executor needs it.
 
 mod genesis;
+pub mod owner;
 mod store;
 
 pub use genesis::{Genesis, GenesisSpec, GenesisWallet, FAUCET};
