@@ -40,24 +40,7 @@ impl ChainArgs {
     /// Opens the chain client these arguments name.
     pub fn open(&self) -> Result<Arc<dyn ChainClient>> {
         match (&self.dir, &self.api) {
-            (Some(dir), None) => {
-                // A running `cocoon up` / `cocoon chain serve` holds the chain in memory:
-                // talk to it instead of opening a second copy it would overwrite.
-                if let Some(owner) = cocoon_chain::local::owner::owner_of(dir) {
-                    let Some(api) = owner.api else {
-                        bail!("{}", cocoon_chain::local::owner::in_use(dir, &owner));
-                    };
-                    return Ok(Arc::new(ToncenterClient::new(&api, None, Network::Local)));
-                }
-                let chain = LocalChain::open(dir)?.with_context(|| {
-                    format!(
-                        "no local chain in {} (run `cocoon chain init --dir {}`)",
-                        dir.display(),
-                        dir.display()
-                    )
-                })?;
-                Ok(Arc::new(LocalClient::new(Arc::new(Mutex::new(chain)))))
-            }
+            (Some(dir), None) => open_dir(dir, false),
             (None, Some(url)) => Ok(Arc::new(ToncenterClient::new(
                 url,
                 self.api_key.clone(),
@@ -77,6 +60,31 @@ impl ChainArgs {
             self.network
         }
     }
+}
+
+/// Opens the local chain in `dir`. A running `cocoon up` / `cocoon chain serve` / role holds it
+/// in memory: then this talks to its API instead of opening a second copy, whose writes that
+/// process would overwrite. Otherwise the chain opens in this process; with `hold` (a role that
+/// keeps it for its whole life) the directory is claimed until this process exits.
+pub(crate) fn open_dir(dir: &Path, hold: bool) -> Result<Arc<dyn ChainClient>> {
+    if let Some(owner) = cocoon_chain::local::owner::owner_of(dir) {
+        let Some(api) = owner.api else {
+            bail!("{}", cocoon_chain::local::owner::in_use(dir, &owner));
+        };
+        return Ok(Arc::new(ToncenterClient::new(&api, None, Network::Local)));
+    }
+    let chain = LocalChain::open(dir)?.with_context(|| {
+        format!(
+            "no local chain in {} (run `cocoon chain init --dir {}`)",
+            dir.display(),
+            dir.display()
+        )
+    })?;
+    if hold {
+        // Given back when this process exits: a dead owner's claim is stale.
+        std::mem::forget(cocoon_chain::local::owner::claim(dir, None)?);
+    }
+    Ok(Arc::new(LocalClient::new(Arc::new(Mutex::new(chain)))))
 }
 
 /// `cocoon chain …`.
@@ -159,7 +167,7 @@ pub enum WalletCommand {
     Send {
         #[command(flatten)]
         wallet: WalletArgs,
-        /// Destination (raw or friendly).
+        /// Destination: an address (raw or friendly) or a wallet file.
         #[arg(long)]
         to: String,
         /// Amount in TON, e.g. 1.5.
@@ -494,7 +502,18 @@ pub fn run_wallet(cmd: WalletCommand) -> Result<()> {
             chain,
         } => {
             let (keys, w) = wallet.load(chain.network())?;
-            let (to, flags) = Address::parse_with_flags(&to)?;
+            let (to, flags) = match Address::parse_with_flags(&to) {
+                Ok(parsed) => parsed,
+                // A wallet file names its (new, so not yet deployed: no bounce) address.
+                Err(_) if Path::new(&to).is_file() => (
+                    WalletFile::read(Path::new(&to))?
+                        .open(chain.network())?
+                        .1
+                        .address()?,
+                    None,
+                ),
+                Err(e) => bail!("--to {to:?} is neither an address ({e}) nor a wallet file"),
+            };
             let amount = parse_ton(&amount)?;
             if amount == 0 {
                 bail!("--amount must be more than 0");

@@ -36,10 +36,11 @@ pub enum ConfigCommand {
 
 const COMMON: &str = r#"# --- the chain (exactly one of chain_api / chain_dir) ---
 chain_api = "http://127.0.0.1:8081/api/v2"   # any toncenter v2 API: `cocoon chain serve`, or TON's
-# chain_dir = ".chain"                       # a local chain opened in this process (one process only)
+# chain_dir = ".chain"                       # a local chain: through the API of the process that runs it
+#                                            # (`cocoon up`, `cocoon chain serve`), else opened here
 # chain_api_key = "…"                        # or the TONCENTER_API_KEY environment variable
 network = "local"                            # local | testnet | mainnet
-root = "0:…"                                 # the root contract (`cocoon root show`)
+root = "0:…"                                 # the root contract (`cocoon root show`; with chain_dir: its own)
 # --- who pays / is paid ---
 wallet = ".chain/wallets/NAME.json"          # from `cocoon wallet new`; or COCOON_WALLET_MNEMONIC
 dir = "state/NAME"                           # state directory (keys, ledger, vouchers)

@@ -3,13 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use cocoon_chain::client::{ChainClient, LocalClient, ToncenterClient};
-use cocoon_chain::local::LocalChain;
+use cocoon_chain::client::{ChainClient, ToncenterClient};
 use cocoon_chain::{Address, Network};
 use cocoon_engine::engine::Engine;
 use cocoon_engine::fake::FakeEngine;
@@ -160,8 +159,8 @@ pub struct Common {
     /// mainnet, testnet or local.
     #[serde(default = "local")]
     pub network: Network,
-    /// Root contract address.
-    pub root: String,
+    /// Root contract address (default with chain_dir: that local chain's root).
+    pub root: Option<String>,
     /// Wallet file (from `cocoon wallet new`).
     pub wallet: PathBuf,
     /// State directory.
@@ -194,11 +193,7 @@ impl Common {
                     .or_else(|| std::env::var("TONCENTER_API_KEY").ok());
                 Ok(Arc::new(ToncenterClient::new(url, key, self.network)))
             }
-            (None, Some(dir)) => {
-                let chain = LocalChain::open(dir)?
-                    .with_context(|| format!("chain_dir: no local chain in {}", dir.display()))?;
-                Ok(Arc::new(LocalClient::new(Arc::new(Mutex::new(chain)))))
-            }
+            (None, Some(dir)) => crate::chain::open_dir(dir, true).context("chain_dir"),
             _ => bail!("set exactly one of chain_api and chain_dir"),
         }
     }
@@ -215,7 +210,15 @@ impl Common {
     }
 
     fn root(&self) -> Result<Address> {
-        self.root.parse().context("root")
+        match (&self.root, &self.chain_dir) {
+            (Some(root), _) => root.parse().context("root"),
+            (None, Some(dir)) => Ok(crate::chain::read_genesis(dir)
+                .context("root: not given, and chain_dir's genesis cannot say it")?
+                .root),
+            (None, None) => {
+                bail!("root: missing (the root contract's address; `cocoon root show`)")
+            }
+        }
     }
 
     fn quotes(&self) -> Result<Box<dyn QuoteProvider>> {

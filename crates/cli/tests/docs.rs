@@ -23,7 +23,7 @@ fn sh_blocks(name: &str) -> Vec<String> {
 /// stdout, after asserting it succeeded.
 fn run(script: &str, cwd: &Path) -> String {
     assert!(
-        !script.contains('<'),
+        !script.replace("<<'EOF'", "").contains('<'),
         "an unfilled placeholder in the guide:\n{script}"
     );
     let out: Output = Command::new("bash")
@@ -42,6 +42,69 @@ fn run(script: &str, cwd: &Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// `cocoon up --fake-engine --dir .cocoon` in `cwd` (ephemeral ports), once it is up; the
+/// process and its network.json.
+fn cocoon_up(cwd: &Path) -> (Killed, serde_json::Value) {
+    let any = "127.0.0.1:0";
+    let up = Command::new(env!("CARGO_BIN_EXE_cocoon"))
+        .args(["up", "--fake-engine", "--dir", ".cocoon"])
+        .args(["--listen", any, "--chain-listen", any])
+        .args(["--proxy-worker-listen", any, "--proxy-client-listen", any])
+        .current_dir(cwd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let up = Killed(up);
+    let info = cwd.join(".cocoon/network.json");
+    let t = Instant::now();
+    while !info.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "cocoon up did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let net = serde_json::from_str(&std::fs::read_to_string(&info).unwrap()).unwrap();
+    (up, net)
+}
+
+/// One paid chat request to the network's OpenAI API.
+fn paid_request(net: &serde_json::Value, model: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let body =
+            serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+        let r = reqwest::Client::new()
+            .post(format!(
+                "{}/chat/completions",
+                net["base_url"].as_str().unwrap()
+            ))
+            .bearer_auth(net["api_key"].as_str().unwrap())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    });
+}
+
+/// The proxy's `/jsonstats`.
+fn proxy_stats(net: &serde_json::Value) -> serde_json::Value {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        reqwest::get(format!(
+            "http://{}/jsonstats",
+            net["proxy_http"].as_str().unwrap()
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+    })
 }
 
 #[test]
@@ -70,41 +133,8 @@ fn the_network_admin_guide_runs_as_written() {
 #[test]
 fn the_app_developer_guide_runs_as_written() {
     let tmp = tempfile::tempdir().unwrap();
-    let any = "127.0.0.1:0";
-    let up = Command::new(env!("CARGO_BIN_EXE_cocoon"))
-        .args(["up", "--fake-engine", "--dir", ".cocoon"])
-        .args(["--listen", any, "--chain-listen", any])
-        .args(["--proxy-worker-listen", any, "--proxy-client-listen", any])
-        .current_dir(tmp.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let _up = Killed(up);
-    let info = tmp.path().join(".cocoon/network.json");
-    let t = Instant::now();
-    while !info.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "cocoon up did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let net: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&info).unwrap()).unwrap();
-    // One paid request, so there is something to settle.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let body = serde_json::json!({"model": "fake-benchmark-model", "messages": [{"role": "user", "content": "hi"}]});
-        let r = reqwest::Client::new()
-            .post(format!("{}/chat/completions", net["base_url"].as_str().unwrap()))
-            .bearer_auth(net["api_key"].as_str().unwrap())
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-    });
+    let (_up, net) = cocoon_up(tmp.path());
+    paid_request(&net, "fake-benchmark-model");
 
     let blocks = sh_blocks("app-developer.md");
     let quote = blocks
@@ -137,4 +167,71 @@ fn the_app_developer_guide_runs_as_written() {
         tmp.path(),
     );
     assert!(status.contains("Closed"), "{status}");
+}
+
+/// The GPU owner's guide: a stranger's worker joins a running `cocoon up` from the guide's
+/// commands (its own wallet, funded by the local admin; a config naming the local chain), is
+/// chosen for requests, and sees and claims its earnings with the guide's commands.
+#[test]
+fn the_gpu_owner_guide_runs_as_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_up, net) = cocoon_up(tmp.path());
+    let blocks = sh_blocks("gpu-owner.md");
+    let join = blocks
+        .iter()
+        .find(|b| b.contains("cat > worker.toml"))
+        .expect("the guide has the join commands");
+    // The fake-engine network serves the FAKE model (Qwen cannot be downloaded here); the
+    // dashboard takes any free port.
+    let join = join
+        .replace(r#"model = "qwen3-0.6b""#, r#"model = "fake""#)
+        .replace("127.0.0.1:8845", "127.0.0.1:0");
+    let (setup, start): (Vec<&str>, Vec<&str>) = join
+        .lines()
+        .partition(|l| !l.starts_with("cocoon worker --config"));
+    assert_eq!(start.len(), 1, "one command starts the worker");
+    let out = run(&setup.join("\n"), tmp.path());
+    assert!(out.contains("sent 10 TON"), "{out}");
+    let worker = Command::new(env!("CARGO_BIN_EXE_cocoon"))
+        .args(["worker", "--config", "worker.toml"])
+        .current_dir(tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let _worker = Killed(worker);
+    let t = Instant::now();
+    while proxy_stats(&net)["figures"]["workers_connected"] != 2 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the new worker did not join"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The proxy prefers the idle newcomer (no latency record yet); a few requests reach it.
+    for _ in 0..4 {
+        paid_request(&net, "fake-benchmark-model");
+    }
+    let earnings = blocks
+        .iter()
+        .find(|b| b.contains("cocoon worker payout"))
+        .expect("the guide has the earnings commands");
+    // The worker writes its newest voucher at most once a second.
+    let t = Instant::now();
+    let out = loop {
+        let status = run(earnings.lines().next().unwrap(), tmp.path());
+        if status.contains("held voucher") {
+            break run(earnings, tmp.path());
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no voucher reached the new worker: {status}\n{}",
+            proxy_stats(&net)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        out.contains("claimed") && out.contains("tokens paid"),
+        "{out}"
+    );
 }

@@ -279,7 +279,7 @@ impl LocalNet {
                     let _ = cocoon_chain::toncenter::serve(listener, shared).await;
                 }));
                 let api = format!("http://{bound}/api/v2");
-                claim = cocoon_chain::local::owner::claim(&chain_dir, Some(api.clone()))?;
+                claim.set_api(Some(api.clone()))?;
                 Some(api)
             }
             None => None,

@@ -93,6 +93,9 @@ impl Pool {
                     .partial_cmp(&score(b))
                     .unwrap_or(std::cmp::Ordering::Equal)
                     .then(a.coefficient.cmp(&b.coefficient))
+                    // Equal otherwise: the one that served least, so a newcomer gets its first
+                    // requests and idle load spreads instead of always landing on the oldest.
+                    .then(a.served.cmp(&b.served))
                     .then(a.id.cmp(&b.id))
             })
             .map(|w| w.id)
@@ -148,6 +151,25 @@ mod tests {
         assert_eq!(p.choose("qwen", 2000).unwrap().id, 2);
         assert_eq!(p.choose("qwen", 900), Err(NoWorker::TooExpensive(1000)));
         assert_eq!(p.choose("mistral", 9999), Err(NoWorker::UnknownModel));
+    }
+
+    #[test]
+    fn ties_go_to_the_worker_that_served_least() {
+        let mut p = Pool::default();
+        let mut old = w(1, "m@1", 1000, 4, 0.4);
+        old.served = 50;
+        p.insert(old);
+        // A newcomer (no latency yet) and a sub-millisecond incumbent score the same.
+        let mut new = w(2, "m@1", 1000, 4, 0.0);
+        new.served = 0;
+        p.insert(new);
+        let first = p.choose("m", 1000).unwrap().id;
+        assert_eq!(first, 2);
+        p.finish(first, Some(0.5));
+        p.workers.get_mut(&2).unwrap().served = 50;
+        // Served as much, same score: the older id, deterministic.
+        let second = p.choose("m", 1000).unwrap().id;
+        assert_eq!(second, 1);
     }
 
     #[test]

@@ -29,6 +29,17 @@ pub struct Claim {
     path: PathBuf,
 }
 
+impl Claim {
+    /// Announces the API this process now serves the chain on.
+    pub fn set_api(&mut self, api: Option<String>) -> Result<()> {
+        let owner = Owner {
+            pid: std::process::id(),
+            api,
+        };
+        crate::files::write_json(&self.path, &owner)
+    }
+}
+
 impl Drop for Claim {
     fn drop(&mut self) {
         // Only our own claim is removed (a successor may have taken over a stale one).
@@ -92,6 +103,12 @@ mod tests {
             // This process does not see itself as another owner, and may claim again.
             assert_eq!(owner_of(dir.path()), None);
             assert!(dir.path().join(FILE).exists());
+            let mut claim = _claim;
+            claim
+                .set_api(Some("http://127.0.0.1:3/api/v2".into()))
+                .unwrap();
+            let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+            assert!(text.contains("127.0.0.1:3"), "{text}");
         }
         assert!(
             !dir.path().join(FILE).exists(),
