@@ -161,6 +161,17 @@ fn the_app_developer_guide_runs_as_written() {
             && m.contains("balance 0 TON"),
         "{m}"
     );
+    // The proxy operator's status command, as its guide writes it.
+    let operator = sh_blocks("proxy-operator.md");
+    let status = operator
+        .iter()
+        .find(|b| b.contains("cocoon proxy status"))
+        .expect("the operator guide has the status command");
+    let p = run(status, tmp.path());
+    assert!(
+        p.contains("stake 1 TON") && p.contains("client money held"),
+        "{p}"
+    );
     // The chain the running network holds has it (nothing was written to a second copy).
     let status = run(
         "cocoon client status --dir .cocoon/chain --wallet .cocoon/wallets/client.json",
