@@ -13,6 +13,7 @@ mod lifecycle;
 mod model;
 mod network;
 mod quote;
+mod root;
 
 use clap::{Parser, Subcommand};
 
@@ -56,7 +57,7 @@ enum Command {
     Wallet(chain::WalletCommand),
     /// The root contract's registry.
     #[command(subcommand)]
-    Root(chain::RootCommand),
+    Root(root::RootCommand),
     /// Bring up a whole local network (chain, proxy, workers, client) and serve the OpenAI API.
     Up(network::UpArgs),
     /// Run a proxy from a TOML config; or `status`.
@@ -135,7 +136,7 @@ fn main() -> std::process::ExitCode {
             anyhow::anyhow!("give --config FILE to run the role, or a subcommand (see --help)"),
         ),
         Command::Wallet(cmd) => chain::run_wallet(cmd),
-        Command::Root(cmd) => chain::run_root(cmd),
+        Command::Root(cmd) => root::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

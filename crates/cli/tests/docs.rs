@@ -109,21 +109,80 @@ fn proxy_stats(net: &serde_json::Value) -> serde_json::Value {
 
 #[test]
 fn the_network_admin_guide_runs_as_written() {
-    let blocks = sh_blocks("network-admin.md");
-    let script = blocks[0]
-        .replace("<sha256 of the weights>", &"ab".repeat(32))
-        .replace("<proxy contract>", &format!("0:{}", "22".repeat(32)))
-        .replace("HOST:PORT", "127.0.0.1:9999");
     let tmp = tempfile::tempdir().unwrap();
-    let stdout = run(&script, tmp.path());
+    let image = "cd".repeat(32);
+    let new_owner = format!("0:{}", "33".repeat(32));
+    let fill = |block: &str| {
+        block
+            .replace("<sha256 of the weights>", &"ab".repeat(32))
+            .replace("<proxy contract>", &format!("0:{}", "22".repeat(32)))
+            .replace("<image hash>", &image)
+            .replace("<new owner address>", &new_owner)
+            .replace("HOST:PORT", "127.0.0.1:9999")
+    };
+    let blocks = sh_blocks("network-admin.md");
+    assert_eq!(blocks.len(), 3, "set up, change, undo");
+    let setup = run(&fill(&blocks[0]), tmp.path());
     assert!(
-        stdout.contains("updated to version 3") && stdout.contains("updated to version 4"),
-        "{stdout}"
+        setup.contains("updated to version 3") && setup.contains("updated to version 4"),
+        "{setup}"
     );
     let shown = run("cocoon root show --dir .chain", tmp.path());
     assert!(
         shown.contains("qwen3") && shown.contains("127.0.0.1:9999"),
         "{shown}"
+    );
+    let changed = run(&fill(&blocks[1]), tmp.path());
+    assert!(changed.contains("updated to version 6"), "{changed}");
+    let shown = run("cocoon root show --dir .chain", tmp.path());
+    assert!(
+        shown.contains("prices: 25 nanoTON/token from clients, 20 nanoTON/token to workers")
+            && shown.contains(&image),
+        "{shown}"
+    );
+    // A change the registry cannot take is refused before anything is sent.
+    let refused = Command::new(env!("CARGO_BIN_EXE_cocoon"))
+        .args(["root", "set-prices", "--dir", ".chain"])
+        .args([
+            "--wallet",
+            ".chain/wallets/admin.json",
+            "--worker-fee-per-token",
+            "26",
+        ])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && e.contains("more than the price 25"),
+        "{e}"
+    );
+
+    let undone = run(&fill(&blocks[2]), tmp.path());
+    assert!(undone.contains("updated to version 10"), "{undone}");
+    let shown = run("cocoon root show --dir .chain --json", tmp.path());
+    let root: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(root["version"], 10);
+    assert_eq!(root["owner"], new_owner);
+    assert_eq!(root["proxies"].as_array().unwrap().len(), 0);
+    assert!(root["models"].get("ab".repeat(32)).is_none(), "{root}");
+    assert!(!shown.contains(&image), "{shown}");
+    // The old owner is no longer the owner.
+    let again = Command::new(env!("CARGO_BIN_EXE_cocoon"))
+        .args(["root", "set-prices", "--dir", ".chain"])
+        .args([
+            "--wallet",
+            ".chain/wallets/admin.json",
+            "--price-per-token",
+            "30",
+        ])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && e.contains("is not the root's owner"),
+        "{e}"
     );
 }
 
