@@ -330,6 +330,37 @@ impl Drop for StreamGuard<'_> {
     }
 }
 
+/// The completion limit a query runs under: the smaller of the wire's `max_tokens` (when
+/// positive) and the body's `max_completion_tokens` / `max_tokens`, else
+/// [`DEFAULT_MAX_TOKENS`]. The engine must stop where the reservation ends, not be cut there
+/// (a cut answer is an error to the client): when the body does not already say exactly this
+/// limit, it is written into the body (into the key the body uses, else `max_tokens`), and the
+/// second value is true.
+fn completion_limit(body: &mut serde_json::Value, wire: i32) -> (u64, bool) {
+    let key = if body.get("max_completion_tokens").is_some() {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    };
+    let named = body.get(key).and_then(|v| v.as_u64());
+    let limit = match (u64::try_from(wire).ok().filter(|w| *w > 0), named) {
+        (Some(w), Some(n)) => w.min(n),
+        (Some(w), None) => w,
+        (None, Some(n)) => n,
+        (None, None) => DEFAULT_MAX_TOKENS,
+    };
+    if named == Some(limit) {
+        return (limit, false);
+    }
+    match body.as_object_mut() {
+        Some(obj) => {
+            obj.insert(key.into(), limit.into());
+            (limit, true)
+        }
+        None => (limit, false),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_query(
     proxy: &Arc<Proxy>,
@@ -359,21 +390,9 @@ async fn run_query(
         .map_err(|e| err(400, format!("query is not an http.request: {e}")))?;
     let mut body: serde_json::Value = serde_json::from_slice(&http.payload)
         .map_err(|e| err(400, format!("body is not JSON: {e}")))?;
-    let named = body
-        .get("max_completion_tokens")
-        .or_else(|| body.get("max_tokens"))
-        .and_then(|v| v.as_u64());
-    let max_tokens = match (max_tokens > 0, named) {
-        (true, _) => max_tokens as u64,
-        (false, Some(n)) => n,
-        (false, None) => DEFAULT_MAX_TOKENS,
-    };
-    // The engine must stop where the reservation ends, not be cut there: state the limit.
-    if named.is_none() {
-        if let Some(obj) = body.as_object_mut() {
-            obj.insert("max_tokens".into(), max_tokens.into());
-            http.payload = body.to_string().into_bytes();
-        }
+    let (max_tokens, rewritten) = completion_limit(&mut body, max_tokens);
+    if rewritten {
+        http.payload = body.to_string().into_bytes();
     }
     let query = cocoon_wire::encode(&http);
     let reserve = reservation(
@@ -716,6 +735,57 @@ fn forward_part(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_body_always_states_the_limit_the_query_runs_under() {
+        use serde_json::json;
+        let limit = |mut body: serde_json::Value, wire: i32| {
+            let (n, rewritten) = super::completion_limit(&mut body, wire);
+            (n, rewritten, body)
+        };
+        // Only the body names it: kept as is.
+        assert_eq!(
+            limit(json!({"max_tokens": 50}), 0),
+            (50, false, json!({"max_tokens": 50}))
+        );
+        // The wire is smaller: the body is lowered (it was cut with 413 before).
+        assert_eq!(
+            limit(json!({"max_tokens": 500}), 100),
+            (100, true, json!({"max_tokens": 100}))
+        );
+        assert_eq!(
+            limit(json!({"max_completion_tokens": 500}), 100),
+            (100, true, json!({"max_completion_tokens": 100}))
+        );
+        // The body is smaller: it stands, and the reservation is the smaller.
+        assert_eq!(
+            limit(json!({"max_tokens": 20}), 100),
+            (20, false, json!({"max_tokens": 20}))
+        );
+        // Nobody names it: the wire's, else the default, written in.
+        assert_eq!(limit(json!({}), 64), (64, true, json!({"max_tokens": 64})));
+        assert_eq!(
+            limit(json!({}), 0),
+            (
+                super::DEFAULT_MAX_TOKENS,
+                true,
+                json!({"max_tokens": super::DEFAULT_MAX_TOKENS})
+            )
+        );
+        // A negative wire value is no limit; a body value that is not a count is replaced.
+        assert_eq!(
+            limit(json!({"max_tokens": 7}), -5),
+            (7, false, json!({"max_tokens": 7}))
+        );
+        assert_eq!(
+            limit(json!({"max_tokens": "lots"}), 0),
+            (
+                super::DEFAULT_MAX_TOKENS,
+                true,
+                json!({"max_tokens": super::DEFAULT_MAX_TOKENS})
+            )
+        );
+    }
+
     use super::*;
     use cocoon_chain::contracts::{ClientInitView, Params};
 
