@@ -18,6 +18,7 @@ pub mod server;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -176,28 +177,100 @@ pub struct Client {
     /// Prometheus metrics (also drawn by the dashboard).
     pub metrics: Arc<cocoon_observe::Metrics>,
     latency_total: Arc<Mutex<f64>>,
+    /// Where the next request starts its turn over the live proxies.
+    next_proxy: AtomicUsize,
 }
 
-/// A running query: parts as they come, then the final answer.
+/// A running query: parts as they come ([`QueryStream::next_part`]), then the final answer
+/// ([`QueryStream::answer`]).
 pub struct QueryStream {
-    /// Answer parts (SSE frames of a streamed answer).
-    pub parts: mpsc::UnboundedReceiver<ClientQueryAnswerPart>,
-    /// The final answer.
-    pub done: oneshot::Receiver<Result<Answer, ClientError>>,
+    /// A part already taken off the channel (by [`Client::query`]'s wait for the first event).
+    first: Option<ClientQueryAnswerPart>,
+    parts: mpsc::UnboundedReceiver<ClientQueryAnswerPart>,
+    /// The final answer, once received.
+    answer: Option<Result<Answer, ClientError>>,
+    done: oneshot::Receiver<Result<Answer, ClientError>>,
     cancel: Option<(Peer, [u8; 32])>,
+}
+
+impl QueryStream {
+    /// The next answer part (SSE frames of a streamed answer); `None` once the final answer is
+    /// in.
+    pub async fn next_part(&mut self) -> Option<ClientQueryAnswerPart> {
+        if let Some(p) = self.first.take() {
+            return Some(p);
+        }
+        if self.answer.is_some() {
+            return None;
+        }
+        self.parts.recv().await
+    }
+
+    /// The final answer (each call after the first: an error saying it was taken).
+    pub async fn answer(&mut self) -> Result<Answer, ClientError> {
+        self.receive().await;
+        self.answer.take().unwrap_or_else(|| {
+            Err(ClientError::Remote {
+                status: 502,
+                message: "the answer was already taken".into(),
+            })
+        })
+    }
+
+    async fn receive(&mut self) {
+        if self.answer.is_none() {
+            self.answer = Some(match (&mut self.done).await {
+                Ok(a) => a,
+                Err(_) => Err(ClientError::Remote {
+                    status: 502,
+                    message: "the query ended without an answer".into(),
+                }),
+            });
+        }
+    }
 }
 
 impl Drop for QueryStream {
     fn drop(&mut self) {
         // Dropped before the end (the app went away): tell the proxy to stop the worker.
         if let Some((peer, request_id)) = self.cancel.take() {
-            if matches!(
-                self.done.try_recv(),
-                Err(oneshot::error::TryRecvError::Empty)
-            ) {
+            if self.answer.is_none()
+                && matches!(
+                    self.done.try_recv(),
+                    Err(oneshot::error::TryRecvError::Empty)
+                )
+            {
                 let _ = peer.send(cocoon_wire::encode(&CancelQuery { request_id }));
             }
         }
+    }
+}
+
+/// A refusal another proxy may not give: it came before any work (nothing was billed), and it
+/// is about this proxy — no worker for the model there, all busy, no credit at its contract,
+/// the connection gone. A bad request (400) is bad everywhere and is not retried.
+fn worth_another_proxy(e: &ClientError) -> bool {
+    match e {
+        ClientError::Remote { status, .. } => matches!(status, 402 | 404 | 409 | 503),
+        ClientError::NoProxy(_) => true,
+        _ => false,
+    }
+}
+
+/// Which of two refusals to report when every proxy refused: the one that says most about
+/// what to do (no credit, then busy, then unknown model, then a lost connection).
+fn more_telling(a: ClientError, b: ClientError) -> ClientError {
+    let rank = |e: &ClientError| match e.status() {
+        402 => 4,
+        409 => 3,
+        503 if !matches!(e, ClientError::NoProxy(_)) => 2,
+        404 => 1,
+        _ => 0,
+    };
+    if rank(&b) > rank(&a) {
+        b
+    } else {
+        a
     }
 }
 
@@ -245,6 +318,7 @@ impl Client {
             wallet_busy: tokio::sync::Mutex::new(()),
             metrics: Arc::new(cocoon_observe::Metrics::new("cocoon_client")),
             latency_total: Arc::new(Mutex::new(0.0)),
+            next_proxy: AtomicUsize::new(0),
         });
         let targets: Vec<SocketAddr> = if cfg.proxies.is_empty() {
             root.proxies
@@ -701,8 +775,11 @@ impl Client {
             .collect()
     }
 
-    /// Sends one OpenAI request (`path` is `/v1/chat/completions` or `/v1/completions`) to the
-    /// first live proxy connection; its refusal comes back as the error.
+    /// Sends one OpenAI request (`path` is `/v1/chat/completions` or `/v1/completions`).
+    /// Requests take turns over the live proxies (load spreads); one a proxy refuses before
+    /// any work (no worker for the model there, all busy, no credit, connection lost) goes to
+    /// the next. It returns at the first answer part or the final answer; when every proxy
+    /// refused, the most telling refusal is the error.
     pub async fn query(
         &self,
         model: &str,
@@ -715,6 +792,62 @@ impl Client {
         if conns.is_empty() {
             return Err(ClientError::NoProxy("no proxy connection is alive".into()));
         }
+        let start = self.next_proxy.fetch_add(1, Ordering::Relaxed) % conns.len();
+        let mut refused: Option<ClientError> = None;
+        for (i, conn) in conns
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(conns.len())
+            .enumerate()
+        {
+            let mut q = self.start_query(
+                conn.clone(),
+                i + 1 == conns.len(),
+                model,
+                path,
+                body.clone(),
+                max_coefficient,
+                timeout,
+            );
+            match q.parts.recv().await {
+                Some(part) => {
+                    q.first = Some(part);
+                    return Ok(q);
+                }
+                None => {
+                    q.receive().await;
+                    match q.answer.take() {
+                        Some(Err(e)) if worth_another_proxy(&e) => {
+                            tracing::debug!("proxy {} refused ({e}); trying the next", conn.addr);
+                            refused = Some(match refused {
+                                Some(r) => more_telling(r, e),
+                                None => e,
+                            });
+                        }
+                        answer => {
+                            q.answer = answer;
+                            return Ok(q);
+                        }
+                    }
+                }
+            }
+        }
+        Err(refused.unwrap_or_else(|| ClientError::NoProxy("no proxy answered".into())))
+    }
+
+    /// Starts one request at one proxy connection (`last`: no other proxy is left to try).
+    #[allow(clippy::too_many_arguments)]
+    fn start_query(
+        &self,
+        conn: Arc<ProxyConn>,
+        last: bool,
+        model: &str,
+        path: &str,
+        body: Vec<u8>,
+        max_coefficient: Option<u32>,
+        timeout: Option<Duration>,
+    ) -> QueryStream {
         let http = HttpRequest {
             method: b"POST".to_vec(),
             url: path.as_bytes().to_vec(),
@@ -727,7 +860,6 @@ impl Client {
         };
         let query = cocoon_wire::encode(&http);
         let timeout = timeout.unwrap_or(self.cfg.timeout);
-        let conn = conns[0].clone();
         let mut request_id = [0u8; 32];
         getrandom::fill(&mut request_id).expect("OS random number generator");
         let (tx, parts) = mpsc::unbounded_channel();
@@ -773,6 +905,12 @@ impl Client {
             streams.lock().expect("streams").remove(&request_id);
             metrics.active.dec();
             let secs = started.elapsed().as_secs_f64();
+            // A refusal the next proxy gets a chance at is not the app's request failing.
+            if !last && matches!(&answer, Err(e) if worth_another_proxy(e)) {
+                metrics.error("failover");
+                let _ = done_tx.send(answer);
+                return;
+            }
             metrics.request(answer.is_ok(), secs);
             match &answer {
                 Ok(a) => {
@@ -795,11 +933,13 @@ impl Client {
             }
             let _ = done_tx.send(answer);
         });
-        Ok(QueryStream {
+        QueryStream {
+            first: None,
             parts,
+            answer: None,
             done,
             cancel: Some((conn.peer.clone(), request_id)),
-        })
+        }
     }
 
     /// The `/jsonstats` document: money at each proxy and request figures.

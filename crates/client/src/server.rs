@@ -187,10 +187,9 @@ async fn run(app: Arc<App>, headers: HeaderMap, body: Bytes, path: &str) -> Resp
         Err(e) => return client_error(&e),
     };
     if !stream {
-        let answer = match (&mut q.done).await {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => return client_error(&e),
-            Err(_) => return error(502, "the query ended without an answer"),
+        let answer = match q.answer().await {
+            Ok(a) => a,
+            Err(e) => return client_error(&e),
         };
         return (
             StatusCode::OK,
@@ -201,7 +200,7 @@ async fn run(app: Arc<App>, headers: HeaderMap, body: Bytes, path: &str) -> Resp
     }
     // Streaming: wait for the first part or the end, so early errors get a proper status.
     // No part at all (the channel closed): the final answer decides the response.
-    let first = q.parts.recv().await;
+    let first = q.next_part().await;
     let first_bytes = match first {
         Some(cocoon_wire::client::ClientQueryAnswerPart::Part { answer, .. }) => answer,
         Some(cocoon_wire::client::ClientQueryAnswerPart::Error {
@@ -214,16 +213,15 @@ async fn run(app: Arc<App>, headers: HeaderMap, body: Bytes, path: &str) -> Resp
                 String::from_utf8_lossy(&msg),
             ))
         }
-        None => match (&mut q.done).await {
-            Ok(Ok(a)) => {
+        None => match q.answer().await {
+            Ok(a) => {
                 return Response::builder()
                     .status(StatusCode::OK)
                     .header(header::CONTENT_TYPE, "text/event-stream")
                     .body(Body::from(a.body))
                     .unwrap_or_else(|_| error(500, "response build failed"))
             }
-            Ok(Err(e)) => return client_error(&e),
-            Err(_) => return error(502, "the query ended without an answer"),
+            Err(e) => return client_error(&e),
         },
     };
     let body = async_stream(q, first_bytes);
@@ -246,7 +244,7 @@ fn async_stream(
             return Some((Ok(Bytes::from(f)), (None, q)));
         }
         let mut q = q?;
-        match q.parts.recv().await {
+        match q.next_part().await {
             Some(cocoon_wire::client::ClientQueryAnswerPart::Part { answer, .. }) => {
                 Some((Ok(Bytes::from(answer)), (None, Some(q))))
             }
@@ -255,14 +253,13 @@ fn async_stream(
                 Some((Ok(Bytes::from(frame)), (None, Some(q))))
             }
             None => {
-                let last = match (&mut q.done).await {
-                    Ok(Ok(a)) => a.body,
-                    Ok(Err(e)) => format!(
+                let last = match q.answer().await {
+                    Ok(a) => a.body,
+                    Err(e) => format!(
                         "data: {}\n\n",
                         cocoon_engine::openai::error_body(e.status(), &e.to_string())
                     )
                     .into_bytes(),
-                    Err(_) => Vec::new(),
                 };
                 drop(q);
                 if last.is_empty() {

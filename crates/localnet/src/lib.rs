@@ -167,6 +167,9 @@ pub struct LocalNet {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The chain directory's owner claim (given back on stop).
     claim: Option<cocoon_chain::local::owner::Claim>,
+    /// The admin's keys (derived once: 100 000 PBKDF2 rounds).
+    admin: (cocoon_chain::keys::Keypair, cocoon_chain::wallet::Wallet),
+    cfg: LocalNetConfig,
 }
 
 impl Drop for LocalNet {
@@ -302,53 +305,27 @@ impl LocalNet {
         }
 
         // Proxy.
-        let proxy = Proxy::start(
-            ProxyConfig {
-                dir: cfg.dir.join("proxy"),
-                worker_listen: cfg.proxy_worker_listen,
-                client_listen: cfg.proxy_client_listen,
-                root: genesis.root,
-                worker_policy: PolicyKind::FakeTdx,
-                pow_difficulty: cfg.pow_difficulty,
-                save_state_interval: Duration::from_secs(30),
-                request_timeout: Duration::from_secs(600),
-                http_listen: Some("127.0.0.1:0".parse().expect("address")),
-            },
-            chain_client.clone(),
-            genesis.wallet("proxy")?.open()?,
-            Arc::new(FakeTdxProvider::default()),
-        )
-        .await?;
-        register_proxy(
-            chain_client.as_ref(),
+        let proxy = launch_proxy(
+            &chain_client,
             &genesis,
             &admin,
-            proxy.proxy.address(),
-            &proxy,
+            "proxy",
+            cfg.dir.join("proxy"),
+            (cfg.proxy_worker_listen, cfg.proxy_client_listen),
+            cfg.pow_difficulty,
         )
         .await?;
 
         // Workers.
         let mut workers = Vec::new();
         for (i, engine) in cfg.engines.iter().enumerate() {
-            let worker = Worker::new(
-                WorkerConfig {
-                    dir: cfg.dir.join(format!("worker{i}")),
-                    root: genesis.root,
-                    proxies: vec![proxy.worker_addr],
-                    model: cfg.model.clone(),
-                    coefficient: cfg.coefficient,
-                    max_active: cfg.max_active,
-                    proxy_policy: PolicyKind::FakeTdx,
-                    max_pow_difficulty: 28,
-                    payout_threshold: cfg.payout_threshold,
-                    http_listen: Some("127.0.0.1:0".parse().expect("address")),
-                },
-                chain_client.clone(),
-                genesis.wallet(&worker_names[i])?.open()?,
+            let worker = launch_worker(
+                &chain_client,
+                &genesis,
+                &cfg,
+                &worker_names[i],
+                vec![proxy.worker_addr],
                 engine.clone(),
-                Arc::new(FakeTdxProvider::default()),
-                vec![fake_image],
             )?;
             tasks.push(tokio::spawn(worker.clone().run()));
             workers.push(worker);
@@ -367,21 +344,12 @@ impl LocalNet {
         }
 
         // Client.
-        let client = Client::start(
-            ClientConfig {
-                dir: cfg.dir.join("client"),
-                root: genesis.root,
-                proxies: vec![proxy.client_addr],
-                deposit: 10 * TON,
-                stake: cfg.params.min_client_stake,
-                proxy_policy: PolicyKind::FakeTdx,
-                max_pow_difficulty: 28,
-                max_coefficient: 10_000,
-                timeout: Duration::from_secs(600),
-            },
-            chain_client.clone(),
-            genesis.wallet("client")?.open()?,
-            Arc::new(FakeTdxProvider::default()),
+        let client = launch_client(
+            &chain_client,
+            &genesis,
+            &cfg,
+            "client",
+            vec![proxy.client_addr],
         )
         .await?;
         let api_key = read_or_create(&cfg.dir.join("api-key"), || {
@@ -432,7 +400,72 @@ impl LocalNet {
             info,
             tasks,
             claim: Some(claim),
+            admin,
+            cfg,
         })
+    }
+
+    /// Adds a wallet funded with `amount` by the admin (kept in the genesis files).
+    fn new_wallet(&mut self, name: &str, amount: u128) -> Result<(), LocalNetError> {
+        if self.genesis.wallet(name).is_err() {
+            let mut chain = self.chain.lock().expect("chain");
+            chain.add_wallet(&mut self.genesis, &self.admin, name, amount)?;
+        }
+        let chain_dir = self.cfg.dir.join("chain");
+        for dir in [&self.cfg.dir, &chain_dir] {
+            self.genesis.write_files(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Another proxy on this network, as a second operator would run it: its own wallet
+    /// (`name`, funded by the admin), its contract, registered in the root. It runs until the
+    /// handle is stopped or dropped; `network.json` still describes the first proxy only.
+    pub async fn add_proxy(&mut self, name: &str) -> Result<RunningProxy, LocalNetError> {
+        self.new_wallet(name, 100 * TON)?;
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        launch_proxy(
+            &self.chain_client,
+            &self.genesis,
+            &self.admin,
+            name,
+            self.cfg.dir.join(name),
+            (any, any),
+            self.cfg.pow_difficulty,
+        )
+        .await
+    }
+
+    /// Another worker serving this network's model with `engine`, connected to `proxies`: its
+    /// own wallet (`name`, funded by the admin). It runs until the network stops.
+    pub fn add_worker(
+        &mut self,
+        name: &str,
+        proxies: Vec<SocketAddr>,
+        engine: Arc<dyn Engine>,
+    ) -> Result<Arc<Worker>, LocalNetError> {
+        self.new_wallet(name, 100 * TON)?;
+        let worker = launch_worker(
+            &self.chain_client,
+            &self.genesis,
+            &self.cfg,
+            name,
+            proxies,
+            engine,
+        )?;
+        self.tasks.push(tokio::spawn(worker.clone().run()));
+        Ok(worker)
+    }
+
+    /// Another client of `proxies`: its own wallet (`name`, funded by the admin) and a client
+    /// contract at each proxy.
+    pub async fn add_client(
+        &mut self,
+        name: &str,
+        proxies: Vec<SocketAddr>,
+    ) -> Result<Arc<Client>, LocalNetError> {
+        self.new_wallet(name, 100 * TON)?;
+        launch_client(&self.chain_client, &self.genesis, &self.cfg, name, proxies).await
     }
 
     /// Stops every role (state stays on disk).
@@ -443,6 +476,104 @@ impl LocalNet {
         self.proxy.stop();
         self.claim.take();
     }
+}
+
+/// Starts a proxy paid from wallet `wallet` (its contract is deployed at its first start) and
+/// registers it in the root through the admin.
+async fn launch_proxy(
+    chain: &Arc<dyn ChainClient>,
+    genesis: &Genesis,
+    admin: &(cocoon_chain::keys::Keypair, cocoon_chain::wallet::Wallet),
+    wallet: &str,
+    dir: PathBuf,
+    (worker_listen, client_listen): (SocketAddr, SocketAddr),
+    pow_difficulty: u32,
+) -> Result<RunningProxy, LocalNetError> {
+    let proxy = Proxy::start(
+        ProxyConfig {
+            dir,
+            worker_listen,
+            client_listen,
+            root: genesis.root,
+            worker_policy: PolicyKind::FakeTdx,
+            pow_difficulty,
+            save_state_interval: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(600),
+            http_listen: Some("127.0.0.1:0".parse().expect("address")),
+        },
+        chain.clone(),
+        genesis.wallet(wallet)?.open()?,
+        Arc::new(FakeTdxProvider::default()),
+    )
+    .await?;
+    register_proxy(
+        chain.as_ref(),
+        genesis,
+        admin,
+        proxy.proxy.address(),
+        &proxy,
+    )
+    .await?;
+    Ok(proxy)
+}
+
+/// A worker paid to wallet `wallet`, serving `cfg.model` with `engine` to `proxies` (not yet
+/// running: spawn its `run`).
+fn launch_worker(
+    chain: &Arc<dyn ChainClient>,
+    genesis: &Genesis,
+    cfg: &LocalNetConfig,
+    wallet: &str,
+    proxies: Vec<SocketAddr>,
+    engine: Arc<dyn Engine>,
+) -> Result<Arc<Worker>, LocalNetError> {
+    Ok(Worker::new(
+        WorkerConfig {
+            dir: cfg.dir.join(wallet),
+            root: genesis.root,
+            proxies,
+            model: cfg.model.clone(),
+            coefficient: cfg.coefficient,
+            max_active: cfg.max_active,
+            proxy_policy: PolicyKind::FakeTdx,
+            max_pow_difficulty: 28,
+            payout_threshold: cfg.payout_threshold,
+            http_listen: Some("127.0.0.1:0".parse().expect("address")),
+        },
+        chain.clone(),
+        genesis.wallet(wallet)?.open()?,
+        engine,
+        Arc::new(FakeTdxProvider::default()),
+        vec![cocoon_tee::quote::Measurements::default().image_hash()],
+    )?)
+}
+
+/// A client paying from wallet `wallet` at `proxies` (10 TON deposited at each, the minimum
+/// stake).
+async fn launch_client(
+    chain: &Arc<dyn ChainClient>,
+    genesis: &Genesis,
+    cfg: &LocalNetConfig,
+    wallet: &str,
+    proxies: Vec<SocketAddr>,
+) -> Result<Arc<Client>, LocalNetError> {
+    Ok(Client::start(
+        ClientConfig {
+            dir: cfg.dir.join(wallet),
+            root: genesis.root,
+            proxies,
+            deposit: 10 * TON,
+            stake: cfg.params.min_client_stake,
+            proxy_policy: PolicyKind::FakeTdx,
+            max_pow_difficulty: 28,
+            max_coefficient: 10_000,
+            timeout: Duration::from_secs(600),
+        },
+        chain.clone(),
+        genesis.wallet(wallet)?.open()?,
+        Arc::new(FakeTdxProvider::default()),
+    )
+    .await?)
 }
 
 /// Registers (or updates) the proxy's endpoints in the root through the admin wallet, and
