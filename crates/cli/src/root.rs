@@ -306,37 +306,8 @@ pub fn run(cmd: RootCommand) -> Result<()> {
                 Ok(msg::del_model_type(0, &hash)?)
             })
         }
-        RootCommand::AllowImage { role, hash, admin } => {
-            let hash = hash32(&hash, "image hash")?;
-            change(&admin, |root| {
-                let listed = images(root, role).contains(&hash);
-                if listed {
-                    bail!(
-                        "the root already trusts {role:?} image {}",
-                        hex::encode(hash)
-                    );
-                }
-                Ok(match role {
-                    ImageRole::Proxy => msg::add_proxy_type(0, &hash)?,
-                    ImageRole::Worker => msg::add_worker_type(0, &hash)?,
-                })
-            })
-        }
-        RootCommand::RevokeImage { role, hash, admin } => {
-            let hash = hash32(&hash, "image hash")?;
-            change(&admin, |root| {
-                if !images(root, role).contains(&hash) {
-                    bail!(
-                        "the root does not trust {role:?} image {}",
-                        hex::encode(hash)
-                    );
-                }
-                Ok(match role {
-                    ImageRole::Proxy => msg::del_proxy_type(0, &hash)?,
-                    ImageRole::Worker => msg::del_worker_type(0, &hash)?,
-                })
-            })
-        }
+        RootCommand::AllowImage { role, hash, admin } => image_change(&admin, role, &hash, true),
+        RootCommand::RevokeImage { role, hash, admin } => image_change(&admin, role, &hash, false),
         RootCommand::SetPrices {
             price_per_token,
             worker_fee_per_token,
@@ -379,6 +350,28 @@ pub fn run(cmd: RootCommand) -> Result<()> {
             })
         }
     }
+}
+
+/// Trusts (`allow`) or stops trusting a role's TEE image; refused when that changes nothing.
+fn image_change(admin: &Admin, role: ImageRole, hash: &str, allow: bool) -> Result<()> {
+    let hash = hash32(hash, "image hash")?;
+    change(admin, |root| {
+        let listed = images(root, role).contains(&hash);
+        if listed == allow {
+            let already = if allow {
+                "already trusts"
+            } else {
+                "does not trust"
+            };
+            bail!("the root {already} {role:?} image {}", hex::encode(hash));
+        }
+        Ok(match (role, allow) {
+            (ImageRole::Proxy, true) => msg::add_proxy_type(0, &hash)?,
+            (ImageRole::Proxy, false) => msg::del_proxy_type(0, &hash)?,
+            (ImageRole::Worker, true) => msg::add_worker_type(0, &hash)?,
+            (ImageRole::Worker, false) => msg::del_worker_type(0, &hash)?,
+        })
+    })
 }
 
 fn images(root: &RootData, role: ImageRole) -> &Vec<[u8; 32]> {

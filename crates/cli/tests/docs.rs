@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Killed;
+use common::{paid_request, Killed};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -69,26 +69,6 @@ fn cocoon_up(cwd: &Path) -> (Killed, serde_json::Value) {
     }
     let net = serde_json::from_str(&std::fs::read_to_string(&info).unwrap()).unwrap();
     (up, net)
-}
-
-/// One paid chat request to the network's OpenAI API.
-fn paid_request(net: &serde_json::Value, model: &str) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let body =
-            serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
-        let r = reqwest::Client::new()
-            .post(format!(
-                "{}/chat/completions",
-                net["base_url"].as_str().unwrap()
-            ))
-            .bearer_auth(net["api_key"].as_str().unwrap())
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-    });
 }
 
 /// The proxy's `/jsonstats`.

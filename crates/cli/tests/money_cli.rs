@@ -77,20 +77,9 @@ fn quote_status_withdraw_payout_and_close() {
     };
 
     // Two paid requests.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        for _ in 0..2 {
-            let body = serde_json::json!({"model": "fake-benchmark-model", "messages": [{"role": "user", "content": "hi"}]});
-            let r = reqwest::Client::new()
-                .post(format!("{}/chat/completions", net["base_url"].as_str().unwrap()))
-                .bearer_auth(net["api_key"].as_str().unwrap())
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-        }
-    });
+    for _ in 0..2 {
+        paid_request(&net, "fake-benchmark-model");
+    }
     std::thread::sleep(Duration::from_millis(1200)); // vouchers travel after the answers
 
     // Quote: 100 000 requests a day of 300 + 200 tokens at the live worker's coefficient.
@@ -121,21 +110,23 @@ fn quote_status_withdraw_payout_and_close() {
     );
     assert_eq!(q["ton"]["per_month"], "30");
     assert_eq!(q["workers_needed"], 7);
-    // As the app developer guide writes it: the network's chain directory, no --root.
+    // As the app developer guide writes it: the network's chain directory, no --root;
+    // 100 000 requests a day of 300 + 200 tokens.
     let chain_dir = d.join("chain");
-    let text = ok(&[
-        "quote",
-        "--dir",
-        chain_dir.to_str().unwrap(),
-        "--model",
-        "fake",
-        "--requests-per-day",
-        "100000",
-        "--avg-prompt-tokens",
-        "300",
-        "--avg-completion-tokens",
-        "200",
-    ]);
+    let quote_at_dir = |model: &str, extra: &[&str]| {
+        let mut args = vec![
+            "quote",
+            "--dir",
+            chain_dir.to_str().unwrap(),
+            "--model",
+            model,
+        ];
+        args.extend(["--requests-per-day", "100000", "--avg-prompt-tokens", "300"]);
+        args.extend(["--avg-completion-tokens", "200"]);
+        args.extend(extra);
+        ok(&args)
+    };
+    let text = quote_at_dir("fake", &[]);
     assert!(
         text.contains("per day      1 TON") && text.contains("recommended client stake 0.5 TON"),
         "{text}"
@@ -162,20 +153,7 @@ fn quote_status_withdraw_payout_and_close() {
     // The question, as a new user asks it: 100 000 Qwen requests a day of 500 tokens.
     // The root lists Qwen3 (every known model); no worker serves it here, so the base
     // coefficient prices it.
-    let qwen = ok(&[
-        "quote",
-        "--dir",
-        chain_dir.to_str().unwrap(),
-        "--model",
-        "Qwen",
-        "--requests-per-day",
-        "100000",
-        "--avg-prompt-tokens",
-        "300",
-        "--avg-completion-tokens",
-        "200",
-        "--json",
-    ]);
+    let qwen = quote_at_dir("Qwen", &["--json"]);
     let qwen: serde_json::Value = serde_json::from_str(&qwen).unwrap();
     assert_eq!(qwen["model_type"], "qwen3");
     assert_eq!(qwen["coefficient"], 1000);

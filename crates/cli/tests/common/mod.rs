@@ -45,3 +45,24 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// One paid chat request for `model` to a `cocoon up` network (its network.json), which must
+/// be answered 200.
+pub fn paid_request(net: &serde_json::Value, model: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let body =
+            serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+        let r = reqwest::Client::new()
+            .post(format!(
+                "{}/chat/completions",
+                net["base_url"].as_str().unwrap()
+            ))
+            .bearer_auth(net["api_key"].as_str().unwrap())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    });
+}
