@@ -63,12 +63,15 @@ pub struct Formatter {
     include_usage: bool,
     first: bool,
     text: String,
+    /// Every streamed text frame's bytes up to the choice's fields: `data: {"id":…,"object":…,
+    /// "created":…,"model":…,"choices":[{"index":0,` — built once, not per token.
+    head: Vec<u8>,
 }
 
 impl Formatter {
     /// For `request` (its kind, model, streaming and usage options).
     pub fn new(request: &EngineRequest) -> Self {
-        Formatter {
+        let mut f = Formatter {
             id: format!("cmpl-{}-{}", now(), NEXT_ID.fetch_add(1, Ordering::Relaxed)),
             created: now(),
             model: request.model.clone(),
@@ -77,7 +80,21 @@ impl Formatter {
             include_usage: request.include_usage,
             first: true,
             text: String::new(),
-        }
+            head: Vec::new(),
+        };
+        let object = if f.chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
+        f.head = format!(
+            "data: {{\"id\":{},\"object\":\"{object}\",\"created\":{},\"model\":{},\"choices\":[{{\"index\":0,",
+            Value::from(f.id.as_str()),
+            f.created,
+            Value::from(f.model.as_str()),
+        )
+        .into_bytes();
+        f
     }
 
     /// Whether the answer is an SSE stream.
@@ -104,18 +121,25 @@ impl Formatter {
             self.text.push_str(t);
             return None;
         }
-        let choice = if self.chat {
-            let delta = if self.first {
-                json!({"role": "assistant", "content": t})
-            } else {
-                json!({"content": t})
-            };
-            json!([{"index": 0, "delta": delta, "finish_reason": null}])
-        } else {
-            json!([{"index": 0, "text": t, "finish_reason": null}])
+        // The same bytes as `frame` would make from a JSON value, written directly: this runs
+        // once per streamed token.
+        let field: &[u8] = match (self.chat, self.first) {
+            (true, true) => br#""delta":{"role":"assistant","content":"#,
+            (true, false) => br#""delta":{"content":"#,
+            (false, _) => br#""text":"#,
         };
+        let tail: &[u8] = if self.chat {
+            b"},\"finish_reason\":null}]}\n\n"
+        } else {
+            b",\"finish_reason\":null}]}\n\n"
+        };
+        let mut out = Vec::with_capacity(self.head.len() + field.len() + t.len() + 8 + tail.len());
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(field);
+        serde_json::to_writer(&mut out, t).expect("a string serializes into memory");
+        out.extend_from_slice(tail);
         self.first = false;
-        Some(self.frame(choice, None))
+        Some(out)
     }
 
     /// The end: the last SSE frames (finish, usage when asked, `[DONE]`), or the whole JSON object.
@@ -150,5 +174,67 @@ impl Formatter {
     /// An error after the stream started: one SSE frame with the error object.
     pub fn error_frame(e: &EngineError) -> Vec<u8> {
         format!("data: {}\n\n", error_json(e)).into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A streamed text frame built as a JSON value (the reference).
+    fn reference(f: &Formatter, first: bool, t: &str) -> Vec<u8> {
+        let choice = if f.chat {
+            let delta = if first {
+                json!({"role": "assistant", "content": t})
+            } else {
+                json!({"content": t})
+            };
+            json!([{"index": 0, "delta": delta, "finish_reason": null}])
+        } else {
+            json!([{"index": 0, "text": t, "finish_reason": null}])
+        };
+        f.frame(choice, None)
+    }
+
+    #[test]
+    fn streamed_text_frames_carry_the_same_json_as_a_built_value() {
+        let texts = [
+            "Paris",
+            "",
+            "say \"hi\"\\n",
+            "line\nbreak\ttab\u{1}",
+            "é 日本 🦀",
+            "</script>",
+        ];
+        let chat = EngineRequest::parse_chat(
+            br#"{"model":"m \"quoted\"","messages":[{"role":"user","content":"x"}],"stream":true}"#,
+        )
+        .unwrap();
+        let completion =
+            EngineRequest::parse_completion(br#"{"model":"m","prompt":"x","stream":true}"#)
+                .unwrap();
+        for request in [chat, completion] {
+            let mut f = Formatter::new(&request);
+            for (i, t) in texts.iter().enumerate() {
+                let want = reference(&f, i == 0, t);
+                let got = f.text(t).unwrap();
+                // One SSE event carrying the same JSON (key order aside: OpenAI's own here).
+                let event = |frame: &[u8]| -> Value {
+                    let body = frame.strip_prefix(b"data: ").unwrap();
+                    assert!(body.ends_with(b"\n\n"));
+                    serde_json::from_slice(&body[..body.len() - 2]).unwrap()
+                };
+                let v = event(&got);
+                assert_eq!(v, event(&want));
+                let text = String::from_utf8(got.clone()).unwrap();
+                assert!(text.starts_with("data: {\"id\":\"cmpl-"), "{text}");
+                let content = if f.chat {
+                    &v["choices"][0]["delta"]["content"]
+                } else {
+                    &v["choices"][0]["text"]
+                };
+                assert_eq!(content, *t);
+            }
+        }
     }
 }
