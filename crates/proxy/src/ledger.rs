@@ -95,7 +95,7 @@ pub enum LedgerError {
 }
 
 /// Totals derived from the records.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     /// Adjusted tokens charged per client owner.
     pub clients: HashMap<Address, u64>,
@@ -117,6 +117,9 @@ pub struct Ledger {
     totals: Totals,
     durable_seq: u64,
     durable: Totals,
+    /// Records written but not yet covered by a finished fsync, oldest first: a group commit
+    /// moves them into `durable` (work in the records committed, not in the parties known).
+    pending: std::collections::VecDeque<(u64, Entry)>,
     sealed_seq: u64,
 }
 
@@ -124,18 +127,18 @@ pub struct Ledger {
 pub struct SyncPoint {
     file: File,
     seq: u64,
-    totals: Totals,
     path: PathBuf,
 }
 
 impl SyncPoint {
-    /// fsyncs the file (outside any lock); then [`Ledger::mark_durable`] publishes it.
-    pub fn sync(self) -> Result<(u64, Totals), LedgerError> {
+    /// fsyncs the file (outside any lock); returns the sequence number now on disk, for
+    /// [`Ledger::mark_durable`].
+    pub fn sync(self) -> Result<u64, LedgerError> {
         self.file.sync_data().map_err(|source| LedgerError::Io {
             path: self.path.display().to_string(),
             source,
         })?;
-        Ok((self.seq, self.totals))
+        Ok(self.seq)
     }
 }
 
@@ -254,6 +257,7 @@ impl Ledger {
             last_hash,
             durable: totals.clone(),
             durable_seq: seq,
+            pending: Default::default(),
             sealed_seq: seq,
             totals,
         })
@@ -262,8 +266,8 @@ impl Ledger {
     /// Appends a record and fsyncs it. Only after this returns may a voucher reflecting it leave.
     pub fn append(&mut self, entry: Entry) -> Result<(), LedgerError> {
         self.append_unsynced(entry)?;
-        let (seq, totals) = self.sync_point()?.sync()?;
-        self.mark_durable(seq, totals);
+        let seq = self.sync_point()?.sync()?;
+        self.mark_durable(seq);
         debug_assert!(self.durable_seq >= seq);
         Ok(())
     }
@@ -290,6 +294,7 @@ impl Ledger {
         self.seq = seq;
         self.last_hash = hash;
         apply(&mut self.totals, &entry);
+        self.pending.push_back((seq, entry));
         Ok(seq)
     }
 
@@ -315,17 +320,21 @@ impl Ledger {
         Ok(SyncPoint {
             file: self.file.try_clone().expect("ledger file handle"),
             seq: self.seq,
-            totals: self.totals.clone(),
             path: self.path.clone(),
         })
     }
 
-    /// Publishes the state a finished [`SyncPoint::sync`] made durable.
-    pub fn mark_durable(&mut self, seq: u64, totals: Totals) {
-        if seq > self.durable_seq {
-            self.durable_seq = seq;
-            self.durable = totals;
+    /// Publishes what a finished [`SyncPoint::sync`] made durable: the records up to `seq`.
+    /// (A failed fsync publishes nothing; its records wait for the next one.)
+    pub fn mark_durable(&mut self, seq: u64) {
+        while let Some((s, _)) = self.pending.front() {
+            if *s > seq {
+                break;
+            }
+            let (_, entry) = self.pending.pop_front().expect("front exists");
+            apply(&mut self.durable, &entry);
         }
+        self.durable_seq = self.durable_seq.max(seq);
     }
 
     /// The highest sequence number known to be on disk.
@@ -383,6 +392,39 @@ mod tests {
             worker: Address::new([2; 32]),
             tokens: n,
         }
+    }
+
+    #[test]
+    fn durable_totals_move_only_as_far_as_a_finished_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Ledger::open(
+            &dir.path().join("ledger.jsonl"),
+            Keypair::from_seed([3; 32]),
+        )
+        .unwrap();
+        let client = Address::new([1; 32]);
+        let durable = |l: &Ledger| l.durable().clients.get(&client).copied().unwrap_or(0);
+        l.append_unsynced(charge(10)).unwrap();
+        l.append_unsynced(charge(5)).unwrap();
+        let point = l.sync_point().unwrap();
+        // Written after the point: not covered by its fsync.
+        l.append_unsynced(charge(1)).unwrap();
+        assert_eq!((durable(&l), l.totals().clients[&client]), (0, 16));
+        let synced = point.sync().unwrap();
+        assert_eq!(synced, 2);
+        l.mark_durable(synced);
+        assert_eq!((durable(&l), l.durable_seq()), (15, 2));
+        // A point that was never synced (its fsync failed) publishes nothing; the next covers
+        // every record still pending.
+        let _lost = l.sync_point().unwrap();
+        assert_eq!(durable(&l), 15);
+        let point = l.sync_point().unwrap();
+        l.mark_durable(point.sync().unwrap());
+        assert_eq!((durable(&l), l.durable_seq()), (16, 3));
+        // An older point finishing late changes nothing.
+        l.mark_durable(2);
+        assert_eq!((durable(&l), l.durable_seq()), (16, 3));
+        assert_eq!(l.durable(), l.totals());
     }
 
     #[test]

@@ -530,16 +530,13 @@ impl Proxy {
                 return Ok(());
             }
             let point = self.ledger.lock().expect("ledger").sync_point()?;
-            let (synced, totals) = tokio::task::spawn_blocking(move || point.sync())
+            let synced = tokio::task::spawn_blocking(move || point.sync())
                 .await
                 .map_err(|e| ledger::LedgerError::Io {
                     path: "ledger".into(),
                     source: std::io::Error::other(e),
                 })??;
-            self.ledger
-                .lock()
-                .expect("ledger")
-                .mark_durable(synced, totals);
+            self.ledger.lock().expect("ledger").mark_durable(synced);
         }
     }
 
@@ -725,9 +722,24 @@ async fn voucher_loop(proxy: Arc<Proxy>) {
         tokio::time::sleep(VOUCHER_BATCH).await;
         let q = std::mem::take(&mut *proxy.vouchers.lock().expect("vouchers"));
         let _order = proxy.sending.lock().expect("sending");
-        let totals = proxy.ledger.lock().expect("ledger").durable().clone();
-        for (owner, (peer, request_id)) in q.clients {
-            let total = totals.clients.get(&owner).copied().unwrap_or(0);
+        // The durable totals of the parties in this batch (not a copy of every party's).
+        let (clients, workers) = {
+            let ledger = proxy.ledger.lock().expect("ledger");
+            let d = ledger.durable();
+            let of =
+                |m: &HashMap<Address, u64>, owner: &Address| m.get(owner).copied().unwrap_or(0);
+            (
+                q.clients
+                    .into_iter()
+                    .map(|(owner, v)| (owner, v, of(&d.clients, &owner)))
+                    .collect::<Vec<_>>(),
+                q.workers
+                    .into_iter()
+                    .map(|(owner, v)| (owner, v, of(&d.workers, &owner)))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        for (owner, (peer, request_id), total) in clients {
             proxy.note_voucher("client", owner, total);
             let _ = peer.send(cocoon_wire::encode(
                 &cocoon_wire::proxy::RequestPayment::Client {
@@ -739,8 +751,7 @@ async fn voucher_loop(proxy: Arc<Proxy>) {
                 },
             ));
         }
-        for (owner, (peer, request_id, client_owner)) in q.workers {
-            let total = totals.workers.get(&owner).copied().unwrap_or(0);
+        for (owner, (peer, request_id, client_owner), total) in workers {
             proxy.note_voucher("worker", owner, total);
             let _ = peer.send(cocoon_wire::encode(
                 &cocoon_wire::proxy::RequestPayment::Worker {
