@@ -361,7 +361,7 @@ fn close(
             deposit: 0,
             stake: 0,
             proxy_policy: policy,
-            max_pow_difficulty: 28,
+            max_pow_difficulty: cocoon_net::DEFAULT_MAX_POW_DIFFICULTY,
             max_coefficient: 1000,
             timeout: Duration::from_secs(60),
         };

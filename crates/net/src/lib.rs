@@ -29,6 +29,10 @@ use tokio_util::codec::Framed;
 /// How long the proof of work plus TLS handshake may take by default.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The hardest proof of work (bits) a dialer agrees to do by default: a proxy asking more is
+/// refused instead of keeping a worker or client busy for minutes.
+pub const DEFAULT_MAX_POW_DIFFICULTY: u32 = 28;
+
 /// Why a connection could not be set up or used.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
