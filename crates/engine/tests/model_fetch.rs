@@ -7,13 +7,15 @@ use sha2::{Digest, Sha256};
 
 const WEIGHTS: &[u8] = b"GGUF pretend weights, 40 bytes long.....";
 
-/// Serves `WEIGHTS` at /good, other bytes at /other, twice the bytes at /long, 404 elsewhere.
+/// Serves `WEIGHTS` at /good, other bytes at /other, twice the bytes at /long, the first ten
+/// at /short, 404 elsewhere.
 async fn server() -> String {
     use axum::routing::get;
     let app = axum::Router::new()
         .route("/good", get(|| async { WEIGHTS }))
         .route("/other", get(|| async { vec![b'x'; WEIGHTS.len()] }))
-        .route("/long", get(|| async { [WEIGHTS, WEIGHTS].concat() }));
+        .route("/long", get(|| async { [WEIGHTS, WEIGHTS].concat() }))
+        .route("/short", get(|| async { &WEIGHTS[..10] }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -68,6 +70,13 @@ async fn a_download_is_kept_only_with_its_pinned_hash() {
             assert!(e.to_string().contains(&want), "{e}")
         }
         other => panic!("an oversized file accepted: {other:?}"),
+    }
+    match fetch(&model(format!("{base}/short")), empty.path()) {
+        Err(e @ ModelError::Fetch { .. }) => {
+            let want = format!("ended after 10 of {} bytes", WEIGHTS.len());
+            assert!(e.to_string().contains(&want), "{e}")
+        }
+        other => panic!("a cut-off file accepted: {other:?}"),
     }
     match fetch(&model(format!("{base}/missing")), empty.path()) {
         Err(e @ ModelError::Fetch { .. }) => {

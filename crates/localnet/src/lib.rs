@@ -405,9 +405,16 @@ impl LocalNet {
         })
     }
 
-    /// Adds a wallet funded with `amount` by the admin (kept in the genesis files).
+    /// Adds a wallet funded with `amount` by the admin (kept in the genesis files). A name in
+    /// use is refused: two participants would share a wallet (its seqno) and a state directory.
     fn new_wallet(&mut self, name: &str, amount: u128) -> Result<(), LocalNetError> {
-        if self.genesis.wallet(name).is_err() {
+        if self.genesis.wallet(name).is_ok() || self.cfg.dir.join(name).exists() {
+            return Err(LocalNetError::Other(format!(
+                "a participant named {name:?} exists already in {}",
+                self.cfg.dir.display()
+            )));
+        }
+        {
             let mut chain = self.chain.lock().expect("chain");
             chain.add_wallet(&mut self.genesis, &self.admin, name, amount)?;
         }

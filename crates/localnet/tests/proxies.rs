@@ -39,7 +39,17 @@ async fn requests_take_turns_and_a_refusal_goes_to_the_other_proxy() {
         "fake",
     );
     let mut net = LocalNet::start(cfg).await.expect("network starts");
-    // A second operator's proxy, with no worker behind it yet.
+    // A second operator's proxy, with no worker behind it yet (a name in use is refused).
+    let e = net
+        .add_proxy("proxy")
+        .await
+        .err()
+        .expect("the first proxy's name");
+    assert!(
+        e.to_string()
+            .contains("a participant named \"proxy\" exists already"),
+        "{e}"
+    );
     let second = net.add_proxy("proxy2").await.unwrap();
     let client = net
         .add_client("client2", vec![second.client_addr, net.proxy.client_addr])

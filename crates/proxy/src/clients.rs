@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::ledger::Entry;
-use crate::pool::NoWorker;
+use crate::pool::{Finished, NoWorker};
 use crate::Proxy;
 
 /// Completion tokens assumed when a request names no limit.
@@ -335,14 +335,23 @@ impl Drop for StreamGuard<'_> {
 /// [`DEFAULT_MAX_TOKENS`]. The engine must stop where the reservation ends, not be cut there
 /// (a cut answer is an error to the client): when the body does not already say exactly this
 /// limit, it is written into the body (into the key the body uses, else `max_tokens`), and the
-/// second value is true.
-fn completion_limit(body: &mut serde_json::Value, wire: i32) -> (u64, bool) {
-    let key = if body.get("max_completion_tokens").is_some() {
+/// second value is true. A limit the body names that is not a positive integer is refused,
+/// naming the field (it would otherwise run, and be reserved, at the default).
+fn completion_limit(body: &mut serde_json::Value, wire: i32) -> Result<(u64, bool), String> {
+    let named = |key: &str| body.get(key).filter(|v| !v.is_null());
+    for key in ["max_completion_tokens", "max_tokens"] {
+        if let Some(v) = named(key) {
+            if v.as_u64().is_none_or(|n| n == 0) {
+                return Err(format!("{key} must be a positive integer, got {v}"));
+            }
+        }
+    }
+    let key = if named("max_completion_tokens").is_some() {
         "max_completion_tokens"
     } else {
         "max_tokens"
     };
-    let named = body.get(key).and_then(|v| v.as_u64());
+    let named = named(key).and_then(|v| v.as_u64());
     let limit = match (u64::try_from(wire).ok().filter(|w| *w > 0), named) {
         (Some(w), Some(n)) => w.min(n),
         (Some(w), None) => w,
@@ -350,14 +359,14 @@ fn completion_limit(body: &mut serde_json::Value, wire: i32) -> (u64, bool) {
         (None, None) => DEFAULT_MAX_TOKENS,
     };
     if named == Some(limit) {
-        return (limit, false);
+        return Ok((limit, false));
     }
     match body.as_object_mut() {
         Some(obj) => {
             obj.insert(key.into(), limit.into());
-            (limit, true)
+            Ok((limit, true))
         }
-        None => (limit, false),
+        None => Ok((limit, false)),
     }
 }
 
@@ -390,7 +399,8 @@ async fn run_query(
         .map_err(|e| err(400, format!("query is not an http.request: {e}")))?;
     let mut body: serde_json::Value = serde_json::from_slice(&http.payload)
         .map_err(|e| err(400, format!("body is not JSON: {e}")))?;
-    let (max_tokens, rewritten) = completion_limit(&mut body, max_tokens);
+    let (max_tokens, rewritten) =
+        completion_limit(&mut body, max_tokens).map_err(|e| err(400, e))?;
     if rewritten {
         http.payload = body.to_string().into_bytes();
     }
@@ -463,7 +473,11 @@ async fn run_query(
         .get(&slot.id)
         .cloned();
     let Some(worker_peer) = worker_peer else {
-        proxy.pool.lock().expect("pool").finish(slot.id, None);
+        proxy
+            .pool
+            .lock()
+            .expect("pool")
+            .finish(slot.id, Finished::Failed);
         return Err(err(503, "the chosen worker just disconnected; retry"));
     };
     let (tx, mut parts) = mpsc::unbounded_channel();
@@ -563,11 +577,14 @@ async fn run_query(
         ),
     };
     let tokens = adjusted_tokens(&usage, slot.coefficient, proxy.params()).min(reserve);
-    proxy
-        .pool
-        .lock()
-        .expect("pool")
-        .finish(slot.id, error.is_none().then_some(latency));
+    proxy.pool.lock().expect("pool").finish(
+        slot.id,
+        match &error {
+            None => Finished::Served(latency),
+            Some(RpcError::Remote { code: 499, .. }) => Finished::Abandoned,
+            Some(_) => Finished::Failed,
+        },
+    );
 
     proxy
         .reputation
@@ -739,7 +756,7 @@ mod tests {
     fn the_body_always_states_the_limit_the_query_runs_under() {
         use serde_json::json;
         let limit = |mut body: serde_json::Value, wire: i32| {
-            let (n, rewritten) = super::completion_limit(&mut body, wire);
+            let (n, rewritten) = super::completion_limit(&mut body, wire).unwrap();
             (n, rewritten, body)
         };
         // Only the body names it: kept as is.
@@ -761,29 +778,38 @@ mod tests {
             limit(json!({"max_tokens": 20}), 100),
             (20, false, json!({"max_tokens": 20}))
         );
-        // Nobody names it: the wire's, else the default, written in.
+        // Nobody names it (null counts as not named): the wire's, else the default, written in.
         assert_eq!(limit(json!({}), 64), (64, true, json!({"max_tokens": 64})));
         assert_eq!(
-            limit(json!({}), 0),
+            limit(json!({"max_tokens": null}), 0),
             (
                 super::DEFAULT_MAX_TOKENS,
                 true,
                 json!({"max_tokens": super::DEFAULT_MAX_TOKENS})
             )
         );
-        // A negative wire value is no limit; a body value that is not a count is replaced.
+        // A negative wire value is no limit.
         assert_eq!(
             limit(json!({"max_tokens": 7}), -5),
             (7, false, json!({"max_tokens": 7}))
         );
-        assert_eq!(
-            limit(json!({"max_tokens": "lots"}), 0),
+        // A named limit that is not a positive integer is refused, naming the field.
+        for (body, field) in [
+            (json!({"max_tokens": "lots"}), "max_tokens"),
+            (json!({"max_tokens": 100.5}), "max_tokens"),
+            (json!({"max_tokens": 0}), "max_tokens"),
+            (json!({"max_tokens": -3}), "max_tokens"),
             (
-                super::DEFAULT_MAX_TOKENS,
-                true,
-                json!({"max_tokens": super::DEFAULT_MAX_TOKENS})
-            )
-        );
+                json!({"max_completion_tokens": "x", "max_tokens": 50}),
+                "max_completion_tokens",
+            ),
+        ] {
+            let e = super::completion_limit(&mut body.clone(), 0).unwrap_err();
+            assert!(
+                e.starts_with(&format!("{field} must be a positive integer")),
+                "{e}"
+            );
+        }
     }
 
     use super::*;

@@ -92,6 +92,18 @@ pub enum LedgerError {
         /// What is wrong.
         why: String,
     },
+    /// An fsync failed earlier. Linux may drop the pages it could not write and report success
+    /// on the next fsync, so nothing written since the last good one can be trusted to be on
+    /// disk: no more records are made durable until the proxy restarts and replays the file.
+    #[error(
+        "ledger {path}: an earlier fsync failed ({why}); restart the proxy to replay the file"
+    )]
+    Poisoned {
+        /// The file.
+        path: String,
+        /// The failure.
+        why: String,
+    },
 }
 
 /// Totals derived from the records.
@@ -121,6 +133,8 @@ pub struct Ledger {
     /// moves them into `durable` (work in the records committed, not in the parties known).
     pending: std::collections::VecDeque<(u64, Entry)>,
     sealed_seq: u64,
+    /// Why an fsync failed, once one did (see [`LedgerError::Poisoned`]).
+    poisoned: Option<String>,
 }
 
 /// What a group commit needs: a handle on the file and the state it will make durable.
@@ -259,6 +273,7 @@ impl Ledger {
             durable_seq: seq,
             pending: Default::default(),
             sealed_seq: seq,
+            poisoned: None,
             totals,
         })
     }
@@ -301,6 +316,12 @@ impl Ledger {
     /// Seals everything written so far (one signature over the chain head) and returns what one
     /// fsync will make durable (group commit).
     pub fn sync_point(&mut self) -> Result<SyncPoint, LedgerError> {
+        if let Some(why) = &self.poisoned {
+            return Err(LedgerError::Poisoned {
+                path: self.path.display().to_string(),
+                why: why.clone(),
+            });
+        }
         if self.seq > self.sealed_seq {
             let seal = Seal {
                 seal: self.seq,
@@ -324,9 +345,17 @@ impl Ledger {
         })
     }
 
+    /// Records that an fsync failed: from now on nothing more becomes durable (see
+    /// [`LedgerError::Poisoned`]).
+    pub fn poison(&mut self, why: &LedgerError) {
+        self.poisoned.get_or_insert_with(|| why.to_string());
+    }
+
     /// Publishes what a finished [`SyncPoint::sync`] made durable: the records up to `seq`.
-    /// (A failed fsync publishes nothing; its records wait for the next one.)
     pub fn mark_durable(&mut self, seq: u64) {
+        if self.poisoned.is_some() {
+            return;
+        }
         while let Some((s, _)) = self.pending.front() {
             if *s > seq {
                 break;
@@ -414,10 +443,6 @@ mod tests {
         assert_eq!(synced, 2);
         l.mark_durable(synced);
         assert_eq!((durable(&l), l.durable_seq()), (15, 2));
-        // A point that was never synced (its fsync failed) publishes nothing; the next covers
-        // every record still pending.
-        let _lost = l.sync_point().unwrap();
-        assert_eq!(durable(&l), 15);
         let point = l.sync_point().unwrap();
         l.mark_durable(point.sync().unwrap());
         assert_eq!((durable(&l), l.durable_seq()), (16, 3));
@@ -425,6 +450,26 @@ mod tests {
         l.mark_durable(2);
         assert_eq!((durable(&l), l.durable_seq()), (16, 3));
         assert_eq!(l.durable(), l.totals());
+
+        // After a failed fsync nothing more becomes durable: the kernel may have dropped the
+        // pages, and a later fsync's success would not prove them written.
+        l.append_unsynced(charge(4)).unwrap();
+        let point = l.sync_point().unwrap();
+        l.poison(&LedgerError::Io {
+            path: "ledger".into(),
+            source: std::io::Error::other("EIO"),
+        });
+        l.mark_durable(point.sync().unwrap());
+        assert_eq!((durable(&l), l.durable_seq()), (16, 3));
+        let e = l
+            .sync_point()
+            .err()
+            .expect("a poisoned ledger refuses")
+            .to_string();
+        assert!(
+            e.contains("an earlier fsync failed (ledger ledger: EIO)"),
+            "{e}"
+        );
     }
 
     #[test]

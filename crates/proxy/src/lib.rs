@@ -535,8 +535,17 @@ impl Proxy {
                 .map_err(|e| ledger::LedgerError::Io {
                     path: "ledger".into(),
                     source: std::io::Error::other(e),
-                })??;
-            self.ledger.lock().expect("ledger").mark_durable(synced);
+                })
+                .and_then(|r| r);
+            let mut ledger = self.ledger.lock().expect("ledger");
+            match synced {
+                Ok(seq) => ledger.mark_durable(seq),
+                Err(e) => {
+                    tracing::error!("ledger fsync failed; no more vouchers until a restart: {e}");
+                    ledger.poison(&e);
+                    return Err(e);
+                }
+            }
         }
     }
 

@@ -25,6 +25,20 @@ pub struct WorkerSlot {
     pub mean_latency_ms: f64,
     /// Requests finished.
     pub served: u64,
+    /// Recent failures the worker caused: +1 each, halved by each success. Each doubles the
+    /// score, so a worker that fails every request stops winning the idle ones.
+    pub failures: f64,
+}
+
+/// How a request on a worker ended, for its standing in the pool.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Finished {
+    /// Answered, after this many milliseconds.
+    Served(f64),
+    /// The worker failed it (an engine error, a timeout, a disconnect, an overrun).
+    Failed,
+    /// The client went away or cancelled: nothing said about the worker.
+    Abandoned,
 }
 
 /// Why no worker was chosen.
@@ -88,7 +102,12 @@ impl Pool {
             .iter()
             .filter(|w| w.enabled && w.active < w.max_active)
             .min_by(|a, b| {
-                let score = |w: &WorkerSlot| (w.active as f64 + 1.0) * w.mean_latency_ms.max(1.0);
+                let score = |w: &WorkerSlot| {
+                    // Each recent failure doubles the score.
+                    (w.active as f64 + 1.0)
+                        * w.mean_latency_ms.max(1.0)
+                        * 2f64.powf(w.failures.min(30.0))
+                };
                 score(a)
                     .partial_cmp(&score(b))
                     .unwrap_or(std::cmp::Ordering::Equal)
@@ -105,17 +124,22 @@ impl Pool {
         Ok(w.clone())
     }
 
-    /// Marks a request on worker `id` finished after `latency_ms`.
-    pub fn finish(&mut self, id: u64, latency_ms: Option<f64>) {
+    /// Marks a request on worker `id` finished.
+    pub fn finish(&mut self, id: u64, how: Finished) {
         if let Some(w) = self.workers.get_mut(&id) {
             w.active = w.active.saturating_sub(1);
-            if let Some(ms) = latency_ms {
-                w.mean_latency_ms = if w.served == 0 {
-                    ms
-                } else {
-                    0.8 * w.mean_latency_ms + 0.2 * ms
-                };
-                w.served += 1;
+            match how {
+                Finished::Served(ms) => {
+                    w.mean_latency_ms = if w.served == 0 {
+                        ms
+                    } else {
+                        0.8 * w.mean_latency_ms + 0.2 * ms
+                    };
+                    w.served += 1;
+                    w.failures /= 2.0;
+                }
+                Finished::Failed => w.failures += 1.0,
+                Finished::Abandoned => {}
             }
         }
     }
@@ -136,6 +160,7 @@ mod tests {
             enabled: true,
             mean_latency_ms: latency,
             served: 1,
+            failures: 0.0,
         }
     }
 
@@ -165,11 +190,58 @@ mod tests {
         p.insert(new);
         let first = p.choose("m", 1000).unwrap().id;
         assert_eq!(first, 2);
-        p.finish(first, Some(0.5));
+        p.finish(first, Finished::Served(0.5));
         p.workers.get_mut(&2).unwrap().served = 50;
         // Served as much, same score: the older id, deterministic.
         let second = p.choose("m", 1000).unwrap().id;
         assert_eq!(second, 1);
+    }
+
+    #[test]
+    fn a_worker_that_keeps_failing_stops_winning_and_comes_back_by_serving() {
+        let mut p = Pool::default();
+        p.insert(w(1, "m@1", 1000, 4, 30.0));
+        // A newcomer scores best (no latency yet) but fails whatever it gets.
+        let mut bad = w(2, "m@1", 1000, 4, 0.0);
+        bad.served = 0;
+        p.insert(bad);
+        assert_eq!(p.choose("m", 1000).unwrap().id, 2);
+        p.finish(2, Finished::Failed);
+        // Each failure doubles its score (2, 4, … < 30); five of them and the healthy one wins.
+        let mut chosen = Vec::new();
+        for _ in 0..6 {
+            let id = p.choose("m", 1000).unwrap().id;
+            chosen.push(id);
+            p.finish(
+                id,
+                if id == 2 {
+                    Finished::Failed
+                } else {
+                    Finished::Served(30.0)
+                },
+            );
+        }
+        assert_eq!(chosen.last(), Some(&1), "{chosen:?}");
+        assert!(p.get_mut(2).unwrap().failures >= 4.0);
+        // A client that goes away says nothing about the worker.
+        let before = p.get_mut(1).unwrap().clone();
+        p.choose("m", 1000).unwrap();
+        p.finish(1, Finished::Abandoned);
+        let after = p.get_mut(1).unwrap().clone();
+        assert_eq!(
+            (after.served, after.failures),
+            (before.served, before.failures)
+        );
+        // Successes halve the record: it gets requests again.
+        let w2 = p.get_mut(2).unwrap();
+        w2.active = 1;
+        for _ in 0..8 {
+            p.finish(2, Finished::Served(5.0));
+            p.get_mut(2).unwrap().active = 1;
+        }
+        p.get_mut(2).unwrap().active = 0;
+        assert!(p.get_mut(2).unwrap().failures < 0.1);
+        assert_eq!(p.choose("m", 1000).unwrap().id, 2);
     }
 
     #[test]
@@ -181,11 +253,11 @@ mod tests {
         let b = p.choose("m", 1000).unwrap().id;
         assert_ne!(a, b, "the busy worker is skipped");
         assert_eq!(p.choose("m", 1000), Err(NoWorker::AllBusy));
-        p.finish(a, Some(50.0));
+        p.finish(a, Finished::Served(50.0));
         assert_eq!(p.choose("m", 1000).unwrap().id, a);
-        p.finish(a, None);
+        p.finish(a, Finished::Abandoned);
         p.get_mut(a).unwrap().enabled = false;
-        p.finish(b, None);
+        p.finish(b, Finished::Abandoned);
         assert_eq!(
             p.choose("m", 1000).unwrap().id,
             b,

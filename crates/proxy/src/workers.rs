@@ -201,6 +201,7 @@ fn handle_query(
                     enabled: !is_disabled,
                     mean_latency_ms: 0.0,
                     served: 0,
+                    failures: 0.0,
                 });
                 proxy.worker_peers.lock().expect("peers").insert(id, peer);
                 tracing::info!(

@@ -1,17 +1,22 @@
 //! Who runs a local chain directory. A long-running process that keeps a chain in memory
-//! (`cocoon chain serve`, `cocoon up`) claims its directory in `DIR/owner.json` with its pid
-//! and, when it serves one, its toncenter API. A short command that is given the directory
-//! then talks to that API instead of opening a second copy of the chain, whose writes the
-//! owner would overwrite (and so lose) at its next save.
+//! (`cocoon chain serve`, `cocoon up`, a role with `chain_dir`) claims its directory: it holds
+//! an exclusive lock on `DIR/owner.lock` for as long as it lives, and writes its pid and, when
+//! it serves one, its toncenter API to `DIR/owner.json`. A short command that is given the
+//! directory then talks to that API instead of opening a second copy of the chain, whose writes
+//! the owner would overwrite (and so lose) at its next save.
 //!
-//! Liveness is the owner's pid in `/proc`; a claim left by a dead process is taken over.
+//! The lock is the truth: the kernel releases it when the owner exits, however it exits
+//! (Ctrl-C, SIGTERM, SIGKILL, a crash), so an `owner.json` left behind without a lock holder is
+//! stale and ignored, and two processes can never both hold a directory.
 
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ChainError, Result};
 
+const LOCK: &str = "owner.lock";
 const FILE: &str = "owner.json";
 
 /// A running process that holds a chain directory.
@@ -23,66 +28,91 @@ pub struct Owner {
     pub api: Option<String>,
 }
 
-/// The claim; dropping it gives the directory back.
+/// The claim: the locked file. Dropping it (or the process ending) gives the directory back.
 #[derive(Debug)]
 pub struct Claim {
+    _lock: File,
     path: PathBuf,
 }
 
 impl Claim {
     /// Announces the API this process now serves the chain on.
     pub fn set_api(&mut self, api: Option<String>) -> Result<()> {
-        let owner = Owner {
-            pid: std::process::id(),
-            api,
-        };
-        crate::files::write_json(&self.path, &owner)
+        write(&self.path, api)
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        // Only our own claim is removed (a successor may have taken over a stale one).
-        if read(&self.path).is_some_and(|o| o.pid == std::process::id()) {
-            let _ = std::fs::remove_file(&self.path);
-        }
+        // Ours while the lock is held (it is released right after this).
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
-fn read(path: &Path) -> Option<Owner> {
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-}
-
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// The live process other than this one that holds `dir`, if any.
-pub fn owner_of(dir: &Path) -> Option<Owner> {
-    read(&dir.join(FILE)).filter(|o| o.pid != std::process::id() && alive(o.pid))
-}
-
-/// Claims `dir` for this process, announcing `api`; refused while another live process
-/// holds it.
-pub fn claim(dir: &Path, api: Option<String>) -> Result<Claim> {
-    if let Some(other) = owner_of(dir) {
-        return Err(ChainError::Refused(in_use(dir, &other)));
-    }
-    let path = dir.join(FILE);
+fn write(path: &Path, api: Option<String>) -> Result<()> {
     let owner = Owner {
         pid: std::process::id(),
         api,
     };
-    crate::files::write_json(&path, &owner)?;
-    Ok(Claim { path })
+    crate::files::write_json(path, &owner)
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ChainError + '_ {
+    move |source| ChainError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The live process other than this one that holds `dir`, if any.
+pub fn owner_of(dir: &Path) -> Option<Owner> {
+    let lock = File::open(dir.join(LOCK)).ok()?;
+    match lock.try_lock() {
+        // Nobody holds it: no owner (our test lock goes with `lock`).
+        Ok(()) => None,
+        Err(TryLockError::WouldBlock) => {
+            let owner = std::fs::read_to_string(dir.join(FILE))
+                .ok()
+                .and_then(|t| serde_json::from_str::<Owner>(&t).ok())
+                // Locked but not yet described: the owner is starting.
+                .unwrap_or(Owner { pid: 0, api: None });
+            (owner.pid != std::process::id()).then_some(owner)
+        }
+        Err(TryLockError::Error(_)) => None,
+    }
+}
+
+/// Claims `dir` for this process, announcing `api`; refused while another process holds it.
+pub fn claim(dir: &Path, api: Option<String>) -> Result<Claim> {
+    let lock_path = dir.join(LOCK);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let other = owner_of(dir).unwrap_or(Owner { pid: 0, api: None });
+            return Err(ChainError::Refused(in_use(dir, &other)));
+        }
+        Err(TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+    }
+    let path = dir.join(FILE);
+    write(&path, api)?;
+    Ok(Claim { _lock: lock, path })
 }
 
 /// "the chain in DIR is run by process N (API …)": why a second copy may not be opened.
 pub fn in_use(dir: &Path, owner: &Owner) -> String {
+    let who = match owner.pid {
+        0 => "another process (starting)".to_string(),
+        pid => format!("process {pid}"),
+    };
     format!(
-        "the chain in {} is run by process {}{}",
+        "the chain in {} is run by {who}{}",
         dir.display(),
-        owner.pid,
         match &owner.api {
             Some(api) => format!(" (its API: {api})"),
             None => " (which serves no API); stop it first".to_string(),
@@ -95,50 +125,72 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_live_claim_is_seen_by_others_and_a_dead_one_is_taken_over() {
+    fn a_held_claim_is_seen_and_exclusive_and_a_released_one_is_free() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(owner_of(dir.path()), None);
-        {
-            let _claim = claim(dir.path(), Some("http://127.0.0.1:1/api/v2".into())).unwrap();
-            // This process does not see itself as another owner, and may claim again.
-            assert_eq!(owner_of(dir.path()), None);
-            assert!(dir.path().join(FILE).exists());
-            let mut claim = _claim;
-            claim
-                .set_api(Some("http://127.0.0.1:3/api/v2".into()))
-                .unwrap();
-            let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
-            assert!(text.contains("127.0.0.1:3"), "{text}");
-        }
+        let mut claim = claim(dir.path(), None).unwrap();
+        // This process does not see itself as another owner.
+        assert_eq!(owner_of(dir.path()), None);
+        claim
+            .set_api(Some("http://127.0.0.1:3/api/v2".into()))
+            .unwrap();
+        let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert!(text.contains("127.0.0.1:3"), "{text}");
+        // The lock is exclusive: a second claim (another open file, as another process has)
+        // is refused while this one lives.
+        let e = super::claim(dir.path(), None).unwrap_err().to_string();
+        assert!(e.contains("is run by"), "{e}");
+        drop(claim);
         assert!(
             !dir.path().join(FILE).exists(),
             "a dropped claim is removed"
         );
 
-        // Another live process (pid 1 always is) holds it: seen, and a claim is refused.
-        let other = Owner {
+        // An owner.json left by a process that died without cleaning up (SIGKILL) names a
+        // process, but nobody holds the lock: stale, ignored, and the directory is free.
+        let dead = Owner {
             pid: 1,
             api: Some("http://127.0.0.1:2/api/v2".into()),
         };
+        crate::files::write_json(&dir.path().join(FILE), &dead).unwrap();
+        assert_eq!(owner_of(dir.path()), None);
+        let _claim = super::claim(dir.path(), None).unwrap();
+    }
+
+    #[test]
+    fn another_process_holding_the_lock_is_the_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        // A child process holds the lock (flock(2), as `cocoon up` does), then is killed.
+        std::fs::write(dir.path().join(LOCK), b"").unwrap();
+        let other = Owner {
+            pid: 4242,
+            api: Some("http://127.0.0.1:9/api/v2".into()),
+        };
         crate::files::write_json(&dir.path().join(FILE), &other).unwrap();
+        let lock = dir.path().join(LOCK);
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import fcntl, sys, time\nf = open(sys.argv[1], 'r+')\nfcntl.flock(f, fcntl.LOCK_EX)\ntime.sleep(30)",
+            ])
+            .arg(&lock)
+            .spawn()
+            .expect("python3");
+        let t = std::time::Instant::now();
+        while owner_of(dir.path()).is_none() {
+            assert!(t.elapsed().as_secs() < 10, "the child never took the lock");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         assert_eq!(owner_of(dir.path()), Some(other));
         let e = claim(dir.path(), None).unwrap_err().to_string();
         assert!(
-            e.contains("is run by process 1 (its API: http://127.0.0.1:2/api/v2)"),
+            e.contains("is run by process 4242 (its API: http://127.0.0.1:9/api/v2)"),
             "{e}"
         );
-
-        // A claim whose process is gone is stale: taken over.
-        let dead = Owner {
-            pid: u32::MAX - 1,
-            api: None,
-        };
-        crate::files::write_json(&dir.path().join(FILE), &dead).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Its end releases the lock, whatever owner.json still says.
         assert_eq!(owner_of(dir.path()), None);
         let _claim = claim(dir.path(), None).unwrap();
-        assert_eq!(
-            read(&dir.path().join(FILE)).unwrap().pid,
-            std::process::id()
-        );
     }
 }
