@@ -484,15 +484,39 @@ pub async fn read_worker(chain: &dyn ChainClient, address: &Address) -> Result<W
     WorkerData::parse(&data_of(chain, address).await?)
 }
 
+/// Whose contract at a proxy: a client's or a worker's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Party {
+    /// A client contract (`ProxyInit::client_address`).
+    Client,
+    /// A worker contract (`ProxyInit::worker_address`).
+    Worker,
+}
+
+/// A proxy that passed [`verify_proxy`].
+#[derive(Clone, Debug)]
+pub struct VerifiedProxy {
+    /// The proxy contract.
+    pub address: Address,
+    /// Its state.
+    pub data: ProxyData,
+    /// Our contract at it (as the proxy contract derives it, and as the proxy named it).
+    pub ours: Address,
+}
+
 /// What a client or worker checks before trusting a proxy it connected to: the contract it
-/// names is registered in the root and holds the voucher key the proxy announced. Returns the
-/// proxy contract's address and state, or why the proxy must be refused.
+/// names is registered in the root and holds the voucher key the proxy announced, and the
+/// contract it says is ours (`claimed_ours`, raw address bytes) is the one the proxy contract
+/// derives for `owner`. Returns the proxy, or why it must be refused.
 pub async fn verify_proxy(
     chain: &dyn ChainClient,
     root: &Address,
     proxy_sc_address: &[u8],
     announced_key: &[u8; 32],
-) -> Result<(Address, ProxyData), String> {
+    party: Party,
+    owner: Address,
+    claimed_ours: &[u8],
+) -> Result<VerifiedProxy, String> {
     let proxy: Address = String::from_utf8_lossy(proxy_sc_address)
         .parse()
         .map_err(|e| format!("proxy_sc_address: {e}"))?;
@@ -510,5 +534,21 @@ pub async fn verify_proxy(
             hex::encode(data.proxy_public_key)
         ));
     }
-    Ok((proxy, data))
+    let init = data.init();
+    let (ours, what) = match party {
+        Party::Client => (init.client_address(proxy, owner), "client"),
+        Party::Worker => (init.worker_address(proxy, owner), "worker"),
+    };
+    let ours = ours.map_err(|e| e.to_string())?;
+    if claimed_ours != ours.to_raw().as_bytes() {
+        return Err(format!(
+            "the proxy names {what} contract {}, but ours at it is {ours}",
+            String::from_utf8_lossy(claimed_ours)
+        ));
+    }
+    Ok(VerifiedProxy {
+        address: proxy,
+        data,
+        ours,
+    })
 }

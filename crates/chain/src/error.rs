@@ -59,6 +59,9 @@ pub enum ChainError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A local chain directory another process runs (see `local::owner`).
+    #[error("{0}")]
+    InUse(String),
     /// A remote chain API (toncenter) answered with an error or garbage.
     #[error("chain API: {0}")]
     Api(String),

@@ -217,16 +217,10 @@ pub fn run(cmd: AttestCommand) -> Result<()> {
         AttestCommand::GenCert(args) => gen_cert(args),
         AttestCommand::Inspect { cert, json } => inspect(cert, json),
         AttestCommand::Verify(args) => verify(args),
-        AttestCommand::Serve(args) => runtime()?.block_on(serve(args)),
-        AttestCommand::Connect(args) => runtime()?.block_on(connect(args)),
+        AttestCommand::Serve(args) => tokio::runtime::Runtime::new()?.block_on(serve(args)),
+        AttestCommand::Connect(args) => tokio::runtime::Runtime::new()?.block_on(connect(args)),
         AttestCommand::Demo => demo(),
     }
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
 }
 
 fn hex_array<const N: usize>(s: &str) -> Result<[u8; N], String> {

@@ -71,9 +71,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             concurrency,
         } => {
             let dir = tempfile_dir()?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            let rt = tokio::runtime::Runtime::new()?;
             let report = rt.block_on(cocoon_localnet::bench::run(
                 &dir,
                 requests.max(1),
@@ -137,9 +135,7 @@ fn attest(iterations: u32, handshakes: u32) -> Result<()> {
     }
     let cached_us = per_op(started.elapsed(), iterations);
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Runtime::new()?;
     let cold_us = rt.block_on(handshakes_us(
         &server_cert,
         &client_cert,

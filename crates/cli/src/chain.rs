@@ -318,16 +318,19 @@ pub fn run_chain(cmd: ChainCommand) -> Result<()> {
             Ok(())
         }
         ChainCommand::Serve { dir, listen } => {
-            if let Some(owner) = cocoon_chain::local::owner::owner_of(&dir) {
-                bail!("{}", cocoon_chain::local::owner::in_use(&dir, &owner));
-            }
-            let chain = LocalChain::open(&dir)?.with_context(|| {
+            let missing = || {
                 format!(
                     "no local chain in {} (run `cocoon chain init --dir {}` first)",
                     dir.display(),
                     dir.display()
                 )
-            })?;
+            };
+            if !dir.is_dir() {
+                bail!("{}", missing());
+            }
+            // Held from before the chain is read until the server stops.
+            let mut claim = cocoon_chain::local::owner::claim(&dir, None)?;
+            let chain = LocalChain::open(&dir)?.with_context(missing)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
                 let listener = cocoon_chain::toncenter::bind(listen, false)
@@ -335,7 +338,7 @@ pub fn run_chain(cmd: ChainCommand) -> Result<()> {
                     .with_context(|| format!("listening on {listen}"))?;
                 let addr = listener.local_addr()?;
                 let api = format!("http://{addr}/api/v2");
-                let _claim = cocoon_chain::local::owner::claim(&dir, Some(api.clone()))?;
+                claim.set_api(Some(api.clone()))?;
                 println!("local chain API on {api} (state in {})", dir.display());
                 let shared = Arc::new(Mutex::new(chain));
                 tokio::select! {

@@ -68,9 +68,7 @@ pub fn run(cmd: EngineCommand) -> Result<()> {
     let listen = match cmd {
         EngineCommand::Serve { listen, .. } | EngineCommand::ServeFake { listen } => listen,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await

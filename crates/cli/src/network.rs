@@ -99,9 +99,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         bail!("--workers must be between 1 and 64");
     }
     let (engines, identity, kind) = engines(&args)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let mut cfg = LocalNetConfig::new(&args.dir, engines, &identity, &kind);
         cfg.http_listen = args.listen;
@@ -420,9 +418,7 @@ fn half() -> String {
 /// `cocoon proxy --config FILE`.
 pub fn proxy(config: &Path) -> Result<()> {
     let c: ProxyToml = read_config(config)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let running = cocoon_proxy::Proxy::start(
             cocoon_proxy::ProxyConfig {
@@ -475,16 +471,15 @@ pub fn worker(config: &Path) -> Result<()> {
         })?;
         (Arc::new(engine), local.identity.to_string())
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let chain = c.common.chain()?;
-        let root = cocoon_chain::client::read_root(chain.as_ref(), &c.common.root()?).await?;
+        let root_address = c.common.root()?;
+        let root = cocoon_chain::client::read_root(chain.as_ref(), &root_address).await?;
         let worker = cocoon_worker::Worker::new(
             cocoon_worker::WorkerConfig {
                 dir: c.common.dir.clone(),
-                root: c.common.root()?,
+                root: root_address,
                 proxies: c.proxies.clone(),
                 model: identity.clone(),
                 coefficient: c.coefficient,
@@ -517,9 +512,7 @@ pub fn client(config: &Path) -> Result<()> {
         .clone()
         .or_else(|| std::env::var("COCOON_API_KEY").ok())
         .context("api_key: set it in the config or COCOON_API_KEY")?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let client = cocoon_client::Client::start(
             cocoon_client::ClientConfig {

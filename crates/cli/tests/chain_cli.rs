@@ -55,6 +55,28 @@ fn nanotons(balance_output: &str) -> u128 {
         .unwrap()
 }
 
+/// `wallet send` arguments: on the chain `at` (`["--dir", D]` or `["--api", URL]`), from the
+/// wallet file `from`, `amount` TON to `to`, then `extra`.
+fn send(at: [&str; 2], from: &Path, to: &str, amount: &str, extra: &[&str]) -> Vec<String> {
+    let from = from.to_str().unwrap();
+    [
+        "wallet", "send", at[0], at[1], "--wallet", from, "--to", to, "--amount", amount,
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// `wallet balance` arguments for `address` on the chain `at`.
+fn balance(at: [&str; 2], address: &cocoon_chain::Address) -> Vec<String> {
+    let raw = address.to_raw();
+    ["wallet", "balance", at[0], at[1], "--address", &raw]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
 #[test]
 fn init_send_serve_restart_and_root_show() {
     let tmp = tempfile::tempdir().unwrap();
@@ -74,37 +96,16 @@ fn init_send_serve_restart_and_root_show() {
     // In process: send 2.5 TON client → worker with a comment.
     let client_w = dir.join("wallets/client.json");
     let worker = wallet_address(&dir, "worker");
-    let before = nanotons(&ok(&[
-        "wallet",
-        "balance",
-        "--dir",
-        d,
-        "--address",
+    let before = nanotons(&ok(&balance(["--dir", d], &worker)));
+    let out = ok(&send(
+        ["--dir", d],
+        &client_w,
         &worker.to_raw(),
-    ]));
-    let out = ok(&[
-        "wallet",
-        "send",
-        "--dir",
-        d,
-        "--wallet",
-        client_w.to_str().unwrap(),
-        "--to",
-        &worker.to_raw(),
-        "--amount",
         "2.5",
-        "--comment",
-        "thanks",
-    ]);
+        &["--comment", "thanks"],
+    ));
     assert!(out.contains("sent 2.5 TON"), "{out}");
-    let after = nanotons(&ok(&[
-        "wallet",
-        "balance",
-        "--dir",
-        d,
-        "--address",
-        &worker.to_raw(),
-    ]));
+    let after = nanotons(&ok(&balance(["--dir", d], &worker)));
     // The receiving wallet pays its own (small) gas out of what arrives, as on TON.
     let got = after - before;
     assert!(
@@ -119,18 +120,7 @@ fn init_send_serve_restart_and_root_show() {
         (&worker_raw, "1.0000000001", "at most 9 decimals"),
         (&worker_raw, "5000000", "insufficient funds"),
     ] {
-        let e = fails(&[
-            "wallet",
-            "send",
-            "--dir",
-            d,
-            "--wallet",
-            client_w.to_str().unwrap(),
-            "--to",
-            to,
-            "--amount",
-            amount,
-        ]);
+        let e = fails(&send(["--dir", d], &client_w, to, amount, &[]));
         assert!(e.contains(why), "--to {to} --amount {amount}: {e}");
     }
     let e = fails(&[
@@ -145,27 +135,15 @@ fn init_send_serve_restart_and_root_show() {
 
     // Over HTTP: the same client code as for public TON endpoints.
     let (mut server, url) = serve(&dir);
-    let out = ok(&[
-        "wallet",
-        "send",
-        "--api",
-        &url,
-        "--wallet",
-        client_w.to_str().unwrap(),
-        "--to",
+    let out = ok(&send(
+        ["--api", &url],
+        &client_w,
         &worker.to_raw(),
-        "--amount",
         "1",
-    ]);
+        &[],
+    ));
     assert!(out.contains("sent 1 TON"), "{out}");
-    let over_http = nanotons(&ok(&[
-        "wallet",
-        "balance",
-        "--api",
-        &url,
-        "--address",
-        &worker.to_raw(),
-    ]));
+    let over_http = nanotons(&ok(&balance(["--api", &url], &worker)));
     assert!(over_http <= after + 1_000_000_000 && over_http > after + 1_000_000_000 - 1_000_000);
     let client_addr = wallet_address(&dir, "client");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -218,18 +196,7 @@ fn init_send_serve_restart_and_root_show() {
     // While the server holds the chain, `--dir` goes through its API: a transfer lands in
     // the chain it serves (a second copy's write would be overwritten at its next save), the
     // clock moves there, and a second server is refused.
-    let out = ok(&[
-        "wallet",
-        "send",
-        "--dir",
-        d,
-        "--wallet",
-        client_w.to_str().unwrap(),
-        "--to",
-        &worker.to_raw(),
-        "--amount",
-        "1",
-    ]);
+    let out = ok(&send(["--dir", d], &client_w, &worker.to_raw(), "1", &[]));
     assert!(out.contains("sent 1 TON"), "{out}");
     let served = rt.block_on(api.account(&worker)).unwrap().balance;
     assert!(

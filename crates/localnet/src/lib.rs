@@ -262,12 +262,7 @@ impl LocalNet {
                 chain.add_wallet(&mut genesis, &admin, name, 100 * TON)?;
             }
         }
-        // The genesis and the wallet files hold every wallet's words (secret files). The chain
-        // directory carries them too, so `--dir DIR/chain` and `--wallet DIR/wallets/NAME.json`
-        // work for every chain and money command (`cocoon root show`, `cocoon client close`, …).
-        for dir in [&cfg.dir, &chain_dir] {
-            genesis.write_files(dir)?;
-        }
+        save_genesis(&genesis, &cfg.dir)?;
         let chain = Arc::new(Mutex::new(chain));
         let chain_client: Arc<dyn ChainClient> = Arc::new(LocalClient::new(chain.clone()));
         let mut tasks = Vec::new();
@@ -418,11 +413,7 @@ impl LocalNet {
             let mut chain = self.chain.lock().expect("chain");
             chain.add_wallet(&mut self.genesis, &self.admin, name, amount)?;
         }
-        let chain_dir = self.cfg.dir.join("chain");
-        for dir in [&self.cfg.dir, &chain_dir] {
-            self.genesis.write_files(dir)?;
-        }
-        Ok(())
+        save_genesis(&self.genesis, &self.cfg.dir)
     }
 
     /// Another proxy on this network, as a second operator would run it: its own wallet
@@ -483,6 +474,16 @@ impl LocalNet {
         self.proxy.stop();
         self.claim.take();
     }
+}
+
+/// Writes the genesis and its wallet files into `dir` and `dir/chain` (secret files), so
+/// `--dir DIR/chain` and `--wallet DIR/wallets/NAME.json` work for every chain and money
+/// command.
+fn save_genesis(genesis: &Genesis, dir: &Path) -> Result<(), LocalNetError> {
+    for d in [dir.to_path_buf(), dir.join("chain")] {
+        genesis.write_files(&d)?;
+    }
+    Ok(())
 }
 
 /// Starts a proxy paid from wallet `wallet` (its contract is deployed at its first start) and

@@ -253,32 +253,30 @@ async fn bad_requests_get_clear_errors() {
     let key = &net.info.api_key;
     let r = post_chat(&net, "wrong", &chat(false)).await;
     assert_eq!(r.status(), 401);
-    let mut body = chat(false);
-    body["model"] = "no-such-model".into();
-    let r = post_chat(&net, key, &body).await;
-    assert_eq!(r.status(), 404);
-    assert!(r
-        .text()
-        .await
-        .unwrap()
-        .contains("no worker serves model no-such-model"));
-    let mut body = chat(false);
-    body["max_coefficient"] = 500.into();
-    let r = post_chat(&net, key, &body).await;
-    assert_eq!(r.status(), 402);
-    assert!(r
-        .text()
-        .await
-        .unwrap()
-        .contains("cheapest worker's coefficient 1000"));
-    let mut body = chat(false);
-    body["frequency_penalty_x"] = 1.into();
-    let r = post_chat(&net, key, &body).await;
-    assert_eq!(
-        r.status(),
-        400,
-        "the worker's whitelist refuses unknown fields"
+    // A chat request with `field` set to `value`: the status and the body's text.
+    let with = |field: &'static str, value: serde_json::Value| {
+        let mut body = chat(false);
+        body[field] = value;
+        let net = &net;
+        async move {
+            let r = post_chat(net, key, &body).await;
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, text) = with("model", "no-such-model".into()).await;
+    assert_eq!(status, 404);
+    assert!(
+        text.contains("no worker serves model no-such-model"),
+        "{text}"
     );
+    let (status, text) = with("max_coefficient", 500.into()).await;
+    assert_eq!(status, 402);
+    assert!(
+        text.contains("cheapest worker's coefficient 1000"),
+        "{text}"
+    );
+    let (status, _) = with("frequency_penalty_x", 1.into()).await;
+    assert_eq!(status, 400, "the worker's whitelist refuses unknown fields");
     let r = http
         .get(format!("{}/models", net.info.base_url))
         .bearer_auth(key)

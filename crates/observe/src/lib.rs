@@ -142,12 +142,29 @@ impl Metrics {
         self.tokens.get_or_create(&Kind::of(kind)).inc_by(n);
     }
 
+    /// Counts one connected peer of `kind` (`worker`, `client`, `proxy`) until the returned
+    /// guard is dropped, however the connection's task ends.
+    pub fn peer(&self, kind: &str) -> PeerCount {
+        let gauge = self.peers.get_or_create(&Kind::of(kind)).clone();
+        gauge.inc();
+        PeerCount(gauge)
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// One connected peer in the `connected_peers` gauge, for as long as this lives.
+pub struct PeerCount(Gauge);
+
+impl Drop for PeerCount {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

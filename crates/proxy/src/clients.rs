@@ -61,14 +61,8 @@ async fn serve(proxy: Arc<Proxy>, conn: cocoon_net::Connection) {
         }
     });
     let peer = Peer::spawn(conn, on_query, on_packet);
-    let clients = proxy
-        .metrics
-        .peers
-        .get_or_create(&cocoon_observe::Kind::of("client"))
-        .clone();
-    clients.inc();
+    let _counted = proxy.metrics.peer("client");
     peer.closed().await;
-    clients.dec();
 }
 
 fn err(code: i32, message: impl Into<String>) -> RpcError {

@@ -100,13 +100,20 @@ impl Reputation {
     }
 }
 
+/// Workers' records from `DIR/reputation.json`. One that does not parse is moved aside to
+/// `reputation.json.unreadable` (kept, not overwritten by the next save) and the records
+/// start over: they are statistics, not money.
 fn load_reputation(dir: &Path) -> HashMap<Address, Reputation> {
-    cocoon_chain::files::read_json(&dir.join("reputation.json"))
-        .unwrap_or_else(|e| {
-            tracing::warn!("reading reputation: {e}");
-            None
-        })
-        .unwrap_or_default()
+    let path = dir.join("reputation.json");
+    match cocoon_chain::files::read_json(&path) {
+        Ok(records) => records.unwrap_or_default(),
+        Err(e) => {
+            let aside = dir.join("reputation.json.unreadable");
+            tracing::warn!("{e}; moved to {} and starting over", aside.display());
+            let _ = std::fs::rename(&path, &aside);
+            HashMap::new()
+        }
+    }
 }
 
 fn save_reputation(dir: &Path, rep: &HashMap<Address, Reputation>) {

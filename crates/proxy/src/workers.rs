@@ -88,14 +88,9 @@ async fn serve(proxy: Arc<Proxy>, conn: cocoon_net::Connection) {
         }
     });
     let peer = Peer::spawn(conn, on_query, on_packet);
-    let workers = proxy
-        .metrics
-        .peers
-        .get_or_create(&cocoon_observe::Kind::of("worker"))
-        .clone();
-    workers.inc();
+    let counted = proxy.metrics.peer("worker");
     peer.closed().await;
-    workers.dec();
+    drop(counted);
     proxy.pool.lock().expect("pool").remove(id);
     proxy.worker_peers.lock().expect("peers").remove(&id);
     tracing::info!("worker connection {id} closed");

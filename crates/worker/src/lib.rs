@@ -409,10 +409,7 @@ impl Worker {
             .lock()
             .expect("connected")
             .insert(proxy, addr);
-        self.metrics
-            .peers
-            .get_or_create(&cocoon_observe::Kind::of("proxy"))
-            .inc();
+        let _counted = self.metrics.peer("proxy");
         tracing::info!("serving proxy {proxy} at {addr}");
 
         // Forward control changes until the connection ends.
@@ -440,31 +437,27 @@ impl Worker {
             }
         }
         self.connected.lock().expect("connected").remove(&proxy);
-        self.metrics
-            .peers
-            .get_or_create(&cocoon_observe::Kind::of("proxy"))
-            .dec();
         Ok(())
     }
 
     /// Checks the proxy's claims against the chain: its contract is registered in the root,
     /// holds the voucher key it announced, and our worker contract is where it says.
     async fn check_proxy(&self, c: &ConnectedToProxy) -> Result<(Address, Address), WorkerError> {
-        let (proxy, data) = chain_client::verify_proxy(
+        let chain_client::VerifiedProxy {
+            address: proxy,
+            data,
+            ours: worker_sc,
+        } = chain_client::verify_proxy(
             self.chain.as_ref(),
             &self.cfg.root,
             &c.params.proxy_sc_address,
             &c.params.proxy_public_key,
+            chain_client::Party::Worker,
+            self.owner(),
+            &c.worker_sc_address,
         )
         .await
         .map_err(WorkerError::Refused)?;
-        let init = data.init();
-        let worker_sc = init.worker_address(proxy, self.owner())?;
-        if c.worker_sc_address != worker_sc.to_raw().into_bytes() {
-            return Err(WorkerError::Refused(
-                "the proxy names a different worker contract".into(),
-            ));
-        }
         self.proxy_keys
             .lock()
             .expect("keys")
@@ -595,7 +588,10 @@ impl Worker {
                 .ok_or_else(|| WorkerError::Refused(format!("no voucher from {proxy}")))?;
             (h.tokens, h.body_hex.clone())
         };
-        let body = cocoon_chain::cells::from_boc(&hex::decode(&body_hex).unwrap_or_default())?;
+        let bytes = hex::decode(&body_hex).map_err(|e| {
+            WorkerError::Refused(format!("the voucher held from {proxy} is not hex: {e}"))
+        })?;
+        let body = cocoon_chain::cells::from_boc(&bytes)?;
         let target = SignedVoucher::parse(&body, false)?.voucher.target;
         self.claim(proxy, target, tokens, &body_hex).await?;
         Ok(tokens)

@@ -95,7 +95,7 @@ pub fn claim(dir: &Path, api: Option<String>) -> Result<Claim> {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
             let other = owner_of(dir).unwrap_or(Owner { pid: 0, api: None });
-            return Err(ChainError::Refused(in_use(dir, &other)));
+            return Err(ChainError::InUse(in_use(dir, &other)));
         }
         Err(TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
     }
