@@ -9,8 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-    ADDR, CODES, KEYS, MIN_FEE, NOW, OP, PARAMS, body, clientData, proxyData, rootData, signedBody,
-    stateInitOf, workerData,
+    ADDR, CODES, KEYS, MIN_FEE, NOW, OP, PARAMS, body, contracts, signedBody,
 } from './lib/cocoon.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -24,11 +23,7 @@ const str = (v) => (typeof v === 'bigint' ? v.toString() : v);
 export async function runScenario() {
     const blockchain = await Blockchain.create();
     blockchain.now = NOW;
-    const publicKey = KEYS.proxy.publicKey;
-    const root = stateInitOf(CODES.root, rootData({ owner: ADDR.rootOwner }));
-    const proxy = stateInitOf(CODES.proxy, proxyData({ owner: ADDR.proxyOwner, publicKey, root: root.address }));
-    const client = stateInitOf(CODES.client, clientData({ owner: ADDR.clientOwner, proxy: proxy.address, publicKey }));
-    const worker = stateInitOf(CODES.worker, workerData({ owner: ADDR.workerOwner, proxy: proxy.address, publicKey }));
+    const { root, proxy, client, worker } = contracts();
 
     const accounts = {
         root_owner: ADDR.rootOwner,

@@ -299,6 +299,20 @@ export function parseRegistry(cell) {
 /* Sandbox harness. */
 
 /**
+ * The fixed network's contracts (state init and address of each): the root of the fixed
+ * owner, the proxy of the fixed proxy owner and key, and the client and worker contracts of
+ * the fixed client and worker owners at that proxy.
+ */
+export function contracts() {
+    const publicKey = KEYS.proxy.publicKey;
+    const root = stateInitOf(CODES.root, rootData({ owner: ADDR.rootOwner }));
+    const proxy = stateInitOf(CODES.proxy, proxyData({ owner: ADDR.proxyOwner, publicKey, root: root.address }));
+    const client = stateInitOf(CODES.client, clientData({ owner: ADDR.clientOwner, proxy: proxy.address, publicKey }));
+    const worker = stateInitOf(CODES.worker, workerData({ owner: ADDR.workerOwner, proxy: proxy.address, publicKey }));
+    return { root, proxy, client, worker };
+}
+
+/**
  * A blockchain at the fixed time with the whole network deployed from the fixed owners:
  * root, a proxy contract with a stake, and the addresses (not yet deployed) of the client and
  * worker contracts of the fixed client and worker owners.
@@ -306,12 +320,8 @@ export function parseRegistry(cell) {
 export async function setup({ proxyStake = 0n, deployRoot = true } = {}) {
     const blockchain = await Blockchain.create();
     blockchain.now = NOW;
-    const publicKey = KEYS.proxy.publicKey;
-    const root = stateInitOf(CODES.root, rootData({ owner: ADDR.rootOwner }));
-    const proxy = stateInitOf(CODES.proxy, proxyData({ owner: ADDR.proxyOwner, publicKey, root: root.address }));
-    const client = stateInitOf(CODES.client, clientData({ owner: ADDR.clientOwner, proxy: proxy.address, publicKey }));
-    const worker = stateInitOf(CODES.worker, workerData({ owner: ADDR.workerOwner, proxy: proxy.address, publicKey }));
-    const net = { blockchain, root, proxy, client, worker };
+    const net = { blockchain, ...contracts() };
+    const { root, proxy } = net;
     if (deployRoot) {
         await send(net, { from: ADDR.rootOwner, to: root.address, value: 1_000_000_000n, stateInit: root.init });
     }

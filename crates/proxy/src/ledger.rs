@@ -423,6 +423,14 @@ mod tests {
         }
     }
 
+    /// A ledger at `path` holding one charge of each of `tokens`, closed again.
+    fn written(path: &Path, key: &Keypair, tokens: &[u64]) {
+        let mut l = Ledger::open(path, key.clone()).unwrap();
+        for t in tokens {
+            l.append(charge(*t)).unwrap();
+        }
+    }
+
     #[test]
     fn durable_totals_move_only_as_far_as_a_finished_fsync() {
         let dir = tempfile::tempdir().unwrap();
@@ -477,11 +485,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.jsonl");
         let key = Keypair::from_seed([3; 32]);
-        {
-            let mut l = Ledger::open(&path, key.clone()).unwrap();
-            l.append(charge(10)).unwrap();
-            l.append(charge(5)).unwrap();
-        }
+        written(&path, &key, &[10, 5]);
         // A crash mid-append leaves half a line.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"seq\":3,\"prev\":\"ab").unwrap();
@@ -500,11 +504,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.jsonl");
         let key = Keypair::from_seed([3; 32]);
-        {
-            let mut l = Ledger::open(&path, key.clone()).unwrap();
-            l.append(charge(10)).unwrap();
-            l.append(charge(5)).unwrap();
-        }
+        written(&path, &key, &[10, 5]);
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replacen("\"tokens\":10", "\"tokens\":1", 1)).unwrap();
         let err = Ledger::open(&path, key.clone()).err().unwrap().to_string();
