@@ -8,7 +8,9 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let mut buf = BytesMut::from(data);
-    while let Ok(Some(f)) = frame::split_frame(&mut buf) {
+    let mut seqno = 0i32;
+    while let Ok(Some(f)) = frame::split_frame(&mut buf, seqno) {
+        seqno = seqno.wrapping_add(1);
         let inner = match cocoon_wire::decode_packet(&f) {
             Ok(TcpPacket::Packet { data }) | Ok(TcpPacket::Query { data, .. }) => data,
             Ok(TcpPacket::QueryAnswer { data, .. }) => data,

@@ -1,4 +1,6 @@
-//! COCOON's price formula, in integer arithmetic (see `../shared/DESIGN.md` § Price formula).
+//! COCOON's price formula (see `../shared/DESIGN.md` § Price formula). Money is integer
+//! nanotons; the one step in floating point is the token adjustment, because the reference
+//! computes it so and a peer must bill exactly what the reference bills.
 
 use crate::contracts::Params;
 
@@ -15,10 +17,16 @@ pub struct TokenUsage {
     pub reasoning: u64,
 }
 
-/// `n × coef / 1000 × mult / 10000`, rounding down at each step as COCOON does.
+/// `n × coef/1000 × mult/10000` exactly as the reference computes it (`adjust_tokens` in its
+/// runners/helpers/Ton.h): IEEE-754 doubles multiplied left to right — `n`, times
+/// `coef × 0.001`, times `mult`, times `0.0001` — then truncated toward zero. The exact
+/// rational result differs in some cases (200 tokens at coefficient 145 are 28 here, as in the
+/// reference, not 29), and a peer must bill what the reference bills. Results beyond `u64`
+/// saturate.
 pub fn adjust(n: u64, coefficient: u32, multiplier: u32) -> u64 {
-    let v = n as u128 * coefficient as u128 / 1000 * multiplier as u128 / 10_000;
-    v.min(u64::MAX as u128) as u64
+    let v = n as f64 * (coefficient as f64 * 0.001) * multiplier as f64 * 0.0001;
+    // `as` truncates toward zero and saturates (NaN cannot arise from these finite inputs).
+    v as u64
 }
 
 /// Adjusted tokens for `usage` at a worker's `coefficient` (thousandths). Inconsistent usage
@@ -91,6 +99,14 @@ mod tests {
         // one token short of a unit: 999 thousandths of one token is zero.
         assert_eq!(adjust(1, 999, 10_000), 0);
         assert_eq!(adjust(1, 1000, 10_000), 1);
+        // the reference's double rounding, not the exact rational: 200 × 0.145 is
+        // 28.999999999999996 in doubles, truncated to 28 (exactly 29).
+        assert_eq!(adjust(200, 145, 10_000), 28);
+        assert_eq!(adjust(200, 1000, 10_000), 200);
+        // the reference's worked example: coefficient 1.5, 800/200/400/100 tokens.
+        assert_eq!(adjust(800, 1500, 10_000), 1200);
+        assert_eq!(adjust(200, 1500, 10_000), 300);
+        assert_eq!(adjust(0, 1500, 10_000), 0);
         // overflow saturates instead of wrapping.
         assert_eq!(adjust(u64::MAX, u32::MAX, u32::MAX), u64::MAX);
     }

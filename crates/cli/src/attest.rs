@@ -514,6 +514,7 @@ fn utc(unix: u64) -> String {
 fn claims_json(c: &Claims) -> serde_json::Value {
     json!({
         "public_key": hex::encode(c.public_key),
+        "reference_form": c.is_key_only(),
         "name": c.name,
         "created_at": c.created_at,
         "x25519_key": c.x25519_key.map(hex::encode),
@@ -552,6 +553,9 @@ fn identity_json(id: &PeerIdentity, policy: PolicyKind) -> serde_json::Value {
 }
 
 fn print_claims(c: &Claims) {
+    if c.is_key_only() {
+        println!("  claims:       the bare key (COCOON's form)");
+    }
     if let Some(n) = &c.name {
         println!("  name:         {n}");
     }

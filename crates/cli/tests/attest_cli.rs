@@ -45,7 +45,9 @@ fn gen_cert_writes_both_files_and_inspect_shows_the_measurements() {
     assert_eq!(v["quote"]["fake"], true);
     assert_eq!(v["quote"]["bound_to_claims"], true);
     assert_eq!(v["quote"]["measurements"]["mrtd"], MRTD);
-    assert_eq!(v["claims"]["name"], "w1");
+    // COCOON's claims: the bare key, which the quote's report data is SHA-512 of.
+    assert_eq!(v["claims"]["reference_form"], true);
+    assert_eq!(v["claims"]["public_key"], v["public_key"]);
     assert_eq!(
         v["not_after"].as_u64().unwrap() - v["not_before"].as_u64().unwrap(),
         86_400
@@ -200,7 +202,7 @@ fn serve_and_connect_verify_each_other() {
     assert!(o.status.success(), "{}", stderr(&o));
     let client_view = stdout(&o);
     assert!(
-        client_view.contains("name:         server"),
+        client_view.contains("claims:       the bare key (COCOON's form)"),
         "{client_view}"
     );
     assert!(client_view.contains(MRTD), "{client_view}");
@@ -209,7 +211,7 @@ fn serve_and_connect_verify_each_other() {
     assert!(
         server_view
             .iter()
-            .any(|l| l.contains("name:         connect")),
+            .any(|l| l.contains("claims:       the bare key (COCOON's form)")),
         "{server_view:?}"
     );
 }

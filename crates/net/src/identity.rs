@@ -26,6 +26,19 @@ impl Identity {
         let now = cocoon_tee::unix_now();
         let (cert, _claims) = cert::generate_new(provider, &CertOptions::new(name, now))
             .map_err(|e| format!("certificate: {e}"))?;
+        Self::with_cert(cert, policy)
+    }
+
+    /// A fresh key with a plain certificate (no quote, as a reference client presents),
+    /// judging peers by `policy`.
+    pub fn plain(name: &str, policy: Policy) -> Result<Self, String> {
+        let now = cocoon_tee::unix_now();
+        let cert = cert::generate_plain(&CertOptions::new(name, now))
+            .map_err(|e| format!("certificate: {e}"))?;
+        Self::with_cert(cert, policy)
+    }
+
+    fn with_cert(cert: RaTlsCert, policy: Policy) -> Result<Self, String> {
         let verifier = Arc::new(Verifier::new(policy));
         let server_tls = Arc::new(
             cocoon_tee::tls::server_config(&cert, verifier.clone())

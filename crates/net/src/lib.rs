@@ -5,10 +5,13 @@
 //!    before any costly step,
 //! 3. mutual RA-TLS (`cocoon_tee::tls`): each side verifies the other's
 //!    attestation under its policy,
-//! 4. frames of TL `tcp.Packet`s (`cocoon_wire::frame`).
+//! 4. frames of TL `tcp.Packet`s (`cocoon_wire::frame`, with COCOON's seqnos),
+//!    opened as COCOON opens them: the dialer sends `tcp.connect` and waits
+//!    for the listener's `tcp.connected` before anything else.
 //!
 //! [`accept`] and [`connect`] do steps 2–4 and return a [`Connection`] that
-//! knows its peer's verified identity. Every step has a deadline.
+//! knows its peer's verified identity. Every step has a deadline. Once
+//! established, a link is kept alive as COCOON keeps it (see [`Keepalive`]).
 #![forbid(unsafe_code)]
 
 pub mod identity;
@@ -63,6 +66,36 @@ pub enum NetError {
     /// A frame did not hold a valid packet.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// The peer opened the link with something other than the
+    /// `tcp.connect` / `tcp.connected` exchange.
+    #[error("link opening refused: {0}")]
+    Opening(String),
+}
+
+/// How an established link is kept alive, as COCOON keeps it: the dialer
+/// sends one `tcp.ping` after `ping_after` without receiving anything, and a
+/// side that has received nothing for `fail_after` drops the link (the
+/// reference: dialers ping after 10 s and give up after 20 s; listeners give
+/// up after 60 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Silence after which this side sends a ping (`None`: it never pings).
+    pub ping_after: Option<Duration>,
+    /// Silence after which this side drops the link.
+    pub fail_after: Duration,
+}
+
+impl Keepalive {
+    /// The reference dialer's timers.
+    pub const DIALER: Keepalive = Keepalive {
+        ping_after: Some(Duration::from_secs(10)),
+        fail_after: Duration::from_secs(20),
+    };
+    /// The reference listener's timers.
+    pub const LISTENER: Keepalive = Keepalive {
+        ping_after: None,
+        fail_after: Duration::from_secs(60),
+    };
 }
 
 fn tls_error(e: std::io::Error) -> NetError {
@@ -77,6 +110,7 @@ pub struct Connection {
     framed: Framed<TlsStream<TcpStream>, FrameCodec>,
     peer: PeerIdentity,
     peer_addr: Option<SocketAddr>,
+    keepalive: Keepalive,
 }
 
 impl std::fmt::Debug for Connection {
@@ -97,6 +131,17 @@ impl Connection {
     /// The peer's socket address.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer_addr
+    }
+
+    /// The keepalive timers [`rpc::Peer`] will run on this link.
+    pub fn keepalive(&self) -> Keepalive {
+        self.keepalive
+    }
+
+    /// Replaces the keepalive timers (tests use short ones).
+    pub fn with_keepalive(mut self, keepalive: Keepalive) -> Self {
+        self.keepalive = keepalive;
+        self
     }
 
     /// Sends one packet.
@@ -143,10 +188,19 @@ pub async fn accept(
         pow::server_handshake(&mut tcp, difficulty).await?;
         TlsAcceptor::from(tls).accept(tcp).await.map_err(tls_error)
     };
-    let stream = tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| NetError::Timeout(timeout))??;
-    established(TlsStream::Server(stream), verifier, peer_addr)
+    tokio::time::timeout(timeout, async {
+        let stream = work.await?;
+        let mut conn = established(
+            TlsStream::Server(stream),
+            verifier,
+            peer_addr,
+            Keepalive::LISTENER,
+        )?;
+        conn.answer_opening().await?;
+        Ok(conn)
+    })
+    .await
+    .map_err(|_| NetError::Timeout(timeout))?
 }
 
 /// Dialer side: connect, solve the proof of work if it is at most
@@ -169,10 +223,79 @@ pub async fn connect(
             .await
             .map_err(tls_error)
     };
-    let stream = tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| NetError::Timeout(timeout))??;
-    established(TlsStream::Client(stream), verifier, Some(addr))
+    tokio::time::timeout(timeout, async {
+        let stream = work.await?;
+        let mut conn = established(
+            TlsStream::Client(stream),
+            verifier,
+            Some(addr),
+            Keepalive::DIALER,
+        )?;
+        conn.open().await?;
+        Ok(conn)
+    })
+    .await
+    .map_err(|_| NetError::Timeout(timeout))?
+}
+
+impl Connection {
+    /// Dialer: `tcp.connect` with a random id, then the peer's `tcp.connected`.
+    async fn open(&mut self) -> Result<(), NetError> {
+        let id = rand_id();
+        // In TLS 1.3 the listener judges our certificate after our side of the handshake is
+        // done: a refusal shows up here, as the link closing before `tcp.connected`.
+        let refused = |why: String| {
+            NetError::Opening(format!(
+                "the peer closed the link before tcp.connected ({why}); it may have refused \
+                 our certificate under its attestation policy"
+            ))
+        };
+        self.send(&TcpPacket::Connect { id })
+            .await
+            .map_err(|e| refused(e.to_string()))?;
+        match self.recv().await {
+            Ok(Some(TcpPacket::Connected { .. })) => Ok(()),
+            Ok(Some(other)) => Err(NetError::Opening(format!(
+                "expected tcp.connected, got {}",
+                packet_name(&other)
+            ))),
+            Ok(None) => Err(refused("end of stream".into())),
+            Err(e) => Err(refused(e.to_string())),
+        }
+    }
+
+    /// Listener: the dialer's `tcp.connect`, answered with `tcp.connected`.
+    async fn answer_opening(&mut self) -> Result<(), NetError> {
+        match self.recv().await? {
+            Some(TcpPacket::Connect { id }) => self.send(&TcpPacket::Connected { id }).await,
+            Some(other) => Err(NetError::Opening(format!(
+                "expected tcp.connect, got {}",
+                packet_name(&other)
+            ))),
+            None => Err(NetError::Opening("closed before tcp.connect".into())),
+        }
+    }
+}
+
+/// The TL name of a packet, for errors.
+pub fn packet_name(p: &TcpPacket) -> &'static str {
+    match p {
+        TcpPacket::Ping { .. } => "tcp.ping",
+        TcpPacket::Pong { .. } => "tcp.pong",
+        TcpPacket::Packet { .. } => "tcp.packet",
+        TcpPacket::QueryAnswer { .. } => "tcp.queryAnswer",
+        TcpPacket::QueryError { .. } => "tcp.queryError",
+        TcpPacket::Query { .. } => "tcp.query",
+        TcpPacket::Connected { .. } => "tcp.connected",
+        TcpPacket::Connect { .. } => "tcp.connect",
+    }
+}
+
+fn rand_id() -> u64 {
+    let mut b = [0u8; 8];
+    // An id only pairs connect with connected: a failed RNG may leave it 0.
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
 }
 
 /// Wraps a finished handshake: reads the peer's verified identity (a cache
@@ -181,12 +304,14 @@ fn established(
     stream: TlsStream<TcpStream>,
     verifier: &Verifier,
     peer_addr: Option<SocketAddr>,
+    keepalive: Keepalive,
 ) -> Result<Connection, NetError> {
     let peer = cocoon_tee::tls::peer_identity(verifier, stream.get_ref().1)
         .map_err(NetError::Attestation)?;
     Ok(Connection {
-        framed: Framed::new(stream, FrameCodec),
+        framed: Framed::new(stream, FrameCodec::default()),
         peer,
         peer_addr,
+        keepalive,
     })
 }

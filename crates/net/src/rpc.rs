@@ -102,6 +102,7 @@ impl Peer {
             framed,
             peer,
             peer_addr,
+            keepalive,
         } = conn;
         let (mut sink, mut stream) = framed.split();
         let (tx, mut rx) = mpsc::unbounded_channel::<TcpPacket>();
@@ -154,15 +155,39 @@ impl Peer {
             let _ = SinkExt::<Vec<u8>>::close(&mut sink).await;
             writer.shutdown();
         });
-        // Reader.
+        // Reader; it also keeps the link alive (see `Keepalive`): the silence timers restart
+        // with every frame received.
         let reader = me.clone();
         tokio::spawn(async move {
             let mut closed = reader.inner.closed.clone();
+            let mut ping_sent = false;
+            let mut last_heard = tokio::time::Instant::now();
             loop {
+                let ping_at = match keepalive.ping_after {
+                    Some(after) if !ping_sent => Some(last_heard + after),
+                    _ => None,
+                };
+                let fail_at = last_heard + keepalive.fail_after;
+                let wake_at = ping_at.map_or(fail_at, |p| p.min(fail_at));
                 let frame = tokio::select! {
                     f = stream.next() => f,
                     _ = wait_closed(&mut closed) => break,
+                    _ = tokio::time::sleep_until(wake_at) => {
+                        if tokio::time::Instant::now() >= fail_at {
+                            tracing::info!(
+                                "peer {:?} silent for {:?}: dropping the link",
+                                reader.inner.addr,
+                                keepalive.fail_after
+                            );
+                            break;
+                        }
+                        ping_sent = true;
+                        let _ = reader.inner.tx.send(TcpPacket::Ping { id: next_ping_id() });
+                        continue;
+                    }
                 };
+                last_heard = tokio::time::Instant::now();
+                ping_sent = false;
                 let packet = match frame {
                     Some(Ok(bytes)) => match cocoon_wire::decode_packet(&bytes) {
                         Ok(p) => p,
@@ -311,6 +336,11 @@ impl Peer {
     pub fn close(&self) {
         self.shutdown();
     }
+}
+
+fn next_ping_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 async fn wait_closed(rx: &mut watch::Receiver<bool>) {

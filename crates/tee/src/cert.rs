@@ -6,6 +6,12 @@
 //! The binding: the claims start with the certificate's public key, and the
 //! quote's report_data is SHA-512 of the claims' bytes. A quote copied into
 //! another certificate therefore names the wrong key.
+//!
+//! The encoding is COCOON's: each extension's value is the raw bytes (the
+//! quote as the TD produced it; the claims as [`Claims::to_bytes`] writes
+//! them, the bare key in COCOON's form). A certificate without either
+//! extension is a plain self-signed one, as reference clients present: its
+//! claims are its key, and only the `any` policy accepts it.
 
 use std::path::{Path, PathBuf};
 
@@ -130,7 +136,7 @@ pub fn generate(
         (QUOTE_EXTENSION_OID, quote),
         (CLAIMS_EXTENSION_OID, claims_bytes),
     ] {
-        let mut ext = CustomExtension::from_oid_content(oid, der_octet_string(&content));
+        let mut ext = CustomExtension::from_oid_content(oid, content);
         ext.set_criticality(true);
         params.custom_extensions.push(ext);
     }
@@ -146,8 +152,25 @@ pub fn generate(
     })
 }
 
-/// A new key, claims naming it (the options' common name, created at
-/// their `not_before`), and a certificate made with `opts`.
+/// A plain self-signed certificate for a new key, without RA-TLS extensions: what a reference
+/// client presents (it runs outside a TEE). Only the `any` policy accepts it.
+pub fn generate_plain(opts: &CertOptions) -> Result<RaTlsCert, CertError> {
+    let key = generate_key()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, opts.common_name.as_str());
+    params.distinguished_name = dn;
+    params.not_before = to_time(opts.not_before)?;
+    params.not_after = to_time(opts.not_before.saturating_add(opts.validity_secs))?;
+    let cert = params.self_signed(&key)?;
+    Ok(RaTlsCert {
+        cert_der: cert.der().to_vec(),
+        key_pkcs8: key.serialize_der(),
+    })
+}
+
+/// A new key, claims of just that key (COCOON's form), and a certificate
+/// made with `opts`.
 pub fn generate_new(
     provider: &dyn QuoteProvider,
     opts: &CertOptions,
@@ -155,11 +178,8 @@ pub fn generate_new(
     let key = generate_key()?;
     let mut public_key = [0u8; 32];
     public_key.copy_from_slice(key.public_key_raw());
-    let claims = Claims {
-        created_at: Some(opts.not_before),
-        name: Some(opts.common_name.clone()),
-        ..Claims::new(public_key)
-    };
+    // Key-only claims: COCOON's form, which a reference peer can check.
+    let claims = Claims::new(public_key);
     let cert = generate(&key, &claims, provider, opts)?;
     Ok((cert, claims))
 }
@@ -169,32 +189,6 @@ fn to_time(unix: u64) -> Result<time::OffsetDateTime, CertError> {
         .ok()
         .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
         .ok_or(CertError::BadTime(unix))
-}
-
-fn der_octet_string(content: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x04];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = (len as u64).to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (8 - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-    out.extend_from_slice(content);
-    out
-}
-
-fn parse_der_octet_string(der: &[u8], what: &'static str) -> Result<Vec<u8>, AttestError> {
-    use x509_parser::der_parser::der::parse_der_octetstring;
-    match parse_der_octetstring(der) {
-        Ok(([], obj)) => obj
-            .as_slice()
-            .map(|s| s.to_vec())
-            .map_err(|_| AttestError::BadExtensionEncoding(what)),
-        _ => Err(AttestError::BadExtensionEncoding(what)),
-    }
 }
 
 impl RaTlsCert {
@@ -327,17 +321,18 @@ pub fn parse_cert(der: &[u8]) -> Result<ParsedCert, AttestError> {
             if quote_raw.is_some() {
                 return Err(AttestError::DuplicateExtension("quote"));
             }
-            quote_raw = Some(parse_der_octet_string(ext.value, "quote")?);
+            quote_raw = Some(ext.value.to_vec());
         } else if oid == claims_oid {
             if claims_raw.is_some() {
                 return Err(AttestError::DuplicateExtension("claims"));
             }
-            claims_raw = Some(parse_der_octet_string(ext.value, "claims")?);
+            claims_raw = Some(ext.value.to_vec());
         } else if ext.critical && !KNOWN_CRITICAL.contains(&oid.as_str()) {
             return Err(AttestError::UnknownCriticalExtension(oid));
         }
     }
-    let claims_raw = claims_raw.ok_or(AttestError::MissingExtension("claims"))?;
+    // No claims extension (a plain certificate): the claims are the key, as COCOON reads them.
+    let claims_raw = claims_raw.unwrap_or_else(|| public_key.to_vec());
     let claims = Claims::parse(&claims_raw)?;
     if claims.public_key != public_key {
         return Err(AttestError::ClaimsKeyMismatch);

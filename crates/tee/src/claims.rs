@@ -1,6 +1,12 @@
 //! Claims: what a party states about itself and binds into its quote
 //! (report_data = SHA-512 of the serialized claims).
 //!
+//! COCOON's form, the only one a reference peer reads: the claims are the
+//! certificate's 32-byte Ed25519 public key and nothing else (so report_data
+//! is SHA-512 of the key). Claims holding only the key are written in that
+//! form, and 32 bytes are read as it. Our extensible form below is written
+//! only when a claim beyond the key is made, which only our own peers check.
+//!
 //! Format (version 1), designed so new fields never break old verifiers:
 //! one version byte, then entries of `tag: u16 LE, len: u32 LE, value`,
 //! tags strictly increasing. Tag 1, the Ed25519 public key of the TLS
@@ -12,6 +18,9 @@
 pub const CLAIMS_VERSION: u8 = 1;
 /// The most bytes of claims accepted.
 pub const MAX_CLAIMS_LEN: usize = 64 * 1024;
+
+/// Length of COCOON's claims: the bare public key.
+pub const REFERENCE_CLAIMS_LEN: usize = 32;
 
 /// Tag of the Ed25519 TLS public key (32 bytes, mandatory, first).
 pub const TAG_PUBLIC_KEY: u16 = 1;
@@ -81,8 +90,20 @@ impl Claims {
         }
     }
 
-    /// The serialized form.
+    /// Whether these claims state nothing but the key (COCOON's form).
+    pub fn is_key_only(&self) -> bool {
+        self.x25519_key.is_none()
+            && self.created_at.is_none()
+            && self.name.is_none()
+            && self.gpu_evidence.is_none()
+            && self.unknown.is_empty()
+    }
+
+    /// The serialized form: the bare key when [`Claims::is_key_only`] (COCOON's), else ours.
     pub fn to_bytes(&self) -> Vec<u8> {
+        if self.is_key_only() {
+            return self.public_key.to_vec();
+        }
         let mut entries: Vec<(u16, Vec<u8>)> = vec![(TAG_PUBLIC_KEY, self.public_key.to_vec())];
         if let Some(k) = self.x25519_key {
             entries.push((TAG_X25519_KEY, k.to_vec()));
@@ -111,6 +132,9 @@ impl Claims {
     pub fn parse(bytes: &[u8]) -> Result<Self, ClaimsError> {
         if bytes.len() > MAX_CLAIMS_LEN {
             return Err(ClaimsError::TooLong(bytes.len()));
+        }
+        if let Ok(key) = <[u8; REFERENCE_CLAIMS_LEN]>::try_from(bytes) {
+            return Ok(Claims::new(key));
         }
         let (&version, mut rest) = bytes.split_first().ok_or(ClaimsError::Empty)?;
         if version != CLAIMS_VERSION {

@@ -38,15 +38,9 @@ pub enum AttestError {
     /// The peer presented no certificate at all.
     #[error("peer presented no certificate")]
     NoPeerCertificate,
-    /// A required RA-TLS extension is missing.
-    #[error("certificate has no {0} extension")]
-    MissingExtension(&'static str),
     /// An RA-TLS extension appears twice.
     #[error("certificate has the {0} extension twice")]
     DuplicateExtension(&'static str),
-    /// An RA-TLS extension is not an OCTET STRING.
-    #[error("certificate {0} extension is not a DER OCTET STRING")]
-    BadExtensionEncoding(&'static str),
     /// The claims do not parse.
     #[error(transparent)]
     Claims(#[from] ClaimsError),

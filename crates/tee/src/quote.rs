@@ -27,6 +27,10 @@ pub const FAKE_QE_VENDOR_ID: [u8; 16] = *b"COCOON-FAKE-TDX!";
 /// The whole signature data of a fake quote.
 pub const FAKE_SIGNATURE_DATA: &[u8] =
     b"cocoon fake_tdx quote: NOT signed by Intel; accepted only by the fake_tdx policy";
+/// Length of COCOON's own fake quote: just the 64 bytes of report data
+/// (its `fake_tdx` interface makes and accepts exactly that; every
+/// measurement of such a quote is zero).
+pub const REFERENCE_FAKE_QUOTE_LEN: usize = 64;
 /// Largest signature data accepted (real ones are ~4-5 KiB).
 pub const MAX_SIGNATURE_DATA: usize = 64 * 1024;
 
@@ -125,8 +129,12 @@ fn array<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
 }
 
 impl TdxQuote {
-    /// Parses a TDX v4 quote; every size is checked before it is used.
+    /// Parses a TDX v4 quote, or COCOON's 64-byte fake quote (see
+    /// [`REFERENCE_FAKE_QUOTE_LEN`]); every size is checked before it is used.
     pub fn parse(bytes: &[u8]) -> Result<Self, QuoteError> {
+        if let Ok(report_data) = <[u8; REFERENCE_FAKE_QUOTE_LEN]>::try_from(bytes) {
+            return Ok(Self::reference_fake(report_data));
+        }
         if bytes.len() < SIG_LEN_OFFSET + 4 {
             return Err(QuoteError::TooShort(bytes.len()));
         }
@@ -169,7 +177,22 @@ impl TdxQuote {
         })
     }
 
-    /// Whether this is a fake quote made by [`build_fake_quote`].
+    /// COCOON's fake quote for `report_data`: zero measurements, marked fake.
+    fn reference_fake(report_data: [u8; 64]) -> Self {
+        Self {
+            att_key_type: 0,
+            qe_vendor_id: FAKE_QE_VENDOR_ID,
+            tee_tcb_svn: [0; 16],
+            mr_seam: [0; 48],
+            td_attributes: [0; 8],
+            xfam: [0; 8],
+            measurements: Measurements::default(),
+            report_data,
+            signature_data: Vec::new(),
+        }
+    }
+
+    /// Whether this is a fake quote (COCOON's 64-byte form or [`build_fake_quote`]'s).
     pub fn is_fake(&self) -> bool {
         self.qe_vendor_id == FAKE_QE_VENDOR_ID
     }

@@ -46,7 +46,7 @@ fn fake_cert_is_accepted_by_fake_tdx_and_any() {
     assert_eq!(id.tee, TeeKind::FakeTdx);
     assert_eq!(id.public_key, claims.public_key);
     assert_eq!(id.image_hash, Some(measurements(1).image_hash()));
-    assert_eq!(id.claims.name.as_deref(), Some("worker-1"));
+    assert!(id.claims.is_key_only());
     assert_eq!(id.not_after - id.not_before, DAY);
     assert_eq!(
         verify(PolicyKind::Any, &c.cert_der).unwrap().tee,
@@ -222,16 +222,23 @@ fn debug_td_is_refused_unless_allowed() {
 }
 
 #[test]
-fn plain_certificates_are_refused() {
-    // No RA-TLS extensions at all.
+fn plain_certificates_pass_only_the_any_policy() {
+    // No RA-TLS extensions at all: what a reference client presents. Its claims are its key.
     let key = cert::generate_key().unwrap();
     let plain = rcgen::CertificateParams::new(vec!["plain".to_string()])
         .unwrap()
         .self_signed(&key)
         .unwrap();
+    let id = verify(PolicyKind::Any, plain.der()).unwrap();
+    assert_eq!(&id.public_key[..], key.public_key_raw());
+    assert_eq!(id.claims, cocoon_tee::Claims::new(id.public_key));
     assert_eq!(
-        verify(PolicyKind::Any, plain.der()).unwrap_err(),
-        AttestError::MissingExtension("claims")
+        verify(PolicyKind::FakeTdx, plain.der()).unwrap_err(),
+        AttestError::NoQuote
+    );
+    assert_eq!(
+        verify(PolicyKind::Tdx, plain.der()).unwrap_err(),
+        AttestError::NoQuote
     );
     // Not Ed25519.
     let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -300,7 +307,16 @@ fn claims_round_trip_and_keep_unknown_entries() {
 
 #[test]
 fn claims_refusals() {
-    let good = Claims::new([1; 32]).to_bytes();
+    // Our extended form (written only when a claim beyond the key is made).
+    let good = Claims {
+        name: Some("x".into()),
+        ..Claims::new([1; 32])
+    }
+    .to_bytes();
+    assert_eq!(good[0], 1, "version byte");
+    // COCOON's form: exactly the 32-byte key.
+    assert_eq!(Claims::new([1; 32]).to_bytes(), vec![1; 32]);
+    assert_eq!(Claims::parse(&[1; 32]).unwrap(), Claims::new([1; 32]));
     assert_eq!(Claims::parse(&[]).unwrap_err(), ClaimsError::Empty);
     let mut v2 = good.clone();
     v2[0] = 2;
@@ -373,4 +389,68 @@ fn configfs_provider_refusals() {
         })
     ));
     assert_eq!(std::fs::read(entry.join("inblob")).unwrap(), vec![0; 64]);
+}
+
+/// Certificates made by the reference's own `gen-cert -c 1790000000` (`--tdx fake_tdx` and
+/// `--tdx none`): X.509 v1 with the two RA-TLS extensions holding the raw quote (64 bytes:
+/// SHA-512 of the key) and the bare key, or no RA-TLS extension at all.
+const REF_TIME: u64 = 1_790_000_000;
+
+fn ref_cert(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    cert::read_cert_pem(&path).unwrap()
+}
+
+#[test]
+fn the_references_fake_tdx_certificate_is_read_as_it_means_it() {
+    let der = ref_cert("ref_fake_tdx_cert.pem");
+    let parsed = cert::parse_cert(&der).unwrap();
+    assert_eq!(parsed.claims_raw, parsed.public_key.to_vec());
+    let quote = parsed.quote_raw.clone().unwrap();
+    assert_eq!(quote, cert::report_data_for(&parsed.public_key).to_vec());
+    let id = Verifier::at_time(Policy::new(PolicyKind::FakeTdx), REF_TIME + 60)
+        .verify_cert(&der)
+        .unwrap();
+    assert_eq!(id.tee, TeeKind::FakeTdx);
+    // gen-cert printed this image hash for it: all measurements zero.
+    assert_eq!(
+        hex::encode(id.image_hash.unwrap()),
+        "5c55c8f4db4010ba9203d83536d0609856af8c847ac039e37e7dde8fbd574b61"
+    );
+    assert_eq!(
+        Verifier::at_time(Policy::new(PolicyKind::Tdx), REF_TIME + 60)
+            .verify_cert(&der)
+            .unwrap_err(),
+        AttestError::FakeQuoteRejected
+    );
+}
+
+#[test]
+fn the_references_plain_certificate_passes_only_any() {
+    let der = ref_cert("ref_plain_cert.pem");
+    let at = |kind| Verifier::at_time(Policy::new(kind), REF_TIME + 60).verify_cert(&der);
+    assert_eq!(at(PolicyKind::Any).unwrap().tee, TeeKind::None);
+    assert_eq!(at(PolicyKind::FakeTdx).unwrap_err(), AttestError::NoQuote);
+}
+
+#[test]
+fn our_default_fake_certificate_has_the_references_form() {
+    let (c, _) =
+        cert::generate_new(&FakeTdxProvider::default(), &CertOptions::new("p", NOW)).unwrap();
+    let parsed = cert::parse_cert(&c.cert_der).unwrap();
+    // The bare key as claims, SHA-512 of it as the whole quote: what a reference fake_tdx
+    // peer makes and checks.
+    assert_eq!(parsed.claims_raw, parsed.public_key.to_vec());
+    assert_eq!(
+        parsed.quote_raw.unwrap(),
+        cert::report_data_for(&parsed.public_key).to_vec()
+    );
+    // A reference-made fake quote copied into our certificate names the wrong key.
+    let other = cert::parse_cert(&ref_cert("ref_fake_tdx_cert.pem")).unwrap();
+    assert_ne!(
+        other.quote_raw.unwrap(),
+        cert::report_data_for(&parsed.public_key).to_vec()
+    );
 }

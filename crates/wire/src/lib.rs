@@ -17,6 +17,7 @@
 //! sockets, and no decoder here panics on any input.
 #![forbid(unsafe_code)]
 
+pub mod answer;
 pub mod client;
 pub mod common;
 pub mod decode;
