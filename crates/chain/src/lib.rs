@@ -20,6 +20,7 @@ pub mod cells;
 pub mod client;
 pub mod contracts;
 pub mod error;
+pub mod fake_ton;
 pub mod files;
 pub mod keys;
 pub mod local;

@@ -38,8 +38,9 @@ pub fn adjusted_tokens(usage: &TokenUsage, coefficient: u32, params: &Params) ->
 }
 
 /// Adjusted (prompt, cached, completion, reasoning) tokens for `usage`: cached is counted out
-/// of prompt and reasoning out of completion, clamped so neither underflows.
-fn adjusted_parts(usage: &TokenUsage, coefficient: u32, params: &Params) -> [u64; 4] {
+/// of prompt and reasoning out of completion, clamped so neither underflows (the reference
+/// does not clamp; its workers never report such usage).
+pub fn adjusted_parts(usage: &TokenUsage, coefficient: u32, params: &Params) -> [u64; 4] {
     let cached = usage.cached.min(usage.prompt);
     let reasoning = usage.reasoning.min(usage.completion);
     [

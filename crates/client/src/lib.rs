@@ -13,12 +13,15 @@
 
 #![forbid(unsafe_code)]
 
+mod query;
 pub mod server;
+
+pub use query::{Answer, QueryStream};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,13 +36,12 @@ use cocoon_net::identity::Identity;
 use cocoon_net::rpc::{Peer, RpcError};
 use cocoon_tee::{Policy, PolicyKind, QuoteProvider};
 use cocoon_wire::client::{
-    AuthorizationWithProxy, ClientConnectedToProxy, ClientParams, ClientQueryAnswer,
-    ClientQueryAnswerPart, ClientRequest, Refund, WorkerTypesV2,
+    AuthorizationWithProxy, ClientConnectedToProxy, ClientParams, ClientRequest, Refund,
+    WorkerTypesV2,
 };
-use cocoon_wire::common::{Double, HttpRequest, SignedPayment, TokensUsed};
-use cocoon_wire::proxy::{CancelQuery, RequestPayment};
+use cocoon_wire::common::{HttpRequest, SignedPayment};
+use cocoon_wire::proxy::RequestPayment;
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot};
 
 /// How a client runs.
 #[derive(Clone, Debug)]
@@ -135,7 +137,9 @@ struct ProxyConn {
     proxy: Address,
     peer: Peer,
     client_sc: Address,
-    streams: Arc<Mutex<HashMap<[u8; 32], PartRoute>>>,
+    routes: query::Routes,
+    /// The proxy settled on our protocol version 3: it understands `proxy.cancelQuery`.
+    understands_cancel: bool,
 }
 
 /// Money state at one proxy.
@@ -181,76 +185,6 @@ pub struct Client {
     next_proxy: AtomicUsize,
 }
 
-/// A running query: parts as they come ([`QueryStream::next_part`]), then the final answer
-/// ([`QueryStream::answer`]).
-pub struct QueryStream {
-    /// A part already taken off the channel (by [`Client::query`]'s wait for the first event).
-    first: Option<ClientQueryAnswerPart>,
-    parts: mpsc::UnboundedReceiver<ClientQueryAnswerPart>,
-    /// The final answer, once received.
-    answer: Option<Result<Answer, ClientError>>,
-    /// Whether that answer is a refusal the next proxy should get (see [`Client::query`]).
-    retry: bool,
-    done: oneshot::Receiver<Outcome>,
-    cancel: Option<(Peer, [u8; 32])>,
-}
-
-impl QueryStream {
-    /// The next answer part (SSE frames of a streamed answer); `None` once the final answer is
-    /// in.
-    pub async fn next_part(&mut self) -> Option<ClientQueryAnswerPart> {
-        if let Some(p) = self.first.take() {
-            return Some(p);
-        }
-        if self.answer.is_some() {
-            return None;
-        }
-        self.parts.recv().await
-    }
-
-    /// The final answer (each call after the first: an error saying it was taken).
-    pub async fn answer(&mut self) -> Result<Answer, ClientError> {
-        self.receive().await;
-        self.answer.take().unwrap_or_else(|| {
-            Err(ClientError::Remote {
-                status: 502,
-                message: "the answer was already taken".into(),
-            })
-        })
-    }
-
-    async fn receive(&mut self) {
-        if self.answer.is_none() {
-            self.answer = Some(match (&mut self.done).await {
-                Ok(o) => {
-                    self.retry = o.retry;
-                    o.answer
-                }
-                Err(_) => Err(ClientError::Remote {
-                    status: 502,
-                    message: "the query ended without an answer".into(),
-                }),
-            });
-        }
-    }
-}
-
-impl Drop for QueryStream {
-    fn drop(&mut self) {
-        // Dropped before the end (the app went away): tell the proxy to stop the worker.
-        if let Some((peer, request_id)) = self.cancel.take() {
-            if self.answer.is_none()
-                && matches!(
-                    self.done.try_recv(),
-                    Err(oneshot::error::TryRecvError::Empty)
-                )
-            {
-                let _ = peer.send(cocoon_wire::encode(&CancelQuery { request_id }));
-            }
-        }
-    }
-}
-
 /// A refusal another proxy may not give: about this proxy — no worker for the model there, all
 /// busy, no credit at its contract, a refunded contract there. A bad request (400) is bad
 /// everywhere. A lost connection is never retried: the request may have run and been billed.
@@ -262,21 +196,6 @@ fn worth_another_proxy(e: &ClientError) -> bool {
             ..
         }
     )
-}
-
-/// Where a proxy connection's reader routes a request's answer parts.
-struct PartRoute {
-    tx: mpsc::UnboundedSender<ClientQueryAnswerPart>,
-    /// Set once a part went to the app's side: from then on the request is the app's, never
-    /// retried elsewhere.
-    routed: Arc<AtomicBool>,
-}
-
-/// How a request ended at one proxy.
-struct Outcome {
-    answer: Result<Answer, ClientError>,
-    /// An explicit refusal, nothing billed, no part delivered, and another proxy left to try.
-    retry: bool,
 }
 
 /// Which of two refusals to report when every proxy refused: the one that says most about
@@ -294,15 +213,6 @@ fn more_telling(a: ClientError, b: ClientError) -> ClientError {
     } else {
         a
     }
-}
-
-/// A finished query.
-#[derive(Clone, Debug)]
-pub struct Answer {
-    /// The last bytes of the body (for a non-streamed answer: all of it).
-    pub body: Vec<u8>,
-    /// Token counts and the billed total.
-    pub tokens: TokensUsed,
 }
 
 /// A model the network serves, with its workers.
@@ -469,18 +379,13 @@ impl Client {
         )
         .await
         .map_err(|e| ClientError::NoProxy(e.to_string()))?;
-        let streams: Arc<Mutex<HashMap<[u8; 32], PartRoute>>> = Arc::default();
+        let routes: query::Routes = Arc::default();
         let payments: Arc<Mutex<Option<Address>>> = Arc::default();
-        let (s, me, pay) = (streams.clone(), self.clone(), payments.clone());
+        let (r, me, pay) = (routes.clone(), self.clone(), payments.clone());
         let on_packet = Arc::new(move |_: &Peer, data: Vec<u8>| {
-            if let Ok(part) = cocoon_wire::decode::<ClientQueryAnswerPart>(&data) {
-                let rid = match &part {
-                    ClientQueryAnswerPart::Part { request_id, .. }
-                    | ClientQueryAnswerPart::Error { request_id, .. } => *request_id,
-                };
-                if let Some(route) = s.lock().expect("streams").get(&rid) {
-                    route.routed.store(true, Ordering::Relaxed);
-                    let _ = route.tx.send(part);
+            if let Some((rid, message)) = cocoon_wire::answer::decode_client(&data) {
+                if let Some(route) = r.lock().expect("routes").get(&rid) {
+                    let _ = route.send(message);
                 }
             } else if let Ok(RequestPayment::Client { signed_payment, .. }) =
                 cocoon_wire::decode::<RequestPayment>(&data)
@@ -499,8 +404,10 @@ impl Client {
             flags: (),
             client_owner_address: self.owner().to_raw().into_bytes(),
             is_test: Some(self.chain.network() != cocoon_chain::Network::Mainnet),
+            // 1 and 2 are COCOON's; 3 is 2 plus `proxy.cancelQuery`, which only a proxy that
+            // settles on 3 gets (a reference proxy settles on 2).
             min_proto_version: Some(1),
-            max_proto_version: Some(1),
+            max_proto_version: Some(cocoon_wire::PROTO_WITH_CANCEL),
         };
         let connected: ClientConnectedToProxy = peer
             .request(
@@ -512,6 +419,8 @@ impl Client {
             )
             .await
             .map_err(remote)?;
+        let understands_cancel =
+            connected.params.proto_version.unwrap_or(0) >= cocoon_wire::PROTO_WITH_CANCEL;
         let (proxy, client_sc, init) = self.check_proxy(&connected).await?;
         *payments.lock().expect("proxy") = Some(proxy);
         self.ensure_contract(proxy, client_sc, &init).await?;
@@ -543,7 +452,8 @@ impl Client {
             proxy,
             peer,
             client_sc,
-            streams,
+            routes,
+            understands_cancel,
         }));
         tracing::info!("connected to proxy {proxy} at {addr}");
         Ok(())
@@ -796,9 +706,9 @@ impl Client {
     /// Sends one OpenAI request (`path` is `/v1/chat/completions` or `/v1/completions`).
     /// Requests take turns over the live proxies (load spreads); one a proxy refuses before
     /// any work (no worker for the model there, all busy, no credit there; nothing billed, no
-    /// part delivered) goes to the next. A lost connection is not retried: the request may
-    /// have run. It returns at the first answer part or the final answer; when every proxy
-    /// refused, the most telling refusal is the error.
+    /// answer begun) goes to the next. A lost connection is not retried: the request may have
+    /// run. It returns once the answer's head arrived; when every proxy refused, the most
+    /// telling refusal is the error.
     pub async fn query(
         &self,
         model: &str,
@@ -811,17 +721,29 @@ impl Client {
         if conns.is_empty() {
             return Err(ClientError::NoProxy("no proxy connection is alive".into()));
         }
+        // The completion limit the body names, for the proxy's reservation (it reads the body
+        // too and takes the smaller).
+        let max_tokens = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| {
+                ["max_completion_tokens", "max_tokens"]
+                    .iter()
+                    .find_map(|k| v.get(*k).and_then(|n| n.as_u64()))
+            })
+            .and_then(|n| i32::try_from(n).ok())
+            .unwrap_or(0);
         // Encoded once; each attempt gets a copy.
         let query = cocoon_wire::encode(&HttpRequest {
             method: b"POST".to_vec(),
             url: path.as_bytes().to_vec(),
             http_version: b"HTTP/1.1".to_vec(),
             headers: vec![cocoon_wire::common::HttpHeader {
-                name: b"content-type".to_vec(),
+                name: b"Content-Type".to_vec(),
                 value: b"application/json".to_vec(),
             }],
             payload: body,
         });
+        let started = std::time::Instant::now();
         let start = self.next_proxy.fetch_add(1, Ordering::Relaxed) % conns.len();
         let mut refused: Option<ClientError> = None;
         for (i, conn) in conns
@@ -831,162 +753,45 @@ impl Client {
             .take(conns.len())
             .enumerate()
         {
-            let mut q = self.start_query(
-                conn.clone(),
-                i + 1 == conns.len(),
-                model,
-                query.clone(),
-                max_coefficient,
-                timeout,
+            let job = query::Job {
+                model: model.to_string(),
+                query: query.clone(),
+                max_coefficient: max_coefficient.unwrap_or(self.cfg.max_coefficient),
+                max_tokens,
+                timeout: timeout.unwrap_or(self.cfg.timeout),
+            };
+            let mut q = query::start(
+                &conn.peer,
+                &conn.routes,
+                job,
+                conn.understands_cancel,
+                self.metrics.clone(),
             );
-            match q.parts.recv().await {
-                Some(part) => {
-                    q.first = Some(part);
-                    return Ok(q);
-                }
-                None => {
-                    q.receive().await;
-                    match q.answer.take() {
-                        Some(Err(e)) if q.retry => {
-                            tracing::debug!("proxy {} refused ({e}); trying the next", conn.addr);
-                            refused = Some(match refused {
-                                Some(r) => more_telling(r, e),
-                                None => e,
-                            });
-                        }
-                        // The last proxy's refusal: report the most telling of all of them.
-                        Some(Err(e)) if worth_another_proxy(&e) => {
-                            q.answer = Some(Err(match refused {
-                                Some(r) => more_telling(r, e),
-                                None => e,
-                            }));
-                            return Ok(q);
-                        }
-                        answer => {
-                            q.answer = answer;
-                            return Ok(q);
-                        }
-                    }
-                }
+            let (e, tokens) = match q.wait_head().await {
+                Ok(()) => return Ok(q),
+                Err(failure) => failure,
+            };
+            // A refusal the next proxy gets a chance at is not the app's request failing.
+            let last = i + 1 == conns.len();
+            if tokens.total_tokens_used == 0 && worth_another_proxy(&e) && !last {
+                tracing::debug!("proxy {} refused ({e}); trying the next", conn.addr);
+                self.metrics.error("failover");
+                refused = Some(match refused {
+                    Some(r) => more_telling(r, e),
+                    None => e,
+                });
+                continue;
             }
+            // The last proxy's refusal: report the most telling of all of them.
+            let e = match refused {
+                Some(r) if worth_another_proxy(&e) => more_telling(r, e),
+                _ => e,
+            };
+            self.metrics.request(false, started.elapsed().as_secs_f64());
+            self.metrics.error(&format!("http_{}", e.status()));
+            return Err(e);
         }
         Err(refused.unwrap_or_else(|| ClientError::NoProxy("no proxy answered".into())))
-    }
-
-    /// Starts one request (`query`: the encoded `http.request`) at one proxy connection
-    /// (`last`: no other proxy is left to try).
-    fn start_query(
-        &self,
-        conn: Arc<ProxyConn>,
-        last: bool,
-        model: &str,
-        query: Vec<u8>,
-        max_coefficient: Option<u32>,
-        timeout: Option<Duration>,
-    ) -> QueryStream {
-        let timeout = timeout.unwrap_or(self.cfg.timeout);
-        let mut request_id = [0u8; 32];
-        getrandom::fill(&mut request_id).expect("OS random number generator");
-        let (tx, parts) = mpsc::unbounded_channel();
-        let routed = Arc::new(AtomicBool::new(false));
-        conn.streams.lock().expect("streams").insert(
-            request_id,
-            PartRoute {
-                tx,
-                routed: routed.clone(),
-            },
-        );
-        let req = ClientRequest::RunQuery {
-            model_name: model.as_bytes().to_vec(),
-            query,
-            max_coefficient: max_coefficient.unwrap_or(self.cfg.max_coefficient) as i32,
-            max_tokens: 0,
-            timeout: Double(timeout.as_secs_f64()),
-            request_id,
-            min_config_version: 0,
-        };
-        let (done_tx, done) = oneshot::channel();
-        let peer = conn.peer.clone();
-        let streams = conn.streams.clone();
-        let metrics = self.metrics.clone();
-        metrics.active.inc();
-        let started = std::time::Instant::now();
-        let me = self.latency_total.clone();
-        tokio::spawn(async move {
-            let result = peer
-                .request::<ClientQueryAnswer>(&req, timeout + Duration::from_secs(5))
-                .await;
-            let mut unbilled_refusal = false;
-            let answer = match result {
-                Ok(ClientQueryAnswer::Answer {
-                    answer,
-                    request_tokens_used,
-                    ..
-                }) => Ok(Answer {
-                    body: answer,
-                    tokens: request_tokens_used,
-                }),
-                Ok(ClientQueryAnswer::Error {
-                    error_code,
-                    error,
-                    request_tokens_used,
-                    ..
-                }) => {
-                    let e = ClientError::from_proxy(error_code, String::from_utf8_lossy(&error));
-                    unbilled_refusal = request_tokens_used.total_tokens_used == 0
-                        && !routed.load(Ordering::Relaxed)
-                        && worth_another_proxy(&e);
-                    Err(e)
-                }
-                // The proxy refused before choosing a worker (an RPC error, nothing billed).
-                Err(e @ RpcError::Remote { .. }) => {
-                    let e = remote(e);
-                    unbilled_refusal = !routed.load(Ordering::Relaxed) && worth_another_proxy(&e);
-                    Err(e)
-                }
-                Err(e) => Err(remote(e)),
-            };
-            // Parts were routed before the final answer arrived; closing the channel ends them.
-            streams.lock().expect("streams").remove(&request_id);
-            metrics.active.dec();
-            let secs = started.elapsed().as_secs_f64();
-            // A refusal the next proxy gets a chance at is not the app's request failing.
-            let retry = unbilled_refusal && !last;
-            if retry {
-                metrics.error("failover");
-                let _ = done_tx.send(Outcome { answer, retry });
-                return;
-            }
-            metrics.request(answer.is_ok(), secs);
-            match &answer {
-                Ok(a) => {
-                    let t = &a.tokens;
-                    metrics.add_tokens(
-                        "prompt",
-                        t.prompt_tokens_used.saturating_sub(t.cached_tokens_used),
-                    );
-                    metrics.add_tokens("cached", a.tokens.cached_tokens_used);
-                    metrics.add_tokens(
-                        "completion",
-                        t.completion_tokens_used
-                            .saturating_sub(t.reasoning_tokens_used),
-                    );
-                    metrics.add_tokens("reasoning", a.tokens.reasoning_tokens_used);
-                    metrics.add_tokens("billed", a.tokens.total_tokens_used);
-                    *me.lock().expect("latency") += secs;
-                }
-                Err(e) => metrics.error(&format!("http_{}", e.status())),
-            }
-            let _ = done_tx.send(Outcome { answer, retry });
-        });
-        QueryStream {
-            first: None,
-            parts,
-            answer: None,
-            retry: false,
-            done,
-            cancel: Some((conn.peer.clone(), request_id)),
-        }
     }
 
     /// The `/jsonstats` document: money at each proxy and request figures.

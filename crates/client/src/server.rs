@@ -178,7 +178,7 @@ async fn run(app: Arc<App>, headers: HeaderMap, body: Bytes, path: &str) -> Resp
     };
     let stream = obj.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
     let forwarded = v.to_string().into_bytes();
-    let mut q = match app
+    let q = match app
         .client
         .query(&model, path, forwarded, max_coefficient, timeout)
         .await
@@ -186,88 +186,51 @@ async fn run(app: Arc<App>, headers: HeaderMap, body: Bytes, path: &str) -> Resp
         Ok(q) => q,
         Err(e) => return client_error(&e),
     };
-    if !stream {
+    // The head has come: the engine's status and content type stand from here on.
+    let status = StatusCode::from_u16(q.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = q.header("content-type").unwrap_or_else(|| {
+        if stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        }
+        .to_string()
+    });
+    if !stream || !status.is_success() {
         let answer = match q.answer().await {
             Ok(a) => a,
             Err(e) => return client_error(&e),
         };
-        return (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            answer.body,
-        )
-            .into_response();
+        return (status, [(header::CONTENT_TYPE, content_type)], answer.body).into_response();
     }
-    // Streaming: wait for the first part or the end, so early errors get a proper status.
-    // No part at all (the channel closed): the final answer decides the response.
-    let first = q.next_part().await;
-    let first_bytes = match first {
-        Some(cocoon_wire::client::ClientQueryAnswerPart::Part { answer, .. }) => answer,
-        Some(cocoon_wire::client::ClientQueryAnswerPart::Error {
-            error_code,
-            error: msg,
-            ..
-        }) => {
-            return client_error(&ClientError::from_proxy(
-                error_code,
-                String::from_utf8_lossy(&msg),
-            ))
-        }
-        None => match q.answer().await {
-            Ok(a) => {
-                return Response::builder()
-                    .status(StatusCode::OK)
-                    .header(header::CONTENT_TYPE, "text/event-stream")
-                    .body(Body::from(a.body))
-                    .unwrap_or_else(|_| error(500, "response build failed"))
-            }
-            Err(e) => return client_error(&e),
-        },
-    };
-    let body = async_stream(q, first_bytes);
     Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/event-stream")
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
         .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(body))
+        .body(Body::from_stream(sse_body(q)))
         .unwrap_or_else(|_| error(500, "response build failed"))
 }
 
-/// The SSE body: the first part, the rest as they come, then the final bytes (or an error
-/// frame). Dropping it (the app hung up) drops the query, which cancels it at the worker.
-fn async_stream(
+/// The SSE body: the answer's bytes as they come, then, if the answer was cut, one error
+/// frame saying why. Dropping it (the app hung up) drops the query, which cancels it at the
+/// worker where the proxy understands that.
+fn sse_body(
     q: crate::QueryStream,
-    first: Vec<u8>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
-    futures_util::stream::unfold((Some(first), Some(q)), |(first, q)| async move {
-        if let Some(f) = first {
-            return Some((Ok(Bytes::from(f)), (None, q)));
-        }
+    futures_util::stream::unfold(Some(q), |q| async move {
         let mut q = q?;
-        match q.next_part().await {
-            Some(cocoon_wire::client::ClientQueryAnswerPart::Part { answer, .. }) => {
-                Some((Ok(Bytes::from(answer)), (None, Some(q))))
-            }
-            Some(cocoon_wire::client::ClientQueryAnswerPart::Error { error, .. }) => {
-                let frame = format!("data: {}\n\n", String::from_utf8_lossy(&error));
-                Some((Ok(Bytes::from(frame)), (None, Some(q))))
-            }
-            None => {
-                let last = match q.answer().await {
-                    Ok(a) => a.body,
-                    Err(e) => format!(
+        match q.next_chunk().await {
+            Some(chunk) => Some((Ok(Bytes::from(chunk)), Some(q))),
+            None => match q.ended() {
+                Some(Err(e)) => {
+                    let frame = format!(
                         "data: {}\n\n",
                         cocoon_engine::openai::error_body(e.status(), &e.to_string())
-                    )
-                    .into_bytes(),
-                };
-                drop(q);
-                if last.is_empty() {
-                    None
-                } else {
-                    Some((Ok(Bytes::from(last)), (None, None)))
+                    );
+                    Some((Ok(Bytes::from(frame)), None))
                 }
-            }
+                _ => None,
+            },
         }
     })
 }

@@ -455,10 +455,13 @@ async fn another_clients_balance_cannot_be_used_without_its_secret() {
     )
     .await
     .unwrap();
+    let (answers_tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
     let peer = Peer::spawn(
         conn,
         cocoon_net::rpc::no_queries(),
-        Arc::new(|_: &Peer, _: Vec<u8>| {}),
+        Arc::new(move |_: &Peer, data: Vec<u8>| {
+            let _ = answers_tx.send(data);
+        }),
     );
     let t = Duration::from_secs(10);
     let victim = net.client.owner();
@@ -466,8 +469,8 @@ async fn another_clients_balance_cannot_be_used_without_its_secret() {
         flags: (),
         client_owner_address: victim.to_raw().into_bytes(),
         is_test: Some(true),
-        min_proto_version: None,
-        max_proto_version: None,
+        min_proto_version: Some(1),
+        max_proto_version: Some(2),
     };
     peer.query(
         cocoon_wire::encode(&ClientRequest::ConnectToProxy {
@@ -492,7 +495,8 @@ async fn another_clients_balance_cannot_be_used_without_its_secret() {
         }
         other => panic!("a wrong secret was accepted: {other:?}"),
     }
-    let run = ClientRequest::RunQuery {
+    // As COCOON sends it: a one-way packet, answered by a packet naming the request.
+    let run = ClientRequest::RunQueryEx {
         model_name: FAKE_MODEL.as_bytes().to_vec(),
         query: vec![],
         max_coefficient: 1000,
@@ -500,9 +504,22 @@ async fn another_clients_balance_cannot_be_used_without_its_secret() {
         timeout: cocoon_wire::common::Double(10.0),
         request_id: [1; 32],
         min_config_version: 0,
+        flags: (),
+        enable_debug: Some(false),
     };
-    let err = peer.query(cocoon_wire::encode(&run), t).await.unwrap_err();
-    assert!(err.to_string().contains("401"), "{err}");
+    peer.send(cocoon_wire::encode(&run)).unwrap();
+    let answer = tokio::time::timeout(t, answers.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    match cocoon_wire::answer::decode_client(&answer) {
+        Some((id, cocoon_wire::answer::AnswerMessage::Error { code, end, .. })) => {
+            assert_eq!(id, [1; 32]);
+            assert_eq!(code, 401);
+            assert_eq!(end.0.total_tokens_used, 0);
+        }
+        other => panic!("an unauthorized query was not refused: {other:?}"),
+    }
     assert!(
         !net.proxy.proxy.totals().clients.contains_key(&victim),
         "nothing was charged to the victim"

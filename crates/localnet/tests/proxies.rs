@@ -17,7 +17,7 @@ fn body(model: &str) -> Vec<u8> {
 }
 
 async fn ask(client: &Client, model: &str) -> Result<u64, ClientError> {
-    let mut q = client
+    let q = client
         .query(model, "/v1/chat/completions", body(model), None, None)
         .await?;
     Ok(q.answer().await?.tokens.total_tokens_used)

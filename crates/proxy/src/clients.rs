@@ -7,16 +7,17 @@ use std::time::{Duration, Instant};
 
 use cocoon_chain::contracts::{ClientData, ContractState};
 use cocoon_chain::messages::op;
-use cocoon_chain::price::{adjust, adjusted_tokens, TokenUsage};
+use cocoon_chain::price::{adjust, adjusted_parts, TokenUsage};
 use cocoon_chain::Address;
 use cocoon_net::rpc::{AnswerFuture, Peer, RpcError};
+use cocoon_wire::answer::{self, AnswerMessage, Timings};
 use cocoon_wire::client::{
-    AuthorizationWithProxy, ClientConnectedToProxy, ClientPaymentStatus, ClientQueryAnswer,
-    ClientQueryAnswerPart, ClientRequest, ProxyConnectionAuth, Refund, WorkerInstanceV2,
-    WorkerType, WorkerTypeV2, WorkerTypes, WorkerTypesV2,
+    AuthorizationWithProxy, ClientConnectedToProxy, ClientPaymentStatus, ClientRequest,
+    ProxyConnectionAuth, Refund, WorkerInstanceV2, WorkerType, WorkerTypeV2, WorkerTypes,
+    WorkerTypesV2,
 };
-use cocoon_wire::common::{HttpRequest, TokensUsed};
-use cocoon_wire::proxy::{CancelQuery, ProxyQueryAnswer, ProxyQueryAnswerPart, ProxyRequest};
+use cocoon_wire::common::{HttpRequest, HttpResponse, TokensUsed};
+use cocoon_wire::proxy::{CancelQuery, ProxyRequest};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -34,6 +35,7 @@ const ONCHAIN_TTL: Duration = Duration::from_secs(3);
 struct Conn {
     owner: Option<Address>,
     authorized: bool,
+    proto: i32,
 }
 
 pub(crate) async fn accept_loop(
@@ -47,22 +49,96 @@ pub(crate) async fn accept_loop(
 async fn serve(proxy: Arc<Proxy>, conn: cocoon_net::Connection) {
     let state = Arc::new(Mutex::new(Conn::default()));
     let (p, s) = (proxy.clone(), state.clone());
-    let on_query = Arc::new(move |peer: Peer, data: Vec<u8>| -> AnswerFuture {
+    let on_query = Arc::new(move |_: Peer, data: Vec<u8>| -> AnswerFuture {
         let (proxy, state) = (p.clone(), s.clone());
-        Box::pin(async move { handle_query(proxy, state, peer, data).await })
+        Box::pin(async move { handle_query(proxy, state, data).await })
     });
-    // A client may cancel one of its requests (its own caller went away).
-    let p = proxy.clone();
-    let on_packet = Arc::new(move |_: &Peer, data: Vec<u8>| {
-        if let Ok(CancelQuery { request_id }) = cocoon_wire::decode::<CancelQuery>(&data) {
+    // As in COCOON, queries to run arrive as one-way packets and are answered in packets; a
+    // client of ours may also cancel one of its requests (its own caller went away).
+    let (p, s) = (proxy.clone(), state.clone());
+    let on_packet = Arc::new(move |peer: &Peer, data: Vec<u8>| {
+        if let Ok(request) = cocoon_wire::decode::<ClientRequest>(&data) {
+            on_run_packet(&p, &s, peer, request);
+        } else if let Ok(CancelQuery { request_id }) = cocoon_wire::decode::<CancelQuery>(&data) {
             if let Some(stop) = p.cancels.lock().expect("cancels").remove(&request_id) {
                 let _ = stop.send(());
             }
+        } else {
+            tracing::debug!("a client sent an unknown packet");
         }
     });
     let peer = Peer::spawn(conn, on_query, on_packet);
     let _counted = proxy.metrics.peer("client");
     peer.closed().await;
+}
+
+/// A `client.runQuery(Ex)` packet: run it for the authorized owner of this connection, or
+/// answer it with an error naming why not.
+fn on_run_packet(proxy: &Arc<Proxy>, state: &Mutex<Conn>, peer: &Peer, request: ClientRequest) {
+    let (model_name, query, max_coefficient, max_tokens, timeout, request_id) = match request {
+        ClientRequest::RunQueryEx {
+            model_name,
+            query,
+            max_coefficient,
+            max_tokens,
+            timeout,
+            request_id,
+            ..
+        }
+        | ClientRequest::RunQuery {
+            model_name,
+            query,
+            max_coefficient,
+            max_tokens,
+            timeout,
+            request_id,
+            ..
+        } => (
+            model_name,
+            query,
+            max_coefficient,
+            max_tokens,
+            timeout,
+            request_id,
+        ),
+        _ => {
+            tracing::debug!("a client sent a query function as a packet");
+            return;
+        }
+    };
+    let refuse = |code: i32, why: &str| {
+        let m = AnswerMessage::Error {
+            code,
+            message: why.as_bytes().to_vec(),
+            end: (
+                TokensUsed::default(),
+                Timings {
+                    start: unix_now(),
+                    end: unix_now(),
+                },
+            ),
+        };
+        let _ = peer.send(answer::client_message(request_id, m, None));
+    };
+    let owner = {
+        let st = state.lock().expect("conn");
+        match (st.owner, st.authorized) {
+            (Some(o), true) => o,
+            _ => return refuse(401, "authorize first (client.authorizeWithProxyShort)"),
+        }
+    };
+    let Ok(model) = String::from_utf8(model_name) else {
+        return refuse(400, "model name is not UTF-8");
+    };
+    let job = QueryJob {
+        model,
+        query,
+        max_coefficient: max_coefficient.max(0) as u32,
+        max_tokens,
+        timeout: timeout.as_timeout(proxy.cfg.request_timeout),
+        request_id,
+    };
+    tokio::spawn(serve_query(proxy.clone(), peer.clone(), owner, job));
 }
 
 fn err(code: i32, message: impl Into<String>) -> RpcError {
@@ -105,7 +181,6 @@ async fn onchain(
 async fn handle_query(
     proxy: Arc<Proxy>,
     state: Arc<Mutex<Conn>>,
-    peer: Peer,
     data: Vec<u8>,
 ) -> Result<Vec<u8>, RpcError> {
     let request: ClientRequest =
@@ -122,14 +197,20 @@ async fn handle_query(
             let owner: Address = String::from_utf8_lossy(&params.client_owner_address)
                 .parse()
                 .map_err(|e| err(400, format!("client_owner_address: {e}")))?;
+            let proto = Proxy::settle_proto(params.min_proto_version, params.max_proto_version)
+                .ok_or_else(|| err(400, "cannot choose a common protocol version (this proxy speaks 1 to 3)"))?;
             let client_sc = proxy.client_contract(owner).map_err(|e| err(500, e.to_string()))?;
             let secret_hash = onchain(&proxy, owner, true).await?.map(|d| d.secret_hash).unwrap_or([0; 32]);
-            state.lock().expect("conn").owner = Some(owner);
+            {
+                let mut st = state.lock().expect("conn");
+                st.owner = Some(owner);
+                st.proto = proto;
+            }
             let total = proxy.client_total(&owner);
             let mut nonce = [0u8; 8];
             getrandom::fill(&mut nonce).map_err(|e| err(500, format!("no randomness for the nonce: {e}")))?;
             Ok(cocoon_wire::encode(&ClientConnectedToProxy {
-                params: proxy.proxy_params(),
+                params: proxy.proxy_params(proto),
                 client_sc_address: client_sc.to_raw().into_bytes(),
                 auth: ProxyConnectionAuth::Short { secret_hash, nonce: u64::from_le_bytes(nonce) },
                 signed_payment: proxy.client_voucher(owner, total),
@@ -160,31 +241,10 @@ async fn handle_query(
             error_code: 501,
             error: b"long authorization (on-chain registration) is not supported; set a secret hash".to_vec(),
         })),
-        ClientRequest::RunQuery { model_name, query, max_coefficient, max_tokens, timeout, request_id, .. } => {
-            let owner = authorized_owner()?;
-            let model = String::from_utf8(model_name).map_err(|_| err(400, "model name is not UTF-8"))?;
-            let started = Instant::now();
-            let result = run_query(
-                &proxy,
-                &peer,
-                owner,
-                &model,
-                query,
-                max_coefficient.max(0) as u32,
-                max_tokens,
-                timeout.as_timeout(proxy.cfg.request_timeout),
-                request_id,
-            )
-            .await;
-            if let Err(RpcError::Remote { code, .. }) = &result {
-                // Refused before a worker ran it (run_query counts the others itself).
-                proxy.metrics.request(false, started.elapsed().as_secs_f64());
-                proxy.metrics.error(error_kind(*code));
-            }
-            tracing::debug!("request {} took {:?}", hex::encode(&request_id[..4]), started.elapsed());
-            result
-        }
-        ClientRequest::RunQueryEx { .. } => Err(err(501, "client.runQueryEx is not supported; use client.runQuery")),
+        ClientRequest::RunQuery { .. } | ClientRequest::RunQueryEx { .. } => Err(err(
+            400,
+            "client.runQuery(Ex) is a one-way packet (tcp.packet), answered in packets, not a query",
+        )),
         ClientRequest::RequestRefund => {
             let owner = authorized_owner()?;
             let active = proxy.book.lock().expect("book").active.get(&owner).copied().unwrap_or(0);
@@ -364,52 +424,61 @@ fn completion_limit(body: &mut serde_json::Value, wire: i32) -> Result<(u64, boo
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_query(
-    proxy: &Arc<Proxy>,
-    client: &Peer,
-    owner: Address,
-    model: &str,
-    query: Vec<u8>,
-    max_coefficient: u32,
-    max_tokens: i32,
-    timeout: Duration,
-    request_id: [u8; 32],
-) -> Result<Vec<u8>, RpcError> {
-    if proxy
-        .ledger
-        .lock()
-        .expect("ledger")
-        .durable()
-        .refunded
-        .contains_key(&owner)
-    {
-        return Err(err(
-            409,
-            "this client was granted its final refund; open a new client contract",
-        ));
-    }
-    let mut http: HttpRequest = cocoon_wire::decode(&query)
-        .map_err(|e| err(400, format!("query is not an http.request: {e}")))?;
-    let mut body: serde_json::Value = serde_json::from_slice(&http.payload)
-        .map_err(|e| err(400, format!("body is not JSON: {e}")))?;
-    let (max_tokens, rewritten) =
-        completion_limit(&mut body, max_tokens).map_err(|e| err(400, e))?;
-    if rewritten {
-        http.payload = body.to_string().into_bytes();
-    }
-    let query = cocoon_wire::encode(&http);
-    let reserve = reservation(
-        max_tokens,
-        http.payload.len() as u64,
-        max_coefficient,
-        proxy.params(),
-    );
+/// A `client.runQueryEx` as it arrived: what to run and under which limits.
+pub(crate) struct QueryJob {
+    pub model: String,
+    pub query: Vec<u8>,
+    pub max_coefficient: u32,
+    pub max_tokens: i32,
+    pub timeout: Duration,
+    pub request_id: [u8; 32],
+}
 
-    // Credit: re-read the contract once if the cached snapshot says no. The check and the
-    // reservation happen under one lock, so two requests cannot both spend the same credit.
+/// Runs one client query and answers it in `client.queryAnswer*Ex` packets: a refusal before a
+/// worker runs it as an error with nothing billed; otherwise the worker's head and parts relayed
+/// as they come, the last message carrying what was billed.
+pub(crate) async fn serve_query(proxy: Arc<Proxy>, client: Peer, owner: Address, job: QueryJob) {
+    let started = Instant::now();
+    let start_unix = unix_now();
+    let request_id = job.request_id;
+    let timings = move || Timings {
+        start: start_unix,
+        end: unix_now(),
+    };
+    if let Err(e) = run_query(&proxy, &client, owner, job, &timings).await {
+        // Refused before a worker ran it (run_query counts the others itself).
+        let (code, message) = match e {
+            RpcError::Remote { code, message } => (code, message),
+            other => (500, other.to_string()),
+        };
+        proxy
+            .metrics
+            .request(false, started.elapsed().as_secs_f64());
+        proxy.metrics.error(error_kind(code));
+        let m = AnswerMessage::Error {
+            code,
+            message: message.into_bytes(),
+            end: (TokensUsed::default(), timings()),
+        };
+        let _ = client.send(answer::client_message(request_id, m, None));
+    }
+    tracing::debug!(
+        "request {} took {:?}",
+        hex::encode(&request_id[..4]),
+        started.elapsed()
+    );
+}
+
+/// Reserves `reserve` tokens of `owner`'s credit (re-reading its contract once if the cached
+/// snapshot says no). The check and the reservation happen under one lock, so two requests
+/// cannot both spend the same credit.
+async fn reserve_credit(
+    proxy: &Proxy,
+    owner: Address,
+    reserve: u64,
+) -> Result<Reservation<'_>, RpcError> {
     let mut fresh = false;
-    let _reservation = loop {
+    loop {
         let Some(c) = onchain(proxy, owner, fresh).await? else {
             return Err(err(402, "no client contract on chain"));
         };
@@ -435,11 +504,11 @@ async fn run_query(
             available
         };
         if available >= reserve {
-            break Reservation {
+            return Ok(Reservation {
                 proxy,
                 owner,
                 tokens: reserve,
-            };
+            });
         }
         if fresh {
             return Err(err(
@@ -451,9 +520,71 @@ async fn run_query(
             ));
         }
         fresh = true;
-    };
+    }
+}
 
-    let slot = proxy.pool.lock().expect("pool").choose(model, max_coefficient).map_err(|e| match e {
+/// How a relayed answer ended.
+enum Ending {
+    /// The worker finished; its adjusted counts (as it reports them) come with the last bytes.
+    Done {
+        tokens: TokensUsed,
+        worker: Timings,
+        last: AnswerMessage,
+    },
+    /// The worker failed.
+    Failed { code: i32, message: Vec<u8> },
+    /// We stopped it, with the code and reason to report.
+    Cut { code: i32, why: &'static str },
+}
+
+async fn run_query(
+    proxy: &Arc<Proxy>,
+    client: &Peer,
+    owner: Address,
+    job: QueryJob,
+    timings: &(impl Fn() -> Timings + Sync),
+) -> Result<(), RpcError> {
+    let QueryJob {
+        model,
+        query,
+        max_coefficient,
+        max_tokens,
+        timeout,
+        request_id,
+    } = job;
+    if proxy
+        .ledger
+        .lock()
+        .expect("ledger")
+        .durable()
+        .refunded
+        .contains_key(&owner)
+    {
+        return Err(err(
+            409,
+            "this client was granted its final refund; open a new client contract",
+        ));
+    }
+    let mut http: HttpRequest = cocoon_wire::decode(&query)
+        .map_err(|e| err(400, format!("query is not an http.request: {e}")))?;
+    let mut body: serde_json::Value = serde_json::from_slice(&http.payload)
+        .map_err(|e| err(400, format!("body is not JSON: {e}")))?;
+    let (max_tokens, rewritten) =
+        completion_limit(&mut body, max_tokens).map_err(|e| err(400, e))?;
+    if rewritten {
+        http.payload = body.to_string().into_bytes();
+    }
+    let query = cocoon_wire::encode(&http);
+    // As the reference reserves: the completion limit plus the query's bytes.
+    let reserve = reservation(
+        max_tokens,
+        query.len() as u64,
+        max_coefficient,
+        proxy.params(),
+    );
+    let _reservation = reserve_credit(proxy, owner, reserve).await?;
+
+    let slot = proxy.pool.lock().expect("pool").choose(&model, max_coefficient).map_err(|e| match e {
         NoWorker::UnknownModel => err(404, format!("no worker serves model {model}")),
         NoWorker::AllBusy => err(503, format!("every worker for {model} is busy; retry")),
         NoWorker::TooExpensive(c) => {
@@ -474,7 +605,7 @@ async fn run_query(
             .finish(slot.id, Finished::Failed);
         return Err(err(503, "the chosen worker just disconnected; retry"));
     };
-    let (tx, mut parts) = mpsc::unbounded_channel();
+    let (tx, mut messages) = mpsc::unbounded_channel();
     proxy
         .streams
         .lock()
@@ -488,98 +619,183 @@ async fn run_query(
         .expect("cancels")
         .insert(request_id, cancel_tx);
 
-    let run = ProxyRequest::RunQuery {
+    let run = ProxyRequest::RunQueryEx {
         query,
-        // Vouchers travel in their own batched packets after answers (no signature per
-        // request), so the job carries none.
-        signed_payment: cocoon_wire::common::SignedPayment::Empty,
+        signed_payment: proxy.worker_voucher(slot.owner, proxy.worker_total(&slot.owner)),
         coefficient: slot.coefficient as i64,
-        timeout: cocoon_wire::common::Double(timeout.as_secs_f64()),
+        // As the reference: the worker gets 95 % of the time, so its error arrives in ours.
+        timeout: cocoon_wire::common::Double(timeout.as_secs_f64() * 0.95),
         request_id,
+        flags: (),
+        enable_debug: Some(false),
     };
     let started = Instant::now();
-    let answer = worker_peer.request::<ProxyQueryAnswer>(&run, timeout);
-    tokio::pin!(answer);
+    if worker_peer.send(cocoon_wire::encode(&run)).is_err() {
+        proxy
+            .pool
+            .lock()
+            .expect("pool")
+            .finish(slot.id, Finished::Failed);
+        return Err(err(503, "the chosen worker just disconnected; retry"));
+    }
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    // Body messages relayed (each holds at least one completion token): what a cut answer is
+    // billed for, and the overrun check.
     let mut delivered: u64 = 0;
-    // Ok: the worker's answer (or its failure); Err: we stopped it, with the code to report.
-    let outcome: Result<Result<ProxyQueryAnswer, RpcError>, (i32, &'static str)> = loop {
-        tokio::select! {
-            biased;
-            Some(part) = parts.recv() => {
-                // Merge parts already queued behind this one: fewer, larger frames to the client.
-                let mut batch = vec![part];
-                while let Ok(next) = parts.try_recv() {
-                    merge_into(&mut batch, next);
-                }
-                if batch.into_iter().any(|p| forward_part(client, p, &mut delivered).is_err()) {
-                    break Err((499, "client went away"));
-                }
-                if delivered > max_tokens {
-                    break Err((413, "the answer outgrew its reservation"));
+    let mut head_sent = false;
+    // A message taken off the queue while merging parts, handled on the next turn.
+    let mut pending: Option<AnswerMessage> = None;
+    let ending = loop {
+        let msg = match pending.take() {
+            Some(m) => Some(m),
+            None => tokio::select! {
+                biased;
+                m = messages.recv() => m,
+                _ = worker_peer.closed() => None,
+                _ = client.closed() => break Ending::Cut { code: 499, why: "client went away" },
+                _ = &mut cancel_rx => break Ending::Cut { code: 499, why: "client cancelled" },
+                _ = &mut deadline => break Ending::Cut { code: 504, why: "timeout in proxy" },
+            },
+        };
+        let Some(msg) = msg else {
+            break Ending::Cut {
+                code: 502,
+                why: "the worker's connection closed",
+            };
+        };
+        match msg {
+            AnswerMessage::Error { code, message, .. } => break Ending::Failed { code, message },
+            AnswerMessage::Head { .. } if head_sent => {
+                break Ending::Cut {
+                    code: 502,
+                    why: "the worker sent a second answer head",
                 }
             }
-            result = &mut answer => break Ok(result),
-            _ = client.closed() => break Err((499, "client went away")),
-            _ = &mut cancel_rx => break Err((499, "client cancelled")),
+            AnswerMessage::Part { .. } if !head_sent => {
+                break Ending::Cut {
+                    code: 502,
+                    why: "the worker sent a part before the answer head",
+                }
+            }
+            AnswerMessage::Head {
+                head,
+                end: Some((tokens, worker)),
+            } => {
+                break Ending::Done {
+                    tokens,
+                    worker,
+                    last: AnswerMessage::Head { head, end: None },
+                }
+            }
+            AnswerMessage::Part {
+                bytes,
+                end: Some((tokens, worker)),
+            } => {
+                break Ending::Done {
+                    tokens,
+                    worker,
+                    last: AnswerMessage::Part { bytes, end: None },
+                }
+            }
+            AnswerMessage::Head { head, end: None } => {
+                head_sent = true;
+                let m = AnswerMessage::Head {
+                    head: with_proxy_start(head, timings()),
+                    end: None,
+                };
+                if client
+                    .send(answer::client_message(request_id, m, None))
+                    .is_err()
+                {
+                    break Ending::Cut {
+                        code: 499,
+                        why: "client went away",
+                    };
+                }
+            }
+            AnswerMessage::Part { bytes, end: None } => {
+                // Merge parts already queued behind this one: fewer, larger frames.
+                let mut bytes = bytes;
+                while bytes.len() < 256 * 1024 {
+                    match messages.try_recv() {
+                        Ok(AnswerMessage::Part {
+                            bytes: more,
+                            end: None,
+                        }) => {
+                            delivered += 1;
+                            bytes.extend_from_slice(&more);
+                        }
+                        Ok(other) => {
+                            pending = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                delivered += 1;
+                let m = AnswerMessage::Part { bytes, end: None };
+                if client
+                    .send(answer::client_message(request_id, m, None))
+                    .is_err()
+                {
+                    break Ending::Cut {
+                        code: 499,
+                        why: "client went away",
+                    };
+                }
+                if delivered > max_tokens {
+                    break Ending::Cut {
+                        code: 413,
+                        why: "the answer outgrew its reservation",
+                    };
+                }
+            }
         }
     };
-    // Parts that arrived before the final answer are still queued: deliver them first.
-    if let Ok(Ok(_)) = &outcome {
-        while let Ok(part) = parts.try_recv() {
-            let _ = forward_part(client, part, &mut delivered);
-        }
-    }
-    let finished = match outcome {
-        Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(e)) => Err(err(502, format!("worker failed: {e}"))),
-        Err((code, why)) => {
+    if let Ending::Cut { code, why } = &ending {
+        if slot.understands_cancel {
             let _ = worker_peer.send(cocoon_wire::encode(&CancelQuery { request_id }));
-            tracing::info!("request {} stopped: {why}", hex::encode(&request_id[..4]));
-            Err(err(code, why))
         }
-    };
+        tracing::info!(
+            "request {} stopped ({code}): {why}",
+            hex::encode(&request_id[..4])
+        );
+    }
     let latency = started.elapsed().as_secs_f64() * 1000.0;
 
-    // Price what was served: the engine's usage when the worker finished, else only the parts
-    // delivered (each part holds at least one completion token), never above the reservation.
-    let (usage, answer_bytes, error) = match finished {
-        Ok(ProxyQueryAnswer::Answer {
-            answer,
-            tokens_used,
-            ..
-        }) => (usage_of(&tokens_used), Some(answer), None),
-        Ok(ProxyQueryAnswer::Error {
-            error_code,
-            error,
-            tokens_used,
-            ..
-        }) => (
-            usage_of(&tokens_used),
-            None,
-            Some(err(
-                error_code,
-                String::from_utf8_lossy(&error).into_owned(),
-            )),
-        ),
-        Err(e) => (
-            TokenUsage {
-                completion: delivered,
-                ..Default::default()
-            },
-            None,
-            Some(e),
-        ),
+    // Bill what was served: the worker's adjusted total when it finished (as the reference
+    // bills it), else only the parts delivered; never above the reservation.
+    let delivered_tokens = || {
+        let u = TokenUsage {
+            completion: delivered,
+            ..Default::default()
+        };
+        let [_, _, completion, _] = adjusted_parts(&u, slot.coefficient, proxy.params());
+        TokensUsed {
+            completion_tokens_used: completion,
+            total_tokens_used: completion,
+            ..Default::default()
+        }
     };
-    let tokens = adjusted_tokens(&usage, slot.coefficient, proxy.params()).min(reserve);
+    let (mut tokens, worker_times) = match &ending {
+        Ending::Done { tokens, worker, .. } => (*tokens, Some(*worker)),
+        Ending::Failed { .. } | Ending::Cut { .. } => (delivered_tokens(), None),
+    };
+    tokens.total_tokens_used = tokens.total_tokens_used.min(reserve);
+    let billed = tokens.total_tokens_used;
+    let error = match &ending {
+        Ending::Done { .. } => None,
+        Ending::Failed { code, .. } | Ending::Cut { code, .. } => Some(*code),
+    };
     proxy.pool.lock().expect("pool").finish(
         slot.id,
-        match &error {
+        match error {
             None => Finished::Served(latency),
-            Some(RpcError::Remote { code: 499, .. }) => Finished::Abandoned,
+            Some(499) => Finished::Abandoned,
             Some(_) => Finished::Failed,
         },
     );
-
     proxy
         .reputation
         .lock()
@@ -589,22 +805,18 @@ async fn run_query(
         .record(error.is_none(), latency);
     let m = &proxy.metrics;
     m.request(error.is_none(), latency / 1000.0);
-    if let Some(RpcError::Remote { code, .. }) = &error {
-        m.error(error_kind(*code));
+    if let Some(code) = error {
+        m.error(error_kind(code));
     }
-    m.add_tokens("prompt", usage.prompt.saturating_sub(usage.cached));
-    m.add_tokens("cached", usage.cached);
-    m.add_tokens(
-        "completion",
-        usage.completion.saturating_sub(usage.reasoning),
-    );
-    m.add_tokens("reasoning", usage.reasoning);
-    m.add_tokens("billed", tokens);
+    m.add_tokens("prompt", tokens.prompt_tokens_used);
+    m.add_tokens("cached", tokens.cached_tokens_used);
+    m.add_tokens("completion", tokens.completion_tokens_used);
+    m.add_tokens("reasoning", tokens.reasoning_tokens_used);
+    m.add_tokens("billed", billed);
     // Record it now (counted in credit checks at once); it becomes durable with the next
     // group commit (one fsync for every request finishing meanwhile), and only then do the
-    // vouchers that promise it leave. The answer itself need not wait for the disk: a charge
-    // lost in a crash is the proxy's loss, never the client's or the worker's.
-    if tokens > 0 {
+    // vouchers that promise it leave.
+    if billed > 0 {
         let seq = proxy
             .ledger
             .lock()
@@ -613,7 +825,7 @@ async fn run_query(
                 request: hex::encode(request_id),
                 client: owner,
                 worker: slot.owner,
-                tokens,
+                tokens: billed,
             })
             .map_err(|e| err(500, format!("ledger: {e}")))?;
         let (p, c, w) = (proxy.clone(), client.clone(), worker_peer.clone());
@@ -625,33 +837,52 @@ async fn run_query(
             }
         });
     }
-    let tokens_used = TokensUsed {
-        prompt_tokens_used: usage.prompt,
-        cached_tokens_used: usage.cached,
-        completion_tokens_used: usage.completion,
-        reasoning_tokens_used: usage.reasoning,
-        total_tokens_used: tokens,
+    let end = (tokens, timings());
+    let last = match ending {
+        Ending::Done {
+            last: AnswerMessage::Head { head, .. },
+            ..
+        } => AnswerMessage::Head {
+            head: with_proxy_start(head, end.1),
+            end: Some(end),
+        },
+        Ending::Done {
+            last: AnswerMessage::Part { bytes, .. },
+            ..
+        } => AnswerMessage::Part {
+            bytes,
+            end: Some(end),
+        },
+        Ending::Done {
+            last: AnswerMessage::Error { code, message, .. },
+            ..
+        }
+        | Ending::Failed { code, message } => AnswerMessage::Error { code, message, end },
+        Ending::Cut { code, why } => AnswerMessage::Error {
+            code,
+            message: why.as_bytes().to_vec(),
+            end,
+        },
     };
-    Ok(cocoon_wire::encode(&match (answer_bytes, error) {
-        (Some(answer), None) => ClientQueryAnswer::Answer {
-            answer,
-            is_completed: true,
-            request_id,
-            request_tokens_used: tokens_used,
-        },
-        (_, Some(RpcError::Remote { code, message })) => ClientQueryAnswer::Error {
-            error_code: code,
-            error: message.into_bytes(),
-            request_id,
-            request_tokens_used: tokens_used,
-        },
-        (_, e) => ClientQueryAnswer::Error {
-            error_code: 502,
-            error: e.map(|e| e.to_string()).unwrap_or_default().into_bytes(),
-            request_id,
-            request_tokens_used: tokens_used,
-        },
-    }))
+    let _ = client.send(answer::client_message(request_id, last, worker_times));
+    Ok(())
+}
+
+/// The head as relayed to the client: the worker's, with when the proxy started the request
+/// (`X-Cocoon-Proxy-Start`, unix seconds, as the reference adds it).
+fn with_proxy_start(mut head: HttpResponse, t: Timings) -> HttpResponse {
+    head.headers.push(cocoon_wire::common::HttpHeader {
+        name: b"X-Cocoon-Proxy-Start".to_vec(),
+        value: format!("{:.6}", t.start).into_bytes(),
+    });
+    head
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// The metric label of an error code.
@@ -668,80 +899,6 @@ fn error_kind(code: i32) -> &'static str {
         504 => "timeout",
         _ => "worker_failed",
     }
-}
-
-fn usage_of(t: &TokensUsed) -> TokenUsage {
-    TokenUsage {
-        prompt: t.prompt_tokens_used,
-        cached: t.cached_tokens_used,
-        completion: t.completion_tokens_used,
-        reasoning: t.reasoning_tokens_used,
-    }
-}
-
-/// Appends `next` to `batch`, merging two consecutive text parts into one (bytes
-/// concatenated, the later token count kept).
-fn merge_into(batch: &mut Vec<ProxyQueryAnswerPart>, next: ProxyQueryAnswerPart) {
-    if let (
-        Some(ProxyQueryAnswerPart::Part {
-            answer,
-            is_completed,
-            tokens_used,
-            ..
-        }),
-        ProxyQueryAnswerPart::Part {
-            answer: more,
-            is_completed: more_completed,
-            tokens_used: more_tokens,
-            ..
-        },
-    ) = (batch.last_mut(), &next)
-    {
-        if answer.len() + more.len() <= 256 * 1024 {
-            answer.extend_from_slice(more);
-            *is_completed = *more_completed;
-            *tokens_used = *more_tokens;
-            return;
-        }
-    }
-    batch.push(next);
-}
-
-/// Sends a part on to the client; `delivered` follows the worker's running completion count
-/// (at least one token per part), the most a cut answer is billed for.
-fn forward_part(
-    client: &Peer,
-    part: ProxyQueryAnswerPart,
-    delivered: &mut u64,
-) -> Result<(), RpcError> {
-    let msg = match part {
-        ProxyQueryAnswerPart::Part {
-            answer,
-            is_completed,
-            request_id,
-            tokens_used,
-        } => {
-            *delivered = (*delivered + 1).max(tokens_used.completion_tokens_used);
-            ClientQueryAnswerPart::Part {
-                answer,
-                is_completed,
-                request_id,
-                request_tokens_used: tokens_used,
-            }
-        }
-        ProxyQueryAnswerPart::Error {
-            error_code,
-            error,
-            request_id,
-            tokens_used,
-        } => ClientQueryAnswerPart::Error {
-            error_code,
-            error,
-            request_id,
-            request_tokens_used: tokens_used,
-        },
-    };
-    client.send(cocoon_wire::encode(&msg))
 }
 
 #[cfg(test)]

@@ -157,8 +157,8 @@ pub struct Proxy {
     sending: Mutex<()>,
     pool: Mutex<Pool>,
     worker_peers: Mutex<HashMap<u64, Peer>>,
-    streams:
-        Mutex<HashMap<[u8; 32], mpsc::UnboundedSender<cocoon_wire::proxy::ProxyQueryAnswerPart>>>,
+    /// Where each running request's answer messages from its worker go.
+    streams: Mutex<HashMap<[u8; 32], mpsc::UnboundedSender<cocoon_wire::answer::AnswerMessage>>>,
     book: Mutex<ClientBook>,
     addresses: Mutex<HashMap<(Address, bool), Address>>,
     reputation: Mutex<HashMap<Address, Reputation>>,
@@ -556,6 +556,14 @@ impl Proxy {
         }
     }
 
+    /// The protocol version to speak with a peer announcing `min..=max` (absent: 0 only, as
+    /// the reference reads it): the highest both know, or `None` when none is.
+    fn settle_proto(min: Option<i32>, max: Option<i32>) -> Option<i32> {
+        let (min, max) = (min.unwrap_or(0), max.unwrap_or(0));
+        let ours = (1, cocoon_wire::PROTO_WITH_CANCEL);
+        (max >= ours.0 && min <= ours.1).then(|| max.min(ours.1))
+    }
+
     fn conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
@@ -564,14 +572,15 @@ impl Proxy {
         &self.init.params
     }
 
-    fn proxy_params(&self) -> cocoon_wire::proxy::ProxyParams {
+    /// Our `proxy.params`, with the protocol version settled with this peer.
+    fn proxy_params(&self, proto_version: i32) -> cocoon_wire::proxy::ProxyParams {
         cocoon_wire::proxy::ProxyParams {
             flags: (),
             proxy_public_key: self.voucher_key.public_key(),
             proxy_owner_address: self.init.owner.to_raw().into_bytes(),
             proxy_sc_address: self.address.to_raw().into_bytes(),
             is_test: Some(self.chain.network() != cocoon_chain::Network::Mainnet),
-            proto_version: Some(1),
+            proto_version: Some(proto_version),
         }
     }
 

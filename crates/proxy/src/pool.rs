@@ -28,6 +28,9 @@ pub struct WorkerSlot {
     /// Recent failures the worker caused: +1 each, halved by each success. Each doubles the
     /// score, so a worker that fails every request stops winning the idle ones.
     pub failures: f64,
+    /// Whether it announced our protocol version 3 and so understands `proxy.cancelQuery`
+    /// (a reference worker does not: it is never sent one).
+    pub understands_cancel: bool,
 }
 
 /// How a request on a worker ended, for its standing in the pool.
@@ -151,6 +154,7 @@ mod tests {
 
     fn w(id: u64, model: &str, coefficient: u32, max_active: u32, latency: f64) -> WorkerSlot {
         WorkerSlot {
+            understands_cancel: true,
             id,
             owner: Address::new([id as u8; 32]),
             model: model.into(),

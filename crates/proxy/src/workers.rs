@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 
 use cocoon_chain::Address;
 use cocoon_net::rpc::{AnswerFuture, Peer, RpcError};
-use cocoon_wire::proxy::ProxyQueryAnswerPart;
 use cocoon_wire::worker::{
     CompareBalanceResult, ConnectedToProxy, EnabledDisabled, HandshakeCompleted, NewCoefficient,
     WorkerPaymentStatus, WorkerRequest,
@@ -24,6 +23,7 @@ struct Conn {
     max_active: u32,
     balance_checked: bool,
     registered: bool,
+    proto: i32,
 }
 
 impl Conn {
@@ -55,13 +55,9 @@ async fn serve(proxy: Arc<Proxy>, conn: cocoon_net::Connection) {
     });
     let (p, s) = (proxy.clone(), state.clone());
     let on_packet = Arc::new(move |_peer: &Peer, data: Vec<u8>| {
-        if let Ok(part) = cocoon_wire::decode::<ProxyQueryAnswerPart>(&data) {
-            let rid = match &part {
-                ProxyQueryAnswerPart::Part { request_id, .. }
-                | ProxyQueryAnswerPart::Error { request_id, .. } => *request_id,
-            };
+        if let Some((rid, message)) = cocoon_wire::answer::decode_proxy(&data) {
             if let Some(tx) = p.streams.lock().expect("streams").get(&rid) {
-                let _ = tx.send(part);
+                let _ = tx.send(message);
             }
         } else if let Ok(EnabledDisabled { disabled }) =
             cocoon_wire::decode::<EnabledDisabled>(&data)
@@ -136,6 +132,10 @@ fn handle_query(
             if params.coefficient <= 0 {
                 return Err(bad("coefficient must be positive"));
             }
+            let proto = Proxy::settle_proto(params.min_proto_version, params.max_proto_version)
+                .ok_or_else(|| {
+                    bad("cannot choose a common protocol version (this proxy speaks 1 to 3)")
+                })?;
             let worker_sc = proxy
                 .worker_contract(owner)
                 .map_err(|e| RpcError::remote(500, e.to_string()))?;
@@ -144,8 +144,9 @@ fn handle_query(
             st.model = model;
             st.coefficient = params.coefficient as u32;
             st.max_active = params.max_active_requests.unwrap_or(8).max(1) as u32;
+            st.proto = proto;
             Ok(cocoon_wire::encode(&ConnectedToProxy {
-                params: proxy.proxy_params(),
+                params: proxy.proxy_params(proto),
                 worker_sc_address: worker_sc.to_raw().into_bytes(),
             }))
         }
@@ -197,6 +198,7 @@ fn handle_query(
                     mean_latency_ms: 0.0,
                     served: 0,
                     failures: 0.0,
+                    understands_cancel: st.proto >= cocoon_wire::PROTO_WITH_CANCEL,
                 });
                 proxy.worker_peers.lock().expect("peers").insert(id, peer);
                 tracing::info!(

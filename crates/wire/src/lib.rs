@@ -33,5 +33,12 @@ pub use tcp::TcpPacket;
 /// The TL traits every message implements (for generic senders and receivers).
 pub use tl_proto::{TlRead, TlWrite};
 
+/// The highest protocol version of the reference (`client.runQueryEx` and the `…Ex` answers
+/// with timings).
+pub const PROTO_REFERENCE_MAX: i32 = 2;
+/// Our protocol version: the reference's 2 plus `proxy.cancelQuery`. Peers announce it as
+/// their `max_proto_version`; a reference peer settles on 2 and never gets a cancel.
+pub const PROTO_WITH_CANCEL: i32 = 3;
+
 /// A 256-bit value as TL's `int256` (request ids, hashes, keys).
 pub type Int256 = [u8; 32];

@@ -17,9 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cocoon_chain::client::{self as chain_client, ChainClient};
+use cocoon_chain::contracts::Params;
 use cocoon_chain::contracts::WorkerData;
 use cocoon_chain::keys::Keypair;
 use cocoon_chain::messages::{op, MIN_FEE};
+use cocoon_chain::price::{adjusted_parts, TokenUsage};
 use cocoon_chain::voucher::SignedVoucher;
 use cocoon_chain::wallet::{OutMessage, Wallet};
 use cocoon_chain::Address;
@@ -27,12 +29,11 @@ use cocoon_engine::engine::{Engine, EngineError, Event};
 use cocoon_engine::openai::Formatter;
 use cocoon_engine::request::EngineRequest;
 use cocoon_net::identity::Renewing;
-use cocoon_net::rpc::{AnswerFuture, Peer, RpcError};
+use cocoon_net::rpc::{Peer, RpcError};
 use cocoon_tee::{Policy, PolicyKind, QuoteProvider};
+use cocoon_wire::answer::{self, AnswerMessage, Timings};
 use cocoon_wire::common::{HttpRequest, SignedPayment, TokensUsed};
-use cocoon_wire::proxy::{
-    CancelQuery, ProxyQueryAnswer, ProxyQueryAnswerPart, ProxyRequest, RequestPayment,
-};
+use cocoon_wire::proxy::{CancelQuery, ProxyRequest, RequestPayment};
 use cocoon_wire::worker::{
     CompareBalanceResult, ConnectedToProxy, EnabledDisabled, NewCoefficient, WorkerParams,
     WorkerRequest,
@@ -118,8 +119,9 @@ pub struct Worker {
     /// Proxies currently connected (proxy contract → socket address).
     pub connected: Mutex<HashMap<Address, SocketAddr>>,
     stopped: watch::Sender<bool>,
-    /// Worker fee per token of each proxy (from its contract, read at the handshake).
-    fees: Mutex<HashMap<Address, u128>>,
+    /// Each proxy's parameters (fee per token, multipliers), from its contract, read at the
+    /// handshake.
+    proxy_params: Mutex<HashMap<Address, Params>>,
     /// Held while a claim is signed and taken, so two claims never share a wallet seqno.
     claiming: tokio::sync::Mutex<()>,
     /// When the vouchers were last written to disk.
@@ -163,7 +165,7 @@ impl Worker {
             running: Mutex::new(HashMap::new()),
             connected: Mutex::new(HashMap::new()),
             stopped: watch::channel(false).0,
-            fees: Mutex::new(HashMap::new()),
+            proxy_params: Mutex::new(HashMap::new()),
             claiming: tokio::sync::Mutex::new(()),
             last_save: Mutex::new(std::time::Instant::now() - Duration::from_secs(60)),
             metrics: Arc::new(cocoon_observe::Metrics::new("cocoon_worker")),
@@ -200,6 +202,15 @@ impl Worker {
         self.stopped.send_replace(true);
     }
 
+    /// What `proxy` pays per token, once its contract was read.
+    fn fee(&self, proxy: &Address) -> Option<u128> {
+        self.proxy_params
+            .lock()
+            .expect("params")
+            .get(proxy)
+            .map(|p| p.worker_fee_per_token)
+    }
+
     fn is_stopped(&self) -> bool {
         *self.stopped.borrow()
     }
@@ -207,10 +218,9 @@ impl Worker {
     /// The `/jsonstats` document.
     pub fn jsonstats(&self) -> serde_json::Value {
         let held = self.held();
-        let fees = self.fees.lock().expect("fees").clone();
         let worth = |tokens: fn(&HeldVoucher) -> u64| -> u128 {
             held.iter()
-                .map(|(p, h)| (tokens(h) as u128).saturating_mul(fees.get(p).copied().unwrap_or(0)))
+                .map(|(p, h)| (tokens(h) as u128).saturating_mul(self.fee(p).unwrap_or(0)))
                 .fold(0, u128::saturating_add)
         };
         let earned = worth(|h| h.tokens);
@@ -330,14 +340,14 @@ impl Worker {
         .await?;
         let proxy_contract: Arc<Mutex<Option<Address>>> = Arc::new(Mutex::new(None));
         let me = self.clone();
-        let on_query = Arc::new(move |peer: Peer, data: Vec<u8>| -> AnswerFuture {
-            let me = me.clone();
-            Box::pin(async move { me.run_query(peer, data).await })
-        });
-        let me = self.clone();
         let pc = proxy_contract.clone();
+        // As in COCOON, every request and every answer is a one-way packet.
         let on_packet = Arc::new(move |peer: &Peer, data: Vec<u8>| {
-            if let Ok(CancelQuery { request_id }) = cocoon_wire::decode::<CancelQuery>(&data) {
+            if let Ok(request) = cocoon_wire::decode::<ProxyRequest>(&data) {
+                let proxy = *pc.lock().expect("proxy");
+                tokio::spawn(me.clone().run_query(peer.clone(), proxy, request));
+            } else if let Ok(CancelQuery { request_id }) = cocoon_wire::decode::<CancelQuery>(&data)
+            {
                 if let Some(stop) = me.running.lock().expect("running").remove(&request_id) {
                     let _ = stop.send(());
                 }
@@ -353,7 +363,7 @@ impl Worker {
                 }
             }
         });
-        let peer = Peer::spawn(conn, on_query, on_packet);
+        let peer = Peer::spawn(conn, cocoon_net::rpc::no_queries(), on_packet);
         let t = Duration::from_secs(30);
 
         // 1. Announce.
@@ -366,8 +376,10 @@ impl Worker {
             is_test: Some(self.chain.network() != cocoon_chain::Network::Mainnet),
             proxy_cnt: Some(1),
             max_active_requests: Some(self.cfg.max_active as i32),
+            // 1 and 2 are COCOON's; 3 is 2 plus `proxy.cancelQuery`, which a proxy sends only
+            // to a worker that announced it (a reference proxy settles on 2).
             min_proto_version: Some(1),
-            max_proto_version: Some(1),
+            max_proto_version: Some(cocoon_wire::PROTO_WITH_CANCEL),
         };
         let connected: ConnectedToProxy = peer
             .request(&WorkerRequest::ConnectToProxy { params }, t)
@@ -462,10 +474,10 @@ impl Worker {
             .lock()
             .expect("keys")
             .insert(proxy, (data.proxy_public_key, worker_sc));
-        self.fees
+        self.proxy_params
             .lock()
-            .expect("fees")
-            .insert(proxy, data.params.worker_fee_per_token);
+            .expect("params")
+            .insert(proxy, data.params.clone());
         Ok((proxy, worker_sc))
     }
 
@@ -510,13 +522,7 @@ impl Worker {
         }
         drop(last);
         drop(held);
-        let fee = self
-            .fees
-            .lock()
-            .expect("fees")
-            .get(&proxy)
-            .copied()
-            .unwrap_or(u128::MAX);
+        let fee = self.fee(&proxy).unwrap_or(u128::MAX);
         if unclaimed.saturating_mul(fee) < self.cfg.payout_threshold {
             return Ok(());
         }
@@ -542,8 +548,7 @@ impl Worker {
                 None => return Ok(false),
             }
         };
-        let cached = self.fees.lock().expect("fees").get(&proxy).copied();
-        let fee = match cached {
+        let fee = match self.fee(&proxy) {
             Some(fee) => fee,
             None => {
                 chain_client::read_proxy(self.chain.as_ref(), &proxy)
@@ -627,161 +632,258 @@ impl Worker {
         Ok(())
     }
 
-    async fn run_query(self: Arc<Self>, peer: Peer, data: Vec<u8>) -> Result<Vec<u8>, RpcError> {
-        let request: ProxyRequest = cocoon_wire::decode(&data)
-            .map_err(|e| RpcError::remote(400, format!("not a proxy request: {e}")))?;
-        let ProxyRequest::RunQuery {
-            query,
-            timeout,
-            request_id,
-            ..
-        } = request
-        else {
-            return Err(RpcError::remote(501, "proxy.runQueryEx is not supported"));
+    /// Runs one `proxy.runQuery(Ex)` packet on the engine and answers as COCOON does, in
+    /// one-way packets naming the request: the `http.response` head, the body in parts as the
+    /// engine produces them (ready text coalesced), and the adjusted token counts on the last
+    /// part; or an error, which always carries the tokens used before it.
+    async fn run_query(self: Arc<Self>, peer: Peer, proxy: Option<Address>, request: ProxyRequest) {
+        let (query, coefficient, timeout, request_id) = match request {
+            ProxyRequest::RunQuery {
+                query,
+                coefficient,
+                timeout,
+                request_id,
+                ..
+            }
+            | ProxyRequest::RunQueryEx {
+                query,
+                coefficient,
+                timeout,
+                request_id,
+                ..
+            } => (query, coefficient, timeout, request_id),
         };
-        let http: HttpRequest = cocoon_wire::decode(&query)
-            .map_err(|e| RpcError::remote(400, format!("query: {e}")))?;
+        let started = unix_now();
+        let send = |m: AnswerMessage| peer.send(answer::proxy_message(request_id, m)).is_ok();
+        let timings = move || Timings {
+            start: started,
+            end: unix_now(),
+        };
+        let fail = |e: EngineError, tokens: TokensUsed| AnswerMessage::Error {
+            code: e.http_status() as i32,
+            message: cocoon_engine::openai::error_json(&e)
+                .to_string()
+                .into_bytes(),
+            end: (tokens, timings()),
+        };
+        // Billing counts adjusted tokens: the coefficient the proxy runs us at, the root's
+        // multipliers (as its contract states them).
+        let coefficient = u32::try_from(coefficient.max(0)).unwrap_or(u32::MAX);
+        let params = proxy
+            .and_then(|p| self.proxy_params.lock().expect("params").get(&p).cloned())
+            .unwrap_or_else(Params::local_default);
+        let adjusted = |usage: &TokenUsage| tokens_used(usage, coefficient, &params);
+        let refuse = |code: u16, why: String| AnswerMessage::Error {
+            code: i32::from(code),
+            message: cocoon_engine::openai::error_body(code, &why)
+                .to_string()
+                .into_bytes(),
+            end: (TokensUsed::default(), timings()),
+        };
+        let running = self.running.lock().expect("running").len();
+        if running >= self.cfg.max_active as usize {
+            send(fail(
+                EngineError::Overloaded(running),
+                TokensUsed::default(),
+            ));
+            return;
+        }
+        let http = match cocoon_wire::decode::<HttpRequest>(&query) {
+            Ok(h) => h,
+            Err(e) => {
+                send(refuse(
+                    400,
+                    format!("the query is not an http.request: {e}"),
+                ));
+                return;
+            }
+        };
         let url = String::from_utf8_lossy(&http.url).into_owned();
         let parsed = match url.split('?').next().unwrap_or("") {
             "/v1/chat/completions" => EngineRequest::parse_chat(&http.payload),
             "/v1/completions" => EngineRequest::parse_completion(&http.payload),
-            other => return Err(RpcError::remote(404, format!("unknown endpoint {other}"))),
-        };
-        let fail = |e: EngineError, tokens_used: TokensUsed| {
-            Ok(cocoon_wire::encode(&ProxyQueryAnswer::Error {
-                error_code: e.http_status() as i32,
-                error: cocoon_engine::openai::error_json(&e)
-                    .to_string()
-                    .into_bytes(),
-                request_id,
-                tokens_used,
-            }))
+            other => {
+                send(refuse(404, format!("unsupported endpoint {other}")));
+                return;
+            }
         };
         let request = match parsed {
             Ok(r) => r,
-            Err(e) => return fail(EngineError::Request(e), TokensUsed::default()),
+            Err(e) => {
+                send(fail(EngineError::Request(e), TokensUsed::default()));
+                return;
+            }
         };
         let mut fmt = Formatter::new(&request);
+        let content_type = if fmt.is_stream() {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
         let mut generation = match self.engine.generate(request) {
             Ok(g) => g,
-            Err(e) => return fail(e, TokensUsed::default()),
+            Err(e) => {
+                send(fail(e, TokensUsed::default()));
+                return;
+            }
         };
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel();
         self.running
             .lock()
             .expect("running")
             .insert(request_id, stop_tx);
-        let started = std::time::Instant::now();
+        let clock = std::time::Instant::now();
         self.metrics.active.inc();
+        let head = answer::http_head(200, "OK", &[("Content-Type", content_type)]);
+        let mut alive = send(AnswerMessage::Head { head, end: None });
         let limit = timeout.as_timeout(Duration::from_secs(3600));
         let deadline = tokio::time::sleep(limit);
         tokio::pin!(deadline);
         let mut parts: u64 = 0;
-        let result = loop {
-            tokio::select! {
-                event = generation.next() => match event {
-                    Some(Ok(Event::Text(t))) => {
-                        // Send what is ready now as one part: text the engine already produced
-                        // travels together (no waiting for more, so no added latency).
-                        let mut bytes = fmt.text(&t).unwrap_or_default();
-                        parts += 1;
-                        let mut pending_end = None;
-                        while bytes.len() < 64 * 1024 {
-                            match futures_util::FutureExt::now_or_never(generation.next()) {
-                                Some(Some(Ok(Event::Text(t)))) => {
-                                    bytes.extend(fmt.text(&t).unwrap_or_default());
-                                    parts += 1;
-                                }
-                                Some(other) => {
-                                    pending_end = Some(other);
-                                    break;
-                                }
-                                None => break,
+        // What a cut-off generation used: the text parts already sent, one completion token
+        // each (the engine's own count arrives only with its end).
+        let delivered = |parts: u64| {
+            adjusted(&TokenUsage {
+                completion: parts,
+                ..Default::default()
+            })
+        };
+        let mut finished: Option<TokenUsage> = None;
+        while alive {
+            let event = tokio::select! {
+                event = generation.next() => event,
+                _ = &mut stop_rx => break,
+                _ = &mut deadline => {
+                    send(fail(EngineError::Timeout(limit), delivered(parts)));
+                    break;
+                }
+            };
+            match event {
+                Some(Ok(Event::Text(t))) => {
+                    // Send what is ready now as one part: text the engine already produced
+                    // travels together (no waiting for more, so no added latency).
+                    let mut bytes = fmt.text(&t).unwrap_or_default();
+                    parts += 1;
+                    let mut pending_end = None;
+                    while bytes.len() < 64 * 1024 {
+                        match futures_util::FutureExt::now_or_never(generation.next()) {
+                            Some(Some(Ok(Event::Text(t)))) => {
+                                bytes.extend(fmt.text(&t).unwrap_or_default());
+                                parts += 1;
                             }
-                        }
-                        if !bytes.is_empty() {
-                            let part = ProxyQueryAnswerPart::Part {
-                                answer: bytes,
-                                is_completed: false,
-                                request_id,
-                                tokens_used: delivered(parts),
-                            };
-                            if peer.send(cocoon_wire::encode(&part)).is_err() {
-                                break Err(RpcError::Closed);
+                            Some(other) => {
+                                pending_end = Some(other);
+                                break;
                             }
-                        }
-                        match pending_end {
-                            None => {}
-                            Some(Some(Ok(Event::Done { usage, finish_reason }))) => break Ok(final_answer(&mut fmt, request_id, &usage, finish_reason)),
-                            Some(Some(Ok(Event::Text(_)))) => unreachable!("text is consumed above"),
-                            Some(Some(Err(e))) => break fail(e, delivered(parts)),
-                            Some(None) => break fail(EngineError::Internal("engine ended without usage".into()), delivered(parts)),
+                            None => break,
                         }
                     }
-                    Some(Ok(Event::Done { usage, finish_reason })) => break Ok(final_answer(&mut fmt, request_id, &usage, finish_reason)),
-                    Some(Err(e)) => break fail(e, delivered(parts)),
-                    None => break fail(EngineError::Internal("engine ended without usage".into()), delivered(parts)),
-                },
-                _ = &mut stop_rx => break Err(RpcError::remote(499, "cancelled by the proxy")),
-                _ = &mut deadline => break fail(EngineError::Timeout(limit), delivered(parts)),
+                    if !bytes.is_empty() {
+                        alive = send(AnswerMessage::Part { bytes, end: None });
+                    }
+                    match pending_end {
+                        None => {}
+                        Some(Some(Ok(Event::Done {
+                            usage,
+                            finish_reason,
+                        }))) => {
+                            let tail = fmt.done(&usage, finish_reason);
+                            let u = engine_usage(&usage);
+                            send(AnswerMessage::Part {
+                                bytes: tail,
+                                end: Some((adjusted(&u), timings())),
+                            });
+                            finished = Some(u);
+                            break;
+                        }
+                        Some(Some(Ok(Event::Text(_)))) => unreachable!("text is consumed above"),
+                        Some(Some(Err(e))) => {
+                            send(fail(e, delivered(parts)));
+                            break;
+                        }
+                        Some(None) => {
+                            send(fail(
+                                EngineError::Internal("engine ended without usage".into()),
+                                delivered(parts),
+                            ));
+                            break;
+                        }
+                    }
+                }
+                Some(Ok(Event::Done {
+                    usage,
+                    finish_reason,
+                })) => {
+                    let tail = fmt.done(&usage, finish_reason);
+                    let u = engine_usage(&usage);
+                    send(AnswerMessage::Part {
+                        bytes: tail,
+                        end: Some((adjusted(&u), timings())),
+                    });
+                    finished = Some(u);
+                    break;
+                }
+                Some(Err(e)) => {
+                    send(fail(e, delivered(parts)));
+                    break;
+                }
+                None => {
+                    send(fail(
+                        EngineError::Internal("engine ended without usage".into()),
+                        delivered(parts),
+                    ));
+                    break;
+                }
             }
-        };
+        }
         self.running.lock().expect("running").remove(&request_id);
         // Dropping the generation here cancels it at the engine.
         drop(generation);
         self.metrics.active.dec();
-        let secs = started.elapsed().as_secs_f64();
-        let answered = match &result {
-            Ok(bytes) => match cocoon_wire::decode::<ProxyQueryAnswer>(bytes) {
-                Ok(ProxyQueryAnswer::Answer { tokens_used, .. }) => {
-                    self.metrics
-                        .add_tokens("prompt", tokens_used.prompt_tokens_used);
-                    self.metrics
-                        .add_tokens("completion", tokens_used.completion_tokens_used);
-                    true
-                }
-                _ => false,
-            },
-            Err(_) => false,
-        };
-        self.metrics.request(answered, secs);
-        if answered {
-            *self.latency_sum.lock().expect("latency") += secs;
-        } else {
-            self.metrics.error("request_failed");
+        let secs = clock.elapsed().as_secs_f64();
+        self.metrics.request(finished.is_some(), secs);
+        match finished {
+            Some(u) => {
+                self.metrics.add_tokens("prompt", u.prompt);
+                self.metrics.add_tokens("completion", u.completion);
+                *self.latency_sum.lock().expect("latency") += secs;
+            }
+            None => self.metrics.error("request_failed"),
         }
-        result
     }
 }
 
-fn final_answer(
-    fmt: &mut Formatter,
-    request_id: [u8; 32],
-    usage: &cocoon_engine::engine::Usage,
-    finish_reason: cocoon_engine::engine::FinishReason,
-) -> Vec<u8> {
-    let answer = fmt.done(usage, finish_reason);
-    cocoon_wire::encode(&ProxyQueryAnswer::Answer {
-        answer,
-        is_completed: true,
-        request_id,
-        tokens_used: TokensUsed {
-            prompt_tokens_used: usage.prompt_tokens,
-            cached_tokens_used: usage.cached_tokens,
-            completion_tokens_used: usage.completion_tokens,
-            reasoning_tokens_used: usage.reasoning_tokens,
-            total_tokens_used: usage.prompt_tokens + usage.completion_tokens,
-        },
-    })
+/// The engine's usage as the price formula's counts.
+fn engine_usage(usage: &cocoon_engine::engine::Usage) -> TokenUsage {
+    TokenUsage {
+        prompt: usage.prompt_tokens,
+        cached: usage.cached_tokens,
+        completion: usage.completion_tokens,
+        reasoning: usage.reasoning_tokens,
+    }
 }
 
-/// What a cut-off generation used: the text parts already delivered, one completion token
-/// each (the engine's own count arrives only with its end).
-fn delivered(parts: u64) -> TokensUsed {
+/// The `tokensUsed` a worker reports, as the reference worker counts it: each category adjusted
+/// by the coefficient and its multiplier separately, and their sum as the billed total.
+pub fn tokens_used(usage: &TokenUsage, coefficient: u32, params: &Params) -> TokensUsed {
+    let [prompt, cached, completion, reasoning] = adjusted_parts(usage, coefficient, params);
     TokensUsed {
-        completion_tokens_used: parts,
-        ..Default::default()
+        prompt_tokens_used: prompt,
+        cached_tokens_used: cached,
+        completion_tokens_used: completion,
+        reasoning_tokens_used: reasoning,
+        total_tokens_used: prompt
+            .saturating_add(cached)
+            .saturating_add(completion)
+            .saturating_add(reasoning),
     }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 fn held_path(dir: &std::path::Path) -> PathBuf {
