@@ -169,7 +169,10 @@ pub struct Account {
 /// The client.
 pub struct Client {
     cfg: ClientConfig,
-    chain: Arc<dyn ChainClient>,
+    /// The chain the root and our contracts live on; `None` in fake-TON mode.
+    chain: Option<Arc<dyn ChainClient>>,
+    /// The reference's fake-TON root (no chain at all), when running in that mode.
+    fake_ton: Option<cocoon_chain::fake_ton::FakeTon>,
     wallet: (Keypair, Wallet),
     identity: Arc<cocoon_net::identity::Renewing>,
     secret: [u8; 32],
@@ -233,14 +236,55 @@ impl Client {
         quotes: Arc<dyn QuoteProvider>,
     ) -> Result<Arc<Client>, ClientError> {
         let root = chain_client::read_root(chain.as_ref(), &cfg.root).await?;
+        let listed: Vec<SocketAddr> = root
+            .proxies
+            .iter()
+            .filter_map(|p| p.endpoint_client())
+            .collect();
+        Self::start_with(
+            cfg,
+            Some(chain),
+            None,
+            root.proxy_hashes.clone(),
+            listed,
+            wallet,
+            quotes,
+        )
+        .await
+    }
+
+    /// Connects to the proxies a reference fake-TON root lists (`fake`; or those configured),
+    /// as a reference client does with `--disable-ton`: no chain, so no contract is deployed
+    /// or funded and no voucher is redeemed; a test network (`is_test`), where proxies' image
+    /// hashes are not checked (the reference does not check them either).
+    pub async fn start_fake_ton(
+        cfg: ClientConfig,
+        fake: cocoon_chain::fake_ton::FakeTon,
+        wallet: (Keypair, Wallet),
+        quotes: Arc<dyn QuoteProvider>,
+    ) -> Result<Arc<Client>, ClientError> {
+        let listed = fake.proxies.iter().map(|p| p.clients).collect();
+        Self::start_with(cfg, None, Some(fake), Vec::new(), listed, wallet, quotes).await
+    }
+
+    async fn start_with(
+        cfg: ClientConfig,
+        chain: Option<Arc<dyn ChainClient>>,
+        fake_ton: Option<cocoon_chain::fake_ton::FakeTon>,
+        proxy_hashes: Vec<[u8; 32]>,
+        listed: Vec<SocketAddr>,
+        wallet: (Keypair, Wallet),
+        quotes: Arc<dyn QuoteProvider>,
+    ) -> Result<Arc<Client>, ClientError> {
         let mut policy = Policy::new(cfg.proxy_policy);
-        policy.allowed_image_hashes = root.proxy_hashes.clone();
+        policy.allowed_image_hashes = proxy_hashes;
         let identity = cocoon_net::identity::Renewing::start(quotes, "cocoon-client", policy)
             .map_err(ClientError::Io)?;
         let secret = cocoon_chain::keys::load_or_create_seed(&cfg.dir.join("secret.hex"))?;
         let client = Arc::new(Client {
             cfg: cfg.clone(),
             chain,
+            fake_ton,
             wallet,
             identity,
             secret,
@@ -253,10 +297,7 @@ impl Client {
             next_proxy: AtomicUsize::new(0),
         });
         let targets: Vec<SocketAddr> = if cfg.proxies.is_empty() {
-            root.proxies
-                .iter()
-                .filter_map(|p| p.endpoint_client())
-                .collect()
+            listed
         } else {
             cfg.proxies.clone()
         };
@@ -330,6 +371,24 @@ impl Client {
         }
     }
 
+    /// The chain, or an error saying there is none (fake-TON mode).
+    fn chain(&self) -> Result<&Arc<dyn ChainClient>, ClientError> {
+        self.chain.as_ref().ok_or_else(|| {
+            ClientError::Refused(
+                "this client runs on a fake-TON root: there is no chain to send to or read from"
+                    .into(),
+            )
+        })
+    }
+
+    /// Whether this client runs on a test network (fake TON is one).
+    fn is_test(&self) -> bool {
+        match &self.chain {
+            Some(c) => c.network() != cocoon_chain::Network::Mainnet,
+            None => true,
+        }
+    }
+
     /// The owner (paying wallet) address.
     pub fn owner(&self) -> Address {
         self.wallet.1.address().expect("wallet address")
@@ -337,14 +396,10 @@ impl Client {
 
     /// Sends `messages` from our wallet in one signed transfer.
     async fn send(&self, messages: &[OutMessage]) -> Result<(), ClientError> {
+        let chain = self.chain()?;
         let _busy = self.wallet_busy.lock().await;
-        chain_client::send_transfer(
-            self.chain.as_ref(),
-            &self.wallet.1,
-            &self.wallet.0,
-            messages,
-        )
-        .await?;
+        chain_client::send_transfer(chain.as_ref(), &self.wallet.1, &self.wallet.0, messages)
+            .await?;
         Ok(())
     }
 
@@ -403,7 +458,7 @@ impl Client {
         let params = ClientParams {
             flags: (),
             client_owner_address: self.owner().to_raw().into_bytes(),
-            is_test: Some(self.chain.network() != cocoon_chain::Network::Mainnet),
+            is_test: Some(self.is_test()),
             // 1 and 2 are COCOON's; 3 is 2 plus `proxy.cancelQuery`, which only a proxy that
             // settles on 3 gets (a reference proxy settles on 2).
             min_proto_version: Some(1),
@@ -413,7 +468,7 @@ impl Client {
             .request(
                 &ClientRequest::ConnectToProxy {
                     params,
-                    min_config_version: 0,
+                    min_config_version: self.fake_ton.as_ref().map_or(0, |f| f.version as i32),
                 },
                 t,
             )
@@ -421,22 +476,28 @@ impl Client {
             .map_err(remote)?;
         let understands_cancel =
             connected.params.proto_version.unwrap_or(0) >= cocoon_wire::PROTO_WITH_CANCEL;
-        let (proxy, client_sc, init) = self.check_proxy(&connected).await?;
-        *payments.lock().expect("proxy") = Some(proxy);
-        self.ensure_contract(proxy, client_sc, &init).await?;
+        let (proxy, client_sc) = match &self.fake_ton {
+            None => {
+                let (proxy, client_sc, init) = self.check_proxy(&connected).await?;
+                *payments.lock().expect("proxy") = Some(proxy);
+                self.ensure_contract(proxy, client_sc, &init).await?;
+                (proxy, client_sc)
+            }
+            Some(fake) => self.fake_ton_proxy(fake, &connected)?,
+        };
         let auth: AuthorizationWithProxy = peer
             .request(
-                &ClientRequest::AuthorizeWithProxyShort {
-                    data: self.secret.to_vec(),
-                },
-                t,
+                &self.authorization(&connected.auth)?,
+                Duration::from_secs(300),
             )
             .await
             .map_err(remote)?;
         match auth {
             AuthorizationWithProxy::Success { signed_payment, .. } => {
-                self.take_voucher(proxy, &signed_payment)
-                    .map_err(ClientError::Refused)?;
+                if self.chain.is_some() {
+                    self.take_voucher(proxy, &signed_payment)
+                        .map_err(ClientError::Refused)?;
+                }
             }
             AuthorizationWithProxy::Failed { error_code, error } => {
                 return Err(ClientError::from_proxy(
@@ -459,6 +520,64 @@ impl Client {
         Ok(())
     }
 
+    /// How to authorize, given what the proxy offers: the short way with our secret when the
+    /// proxy holds its hash; on a fake-TON root, where every client's hash is SHA-256 of
+    /// nothing (the reference's), the short way with nothing, else the long way (which the
+    /// reference accepts at once there). On chain the long way (registering with the nonce in
+    /// a message to our contract) is not offered by this client yet: the proxy is told our
+    /// secret, and refuses it if our contract holds another hash.
+    fn authorization(
+        &self,
+        offered: &cocoon_wire::client::ProxyConnectionAuth,
+    ) -> Result<ClientRequest, ClientError> {
+        use cocoon_wire::client::ProxyConnectionAuth as Auth;
+        let ours: [u8; 32] = Sha256::digest(self.secret).into();
+        let nothing: [u8; 32] = Sha256::digest([]).into();
+        Ok(match (offered, self.fake_ton.is_some()) {
+            (Auth::Short { secret_hash, .. }, _) if *secret_hash == ours => {
+                ClientRequest::AuthorizeWithProxyShort {
+                    data: self.secret.to_vec(),
+                }
+            }
+            (Auth::Short { secret_hash, .. }, true) if *secret_hash == nothing => {
+                ClientRequest::AuthorizeWithProxyShort { data: Vec::new() }
+            }
+            (_, true) => ClientRequest::AuthorizeWithProxyLong,
+            (_, false) => ClientRequest::AuthorizeWithProxyShort {
+                data: self.secret.to_vec(),
+            },
+        })
+    }
+
+    /// On a fake-TON root there is no chain to check a proxy against: its contract and ours are
+    /// taken as it names them (parsed, so a malformed one is refused), and its account is kept
+    /// for the figures.
+    fn fake_ton_proxy(
+        &self,
+        fake: &cocoon_chain::fake_ton::FakeTon,
+        c: &ClientConnectedToProxy,
+    ) -> Result<(Address, Address), ClientError> {
+        let parse = |what: &str, raw: &[u8]| -> Result<Address, ClientError> {
+            let text = String::from_utf8_lossy(raw);
+            text.parse()
+                .map_err(|e| ClientError::Refused(format!("the proxy's {what} {text:?}: {e}")))
+        };
+        let proxy = parse("contract address", &c.params.proxy_sc_address)?;
+        let client_sc = parse("client contract address", &c.client_sc_address)?;
+        if c.params.is_test != Some(true) {
+            return Err(ClientError::Refused(
+                "a proxy on a fake-TON root must say it is a test network (is_test)".into(),
+            ));
+        }
+        let mut accounts = self.accounts.lock().expect("accounts");
+        let a = accounts.entry(proxy).or_default();
+        a.proxy = proxy;
+        a.client_contract = client_sc;
+        a.price_per_token = fake.price_per_token;
+        a.proxy_key = c.params.proxy_public_key;
+        Ok((proxy, client_sc))
+    }
+
     /// The proxy's contract must be registered in the root and hold the announced voucher key;
     /// our client contract must be where the proxy says.
     async fn check_proxy(
@@ -466,7 +585,7 @@ impl Client {
         c: &ClientConnectedToProxy,
     ) -> Result<(Address, Address, ProxyInit), ClientError> {
         let p = chain_client::verify_proxy(
-            self.chain.as_ref(),
+            self.chain()?.as_ref(),
             &self.cfg.root,
             &c.params.proxy_sc_address,
             &c.params.proxy_public_key,
@@ -572,7 +691,7 @@ impl Client {
     }
 
     async fn client_data(&self, client_sc: &Address) -> Result<Option<ClientData>, ClientError> {
-        Ok(match self.chain.account(client_sc).await?.data {
+        Ok(match self.chain()?.account(client_sc).await?.data {
             Some(d) => Some(ClientData::parse(&d)?),
             None => None,
         })

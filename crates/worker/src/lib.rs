@@ -109,7 +109,10 @@ pub struct Controls {
 /// A running worker.
 pub struct Worker {
     cfg: WorkerConfig,
-    chain: Arc<dyn ChainClient>,
+    /// The chain the root and our contracts live on; `None` in fake-TON mode.
+    chain: Option<Arc<dyn ChainClient>>,
+    /// The reference's fake-TON root (no chain at all), when running in that mode.
+    fake_ton: Option<cocoon_chain::fake_ton::FakeTon>,
     wallet: (Keypair, Wallet),
     engine: Arc<dyn Engine>,
     identity: Arc<Renewing>,
@@ -145,6 +148,40 @@ impl Worker {
         quotes: Arc<dyn QuoteProvider>,
         proxy_image_hashes: Vec<[u8; 32]>,
     ) -> Result<Arc<Self>, WorkerError> {
+        Self::build(
+            cfg,
+            Some(chain),
+            None,
+            wallet,
+            engine,
+            quotes,
+            proxy_image_hashes,
+        )
+    }
+
+    /// A worker on a reference fake-TON root (`fake`), as a reference worker runs with
+    /// `--disable-ton`: it serves the proxies the file lists (or those configured), a test
+    /// network where proxies' image hashes are not checked and nothing is claimed on chain;
+    /// the proxies' vouchers are not redeemable there and are not kept.
+    pub fn new_fake_ton(
+        cfg: WorkerConfig,
+        fake: cocoon_chain::fake_ton::FakeTon,
+        wallet: (Keypair, Wallet),
+        engine: Arc<dyn Engine>,
+        quotes: Arc<dyn QuoteProvider>,
+    ) -> Result<Arc<Self>, WorkerError> {
+        Self::build(cfg, None, Some(fake), wallet, engine, quotes, Vec::new())
+    }
+
+    fn build(
+        cfg: WorkerConfig,
+        chain: Option<Arc<dyn ChainClient>>,
+        fake_ton: Option<cocoon_chain::fake_ton::FakeTon>,
+        wallet: (Keypair, Wallet),
+        engine: Arc<dyn Engine>,
+        quotes: Arc<dyn QuoteProvider>,
+        proxy_image_hashes: Vec<[u8; 32]>,
+    ) -> Result<Arc<Self>, WorkerError> {
         let mut policy = Policy::new(cfg.proxy_policy);
         policy.allowed_image_hashes = proxy_image_hashes;
         let identity =
@@ -157,6 +194,7 @@ impl Worker {
         Ok(Arc::new(Worker {
             cfg,
             chain,
+            fake_ton,
             wallet,
             engine,
             identity,
@@ -288,8 +326,10 @@ impl Worker {
                 Err(e) => tracing::error!("{e}"),
             }
         }
-        let targets = if self.cfg.proxies.is_empty() {
-            match chain_client::read_root(self.chain.as_ref(), &self.cfg.root).await {
+        let targets = if let (true, Some(fake)) = (self.cfg.proxies.is_empty(), &self.fake_ton) {
+            fake.proxies.iter().map(|p| p.workers).collect()
+        } else if self.cfg.proxies.is_empty() {
+            match self.read_root().await {
                 Ok(root) => root
                     .proxies
                     .iter()
@@ -354,6 +394,10 @@ impl Worker {
             } else if let Ok(RequestPayment::Worker { signed_payment, .. }) =
                 cocoon_wire::decode::<RequestPayment>(&data)
             {
+                if me.chain.is_none() {
+                    // A fake-TON voucher redeems nowhere: nothing to keep.
+                    return;
+                }
                 let proxy = *pc.lock().expect("proxy");
                 if let Some(proxy) = proxy {
                     if let Err(e) = me.take_voucher(proxy, &signed_payment) {
@@ -373,7 +417,7 @@ impl Worker {
             worker_owner_address: self.owner().to_raw().into_bytes(),
             model: self.cfg.model.clone().into_bytes(),
             coefficient: c.coefficient as i32,
-            is_test: Some(self.chain.network() != cocoon_chain::Network::Mainnet),
+            is_test: Some(self.is_test()),
             proxy_cnt: Some(1),
             max_active_requests: Some(self.cfg.max_active as i32),
             // 1 and 2 are COCOON's; 3 is 2 plus `proxy.cancelQuery`, which a proxy sends only
@@ -384,11 +428,17 @@ impl Worker {
         let connected: ConnectedToProxy = peer
             .request(&WorkerRequest::ConnectToProxy { params }, t)
             .await?;
-        let (proxy, worker_sc) = self.check_proxy(&connected).await?;
+        let (proxy, worker_sc) = match &self.fake_ton {
+            None => self.check_proxy(&connected).await?,
+            Some(fake) => self.fake_ton_proxy(fake, &connected)?,
+        };
         *proxy_contract.lock().expect("proxy") = Some(proxy);
 
         // 2. Compare balances: the proxy must know every token we were promised or paid.
-        let onchain_paid = self.paid_on_chain(&worker_sc).await?;
+        let onchain_paid = match self.chain {
+            Some(_) => self.paid_on_chain(&worker_sc).await?,
+            None => 0,
+        };
         let held = self
             .held
             .lock()
@@ -409,8 +459,10 @@ impl Worker {
                 result.tokens_committed_to_db
             )));
         }
-        self.take_voucher(proxy, &result.signed_payment)
-            .map_err(WorkerError::Refused)?;
+        if self.chain.is_some() {
+            self.take_voucher(proxy, &result.signed_payment)
+                .map_err(WorkerError::Refused)?;
+        }
 
         // 3. Ready.
         let is_disabled = !self.controls.borrow().enabled;
@@ -452,6 +504,59 @@ impl Worker {
         Ok(())
     }
 
+    /// The chain, or an error saying there is none (fake-TON mode).
+    fn chain(&self) -> Result<&Arc<dyn ChainClient>, WorkerError> {
+        self.chain.as_ref().ok_or_else(|| {
+            WorkerError::Refused(
+                "this worker runs on a fake-TON root: there is no chain to read or claim on".into(),
+            )
+        })
+    }
+
+    async fn read_root(&self) -> Result<cocoon_chain::contracts::RootData, WorkerError> {
+        Ok(chain_client::read_root(self.chain()?.as_ref(), &self.cfg.root).await?)
+    }
+
+    /// Whether this worker runs on a test network (fake TON is one).
+    fn is_test(&self) -> bool {
+        match &self.chain {
+            Some(c) => c.network() != cocoon_chain::Network::Mainnet,
+            None => true,
+        }
+    }
+
+    /// On a fake-TON root there is no chain to check a proxy against: its contract and ours are
+    /// taken as it names them (parsed, so a malformed one is refused); billing counts tokens with
+    /// the file's prices and the reference's default multipliers (1.0).
+    fn fake_ton_proxy(
+        &self,
+        fake: &cocoon_chain::fake_ton::FakeTon,
+        c: &ConnectedToProxy,
+    ) -> Result<(Address, Address), WorkerError> {
+        let parse = |what: &str, raw: &[u8]| -> Result<Address, WorkerError> {
+            let text = String::from_utf8_lossy(raw);
+            text.parse()
+                .map_err(|e| WorkerError::Refused(format!("the proxy's {what} {text:?}: {e}")))
+        };
+        let proxy = parse("contract address", &c.params.proxy_sc_address)?;
+        let worker_sc = parse("worker contract address", &c.worker_sc_address)?;
+        if c.params.is_test != Some(true) {
+            return Err(WorkerError::Refused(
+                "a proxy on a fake-TON root must say it is a test network (is_test)".into(),
+            ));
+        }
+        let params = Params {
+            price_per_token: fake.price_per_token,
+            worker_fee_per_token: fake.worker_fee_per_token,
+            ..Params::local_default()
+        };
+        self.proxy_params
+            .lock()
+            .expect("params")
+            .insert(proxy, params);
+        Ok((proxy, worker_sc))
+    }
+
     /// Checks the proxy's claims against the chain: its contract is registered in the root,
     /// holds the voucher key it announced, and our worker contract is where it says.
     async fn check_proxy(&self, c: &ConnectedToProxy) -> Result<(Address, Address), WorkerError> {
@@ -460,7 +565,7 @@ impl Worker {
             data,
             ours: worker_sc,
         } = chain_client::verify_proxy(
-            self.chain.as_ref(),
+            self.chain()?.as_ref(),
             &self.cfg.root,
             &c.params.proxy_sc_address,
             &c.params.proxy_public_key,
@@ -551,7 +656,7 @@ impl Worker {
         let fee = match self.fee(&proxy) {
             Some(fee) => fee,
             None => {
-                chain_client::read_proxy(self.chain.as_ref(), &proxy)
+                chain_client::read_proxy(self.chain()?.as_ref(), &proxy)
                     .await?
                     .params
                     .worker_fee_per_token
@@ -578,7 +683,7 @@ impl Worker {
 
     /// Tokens our worker contract `worker_sc` has been paid for (0 before it is deployed).
     async fn paid_on_chain(&self, worker_sc: &Address) -> Result<u64, WorkerError> {
-        Ok(match self.chain.account(worker_sc).await?.data {
+        Ok(match self.chain()?.account(worker_sc).await?.data {
             Some(d) => WorkerData::parse(&d)?.tokens_paid,
             None => 0,
         })
@@ -617,13 +722,13 @@ impl Worker {
             return Ok(()); // a claim that waited for the lock already covered these tokens
         }
         let mut msg = OutMessage::transfer(worker_sc, MIN_FEE, Some(body));
-        if self.chain.account(&worker_sc).await?.status != "active" {
-            let data = chain_client::read_proxy(self.chain.as_ref(), &proxy).await?;
+        let chain = self.chain()?;
+        if chain.account(&worker_sc).await?.status != "active" {
+            let data = chain_client::read_proxy(chain.as_ref(), &proxy).await?;
             let init = data.init();
             msg.init = Some(init.worker_state_init(proxy, self.owner())?);
         }
-        chain_client::send_transfer(self.chain.as_ref(), &self.wallet.1, &self.wallet.0, &[msg])
-            .await?;
+        chain_client::send_transfer(chain.as_ref(), &self.wallet.1, &self.wallet.0, &[msg]).await?;
         if let Some(h) = self.held.lock().expect("held").get_mut(&proxy) {
             h.claimed = h.claimed.max(tokens);
         }
@@ -734,7 +839,18 @@ impl Worker {
             .insert(request_id, stop_tx);
         let clock = std::time::Instant::now();
         self.metrics.active.inc();
-        let head = answer::http_head(200, "OK", &[("Content-Type", content_type)]);
+        // As the reference worker's head: the body follows in parts, so its length is not
+        // known yet (an HTTP peer downstream relays it chunked).
+        let start = format!("{started:.6}");
+        let head = answer::http_head(
+            200,
+            "OK",
+            &[
+                ("Content-Type", content_type),
+                ("X-Cocoon-Worker-Start", &start),
+                ("Transfer-Encoding", "chunked"),
+            ],
+        );
         let mut alive = send(AnswerMessage::Head { head, end: None });
         let limit = timeout.as_timeout(Duration::from_secs(3600));
         let deadline = tokio::time::sleep(limit);
