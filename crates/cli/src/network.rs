@@ -150,8 +150,11 @@ pub fn up(args: UpArgs) -> Result<()> {
 pub struct Common {
     /// toncenter v2 API of the chain (e.g. `cocoon chain serve`), or…
     pub chain_api: Option<String>,
-    /// …a local chain directory opened in process (only one process may open it).
+    /// …a local chain directory opened in process (only one process may open it), or…
     pub chain_dir: Option<PathBuf>,
+    /// …no chain: the reference's fake-TON file (its fake-ton-config.json, rendered), to run
+    /// beside reference roles that read the same file (client and worker).
+    pub fake_ton: Option<PathBuf>,
     /// API key for chain_api (also TONCENTER_API_KEY).
     pub chain_api_key: Option<String>,
     /// mainnet, testnet or local.
@@ -192,8 +195,16 @@ impl Common {
                 Ok(Arc::new(ToncenterClient::new(url, key, self.network)))
             }
             (None, Some(dir)) => crate::chain::open_dir(dir, true).context("chain_dir"),
-            _ => bail!("set exactly one of chain_api and chain_dir"),
+            _ => bail!("set exactly one of chain_api, chain_dir and fake_ton"),
         }
+    }
+
+    /// The fake-TON root, when the config names one instead of a chain.
+    fn fake_ton(&self) -> Result<Option<cocoon_chain::fake_ton::FakeTon>> {
+        self.fake_ton
+            .as_ref()
+            .map(|path| cocoon_chain::fake_ton::FakeTon::load(path).context("fake_ton"))
+            .transpose()
     }
 
     fn wallet(&self) -> Result<(cocoon_chain::keys::Keypair, cocoon_chain::wallet::Wallet)> {
@@ -210,6 +221,8 @@ impl Common {
     fn root(&self) -> Result<Address> {
         match (&self.root, &self.chain_dir) {
             (Some(root), _) => root.parse().context("root"),
+            // A fake-TON root has no address of its own: nothing reads it.
+            (None, None) if self.fake_ton.is_some() => Ok(Address::new([0; 32])),
             (None, Some(dir)) => Ok(crate::chain::read_genesis(dir)
                 .context("root: not given, and chain_dir's genesis cannot say it")?
                 .root),
@@ -294,9 +307,20 @@ impl Common {
                 self.policy
             );
         }
-        if self.chain_api.is_some() == self.chain_dir.is_some() {
-            bail!("set exactly one of chain_api and chain_dir");
+        let sources = [
+            self.chain_api.is_some(),
+            self.chain_dir.is_some(),
+            self.fake_ton.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            bail!("set exactly one of chain_api, chain_dir and fake_ton");
         }
+        if self.fake_ton.is_some() && self.network == Network::Mainnet {
+            bail!(
+                "fake_ton: a fake-TON root is a test network; network = \"mainnet\" cannot use it"
+            );
+        }
+        self.fake_ton()?;
         Ok(())
     }
 }
@@ -418,6 +442,12 @@ fn half() -> String {
 /// `cocoon proxy --config FILE`.
 pub fn proxy(config: &Path) -> Result<()> {
     let c: ProxyToml = read_config(config)?;
+    if c.common.fake_ton.is_some() {
+        bail!(
+            "fake_ton: our proxy does not run on a fake-TON root yet (it needs the chain for its \
+             contract, credit and vouchers); clients and workers do"
+        );
+    }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let running = cocoon_proxy::Proxy::start(
@@ -473,28 +503,30 @@ pub fn worker(config: &Path) -> Result<()> {
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let chain = c.common.chain()?;
-        let root_address = c.common.root()?;
-        let root = cocoon_chain::client::read_root(chain.as_ref(), &root_address).await?;
-        let worker = cocoon_worker::Worker::new(
-            cocoon_worker::WorkerConfig {
-                dir: c.common.dir.clone(),
-                root: root_address,
-                proxies: c.proxies.clone(),
-                model: identity.clone(),
-                coefficient: c.coefficient,
-                max_active: c.max_active,
-                proxy_policy: c.common.policy()?,
-                max_pow_difficulty: cocoon_net::DEFAULT_MAX_POW_DIFFICULTY,
-                payout_threshold: cocoon_chain::parse_ton(&c.payout_threshold_ton)?,
-                http_listen: c.http_listen,
-            },
-            chain,
-            c.common.wallet()?,
-            engine,
-            std::sync::Arc::from(c.common.quotes()?),
-            root.proxy_hashes.clone(),
-        )?;
+        let cfg = cocoon_worker::WorkerConfig {
+            dir: c.common.dir.clone(),
+            root: c.common.root()?,
+            proxies: c.proxies.clone(),
+            model: identity.clone(),
+            coefficient: c.coefficient,
+            max_active: c.max_active,
+            proxy_policy: c.common.policy()?,
+            max_pow_difficulty: cocoon_net::DEFAULT_MAX_POW_DIFFICULTY,
+            payout_threshold: cocoon_chain::parse_ton(&c.payout_threshold_ton)?,
+            http_listen: c.http_listen,
+        };
+        let quotes = std::sync::Arc::from(c.common.quotes()?);
+        let worker = match c.common.fake_ton()? {
+            Some(fake) => {
+                cocoon_worker::Worker::new_fake_ton(cfg, fake, c.common.wallet()?, engine, quotes)?
+            }
+            None => {
+                let chain = c.common.chain()?;
+                let root = cocoon_chain::client::read_root(chain.as_ref(), &cfg.root).await?;
+                let hashes = root.proxy_hashes.clone();
+                cocoon_worker::Worker::new(cfg, chain, c.common.wallet()?, engine, quotes, hashes)?
+            }
+        };
         println!("worker {} serving {identity}", worker.owner());
         tokio::select! {
             _ = worker.run() => {}
@@ -514,23 +546,27 @@ pub fn client(config: &Path) -> Result<()> {
         .context("api_key: set it in the config or COCOON_API_KEY")?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let client = cocoon_client::Client::start(
-            cocoon_client::ClientConfig {
-                dir: c.common.dir.clone(),
-                root: c.common.root()?,
-                proxies: c.proxies.clone(),
-                deposit: cocoon_chain::parse_ton(&c.deposit_ton)?,
-                stake: cocoon_chain::parse_ton(&c.stake_ton)?,
-                proxy_policy: c.common.policy()?,
-                max_pow_difficulty: cocoon_net::DEFAULT_MAX_POW_DIFFICULTY,
-                max_coefficient: 10_000,
-                timeout: Duration::from_secs(600),
-            },
-            c.common.chain()?,
-            c.common.wallet()?,
-            std::sync::Arc::from(c.common.quotes()?),
-        )
-        .await?;
+        let cfg = cocoon_client::ClientConfig {
+            dir: c.common.dir.clone(),
+            root: c.common.root()?,
+            proxies: c.proxies.clone(),
+            deposit: cocoon_chain::parse_ton(&c.deposit_ton)?,
+            stake: cocoon_chain::parse_ton(&c.stake_ton)?,
+            proxy_policy: c.common.policy()?,
+            max_pow_difficulty: cocoon_net::DEFAULT_MAX_POW_DIFFICULTY,
+            max_coefficient: 10_000,
+            timeout: Duration::from_secs(600),
+        };
+        let quotes = std::sync::Arc::from(c.common.quotes()?);
+        let client = match c.common.fake_ton()? {
+            Some(fake) => {
+                cocoon_client::Client::start_fake_ton(cfg, fake, c.common.wallet()?, quotes).await?
+            }
+            None => {
+                let chain = c.common.chain()?;
+                cocoon_client::Client::start(cfg, chain, c.common.wallet()?, quotes).await?
+            }
+        };
         let listener = cocoon_net::listen(c.listen, "the OpenAI API").await?;
         println!(
             "OpenAI API on http://{}/v1 (client {})",
@@ -549,6 +585,45 @@ pub fn client(config: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `fake_ton` stands instead of a chain, alone, and its file must parse.
+    #[test]
+    fn a_fake_ton_root_replaces_the_chain_in_a_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("fake-ton-config.json");
+        std::fs::write(
+            &fake,
+            r#"{"registered_proxies": [{"seqno": 1, "address": "127.0.0.1:1 127.0.0.1:2"}], "price_per_token": 2}"#,
+        )
+        .unwrap();
+        let common = |extra: &str| -> Common {
+            toml::from_str(&format!(
+                "wallet = \"w.json\"\ndir = \"x\"\nfake_ton = {:?}\n{extra}",
+                fake.display().to_string()
+            ))
+            .unwrap()
+        };
+        common("").validate().unwrap();
+        assert_eq!(common("").fake_ton().unwrap().unwrap().price_per_token, 2);
+        let both = common("chain_api = \"http://127.0.0.1:1\"")
+            .validate()
+            .unwrap_err();
+        assert!(
+            both.to_string()
+                .contains("exactly one of chain_api, chain_dir and fake_ton"),
+            "{both}"
+        );
+        let main = common("network = \"mainnet\"\ntee = \"tdx\"\npolicy = \"tdx\"")
+            .validate()
+            .unwrap_err();
+        assert!(main.to_string().contains("fake_ton"), "{main}");
+        std::fs::write(&fake, "{\"price_per_token\": \"two\"}").unwrap();
+        let bad = format!("{:#}", common("").validate().unwrap_err());
+        assert!(
+            bad.contains("fake_ton") && bad.contains("price_per_token"),
+            "{bad}"
+        );
+    }
 
     /// The wallet comes from COCOON_WALLET_MNEMONIC when it is set, else from the file.
     #[test]
