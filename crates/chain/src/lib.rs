@@ -27,6 +27,7 @@ pub mod local;
 pub mod messages;
 pub mod mnemonic;
 pub mod price;
+pub mod reference_contracts;
 pub mod stack;
 pub mod toncenter;
 pub mod voucher;

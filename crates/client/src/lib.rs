@@ -549,9 +549,11 @@ impl Client {
         })
     }
 
-    /// On a fake-TON root there is no chain to check a proxy against: its contract and ours are
-    /// taken as it names them (parsed, so a malformed one is refused), and its account is kept
-    /// for the figures.
+    /// On a fake-TON root there is no chain to read a proxy's contract from; as a reference
+    /// client does, we recompute the contracts from the root's code instead: our client contract
+    /// at the proxy it names (always), and its proxy contract from its owner and key under our
+    /// root (when the config names the root the reference roles use). A proxy naming other
+    /// contracts is refused. Its account is kept for the figures.
     fn fake_ton_proxy(
         &self,
         fake: &cocoon_chain::fake_ton::FakeTon,
@@ -568,6 +570,25 @@ impl Client {
             return Err(ClientError::Refused(
                 "a proxy on a fake-TON root must say it is a test network (is_test)".into(),
             ));
+        }
+        let contracts = cocoon_chain::reference_contracts::ReferenceContracts::of_fake_ton(fake)?;
+        let key = &c.params.proxy_public_key;
+        let ours = contracts.client_address(&self.owner(), &proxy, key)?;
+        if ours != client_sc {
+            return Err(ClientError::Refused(format!(
+                "the proxy says our client contract is {client_sc}, the root's code makes it {ours}"
+            )));
+        }
+        if self.cfg.root != Address::new([0; 32]) {
+            let owner = parse("owner address", &c.params.proxy_owner_address)?;
+            let expected = contracts.proxy_address(&owner, key, &self.cfg.root)?;
+            if expected != proxy {
+                return Err(ClientError::Refused(format!(
+                    "the proxy says its contract is {proxy}, the root's code makes it {expected} \
+                     (owner {owner}, root {})",
+                    self.cfg.root
+                )));
+            }
         }
         let mut accounts = self.accounts.lock().expect("accounts");
         let a = accounts.entry(proxy).or_default();

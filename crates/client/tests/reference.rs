@@ -45,31 +45,9 @@ async fn setup(dir: &std::path::Path) -> (RefNet, Arc<Client>) {
         net.info()["fake_ton_config"].as_str().unwrap(),
     ))
     .unwrap();
-    let key = Keypair::generate();
-    let wallet = Wallet::new(
-        WalletVersion::V4r2,
-        key.public_key(),
-        cocoon_chain::Network::Testnet,
-    );
-    let cfg = ClientConfig {
-        dir: dir.to_path_buf(),
-        root: cocoon_chain::Address::new([0; 32]),
-        proxies: vec![],
-        deposit: 0,
-        stake: 0,
-        proxy_policy: PolicyKind::FakeTdx,
-        max_pow_difficulty: cocoon_net::DEFAULT_MAX_POW_DIFFICULTY,
-        max_coefficient: 4000,
-        timeout: Duration::from_secs(60),
-    };
-    let client = Client::start_fake_ton(
-        cfg,
-        fake,
-        (key, wallet),
-        Arc::new(FakeTdxProvider::default()),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("our client did not connect: {e}\n{}", net.logs()));
+    let client = our_client(dir, fake, reference_root(&net))
+        .await
+        .unwrap_or_else(|e| panic!("our client did not connect: {e}\n{}", net.logs()));
     // The reference worker joins the proxy on its own schedule (it retries every ~10 s).
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {
@@ -88,6 +66,39 @@ async fn setup(dir: &std::path::Path) -> (RefNet, Arc<Client>) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     (net, client)
+}
+
+/// Our client on a fake-TON file, recomputing the proxy's contract under `root` (the root the
+/// reference roles were configured with, as theirs do).
+async fn our_client(
+    dir: &std::path::Path,
+    fake: FakeTon,
+    root: cocoon_chain::Address,
+) -> Result<Arc<Client>, cocoon_client::ClientError> {
+    let key = Keypair::generate();
+    let wallet = Wallet::new(
+        WalletVersion::V4r2,
+        key.public_key(),
+        cocoon_chain::Network::Testnet,
+    );
+    let cfg = ClientConfig {
+        dir: dir.to_path_buf(),
+        root,
+        proxies: vec![],
+        deposit: 0,
+        stake: 0,
+        proxy_policy: PolicyKind::FakeTdx,
+        max_pow_difficulty: cocoon_net::DEFAULT_MAX_POW_DIFFICULTY,
+        max_coefficient: 4000,
+        timeout: Duration::from_secs(60),
+    };
+    Client::start_fake_ton(
+        cfg,
+        fake,
+        (key, wallet),
+        Arc::new(FakeTdxProvider::default()),
+    )
+    .await
 }
 
 fn chat(stream: bool) -> Vec<u8> {
@@ -148,7 +159,19 @@ async fn our_client_is_answered_by_a_reference_proxy_and_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reference_proxys_refusal_is_a_clear_error_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
-    let (_net, client) = setup(dir.path()).await;
+    let (net, client) = setup(dir.path()).await;
+    // Under another root the reference proxy's contract is not the one it names: refused, as
+    // a reference client refuses it (so the check in setup really ran, and matched).
+    let fake = FakeTon::load(std::path::Path::new(
+        net.info()["fake_ton_config"].as_str().unwrap(),
+    ))
+    .unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let e = our_client(other.path(), fake, cocoon_chain::Address::new([7; 32]))
+        .await
+        .err()
+        .expect("a proxy contract that the root's code does not make is refused");
+    assert!(e.to_string().contains("the root's code makes it"), "{e}");
     // A model nobody serves: the reference proxy refuses it in its older error form.
     let body = serde_json::json!({"model": "no-such-model", "messages": []}).to_string();
     let e = tokio::time::timeout(
@@ -180,4 +203,18 @@ async fn a_reference_proxys_refusal_is_a_clear_error_not_a_hang() {
         .err()
         .expect("refused");
     assert!(e.to_string().contains("foo"), "{e}");
+}
+
+/// The root contract address the reference roles of `net` use (from the proxy's rendered
+/// config).
+fn reference_root(net: &RefNet) -> cocoon_chain::Address {
+    let conf: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(net.dir().join("conf/proxy-config.json")).unwrap(),
+    )
+    .unwrap();
+    conf["root_contract_address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }

@@ -525,9 +525,12 @@ impl Worker {
         }
     }
 
-    /// On a fake-TON root there is no chain to check a proxy against: its contract and ours are
-    /// taken as it names them (parsed, so a malformed one is refused); billing counts tokens with
-    /// the file's prices and the reference's default multipliers (1.0).
+    /// On a fake-TON root there is no chain to read a proxy's contract from; as a reference
+    /// worker does, we recompute the contracts from the root's code instead: our worker contract
+    /// at the proxy it names (always), and its proxy contract from its owner and key under our
+    /// root (when the config names the root the reference roles use). A proxy naming other
+    /// contracts is refused. Billing counts tokens with the file's prices and the reference's
+    /// default multipliers (1.0).
     fn fake_ton_proxy(
         &self,
         fake: &cocoon_chain::fake_ton::FakeTon,
@@ -544,6 +547,25 @@ impl Worker {
             return Err(WorkerError::Refused(
                 "a proxy on a fake-TON root must say it is a test network (is_test)".into(),
             ));
+        }
+        let contracts = cocoon_chain::reference_contracts::ReferenceContracts::of_fake_ton(fake)?;
+        let key = &c.params.proxy_public_key;
+        let ours = contracts.worker_address(&self.owner(), &proxy, key)?;
+        if ours != worker_sc {
+            return Err(WorkerError::Refused(format!(
+                "the proxy says our worker contract is {worker_sc}, the root's code makes it {ours}"
+            )));
+        }
+        if self.cfg.root != Address::new([0; 32]) {
+            let owner = parse("owner address", &c.params.proxy_owner_address)?;
+            let expected = contracts.proxy_address(&owner, key, &self.cfg.root)?;
+            if expected != proxy {
+                return Err(WorkerError::Refused(format!(
+                    "the proxy says its contract is {proxy}, the root's code makes it {expected} \
+                     (owner {owner}, root {})",
+                    self.cfg.root
+                )));
+            }
         }
         let params = Params {
             price_per_token: fake.price_per_token,

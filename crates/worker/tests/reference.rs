@@ -45,7 +45,9 @@ async fn a_reference_client_is_answered_by_our_worker_behind_a_reference_proxy()
     let worker = Worker::new_fake_ton(
         WorkerConfig {
             dir: dir.path().to_path_buf(),
-            root: cocoon_chain::Address::new([0; 32]),
+            // The root the reference roles were configured with: our role recomputes the
+            // proxy's contract under it, as theirs do.
+            root: reference_root(&net),
             proxies: vec![],
             model: FAKE_MODEL.to_string(),
             coefficient: 1000,
@@ -134,4 +136,18 @@ async fn a_reference_client_is_answered_by_our_worker_behind_a_reference_proxy()
     assert_eq!(total("completion_adjusted_tokens_used"), 180.0, "{stats}");
     assert_eq!(total("reasoning_adjusted_tokens_used"), 20.0, "{stats}");
     worker.kill();
+}
+
+/// The root contract address the reference roles of `net` use (from the proxy's rendered
+/// config).
+fn reference_root(net: &RefNet) -> cocoon_chain::Address {
+    let conf: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(net.dir().join("conf/proxy-config.json")).unwrap(),
+    )
+    .unwrap();
+    conf["root_contract_address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }

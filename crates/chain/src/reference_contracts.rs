@@ -1,0 +1,224 @@
+//! The reference network's own contracts, as its runners address them: the proxy, worker and
+//! client contract code comes from the root (on a fake-TON root: the file's hex), and each
+//! contract's address is the hash of the StateInit the reference builds — its code and initial
+//! data laid out exactly as `runners/smartcontracts/*Contract.cpp` lay them out. A reference
+//! client or worker recomputes these addresses and refuses a proxy that names others, so our
+//! roles derive them the same way (and check a reference proxy's by them).
+//!
+//! Initial data, field by field (addresses are `addr_std`, 267 bits; coins are VarUInteger 16):
+//! - proxy: owner, proxy public key (256), root, state 0 (2 bits), balance 0, stake 0,
+//!   unlock_ts 0 (32); ref: the params cell with the worker and client code;
+//! - worker: owner, proxy contract, proxy public key, state 0 (2 bits), tokens 0 (64); ref:
+//!   the params cell without code;
+//! - client: state 0 (2 bits), balance 0, stake = the minimum client stake, tokens_used 0
+//!   (64), unlock_ts 0 (32), secret hash 0 (256); refs: (owner, proxy contract, proxy public
+//!   key), then the params cell without code.
+//!
+//! The params cell on a fake-TON root (struct version 1, as the reference fills it): version
+//! 1 (8), params_version (32), unique id 13 (32), is_test (1 bit), price per token, worker fee
+//! per token, proxy close delay 600 (32), client close delay 300 (32), minimum proxy and client
+//! stakes of 1 TON, then a maybe-ref each for the proxy, worker and client code.
+
+use tycho_types::cell::{Cell, CellBuilder};
+
+use crate::cells::{store_address, store_coins, store_u256};
+use crate::fake_ton::FakeTon;
+use crate::{Address, ChainError};
+
+/// Which code a params cell carries: the proxy's carries the worker's and client's.
+const WITH_WORKER_AND_CLIENT_CODE: u8 = 6;
+/// Worker and client params cells carry no code.
+const WITHOUT_CODE: u8 = 0;
+
+/// The reference contracts of one root: their code and the params every contract holds.
+#[derive(Debug, Clone)]
+pub struct ReferenceContracts {
+    proxy_code: Cell,
+    worker_code: Cell,
+    client_code: Cell,
+    params_version: u32,
+    price_per_token: u128,
+    worker_fee_per_token: u128,
+    min_client_stake: u128,
+}
+
+impl ReferenceContracts {
+    /// The contracts a fake-TON root names (its code, its prices, the reference's fixed
+    /// values for the rest). Missing code is an error naming it.
+    pub fn of_fake_ton(fake: &FakeTon) -> Result<Self, ChainError> {
+        let code = |what: &'static str, boc: &[u8]| -> Result<Cell, ChainError> {
+            if boc.is_empty() {
+                return Err(ChainError::layout(
+                    what,
+                    "the fake-TON root has no such code",
+                ));
+            }
+            crate::cells::from_boc(boc)
+        };
+        Ok(ReferenceContracts {
+            proxy_code: code("proxy_sc_code", &fake.proxy_sc_code)?,
+            worker_code: code("worker_sc_code", &fake.worker_sc_code)?,
+            client_code: code("client_sc_code", &fake.client_sc_code)?,
+            params_version: fake.params_version,
+            price_per_token: fake.price_per_token,
+            worker_fee_per_token: fake.worker_fee_per_token,
+            min_client_stake: crate::TON,
+        })
+    }
+
+    fn params(&self, mask: u8) -> Result<Cell, ChainError> {
+        let mut b = CellBuilder::new();
+        b.store_u8(1)?; // struct version
+        b.store_u32(self.params_version)?;
+        b.store_u32(13)?; // unique id
+        b.store_bit(true)?; // is_test
+        store_coins(&mut b, self.price_per_token)?;
+        store_coins(&mut b, self.worker_fee_per_token)?;
+        b.store_u32(600)?; // proxy delay before close
+        b.store_u32(300)?; // client delay before close
+        store_coins(&mut b, crate::TON)?; // minimum proxy stake
+        store_coins(&mut b, self.min_client_stake)?;
+        for (bit, code) in [
+            (1u8, &self.proxy_code),
+            (2, &self.worker_code),
+            (4, &self.client_code),
+        ] {
+            if mask & bit != 0 {
+                b.store_bit(true)?;
+                b.store_reference(code.clone())?;
+            } else {
+                b.store_bit(false)?;
+            }
+        }
+        Ok(b.build()?)
+    }
+
+    /// The proxy contract of `owner` with voucher key `public_key` under `root`.
+    pub fn proxy_address(
+        &self,
+        owner: &Address,
+        public_key: &[u8; 32],
+        root: &Address,
+    ) -> Result<Address, ChainError> {
+        let mut b = CellBuilder::new();
+        store_address(&mut b, owner)?;
+        store_u256(&mut b, public_key)?;
+        store_address(&mut b, root)?;
+        b.store_small_uint(0, 2)?; // state
+        store_coins(&mut b, 0)?; // balance
+        store_coins(&mut b, 0)?; // stake
+        b.store_u32(0)?; // unlock_ts
+        b.store_reference(self.params(WITH_WORKER_AND_CLIENT_CODE)?)?;
+        address(&self.proxy_code, b.build()?)
+    }
+
+    /// The worker contract of `owner` at proxy contract `proxy` (voucher key `public_key`).
+    pub fn worker_address(
+        &self,
+        owner: &Address,
+        proxy: &Address,
+        public_key: &[u8; 32],
+    ) -> Result<Address, ChainError> {
+        let mut b = CellBuilder::new();
+        store_address(&mut b, owner)?;
+        store_address(&mut b, proxy)?;
+        store_u256(&mut b, public_key)?;
+        b.store_small_uint(0, 2)?; // state
+        b.store_u64(0)?; // tokens
+        b.store_reference(self.params(WITHOUT_CODE)?)?;
+        address(&self.worker_code, b.build()?)
+    }
+
+    /// The client contract of `owner` at proxy contract `proxy` (voucher key `public_key`).
+    pub fn client_address(
+        &self,
+        owner: &Address,
+        proxy: &Address,
+        public_key: &[u8; 32],
+    ) -> Result<Address, ChainError> {
+        let mut constants = CellBuilder::new();
+        store_address(&mut constants, owner)?;
+        store_address(&mut constants, proxy)?;
+        store_u256(&mut constants, public_key)?;
+        let mut b = CellBuilder::new();
+        b.store_small_uint(0, 2)?; // state
+        store_coins(&mut b, 0)?; // balance
+        store_coins(&mut b, self.min_client_stake)?; // stake
+        b.store_u64(0)?; // tokens used
+        b.store_u32(0)?; // unlock_ts
+        store_u256(&mut b, &[0; 32])?; // secret hash
+        b.store_reference(constants.build()?)?;
+        b.store_reference(self.params(WITHOUT_CODE)?)?;
+        address(&self.client_code, b.build()?)
+    }
+}
+
+/// Workchain 0 and the hash of the StateInit (no split depth, not special, code, data, no
+/// libraries).
+fn address(code: &Cell, data: Cell) -> Result<Address, ChainError> {
+    crate::contracts::address_of(&tycho_types::models::StateInit {
+        split_depth: None,
+        special: None,
+        code: Some(code.clone()),
+        data: Some(data),
+        libraries: Default::default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(n: u8) -> Vec<u8> {
+        let mut b = CellBuilder::new();
+        b.store_u8(n).unwrap();
+        crate::cells::to_boc(&b.build().unwrap())
+    }
+
+    #[test]
+    fn every_input_moves_the_address_and_missing_code_is_named() {
+        let fake = FakeTon {
+            proxy_sc_code: code(1),
+            worker_sc_code: code(2),
+            client_sc_code: code(3),
+            price_per_token: 2,
+            worker_fee_per_token: 1,
+            params_version: 1,
+            ..FakeTon::default()
+        };
+        let c = ReferenceContracts::of_fake_ton(&fake).unwrap();
+        let (a, b, root) = (
+            Address::new([1; 32]),
+            Address::new([2; 32]),
+            Address::new([9; 32]),
+        );
+        let p = c.proxy_address(&a, &[5; 32], &root).unwrap();
+        assert_ne!(p, c.proxy_address(&b, &[5; 32], &root).unwrap(), "owner");
+        assert_ne!(p, c.proxy_address(&a, &[6; 32], &root).unwrap(), "key");
+        assert_ne!(p, c.proxy_address(&a, &[5; 32], &b).unwrap(), "root");
+        let w = c.worker_address(&a, &p, &[5; 32]).unwrap();
+        let cl = c.client_address(&a, &p, &[5; 32]).unwrap();
+        assert_ne!(w, cl, "different code");
+        assert_ne!(
+            cl,
+            c.client_address(&b, &p, &[5; 32]).unwrap(),
+            "client owner"
+        );
+        let pricier = ReferenceContracts::of_fake_ton(&FakeTon {
+            price_per_token: 3,
+            ..fake.clone()
+        })
+        .unwrap();
+        assert_ne!(
+            cl,
+            pricier.client_address(&a, &p, &[5; 32]).unwrap(),
+            "params"
+        );
+        let e = ReferenceContracts::of_fake_ton(&FakeTon {
+            client_sc_code: vec![],
+            ..fake
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("client_sc_code"), "{e}");
+    }
+}
