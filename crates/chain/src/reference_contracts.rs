@@ -19,7 +19,7 @@
 //! per token, proxy close delay 600 (32), client close delay 300 (32), minimum proxy and client
 //! stakes of 1 TON, then a maybe-ref each for the proxy, worker and client code.
 
-use tycho_types::cell::{Cell, CellBuilder};
+use tycho_types::cell::{Cell, CellBuilder, CellFamily};
 
 use crate::cells::{store_address, store_coins, store_u256};
 use crate::fake_ton::FakeTon;
@@ -152,6 +152,69 @@ impl ReferenceContracts {
         address(&self.client_code, b.build()?)
     }
 }
+
+impl ReferenceContracts {
+    /// The prices and rules these contracts hold, as this crate's [`crate::contracts::Params`]
+    /// (the reference's fake-root values; every multiplier 1.0, as struct version 1 implies).
+    pub fn params_view(&self) -> crate::contracts::Params {
+        crate::contracts::Params {
+            price_per_token: self.price_per_token,
+            worker_fee_per_token: self.worker_fee_per_token,
+            prompt_mult: 10_000,
+            cached_mult: 10_000,
+            completion_mult: 10_000,
+            reasoning_mult: 10_000,
+            proxy_delay_before_close: 600,
+            client_delay_before_close: 300,
+            min_proxy_stake: crate::TON,
+            min_client_stake: self.min_client_stake,
+        }
+    }
+
+    /// The contract code, as the root holds it.
+    pub fn codes(&self) -> crate::contracts::ContractCodes {
+        crate::contracts::ContractCodes {
+            root: Cell::empty_cell(),
+            proxy: self.proxy_code.clone(),
+            client: self.client_code.clone(),
+            worker: self.worker_code.clone(),
+        }
+    }
+}
+
+/// A payment the proxy signs as the reference's proxy signs it (`sign_and_wrap_message`): an
+/// inner cell `op:32 qid:64 tokens:64 target:addr` — the cumulative tokens for the target
+/// contract — signed with Ed25519 over its hash, wrapped as `op:32 qid:64 excesses:addr
+/// signature:512 ^inner`. The excesses address is outside the signature (the redeemer puts its
+/// own wallet there). Ops: 0xbb63ff93 charges a client, 0xa040ad28 pays a worker.
+pub fn signed_payment(
+    key: &crate::keys::Keypair,
+    op: u32,
+    qid: u64,
+    tokens: u64,
+    target: &Address,
+    excesses: &Address,
+) -> Result<Cell, ChainError> {
+    let mut inner = CellBuilder::new();
+    inner.store_u32(op)?;
+    inner.store_u64(qid)?;
+    inner.store_u64(tokens)?;
+    store_address(&mut inner, target)?;
+    let inner = inner.build()?;
+    let signature = key.sign(inner.repr_hash().as_slice());
+    let mut outer = CellBuilder::new();
+    outer.store_u32(op)?;
+    outer.store_u64(qid)?;
+    store_address(&mut outer, excesses)?;
+    outer.store_raw(&signature, 512)?;
+    outer.store_reference(inner)?;
+    Ok(outer.build()?)
+}
+
+/// The reference's op of a client charge payment.
+pub const OP_CLIENT_CHARGE_SIGNED: u32 = 0xbb63ff93;
+/// The reference's op of a worker payout payment.
+pub const OP_WORKER_PAYOUT_SIGNED: u32 = 0xa040ad28;
 
 /// Workchain 0 and the hash of the StateInit (no split depth, not special, code, data, no
 /// libraries).

@@ -145,6 +145,28 @@ fn err(code: i32, message: impl Into<String>) -> RpcError {
     RpcError::remote(code, message)
 }
 
+/// A client contract as a reference proxy imagines it on a fake-TON root: open, a million TON
+/// paid and staked, nothing charged on chain, and the secret hash SHA-256 of nothing (so the
+/// reference's clients authorize with an empty secret, or the long way).
+fn fake_ton_client(proxy: &Proxy, owner: Address) -> ClientData {
+    let million = 1_000_000 * cocoon_chain::TON;
+    ClientData {
+        state: ContractState::Open,
+        balance: million,
+        stake: million,
+        tokens_used: 0,
+        unlock_ts: 0,
+        secret_hash: Sha256::digest([]).into(),
+        init: cocoon_chain::contracts::ClientInitView {
+            owner,
+            proxy: proxy.address(),
+            price_per_token: proxy.params().price_per_token,
+            client_delay_before_close: proxy.params().client_delay_before_close,
+            min_client_stake: proxy.params().min_client_stake,
+        },
+    }
+}
+
 async fn onchain(
     proxy: &Proxy,
     owner: Address,
@@ -157,11 +179,13 @@ async fn onchain(
             }
         }
     }
+    let Some(chain) = &proxy.chain else {
+        return Ok(Some(fake_ton_client(proxy, owner)));
+    };
     let address = proxy
         .client_contract(owner)
         .map_err(|e| err(500, e.to_string()))?;
-    let acc = proxy
-        .chain
+    let acc = chain
         .account(&address)
         .await
         .map_err(|e| err(503, format!("chain unavailable: {e}")))?;
@@ -211,7 +235,7 @@ async fn handle_query(
             getrandom::fill(&mut nonce).map_err(|e| err(500, format!("no randomness for the nonce: {e}")))?;
             Ok(cocoon_wire::encode(&ClientConnectedToProxy {
                 params: proxy.proxy_params(proto),
-                client_sc_address: client_sc.to_raw().into_bytes(),
+                client_sc_address: proxy.wire_address(&client_sc),
                 auth: ProxyConnectionAuth::Short { secret_hash, nonce: u64::from_le_bytes(nonce) },
                 signed_payment: proxy.client_voucher(owner, total),
             }))
@@ -229,6 +253,18 @@ async fn handle_query(
             if c.secret_hash == [0; 32] || hash != c.secret_hash {
                 return failed("secret does not match the client contract's secret hash".into());
             }
+            state.lock().expect("conn").authorized = true;
+            let total = proxy.client_total(&owner);
+            Ok(cocoon_wire::encode(&AuthorizationWithProxy::Success {
+                signed_payment: proxy.client_voucher(owner, total),
+                tokens_committed_to_db: total,
+                max_tokens: total,
+            }))
+        }
+        // On a fake-TON root there is nothing to register on chain: granted at once, as the
+        // reference grants it there.
+        ClientRequest::AuthorizeWithProxyLong if proxy.on_fake_ton() => {
+            let owner = state.lock().expect("conn").owner.ok_or_else(|| err(400, "connectToProxy first"))?;
             state.lock().expect("conn").authorized = true;
             let total = proxy.client_total(&owner);
             Ok(cocoon_wire::encode(&AuthorizationWithProxy::Success {

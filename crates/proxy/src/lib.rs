@@ -27,6 +27,7 @@ use cocoon_chain::client::{self as chain_client, ChainClient};
 use cocoon_chain::contracts::{address_of, ClientData, ProxyInit, RootData};
 use cocoon_chain::keys::Keypair;
 use cocoon_chain::messages::{self, op, MIN_FEE};
+use cocoon_chain::reference_contracts::{self, ReferenceContracts};
 use cocoon_chain::voucher::Voucher;
 use cocoon_chain::wallet::{OutMessage, Wallet};
 use cocoon_chain::Address;
@@ -144,7 +145,11 @@ struct ClientBook {
 /// A running proxy's shared state.
 pub struct Proxy {
     cfg: ProxyConfig,
-    chain: Arc<dyn ChainClient>,
+    /// The chain the root and the contracts live on; `None` on a fake-TON root.
+    chain: Option<Arc<dyn ChainClient>>,
+    /// On a fake-TON root: the reference's contracts (addresses, signed payments as the
+    /// reference signs them) and the credit every client has there.
+    reference: Option<ReferenceContracts>,
     wallet: (Keypair, Wallet),
     voucher_key: Keypair,
     init: ProxyInit,
@@ -270,6 +275,72 @@ impl Proxy {
         let state_init = init.state_init(&root.codes.proxy)?;
         let address = address_of(&state_init)?;
         if chain.account(&address).await?.status != "active" {
+            Self::deploy(chain.as_ref(), &wallet, &root, address, state_init).await?;
+        }
+        Self::start_with(
+            cfg,
+            Some(chain),
+            None,
+            root,
+            init,
+            address,
+            voucher_key,
+            wallet,
+            quotes,
+        )
+        .await
+    }
+
+    /// A proxy on a reference fake-TON root (`fake`), as a reference proxy runs with
+    /// `--disable-ton`: no chain, so nothing is deployed or committed; its contract and every
+    /// party's are the reference's (derived from the file's code under `cfg.root`, which must
+    /// be the root the reference roles are configured with), and it signs payments as the
+    /// reference signs them; every client has the reference's fake credit; a test network where
+    /// image hashes and models are not checked (the reference does not check them either).
+    pub async fn start_fake_ton(
+        cfg: ProxyConfig,
+        fake: cocoon_chain::fake_ton::FakeTon,
+        wallet: (Keypair, Wallet),
+        quotes: Arc<dyn QuoteProvider>,
+    ) -> Result<RunningProxy, ProxyError> {
+        let reference = ReferenceContracts::of_fake_ton(&fake)?;
+        let voucher_key = voucher_key(&cfg.dir)?;
+        let owner = wallet.1.address()?;
+        let root = RootData {
+            owner: fake.root_owner.unwrap_or(Address::new([0; 32])),
+            version: fake.version,
+            proxy_hashes: Vec::new(),
+            worker_hashes: Vec::new(),
+            models: Default::default(),
+            proxies: Vec::new(),
+            params: reference.params_view(),
+            codes: reference.codes(),
+        };
+        let init = proxy_init(&root, cfg.root, owner, &voucher_key.public_key());
+        let address = reference.proxy_address(&owner, &voucher_key.public_key(), &cfg.root)?;
+        Self::start_with(
+            cfg,
+            None,
+            Some(reference),
+            root,
+            init,
+            address,
+            voucher_key,
+            wallet,
+            quotes,
+        )
+        .await
+    }
+
+    /// Deploys our proxy contract with the root's minimum stake.
+    async fn deploy(
+        chain: &dyn ChainClient,
+        wallet: &(Keypair, Wallet),
+        root: &RootData,
+        address: Address,
+        state_init: cocoon_chain::tycho_types::models::StateInit,
+    ) -> Result<(), ProxyError> {
+        {
             let stake = root.params.min_proxy_stake;
             tracing::info!("deploying proxy contract {address} with a stake of {stake} nanotons");
             let body = messages::proxy::increase_stake(0, stake)?;
@@ -277,9 +348,24 @@ impl Proxy {
                 init: Some(state_init),
                 ..OutMessage::transfer(address, stake + MIN_FEE, Some(body))
             };
-            chain_client::send_transfer(chain.as_ref(), &wallet.1, &wallet.0, &[msg]).await?;
-            wait_active(chain.as_ref(), &address, Duration::from_secs(60)).await?;
+            chain_client::send_transfer(chain, &wallet.1, &wallet.0, &[msg]).await?;
+            wait_active(chain, &address, Duration::from_secs(60)).await?;
         }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn start_with(
+        cfg: ProxyConfig,
+        chain: Option<Arc<dyn ChainClient>>,
+        reference: Option<ReferenceContracts>,
+        root: RootData,
+        init: ProxyInit,
+        address: Address,
+        voucher_key: Keypair,
+        wallet: (Keypair, Wallet),
+        quotes: Arc<dyn QuoteProvider>,
+    ) -> Result<RunningProxy, ProxyError> {
         let ledger = Ledger::open(&cfg.dir.join("ledger.jsonl"), voucher_key.clone())?;
 
         let mut worker_policy = Policy::new(cfg.worker_policy);
@@ -293,6 +379,7 @@ impl Proxy {
         let proxy = Arc::new(Proxy {
             cfg: cfg.clone(),
             chain,
+            reference,
             wallet,
             voucher_key,
             init,
@@ -340,10 +427,12 @@ impl Proxy {
         let mut tasks = vec![
             tokio::spawn(workers::accept_loop(proxy.clone(), wl, worker_identity)),
             tokio::spawn(clients::accept_loop(proxy.clone(), cl, client_identity)),
-            tokio::spawn(save_state_loop(proxy.clone())),
             tokio::spawn(voucher_loop(proxy.clone())),
-            tokio::spawn(refresh_chain_loop(proxy.clone())),
         ];
+        if proxy.chain.is_some() {
+            tasks.push(tokio::spawn(save_state_loop(proxy.clone())));
+            tasks.push(tokio::spawn(refresh_chain_loop(proxy.clone())));
+        }
         tasks.extend(extra);
         tracing::info!("proxy {address}: workers on {worker_addr}, clients on {client_addr}");
         Ok(RunningProxy {
@@ -483,13 +572,14 @@ impl Proxy {
     /// Reads the contract's and the wallet's money from the chain, keeps it for `/jsonstats`
     /// and sets the `balance_nanotons` gauges (`contract`, `stake`, `clients_held`, `wallet`).
     pub async fn refresh_money(&self) -> Result<OnChainMoney, ProxyError> {
-        let contract = self.chain.account(&self.address).await?;
+        let chain = self.chain()?;
+        let contract = chain.account(&self.address).await?;
         let data = contract
             .data
             .as_ref()
             .ok_or_else(|| cocoon_chain::ChainError::NotActive(self.address.to_raw()))?;
         let state = cocoon_chain::contracts::ProxyData::parse(data)?;
-        let wallet = self.chain.account(&self.wallet.1.address()?).await?;
+        let wallet = chain.account(&self.wallet.1.address()?).await?;
         let money = OnChainMoney {
             contract_balance: contract.balance,
             stake: state.stake,
@@ -509,6 +599,32 @@ impl Proxy {
         }
         *self.money.lock().expect("money") = Some(money);
         Ok(money)
+    }
+
+    /// The chain, or an error saying there is none (a fake-TON root).
+    fn chain(&self) -> Result<&Arc<dyn ChainClient>, ProxyError> {
+        self.chain.as_ref().ok_or_else(|| {
+            ProxyError::Io("this proxy runs on a fake-TON root: there is no chain".into())
+        })
+    }
+
+    /// An address as this proxy writes it on the wire: raw on our own network; on a fake-TON
+    /// root as the reference writes it (user-friendly, non-bounceable, mainnet form).
+    pub(crate) fn wire_address(&self, a: &Address) -> Vec<u8> {
+        match self.reference {
+            None => a.to_raw().into_bytes(),
+            Some(_) => a
+                .to_friendly(cocoon_chain::address::FriendlyFlags {
+                    bounceable: false,
+                    testnet: false,
+                })
+                .into_bytes(),
+        }
+    }
+
+    /// Whether this proxy runs on a reference fake-TON root.
+    pub fn on_fake_ton(&self) -> bool {
+        self.reference.is_some()
     }
 
     /// The money as last read from the chain (None before the first read).
@@ -577,9 +693,12 @@ impl Proxy {
         cocoon_wire::proxy::ProxyParams {
             flags: (),
             proxy_public_key: self.voucher_key.public_key(),
-            proxy_owner_address: self.init.owner.to_raw().into_bytes(),
-            proxy_sc_address: self.address.to_raw().into_bytes(),
-            is_test: Some(self.chain.network() != cocoon_chain::Network::Mainnet),
+            proxy_owner_address: self.wire_address(&self.init.owner),
+            proxy_sc_address: self.wire_address(&self.address),
+            is_test: Some(match &self.chain {
+                Some(c) => c.network() != cocoon_chain::Network::Mainnet,
+                None => true,
+            }),
             proto_version: Some(proto_version),
         }
     }
@@ -608,10 +727,12 @@ impl Proxy {
         {
             return Ok(*a);
         }
-        let a = if worker {
-            self.init.worker_address(self.address, owner)?
-        } else {
-            self.init.client_address(self.address, owner)?
+        let key = self.voucher_key.public_key();
+        let a = match (&self.reference, worker) {
+            (Some(r), true) => r.worker_address(&owner, &self.address, &key)?,
+            (Some(r), false) => r.client_address(&owner, &self.address, &key)?,
+            (None, true) => self.init.worker_address(self.address, owner)?,
+            (None, false) => self.init.client_address(self.address, owner)?,
         };
         self.addresses
             .lock()
@@ -645,15 +766,34 @@ impl Proxy {
         counter: u64,
         target: Address,
     ) -> cocoon_wire::common::SignedPayment {
-        let body = Voucher {
-            op,
-            query_id: counter,
-            counter,
-            target,
-            state_hash: None,
-        }
-        .sign(&self.voucher_key)
-        .and_then(|v| v.body());
+        let body = match &self.reference {
+            // As the reference signs it; the excesses go back to our wallet.
+            Some(_) => {
+                let op = match op {
+                    op::WORKER_PAYOUT_SIGNED => reference_contracts::OP_WORKER_PAYOUT_SIGNED,
+                    _ => reference_contracts::OP_CLIENT_CHARGE_SIGNED,
+                };
+                self.wallet.1.address().and_then(|excesses| {
+                    reference_contracts::signed_payment(
+                        &self.voucher_key,
+                        op,
+                        counter,
+                        counter,
+                        &target,
+                        &excesses,
+                    )
+                })
+            }
+            None => Voucher {
+                op,
+                query_id: counter,
+                counter,
+                target,
+                state_hash: None,
+            }
+            .sign(&self.voucher_key)
+            .and_then(|v| v.body()),
+        };
         match body {
             Ok(cell) => cocoon_wire::common::SignedPayment::Signed {
                 data: cocoon_chain::cells::to_boc(&cell),
@@ -678,7 +818,8 @@ impl Proxy {
 
     fn worker_voucher(&self, owner: Address, tokens: u64) -> cocoon_wire::common::SignedPayment {
         match self.worker_contract(owner) {
-            Ok(target) if tokens > 0 => {
+            // A reference worker wants a signed payment even for nothing yet.
+            Ok(target) if tokens > 0 || self.reference.is_some() => {
                 self.signed_payment(op::WORKER_PAYOUT_SIGNED, tokens, target)
             }
             _ => cocoon_wire::common::SignedPayment::Empty,
@@ -799,7 +940,8 @@ async fn refresh_chain_loop(proxy: Arc<Proxy>) {
             tracing::warn!("reading the proxy's balances failed: {e}");
         }
         tokio::time::sleep(Duration::from_secs(10)).await;
-        match chain_client::read_root(proxy.chain.as_ref(), &proxy.cfg.root).await {
+        let Ok(chain) = proxy.chain() else { return };
+        match chain_client::read_root(chain.as_ref(), &proxy.cfg.root).await {
             Ok(r) => *proxy.root.lock().expect("root") = r,
             Err(e) => tracing::warn!("refreshing the root failed: {e}"),
         }
@@ -821,6 +963,9 @@ async fn save_state_loop(proxy: Arc<Proxy>) {
 
 /// One `save_state` commit if the ledger moved (public for tests and shutdown).
 pub async fn save_state_now(proxy: &Arc<Proxy>) -> Result<(), ProxyError> {
+    if proxy.chain.is_none() {
+        return Ok(());
+    }
     let mut seq = 0;
     save_state_once(proxy, &mut seq).await
 }
@@ -835,7 +980,8 @@ async fn save_state_once(proxy: &Arc<Proxy>, committed_seq: &mut u64) -> Result<
     }
     // Commit on chain only what is on disk.
     proxy.durable(seq).await?;
-    let on_chain = chain_client::read_proxy(proxy.chain.as_ref(), &proxy.address)
+    let chain = proxy.chain()?;
+    let on_chain = chain_client::read_proxy(chain.as_ref(), &proxy.address)
         .await?
         .saved_seqno;
     let seqno = seqno.max(on_chain + 1);
@@ -849,7 +995,7 @@ async fn save_state_once(proxy: &Arc<Proxy>, committed_seq: &mut u64) -> Result<
     .sign(&proxy.voucher_key)?
     .body()?;
     chain_client::send_transfer(
-        proxy.chain.as_ref(),
+        chain.as_ref(),
         &proxy.wallet.1,
         &proxy.wallet.0,
         &[OutMessage::transfer(proxy.address, MIN_FEE, Some(body))],

@@ -129,8 +129,9 @@ fn handle_query(
                     }
                 }
             }
-            if params.coefficient <= 0 {
-                return Err(bad("coefficient must be positive"));
+            // As the reference: 0 (everything free) up to a billion thousandths.
+            if !(0..1_000_000_000).contains(&params.coefficient) {
+                return Err(bad("invalid coefficient value"));
             }
             let proto = Proxy::settle_proto(params.min_proto_version, params.max_proto_version)
                 .ok_or_else(|| {
@@ -147,7 +148,7 @@ fn handle_query(
             st.proto = proto;
             Ok(cocoon_wire::encode(&ConnectedToProxy {
                 params: proxy.proxy_params(proto),
-                worker_sc_address: worker_sc.to_raw().into_bytes(),
+                worker_sc_address: proxy.wire_address(&worker_sc),
             }))
         }
         WorkerRequest::CompareBalanceWithProxy {

@@ -126,7 +126,7 @@ pub fn generate(
     let report_data: [u8; 64] = Sha512::digest(&claims_bytes).into();
     let quote = provider.quote(&report_data)?;
 
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut params = reference_params()?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, opts.common_name.as_str());
     params.distinguished_name = dn;
@@ -152,11 +152,31 @@ pub fn generate(
     })
 }
 
+/// Certificate parameters with the subject alternative names every reference certificate
+/// carries (`localhost`, `127.0.0.1` as a DNS name, `::1`): a reference TLS client checks the
+/// peer's certificate against the host name "127.0.0.1" whatever it dials, so a certificate
+/// without that name is refused by every reference role.
+fn reference_params() -> Result<CertificateParams, CertError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    // Both as DNS names (the reference writes "127.0.0.1" as one, and checks it as one).
+    for name in ["localhost", "127.0.0.1"] {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::DnsName(name.try_into()?));
+    }
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress(std::net::IpAddr::V6(
+            std::net::Ipv6Addr::LOCALHOST,
+        )));
+    Ok(params)
+}
+
 /// A plain self-signed certificate for a new key, without RA-TLS extensions: what a reference
 /// client presents (it runs outside a TEE). Only the `any` policy accepts it.
 pub fn generate_plain(opts: &CertOptions) -> Result<RaTlsCert, CertError> {
     let key = generate_key()?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut params = reference_params()?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, opts.common_name.as_str());
     params.distinguished_name = dn;

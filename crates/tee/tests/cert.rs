@@ -454,3 +454,27 @@ fn our_default_fake_certificate_has_the_references_form() {
         cert::report_data_for(&parsed.public_key).to_vec()
     );
 }
+
+#[test]
+fn our_certificates_name_the_host_every_reference_tls_client_checks() {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    // A reference TLS client verifies its peer for the host name "127.0.0.1", whatever it
+    // dials; the reference's own certificates carry these names, and so must ours.
+    let (c, _) =
+        cert::generate_new(&FakeTdxProvider::default(), &CertOptions::new("p", NOW)).unwrap();
+    let plain = cert::generate_plain(&CertOptions::new("c", NOW)).unwrap();
+    for der in [&c.cert_der, &plain.cert_der] {
+        let (_, x) = X509Certificate::from_der(der).unwrap();
+        let san = x.subject_alternative_name().unwrap().unwrap();
+        let dns: Vec<&str> = san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::DNSName(d) => Some(*d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dns, ["localhost", "127.0.0.1"]);
+    }
+}

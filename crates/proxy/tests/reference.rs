@@ -1,0 +1,161 @@
+//! Our proxy in a reference COCOON network: a reference client-runner (dialing it directly,
+//! PoW and RA-TLS of its own) and a reference worker-runner (through the reference SOCKS5
+//! router, whose fake_tdx policy judges our certificate) serving our FAKE engine, on the
+//! reference's fake TON. Passing means our proxy's handshakes with both, the contract
+//! addresses it names (the reference roles recompute them from the root's code and refuse
+//! others), the payments it signs (a reference worker refuses a proxy whose signature does not
+//! check), its relay of the reference worker's answer and its billing of that worker's counts
+//! are all what reference peers expect.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_chain::fake_ton::FakeTon;
+use cocoon_chain::keys::Keypair;
+use cocoon_chain::wallet::{Wallet, WalletVersion};
+use cocoon_engine::fake::{FakeEngine, FAKE_MODEL};
+use cocoon_proxy::{Proxy, ProxyConfig};
+use cocoon_reference::RefNet;
+use cocoon_tee::{FakeTdxProvider, PolicyKind};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_client_and_worker_meet_through_our_proxy() {
+    // Our proxy's own account of what it refused, shown when the test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("cocoon_proxy=info")
+        .with_test_writer()
+        .try_init();
+    let engine = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = engine.local_addr().unwrap().to_string();
+    tokio::spawn(cocoon_engine::server::serve(
+        engine,
+        Arc::new(FakeEngine::default()),
+    ));
+    let (workers_port, clients_port) = (free_port(), free_port());
+    let net = RefNet::start(
+        "router-socks,worker,client",
+        &[
+            "--client-direct",
+            // They can only be ready once our proxy runs, which needs their fake-TON file.
+            "--no-wait",
+            "--proxy-worker-port",
+            &workers_port.to_string(),
+            "--proxy-client-port",
+            &clients_port.to_string(),
+            "--backend",
+            &backend,
+            "--model",
+            FAKE_MODEL,
+            "--worker-coefficient",
+            "1000",
+            "--policy",
+            "fake_tdx",
+            "-v",
+            "1",
+        ],
+    );
+    let fake = FakeTon::load(std::path::Path::new(
+        net.info()["fake_ton_config"].as_str().unwrap(),
+    ))
+    .unwrap();
+    let conf: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(net.dir().join("conf/client-config.json")).unwrap(),
+    )
+    .unwrap();
+    let root = conf["root_contract_address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = Keypair::generate();
+    let wallet = Wallet::new(
+        WalletVersion::V4r2,
+        key.public_key(),
+        cocoon_chain::Network::Mainnet,
+    );
+    let running = Proxy::start_fake_ton(
+        ProxyConfig {
+            dir: dir.path().to_path_buf(),
+            worker_listen: format!("127.0.0.1:{workers_port}").parse().unwrap(),
+            client_listen: format!("127.0.0.1:{clients_port}").parse().unwrap(),
+            root,
+            worker_policy: PolicyKind::FakeTdx,
+            pow_difficulty: 12,
+            save_state_interval: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
+            http_listen: None,
+        },
+        fake,
+        (key, wallet),
+        Arc::new(FakeTdxProvider::default()),
+    )
+    .await
+    .unwrap();
+
+    // Both reference roles redial every ~10 s; the client lists the model once the worker
+    // joined us and it is connected too.
+    let api = net.info()["client_url"].as_str().unwrap().to_string();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let listed = match http.get(format!("{api}/v1/models")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if listed.contains(FAKE_MODEL) && listed.contains("coefficient") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reference roles never met through our proxy: {listed}\nworkers: {:?}\n{}",
+            running.proxy.workers(),
+            net.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let r = http
+        .post(format!("{api}/v1/chat/completions"))
+        .json(&serde_json::json!({
+            "model": FAKE_MODEL,
+            "messages": [{"role": "user", "content": "hello"}],
+            "max_tokens": 200,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", net.logs());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion", "{body}");
+    assert_eq!(body["usage"]["completion_tokens"], 100);
+
+    // Billed as the reference proxy bills it: the reference worker's adjusted total (34 − 11
+    // prompt, 11 cached, 100 − 10 completion, 10 reasoning at 1.0), to the client and the worker.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let totals = running.proxy.totals();
+        let clients: Vec<u64> = totals.clients.values().copied().collect();
+        let workers: Vec<u64> = totals.workers.values().copied().collect();
+        if clients == [134] && workers == [134] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "billed clients {clients:?}, workers {workers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.stop();
+}
