@@ -39,7 +39,7 @@ chain_api = "http://127.0.0.1:8081/api/v2"   # any toncenter v2 API: `cocoon cha
 # chain_dir = ".chain"                       # a local chain: through the API of the process that runs it
 #                                            # (`cocoon up`, `cocoon chain serve`), else opened here
 # fake_ton = "fake-ton-config.json"          # no chain: the reference COCOON's fake-TON file, to run
-#                                            # beside reference roles that read it (client, worker)
+#                                            # beside reference roles that read it (set root to theirs)
 # chain_api_key = "…"                        # or the TONCENTER_API_KEY environment variable
 network = "local"                            # local | testnet | mainnet
 root = "0:…"                                 # the root contract (`cocoon root show`; with chain_dir: its own)

@@ -153,7 +153,7 @@ pub struct Common {
     /// …a local chain directory opened in process (only one process may open it), or…
     pub chain_dir: Option<PathBuf>,
     /// …no chain: the reference's fake-TON file (its fake-ton-config.json, rendered), to run
-    /// beside reference roles that read the same file (client and worker).
+    /// beside reference roles that read the same file (`root` must then name their root).
     pub fake_ton: Option<PathBuf>,
     /// API key for chain_api (also TONCENTER_API_KEY).
     pub chain_api_key: Option<String>,
@@ -442,31 +442,29 @@ fn half() -> String {
 /// `cocoon proxy --config FILE`.
 pub fn proxy(config: &Path) -> Result<()> {
     let c: ProxyToml = read_config(config)?;
-    if c.common.fake_ton.is_some() {
-        bail!(
-            "fake_ton: our proxy does not run on a fake-TON root yet (it needs the chain for its \
-             contract, credit and vouchers); clients and workers do"
-        );
-    }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let running = cocoon_proxy::Proxy::start(
-            cocoon_proxy::ProxyConfig {
-                dir: c.common.dir.clone(),
-                worker_listen: c.worker_listen,
-                client_listen: c.client_listen,
-                root: c.common.root()?,
-                worker_policy: c.common.policy()?,
-                pow_difficulty: c.pow_difficulty,
-                save_state_interval: Duration::from_secs(c.save_state_interval_secs.max(1)),
-                request_timeout: Duration::from_secs(600),
-                http_listen: c.http_listen,
-            },
-            c.common.chain()?,
-            c.common.wallet()?,
-            std::sync::Arc::from(c.common.quotes()?),
-        )
-        .await?;
+        let cfg = cocoon_proxy::ProxyConfig {
+            dir: c.common.dir.clone(),
+            worker_listen: c.worker_listen,
+            client_listen: c.client_listen,
+            root: c.common.root()?,
+            worker_policy: c.common.policy()?,
+            pow_difficulty: c.pow_difficulty,
+            save_state_interval: Duration::from_secs(c.save_state_interval_secs.max(1)),
+            request_timeout: Duration::from_secs(600),
+            http_listen: c.http_listen,
+        };
+        let quotes = std::sync::Arc::from(c.common.quotes()?);
+        let running = match c.common.fake_ton()? {
+            Some(fake) => {
+                cocoon_proxy::Proxy::start_fake_ton(cfg, fake, c.common.wallet()?, quotes).await?
+            }
+            None => {
+                let chain = c.common.chain()?;
+                cocoon_proxy::Proxy::start(cfg, chain, c.common.wallet()?, quotes).await?
+            }
+        };
         println!(
             "proxy contract {} (voucher key {}); workers on {}, clients on {}{}",
             running.proxy.address(),
