@@ -182,6 +182,74 @@ impl ReferenceContracts {
     }
 }
 
+/// What a proxy on a fake-TON root announces about itself and about our contract there.
+#[derive(Debug, Clone, Copy)]
+pub struct AnnouncedProxy<'a> {
+    /// `proxy.params.proxy_owner_address`.
+    pub owner: &'a [u8],
+    /// `proxy.params.proxy_sc_address`.
+    pub contract: &'a [u8],
+    /// `proxy.params.proxy_public_key`.
+    pub public_key: &'a [u8; 32],
+    /// `proxy.params.is_test`.
+    pub is_test: Option<bool>,
+    /// Our contract there (`client_sc_address` or `worker_sc_address`).
+    pub ours: &'a [u8],
+}
+
+impl ReferenceContracts {
+    /// Checks what a proxy announces as a reference client (`worker`: false) or worker checks
+    /// it: a test network; our contract at the proxy it names is the one the root's code makes
+    /// for `owner`; and, when `root` is known, its own contract is the one the code makes for
+    /// its owner and key under that root. Returns the proxy's contract and ours; the error says
+    /// which address differs from which.
+    pub fn check_proxy(
+        &self,
+        p: AnnouncedProxy<'_>,
+        worker: bool,
+        owner: &Address,
+        root: Option<&Address>,
+    ) -> Result<(Address, Address), String> {
+        let parse = |what: &str, raw: &[u8]| -> Result<Address, String> {
+            let text = String::from_utf8_lossy(raw);
+            text.parse()
+                .map_err(|e| format!("the proxy's {what} {text:?}: {e}"))
+        };
+        let role = if worker { "worker" } else { "client" };
+        let proxy = parse("contract address", p.contract)?;
+        let said = parse(&format!("{role} contract address"), p.ours)?;
+        if p.is_test != Some(true) {
+            return Err(
+                "a proxy on a fake-TON root must say it is a test network (is_test)".into(),
+            );
+        }
+        let made = if worker {
+            self.worker_address(owner, &proxy, p.public_key)
+        } else {
+            self.client_address(owner, &proxy, p.public_key)
+        }
+        .map_err(|e| e.to_string())?;
+        if made != said {
+            return Err(format!(
+                "the proxy says our {role} contract is {said}, the root's code makes it {made}"
+            ));
+        }
+        if let Some(root) = root {
+            let proxy_owner = parse("owner address", p.owner)?;
+            let expected = self
+                .proxy_address(&proxy_owner, p.public_key, root)
+                .map_err(|e| e.to_string())?;
+            if expected != proxy {
+                return Err(format!(
+                    "the proxy says its contract is {proxy}, the root's code makes it {expected} \
+                     (owner {proxy_owner}, root {root})"
+                ));
+            }
+        }
+        Ok((proxy, said))
+    }
+}
+
 /// A payment the proxy signs as the reference's proxy signs it (`sign_and_wrap_message`): an
 /// inner cell `op:32 qid:64 tokens:64 target:addr` — the cumulative tokens for the target
 /// contract — signed with Ed25519 over its hash, wrapped as `op:32 qid:64 excesses:addr

@@ -559,37 +559,18 @@ impl Client {
         fake: &cocoon_chain::fake_ton::FakeTon,
         c: &ClientConnectedToProxy,
     ) -> Result<(Address, Address), ClientError> {
-        let parse = |what: &str, raw: &[u8]| -> Result<Address, ClientError> {
-            let text = String::from_utf8_lossy(raw);
-            text.parse()
-                .map_err(|e| ClientError::Refused(format!("the proxy's {what} {text:?}: {e}")))
-        };
-        let proxy = parse("contract address", &c.params.proxy_sc_address)?;
-        let client_sc = parse("client contract address", &c.client_sc_address)?;
-        if c.params.is_test != Some(true) {
-            return Err(ClientError::Refused(
-                "a proxy on a fake-TON root must say it is a test network (is_test)".into(),
-            ));
-        }
         let contracts = cocoon_chain::reference_contracts::ReferenceContracts::of_fake_ton(fake)?;
-        let key = &c.params.proxy_public_key;
-        let ours = contracts.client_address(&self.owner(), &proxy, key)?;
-        if ours != client_sc {
-            return Err(ClientError::Refused(format!(
-                "the proxy says our client contract is {client_sc}, the root's code makes it {ours}"
-            )));
-        }
-        if self.cfg.root != Address::new([0; 32]) {
-            let owner = parse("owner address", &c.params.proxy_owner_address)?;
-            let expected = contracts.proxy_address(&owner, key, &self.cfg.root)?;
-            if expected != proxy {
-                return Err(ClientError::Refused(format!(
-                    "the proxy says its contract is {proxy}, the root's code makes it {expected} \
-                     (owner {owner}, root {})",
-                    self.cfg.root
-                )));
-            }
-        }
+        let announced = cocoon_chain::reference_contracts::AnnouncedProxy {
+            owner: &c.params.proxy_owner_address,
+            contract: &c.params.proxy_sc_address,
+            public_key: &c.params.proxy_public_key,
+            is_test: c.params.is_test,
+            ours: &c.client_sc_address,
+        };
+        let root = (self.cfg.root != Address::new([0; 32])).then_some(&self.cfg.root);
+        let (proxy, client_sc) = contracts
+            .check_proxy(announced, false, &self.owner(), root)
+            .map_err(ClientError::Refused)?;
         let mut accounts = self.accounts.lock().expect("accounts");
         let a = accounts.entry(proxy).or_default();
         a.proxy = proxy;

@@ -41,11 +41,8 @@ async fn setup(dir: &std::path::Path) -> (RefNet, Arc<Client>) {
             "1",
         ],
     );
-    let fake = FakeTon::load(std::path::Path::new(
-        net.info()["fake_ton_config"].as_str().unwrap(),
-    ))
-    .unwrap();
-    let client = our_client(dir, fake, reference_root(&net))
+    let fake = FakeTon::load(&net.fake_ton_config()).unwrap();
+    let client = our_client(dir, fake, net.root_address().parse().unwrap())
         .await
         .unwrap_or_else(|e| panic!("our client did not connect: {e}\n{}", net.logs()));
     // The reference worker joins the proxy on its own schedule (it retries every ~10 s).
@@ -162,10 +159,7 @@ async fn a_reference_proxys_refusal_is_a_clear_error_not_a_hang() {
     let (net, client) = setup(dir.path()).await;
     // Under another root the reference proxy's contract is not the one it names: refused, as
     // a reference client refuses it (so the check in setup really ran, and matched).
-    let fake = FakeTon::load(std::path::Path::new(
-        net.info()["fake_ton_config"].as_str().unwrap(),
-    ))
-    .unwrap();
+    let fake = FakeTon::load(&net.fake_ton_config()).unwrap();
     let other = tempfile::tempdir().unwrap();
     let e = our_client(other.path(), fake, cocoon_chain::Address::new([7; 32]))
         .await
@@ -203,18 +197,4 @@ async fn a_reference_proxys_refusal_is_a_clear_error_not_a_hang() {
         .err()
         .expect("refused");
     assert!(e.to_string().contains("foo"), "{e}");
-}
-
-/// The root contract address the reference roles of `net` use (from the proxy's rendered
-/// config).
-fn reference_root(net: &RefNet) -> cocoon_chain::Address {
-    let conf: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(net.dir().join("conf/proxy-config.json")).unwrap(),
-    )
-    .unwrap();
-    conf["root_contract_address"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap()
 }

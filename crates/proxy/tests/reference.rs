@@ -62,19 +62,8 @@ async fn a_reference_client_and_worker_meet_through_our_proxy() {
             "1",
         ],
     );
-    let fake = FakeTon::load(std::path::Path::new(
-        net.info()["fake_ton_config"].as_str().unwrap(),
-    ))
-    .unwrap();
-    let conf: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(net.dir().join("conf/client-config.json")).unwrap(),
-    )
-    .unwrap();
-    let root = conf["root_contract_address"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let fake = FakeTon::load(&net.fake_ton_config()).unwrap();
+    let root = net.root_address().parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let key = Keypair::generate();
     let wallet = Wallet::new(
@@ -103,28 +92,13 @@ async fn a_reference_client_and_worker_meet_through_our_proxy() {
 
     // Both reference roles redial every ~10 s; the client lists the model once the worker
     // joined us and it is connected too.
+    net.wait_client_lists(FAKE_MODEL, Duration::from_secs(120))
+        .await;
     let api = net.info()["client_url"].as_str().unwrap().to_string();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let listed = match http.get(format!("{api}/v1/models")).send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        if listed.contains(FAKE_MODEL) && listed.contains("coefficient") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the reference roles never met through our proxy: {listed}\nworkers: {:?}\n{}",
-            running.proxy.workers(),
-            net.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 
     let r = http
         .post(format!("{api}/v1/chat/completions"))

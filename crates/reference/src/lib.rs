@@ -101,6 +101,91 @@ impl RefNet {
         self.dir.path()
     }
 
+    /// The fake-TON file the roles read (hand it to our roles as `fake_ton`).
+    pub fn fake_ton_config(&self) -> PathBuf {
+        PathBuf::from(
+            self.info["fake_ton_config"]
+                .as_str()
+                .unwrap_or_else(|| panic!("run-local reported no fake_ton_config: {}", self.info)),
+        )
+    }
+
+    /// The root contract address the reference roles are configured with (their rendered
+    /// configs' `root_contract_address`); our roles recompute contracts under it as theirs do.
+    pub fn root_address(&self) -> String {
+        for role in ["proxy", "client", "worker"] {
+            let path = self.dir().join(format!("conf/{role}-config.json"));
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let conf: serde_json::Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                if let Some(root) = conf["root_contract_address"].as_str() {
+                    return root.to_string();
+                }
+            }
+        }
+        panic!(
+            "no rendered config names the root in {}",
+            self.dir().display()
+        )
+    }
+
+    /// Waits until the reference client's OpenAI API lists `model` with its workers (the
+    /// reference roles redial every ~10 s, so a network of mixed roles takes a while to meet);
+    /// panics after `limit` with what it listed and the runners' logs.
+    pub async fn wait_client_lists(&self, model: &str, limit: std::time::Duration) {
+        let api = self.addr("client_http");
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let listed = http_get(api, "/v1/models").await.unwrap_or_default();
+            if listed.contains(model) && listed.contains("coefficient") {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the reference client never listed {model} within {limit:?}: {listed}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// One HTTP GET of `path` at `addr`: the body (read to its Content-Length, or to the end of the
+/// connection when there is none), or `None` when it failed within 10 s.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let get = async {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.ok()?;
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = tcp.read(&mut buf).await.ok()?;
+            raw.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&raw);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head.lines().find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())
+                        .flatten()
+                });
+                if n == 0 || length.is_some_and(|len| body.len() >= len) {
+                    return Some(body.to_string());
+                }
+            } else if n == 0 {
+                return None;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), get)
+        .await
+        .ok()
+        .flatten()
+}
+
+impl RefNet {
     /// Every runner's log, for a failing test's message.
     pub fn logs(&self) -> String {
         logs(self.dir.path())

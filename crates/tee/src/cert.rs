@@ -126,12 +126,7 @@ pub fn generate(
     let report_data: [u8; 64] = Sha512::digest(&claims_bytes).into();
     let quote = provider.quote(&report_data)?;
 
-    let mut params = reference_params()?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, opts.common_name.as_str());
-    params.distinguished_name = dn;
-    params.not_before = to_time(opts.not_before)?;
-    params.not_after = to_time(opts.not_before.saturating_add(opts.validity_secs))?;
+    let mut params = reference_params(opts)?;
     for (oid, content) in [
         (QUOTE_EXTENSION_OID, quote),
         (CLAIMS_EXTENSION_OID, claims_bytes),
@@ -152,12 +147,17 @@ pub fn generate(
     })
 }
 
-/// Certificate parameters with the subject alternative names every reference certificate
-/// carries (`localhost`, `127.0.0.1` as a DNS name, `::1`): a reference TLS client checks the
-/// peer's certificate against the host name "127.0.0.1" whatever it dials, so a certificate
-/// without that name is refused by every reference role.
-fn reference_params() -> Result<CertificateParams, CertError> {
+/// Certificate parameters for `opts` (name, validity) with the subject alternative names every
+/// reference certificate carries (`localhost`, `127.0.0.1` as a DNS name, `::1`): a reference
+/// TLS client checks the peer's certificate against the host name "127.0.0.1" whatever it
+/// dials, so a certificate without that name is refused by every reference role.
+fn reference_params(opts: &CertOptions) -> Result<CertificateParams, CertError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, opts.common_name.as_str());
+    params.distinguished_name = dn;
+    params.not_before = to_time(opts.not_before)?;
+    params.not_after = to_time(opts.not_before.saturating_add(opts.validity_secs))?;
     // Both as DNS names (the reference writes "127.0.0.1" as one, and checks it as one).
     for name in ["localhost", "127.0.0.1"] {
         params
@@ -176,13 +176,7 @@ fn reference_params() -> Result<CertificateParams, CertError> {
 /// client presents (it runs outside a TEE). Only the `any` policy accepts it.
 pub fn generate_plain(opts: &CertOptions) -> Result<RaTlsCert, CertError> {
     let key = generate_key()?;
-    let mut params = reference_params()?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, opts.common_name.as_str());
-    params.distinguished_name = dn;
-    params.not_before = to_time(opts.not_before)?;
-    params.not_after = to_time(opts.not_before.saturating_add(opts.validity_secs))?;
-    let cert = params.self_signed(&key)?;
+    let cert = reference_params(opts)?.self_signed(&key)?;
     Ok(RaTlsCert {
         cert_der: cert.der().to_vec(),
         key_pkcs8: key.serialize_der(),

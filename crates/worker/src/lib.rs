@@ -536,37 +536,18 @@ impl Worker {
         fake: &cocoon_chain::fake_ton::FakeTon,
         c: &ConnectedToProxy,
     ) -> Result<(Address, Address), WorkerError> {
-        let parse = |what: &str, raw: &[u8]| -> Result<Address, WorkerError> {
-            let text = String::from_utf8_lossy(raw);
-            text.parse()
-                .map_err(|e| WorkerError::Refused(format!("the proxy's {what} {text:?}: {e}")))
-        };
-        let proxy = parse("contract address", &c.params.proxy_sc_address)?;
-        let worker_sc = parse("worker contract address", &c.worker_sc_address)?;
-        if c.params.is_test != Some(true) {
-            return Err(WorkerError::Refused(
-                "a proxy on a fake-TON root must say it is a test network (is_test)".into(),
-            ));
-        }
         let contracts = cocoon_chain::reference_contracts::ReferenceContracts::of_fake_ton(fake)?;
-        let key = &c.params.proxy_public_key;
-        let ours = contracts.worker_address(&self.owner(), &proxy, key)?;
-        if ours != worker_sc {
-            return Err(WorkerError::Refused(format!(
-                "the proxy says our worker contract is {worker_sc}, the root's code makes it {ours}"
-            )));
-        }
-        if self.cfg.root != Address::new([0; 32]) {
-            let owner = parse("owner address", &c.params.proxy_owner_address)?;
-            let expected = contracts.proxy_address(&owner, key, &self.cfg.root)?;
-            if expected != proxy {
-                return Err(WorkerError::Refused(format!(
-                    "the proxy says its contract is {proxy}, the root's code makes it {expected} \
-                     (owner {owner}, root {})",
-                    self.cfg.root
-                )));
-            }
-        }
+        let announced = cocoon_chain::reference_contracts::AnnouncedProxy {
+            owner: &c.params.proxy_owner_address,
+            contract: &c.params.proxy_sc_address,
+            public_key: &c.params.proxy_public_key,
+            is_test: c.params.is_test,
+            ours: &c.worker_sc_address,
+        };
+        let root = (self.cfg.root != Address::new([0; 32])).then_some(&self.cfg.root);
+        let (proxy, worker_sc) = contracts
+            .check_proxy(announced, true, &self.owner(), root)
+            .map_err(WorkerError::Refused)?;
         let params = Params {
             price_per_token: fake.price_per_token,
             worker_fee_per_token: fake.worker_fee_per_token,
@@ -886,6 +867,18 @@ impl Worker {
                 ..Default::default()
             })
         };
+        // The end: the body's tail with the adjusted counts on it; the engine's usage.
+        let finish = |fmt: &mut Formatter,
+                      usage: &cocoon_engine::engine::Usage,
+                      reason: cocoon_engine::engine::FinishReason| {
+            let tail = fmt.done(usage, reason);
+            let u = engine_usage(usage);
+            send(AnswerMessage::Part {
+                bytes: tail,
+                end: Some((adjusted(&u), timings())),
+            });
+            u
+        };
         let mut finished: Option<TokenUsage> = None;
         while alive {
             let event = tokio::select! {
@@ -925,13 +918,7 @@ impl Worker {
                             usage,
                             finish_reason,
                         }))) => {
-                            let tail = fmt.done(&usage, finish_reason);
-                            let u = engine_usage(&usage);
-                            send(AnswerMessage::Part {
-                                bytes: tail,
-                                end: Some((adjusted(&u), timings())),
-                            });
-                            finished = Some(u);
+                            finished = Some(finish(&mut fmt, &usage, finish_reason));
                             break;
                         }
                         Some(Some(Ok(Event::Text(_)))) => unreachable!("text is consumed above"),
@@ -952,13 +939,7 @@ impl Worker {
                     usage,
                     finish_reason,
                 })) => {
-                    let tail = fmt.done(&usage, finish_reason);
-                    let u = engine_usage(&usage);
-                    send(AnswerMessage::Part {
-                        bytes: tail,
-                        end: Some((adjusted(&u), timings())),
-                    });
-                    finished = Some(u);
+                    finished = Some(finish(&mut fmt, &usage, finish_reason));
                     break;
                 }
                 Some(Err(e)) => {

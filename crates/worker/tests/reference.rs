@@ -31,10 +31,7 @@ async fn a_reference_client_is_answered_by_our_worker_behind_a_reference_proxy()
             "1",
         ],
     );
-    let fake = FakeTon::load(std::path::Path::new(
-        net.info()["fake_ton_config"].as_str().unwrap(),
-    ))
-    .unwrap();
+    let fake = FakeTon::load(&net.fake_ton_config()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let key = Keypair::generate();
     let wallet = Wallet::new(
@@ -47,7 +44,7 @@ async fn a_reference_client_is_answered_by_our_worker_behind_a_reference_proxy()
             dir: dir.path().to_path_buf(),
             // The root the reference roles were configured with: our role recomputes the
             // proxy's contract under it, as theirs do.
-            root: reference_root(&net),
+            root: net.root_address().parse().unwrap(),
             proxies: vec![],
             model: FAKE_MODEL.to_string(),
             coefficient: 1000,
@@ -65,28 +62,14 @@ async fn a_reference_client_is_answered_by_our_worker_behind_a_reference_proxy()
     .unwrap();
     tokio::spawn(worker.clone().run());
 
+    // The reference client lists the model once our worker has joined its proxy.
+    net.wait_client_lists(FAKE_MODEL, Duration::from_secs(90))
+        .await;
     let api = net.info()["client_url"].as_str().unwrap().to_string();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    // The reference client lists the model once our worker has joined its proxy.
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let listed = match http.get(format!("{api}/v1/models")).send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        if listed.contains(FAKE_MODEL) && listed.contains("coefficient") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "our worker never showed up at the reference client: {listed}\n{}",
-            net.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 
     for stream in [false, true] {
         let r = http
@@ -136,18 +119,4 @@ async fn a_reference_client_is_answered_by_our_worker_behind_a_reference_proxy()
     assert_eq!(total("completion_adjusted_tokens_used"), 180.0, "{stats}");
     assert_eq!(total("reasoning_adjusted_tokens_used"), 20.0, "{stats}");
     worker.kill();
-}
-
-/// The root contract address the reference roles of `net` use (from the proxy's rendered
-/// config).
-fn reference_root(net: &RefNet) -> cocoon_chain::Address {
-    let conf: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(net.dir().join("conf/proxy-config.json")).unwrap(),
-    )
-    .unwrap();
-    conf["root_contract_address"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap()
 }
