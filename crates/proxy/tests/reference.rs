@@ -26,8 +26,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reference_client_and_worker_meet_through_our_proxy() {
+/// The reference roles `roles` (a client dialing our proxy directly, maybe a worker through the
+/// SOCKS5 router, serving our FAKE engine at coefficient 1.0), and our proxy where their
+/// fake-TON file says the proxy is.
+async fn reference_around_our_proxy(
+    roles: &str,
+) -> (RefNet, cocoon_proxy::RunningProxy, tempfile::TempDir) {
     // Our proxy's own account of what it refused, shown when the test fails.
     let _ = tracing_subscriber::fmt()
         .with_env_filter("cocoon_proxy=info")
@@ -41,7 +45,7 @@ async fn a_reference_client_and_worker_meet_through_our_proxy() {
     ));
     let (workers_port, clients_port) = (free_port(), free_port());
     let net = RefNet::start(
-        "router-socks,worker,client",
+        roles,
         &[
             "--client-direct",
             // They can only be ready once our proxy runs, which needs their fake-TON file.
@@ -73,7 +77,7 @@ async fn a_reference_client_and_worker_meet_through_our_proxy() {
     );
     let running = Proxy::start_fake_ton(
         ProxyConfig {
-            dir: dir.path().to_path_buf(),
+            dir: dir.path().join("proxy"),
             worker_listen: format!("127.0.0.1:{workers_port}").parse().unwrap(),
             client_listen: format!("127.0.0.1:{clients_port}").parse().unwrap(),
             root,
@@ -89,9 +93,16 @@ async fn a_reference_client_and_worker_meet_through_our_proxy() {
     )
     .await
     .unwrap();
+    (net, running, dir)
+}
 
-    // Both reference roles redial every ~10 s; the client lists the model once the worker
-    // joined us and it is connected too.
+/// One chat request through the reference client's OpenAI API, and the bills our proxy wrote
+/// for it: the worker's adjusted total (34 − 11 prompt, 11 cached, 100 − 10 completion, 10
+/// reasoning at coefficient 1.0 = 134), to the client and to the worker, as the reference
+/// proxy bills it.
+async fn one_request_billed_134(net: &RefNet, running: &cocoon_proxy::RunningProxy) {
+    // The reference roles redial every ~10 s; the client lists the model once a worker joined
+    // us and it is connected too.
     net.wait_client_lists(FAKE_MODEL, Duration::from_secs(120))
         .await;
     let api = net.info()["client_url"].as_str().unwrap().to_string();
@@ -99,7 +110,6 @@ async fn a_reference_client_and_worker_meet_through_our_proxy() {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-
     let r = http
         .post(format!("{api}/v1/chat/completions"))
         .json(&serde_json::json!({
@@ -114,9 +124,6 @@ async fn a_reference_client_and_worker_meet_through_our_proxy() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["object"], "chat.completion", "{body}");
     assert_eq!(body["usage"]["completion_tokens"], 100);
-
-    // Billed as the reference proxy bills it: the reference worker's adjusted total (34 − 11
-    // prompt, 11 cached, 100 − 10 completion, 10 reasoning at 1.0), to the client and the worker.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let totals = running.proxy.totals();
@@ -131,5 +138,45 @@ async fn a_reference_client_and_worker_meet_through_our_proxy() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_client_and_worker_meet_through_our_proxy() {
+    let (net, running, _dir) = reference_around_our_proxy("router-socks,worker,client").await;
+    one_request_billed_134(&net, &running).await;
+    running.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_client_is_served_by_our_proxy_and_our_worker() {
+    let (net, running, dir) = reference_around_our_proxy("client").await;
+    let key = Keypair::generate();
+    let wallet = Wallet::new(
+        WalletVersion::V4r2,
+        key.public_key(),
+        cocoon_chain::Network::Mainnet,
+    );
+    let worker = cocoon_worker::Worker::new_fake_ton(
+        cocoon_worker::WorkerConfig {
+            dir: dir.path().join("worker"),
+            root: net.root_address().parse().unwrap(),
+            proxies: vec![],
+            model: FAKE_MODEL.to_string(),
+            coefficient: 1000,
+            max_active: 16,
+            proxy_policy: PolicyKind::FakeTdx,
+            max_pow_difficulty: cocoon_net::DEFAULT_MAX_POW_DIFFICULTY,
+            payout_threshold: u128::MAX,
+            http_listen: None,
+        },
+        FakeTon::load(&net.fake_ton_config()).unwrap(),
+        (key, wallet),
+        Arc::new(FakeEngine::default()),
+        Arc::new(FakeTdxProvider::default()),
+    )
+    .unwrap();
+    tokio::spawn(worker.clone().run());
+    one_request_billed_134(&net, &running).await;
+    worker.kill();
     running.stop();
 }
