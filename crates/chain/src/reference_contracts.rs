@@ -279,6 +279,65 @@ pub fn signed_payment(
     Ok(outer.build()?)
 }
 
+/// Checks a signed payment as a reference client or worker checks one
+/// (`check_signed_pay_message`): the outer cell is exactly `op qid excesses signature` with one
+/// reference, the inner cell exactly `op qid tokens target` with the same op and qid, `target`
+/// is `ours`, and `key` signed the inner cell's hash. Returns the cumulative tokens; the error
+/// says what did not hold.
+pub fn check_signed_payment(
+    boc: &[u8],
+    op: u32,
+    key: &[u8; 32],
+    ours: &Address,
+) -> Result<u64, String> {
+    let parse = || -> Result<(u32, u64, [u8; 64], Cell), ChainError> {
+        let outer = crate::cells::from_boc(boc)?;
+        let mut s = outer.as_slice()?;
+        let (op, qid) = (s.load_u32()?, s.load_u64()?);
+        crate::cells::load_address(&mut s)?;
+        let mut signature = [0u8; 64];
+        s.load_raw(&mut signature, 512)?;
+        if s.size_bits() != 0 || s.size_refs() != 1 {
+            return Err(ChainError::layout(
+                "signed payment",
+                "extra bits or not one reference",
+            ));
+        }
+        Ok((op, qid, signature, s.load_reference_cloned()?))
+    };
+    let (got_op, qid, signature, inner) =
+        parse().map_err(|e| format!("not a signed payment: {e}"))?;
+    if got_op != op {
+        return Err(format!("signed payment op {got_op:#x}, expected {op:#x}"));
+    }
+    let parse_inner = || -> Result<(u32, u64, u64, Address), ChainError> {
+        let mut s = inner.as_slice()?;
+        let (op, qid, tokens) = (s.load_u32()?, s.load_u64()?, s.load_u64()?);
+        let target = crate::cells::load_address(&mut s)?;
+        if s.size_bits() != 0 || s.size_refs() != 0 {
+            return Err(ChainError::layout(
+                "signed payment",
+                "extra data in the signed part",
+            ));
+        }
+        Ok((op, qid, tokens, target))
+    };
+    let (inner_op, inner_qid, tokens, target) =
+        parse_inner().map_err(|e| format!("not a signed payment: {e}"))?;
+    if (inner_op, inner_qid) != (got_op, qid) {
+        return Err("the signed part's op or query id differs from the envelope's".into());
+    }
+    if &target != ours {
+        return Err(format!(
+            "the payment is for {target}, not for our contract {ours}"
+        ));
+    }
+    if !crate::keys::verify(key, inner.repr_hash().as_slice(), &signature) {
+        return Err("the payment's signature is not the proxy's".into());
+    }
+    Ok(tokens)
+}
+
 /// The reference's op of a client charge payment.
 pub const OP_CLIENT_CHARGE_SIGNED: u32 = 0xbb63ff93;
 /// The reference's op of a worker payout payment.
@@ -351,5 +410,58 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("client_sc_code"), "{e}");
+    }
+
+    #[test]
+    fn a_signed_payment_checks_as_the_reference_checks_it_and_every_forgery_is_named() {
+        let key = crate::keys::Keypair::generate();
+        let (ours, other, excesses) = (
+            Address::new([1; 32]),
+            Address::new([2; 32]),
+            Address::new([3; 32]),
+        );
+        let boc = |op: u32, k: &crate::keys::Keypair, target: &Address| {
+            crate::cells::to_boc(&signed_payment(k, op, 9, 134, target, &excesses).unwrap())
+        };
+        let pk = key.public_key();
+        let good = boc(OP_WORKER_PAYOUT_SIGNED, &key, &ours);
+        assert_eq!(
+            check_signed_payment(&good, OP_WORKER_PAYOUT_SIGNED, &pk, &ours),
+            Ok(134)
+        );
+        let refused = |b: &[u8], op: u32, needle: &str| {
+            let e = check_signed_payment(b, op, &pk, &ours).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        };
+        refused(&good, OP_CLIENT_CHARGE_SIGNED, "expected");
+        refused(
+            &boc(
+                OP_WORKER_PAYOUT_SIGNED,
+                &crate::keys::Keypair::generate(),
+                &ours,
+            ),
+            OP_WORKER_PAYOUT_SIGNED,
+            "signature",
+        );
+        refused(
+            &boc(OP_WORKER_PAYOUT_SIGNED, &key, &other),
+            OP_WORKER_PAYOUT_SIGNED,
+            "not for our contract",
+        );
+        refused(b"garbage", OP_WORKER_PAYOUT_SIGNED, "not a signed payment");
+        // The envelope's query id must be the signed one's.
+        let inner =
+            signed_payment(&key, OP_WORKER_PAYOUT_SIGNED, 9, 134, &ours, &excesses).unwrap();
+        let mut s = inner.as_slice().unwrap();
+        let (op, _qid) = (s.load_u32().unwrap(), s.load_u64().unwrap());
+        let mut b = CellBuilder::new();
+        b.store_u32(op).unwrap();
+        b.store_u64(10).unwrap();
+        b.store_slice(s).unwrap();
+        refused(
+            &crate::cells::to_boc(&b.build().unwrap()),
+            OP_WORKER_PAYOUT_SIGNED,
+            "query id",
+        );
     }
 }

@@ -162,7 +162,7 @@ impl Worker {
     /// A worker on a reference fake-TON root (`fake`), as a reference worker runs with
     /// `--disable-ton`: it serves the proxies the file lists (or those configured), a test
     /// network where proxies' image hashes are not checked and nothing is claimed on chain;
-    /// the proxies' vouchers are not redeemable there and are not kept.
+    /// the proxies' payments are checked as a reference worker checks them and kept.
     pub fn new_fake_ton(
         cfg: WorkerConfig,
         fake: cocoon_chain::fake_ton::FakeTon,
@@ -394,10 +394,6 @@ impl Worker {
             } else if let Ok(RequestPayment::Worker { signed_payment, .. }) =
                 cocoon_wire::decode::<RequestPayment>(&data)
             {
-                if me.chain.is_none() {
-                    // A fake-TON voucher redeems nowhere: nothing to keep.
-                    return;
-                }
                 let proxy = *pc.lock().expect("proxy");
                 if let Some(proxy) = proxy {
                     if let Err(e) = me.take_voucher(proxy, &signed_payment) {
@@ -459,10 +455,8 @@ impl Worker {
                 result.tokens_committed_to_db
             )));
         }
-        if self.chain.is_some() {
-            self.take_voucher(proxy, &result.signed_payment)
-                .map_err(WorkerError::Refused)?;
-        }
+        self.take_voucher(proxy, &result.signed_payment)
+            .map_err(WorkerError::Refused)?;
 
         // 3. Ready.
         let is_disabled = !self.controls.borrow().enabled;
@@ -548,6 +542,10 @@ impl Worker {
         let (proxy, worker_sc) = contracts
             .check_proxy(announced, true, &self.owner(), root)
             .map_err(WorkerError::Refused)?;
+        self.proxy_keys
+            .lock()
+            .expect("keys")
+            .insert(proxy, (c.params.proxy_public_key, worker_sc));
         let params = Params {
             price_per_token: fake.price_per_token,
             worker_fee_per_token: fake.worker_fee_per_token,
@@ -599,26 +597,38 @@ impl Worker {
         let SignedPayment::Signed { data } = payment else {
             return Ok(());
         };
-        let body = cocoon_chain::cells::from_boc(data).map_err(|e| e.to_string())?;
-        let voucher = SignedVoucher::parse(&body, false).map_err(|e| e.to_string())?;
-        let target = voucher.voucher.target;
         // Check it as the worker contract will: the proxy's key, the payout op, our contract.
         let expected = self.proxy_keys.lock().expect("keys").get(&proxy).copied();
         let Some((key, worker_sc)) = expected else {
             return Err("voucher from a proxy not yet checked".into());
         };
-        voucher
-            .verify(&key, op::WORKER_PAYOUT_SIGNED, &worker_sc)
-            .map_err(|e| e.to_string())?;
+        let (tokens, target) = match &self.fake_ton {
+            // A reference proxy's payment, checked as a reference worker checks it.
+            Some(_) => {
+                let op = cocoon_chain::reference_contracts::OP_WORKER_PAYOUT_SIGNED;
+                let tokens = cocoon_chain::reference_contracts::check_signed_payment(
+                    data, op, &key, &worker_sc,
+                )?;
+                (tokens, worker_sc)
+            }
+            None => {
+                let body = cocoon_chain::cells::from_boc(data).map_err(|e| e.to_string())?;
+                let voucher = SignedVoucher::parse(&body, false).map_err(|e| e.to_string())?;
+                voucher
+                    .verify(&key, op::WORKER_PAYOUT_SIGNED, &worker_sc)
+                    .map_err(|e| e.to_string())?;
+                (voucher.voucher.counter, voucher.voucher.target)
+            }
+        };
         let mut held = self.held.lock().expect("held");
         let entry = held.entry(proxy).or_default();
-        if voucher.voucher.counter < entry.tokens {
+        if tokens < entry.tokens {
             return Err(format!(
-                "voucher went backwards: {} < {}",
-                voucher.voucher.counter, entry.tokens
+                "voucher went backwards: {tokens} < {}",
+                entry.tokens
             ));
         }
-        entry.tokens = voucher.voucher.counter;
+        entry.tokens = tokens;
         entry.body_hex = hex::encode(data);
         let unclaimed = entry.tokens.saturating_sub(entry.claimed) as u128;
         // Written at most once a second: a voucher lost in a crash is not money lost, since
@@ -630,6 +640,10 @@ impl Worker {
         }
         drop(last);
         drop(held);
+        if self.chain.is_none() {
+            // Nothing to claim on: a fake-TON payment is only checked and kept.
+            return Ok(());
+        }
         let fee = self.fee(&proxy).unwrap_or(u128::MAX);
         if unclaimed.saturating_mul(fee) < self.cfg.payout_threshold {
             return Ok(());

@@ -118,5 +118,14 @@ async fn a_reference_client_is_answered_by_our_worker_behind_a_reference_proxy()
     assert_eq!(total("cached_adjusted_tokens_used"), 22.0, "{stats}");
     assert_eq!(total("completion_adjusted_tokens_used"), 180.0, "{stats}");
     assert_eq!(total("reasoning_adjusted_tokens_used"), 20.0, "{stats}");
+    // The reference proxy's signed payments were checked as a reference worker checks them
+    // (a bad one ends the connection) and the newest kept: never more than it billed.
+    let held = worker.held();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert!(
+        held.values()
+            .all(|h| h.tokens <= 268 && !h.body_hex.is_empty()),
+        "{held:?}"
+    );
     worker.kill();
 }
