@@ -318,9 +318,10 @@ async fn handle_query(
             }))
         }
         ClientRequest::GetWorkerTypes => {
+            let reference = speaks_reference(&state);
             let mut by_model: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-            for w in proxy.workers() {
-                by_model.entry(w.model).or_default().push(w.coefficient as i32);
+            for w in catalogue_workers(&proxy, reference) {
+                by_model.entry(catalogue_name(&w.model, reference)).or_default().push(w.coefficient as i32);
             }
             let types = by_model
                 .into_iter()
@@ -338,9 +339,10 @@ async fn handle_query(
             Ok(cocoon_wire::encode(&WorkerTypes { types }))
         }
         ClientRequest::GetWorkerTypesV2 => {
+            let reference = speaks_reference(&state);
             let mut by_model: BTreeMap<String, Vec<WorkerInstanceV2>> = BTreeMap::new();
-            for w in proxy.workers() {
-                by_model.entry(w.model).or_default().push(WorkerInstanceV2 {
+            for w in catalogue_workers(&proxy, reference) {
+                by_model.entry(catalogue_name(&w.model, reference)).or_default().push(WorkerInstanceV2 {
                     flags: (),
                     coefficient: w.coefficient as i32,
                     active_requests: w.active as i32,
@@ -350,6 +352,37 @@ async fn handle_query(
             let types = by_model.into_iter().map(|(name, workers)| WorkerTypeV2 { name: name.into_bytes(), workers }).collect();
             Ok(cocoon_wire::encode(&WorkerTypesV2 { types }))
         }
+    }
+}
+
+/// Whether this connection's client settled on one of the reference's protocol versions (1 or
+/// 2): it gets the catalogue as a reference proxy writes it.
+fn speaks_reference(state: &Mutex<Conn>) -> bool {
+    (1..cocoon_wire::PROTO_WITH_CANCEL).contains(&state.lock().expect("conn").proto)
+}
+
+/// The workers a catalogue lists: for a reference client as a reference proxy lists them (the
+/// enabled ones, cheapest first); for ours every one, with its state in its figures.
+fn catalogue_workers(proxy: &Proxy, reference: bool) -> Vec<crate::pool::WorkerSlot> {
+    let mut workers = proxy.workers();
+    if reference {
+        workers.retain(|w| w.enabled);
+        workers.sort_by_key(|w| w.coefficient);
+    }
+    workers
+}
+
+/// A model's name in the catalogue: the base name (before `@`) for a reference client, as a
+/// reference proxy names it; the full identity `name@sha256` for ours (`cocoon quote` matches
+/// models by their hash).
+fn catalogue_name(model: &str, reference: bool) -> String {
+    match reference {
+        // The reference cuts at the first `@`.
+        true => model
+            .split_once('@')
+            .map_or(model, |(name, _)| name)
+            .to_string(),
+        false => model.to_string(),
     }
 }
 
@@ -1017,6 +1050,26 @@ mod tests {
                 client_delay_before_close: 0,
                 min_client_stake: 0,
             },
+        }
+    }
+
+    #[test]
+    fn reference_clients_see_base_names_ours_the_full_identity() {
+        assert_eq!(
+            catalogue_name("Qwen/Qwen3-8B@abc:00", true),
+            "Qwen/Qwen3-8B"
+        );
+        assert_eq!(
+            catalogue_name("a@b@c", true),
+            "a",
+            "cut at the first @, as the reference"
+        );
+        assert_eq!(catalogue_name("smol@9f3e", false), "smol@9f3e");
+        assert_eq!(catalogue_name("plain", true), "plain");
+        let st = Mutex::new(Conn::default());
+        for (proto, reference) in [(0, false), (1, true), (2, true), (3, false)] {
+            st.lock().unwrap().proto = proto;
+            assert_eq!(speaks_reference(&st), reference, "proto {proto}");
         }
     }
 

@@ -110,6 +110,16 @@ async fn one_request_billed_134(net: &RefNet, running: &cocoon_proxy::RunningPro
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
+    // Listed as a reference proxy lists it: by the base name, without the weights' identity.
+    let models: serde_json::Value = http
+        .get(format!("{api}/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"][0]["id"], FAKE_MODEL, "{models}");
     let r = http
         .post(format!("{api}/v1/chat/completions"))
         .json(&serde_json::json!({
