@@ -189,13 +189,14 @@ pub struct Client {
 }
 
 /// A refusal another proxy may not give: about this proxy — no worker for the model there, all
-/// busy, no credit at its contract, a refunded contract there. A bad request (400) is bad
-/// everywhere. A lost connection is never retried: the request may have run and been billed.
+/// busy, too many of our requests running there, no credit at its contract, a refunded contract
+/// there. A bad request (400) is bad everywhere. A lost connection is never retried: the request
+/// may have run and been billed.
 fn worth_another_proxy(e: &ClientError) -> bool {
     matches!(
         e,
         ClientError::Remote {
-            status: 402 | 404 | 409 | 503,
+            status: 402 | 404 | 409 | 429 | 503,
             ..
         }
     )

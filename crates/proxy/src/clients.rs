@@ -36,6 +36,39 @@ struct Conn {
     owner: Option<Address>,
     authorized: bool,
     proto: i32,
+    /// Queries of this connection running now (capped: one peer cannot make the proxy spawn
+    /// work without bound).
+    in_flight: InFlight,
+}
+
+/// Most queries one client connection may have running at once; one more is refused with 429
+/// naming the cap (the connection, not the proxy, pays for a flood).
+pub const MAX_QUERIES_PER_CONNECTION: usize = 256;
+
+/// A counter of running queries with a cap; a slot is held by its [`InFlightSlot`].
+#[derive(Clone, Default)]
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+/// One running query's place under the cap, given back when dropped.
+struct InFlightSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    /// A slot, or `None` when `cap` queries already run.
+    fn try_acquire(&self, cap: usize) -> Option<InFlightSlot> {
+        use std::sync::atomic::Ordering;
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| InFlightSlot(self.0.clone()))
+    }
+}
+
+impl Drop for InFlightSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 pub(crate) async fn accept_loop(
@@ -120,12 +153,19 @@ fn on_run_packet(proxy: &Arc<Proxy>, state: &Mutex<Conn>, peer: &Peer, request: 
         };
         let _ = peer.send(answer::client_message(request_id, m, None));
     };
-    let owner = {
+    let (owner, in_flight) = {
         let st = state.lock().expect("conn");
         match (st.owner, st.authorized) {
-            (Some(o), true) => o,
+            (Some(o), true) => (o, st.in_flight.clone()),
             _ => return refuse(401, "authorize first (client.authorizeWithProxyShort)"),
         }
+    };
+    let Some(slot) = in_flight.try_acquire(MAX_QUERIES_PER_CONNECTION) else {
+        proxy.metrics.error("too_many_in_flight");
+        return refuse(
+            429,
+            &format!("{MAX_QUERIES_PER_CONNECTION} queries already run on this connection; retry when one ends"),
+        );
     };
     let Ok(model) = String::from_utf8(model_name) else {
         return refuse(400, "model name is not UTF-8");
@@ -138,7 +178,11 @@ fn on_run_packet(proxy: &Arc<Proxy>, state: &Mutex<Conn>, peer: &Peer, request: 
         timeout: timeout.as_timeout(proxy.cfg.request_timeout),
         request_id,
     };
-    tokio::spawn(serve_query(proxy.clone(), peer.clone(), owner, job));
+    let (proxy, peer) = (proxy.clone(), peer.clone());
+    tokio::spawn(async move {
+        serve_query(proxy, peer, owner, job).await;
+        drop(slot);
+    });
 }
 
 fn err(code: i32, message: impl Into<String>) -> RpcError {
@@ -1051,6 +1095,20 @@ mod tests {
                 min_client_stake: 0,
             },
         }
+    }
+
+    #[test]
+    fn a_connection_runs_at_most_its_cap_of_queries_and_gets_slots_back() {
+        let f = InFlight::default();
+        let a = f.try_acquire(2).expect("first");
+        let b = f.try_acquire(2).expect("second");
+        assert!(f.try_acquire(2).is_none(), "over the cap");
+        drop(a);
+        let c = f.try_acquire(2).expect("a slot came back");
+        assert!(f.try_acquire(2).is_none());
+        drop((b, c));
+        assert!(f.try_acquire(0).is_none(), "a zero cap admits nothing");
+        assert_eq!(f.0.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 
     #[test]
