@@ -73,6 +73,12 @@ impl From<&TxRecord> for Tx {
     }
 }
 
+/// Whether a role on `chain` runs on a test network: on any chain but mainnet, and with no
+/// chain at all (a reference fake-TON root is a test network, as the reference means it).
+pub fn is_test(chain: Option<&dyn ChainClient>) -> bool {
+    chain.is_none_or(|c| c.network() != crate::Network::Mainnet)
+}
+
 /// What every role needs from a chain.
 pub trait ChainClient: Send + Sync {
     /// Which network this is.

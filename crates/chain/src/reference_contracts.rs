@@ -30,6 +30,38 @@ const WITH_WORKER_AND_CLIENT_CODE: u8 = 6;
 /// Worker and client params cells carry no code.
 const WITHOUT_CODE: u8 = 0;
 
+/// What a proxy on a fake-TON root announces about itself and about our contract there.
+#[derive(Debug, Clone, Copy)]
+pub struct AnnouncedProxy<'a> {
+    /// `proxy.params.proxy_owner_address`.
+    pub owner: &'a [u8],
+    /// `proxy.params.proxy_sc_address`.
+    pub contract: &'a [u8],
+    /// `proxy.params.proxy_public_key`.
+    pub public_key: &'a [u8; 32],
+    /// `proxy.params.is_test`.
+    pub is_test: Option<bool>,
+    /// Our contract there (`client_sc_address` or `worker_sc_address`).
+    pub ours: &'a [u8],
+}
+
+/// A fake-TON root as our roles run on it: the file, and its contracts decoded once.
+#[derive(Debug, Clone)]
+pub struct FakeRoot {
+    /// What the file states.
+    pub file: FakeTon,
+    /// Its contract code and params, ready to derive addresses.
+    pub contracts: ReferenceContracts,
+}
+
+impl FakeRoot {
+    /// Decodes `file`'s contracts; an error names the code that is missing or broken.
+    pub fn new(file: FakeTon) -> Result<Self, ChainError> {
+        let contracts = ReferenceContracts::of_fake_ton(&file)?;
+        Ok(FakeRoot { file, contracts })
+    }
+}
+
 /// The reference contracts of one root: their code and the params every contract holds.
 #[derive(Debug, Clone)]
 pub struct ReferenceContracts {
@@ -37,14 +69,14 @@ pub struct ReferenceContracts {
     worker_code: Cell,
     client_code: Cell,
     params_version: u32,
-    price_per_token: u128,
-    worker_fee_per_token: u128,
-    min_client_stake: u128,
+    /// Prices and rules, the one source of both the params cell and [`Self::params_view`].
+    params: crate::contracts::Params,
 }
 
 impl ReferenceContracts {
     /// The contracts a fake-TON root names (its code, its prices, the reference's fixed
-    /// values for the rest). Missing code is an error naming it.
+    /// values for the rest: close delays of 600 and 300 s, stakes of 1 TON, multipliers 1.0).
+    /// Missing code is an error naming it.
     pub fn of_fake_ton(fake: &FakeTon) -> Result<Self, ChainError> {
         let code = |what: &'static str, boc: &[u8]| -> Result<Cell, ChainError> {
             if boc.is_empty() {
@@ -60,24 +92,36 @@ impl ReferenceContracts {
             worker_code: code("worker_sc_code", &fake.worker_sc_code)?,
             client_code: code("client_sc_code", &fake.client_sc_code)?,
             params_version: fake.params_version,
-            price_per_token: fake.price_per_token,
-            worker_fee_per_token: fake.worker_fee_per_token,
-            min_client_stake: crate::TON,
+            params: crate::contracts::Params {
+                price_per_token: fake.price_per_token,
+                worker_fee_per_token: fake.worker_fee_per_token,
+                prompt_mult: 10_000,
+                cached_mult: 10_000,
+                completion_mult: 10_000,
+                reasoning_mult: 10_000,
+                proxy_delay_before_close: 600,
+                client_delay_before_close: 300,
+                min_proxy_stake: crate::TON,
+                min_client_stake: crate::TON,
+            },
         })
     }
 
+    /// The params cell as the reference writes it (struct version 1: no multipliers), with the
+    /// code `mask` names (1 proxy, 2 worker, 4 client).
     fn params(&self, mask: u8) -> Result<Cell, ChainError> {
+        let p = &self.params;
         let mut b = CellBuilder::new();
         b.store_u8(1)?; // struct version
         b.store_u32(self.params_version)?;
         b.store_u32(13)?; // unique id
         b.store_bit(true)?; // is_test
-        store_coins(&mut b, self.price_per_token)?;
-        store_coins(&mut b, self.worker_fee_per_token)?;
-        b.store_u32(600)?; // proxy delay before close
-        b.store_u32(300)?; // client delay before close
-        store_coins(&mut b, crate::TON)?; // minimum proxy stake
-        store_coins(&mut b, self.min_client_stake)?;
+        store_coins(&mut b, p.price_per_token)?;
+        store_coins(&mut b, p.worker_fee_per_token)?;
+        b.store_u32(p.proxy_delay_before_close)?;
+        b.store_u32(p.client_delay_before_close)?;
+        store_coins(&mut b, p.min_proxy_stake)?;
+        store_coins(&mut b, p.min_client_stake)?;
         for (bit, code) in [
             (1u8, &self.proxy_code),
             (2, &self.worker_code),
@@ -143,7 +187,7 @@ impl ReferenceContracts {
         let mut b = CellBuilder::new();
         b.store_small_uint(0, 2)?; // state
         store_coins(&mut b, 0)?; // balance
-        store_coins(&mut b, self.min_client_stake)?; // stake
+        store_coins(&mut b, self.params.min_client_stake)?; // stake
         b.store_u64(0)?; // tokens used
         b.store_u32(0)?; // unlock_ts
         store_u256(&mut b, &[0; 32])?; // secret hash
@@ -151,24 +195,10 @@ impl ReferenceContracts {
         b.store_reference(self.params(WITHOUT_CODE)?)?;
         address(&self.client_code, b.build()?)
     }
-}
 
-impl ReferenceContracts {
-    /// The prices and rules these contracts hold, as this crate's [`crate::contracts::Params`]
-    /// (the reference's fake-root values; every multiplier 1.0, as struct version 1 implies).
+    /// The prices and rules these contracts hold, as this crate's [`crate::contracts::Params`].
     pub fn params_view(&self) -> crate::contracts::Params {
-        crate::contracts::Params {
-            price_per_token: self.price_per_token,
-            worker_fee_per_token: self.worker_fee_per_token,
-            prompt_mult: 10_000,
-            cached_mult: 10_000,
-            completion_mult: 10_000,
-            reasoning_mult: 10_000,
-            proxy_delay_before_close: 600,
-            client_delay_before_close: 300,
-            min_proxy_stake: crate::TON,
-            min_client_stake: self.min_client_stake,
-        }
+        self.params.clone()
     }
 
     /// The contract code, as the root holds it.
@@ -180,24 +210,7 @@ impl ReferenceContracts {
             worker: self.worker_code.clone(),
         }
     }
-}
 
-/// What a proxy on a fake-TON root announces about itself and about our contract there.
-#[derive(Debug, Clone, Copy)]
-pub struct AnnouncedProxy<'a> {
-    /// `proxy.params.proxy_owner_address`.
-    pub owner: &'a [u8],
-    /// `proxy.params.proxy_sc_address`.
-    pub contract: &'a [u8],
-    /// `proxy.params.proxy_public_key`.
-    pub public_key: &'a [u8; 32],
-    /// `proxy.params.is_test`.
-    pub is_test: Option<bool>,
-    /// Our contract there (`client_sc_address` or `worker_sc_address`).
-    pub ours: &'a [u8],
-}
-
-impl ReferenceContracts {
     /// Checks what a proxy announces as a reference client (`worker`: false) or worker checks
     /// it: a test network; our contract at the proxy it names is the one the root's code makes
     /// for `owner`; and, when `root` is known, its own contract is the one the code makes for

@@ -29,6 +29,7 @@ use cocoon_chain::client::{self as chain_client, ChainClient};
 use cocoon_chain::contracts::{ClientData, ContractState, ProxyInit};
 use cocoon_chain::keys::Keypair;
 use cocoon_chain::messages::{self, op, MIN_FEE};
+use cocoon_chain::reference_contracts::{self as reference, AnnouncedProxy, FakeRoot};
 use cocoon_chain::voucher::SignedVoucher;
 use cocoon_chain::wallet::{OutMessage, Wallet};
 use cocoon_chain::Address;
@@ -172,7 +173,7 @@ pub struct Client {
     /// The chain the root and our contracts live on; `None` in fake-TON mode.
     chain: Option<Arc<dyn ChainClient>>,
     /// The reference's fake-TON root (no chain at all), when running in that mode.
-    fake_ton: Option<cocoon_chain::fake_ton::FakeTon>,
+    fake_ton: Option<FakeRoot>,
     wallet: (Keypair, Wallet),
     identity: Arc<cocoon_net::identity::Renewing>,
     secret: [u8; 32],
@@ -265,13 +266,14 @@ impl Client {
         quotes: Arc<dyn QuoteProvider>,
     ) -> Result<Arc<Client>, ClientError> {
         let listed = fake.proxies.iter().map(|p| p.clients).collect();
-        Self::start_with(cfg, None, Some(fake), Vec::new(), listed, wallet, quotes).await
+        let root = FakeRoot::new(fake)?;
+        Self::start_with(cfg, None, Some(root), Vec::new(), listed, wallet, quotes).await
     }
 
     async fn start_with(
         cfg: ClientConfig,
         chain: Option<Arc<dyn ChainClient>>,
-        fake_ton: Option<cocoon_chain::fake_ton::FakeTon>,
+        fake_ton: Option<FakeRoot>,
         proxy_hashes: Vec<[u8; 32]>,
         listed: Vec<SocketAddr>,
         wallet: (Keypair, Wallet),
@@ -382,14 +384,6 @@ impl Client {
         })
     }
 
-    /// Whether this client runs on a test network (fake TON is one).
-    fn is_test(&self) -> bool {
-        match &self.chain {
-            Some(c) => c.network() != cocoon_chain::Network::Mainnet,
-            None => true,
-        }
-    }
-
     /// The owner (paying wallet) address.
     pub fn owner(&self) -> Address {
         self.wallet.1.address().expect("wallet address")
@@ -459,7 +453,7 @@ impl Client {
         let params = ClientParams {
             flags: (),
             client_owner_address: self.owner().to_raw().into_bytes(),
-            is_test: Some(self.is_test()),
+            is_test: Some(chain_client::is_test(self.chain.as_deref())),
             // 1 and 2 are COCOON's; 3 is 2 plus `proxy.cancelQuery`, which only a proxy that
             // settles on 3 gets (a reference proxy settles on 2).
             min_proto_version: Some(1),
@@ -469,7 +463,7 @@ impl Client {
             .request(
                 &ClientRequest::ConnectToProxy {
                     params,
-                    min_config_version: self.fake_ton.as_ref().map_or(0, |f| f.version as i32),
+                    min_config_version: self.fake_ton.as_ref().map_or(0, |f| f.file.version as i32),
                 },
                 t,
             )
@@ -480,16 +474,12 @@ impl Client {
         let (proxy, client_sc) = match &self.fake_ton {
             None => {
                 let (proxy, client_sc, init) = self.check_proxy(&connected).await?;
-                *payments.lock().expect("proxy") = Some(proxy);
                 self.ensure_contract(proxy, client_sc, &init).await?;
                 (proxy, client_sc)
             }
-            Some(fake) => {
-                let (proxy, client_sc) = self.fake_ton_proxy(fake, &connected)?;
-                *payments.lock().expect("proxy") = Some(proxy);
-                (proxy, client_sc)
-            }
+            Some(fake) => self.fake_ton_proxy(fake, &connected)?,
         };
+        *payments.lock().expect("proxy") = Some(proxy);
         let auth: AuthorizationWithProxy = peer
             .request(
                 &self.authorization(&connected.auth)?,
@@ -559,11 +549,10 @@ impl Client {
     /// contracts is refused. Its account is kept for the figures.
     fn fake_ton_proxy(
         &self,
-        fake: &cocoon_chain::fake_ton::FakeTon,
+        fake: &FakeRoot,
         c: &ClientConnectedToProxy,
     ) -> Result<(Address, Address), ClientError> {
-        let contracts = cocoon_chain::reference_contracts::ReferenceContracts::of_fake_ton(fake)?;
-        let announced = cocoon_chain::reference_contracts::AnnouncedProxy {
+        let announced = AnnouncedProxy {
             owner: &c.params.proxy_owner_address,
             contract: &c.params.proxy_sc_address,
             public_key: &c.params.proxy_public_key,
@@ -571,14 +560,15 @@ impl Client {
             ours: &c.client_sc_address,
         };
         let root = (self.cfg.root != Address::new([0; 32])).then_some(&self.cfg.root);
-        let (proxy, client_sc) = contracts
+        let (proxy, client_sc) = fake
+            .contracts
             .check_proxy(announced, false, &self.owner(), root)
             .map_err(ClientError::Refused)?;
         let mut accounts = self.accounts.lock().expect("accounts");
         let a = accounts.entry(proxy).or_default();
         a.proxy = proxy;
         a.client_contract = client_sc;
-        a.price_per_token = fake.price_per_token;
+        a.price_per_token = fake.file.price_per_token;
         a.proxy_key = c.params.proxy_public_key;
         Ok((proxy, client_sc))
     }
@@ -718,9 +708,9 @@ impl Client {
         // As the client contract will check it: the proxy's key, the charge op, our contract.
         let tokens = match &self.fake_ton {
             // A reference proxy's payment, checked as a reference client checks it.
-            Some(_) => cocoon_chain::reference_contracts::check_signed_payment(
+            Some(_) => reference::check_signed_payment(
                 data,
-                cocoon_chain::reference_contracts::OP_CLIENT_CHARGE_SIGNED,
+                reference::OP_CLIENT_CHARGE_SIGNED,
                 &a.proxy_key,
                 &a.client_contract,
             )?,

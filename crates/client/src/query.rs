@@ -51,8 +51,7 @@ pub(crate) fn start(
     metrics: Arc<cocoon_observe::Metrics>,
 ) -> QueryStream {
     let mut request_id = [0u8; 32];
-    // A failed RNG would repeat ids across requests; 32 bytes of the clock and a counter
-    // keep them apart then.
+    // Should the RNG fail, the clock's nanoseconds still keep ids of this client apart.
     if getrandom::fill(&mut request_id).is_err() {
         request_id[..16].copy_from_slice(
             &std::time::SystemTime::now()
@@ -88,56 +87,10 @@ pub(crate) fn start(
         let limit = job.timeout + Duration::from_secs(5);
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let deadline = tokio::time::sleep(limit);
-            tokio::pin!(deadline);
-            let mut head_seen = false;
-            loop {
-                let m = tokio::select! {
-                    m = route_rx.recv() => m,
-                    _ = &mut deadline => {
-                        let _ = tx.send(Delivery::Failed {
-                            error: ClientError::Remote { status: 504, message: format!("no answer within {limit:?}") },
-                            tokens: TokensUsed::default(),
-                        });
-                        break;
-                    }
-                    _ = peer.closed() => None,
-                };
-                let Some(m) = m else {
-                    let _ = tx.send(Delivery::Failed {
-                        error: ClientError::NoProxy("connection to the proxy closed".into()),
-                        tokens: TokensUsed::default(),
-                    });
-                    break;
-                };
-                let (delivery, end) = match m {
-                    AnswerMessage::Head { head, end } if !head_seen => (Delivery::Head(head), end),
-                    AnswerMessage::Part { bytes, end } if head_seen => (Delivery::Body(bytes), end),
-                    AnswerMessage::Error { code, message, end } => {
-                        let error =
-                            ClientError::from_proxy(code, String::from_utf8_lossy(&message));
-                        let _ = tx.send(Delivery::Failed {
-                            error,
-                            tokens: end.0,
-                        });
-                        break;
-                    }
-                    AnswerMessage::Head { .. } | AnswerMessage::Part { .. } => {
-                        let _ = tx.send(Delivery::Failed {
-                            error: ClientError::Refused(
-                                "the proxy's answer parts are out of order".into(),
-                            ),
-                            tokens: TokensUsed::default(),
-                        });
-                        break;
-                    }
-                };
-                head_seen = true;
-                let _ = tx.send(delivery);
-                if let Some((tokens, _)) = end {
-                    record(&metrics, &tokens, started.elapsed().as_secs_f64());
-                    let _ = tx.send(Delivery::End(tokens));
-                    break;
+            match relay(&mut route_rx, &tx, &peer, limit).await {
+                Ok(tokens) => record(&metrics, &tokens, started.elapsed().as_secs_f64()),
+                Err((error, tokens)) => {
+                    let _ = tx.send(Delivery::Failed { error, tokens });
                 }
             }
             routes.lock().expect("routes").remove(&request_id);
@@ -149,6 +102,51 @@ pub(crate) fn start(
         first: None,
         ended: None,
         cancel: cancel.then(|| (peer.clone(), request_id)),
+    }
+}
+
+/// Turns the proxy's answer messages into deliveries (the head, then body bytes, then the
+/// end) until the answer ends; the billed tokens, or the failure that ended it and the tokens
+/// billed for it. Past `limit` it stops waiting.
+async fn relay(
+    messages: &mut mpsc::UnboundedReceiver<AnswerMessage>,
+    tx: &mpsc::UnboundedSender<Delivery>,
+    peer: &Peer,
+    limit: Duration,
+) -> Result<TokensUsed, (ClientError, TokensUsed)> {
+    let nothing = TokensUsed::default();
+    let deadline = tokio::time::sleep(limit);
+    tokio::pin!(deadline);
+    let mut head_seen = false;
+    loop {
+        let m = tokio::select! {
+            m = messages.recv() => m,
+            _ = &mut deadline => {
+                let message = format!("no answer within {limit:?}");
+                return Err((ClientError::Remote { status: 504, message }, nothing));
+            }
+            _ = peer.closed() => None,
+        };
+        let closed = || ClientError::NoProxy("connection to the proxy closed".into());
+        let (delivery, end) = match m.ok_or_else(|| (closed(), nothing))? {
+            AnswerMessage::Head { head, end } if !head_seen => (Delivery::Head(head), end),
+            AnswerMessage::Part { bytes, end } if head_seen => (Delivery::Body(bytes), end),
+            AnswerMessage::Error { code, message, end } => {
+                let error = ClientError::from_proxy(code, String::from_utf8_lossy(&message));
+                return Err((error, end.0));
+            }
+            AnswerMessage::Head { .. } | AnswerMessage::Part { .. } => {
+                let error =
+                    ClientError::Refused("the proxy's answer parts are out of order".into());
+                return Err((error, nothing));
+            }
+        };
+        head_seen = true;
+        let _ = tx.send(delivery);
+        if let Some((tokens, _)) = end {
+            let _ = tx.send(Delivery::End(tokens));
+            return Ok(tokens);
+        }
     }
 }
 

@@ -133,11 +133,6 @@ impl Connection {
         self.peer_addr
     }
 
-    /// The keepalive timers [`rpc::Peer`] will run on this link.
-    pub fn keepalive(&self) -> Keepalive {
-        self.keepalive
-    }
-
     /// Replaces the keepalive timers (tests use short ones).
     pub fn with_keepalive(mut self, keepalive: Keepalive) -> Self {
         self.keepalive = keepalive;
@@ -257,7 +252,7 @@ impl Connection {
             Ok(Some(TcpPacket::Connected { .. })) => Ok(()),
             Ok(Some(other)) => Err(NetError::Opening(format!(
                 "expected tcp.connected, got {}",
-                packet_name(&other)
+                other.name()
             ))),
             Ok(None) => Err(refused("end of stream".into())),
             Err(e) => Err(refused(e.to_string())),
@@ -270,24 +265,10 @@ impl Connection {
             Some(TcpPacket::Connect { id }) => self.send(&TcpPacket::Connected { id }).await,
             Some(other) => Err(NetError::Opening(format!(
                 "expected tcp.connect, got {}",
-                packet_name(&other)
+                other.name()
             ))),
             None => Err(NetError::Opening("closed before tcp.connect".into())),
         }
-    }
-}
-
-/// The TL name of a packet, for errors.
-pub fn packet_name(p: &TcpPacket) -> &'static str {
-    match p {
-        TcpPacket::Ping { .. } => "tcp.ping",
-        TcpPacket::Pong { .. } => "tcp.pong",
-        TcpPacket::Packet { .. } => "tcp.packet",
-        TcpPacket::QueryAnswer { .. } => "tcp.queryAnswer",
-        TcpPacket::QueryError { .. } => "tcp.queryError",
-        TcpPacket::Query { .. } => "tcp.query",
-        TcpPacket::Connected { .. } => "tcp.connected",
-        TcpPacket::Connect { .. } => "tcp.connect",
     }
 }
 

@@ -266,7 +266,7 @@ async fn handle_query(
                 .parse()
                 .map_err(|e| err(400, format!("client_owner_address: {e}")))?;
             let proto = Proxy::settle_proto(params.min_proto_version, params.max_proto_version)
-                .ok_or_else(|| err(400, "cannot choose a common protocol version (this proxy speaks 1 to 3)"))?;
+                .map_err(|e| err(400, e))?;
             let client_sc = proxy.client_contract(owner).map_err(|e| err(500, e.to_string()))?;
             let secret_hash = onchain(&proxy, owner, true).await?.map(|d| d.secret_hash).unwrap_or([0; 32]);
             {
@@ -638,12 +638,9 @@ async fn reserve_credit(
 
 /// How a relayed answer ended.
 enum Ending {
-    /// The worker finished; its adjusted counts (as it reports them) come with the last bytes.
-    Done {
-        tokens: TokensUsed,
-        worker: Timings,
-        last: AnswerMessage,
-    },
+    /// The worker finished: its last message, which carries its adjusted counts (as it
+    /// reports them) and timings.
+    Done(AnswerMessage),
     /// The worker failed.
     Failed { code: i32, message: Vec<u8> },
     /// We stopped it, with the code and reason to report.
@@ -791,26 +788,8 @@ async fn run_query(
                     why: "the worker sent a part before the answer head",
                 }
             }
-            AnswerMessage::Head {
-                head,
-                end: Some((tokens, worker)),
-            } => {
-                break Ending::Done {
-                    tokens,
-                    worker,
-                    last: AnswerMessage::Head { head, end: None },
-                }
-            }
-            AnswerMessage::Part {
-                bytes,
-                end: Some((tokens, worker)),
-            } => {
-                break Ending::Done {
-                    tokens,
-                    worker,
-                    last: AnswerMessage::Part { bytes, end: None },
-                }
-            }
+            last @ (AnswerMessage::Head { end: Some(_), .. }
+            | AnswerMessage::Part { end: Some(_), .. }) => break Ending::Done(last),
             AnswerMessage::Head { head, end: None } => {
                 head_sent = true;
                 let m = AnswerMessage::Head {
@@ -891,14 +870,14 @@ async fn run_query(
             ..Default::default()
         }
     };
-    let (mut tokens, worker_times) = match &ending {
-        Ending::Done { tokens, worker, .. } => (*tokens, Some(*worker)),
-        Ending::Failed { .. } | Ending::Cut { .. } => (delivered_tokens(), None),
+    let (mut tokens, worker_times) = match ending_of_worker(&ending) {
+        Some((tokens, worker)) => (tokens, Some(worker)),
+        None => (delivered_tokens(), None),
     };
     tokens.total_tokens_used = tokens.total_tokens_used.min(reserve);
     let billed = tokens.total_tokens_used;
     let error = match &ending {
-        Ending::Done { .. } => None,
+        Ending::Done(_) => None,
         Ending::Failed { code, .. } | Ending::Cut { code, .. } => Some(*code),
     };
     proxy.pool.lock().expect("pool").finish(
@@ -952,33 +931,30 @@ async fn run_query(
     }
     let end = (tokens, timings());
     let last = match ending {
-        Ending::Done {
-            last: AnswerMessage::Head { head, .. },
-            ..
-        } => AnswerMessage::Head {
+        // The worker's last message, with what was billed (and the proxy's start on a head).
+        Ending::Done(AnswerMessage::Head { head, .. }) => AnswerMessage::Head {
             head: with_proxy_start(head, end.1),
-            end: Some(end),
+            end: None,
         },
-        Ending::Done {
-            last: AnswerMessage::Part { bytes, .. },
-            ..
-        } => AnswerMessage::Part {
-            bytes,
-            end: Some(end),
-        },
-        Ending::Done {
-            last: AnswerMessage::Error { code, message, .. },
-            ..
-        }
-        | Ending::Failed { code, message } => AnswerMessage::Error { code, message, end },
+        Ending::Done(last) => last,
+        Ending::Failed { code, message } => AnswerMessage::Error { code, message, end },
         Ending::Cut { code, why } => AnswerMessage::Error {
             code,
             message: why.as_bytes().to_vec(),
             end,
         },
-    };
+    }
+    .ending(end);
     let _ = client.send(answer::client_message(request_id, last, worker_times));
     Ok(())
+}
+
+/// The worker's counts and timings, when it finished the answer itself.
+fn ending_of_worker(ending: &Ending) -> Option<(TokensUsed, Timings)> {
+    match ending {
+        Ending::Done(last) => last.end(),
+        Ending::Failed { .. } | Ending::Cut { .. } => None,
+    }
 }
 
 /// The head as relayed to the client: the worker's, with when the proxy started the request
@@ -1095,6 +1071,23 @@ mod tests {
                 min_client_stake: 0,
             },
         }
+    }
+
+    #[test]
+    fn the_protocol_version_is_the_highest_both_speak_or_a_refusal_naming_both() {
+        assert_eq!(
+            Proxy::settle_proto(Some(1), Some(2)),
+            Ok(2),
+            "a reference peer"
+        );
+        assert_eq!(Proxy::settle_proto(Some(1), Some(3)), Ok(3), "ours");
+        assert_eq!(Proxy::settle_proto(Some(1), Some(9)), Ok(3), "a newer peer");
+        let old = Proxy::settle_proto(None, None).unwrap_err();
+        assert!(
+            old.contains("the peer speaks 0 to 0, this proxy 1 to 3"),
+            "{old}"
+        );
+        assert!(Proxy::settle_proto(Some(5), Some(9)).is_err());
     }
 
     #[test]

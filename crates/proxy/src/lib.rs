@@ -340,18 +340,15 @@ impl Proxy {
         address: Address,
         state_init: cocoon_chain::tycho_types::models::StateInit,
     ) -> Result<(), ProxyError> {
-        {
-            let stake = root.params.min_proxy_stake;
-            tracing::info!("deploying proxy contract {address} with a stake of {stake} nanotons");
-            let body = messages::proxy::increase_stake(0, stake)?;
-            let msg = OutMessage {
-                init: Some(state_init),
-                ..OutMessage::transfer(address, stake + MIN_FEE, Some(body))
-            };
-            chain_client::send_transfer(chain, &wallet.1, &wallet.0, &[msg]).await?;
-            wait_active(chain, &address, Duration::from_secs(60)).await?;
-        }
-        Ok(())
+        let stake = root.params.min_proxy_stake;
+        tracing::info!("deploying proxy contract {address} with a stake of {stake} nanotons");
+        let body = messages::proxy::increase_stake(0, stake)?;
+        let msg = OutMessage {
+            init: Some(state_init),
+            ..OutMessage::transfer(address, stake + MIN_FEE, Some(body))
+        };
+        chain_client::send_transfer(chain, &wallet.1, &wallet.0, &[msg]).await?;
+        wait_active(chain, &address, Duration::from_secs(60)).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -673,11 +670,19 @@ impl Proxy {
     }
 
     /// The protocol version to speak with a peer announcing `min..=max` (absent: 0 only, as
-    /// the reference reads it): the highest both know, or `None` when none is.
-    fn settle_proto(min: Option<i32>, max: Option<i32>) -> Option<i32> {
+    /// the reference reads it): the highest both know, or an error naming both ranges.
+    fn settle_proto(min: Option<i32>, max: Option<i32>) -> Result<i32, String> {
         let (min, max) = (min.unwrap_or(0), max.unwrap_or(0));
         let ours = (1, cocoon_wire::PROTO_WITH_CANCEL);
-        (max >= ours.0 && min <= ours.1).then(|| max.min(ours.1))
+        if max >= ours.0 && min <= ours.1 {
+            Ok(max.min(ours.1))
+        } else {
+            Err(format!(
+                "cannot choose a common protocol version: the peer speaks {min} to {max}, this \
+                 proxy {} to {}",
+                ours.0, ours.1
+            ))
+        }
     }
 
     fn conn_id(&self) -> u64 {
@@ -695,10 +700,7 @@ impl Proxy {
             proxy_public_key: self.voucher_key.public_key(),
             proxy_owner_address: self.wire_address(&self.init.owner),
             proxy_sc_address: self.wire_address(&self.address),
-            is_test: Some(match &self.chain {
-                Some(c) => c.network() != cocoon_chain::Network::Mainnet,
-                None => true,
-            }),
+            is_test: Some(chain_client::is_test(self.chain.as_deref())),
             proto_version: Some(proto_version),
         }
     }
@@ -773,16 +775,15 @@ impl Proxy {
                     op::WORKER_PAYOUT_SIGNED => reference_contracts::OP_WORKER_PAYOUT_SIGNED,
                     _ => reference_contracts::OP_CLIENT_CHARGE_SIGNED,
                 };
-                self.wallet.1.address().and_then(|excesses| {
-                    reference_contracts::signed_payment(
-                        &self.voucher_key,
-                        op,
-                        counter,
-                        counter,
-                        &target,
-                        &excesses,
-                    )
-                })
+                // Our wallet (the proxy's owner), not recomputed per signature.
+                reference_contracts::signed_payment(
+                    &self.voucher_key,
+                    op,
+                    counter,
+                    counter,
+                    &target,
+                    &self.init.owner,
+                )
             }
             None => Voucher {
                 op,

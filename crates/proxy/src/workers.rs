@@ -134,9 +134,7 @@ fn handle_query(
                 return Err(bad("invalid coefficient value"));
             }
             let proto = Proxy::settle_proto(params.min_proto_version, params.max_proto_version)
-                .ok_or_else(|| {
-                    bad("cannot choose a common protocol version (this proxy speaks 1 to 3)")
-                })?;
+                .map_err(bad)?;
             let worker_sc = proxy
                 .worker_contract(owner)
                 .map_err(|e| RpcError::remote(500, e.to_string()))?;

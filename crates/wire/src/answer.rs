@@ -190,6 +190,34 @@ pub enum AnswerMessage {
     },
 }
 
+impl AnswerMessage {
+    /// What this message ends the answer with (tokens and timings), when it is the last one;
+    /// an error always is.
+    pub fn end(&self) -> Option<(TokensUsed, Timings)> {
+        match self {
+            AnswerMessage::Head { end, .. } | AnswerMessage::Part { end, .. } => *end,
+            AnswerMessage::Error { end, .. } => Some(*end),
+        }
+    }
+
+    /// This message as the last of the answer, ending it with `end`.
+    pub fn ending(self, end: (TokensUsed, Timings)) -> Self {
+        match self {
+            AnswerMessage::Head { head, .. } => AnswerMessage::Head {
+                head,
+                end: Some(end),
+            },
+            AnswerMessage::Part { bytes, .. } => AnswerMessage::Part {
+                bytes,
+                end: Some(end),
+            },
+            AnswerMessage::Error { code, message, .. } => {
+                AnswerMessage::Error { code, message, end }
+            }
+        }
+    }
+}
+
 /// Encodes `m` for a client (`client.queryAnswer*Ex`); the proxy's own timings are also the
 /// worker's when the caller knows no better ones.
 pub fn client_message(request_id: Int256, m: AnswerMessage, worker: Option<Timings>) -> Vec<u8> {
@@ -328,6 +356,38 @@ mod tests {
             );
             assert_eq!(decode_proxy(&proxy_message(id, m.clone())), Some((id, m)));
         }
+    }
+
+    #[test]
+    fn a_message_knows_whether_it_ends_the_answer_and_can_be_made_the_last() {
+        let t = Timings {
+            start: 1.0,
+            end: 2.0,
+        };
+        let part = AnswerMessage::Part {
+            bytes: b"x".to_vec(),
+            end: None,
+        };
+        assert_eq!(part.end(), None);
+        let last = part.ending((tokens(7), t));
+        assert_eq!(last.end(), Some((tokens(7), t)));
+        assert_eq!(
+            last,
+            AnswerMessage::Part {
+                bytes: b"x".to_vec(),
+                end: Some((tokens(7), t))
+            }
+        );
+        let error = AnswerMessage::Error {
+            code: 500,
+            message: vec![],
+            end: Default::default(),
+        };
+        assert_eq!(
+            error.clone().ending((tokens(3), t)).end(),
+            Some((tokens(3), t))
+        );
+        assert!(error.end().is_some(), "an error always ends the answer");
     }
 
     #[test]

@@ -66,3 +66,19 @@ pub enum TcpPacket {
         id: u64,
     },
 }
+
+impl TcpPacket {
+    /// The packet's TL name (`tcp.ping`, …), for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TcpPacket::Ping { .. } => "tcp.ping",
+            TcpPacket::Pong { .. } => "tcp.pong",
+            TcpPacket::Packet { .. } => "tcp.packet",
+            TcpPacket::QueryAnswer { .. } => "tcp.queryAnswer",
+            TcpPacket::QueryError { .. } => "tcp.queryError",
+            TcpPacket::Query { .. } => "tcp.query",
+            TcpPacket::Connected { .. } => "tcp.connected",
+            TcpPacket::Connect { .. } => "tcp.connect",
+        }
+    }
+}

@@ -22,6 +22,7 @@ use cocoon_chain::contracts::WorkerData;
 use cocoon_chain::keys::Keypair;
 use cocoon_chain::messages::{op, MIN_FEE};
 use cocoon_chain::price::{adjusted_parts, TokenUsage};
+use cocoon_chain::reference_contracts::{self as reference, AnnouncedProxy, FakeRoot};
 use cocoon_chain::voucher::SignedVoucher;
 use cocoon_chain::wallet::{OutMessage, Wallet};
 use cocoon_chain::Address;
@@ -112,7 +113,7 @@ pub struct Worker {
     /// The chain the root and our contracts live on; `None` in fake-TON mode.
     chain: Option<Arc<dyn ChainClient>>,
     /// The reference's fake-TON root (no chain at all), when running in that mode.
-    fake_ton: Option<cocoon_chain::fake_ton::FakeTon>,
+    fake_ton: Option<FakeRoot>,
     wallet: (Keypair, Wallet),
     engine: Arc<dyn Engine>,
     identity: Arc<Renewing>,
@@ -170,13 +171,14 @@ impl Worker {
         engine: Arc<dyn Engine>,
         quotes: Arc<dyn QuoteProvider>,
     ) -> Result<Arc<Self>, WorkerError> {
-        Self::build(cfg, None, Some(fake), wallet, engine, quotes, Vec::new())
+        let root = FakeRoot::new(fake)?;
+        Self::build(cfg, None, Some(root), wallet, engine, quotes, Vec::new())
     }
 
     fn build(
         cfg: WorkerConfig,
         chain: Option<Arc<dyn ChainClient>>,
-        fake_ton: Option<cocoon_chain::fake_ton::FakeTon>,
+        fake_ton: Option<FakeRoot>,
         wallet: (Keypair, Wallet),
         engine: Arc<dyn Engine>,
         quotes: Arc<dyn QuoteProvider>,
@@ -326,9 +328,11 @@ impl Worker {
                 Err(e) => tracing::error!("{e}"),
             }
         }
-        let targets = if let (true, Some(fake)) = (self.cfg.proxies.is_empty(), &self.fake_ton) {
-            fake.proxies.iter().map(|p| p.workers).collect()
-        } else if self.cfg.proxies.is_empty() {
+        let targets = if !self.cfg.proxies.is_empty() {
+            self.cfg.proxies.clone()
+        } else if let Some(fake) = &self.fake_ton {
+            fake.file.proxies.iter().map(|p| p.workers).collect()
+        } else {
             match self.read_root().await {
                 Ok(root) => root
                     .proxies
@@ -340,8 +344,6 @@ impl Worker {
                     vec![]
                 }
             }
-        } else {
-            self.cfg.proxies.clone()
         };
         let mut tasks = Vec::new();
         for addr in targets {
@@ -413,7 +415,7 @@ impl Worker {
             worker_owner_address: self.owner().to_raw().into_bytes(),
             model: self.cfg.model.clone().into_bytes(),
             coefficient: c.coefficient as i32,
-            is_test: Some(self.is_test()),
+            is_test: Some(chain_client::is_test(self.chain.as_deref())),
             proxy_cnt: Some(1),
             max_active_requests: Some(self.cfg.max_active as i32),
             // 1 and 2 are COCOON's; 3 is 2 plus `proxy.cancelQuery`, which a proxy sends only
@@ -511,27 +513,18 @@ impl Worker {
         Ok(chain_client::read_root(self.chain()?.as_ref(), &self.cfg.root).await?)
     }
 
-    /// Whether this worker runs on a test network (fake TON is one).
-    fn is_test(&self) -> bool {
-        match &self.chain {
-            Some(c) => c.network() != cocoon_chain::Network::Mainnet,
-            None => true,
-        }
-    }
-
     /// On a fake-TON root there is no chain to read a proxy's contract from; as a reference
     /// worker does, we recompute the contracts from the root's code instead: our worker contract
     /// at the proxy it names (always), and its proxy contract from its owner and key under our
     /// root (when the config names the root the reference roles use). A proxy naming other
-    /// contracts is refused. Billing counts tokens with the file's prices and the reference's
-    /// default multipliers (1.0).
+    /// contracts is refused. Billing counts tokens with the root's params (the file's prices,
+    /// the reference's multipliers of 1.0).
     fn fake_ton_proxy(
         &self,
-        fake: &cocoon_chain::fake_ton::FakeTon,
+        fake: &FakeRoot,
         c: &ConnectedToProxy,
     ) -> Result<(Address, Address), WorkerError> {
-        let contracts = cocoon_chain::reference_contracts::ReferenceContracts::of_fake_ton(fake)?;
-        let announced = cocoon_chain::reference_contracts::AnnouncedProxy {
+        let announced = AnnouncedProxy {
             owner: &c.params.proxy_owner_address,
             contract: &c.params.proxy_sc_address,
             public_key: &c.params.proxy_public_key,
@@ -539,22 +532,18 @@ impl Worker {
             ours: &c.worker_sc_address,
         };
         let root = (self.cfg.root != Address::new([0; 32])).then_some(&self.cfg.root);
-        let (proxy, worker_sc) = contracts
+        let (proxy, worker_sc) = fake
+            .contracts
             .check_proxy(announced, true, &self.owner(), root)
             .map_err(WorkerError::Refused)?;
         self.proxy_keys
             .lock()
             .expect("keys")
             .insert(proxy, (c.params.proxy_public_key, worker_sc));
-        let params = Params {
-            price_per_token: fake.price_per_token,
-            worker_fee_per_token: fake.worker_fee_per_token,
-            ..Params::local_default()
-        };
         self.proxy_params
             .lock()
             .expect("params")
-            .insert(proxy, params);
+            .insert(proxy, fake.contracts.params_view());
         Ok((proxy, worker_sc))
     }
 
@@ -605,10 +594,8 @@ impl Worker {
         let (tokens, target) = match &self.fake_ton {
             // A reference proxy's payment, checked as a reference worker checks it.
             Some(_) => {
-                let op = cocoon_chain::reference_contracts::OP_WORKER_PAYOUT_SIGNED;
-                let tokens = cocoon_chain::reference_contracts::check_signed_payment(
-                    data, op, &key, &worker_sc,
-                )?;
+                let op = reference::OP_WORKER_PAYOUT_SIGNED;
+                let tokens = reference::check_signed_payment(data, op, &key, &worker_sc)?;
                 (tokens, worker_sc)
             }
             None => {
@@ -881,27 +868,20 @@ impl Worker {
                 ..Default::default()
             })
         };
-        // The end: the body's tail with the adjusted counts on it; the engine's usage.
-        let finish = |fmt: &mut Formatter,
-                      usage: &cocoon_engine::engine::Usage,
-                      reason: cocoon_engine::engine::FinishReason| {
-            let tail = fmt.done(usage, reason);
-            let u = engine_usage(usage);
-            send(AnswerMessage::Part {
-                bytes: tail,
-                end: Some((adjusted(&u), timings())),
-            });
-            u
-        };
         let mut finished: Option<TokenUsage> = None;
+        // An event taken off the engine while coalescing text, handled on the next turn.
+        let mut pending = None;
         while alive {
-            let event = tokio::select! {
-                event = generation.next() => event,
-                _ = &mut stop_rx => break,
-                _ = &mut deadline => {
-                    send(fail(EngineError::Timeout(limit), delivered(parts)));
-                    break;
-                }
+            let event = match pending.take() {
+                Some(event) => event,
+                None => tokio::select! {
+                    event = generation.next() => event,
+                    _ = &mut stop_rx => break,
+                    _ = &mut deadline => {
+                        send(fail(EngineError::Timeout(limit), delivered(parts)));
+                        break;
+                    }
+                },
             };
             match event {
                 Some(Ok(Event::Text(t))) => {
@@ -909,7 +889,6 @@ impl Worker {
                     // travels together (no waiting for more, so no added latency).
                     let mut bytes = fmt.text(&t).unwrap_or_default();
                     parts += 1;
-                    let mut pending_end = None;
                     while bytes.len() < 64 * 1024 {
                         match futures_util::FutureExt::now_or_never(generation.next()) {
                             Some(Some(Ok(Event::Text(t)))) => {
@@ -917,7 +896,7 @@ impl Worker {
                                 parts += 1;
                             }
                             Some(other) => {
-                                pending_end = Some(other);
+                                pending = Some(other);
                                 break;
                             }
                             None => break,
@@ -926,34 +905,19 @@ impl Worker {
                     if !bytes.is_empty() {
                         alive = send(AnswerMessage::Part { bytes, end: None });
                     }
-                    match pending_end {
-                        None => {}
-                        Some(Some(Ok(Event::Done {
-                            usage,
-                            finish_reason,
-                        }))) => {
-                            finished = Some(finish(&mut fmt, &usage, finish_reason));
-                            break;
-                        }
-                        Some(Some(Ok(Event::Text(_)))) => unreachable!("text is consumed above"),
-                        Some(Some(Err(e))) => {
-                            send(fail(e, delivered(parts)));
-                            break;
-                        }
-                        Some(None) => {
-                            send(fail(
-                                EngineError::Internal("engine ended without usage".into()),
-                                delivered(parts),
-                            ));
-                            break;
-                        }
-                    }
                 }
                 Some(Ok(Event::Done {
                     usage,
                     finish_reason,
                 })) => {
-                    finished = Some(finish(&mut fmt, &usage, finish_reason));
+                    // The end: the body's tail with the adjusted counts on it.
+                    let tail = fmt.done(&usage, finish_reason);
+                    let u = engine_usage(&usage);
+                    send(AnswerMessage::Part {
+                        bytes: tail,
+                        end: Some((adjusted(&u), timings())),
+                    });
+                    finished = Some(u);
                     break;
                 }
                 Some(Err(e)) => {
