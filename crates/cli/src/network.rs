@@ -453,6 +453,7 @@ pub fn proxy(config: &Path) -> Result<()> {
             pow_difficulty: c.pow_difficulty,
             save_state_interval: Duration::from_secs(c.save_state_interval_secs.max(1)),
             request_timeout: Duration::from_secs(600),
+            queue_per_model: cocoon_proxy::DEFAULT_QUEUE_PER_MODEL,
             http_listen: c.http_listen,
         };
         let quotes = std::sync::Arc::from(c.common.quotes()?);

@@ -22,7 +22,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use cocoon_chain::client::{self as chain_client, ChainClient};
@@ -175,6 +176,8 @@ pub struct Client {
     /// The reference's fake-TON root (no chain at all), when running in that mode.
     fake_ton: Option<FakeRoot>,
     wallet: (Keypair, Wallet),
+    /// The wallet's address, computed once at start.
+    owner: Address,
     identity: Arc<cocoon_net::identity::Renewing>,
     secret: [u8; 32],
     conns: Mutex<Vec<Arc<ProxyConn>>>,
@@ -284,11 +287,13 @@ impl Client {
         let identity = cocoon_net::identity::Renewing::start(quotes, "cocoon-client", policy)
             .map_err(ClientError::Io)?;
         let secret = cocoon_chain::keys::load_or_create_seed(&cfg.dir.join("secret.hex"))?;
+        let owner = wallet.1.address()?;
         let client = Arc::new(Client {
             cfg: cfg.clone(),
             chain,
             fake_ton,
             wallet,
+            owner,
             identity,
             secret,
             conns: Mutex::new(Vec::new()),
@@ -320,7 +325,7 @@ impl Client {
                 }
             }
         }
-        if client.conns.lock().expect("conns").is_empty() {
+        if client.conns.lock().is_empty() {
             return Err(ClientError::NoProxy(errors.join("; ")));
         }
         tokio::spawn(Client::reconnect_loop(
@@ -342,7 +347,6 @@ impl Client {
                 let alive = me
                     .conns
                     .lock()
-                    .expect("conns")
                     .iter()
                     .any(|c| c.addr == *addr && !c.peer.is_closed());
                 if alive {
@@ -386,7 +390,7 @@ impl Client {
 
     /// The owner (paying wallet) address.
     pub fn owner(&self) -> Address {
-        self.wallet.1.address().expect("wallet address")
+        self.owner
     }
 
     /// Sends `messages` from our wallet in one signed transfer.
@@ -402,7 +406,6 @@ impl Client {
     pub fn accounts(&self) -> Vec<Account> {
         self.accounts
             .lock()
-            .expect("accounts")
             .values()
             .cloned()
             .collect()
@@ -412,7 +415,6 @@ impl Client {
     pub fn connected(&self) -> usize {
         self.conns
             .lock()
-            .expect("conns")
             .iter()
             .filter(|c| !c.peer.is_closed())
             .count()
@@ -434,13 +436,13 @@ impl Client {
         let (r, me, pay) = (routes.clone(), self.clone(), payments.clone());
         let on_packet = Arc::new(move |_: &Peer, data: Vec<u8>| {
             if let Some((rid, message)) = cocoon_wire::answer::decode_client(&data) {
-                if let Some(route) = r.lock().expect("routes").get(&rid) {
+                if let Some(route) = r.lock().get(&rid) {
                     let _ = route.send(message);
                 }
             } else if let Ok(RequestPayment::Client { signed_payment, .. }) =
                 cocoon_wire::decode::<RequestPayment>(&data)
             {
-                let proxy = *pay.lock().expect("proxy");
+                let proxy = *pay.lock();
                 if let Some(proxy) = proxy {
                     if let Err(e) = me.take_voucher(proxy, &signed_payment) {
                         tracing::error!("proxy {proxy} sent a bad charge voucher: {e}");
@@ -479,7 +481,7 @@ impl Client {
             }
             Some(fake) => self.fake_ton_proxy(fake, &connected)?,
         };
-        *payments.lock().expect("proxy") = Some(proxy);
+        *payments.lock() = Some(proxy);
         let auth: AuthorizationWithProxy = peer
             .request(
                 &self.authorization(&connected.auth)?,
@@ -499,7 +501,7 @@ impl Client {
                 ))
             }
         }
-        let mut conns = self.conns.lock().expect("conns");
+        let mut conns = self.conns.lock();
         conns.retain(|c| c.addr != addr);
         conns.push(Arc::new(ProxyConn {
             addr,
@@ -564,7 +566,7 @@ impl Client {
             .contracts
             .check_proxy(announced, false, &self.owner(), root)
             .map_err(ClientError::Refused)?;
-        let mut accounts = self.accounts.lock().expect("accounts");
+        let mut accounts = self.accounts.lock();
         let a = accounts.entry(proxy).or_default();
         a.proxy = proxy;
         a.client_contract = client_sc;
@@ -673,7 +675,7 @@ impl Client {
                 "client contract {client_sc} has no state after deployment"
             ))
         })?;
-        let mut accounts = self.accounts.lock().expect("accounts");
+        let mut accounts = self.accounts.lock();
         let a = accounts.entry(proxy).or_default();
         a.proxy = proxy;
         a.client_contract = client_sc;
@@ -701,7 +703,7 @@ impl Client {
         let SignedPayment::Signed { data } = payment else {
             return Ok(());
         };
-        let mut accounts = self.accounts.lock().expect("accounts");
+        let mut accounts = self.accounts.lock();
         let a = accounts
             .get_mut(&proxy)
             .ok_or("voucher from an unknown proxy")?;
@@ -756,7 +758,7 @@ impl Client {
     /// paid balance minus uncommitted use falls under half the stake.
     pub async fn keep_funded(&self, proxy: Address) -> Result<(), ClientError> {
         let _guard = self.funding.lock().await;
-        let a = match self.accounts.lock().expect("accounts").get(&proxy) {
+        let a = match self.accounts.lock().get(&proxy) {
             Some(a) => a.clone(),
             None => return Ok(()),
         };
@@ -787,7 +789,7 @@ impl Client {
             self.send(&msgs).await?;
         }
         if let Some(c) = self.client_data(&a.client_contract).await? {
-            if let Some(acc) = self.accounts.lock().expect("accounts").get_mut(&proxy) {
+            if let Some(acc) = self.accounts.lock().get_mut(&proxy) {
                 acc.committed_tokens = c.tokens_used;
                 acc.balance = c.balance;
                 acc.stake = c.stake;
@@ -823,7 +825,6 @@ impl Client {
     fn live(&self) -> Vec<Arc<ProxyConn>> {
         self.conns
             .lock()
-            .expect("conns")
             .iter()
             .filter(|c| !c.peer.is_closed())
             .cloned()
@@ -955,7 +956,7 @@ impl Client {
                 .get_or_create(&k)
                 .set(a.voucher_tokens as i64);
         }
-        let secs = *self.latency_total.lock().expect("latency");
+        let secs = *self.latency_total.lock();
         let rows: Vec<serde_json::Value> = accounts
             .iter()
             .map(|a| {

@@ -5,7 +5,8 @@
 //! the app's side reads.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use cocoon_net::rpc::Peer;
@@ -62,7 +63,7 @@ pub(crate) fn start(
         );
     }
     let (route_tx, mut route_rx) = mpsc::unbounded_channel();
-    routes.lock().expect("routes").insert(request_id, route_tx);
+    routes.lock().insert(request_id, route_tx);
     let (tx, rx) = mpsc::unbounded_channel();
     let run = ClientRequest::RunQueryEx {
         model_name: job.model.into_bytes(),
@@ -76,7 +77,7 @@ pub(crate) fn start(
         enable_debug: Some(false),
     };
     if peer.send(cocoon_wire::encode(&run)).is_err() {
-        routes.lock().expect("routes").remove(&request_id);
+        routes.lock().remove(&request_id);
         let _ = tx.send(Delivery::Failed {
             error: ClientError::NoProxy("connection to the proxy closed".into()),
             tokens: TokensUsed::default(),
@@ -93,7 +94,7 @@ pub(crate) fn start(
                     let _ = tx.send(Delivery::Failed { error, tokens });
                 }
             }
-            routes.lock().expect("routes").remove(&request_id);
+            routes.lock().remove(&request_id);
         });
     }
     QueryStream {

@@ -372,7 +372,7 @@ impl LocalNet {
             proxy_http: proxy.http_addr,
             worker_http: workers
                 .iter()
-                .map(|w| *w.http_addr.lock().expect("http addr"))
+                .map(|w| *w.http_addr.lock())
                 .collect(),
             root: genesis.root,
             proxy_contract: proxy.proxy.address(),
@@ -507,6 +507,7 @@ async fn launch_proxy(
             pow_difficulty,
             save_state_interval: Duration::from_secs(30),
             request_timeout: Duration::from_secs(600),
+            queue_per_model: cocoon_proxy::DEFAULT_QUEUE_PER_MODEL,
             http_listen: Some("127.0.0.1:0".parse().expect("address")),
         },
         chain.clone(),

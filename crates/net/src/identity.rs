@@ -60,7 +60,7 @@ impl Identity {
 /// An [`Identity`] that renews its certificate (and quote) before the one-day validity runs
 /// out, for roles that run for days. Connections take the current one with [`Renewing::get`].
 pub struct Renewing {
-    current: std::sync::RwLock<Identity>,
+    current: parking_lot::RwLock<Identity>,
     quotes: Arc<dyn QuoteProvider>,
     name: String,
     policy: Policy,
@@ -79,7 +79,7 @@ impl Renewing {
     ) -> Result<Arc<Self>, String> {
         let first = Identity::new(quotes.as_ref(), name, policy.clone())?;
         let me = Arc::new(Renewing {
-            current: std::sync::RwLock::new(first),
+            current: parking_lot::RwLock::new(first),
             quotes,
             name: name.to_string(),
             policy,
@@ -99,13 +99,13 @@ impl Renewing {
 
     /// The current identity.
     pub fn get(&self) -> Identity {
-        self.current.read().expect("identity lock").clone()
+        self.current.read().clone()
     }
 
     /// Replaces the certificate now.
     pub fn renew(&self) -> Result<(), String> {
         let fresh = Identity::new(self.quotes.as_ref(), &self.name, self.policy.clone())?;
-        *self.current.write().expect("identity lock") = fresh;
+        *self.current.write() = fresh;
         Ok(())
     }
 }

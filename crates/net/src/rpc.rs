@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use cocoon_tee::PeerIdentity;
@@ -249,7 +250,7 @@ impl Peer {
     }
 
     fn resolve(&self, id: u64, result: Result<Vec<u8>, RpcError>) {
-        let waiter = self.inner.pending.lock().expect("pending lock").remove(&id);
+        let waiter = self.inner.pending.lock().remove(&id);
         if let Some(w) = waiter {
             let _ = w.send(result);
         }
@@ -261,7 +262,6 @@ impl Peer {
             .inner
             .pending
             .lock()
-            .expect("pending lock")
             .drain()
             .collect();
         for (_, w) in pending {
@@ -279,17 +279,16 @@ impl Peer {
         self.inner
             .pending
             .lock()
-            .expect("pending lock")
             .insert(id, tx);
         if self.inner.tx.send(TcpPacket::Query { id, data }).is_err() {
-            self.inner.pending.lock().expect("pending lock").remove(&id);
+            self.inner.pending.lock().remove(&id);
             return Err(RpcError::Closed);
         }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(RpcError::Closed),
             Err(_) => {
-                self.inner.pending.lock().expect("pending lock").remove(&id);
+                self.inner.pending.lock().remove(&id);
                 Err(RpcError::Timeout(timeout))
             }
         }

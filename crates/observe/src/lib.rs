@@ -56,6 +56,10 @@ pub struct Metrics {
     pub latency: Histogram,
     /// Requests running now.
     pub active: Gauge,
+    /// Requests waiting in a queue for a free worker (the proxy's).
+    pub queued: Gauge,
+    /// How long requests waited in that queue, seconds (those that got a worker or gave up).
+    pub queue_wait: Histogram,
     /// Connected peers by kind (`worker`, `client`, `proxy`).
     pub peers: Family<Kind, Gauge>,
     /// Balances by account, nanotons (as f64: a gauge; exact values are in /jsonstats).
@@ -82,6 +86,8 @@ impl Metrics {
             tokens: Family::default(),
             latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             active: Gauge::default(),
+            queued: Gauge::default(),
+            queue_wait: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             peers: Family::default(),
             balances: Family::default(),
             vouchers: Family::default(),
@@ -101,6 +107,16 @@ impl Metrics {
             m.latency.clone(),
         );
         registry.register("active_requests", "Requests running now", m.active.clone());
+        registry.register(
+            "queued_requests",
+            "Requests waiting for a free worker",
+            m.queued.clone(),
+        );
+        registry.register(
+            "queue_wait_seconds",
+            "Time requests waited for a free worker",
+            m.queue_wait.clone(),
+        );
         registry.register(
             "connected_peers",
             "Connected peers by kind",

@@ -2,7 +2,8 @@
 //! query path — reserve, choose a worker, relay the stream, price, record, pay.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use cocoon_chain::contracts::{ClientData, ContractState};
@@ -23,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::ledger::Entry;
-use crate::pool::{Finished, NoWorker};
+use crate::pool::{Finished, NoWorker, Place, WorkerSlot};
 use crate::Proxy;
 
 /// Completion tokens assumed when a request names no limit.
@@ -93,7 +94,7 @@ async fn serve(proxy: Arc<Proxy>, conn: cocoon_net::Connection) {
         if let Ok(request) = cocoon_wire::decode::<ClientRequest>(&data) {
             on_run_packet(&p, &s, peer, request);
         } else if let Ok(CancelQuery { request_id }) = cocoon_wire::decode::<CancelQuery>(&data) {
-            if let Some(stop) = p.cancels.lock().expect("cancels").remove(&request_id) {
+            if let Some(stop) = p.cancels.lock().remove(&request_id) {
                 let _ = stop.send(());
             }
         } else {
@@ -154,7 +155,7 @@ fn on_run_packet(proxy: &Arc<Proxy>, state: &Mutex<Conn>, peer: &Peer, request: 
         let _ = peer.send(answer::client_message(request_id, m, None));
     };
     let (owner, in_flight) = {
-        let st = state.lock().expect("conn");
+        let st = state.lock();
         match (st.owner, st.authorized) {
             (Some(o), true) => (o, st.in_flight.clone()),
             _ => return refuse(401, "authorize first (client.authorizeWithProxyShort)"),
@@ -217,7 +218,7 @@ async fn onchain(
     fresh: bool,
 ) -> Result<Option<ClientData>, RpcError> {
     if !fresh {
-        if let Some((d, at)) = proxy.book.lock().expect("book").onchain.get(&owner) {
+        if let Some((d, at)) = proxy.book.lock().onchain.get(&owner) {
             if at.elapsed() < ONCHAIN_TTL {
                 return Ok(Some(d.clone()));
             }
@@ -240,7 +241,6 @@ async fn onchain(
     proxy
         .book
         .lock()
-        .expect("book")
         .onchain
         .insert(owner, (data.clone(), Instant::now()));
     Ok(Some(data))
@@ -254,7 +254,7 @@ async fn handle_query(
     let request: ClientRequest =
         cocoon_wire::decode(&data).map_err(|e| err(400, format!("not a client request: {e}")))?;
     let authorized_owner = || {
-        let st = state.lock().expect("conn");
+        let st = state.lock();
         match (st.owner, st.authorized) {
             (Some(o), true) => Ok(o),
             _ => Err(err(401, "authorize first (client.authorizeWithProxyShort)")),
@@ -270,7 +270,7 @@ async fn handle_query(
             let client_sc = proxy.client_contract(owner).map_err(|e| err(500, e.to_string()))?;
             let secret_hash = onchain(&proxy, owner, true).await?.map(|d| d.secret_hash).unwrap_or([0; 32]);
             {
-                let mut st = state.lock().expect("conn");
+                let mut st = state.lock();
                 st.owner = Some(owner);
                 st.proto = proto;
             }
@@ -285,7 +285,7 @@ async fn handle_query(
             }))
         }
         ClientRequest::AuthorizeWithProxyShort { data } => {
-            let owner = state.lock().expect("conn").owner.ok_or_else(|| err(400, "connectToProxy first"))?;
+            let owner = state.lock().owner.ok_or_else(|| err(400, "connectToProxy first"))?;
             let failed = |why: String| Ok(cocoon_wire::encode(&AuthorizationWithProxy::Failed { error_code: 401, error: why.into_bytes() }));
             let Some(c) = onchain(&proxy, owner, true).await? else {
                 return failed(format!("no client contract for {owner} at this proxy: top it up first"));
@@ -297,7 +297,7 @@ async fn handle_query(
             if c.secret_hash == [0; 32] || hash != c.secret_hash {
                 return failed("secret does not match the client contract's secret hash".into());
             }
-            state.lock().expect("conn").authorized = true;
+            state.lock().authorized = true;
             let total = proxy.client_total(&owner);
             Ok(cocoon_wire::encode(&AuthorizationWithProxy::Success {
                 signed_payment: proxy.client_voucher(owner, total),
@@ -308,8 +308,8 @@ async fn handle_query(
         // On a fake-TON root there is nothing to register on chain: granted at once, as the
         // reference grants it there.
         ClientRequest::AuthorizeWithProxyLong if proxy.on_fake_ton() => {
-            let owner = state.lock().expect("conn").owner.ok_or_else(|| err(400, "connectToProxy first"))?;
-            state.lock().expect("conn").authorized = true;
+            let owner = state.lock().owner.ok_or_else(|| err(400, "connectToProxy first"))?;
+            state.lock().authorized = true;
             let total = proxy.client_total(&owner);
             Ok(cocoon_wire::encode(&AuthorizationWithProxy::Success {
                 signed_payment: proxy.client_voucher(owner, total),
@@ -327,19 +327,18 @@ async fn handle_query(
         )),
         ClientRequest::RequestRefund => {
             let owner = authorized_owner()?;
-            let active = proxy.book.lock().expect("book").active.get(&owner).copied().unwrap_or(0);
+            let active = proxy.book.lock().active.get(&owner).copied().unwrap_or(0);
             if active > 0 {
                 return Ok(cocoon_wire::encode(&Refund::Rejected { active_queries: active as u64 }));
             }
             // Every answered request must be in the final charge: make them durable first.
-            let seq = proxy.ledger.lock().expect("ledger").seq();
+            let seq = proxy.ledger.lock().seq();
             proxy.durable(seq).await.map_err(|e| err(500, format!("ledger: {e}")))?;
             let total = proxy.client_total(&owner);
             let target = proxy.client_contract(owner).map_err(|e| err(500, e.to_string()))?;
             proxy
                 .ledger
                 .lock()
-                .expect("ledger")
                 .append(Entry::Refund { client: owner, tokens: total })
                 .map_err(|e| err(500, e.to_string()))?;
             let voucher = proxy.signed_payment(op::CLIENT_GRANT_REFUND_SIGNED, total, target);
@@ -352,7 +351,7 @@ async fn handle_query(
         ClientRequest::UpdatePaymentStatus => {
             let owner = authorized_owner()?;
             // Everything answered so far: make it durable, then promise it.
-            let seq = proxy.ledger.lock().expect("ledger").seq();
+            let seq = proxy.ledger.lock().seq();
             proxy.durable(seq).await.map_err(|e| err(500, format!("ledger: {e}")))?;
             let total = proxy.client_total(&owner);
             Ok(cocoon_wire::encode(&ClientPaymentStatus {
@@ -402,7 +401,7 @@ async fn handle_query(
 /// Whether this connection's client settled on one of the reference's protocol versions (1 or
 /// 2): it gets the catalogue as a reference proxy writes it.
 fn speaks_reference(state: &Mutex<Conn>) -> bool {
-    (1..cocoon_wire::PROTO_WITH_CANCEL).contains(&state.lock().expect("conn").proto)
+    (1..cocoon_wire::PROTO_WITH_CANCEL).contains(&state.lock().proto)
 }
 
 /// The workers a catalogue lists: for a reference client as a reference proxy lists them (the
@@ -467,7 +466,7 @@ struct Reservation<'a> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         self.proxy.metrics.active.dec();
-        let mut book = self.proxy.book.lock().expect("book");
+        let mut book = self.proxy.book.lock();
         if let Some(r) = book.reserved.get_mut(&self.owner) {
             *r = r.saturating_sub(self.tokens);
         }
@@ -487,12 +486,10 @@ impl Drop for StreamGuard<'_> {
         self.proxy
             .streams
             .lock()
-            .expect("streams")
             .remove(&self.request_id);
         self.proxy
             .cancels
             .lock()
-            .expect("cancels")
             .remove(&self.request_id);
     }
 }
@@ -596,12 +593,11 @@ async fn reserve_credit(
             return Err(err(402, "no client contract on chain"));
         };
         let available = {
-            let mut book = proxy.book.lock().expect("book");
+            let mut book = proxy.book.lock();
             let reserved = book.reserved.get(&owner).copied().unwrap_or(0);
             let used = proxy
                 .ledger
                 .lock()
-                .expect("ledger")
                 .totals()
                 .clients
                 .get(&owner)
@@ -636,6 +632,70 @@ async fn reserve_credit(
     }
 }
 
+/// A worker for `model`: one free now, else a turn in the model's queue (first come, first
+/// served) until `deadline`. Refused with 503 only when the queue is full or the deadline
+/// passes; a model nobody serves or a price the client does not accept is refused at once.
+async fn wait_for_worker(
+    proxy: &Proxy,
+    client: &Peer,
+    model: &str,
+    max_coefficient: u32,
+    deadline: tokio::time::Instant,
+) -> Result<WorkerSlot, RpcError> {
+    let place = proxy
+        .pool
+        .lock()
+        .choose_or_wait(model, max_coefficient, proxy.cfg.queue_per_model);
+    let rx = match place {
+        Ok(Place::Now(slot)) => return Ok(slot),
+        Ok(Place::Queued(rx)) => rx,
+        Err(NoWorker::UnknownModel) => return Err(err(404, format!("no worker serves model {model}"))),
+        Err(NoWorker::AllBusy) => return Err(err(503, format!("every worker for {model} is busy; retry"))),
+        Err(NoWorker::QueueFull(n)) => {
+            return Err(err(
+                503,
+                format!("every worker for {model} is busy and {n} requests already wait (the queue is full); retry later"),
+            ))
+        }
+        Err(NoWorker::TooExpensive(c)) => {
+            return Err(err(
+                402,
+                format!("max_coefficient {max_coefficient} is below the cheapest worker's coefficient {c}"),
+            ))
+        }
+    };
+    let mut rx = rx;
+    let m = &proxy.metrics;
+    m.queued.inc();
+    let since = Instant::now();
+    let gave_up = tokio::select! {
+        got = &mut rx => match got {
+            Ok(slot) => {
+                m.queued.dec();
+                m.queue_wait.observe(since.elapsed().as_secs_f64());
+                return Ok(slot);
+            }
+            Err(_) => err(503, "the proxy is stopping"),
+        },
+        _ = tokio::time::sleep_until(deadline) => err(
+            503,
+            format!(
+                "every worker for {model} stayed busy for this request's whole timeout ({:.1} s waited); retry later",
+                since.elapsed().as_secs_f64()
+            ),
+        ),
+        _ = client.closed() => err(499, "client went away while the request waited for a worker"),
+    };
+    m.queued.dec();
+    m.queue_wait.observe(since.elapsed().as_secs_f64());
+    // Leave the queue; a slot handed over in the meantime goes back (and on to the next).
+    rx.close();
+    if let Ok(slot) = rx.try_recv() {
+        proxy.pool.lock().finish(slot.id, Finished::Abandoned);
+    }
+    Err(gave_up)
+}
+
 /// How a relayed answer ended.
 enum Ending {
     /// The worker finished: its last message, which carries its adjusted counts (as it
@@ -662,10 +722,11 @@ async fn run_query(
         timeout,
         request_id,
     } = job;
+    // The request's whole time: waiting for a worker, then the worker's answer.
+    let deadline_at = tokio::time::Instant::now() + timeout;
     if proxy
         .ledger
         .lock()
-        .expect("ledger")
         .durable()
         .refunded
         .contains_key(&owner)
@@ -694,24 +755,16 @@ async fn run_query(
     );
     let _reservation = reserve_credit(proxy, owner, reserve).await?;
 
-    let slot = proxy.pool.lock().expect("pool").choose(&model, max_coefficient).map_err(|e| match e {
-        NoWorker::UnknownModel => err(404, format!("no worker serves model {model}")),
-        NoWorker::AllBusy => err(503, format!("every worker for {model} is busy; retry")),
-        NoWorker::TooExpensive(c) => {
-            err(402, format!("max_coefficient {max_coefficient} is below the cheapest worker's coefficient {c}"))
-        }
-    })?;
+    let slot = wait_for_worker(proxy, client, &model, max_coefficient, deadline_at).await?;
     let worker_peer = proxy
         .worker_peers
         .lock()
-        .expect("peers")
         .get(&slot.id)
         .cloned();
     let Some(worker_peer) = worker_peer else {
         proxy
             .pool
             .lock()
-            .expect("pool")
             .finish(slot.id, Finished::Failed);
         return Err(err(503, "the chosen worker just disconnected; retry"));
     };
@@ -719,22 +772,26 @@ async fn run_query(
     proxy
         .streams
         .lock()
-        .expect("streams")
         .insert(request_id, tx);
     let _stream = StreamGuard { proxy, request_id };
     let (cancel_tx, mut cancel_rx) = tokio::sync::oneshot::channel();
     proxy
         .cancels
         .lock()
-        .expect("cancels")
         .insert(request_id, cancel_tx);
 
     let run = ProxyRequest::RunQueryEx {
         query,
         signed_payment: proxy.worker_voucher(slot.owner, proxy.worker_total(&slot.owner)),
         coefficient: slot.coefficient as i64,
-        // As the reference: the worker gets 95 % of the time, so its error arrives in ours.
-        timeout: cocoon_wire::common::Double(timeout.as_secs_f64() * 0.95),
+        // As the reference: the worker gets 95 % of the time (left after the queue), so its
+        // error arrives in ours.
+        timeout: cocoon_wire::common::Double(
+            deadline_at
+                .saturating_duration_since(tokio::time::Instant::now())
+                .as_secs_f64()
+                * 0.95,
+        ),
         request_id,
         flags: (),
         enable_debug: Some(false),
@@ -744,11 +801,10 @@ async fn run_query(
         proxy
             .pool
             .lock()
-            .expect("pool")
             .finish(slot.id, Finished::Failed);
         return Err(err(503, "the chosen worker just disconnected; retry"));
     }
-    let deadline = tokio::time::sleep(timeout);
+    let deadline = tokio::time::sleep_until(deadline_at);
     tokio::pin!(deadline);
     // Body messages relayed (each holds at least one completion token): what a cut answer is
     // billed for, and the overrun check.
@@ -880,7 +936,7 @@ async fn run_query(
         Ending::Done(_) => None,
         Ending::Failed { code, .. } | Ending::Cut { code, .. } => Some(*code),
     };
-    proxy.pool.lock().expect("pool").finish(
+    proxy.pool.lock().finish(
         slot.id,
         match error {
             None => Finished::Served(latency),
@@ -891,7 +947,6 @@ async fn run_query(
     proxy
         .reputation
         .lock()
-        .expect("reputation")
         .entry(slot.owner)
         .or_default()
         .record(error.is_none(), latency);
@@ -905,14 +960,15 @@ async fn run_query(
     m.add_tokens("completion", tokens.completion_tokens_used);
     m.add_tokens("reasoning", tokens.reasoning_tokens_used);
     m.add_tokens("billed", billed);
-    // Record it now (counted in credit checks at once); it becomes durable with the next
-    // group commit (one fsync for every request finishing meanwhile), and only then do the
-    // vouchers that promise it leave.
+    // Record it now (counted in credit checks at once), and let the answer's last message
+    // leave only once the record is on disk: one group commit (one fsync) covers every request
+    // finishing meanwhile. So an app that got an answer complete is billed for it across any
+    // crash, and the worker paid; a crash before the fsync loses the record and the app never
+    // saw the answer's end. The vouchers that promise it follow.
     if billed > 0 {
         let seq = proxy
             .ledger
             .lock()
-            .expect("ledger")
             .append_unsynced(Entry::Charge {
                 request: hex::encode(request_id),
                 client: owner,
@@ -920,14 +976,11 @@ async fn run_query(
                 tokens: billed,
             })
             .map_err(|e| err(500, format!("ledger: {e}")))?;
-        let (p, c, w) = (proxy.clone(), client.clone(), worker_peer.clone());
-        let worker_owner = slot.owner;
-        tokio::spawn(async move {
-            match p.durable(seq).await {
-                Ok(()) => p.queue_vouchers(owner, c, worker_owner, w, request_id),
-                Err(e) => tracing::error!("ledger fsync failed, vouchers withheld: {e}"),
-            }
-        });
+        if let Err(e) = proxy.durable(seq).await {
+            tracing::error!("ledger fsync failed, the answer's end and vouchers withheld: {e}");
+            return Err(err(500, format!("the proxy could not record this answer: {e}")));
+        }
+        proxy.queue_vouchers(owner, client.clone(), slot.owner, worker_peer.clone(), request_id);
     }
     let end = (tokens, timings());
     let last = match ending {
@@ -1119,7 +1172,7 @@ mod tests {
         assert_eq!(catalogue_name("plain", true), "plain");
         let st = Mutex::new(Conn::default());
         for (proto, reference) in [(0, false), (1, true), (2, true), (3, false)] {
-            st.lock().unwrap().proto = proto;
+            st.lock().proto = proto;
             assert_eq!(speaks_reference(&st), reference, "proto {proto}");
         }
     }

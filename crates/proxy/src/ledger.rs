@@ -338,8 +338,14 @@ impl Ledger {
                 })?;
             self.sealed_seq = self.seq;
         }
+        // A second handle, so the fsync runs outside the ledger's lock; out of file descriptors
+        // is an error for this commit, not a panic under the lock.
+        let file = self.file.try_clone().map_err(|source| LedgerError::Io {
+            path: self.path.display().to_string(),
+            source,
+        })?;
         Ok(SyncPoint {
-            file: self.file.try_clone().expect("ledger file handle"),
+            file,
             seq: self.seq,
             path: self.path.clone(),
         })
@@ -356,11 +362,7 @@ impl Ledger {
         if self.poisoned.is_some() {
             return;
         }
-        while let Some((s, _)) = self.pending.front() {
-            if *s > seq {
-                break;
-            }
-            let (_, entry) = self.pending.pop_front().expect("front exists");
+        while let Some((_, entry)) = self.pending.pop_front_if(|(s, _)| *s <= seq) {
             apply(&mut self.durable, &entry);
         }
         self.durable_seq = self.durable_seq.max(seq);
@@ -400,8 +402,11 @@ fn apply(t: &mut Totals, e: &Entry) {
             tokens,
             ..
         } => {
-            *t.clients.entry(*client).or_default() += tokens;
-            *t.workers.entry(*worker).or_default() += tokens;
+            // Saturating: a total at u64::MAX is already more than any contract can hold.
+            let c = t.clients.entry(*client).or_default();
+            *c = c.saturating_add(*tokens);
+            let w = t.workers.entry(*worker).or_default();
+            *w = w.saturating_add(*tokens);
         }
         Entry::Refund { client, tokens } => {
             t.refunded.insert(*client, *tokens);

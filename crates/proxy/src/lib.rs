@@ -20,7 +20,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use cocoon_chain::client::{self as chain_client, ChainClient};
@@ -39,6 +40,9 @@ use tokio::sync::mpsc;
 
 pub use ledger::{Entry, Ledger};
 pub use pool::{Pool, WorkerSlot};
+
+/// How many requests wait per model, by default, while every worker for it is busy.
+pub const DEFAULT_QUEUE_PER_MODEL: usize = 1024;
 
 /// How a proxy runs.
 #[derive(Clone, Debug)]
@@ -59,6 +63,8 @@ pub struct ProxyConfig {
     pub save_state_interval: Duration,
     /// Longest a request may run.
     pub request_timeout: Duration,
+    /// Most requests that wait per model for a free worker slot; one more is refused with 503.
+    pub queue_per_model: usize,
     /// Where `/healthz`, `/metrics`, `/jsonstats` and the dashboard are served (None: nowhere).
     pub http_listen: Option<SocketAddr>,
 }
@@ -210,7 +216,7 @@ impl RunningProxy {
             t.abort();
         }
         save_reputation(&self.proxy.cfg.dir, &self.proxy.reputation());
-        for p in self.proxy.worker_peers.lock().expect("peers").values() {
+        for p in self.proxy.worker_peers.lock().values() {
             p.close();
         }
     }
@@ -455,7 +461,6 @@ impl Proxy {
     pub fn client_total(&self, owner: &Address) -> u64 {
         self.ledger
             .lock()
-            .expect("ledger")
             .durable()
             .clients
             .get(owner)
@@ -467,7 +472,6 @@ impl Proxy {
     pub fn worker_total(&self, owner: &Address) -> u64 {
         self.ledger
             .lock()
-            .expect("ledger")
             .durable()
             .workers
             .get(owner)
@@ -477,7 +481,7 @@ impl Proxy {
 
     /// Ledger totals on disk (clients charged, workers earned).
     pub fn totals(&self) -> ledger::Totals {
-        self.ledger.lock().expect("ledger").durable().clone()
+        self.ledger.lock().durable().clone()
     }
 
     /// The `/jsonstats` document: figures and the worker table the dashboard draws.
@@ -531,7 +535,6 @@ impl Proxy {
         let reputation: Vec<serde_json::Value> = self
             .reputation
             .lock()
-            .expect("reputation")
             .iter()
             .map(|(owner, r)| {
                 serde_json::json!({
@@ -554,7 +557,7 @@ impl Proxy {
                 "tokens_billed": billed,
                 "tokens_earned_by_workers": totals.workers.values().sum::<u64>(),
                 "price_per_token": self.init.params.price_per_token.to_string(),
-                "ledger_records": self.ledger.lock().expect("ledger").seq(),
+                "ledger_records": self.ledger.lock().seq(),
                 "committed_seqno": totals.saved_seqno,
                 "contract_balance_ton": money.map(|m| cocoon_chain::format_ton(m.contract_balance)),
                 "stake_ton": money.map(|m| cocoon_chain::format_ton(m.stake)),
@@ -594,7 +597,7 @@ impl Proxy {
                 .get_or_create(&cocoon_observe::Kind::of(kind))
                 .set(v as f64);
         }
-        *self.money.lock().expect("money") = Some(money);
+        *self.money.lock() = Some(money);
         Ok(money)
     }
 
@@ -626,30 +629,30 @@ impl Proxy {
 
     /// The money as last read from the chain (None before the first read).
     pub fn money(&self) -> Option<OnChainMoney> {
-        *self.money.lock().expect("money")
+        *self.money.lock()
     }
 
     /// Workers' track records at this proxy (persisted).
     pub fn reputation(&self) -> HashMap<Address, Reputation> {
-        self.reputation.lock().expect("reputation").clone()
+        self.reputation.lock().clone()
     }
 
     /// Connected workers.
     pub fn workers(&self) -> Vec<WorkerSlot> {
-        self.pool.lock().expect("pool").all().cloned().collect()
+        self.pool.lock().all().cloned().collect()
     }
 
     /// Waits until record `seq` is on disk, sharing fsyncs between concurrent requests.
     async fn durable(&self, seq: u64) -> Result<(), ledger::LedgerError> {
         loop {
-            if self.ledger.lock().expect("ledger").durable_seq() >= seq {
+            if self.ledger.lock().durable_seq() >= seq {
                 return Ok(());
             }
             let _turn = self.syncing.lock().await;
-            if self.ledger.lock().expect("ledger").durable_seq() >= seq {
+            if self.ledger.lock().durable_seq() >= seq {
                 return Ok(());
             }
-            let point = self.ledger.lock().expect("ledger").sync_point()?;
+            let point = self.ledger.lock().sync_point()?;
             let synced = tokio::task::spawn_blocking(move || point.sync())
                 .await
                 .map_err(|e| ledger::LedgerError::Io {
@@ -657,7 +660,7 @@ impl Proxy {
                     source: std::io::Error::other(e),
                 })
                 .and_then(|r| r);
-            let mut ledger = self.ledger.lock().expect("ledger");
+            let mut ledger = self.ledger.lock();
             match synced {
                 Ok(seq) => ledger.mark_durable(seq),
                 Err(e) => {
@@ -724,7 +727,6 @@ impl Proxy {
         if let Some(a) = self
             .addresses
             .lock()
-            .expect("addresses")
             .get(&(owner, worker))
         {
             return Ok(*a);
@@ -738,7 +740,6 @@ impl Proxy {
         };
         self.addresses
             .lock()
-            .expect("addresses")
             .insert((owner, worker), a);
         Ok(a)
     }
@@ -754,7 +755,7 @@ impl Proxy {
         worker: Peer,
         request_id: [u8; 32],
     ) {
-        let mut q = self.vouchers.lock().expect("vouchers");
+        let mut q = self.vouchers.lock();
         q.clients.insert(client_owner, (client, request_id));
         q.workers
             .insert(worker_owner, (worker, request_id, client_owner));
@@ -887,11 +888,11 @@ async fn voucher_loop(proxy: Arc<Proxy>) {
     loop {
         proxy.voucher_wake.notified().await;
         tokio::time::sleep(VOUCHER_BATCH).await;
-        let q = std::mem::take(&mut *proxy.vouchers.lock().expect("vouchers"));
-        let _order = proxy.sending.lock().expect("sending");
+        let q = std::mem::take(&mut *proxy.vouchers.lock());
+        let _order = proxy.sending.lock();
         // The durable totals of the parties in this batch (not a copy of every party's).
         let (clients, workers) = {
-            let ledger = proxy.ledger.lock().expect("ledger");
+            let ledger = proxy.ledger.lock();
             let d = ledger.durable();
             let of =
                 |m: &HashMap<Address, u64>, owner: &Address| m.get(owner).copied().unwrap_or(0);
@@ -943,7 +944,7 @@ async fn refresh_chain_loop(proxy: Arc<Proxy>) {
         tokio::time::sleep(Duration::from_secs(10)).await;
         let Ok(chain) = proxy.chain() else { return };
         match chain_client::read_root(chain.as_ref(), &proxy.cfg.root).await {
-            Ok(r) => *proxy.root.lock().expect("root") = r,
+            Ok(r) => *proxy.root.lock() = r,
             Err(e) => tracing::warn!("refreshing the root failed: {e}"),
         }
     }
@@ -951,10 +952,10 @@ async fn refresh_chain_loop(proxy: Arc<Proxy>) {
 
 /// Commits the ledger hash on chain whenever it changed since the last commit.
 async fn save_state_loop(proxy: Arc<Proxy>) {
-    let mut committed_seq = proxy.ledger.lock().expect("ledger").seq();
+    let mut committed_seq = proxy.ledger.lock().seq();
     loop {
         tokio::time::sleep(proxy.cfg.save_state_interval).await;
-        let rep = proxy.reputation.lock().expect("reputation").clone();
+        let rep = proxy.reputation.lock().clone();
         save_reputation(&proxy.cfg.dir, &rep);
         if let Err(e) = save_state_once(&proxy, &mut committed_seq).await {
             tracing::warn!("save_state failed: {e}");
@@ -973,7 +974,7 @@ pub async fn save_state_now(proxy: &Arc<Proxy>) -> Result<(), ProxyError> {
 
 async fn save_state_once(proxy: &Arc<Proxy>, committed_seq: &mut u64) -> Result<(), ProxyError> {
     let (seq, hash, seqno) = {
-        let l = proxy.ledger.lock().expect("ledger");
+        let l = proxy.ledger.lock();
         (l.seq(), l.state_hash(), l.totals().saved_seqno + 1)
     };
     if seq == *committed_seq {
@@ -1005,9 +1006,8 @@ async fn save_state_once(proxy: &Arc<Proxy>, committed_seq: &mut u64) -> Result<
     proxy
         .ledger
         .lock()
-        .expect("ledger")
         .append(Entry::Saved { seqno })?;
-    *committed_seq = proxy.ledger.lock().expect("ledger").seq();
+    *committed_seq = proxy.ledger.lock().seq();
     tracing::info!("committed ledger state seqno {seqno}");
     Ok(())
 }

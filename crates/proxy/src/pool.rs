@@ -1,6 +1,14 @@
-//! The workers connected to this proxy, grouped by model, and how one is chosen for a request.
+//! The workers connected to this proxy, grouped by model, how one is chosen for a request, and
+//! the queue a request waits in while every worker for its model is busy.
+//!
+//! The queue is first come, first served per model: a freed slot goes to the oldest waiter that
+//! can use it (one that accepts the worker's coefficient), handed over directly so no newcomer
+//! can take it in between. A waiter that gave up (deadline, client gone) is skipped and its slot
+//! goes to the next.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+
+use tokio::sync::oneshot;
 
 use cocoon_chain::Address;
 
@@ -53,18 +61,38 @@ pub enum NoWorker {
     AllBusy,
     /// Workers exist but each costs more than the client accepts; the cheapest coefficient.
     TooExpensive(u32),
+    /// Every worker is busy and this many requests already wait for the model.
+    QueueFull(usize),
 }
 
-/// All connected workers.
+/// A request's place: a worker now, or a turn in the model's queue.
+#[derive(Debug)]
+pub enum Place {
+    /// A worker was free: it is marked busy for this request.
+    Now(WorkerSlot),
+    /// Every worker is busy: the slot arrives here when one frees (already marked busy). Drop
+    /// the receiver to leave the queue.
+    Queued(oneshot::Receiver<WorkerSlot>),
+}
+
+struct Waiter {
+    max_coefficient: u32,
+    tx: oneshot::Sender<WorkerSlot>,
+}
+
+/// All connected workers, and the requests waiting for one.
 #[derive(Default)]
 pub struct Pool {
     workers: HashMap<u64, WorkerSlot>,
+    /// Waiting requests per requested model name, oldest first.
+    waiting: HashMap<String, VecDeque<Waiter>>,
 }
 
 impl Pool {
-    /// Adds a worker.
+    /// Adds a worker (its slots go to waiting requests first).
     pub fn insert(&mut self, w: WorkerSlot) {
         self.workers.insert(w.id, w);
+        self.dispatch();
     }
 
     /// Removes a worker (its connection ended).
@@ -122,9 +150,94 @@ impl Pool {
             })
             .map(|w| w.id)
             .ok_or(NoWorker::AllBusy)?;
-        let w = self.workers.get_mut(&best).expect("chosen from the map");
+        let w = self.workers.get_mut(&best).ok_or(NoWorker::AllBusy)?;
         w.active += 1;
         Ok(w.clone())
+    }
+
+    /// A worker for `model` now, or a place in its queue when every worker is busy and fewer
+    /// than `limit` requests wait already (else [`NoWorker::QueueFull`]). Errors other than
+    /// busy are returned at once: waiting cannot mend them.
+    pub fn choose_or_wait(
+        &mut self,
+        model: &str,
+        max_coefficient: u32,
+        limit: usize,
+    ) -> Result<Place, NoWorker> {
+        match self.choose(model, max_coefficient) {
+            Ok(slot) => Ok(Place::Now(slot)),
+            Err(NoWorker::AllBusy) => {
+                let queue = self.waiting.entry(model.to_string()).or_default();
+                if queue.len() >= limit {
+                    queue.retain(|w| !w.tx.is_closed());
+                }
+                if queue.len() >= limit {
+                    return Err(NoWorker::QueueFull(queue.len()));
+                }
+                let (tx, rx) = oneshot::channel();
+                queue.push_back(Waiter {
+                    max_coefficient,
+                    tx,
+                });
+                Ok(Place::Queued(rx))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Requests waiting now (those that gave up included until their turn comes).
+    pub fn waiting(&self) -> usize {
+        self.waiting.values().map(VecDeque::len).sum()
+    }
+
+    /// Hands free slots to waiting requests, oldest first per model; call after anything that
+    /// may free or add a slot (a request finished, a worker joined, was enabled or repriced).
+    pub fn dispatch(&mut self) {
+        let models: Vec<String> = self.waiting.keys().cloned().collect();
+        for model in models {
+            let Some(mut queue) = self.waiting.remove(&model) else {
+                continue;
+            };
+            let mut kept = VecDeque::with_capacity(queue.len());
+            // A waiter found every affordable worker busy at this coefficient: one accepting
+            // no more than it would find them busy too (slots only get fewer in this pass).
+            let mut busy_up_to: Option<u32> = None;
+            while let Some(w) = queue.pop_front() {
+                if w.tx.is_closed() {
+                    continue;
+                }
+                if busy_up_to.is_some_and(|c| w.max_coefficient <= c) {
+                    kept.push_back(w);
+                    continue;
+                }
+                match self.choose(&model, w.max_coefficient) {
+                    Ok(slot) => {
+                        if let Err(slot) = w.tx.send(slot) {
+                            // It gave up just now: the slot is free again.
+                            self.release(slot.id);
+                        }
+                    }
+                    // Busy for this one (or no longer servable: it keeps waiting until its
+                    // deadline, as a worker may come back).
+                    Err(e) => {
+                        if e == NoWorker::AllBusy {
+                            busy_up_to = busy_up_to.max(Some(w.max_coefficient));
+                        }
+                        kept.push_back(w);
+                    }
+                }
+            }
+            if !kept.is_empty() {
+                self.waiting.insert(model, kept);
+            }
+        }
+    }
+
+    /// Frees a slot taken for a request that never ran, saying nothing about the worker.
+    fn release(&mut self, id: u64) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.active = w.active.saturating_sub(1);
+        }
     }
 
     /// Marks a request on worker `id` finished.
@@ -145,6 +258,7 @@ impl Pool {
                 Finished::Abandoned => {}
             }
         }
+        self.dispatch();
     }
 }
 

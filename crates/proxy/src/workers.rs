@@ -2,7 +2,8 @@
 //! (`worker.connectToProxy` → `compareBalanceWithProxy` → `proxyHandshakeComplete`), runtime
 //! controls (enable/disable, coefficient) and answer parts routed to the waiting client.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use parking_lot::Mutex;
 
 use cocoon_chain::Address;
 use cocoon_net::rpc::{AnswerFuture, Peer, RpcError};
@@ -56,13 +57,14 @@ async fn serve(proxy: Arc<Proxy>, conn: cocoon_net::Connection) {
     let (p, s) = (proxy.clone(), state.clone());
     let on_packet = Arc::new(move |_peer: &Peer, data: Vec<u8>| {
         if let Some((rid, message)) = cocoon_wire::answer::decode_proxy(&data) {
-            if let Some(tx) = p.streams.lock().expect("streams").get(&rid) {
+            if let Some(tx) = p.streams.lock().get(&rid) {
                 let _ = tx.send(message);
             }
         } else if let Ok(EnabledDisabled { disabled }) =
             cocoon_wire::decode::<EnabledDisabled>(&data)
         {
-            if let Some(w) = p.pool.lock().expect("pool").get_mut(id) {
+            let mut pool = p.pool.lock();
+            if let Some(w) = pool.get_mut(id) {
                 w.enabled = disabled == 0;
                 tracing::info!(
                     "worker {} is now {}",
@@ -70,14 +72,18 @@ async fn serve(proxy: Arc<Proxy>, conn: cocoon_net::Connection) {
                     if w.enabled { "enabled" } else { "disabled" }
                 );
             }
+            pool.dispatch();
         } else if let Ok(NewCoefficient { new_coefficient }) =
             cocoon_wire::decode::<NewCoefficient>(&data)
         {
             if new_coefficient > 0 {
-                if let Some(w) = p.pool.lock().expect("pool").get_mut(id) {
+                let mut pool = p.pool.lock();
+                if let Some(w) = pool.get_mut(id) {
                     w.coefficient = new_coefficient as u32;
                 }
-                s.lock().expect("conn").coefficient = new_coefficient as u32;
+                pool.dispatch();
+                drop(pool);
+                s.lock().coefficient = new_coefficient as u32;
             }
         } else {
             tracing::debug!("worker sent an unknown packet");
@@ -87,8 +93,8 @@ async fn serve(proxy: Arc<Proxy>, conn: cocoon_net::Connection) {
     let counted = proxy.metrics.peer("worker");
     peer.closed().await;
     drop(counted);
-    proxy.pool.lock().expect("pool").remove(id);
-    proxy.worker_peers.lock().expect("peers").remove(&id);
+    proxy.pool.lock().remove(id);
+    proxy.worker_peers.lock().remove(&id);
     tracing::info!("worker connection {id} closed");
 }
 
@@ -108,7 +114,7 @@ fn handle_query(
                 .map_err(|e| bad(format!("worker_owner_address: {e}")))?;
             let model = String::from_utf8(params.model).map_err(|_| bad("model is not UTF-8"))?;
             {
-                let root = proxy.root.lock().expect("root");
+                let root = proxy.root.lock();
                 if !root.models.is_empty() {
                     let hash = cocoon_engine::model::ModelIdentity::parse(&model)
                         .map(|id| id.sha256)
@@ -138,7 +144,7 @@ fn handle_query(
             let worker_sc = proxy
                 .worker_contract(owner)
                 .map_err(|e| RpcError::remote(500, e.to_string()))?;
-            let mut st = state.lock().expect("conn");
+            let mut st = state.lock();
             st.owner = Some(owner);
             st.model = model;
             st.coefficient = params.coefficient as u32;
@@ -154,7 +160,7 @@ fn handle_query(
             tokens_committed_to_db,
             max_tokens,
         } => {
-            let owner = state.lock().expect("conn").owner()?;
+            let owner = state.lock().owner()?;
             let ours = proxy.worker_total(&owner);
             let theirs = tokens_committed_to_blockchain
                 .max(tokens_committed_to_db)
@@ -165,7 +171,7 @@ fn handle_query(
                 );
                 1
             } else {
-                state.lock().expect("conn").balance_checked = true;
+                state.lock().balance_checked = true;
                 0
             };
             Ok(cocoon_wire::encode(&CompareBalanceResult {
@@ -179,14 +185,14 @@ fn handle_query(
             &cocoon_wire::worker::ExtendedCompareBalanceResult { error_code: 0 },
         )),
         WorkerRequest::ProxyHandshakeComplete { is_disabled } => {
-            let mut st = state.lock().expect("conn");
+            let mut st = state.lock();
             let owner = st.owner()?;
             if !st.balance_checked {
                 return Err(bad("compareBalanceWithProxy must succeed first"));
             }
             if !st.registered {
                 st.registered = true;
-                proxy.pool.lock().expect("pool").insert(WorkerSlot {
+                proxy.pool.lock().insert(WorkerSlot {
                     id,
                     owner,
                     model: st.model.clone(),
@@ -199,7 +205,7 @@ fn handle_query(
                     failures: 0.0,
                     understands_cancel: st.proto >= cocoon_wire::PROTO_WITH_CANCEL,
                 });
-                proxy.worker_peers.lock().expect("peers").insert(id, peer);
+                proxy.worker_peers.lock().insert(id, peer);
                 tracing::info!(
                     "worker {owner} ready: {} at coefficient {}",
                     st.model,
@@ -209,7 +215,7 @@ fn handle_query(
             Ok(cocoon_wire::encode(&HandshakeCompleted {}))
         }
         WorkerRequest::UpdatePaymentStatus => {
-            let owner = state.lock().expect("conn").owner()?;
+            let owner = state.lock().owner()?;
             let ours = proxy.worker_total(&owner);
             Ok(cocoon_wire::encode(&WorkerPaymentStatus {
                 signed_payment: proxy.worker_voucher(owner, ours),

@@ -85,6 +85,7 @@ async fn reference_around_our_proxy(
             pow_difficulty: 12,
             save_state_interval: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
+            queue_per_model: cocoon_proxy::DEFAULT_QUEUE_PER_MODEL,
             http_listen: None,
         },
         fake,

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 use sha2::{Digest, Sha256};
 
@@ -50,7 +50,7 @@ impl AttestationCache {
 
     /// The identity verified earlier for this certificate, if still valid.
     pub fn get(&self, key: &[u8; 32], now: u64) -> Option<PeerIdentity> {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.entries.lock();
         match entries.get(key) {
             Some(id) if id.not_before <= now && now <= id.not_after => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
@@ -71,7 +71,7 @@ impl AttestationCache {
     /// Remembers an accepted certificate (`now` is the verifier's clock,
     /// used to purge expired entries when full).
     pub fn insert(&self, key: [u8; 32], identity: PeerIdentity, now: u64) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.entries.lock();
         if entries.len() >= self.capacity {
             entries.retain(|_, id| id.not_after >= now);
             if entries.len() >= self.capacity {
@@ -91,7 +91,7 @@ impl AttestationCache {
 
     /// Entries held.
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.entries.lock().len()
     }
 
     /// Whether empty.

@@ -13,7 +13,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use cocoon_chain::client::{self as chain_client, ChainClient};
@@ -115,6 +116,8 @@ pub struct Worker {
     /// The reference's fake-TON root (no chain at all), when running in that mode.
     fake_ton: Option<FakeRoot>,
     wallet: (Keypair, Wallet),
+    /// The wallet's address, computed once at start.
+    owner: Address,
     engine: Arc<dyn Engine>,
     identity: Arc<Renewing>,
     controls: watch::Sender<Controls>,
@@ -193,11 +196,13 @@ impl Worker {
             enabled: true,
             coefficient: cfg.coefficient,
         });
+        let owner = wallet.1.address()?;
         Ok(Arc::new(Worker {
             cfg,
             chain,
             fake_ton,
             wallet,
+            owner,
             engine,
             identity,
             controls,
@@ -217,12 +222,12 @@ impl Worker {
 
     /// The owner (payout) address.
     pub fn owner(&self) -> Address {
-        self.wallet.1.address().expect("wallet address")
+        self.owner
     }
 
     /// Vouchers held, per proxy contract.
     pub fn held(&self) -> HashMap<Address, HeldVoucher> {
-        self.held.lock().expect("held").clone()
+        self.held.lock().clone()
     }
 
     /// Switches request acceptance on or off, at every connected proxy.
@@ -246,7 +251,6 @@ impl Worker {
     fn fee(&self, proxy: &Address) -> Option<u128> {
         self.proxy_params
             .lock()
-            .expect("params")
             .get(proxy)
             .map(|p| p.worker_fee_per_token)
     }
@@ -269,7 +273,6 @@ impl Worker {
         let proxies: Vec<serde_json::Value> = self
             .connected
             .lock()
-            .expect("connected")
             .iter()
             .map(|(p, a)| {
                 let h = held.get(p).cloned().unwrap_or_default();
@@ -307,7 +310,7 @@ impl Worker {
     }
 
     fn metrics_latency_sum(&self) -> f64 {
-        *self.latency_sum.lock().expect("latency")
+        *self.latency_sum.lock()
     }
 
     /// Serves every configured proxy (or every proxy in the root) until the task is dropped.
@@ -315,7 +318,7 @@ impl Worker {
         if let Some(addr) = self.cfg.http_listen {
             match cocoon_net::listen(addr, "the status page").await {
                 Ok(listener) => {
-                    *self.http_addr.lock().expect("http addr") = listener.local_addr().ok();
+                    *self.http_addr.lock() = listener.local_addr().ok();
                     let me = self.clone();
                     let router = cocoon_observe::router(
                         self.metrics.clone(),
@@ -386,17 +389,17 @@ impl Worker {
         // As in COCOON, every request and every answer is a one-way packet.
         let on_packet = Arc::new(move |peer: &Peer, data: Vec<u8>| {
             if let Ok(request) = cocoon_wire::decode::<ProxyRequest>(&data) {
-                let proxy = *pc.lock().expect("proxy");
+                let proxy = *pc.lock();
                 tokio::spawn(me.clone().run_query(peer.clone(), proxy, request));
             } else if let Ok(CancelQuery { request_id }) = cocoon_wire::decode::<CancelQuery>(&data)
             {
-                if let Some(stop) = me.running.lock().expect("running").remove(&request_id) {
+                if let Some(stop) = me.running.lock().remove(&request_id) {
                     let _ = stop.send(());
                 }
             } else if let Ok(RequestPayment::Worker { signed_payment, .. }) =
                 cocoon_wire::decode::<RequestPayment>(&data)
             {
-                let proxy = *pc.lock().expect("proxy");
+                let proxy = *pc.lock();
                 if let Some(proxy) = proxy {
                     if let Err(e) = me.take_voucher(proxy, &signed_payment) {
                         tracing::error!("proxy {proxy} sent a bad voucher: {e}; disconnecting");
@@ -430,7 +433,7 @@ impl Worker {
             None => self.check_proxy(&connected).await?,
             Some(fake) => self.fake_ton_proxy(fake, &connected)?,
         };
-        *proxy_contract.lock().expect("proxy") = Some(proxy);
+        *proxy_contract.lock() = Some(proxy);
 
         // 2. Compare balances: the proxy must know every token we were promised or paid.
         let onchain_paid = match self.chain {
@@ -440,7 +443,6 @@ impl Worker {
         let held = self
             .held
             .lock()
-            .expect("held")
             .get(&proxy)
             .map(|h| h.tokens)
             .unwrap_or(0);
@@ -467,7 +469,6 @@ impl Worker {
             .await?;
         self.connected
             .lock()
-            .expect("connected")
             .insert(proxy, addr);
         let _counted = self.metrics.peer("proxy");
         tracing::info!("serving proxy {proxy} at {addr}");
@@ -496,7 +497,7 @@ impl Worker {
                 }
             }
         }
-        self.connected.lock().expect("connected").remove(&proxy);
+        self.connected.lock().remove(&proxy);
         Ok(())
     }
 
@@ -538,11 +539,9 @@ impl Worker {
             .map_err(WorkerError::Refused)?;
         self.proxy_keys
             .lock()
-            .expect("keys")
             .insert(proxy, (c.params.proxy_public_key, worker_sc));
         self.proxy_params
             .lock()
-            .expect("params")
             .insert(proxy, fake.contracts.params_view());
         Ok((proxy, worker_sc))
     }
@@ -567,11 +566,9 @@ impl Worker {
         .map_err(WorkerError::Refused)?;
         self.proxy_keys
             .lock()
-            .expect("keys")
             .insert(proxy, (data.proxy_public_key, worker_sc));
         self.proxy_params
             .lock()
-            .expect("params")
             .insert(proxy, data.params.clone());
         Ok((proxy, worker_sc))
     }
@@ -587,7 +584,7 @@ impl Worker {
             return Ok(());
         };
         // Check it as the worker contract will: the proxy's key, the payout op, our contract.
-        let expected = self.proxy_keys.lock().expect("keys").get(&proxy).copied();
+        let expected = self.proxy_keys.lock().get(&proxy).copied();
         let Some((key, worker_sc)) = expected else {
             return Err("voucher from a proxy not yet checked".into());
         };
@@ -607,7 +604,7 @@ impl Worker {
                 (voucher.voucher.counter, voucher.voucher.target)
             }
         };
-        let mut held = self.held.lock().expect("held");
+        let mut held = self.held.lock();
         let entry = held.entry(proxy).or_default();
         if tokens < entry.tokens {
             return Err(format!(
@@ -620,7 +617,7 @@ impl Worker {
         let unclaimed = entry.tokens.saturating_sub(entry.claimed) as u128;
         // Written at most once a second: a voucher lost in a crash is not money lost, since
         // the proxy hands the newest one back at the next handshake (compareBalance).
-        let mut last = self.last_save.lock().expect("last save");
+        let mut last = self.last_save.lock();
         if last.elapsed() >= Duration::from_secs(1) {
             *last = std::time::Instant::now();
             save_held(&self.cfg.dir, &held);
@@ -651,7 +648,7 @@ impl Worker {
         worker_sc: Address,
     ) -> Result<bool, WorkerError> {
         let (tokens, body_hex, claimed) = {
-            let held = self.held.lock().expect("held");
+            let held = self.held.lock();
             match held.get(&proxy) {
                 Some(h) => (h.tokens, h.body_hex.clone(), h.claimed),
                 None => return Ok(false),
@@ -675,7 +672,7 @@ impl Worker {
         // run that crashed before saving): record it instead of paying a fee for a refusal.
         let paid = self.paid_on_chain(&worker_sc).await?;
         if paid >= tokens {
-            if let Some(h) = self.held.lock().expect("held").get_mut(&proxy) {
+            if let Some(h) = self.held.lock().get_mut(&proxy) {
                 h.claimed = h.claimed.max(paid);
             }
             save_held(&self.cfg.dir, &self.held());
@@ -696,7 +693,7 @@ impl Worker {
     /// Submits the newest voucher from `proxy` now (deploying the worker contract if needed).
     pub async fn claim_now(&self, proxy: Address) -> Result<u64, WorkerError> {
         let (tokens, body_hex) = {
-            let held = self.held.lock().expect("held");
+            let held = self.held.lock();
             let h = held
                 .get(&proxy)
                 .ok_or_else(|| WorkerError::Refused(format!("no voucher from {proxy}")))?;
@@ -733,7 +730,7 @@ impl Worker {
             msg.init = Some(init.worker_state_init(proxy, self.owner())?);
         }
         chain_client::send_transfer(chain.as_ref(), &self.wallet.1, &self.wallet.0, &[msg]).await?;
-        if let Some(h) = self.held.lock().expect("held").get_mut(&proxy) {
+        if let Some(h) = self.held.lock().get_mut(&proxy) {
             h.claimed = h.claimed.max(tokens);
         }
         save_held(&self.cfg.dir, &self.held());
@@ -779,7 +776,7 @@ impl Worker {
         // multipliers (as its contract states them).
         let coefficient = u32::try_from(coefficient.max(0)).unwrap_or(u32::MAX);
         let params = proxy
-            .and_then(|p| self.proxy_params.lock().expect("params").get(&p).cloned())
+            .and_then(|p| self.proxy_params.lock().get(&p).cloned())
             .unwrap_or_else(Params::local_default);
         let adjusted = |usage: &TokenUsage| tokens_used(usage, coefficient, &params);
         let refuse = |code: u16, why: String| AnswerMessage::Error {
@@ -789,7 +786,7 @@ impl Worker {
                 .into_bytes(),
             end: (TokensUsed::default(), timings()),
         };
-        let running = self.running.lock().expect("running").len();
+        let running = self.running.lock().len();
         if running >= self.cfg.max_active as usize {
             send(fail(
                 EngineError::Overloaded(running),
@@ -839,7 +836,6 @@ impl Worker {
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel();
         self.running
             .lock()
-            .expect("running")
             .insert(request_id, stop_tx);
         let clock = std::time::Instant::now();
         self.metrics.active.inc();
@@ -933,7 +929,7 @@ impl Worker {
                 }
             }
         }
-        self.running.lock().expect("running").remove(&request_id);
+        self.running.lock().remove(&request_id);
         // Dropping the generation here cancels it at the engine.
         drop(generation);
         self.metrics.active.dec();
@@ -943,7 +939,7 @@ impl Worker {
             Some(u) => {
                 self.metrics.add_tokens("prompt", u.prompt);
                 self.metrics.add_tokens("completion", u.completion);
-                *self.latency_sum.lock().expect("latency") += secs;
+                *self.latency_sum.lock() += secs;
             }
             None => self.metrics.error("request_failed"),
         }
