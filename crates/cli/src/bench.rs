@@ -51,6 +51,10 @@ pub enum BenchCommand {
         /// Requests in flight.
         #[arg(long, default_value_t = 30)]
         concurrency: usize,
+        /// Requests the one worker runs at once (default: twice the concurrency, so nothing
+        /// waits); fewer than the concurrency makes the rest wait in the proxy's queue.
+        #[arg(long)]
+        worker_slots: Option<u32>,
     },
     /// Attestation: certificate verification and handshakes, cold vs cached.
     Attest {
@@ -69,6 +73,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Network {
             requests,
             concurrency,
+            worker_slots,
         } => {
             let dir = tempfile_dir()?;
             let rt = tokio::runtime::Runtime::new()?;
@@ -76,6 +81,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 &dir,
                 requests.max(1),
                 concurrency.max(1),
+                worker_slots,
             ));
             let _ = std::fs::remove_dir_all(&dir);
             println!("{}", serde_json::to_string_pretty(&report?)?);

@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::{paid_request, Killed};
+use common::{eventually_blocking, network_json, paid_request, when, Killed};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The ```sh blocks of `docs/NAME`.
 fn sh_blocks(name: &str) -> Vec<String> {
@@ -58,17 +58,7 @@ fn cocoon_up(cwd: &Path) -> (Killed, serde_json::Value) {
         .spawn()
         .unwrap();
     let up = Killed(up);
-    let info = cwd.join(".cocoon/network.json");
-    let t = Instant::now();
-    while !info.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "cocoon up did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let net = serde_json::from_str(&std::fs::read_to_string(&info).unwrap()).unwrap();
-    (up, net)
+    (up, network_json(&cwd.join(".cocoon")))
 }
 
 /// The proxy's `/jsonstats`.
@@ -250,14 +240,10 @@ fn the_gpu_owner_guide_runs_as_written() {
         .spawn()
         .unwrap();
     let _worker = Killed(worker);
-    let t = Instant::now();
-    while proxy_stats(&net)["figures"]["workers_connected"] != 2 {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the new worker did not join"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually_blocking("the new worker joins", Duration::from_secs(60), || {
+        let connected = proxy_stats(&net)["figures"]["workers_connected"].clone();
+        when(connected == 2, connected)
+    });
     // The proxy prefers the idle newcomer (no latency record yet); a few requests reach it.
     for _ in 0..4 {
         paid_request(&net, "fake-benchmark-model");
@@ -267,19 +253,15 @@ fn the_gpu_owner_guide_runs_as_written() {
         .find(|b| b.contains("cocoon worker payout"))
         .expect("the guide has the earnings commands");
     // The worker writes its newest voucher at most once a second.
-    let t = Instant::now();
-    let out = loop {
-        let status = run(earnings.lines().next().unwrap(), tmp.path());
-        if status.contains("held voucher") {
-            break run(earnings, tmp.path());
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "no voucher reached the new worker: {status}\n{}",
-            proxy_stats(&net)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    eventually_blocking(
+        "a voucher reaches the new worker",
+        Duration::from_secs(20),
+        || {
+            let status = run(earnings.lines().next().unwrap(), tmp.path());
+            when(status.contains("held voucher"), status)
+        },
+    );
+    let out = run(earnings, tmp.path());
     assert!(
         out.contains("claimed") && out.contains("tokens paid"),
         "{out}"

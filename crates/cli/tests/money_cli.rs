@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn mnemonic(dir: &Path, name: &str) -> String {
     let v: serde_json::Value =
@@ -44,17 +44,7 @@ fn quote_status_withdraw_payout_and_close() {
         .spawn()
         .unwrap();
     let _up = Killed(child);
-    let t = Instant::now();
-    while !d.join("network.json").exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "cocoon up did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let net: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("network.json")).unwrap()).unwrap();
+    let net = network_json(&d);
     let api = net["chain_api"].as_str().unwrap().to_string();
     let root = net["root"].as_str().unwrap().to_string();
     let proxy = net["proxy_contract"].as_str().unwrap().to_string();
@@ -80,7 +70,16 @@ fn quote_status_withdraw_payout_and_close() {
     for _ in 0..2 {
         paid_request(&net, "fake-benchmark-model");
     }
-    std::thread::sleep(Duration::from_millis(1200)); // vouchers travel after the answers
+    // Vouchers travel after the answers: the worker keeps the newest in its state directory.
+    eventually_blocking(
+        "the worker holds a voucher for both answers",
+        Duration::from_secs(20),
+        || {
+            let held = cocoon_worker::held_vouchers(&d.join("worker0")).unwrap_or_default();
+            let tokens: u64 = held.values().map(|h| h.tokens).sum();
+            when(tokens == 2 * 134, tokens)
+        },
+    );
 
     // Quote: 100 000 requests a day of 300 + 200 tokens at the live worker's coefficient.
     let q = ok(&[

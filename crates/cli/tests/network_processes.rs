@@ -1,6 +1,7 @@
 //! The roles as separate processes from TOML configs, talking to `cocoon chain serve`:
-//! a proxy killed with SIGKILL and restarted keeps its ledger intact, charges nothing twice,
-//! and its workers and clients come back by themselves.
+//! a proxy SIGKILLed again and again under concurrent streamed load keeps its ledger intact,
+//! bills every answer an app received complete exactly once and nothing twice, and its workers
+//! and clients come back by themselves.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cocoon_chain::client::{ChainClient, ToncenterClient};
 use cocoon_chain::contracts::ClientData;
@@ -61,21 +62,85 @@ fn json_field(path: &Path, field: &str) -> String {
     v[field].as_str().unwrap().to_string()
 }
 
-/// What the proxy's ledger has durably charged `owner`, read from a copy (opening the live file
-/// would cut the tail the running proxy has not sealed yet), once it reaches `want` or after
-/// 10 s: an answer leaves before its group commit, which follows within milliseconds.
-fn charged(dir: &Path, key: &cocoon_chain::keys::Keypair, owner: &Address, want: u64) -> u64 {
-    let t = Instant::now();
-    loop {
-        let copy = dir.join("ledger-copy.jsonl");
-        std::fs::copy(dir.join("proxy/ledger.jsonl"), &copy).unwrap();
-        let ledger = cocoon_proxy::Ledger::open(&copy, key.clone()).unwrap();
-        let total = ledger.totals().clients.get(owner).copied().unwrap_or(0);
-        if total == want || t.elapsed() > Duration::from_secs(10) {
-            return total;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// What the proxy's ledger has durably charged `owner` and credited `worker`, read from a copy
+/// (opening the live file would cut the tail the running proxy has not sealed yet). An answer's
+/// end leaves the proxy only once its charge is durable, so this needs no waiting.
+fn charged(
+    dir: &Path,
+    key: &cocoon_chain::keys::Keypair,
+    owner: &Address,
+    worker: &Address,
+) -> (u64, u64) {
+    let copy = dir.join("ledger-copy.jsonl");
+    std::fs::copy(dir.join("proxy/ledger.jsonl"), &copy).unwrap();
+    let ledger = cocoon_proxy::Ledger::open(&copy, key.clone()).unwrap();
+    let t = ledger.totals();
+    (
+        t.clients.get(owner).copied().unwrap_or(0),
+        t.workers.get(worker).copied().unwrap_or(0),
+    )
+}
+
+/// What a load generator saw: answers received complete (`[DONE]`), and the others.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    complete: u64,
+    cut: u64,
+}
+
+/// Streamed requests from `clients` tasks at once until `stop`: what each request got.
+fn load(
+    url: String,
+    clients: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Seen> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..clients {
+                let (url, stop) = (url.clone(), stop.clone());
+                tasks.spawn(async move {
+                    let http = reqwest::Client::new();
+                    let body = serde_json::json!({"model": "fake-benchmark-model", "stream": true,
+                        "messages": [{"role": "user", "content": "hi"}]});
+                    let mut seen = Seen::default();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let got = async {
+                            let r = http
+                                .post(&url)
+                                .bearer_auth("k-123")
+                                .json(&body)
+                                .send()
+                                .await?;
+                            let ok = r.status().is_success();
+                            let text = r.bytes().await?;
+                            Ok::<_, reqwest::Error>((ok, text))
+                        }
+                        .await;
+                        match got {
+                            Ok((true, text)) if text.ends_with(b"data: [DONE]\n\n") => {
+                                seen.complete += 1
+                            }
+                            // A refusal before any work (no proxy, proxy starting) or a cut answer.
+                            _ => {
+                                seen.cut += 1;
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                    }
+                    seen
+                });
+            }
+            let mut all = Seen::default();
+            while let Some(s) = tasks.join_next().await {
+                let s = s.unwrap();
+                all.complete += s.complete;
+                all.cut += s.cut;
+            }
+            all
+        })
+    })
 }
 
 fn chat(rt: &tokio::runtime::Runtime, url: &str, key: &str) -> reqwest::StatusCode {
@@ -189,7 +254,6 @@ fn a_sigkilled_proxy_restarts_with_its_ledger_and_nothing_is_charged_twice() {
         ],
         "worker",
     );
-    std::thread::sleep(Duration::from_millis(500));
     let (client, _) = spawn_until(
         &[
             "client",
@@ -201,19 +265,13 @@ fn a_sigkilled_proxy_restarts_with_its_ledger_and_nothing_is_charged_twice() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = format!("http://{http}/v1/chat/completions");
+    // `n` answered requests, retrying refusals while the network (re)connects.
     let until_ok = |n: usize| {
-        let mut done = 0;
-        let t = Instant::now();
-        while done < n {
-            if chat(&rt, &url, "k-123") == reqwest::StatusCode::OK {
-                done += 1;
-            } else {
-                assert!(
-                    t.elapsed() < Duration::from_secs(60),
-                    "requests keep failing"
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
+        for _ in 0..n {
+            eventually_blocking("a request is answered", Duration::from_secs(60), || {
+                let status = chat(&rt, &url, "k-123");
+                when(status == reqwest::StatusCode::OK, status)
+            });
         }
     };
     until_ok(3);
@@ -224,65 +282,92 @@ fn a_sigkilled_proxy_restarts_with_its_ledger_and_nothing_is_charged_twice() {
     let client_owner: Address = json_field(&chain_dir.join("wallets/client.json"), "address")
         .parse()
         .unwrap();
-    assert_eq!(charged(d, &key, &client_owner, 3 * 134), 3 * 134);
-
-    // SIGKILL: no chance to flush anything but what was fsync'd.
-    let mut proxy = proxy;
-    proxy.0.kill().unwrap();
-    proxy.0.wait().unwrap();
-    {
-        let ledger =
-            cocoon_proxy::Ledger::open(&d.join("proxy/ledger.jsonl"), key.clone()).unwrap();
-        assert_eq!(
-            ledger.totals().clients[&client_owner],
-            3 * 134,
-            "the ledger survived the SIGKILL intact"
-        );
-    }
-
-    // Restart: the worker and the client reconnect on their own, and requests continue.
-    let (_proxy, _) = spawn_until(&proxy_args, "proxy contract");
-    until_ok(3);
+    let worker_owner: Address = json_field(&chain_dir.join("wallets/worker.json"), "address")
+        .parse()
+        .unwrap();
     assert_eq!(
-        charged(d, &key, &client_owner, 6 * 134),
-        6 * 134,
-        "six requests, each charged once"
+        charged(d, &key, &client_owner, &worker_owner),
+        (3 * 134, 3 * 134)
     );
+
+    // Eight streams at once while the proxy is SIGKILLed three times at random moments (no
+    // chance to flush anything but what was fsync'd) and restarted; the worker and the client
+    // reconnect on their own.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loader = load(url.clone(), 8, stop.clone());
+    let mut proxy = proxy;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    for round in 0..3u64 {
+        // A random moment, 0.3 to 1.5 s into this run of the proxy.
+        let at = 300 + (nanos / (round + 1) + round * 7919) % 1200;
+        std::thread::sleep(Duration::from_millis(at));
+        proxy.0.kill().unwrap();
+        proxy.0.wait().unwrap();
+        let (c, w) = {
+            let ledger =
+                cocoon_proxy::Ledger::open(&d.join("proxy/ledger.jsonl"), key.clone()).unwrap();
+            let t = ledger.totals();
+            (t.clients[&client_owner], t.workers[&worker_owner])
+        };
+        assert_eq!(
+            c, w,
+            "round {round}: the worker is credited what the client is charged"
+        );
+        proxy = spawn_until(&proxy_args, "proxy contract").0;
+    }
+    // Let the last restart serve a while, then stop the load.
+    until_ok(3);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = loader.join().unwrap();
+    let (billed, earned) = charged(d, &key, &client_owner, &worker_owner);
+    eprintln!("load under three SIGKILLs: {seen:?}; billed {billed} tokens");
+    assert!(seen.complete > 0, "the load got nothing through: {seen:?}");
+    assert_eq!(
+        billed, earned,
+        "the worker is credited exactly what the client is charged"
+    );
+    assert_eq!(billed % 134, 0, "only whole answers are billed: {billed}");
+    // Every answer received complete is billed; beyond that, at most the answers a SIGKILL cut
+    // after their charge was on disk but before their end reached the app (all their parts had).
+    let answers = billed / 134 - 6;
+    assert!(
+        answers >= seen.complete && answers <= seen.complete + 3 * 8,
+        "billed {answers} answers; the app received {} complete, {} not",
+        seen.complete,
+        seen.cut
+    );
+    let total = billed;
 
     // The client commits its newest charge when it stops: the chain shows exactly six requests.
     let mut client = client;
     let _ = Command::new("kill")
         .args(["-INT", &client.0.id().to_string()])
         .status();
-    let t = Instant::now();
-    while client.0.try_wait().unwrap().is_none() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the client did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually_blocking(
+        "the client stops on SIGINT",
+        Duration::from_secs(30),
+        || when(client.0.try_wait().unwrap().is_some(), ()),
+    );
     let chain = ToncenterClient::new(&api, None, Network::Local);
-    let t = Instant::now();
-    loop {
-        let used = rt.block_on(async {
-            let p = cocoon_chain::client::read_proxy(&chain, &proxy_sc.parse().unwrap())
-                .await
-                .unwrap();
-            let init = p.init();
-            let sc = init
-                .client_address(proxy_sc.parse().unwrap(), client_owner)
-                .unwrap();
-            let acc = chain.account(&sc).await.unwrap();
-            ClientData::parse(&acc.data.unwrap()).unwrap().tokens_used
-        });
-        if used == 6 * 134 {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "on chain: {used} tokens charged"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually_blocking(
+        "the chain shows every billed token",
+        Duration::from_secs(20),
+        || {
+            let used = rt.block_on(async {
+                let p = cocoon_chain::client::read_proxy(&chain, &proxy_sc.parse().unwrap())
+                    .await
+                    .unwrap();
+                let init = p.init();
+                let sc = init
+                    .client_address(proxy_sc.parse().unwrap(), client_owner)
+                    .unwrap();
+                let acc = chain.account(&sc).await.unwrap();
+                ClientData::parse(&acc.data.unwrap()).unwrap().tokens_used
+            });
+            when(used == total, used)
+        },
+    );
 }

@@ -18,12 +18,12 @@ pub mod server;
 
 pub use query::{Answer, QueryStream};
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use parking_lot::Mutex;
 use std::time::Duration;
 
 use cocoon_chain::client::{self as chain_client, ChainClient};
@@ -404,11 +404,7 @@ impl Client {
 
     /// Money state per proxy.
     pub fn accounts(&self) -> Vec<Account> {
-        self.accounts
-            .lock()
-            .values()
-            .cloned()
-            .collect()
+        self.accounts.lock().values().cloned().collect()
     }
 
     /// Number of authorized proxy connections alive.

@@ -4,9 +4,9 @@
 //! the task that reads those messages (with a deadline) into a [`QueryStream`], which is what
 //! the app's side reads.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
-use parking_lot::Mutex;
 use std::time::Duration;
 
 use cocoon_net::rpc::Peer;

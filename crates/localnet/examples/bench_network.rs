@@ -7,7 +7,7 @@ async fn main() {
     let requests = args.next().and_then(|a| a.parse().ok()).unwrap_or(3000);
     let concurrency = args.next().and_then(|a| a.parse().ok()).unwrap_or(30);
     let dir = std::env::temp_dir().join(format!("cocoon-bench-{}", std::process::id()));
-    let report = cocoon_localnet::bench::run(&dir, requests, concurrency)
+    let report = cocoon_localnet::bench::run(&dir, requests, concurrency, None)
         .await
         .expect("benchmark");
     let _ = std::fs::remove_dir_all(&dir);

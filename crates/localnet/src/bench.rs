@@ -98,12 +98,14 @@ async fn drive(url: &str, key: Option<&str>, requests: usize, concurrency: usize
     }
 }
 
-/// Runs both sides with `requests` requests each at `concurrency`; `dir` holds the network's
-/// state (a temporary directory is fine).
+/// Runs both sides with `requests` requests each at `concurrency`; the one worker runs at most
+/// `worker_slots` at once (default: twice the concurrency, so nothing queues); `dir` holds
+/// the network's state (a temporary directory is fine).
 pub async fn run(
     dir: &std::path::Path,
     requests: usize,
     concurrency: usize,
+    worker_slots: Option<u32>,
 ) -> Result<Value, LocalNetError> {
     let io = |e: std::io::Error| LocalNetError::Other(e.to_string());
     // Baseline: the fake engine's own OpenAI server.
@@ -119,19 +121,25 @@ pub async fn run(
     server.abort();
 
     // Through the network.
+    let cfg_slots = |slots: Option<u32>, concurrency: usize| {
+        slots.unwrap_or((concurrency as u32).max(1) * 2).max(1)
+    };
     let mut cfg = LocalNetConfig::new(
         dir,
         vec![Arc::new(FakeEngine::default())],
         &crate::fake_model_identity(),
         "fake",
     );
-    cfg.max_active = (concurrency as u32).max(1) * 2;
+    cfg.max_active = cfg_slots(worker_slots, concurrency);
     cfg.params.min_client_stake = 100 * cocoon_chain::TON; // a stake that covers the whole run
     let mut net = LocalNet::start(cfg).await?;
     let url = format!("{}/chat/completions", net.info.base_url);
     drive(&url, Some(&net.info.api_key), concurrency, concurrency).await;
+    let before = net.proxy.proxy.queue_waits();
     let network = drive(&url, Some(&net.info.api_key), requests, concurrency).await;
+    let after = net.proxy.proxy.queue_waits();
     net.stop();
+    let waited = after.waited - before.waited;
 
     Ok(json!({
         "bench": "network",
@@ -141,6 +149,12 @@ pub async fn run(
         "stream": true,
         "direct": {"req_per_s": direct.req_per_s, "p50_ms": direct.p50_ms, "p99_ms": direct.p99_ms, "failed": direct.failed},
         "network": {"req_per_s": network.req_per_s, "p50_ms": network.p50_ms, "p99_ms": network.p99_ms, "failed": network.failed},
+        "worker_slots": cfg_slots(worker_slots, concurrency),
+        "queue": {
+            "waited": waited,
+            "wait_ms_mean": if waited == 0 { 0.0 } else { (after.total_ms - before.total_ms) / waited as f64 },
+            "wait_ms_max": after.max_ms,
+        },
         "ratio_network_vs_direct": network.req_per_s / direct.req_per_s,
         "added_p50_ms": network.p50_ms - direct.p50_ms,
         "added_p99_ms": network.p99_ms - direct.p99_ms,

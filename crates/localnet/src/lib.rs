@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod wait;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -370,10 +371,7 @@ impl LocalNet {
             proxy_clients: proxy.client_addr,
             chain_api,
             proxy_http: proxy.http_addr,
-            worker_http: workers
-                .iter()
-                .map(|w| *w.http_addr.lock())
-                .collect(),
+            worker_http: workers.iter().map(|w| *w.http_addr.lock()).collect(),
             root: genesis.root,
             proxy_contract: proxy.proxy.address(),
             wallets: genesis

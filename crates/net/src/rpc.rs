@@ -7,12 +7,12 @@
 //! through one FIFO, a handler's one-way packets (streamed answer parts) always arrive before
 //! its final answer.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use parking_lot::Mutex;
 use std::time::Duration;
 
 use cocoon_tee::PeerIdentity;
@@ -258,12 +258,7 @@ impl Peer {
 
     fn shutdown(&self) {
         let _ = self.inner.close_tx.send(true);
-        let pending: Vec<_> = self
-            .inner
-            .pending
-            .lock()
-            .drain()
-            .collect();
+        let pending: Vec<_> = self.inner.pending.lock().drain().collect();
         for (_, w) in pending {
             let _ = w.send(Err(RpcError::Closed));
         }
@@ -276,10 +271,7 @@ impl Peer {
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .pending
-            .lock()
-            .insert(id, tx);
+        self.inner.pending.lock().insert(id, tx);
         if self.inner.tx.send(TcpPacket::Query { id, data }).is_err() {
             self.inner.pending.lock().remove(&id);
             return Err(RpcError::Closed);

@@ -1,9 +1,9 @@
 //! The proxy's client listener: authorization against the client contract on chain, and the
 //! query path — reserve, choose a worker, relay the stream, price, record, pay.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use cocoon_chain::contracts::{ClientData, ContractState};
@@ -483,14 +483,8 @@ struct StreamGuard<'a> {
 
 impl Drop for StreamGuard<'_> {
     fn drop(&mut self) {
-        self.proxy
-            .streams
-            .lock()
-            .remove(&self.request_id);
-        self.proxy
-            .cancels
-            .lock()
-            .remove(&self.request_id);
+        self.proxy.streams.lock().remove(&self.request_id);
+        self.proxy.cancels.lock().remove(&self.request_id);
     }
 }
 
@@ -642,6 +636,20 @@ async fn wait_for_worker(
     max_coefficient: u32,
     deadline: tokio::time::Instant,
 ) -> Result<WorkerSlot, RpcError> {
+    let refusal = |e: NoWorker| {
+        match e {
+        NoWorker::UnknownModel => err(404, format!("no worker serves model {model}")),
+        NoWorker::AllBusy => err(503, format!("every worker for {model} is busy; retry")),
+        NoWorker::AllDisabled => err(503, format!("every worker for {model} is switched off now; retry later")),
+        NoWorker::QueueFull(n) => err(
+            503,
+            format!("every worker for {model} is busy and {n} requests already wait (the queue is full); retry later"),
+        ),
+        NoWorker::TooExpensive(c) => {
+            err(402, format!("max_coefficient {max_coefficient} is below the cheapest worker's coefficient {c}"))
+        }
+    }
+    };
     let place = proxy
         .pool
         .lock()
@@ -649,20 +657,7 @@ async fn wait_for_worker(
     let rx = match place {
         Ok(Place::Now(slot)) => return Ok(slot),
         Ok(Place::Queued(rx)) => rx,
-        Err(NoWorker::UnknownModel) => return Err(err(404, format!("no worker serves model {model}"))),
-        Err(NoWorker::AllBusy) => return Err(err(503, format!("every worker for {model} is busy; retry"))),
-        Err(NoWorker::QueueFull(n)) => {
-            return Err(err(
-                503,
-                format!("every worker for {model} is busy and {n} requests already wait (the queue is full); retry later"),
-            ))
-        }
-        Err(NoWorker::TooExpensive(c)) => {
-            return Err(err(
-                402,
-                format!("max_coefficient {max_coefficient} is below the cheapest worker's coefficient {c}"),
-            ))
-        }
+        Err(e) => return Err(refusal(e)),
     };
     let mut rx = rx;
     let m = &proxy.metrics;
@@ -670,11 +665,12 @@ async fn wait_for_worker(
     let since = Instant::now();
     let gave_up = tokio::select! {
         got = &mut rx => match got {
-            Ok(slot) => {
+            Ok(Ok(slot)) => {
                 m.queued.dec();
-                m.queue_wait.observe(since.elapsed().as_secs_f64());
+                proxy.note_queue_wait(since.elapsed());
                 return Ok(slot);
             }
+            Ok(Err(e)) => refusal(e),
             Err(_) => err(503, "the proxy is stopping"),
         },
         _ = tokio::time::sleep_until(deadline) => err(
@@ -687,10 +683,10 @@ async fn wait_for_worker(
         _ = client.closed() => err(499, "client went away while the request waited for a worker"),
     };
     m.queued.dec();
-    m.queue_wait.observe(since.elapsed().as_secs_f64());
+    proxy.note_queue_wait(since.elapsed());
     // Leave the queue; a slot handed over in the meantime goes back (and on to the next).
     rx.close();
-    if let Ok(slot) = rx.try_recv() {
+    if let Ok(Ok(slot)) = rx.try_recv() {
         proxy.pool.lock().finish(slot.id, Finished::Abandoned);
     }
     Err(gave_up)
@@ -724,13 +720,7 @@ async fn run_query(
     } = job;
     // The request's whole time: waiting for a worker, then the worker's answer.
     let deadline_at = tokio::time::Instant::now() + timeout;
-    if proxy
-        .ledger
-        .lock()
-        .durable()
-        .refunded
-        .contains_key(&owner)
-    {
+    if proxy.ledger.lock().durable().refunded.contains_key(&owner) {
         return Err(err(
             409,
             "this client was granted its final refund; open a new client contract",
@@ -756,29 +746,16 @@ async fn run_query(
     let _reservation = reserve_credit(proxy, owner, reserve).await?;
 
     let slot = wait_for_worker(proxy, client, &model, max_coefficient, deadline_at).await?;
-    let worker_peer = proxy
-        .worker_peers
-        .lock()
-        .get(&slot.id)
-        .cloned();
+    let worker_peer = proxy.worker_peers.lock().get(&slot.id).cloned();
     let Some(worker_peer) = worker_peer else {
-        proxy
-            .pool
-            .lock()
-            .finish(slot.id, Finished::Failed);
+        proxy.pool.lock().finish(slot.id, Finished::Failed);
         return Err(err(503, "the chosen worker just disconnected; retry"));
     };
     let (tx, mut messages) = mpsc::unbounded_channel();
-    proxy
-        .streams
-        .lock()
-        .insert(request_id, tx);
+    proxy.streams.lock().insert(request_id, tx);
     let _stream = StreamGuard { proxy, request_id };
     let (cancel_tx, mut cancel_rx) = tokio::sync::oneshot::channel();
-    proxy
-        .cancels
-        .lock()
-        .insert(request_id, cancel_tx);
+    proxy.cancels.lock().insert(request_id, cancel_tx);
 
     let run = ProxyRequest::RunQueryEx {
         query,
@@ -798,10 +775,7 @@ async fn run_query(
     };
     let started = Instant::now();
     if worker_peer.send(cocoon_wire::encode(&run)).is_err() {
-        proxy
-            .pool
-            .lock()
-            .finish(slot.id, Finished::Failed);
+        proxy.pool.lock().finish(slot.id, Finished::Failed);
         return Err(err(503, "the chosen worker just disconnected; retry"));
     }
     let deadline = tokio::time::sleep_until(deadline_at);
@@ -978,9 +952,18 @@ async fn run_query(
             .map_err(|e| err(500, format!("ledger: {e}")))?;
         if let Err(e) = proxy.durable(seq).await {
             tracing::error!("ledger fsync failed, the answer's end and vouchers withheld: {e}");
-            return Err(err(500, format!("the proxy could not record this answer: {e}")));
+            return Err(err(
+                500,
+                format!("the proxy could not record this answer: {e}"),
+            ));
         }
-        proxy.queue_vouchers(owner, client.clone(), slot.owner, worker_peer.clone(), request_id);
+        proxy.queue_vouchers(
+            owner,
+            client.clone(),
+            slot.owner,
+            worker_peer.clone(),
+            request_id,
+        );
     }
     let end = (tokens, timings());
     let last = match ending {

@@ -362,7 +362,8 @@ impl Ledger {
         if self.poisoned.is_some() {
             return;
         }
-        while let Some((_, entry)) = self.pending.pop_front_if(|(s, _)| *s <= seq) {
+        let covered = self.pending.partition_point(|(s, _)| *s <= seq);
+        for (_, entry) in self.pending.drain(..covered) {
             apply(&mut self.durable, &entry);
         }
         self.durable_seq = self.durable_seq.max(seq);

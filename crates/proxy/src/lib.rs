@@ -16,12 +16,12 @@ pub mod ledger;
 pub mod pool;
 mod workers;
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use cocoon_chain::client::{self as chain_client, ChainClient};
@@ -40,6 +40,17 @@ use tokio::sync::mpsc;
 
 pub use ledger::{Entry, Ledger};
 pub use pool::{Pool, WorkerSlot};
+
+/// Requests that waited in the proxy's queue for a free worker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct QueueWaits {
+    /// Requests that waited (whether they got a worker or gave up).
+    pub waited: u64,
+    /// Their total wait, milliseconds.
+    pub total_ms: f64,
+    /// The longest wait, milliseconds.
+    pub max_ms: f64,
+}
 
 /// How many requests wait per model, by default, while every worker for it is busy.
 pub const DEFAULT_QUEUE_PER_MODEL: usize = 1024;
@@ -179,6 +190,8 @@ pub struct Proxy {
     next_conn: AtomicU64,
     /// The contract's and the wallet's money, as last read from the chain.
     money: Mutex<Option<OnChainMoney>>,
+    /// Requests that waited for a worker: how many, and their total and longest wait.
+    queue_waits: Mutex<QueueWaits>,
     /// Prometheus metrics (also drawn by the dashboard).
     pub metrics: Arc<cocoon_observe::Metrics>,
 }
@@ -402,6 +415,7 @@ impl Proxy {
             cancels: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             money: Mutex::new(None),
+            queue_waits: Mutex::new(QueueWaits::default()),
             metrics: Arc::new(cocoon_observe::Metrics::new("cocoon_proxy")),
         });
         let io = |e: std::io::Error| ProxyError::Io(e.to_string());
@@ -489,6 +503,7 @@ impl Proxy {
         let totals = self.totals();
         let money = self.money();
         let workers = self.workers();
+        let queue = self.queue_waits();
         let requests: u64 = self
             .metrics
             .requests
@@ -558,6 +573,10 @@ impl Proxy {
                 "tokens_earned_by_workers": totals.workers.values().sum::<u64>(),
                 "price_per_token": self.init.params.price_per_token.to_string(),
                 "ledger_records": self.ledger.lock().seq(),
+                "queued_requests": self.metrics.queued.get(),
+                "queue_waited": queue.waited,
+                "queue_wait_ms_mean": if queue.waited == 0 { 0.0 } else { (queue.total_ms / queue.waited as f64 * 10.0).round() / 10.0 },
+                "queue_wait_ms_max": (queue.max_ms * 10.0).round() / 10.0,
                 "committed_seqno": totals.saved_seqno,
                 "contract_balance_ton": money.map(|m| cocoon_chain::format_ton(m.contract_balance)),
                 "stake_ton": money.map(|m| cocoon_chain::format_ton(m.stake)),
@@ -635,6 +654,21 @@ impl Proxy {
     /// Workers' track records at this proxy (persisted).
     pub fn reputation(&self) -> HashMap<Address, Reputation> {
         self.reputation.lock().clone()
+    }
+
+    /// Requests that waited for a worker so far.
+    pub fn queue_waits(&self) -> QueueWaits {
+        *self.queue_waits.lock()
+    }
+
+    /// Counts one request's wait in the queue (on `/metrics` and in [`Proxy::queue_waits`]).
+    fn note_queue_wait(&self, waited: Duration) {
+        self.metrics.queue_wait.observe(waited.as_secs_f64());
+        let ms = waited.as_secs_f64() * 1000.0;
+        let mut q = self.queue_waits.lock();
+        q.waited += 1;
+        q.total_ms += ms;
+        q.max_ms = q.max_ms.max(ms);
     }
 
     /// Connected workers.
@@ -724,11 +758,7 @@ impl Proxy {
         owner: Address,
         worker: bool,
     ) -> Result<Address, cocoon_chain::ChainError> {
-        if let Some(a) = self
-            .addresses
-            .lock()
-            .get(&(owner, worker))
-        {
+        if let Some(a) = self.addresses.lock().get(&(owner, worker)) {
             return Ok(*a);
         }
         let key = self.voucher_key.public_key();
@@ -738,9 +768,7 @@ impl Proxy {
             (None, true) => self.init.worker_address(self.address, owner)?,
             (None, false) => self.init.client_address(self.address, owner)?,
         };
-        self.addresses
-            .lock()
-            .insert((owner, worker), a);
+        self.addresses.lock().insert((owner, worker), a);
         Ok(a)
     }
 
@@ -1003,10 +1031,7 @@ async fn save_state_once(proxy: &Arc<Proxy>, committed_seq: &mut u64) -> Result<
         &[OutMessage::transfer(proxy.address, MIN_FEE, Some(body))],
     )
     .await?;
-    proxy
-        .ledger
-        .lock()
-        .append(Entry::Saved { seqno })?;
+    proxy.ledger.lock().append(Entry::Saved { seqno })?;
     *committed_seq = proxy.ledger.lock().seq();
     tracing::info!("committed ledger state seqno {seqno}");
     Ok(())

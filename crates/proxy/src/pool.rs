@@ -57,8 +57,10 @@ pub enum Finished {
 pub enum NoWorker {
     /// No worker serves this model at all.
     UnknownModel,
-    /// Workers exist but all are at their limit or disabled.
+    /// Workers exist, enabled, but all at their limit.
     AllBusy,
+    /// Workers exist but none accepts requests now (each switched itself off).
+    AllDisabled,
     /// Workers exist but each costs more than the client accepts; the cheapest coefficient.
     TooExpensive(u32),
     /// Every worker is busy and this many requests already wait for the model.
@@ -70,14 +72,15 @@ pub enum NoWorker {
 pub enum Place {
     /// A worker was free: it is marked busy for this request.
     Now(WorkerSlot),
-    /// Every worker is busy: the slot arrives here when one frees (already marked busy). Drop
-    /// the receiver to leave the queue.
-    Queued(oneshot::Receiver<WorkerSlot>),
+    /// Every worker is busy: the slot arrives here when one frees (already marked busy), or
+    /// why none will (the model's workers left or switched off). Drop the receiver to leave
+    /// the queue.
+    Queued(oneshot::Receiver<Result<WorkerSlot, NoWorker>>),
 }
 
 struct Waiter {
     max_coefficient: u32,
-    tx: oneshot::Sender<WorkerSlot>,
+    tx: oneshot::Sender<Result<WorkerSlot, NoWorker>>,
 }
 
 /// All connected workers, and the requests waiting for one.
@@ -95,9 +98,11 @@ impl Pool {
         self.dispatch();
     }
 
-    /// Removes a worker (its connection ended).
+    /// Removes a worker (its connection ended); requests waiting only for it are told.
     pub fn remove(&mut self, id: u64) -> Option<WorkerSlot> {
-        self.workers.remove(&id)
+        let gone = self.workers.remove(&id);
+        self.dispatch();
+        gone
     }
 
     /// A worker by connection id.
@@ -128,6 +133,9 @@ impl Pool {
         if affordable.is_empty() {
             let cheapest = candidates.iter().map(|w| w.coefficient).min().unwrap_or(0);
             return Err(NoWorker::TooExpensive(cheapest));
+        }
+        if !affordable.iter().any(|w| w.enabled) {
+            return Err(NoWorker::AllDisabled);
         }
         let best = affordable
             .iter()
@@ -212,18 +220,19 @@ impl Pool {
                 }
                 match self.choose(&model, w.max_coefficient) {
                     Ok(slot) => {
-                        if let Err(slot) = w.tx.send(slot) {
+                        if let Err(Ok(slot)) = w.tx.send(Ok(slot)) {
                             // It gave up just now: the slot is free again.
                             self.release(slot.id);
                         }
                     }
-                    // Busy for this one (or no longer servable: it keeps waiting until its
-                    // deadline, as a worker may come back).
-                    Err(e) => {
-                        if e == NoWorker::AllBusy {
-                            busy_up_to = busy_up_to.max(Some(w.max_coefficient));
-                        }
+                    Err(NoWorker::AllBusy) => {
+                        busy_up_to = busy_up_to.max(Some(w.max_coefficient));
                         kept.push_back(w);
+                    }
+                    // No longer servable (its workers left, switched off or repriced): told
+                    // now rather than at its deadline.
+                    Err(e) => {
+                        let _ = w.tx.send(Err(e));
                     }
                 }
             }
@@ -381,5 +390,91 @@ mod tests {
             b,
             "a disabled worker is never chosen"
         );
+    }
+
+    fn queued(p: Place) -> oneshot::Receiver<Result<WorkerSlot, NoWorker>> {
+        match p {
+            Place::Queued(rx) => rx,
+            Place::Now(slot) => panic!("expected to wait, got worker {}", slot.id),
+        }
+    }
+
+    #[test]
+    fn a_busy_model_queues_first_come_first_served_up_to_its_limit() {
+        let mut p = Pool::default();
+        p.insert(w(1, "m@1", 1000, 1, 10.0));
+        assert!(matches!(p.choose_or_wait("m", 1000, 2), Ok(Place::Now(_))));
+        let mut first = queued(p.choose_or_wait("m", 1000, 2).unwrap());
+        let mut second = queued(p.choose_or_wait("m", 1000, 2).unwrap());
+        assert_eq!(p.waiting(), 2);
+        assert!(matches!(
+            p.choose_or_wait("m", 1000, 2),
+            Err(NoWorker::QueueFull(2))
+        ));
+        // The freed slot goes to the oldest waiter, already marked busy; the next still waits.
+        p.finish(1, Finished::Served(5.0));
+        assert_eq!(first.try_recv().unwrap().unwrap().id, 1);
+        assert!(second.try_recv().is_err());
+        assert_eq!(p.get_mut(1).unwrap().active, 1);
+        assert!(matches!(
+            p.choose_or_wait("m", 1000, 2),
+            Ok(Place::Queued(_))
+        ));
+    }
+
+    #[test]
+    fn a_waiter_that_gave_up_is_skipped_and_frees_its_place() {
+        let mut p = Pool::default();
+        p.insert(w(1, "m@1", 1000, 1, 10.0));
+        p.choose("m", 1000).unwrap();
+        let gone = queued(p.choose_or_wait("m", 1000, 1).unwrap());
+        drop(gone);
+        // Full by count, but the one waiting gave up: its place is taken.
+        let mut next = queued(p.choose_or_wait("m", 1000, 1).unwrap());
+        p.finish(1, Finished::Served(5.0));
+        assert_eq!(next.try_recv().unwrap().unwrap().id, 1);
+        assert_eq!(p.waiting(), 0);
+        // A slot handed to a waiter that closed in between comes back free.
+        let mut late = queued(p.choose_or_wait("m", 1000, 1).unwrap());
+        late.close();
+        p.finish(1, Finished::Served(5.0));
+        assert_eq!(p.get_mut(1).unwrap().active, 0);
+    }
+
+    #[test]
+    fn a_waiter_is_served_only_by_a_worker_it_can_afford() {
+        let mut p = Pool::default();
+        p.insert(w(1, "m@1", 1000, 1, 10.0));
+        p.insert(w(2, "m@1", 2000, 1, 10.0));
+        p.choose("m", 2000).unwrap();
+        p.choose("m", 2000).unwrap();
+        let mut cheap = queued(p.choose_or_wait("m", 1000, 8).unwrap());
+        let mut dear = queued(p.choose_or_wait("m", 2000, 8).unwrap());
+        // The dear worker frees: the older waiter cannot pay it, the younger gets it.
+        p.finish(2, Finished::Served(5.0));
+        assert!(cheap.try_recv().is_err());
+        assert_eq!(dear.try_recv().unwrap().unwrap().id, 2);
+        p.finish(1, Finished::Served(5.0));
+        assert_eq!(cheap.try_recv().unwrap().unwrap().id, 1);
+    }
+
+    #[test]
+    fn waiters_are_told_when_their_workers_leave_or_switch_off() {
+        let mut p = Pool::default();
+        p.insert(w(1, "m@1", 1000, 1, 10.0));
+        p.choose("m", 1000).unwrap();
+        let mut a = queued(p.choose_or_wait("m", 1000, 8).unwrap());
+        p.get_mut(1).unwrap().enabled = false;
+        p.dispatch();
+        assert_eq!(a.try_recv().unwrap(), Err(NoWorker::AllDisabled));
+        // Switched off, nothing waits: refused at once.
+        assert!(matches!(
+            p.choose_or_wait("m", 1000, 8),
+            Err(NoWorker::AllDisabled)
+        ));
+        p.get_mut(1).unwrap().enabled = true;
+        let mut b = queued(p.choose_or_wait("m", 1000, 8).unwrap());
+        p.remove(1);
+        assert_eq!(b.try_recv().unwrap(), Err(NoWorker::UnknownModel));
     }
 }

@@ -2,8 +2,8 @@
 //! (`worker.connectToProxy` → `compareBalanceWithProxy` → `proxyHandshakeComplete`), runtime
 //! controls (enable/disable, coefficient) and answer parts routed to the waiting client.
 
-use std::sync::Arc;
 use parking_lot::Mutex;
+use std::sync::Arc;
 
 use cocoon_chain::Address;
 use cocoon_net::rpc::{AnswerFuture, Peer, RpcError};

@@ -6,9 +6,9 @@
 //! the certificate is within its validity (at most a day), and only
 //! acceptances are cached, so a refused certificate is always re-examined.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use parking_lot::Mutex;
 
 use sha2::{Digest, Sha256};
 

@@ -10,11 +10,11 @@
 
 #![forbid(unsafe_code)]
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use parking_lot::Mutex;
 use std::time::Duration;
 
 use cocoon_chain::client::{self as chain_client, ChainClient};
@@ -440,12 +440,7 @@ impl Worker {
             Some(_) => self.paid_on_chain(&worker_sc).await?,
             None => 0,
         };
-        let held = self
-            .held
-            .lock()
-            .get(&proxy)
-            .map(|h| h.tokens)
-            .unwrap_or(0);
+        let held = self.held.lock().get(&proxy).map(|h| h.tokens).unwrap_or(0);
         let request = WorkerRequest::CompareBalanceWithProxy {
             tokens_committed_to_blockchain: onchain_paid,
             tokens_committed_to_db: held,
@@ -467,9 +462,7 @@ impl Worker {
         let _: cocoon_wire::worker::HandshakeCompleted = peer
             .request(&WorkerRequest::ProxyHandshakeComplete { is_disabled }, t)
             .await?;
-        self.connected
-            .lock()
-            .insert(proxy, addr);
+        self.connected.lock().insert(proxy, addr);
         let _counted = self.metrics.peer("proxy");
         tracing::info!("serving proxy {proxy} at {addr}");
 
@@ -567,9 +560,7 @@ impl Worker {
         self.proxy_keys
             .lock()
             .insert(proxy, (data.proxy_public_key, worker_sc));
-        self.proxy_params
-            .lock()
-            .insert(proxy, data.params.clone());
+        self.proxy_params.lock().insert(proxy, data.params.clone());
         Ok((proxy, worker_sc))
     }
 
@@ -834,9 +825,7 @@ impl Worker {
             }
         };
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel();
-        self.running
-            .lock()
-            .insert(request_id, stop_tx);
+        self.running.lock().insert(request_id, stop_tx);
         let clock = std::time::Instant::now();
         self.metrics.active.inc();
         // As the reference worker's head: the body follows in parts, so its length is not

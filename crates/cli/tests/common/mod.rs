@@ -5,6 +5,10 @@
 use std::ffi::OsStr;
 use std::fmt::Debug;
 use std::process::{Child, Command, Output};
+use std::time::Duration;
+
+#[allow(unused_imports)] // each test file uses a different part
+pub use cocoon_localnet::wait::{eventually_blocking, when};
 
 /// Runs `cocoon ARGS` to completion.
 pub fn cocoon<S: AsRef<OsStr>>(args: &[S]) -> Output {
@@ -65,4 +69,18 @@ pub fn paid_request(net: &serde_json::Value, model: &str) {
             .unwrap();
         assert_eq!(r.status(), 200);
     });
+}
+
+/// The `network.json` a `cocoon up` in `dir` writes once its network answers (waited for, up to
+/// a minute: the first start builds a chain and proves work).
+pub fn network_json(dir: &std::path::Path) -> serde_json::Value {
+    eventually_blocking(
+        "cocoon up writes network.json",
+        Duration::from_secs(60),
+        || {
+            let text =
+                std::fs::read_to_string(dir.join("network.json")).map_err(|e| e.to_string())?;
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        },
+    )
 }
