@@ -62,6 +62,8 @@ client_listen = "0.0.0.0:8843"               # clients connect here
 pow_difficulty = 20                          # proof-of-work bits asked of every dialer (default 20)
 save_state_interval_secs = 30                # how often the ledger hash is committed on chain (default 30)
 http_listen = "127.0.0.1:8844"               # dashboard, /metrics, /jsonstats, /healthz (default: off)
+queue_per_model = 1024                       # requests that wait per model while every worker is busy (default 1024)
+connections_per_listener = 4096              # connections each listener holds at once (default 4096)
 "#,
         ),
         Role::Worker => (

@@ -376,6 +376,19 @@ pub struct ProxyToml {
     save_state_interval_secs: u64,
     /// Dashboard, /metrics, /jsonstats, /healthz (default: none).
     http_listen: Option<SocketAddr>,
+    /// Requests that may wait per model while every worker is busy.
+    #[serde(default = "queue_per_model")]
+    queue_per_model: usize,
+    /// Connections each listener holds at once.
+    #[serde(default = "connections_per_listener")]
+    connections_per_listener: usize,
+}
+
+fn queue_per_model() -> usize {
+    cocoon_proxy::DEFAULT_QUEUE_PER_MODEL
+}
+fn connections_per_listener() -> usize {
+    cocoon_proxy::DEFAULT_CONNECTIONS_PER_LISTENER
 }
 
 /// `worker.toml`.
@@ -442,6 +455,12 @@ fn half() -> String {
 /// `cocoon proxy --config FILE`.
 pub fn proxy(config: &Path) -> Result<()> {
     let c: ProxyToml = read_config(config)?;
+    for (key, v) in [
+        ("queue_per_model", c.queue_per_model),
+        ("connections_per_listener", c.connections_per_listener),
+    ] {
+        anyhow::ensure!(v > 0, "{}: {key} must be at least 1", config.display());
+    }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let cfg = cocoon_proxy::ProxyConfig {
@@ -453,7 +472,8 @@ pub fn proxy(config: &Path) -> Result<()> {
             pow_difficulty: c.pow_difficulty,
             save_state_interval: Duration::from_secs(c.save_state_interval_secs.max(1)),
             request_timeout: Duration::from_secs(600),
-            queue_per_model: cocoon_proxy::DEFAULT_QUEUE_PER_MODEL,
+            queue_per_model: c.queue_per_model,
+            connections_per_listener: c.connections_per_listener,
             http_listen: c.http_listen,
         };
         let quotes = std::sync::Arc::from(c.common.quotes()?);

@@ -127,6 +127,9 @@ fn remote(e: RpcError) -> ClientError {
             message: format!("no answer within {t:?}"),
         },
         RpcError::Closed => ClientError::NoProxy("connection to the proxy closed".into()),
+        RpcError::Backlog(_) => {
+            ClientError::NoProxy(format!("connection to the proxy closed: {e}"))
+        }
         RpcError::Malformed(why) => {
             ClientError::Refused(format!("the proxy's answer is malformed: {why}"))
         }

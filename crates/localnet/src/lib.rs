@@ -506,6 +506,7 @@ async fn launch_proxy(
             save_state_interval: Duration::from_secs(30),
             request_timeout: Duration::from_secs(600),
             queue_per_model: cocoon_proxy::DEFAULT_QUEUE_PER_MODEL,
+            connections_per_listener: cocoon_proxy::DEFAULT_CONNECTIONS_PER_LISTENER,
             http_listen: Some("127.0.0.1:0".parse().expect("address")),
         },
         chain.clone(),

@@ -6,12 +6,17 @@
 //! connection) and hands one-way packets to a [`PacketHandler`]. Because everything leaves
 //! through one FIFO, a handler's one-way packets (streamed answer parts) always arrive before
 //! its final answer.
+//!
+//! Each connection is bounded, so a peer that misbehaves costs its own connection, never the
+//! process: at most [`Limits::queries_in_flight`] of its queries run at once (one more is
+//! answered 429 at once), and when more than [`Limits::queued_bytes`] wait to be written to it
+//! (it sends queries or pings but does not read the answers) the connection is closed.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +26,24 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Connection;
+
+/// What one connection may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The peer's queries running at once; one more is refused with 429.
+    pub queries_in_flight: usize,
+    /// Bytes waiting to be written to the peer; past this the connection is closed.
+    pub queued_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            queries_in_flight: 256,
+            queued_bytes: 16 << 20,
+        }
+    }
+}
 
 /// Why a query failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +57,10 @@ pub enum RpcError {
     /// The peer's answer is not the message expected.
     #[error("peer answered with an undecodable message: {0}")]
     Malformed(String),
+    /// More than [`Limits::queued_bytes`] waited to be written: the peer does not read, and
+    /// the connection was closed.
+    #[error("the peer does not read: over {0} bytes waited to be written; connection closed")]
+    Backlog(usize),
     /// The peer answered with an error.
     #[error("peer error {code}: {message}")]
     Remote {
@@ -72,7 +99,12 @@ pub fn no_queries() -> QueryHandler {
 }
 
 struct Inner {
-    tx: mpsc::UnboundedSender<TcpPacket>,
+    tx: mpsc::UnboundedSender<(TcpPacket, usize)>,
+    /// Bytes in `tx` not yet written (bounded by `limits.queued_bytes`).
+    queued: AtomicUsize,
+    /// The peer's queries running now (bounded by `limits.queries_in_flight`).
+    running: AtomicUsize,
+    limits: Limits,
     next_id: AtomicU64,
     pending: Mutex<HashMap<u64, Waiter>>,
     identity: PeerIdentity,
@@ -97,8 +129,18 @@ impl std::fmt::Debug for Peer {
 }
 
 impl Peer {
-    /// Starts the reader and writer tasks of `conn`.
+    /// Starts the reader and writer tasks of `conn`, under the default [`Limits`].
     pub fn spawn(conn: Connection, on_query: QueryHandler, on_packet: PacketHandler) -> Peer {
+        Self::spawn_with(conn, on_query, on_packet, Limits::default())
+    }
+
+    /// Starts the reader and writer tasks of `conn` under `limits`.
+    pub fn spawn_with(
+        conn: Connection,
+        on_query: QueryHandler,
+        on_packet: PacketHandler,
+        limits: Limits,
+    ) -> Peer {
         let Connection {
             framed,
             peer,
@@ -106,11 +148,14 @@ impl Peer {
             keepalive,
         } = conn;
         let (mut sink, mut stream) = framed.split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<TcpPacket>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(TcpPacket, usize)>();
         let (close_tx, closed) = watch::channel(false);
         let me = Peer {
             inner: Arc::new(Inner {
                 tx,
+                queued: AtomicUsize::new(0),
+                running: AtomicUsize::new(0),
+                limits,
                 next_id: AtomicU64::new(1),
                 pending: Mutex::new(HashMap::new()),
                 identity: peer,
@@ -119,41 +164,40 @@ impl Peer {
                 close_tx,
             }),
         };
-        // Writer: drains the FIFO until the channel or the socket closes.
+        // Writer: drains the FIFO until the channel or the socket closes, or the connection is
+        // closed (at once, even in the middle of a write to a peer that does not read).
         let writer = me.clone();
         tokio::spawn(async move {
             let mut closed = writer.inner.closed.clone();
-            loop {
-                tokio::select! {
-                    packet = rx.recv() => match packet {
-                        Some(p) => {
-                            // Queue everything already waiting, then flush once: a streamed
-                            // answer's parts leave in few TLS records and syscalls.
+            let queued = &writer.inner.queued;
+            tokio::select! {
+                _ = async {
+                    while let Some((p, size)) = rx.recv().await {
+                        // Queue everything already waiting, then flush once: a streamed
+                        // answer's parts leave in few TLS records and syscalls.
+                        queued.fetch_sub(size, Ordering::Relaxed);
+                        if sink.feed(cocoon_wire::encode(&p)).await.is_err() {
+                            return;
+                        }
+                        for _ in 0..256 {
+                            let Ok((p, size)) = rx.try_recv() else { break };
+                            queued.fetch_sub(size, Ordering::Relaxed);
                             if sink.feed(cocoon_wire::encode(&p)).await.is_err() {
-                                break;
-                            }
-                            let mut failed = false;
-                            for _ in 0..256 {
-                                match rx.try_recv() {
-                                    Ok(p) => {
-                                        if sink.feed(cocoon_wire::encode(&p)).await.is_err() {
-                                            failed = true;
-                                            break;
-                                        }
-                                    }
-                                    Err(_) => break,
-                                }
-                            }
-                            if failed || sink.flush().await.is_err() {
-                                break;
+                                return;
                             }
                         }
-                        None => break,
-                    },
-                    _ = wait_closed(&mut closed) => break,
-                }
+                        if sink.flush().await.is_err() {
+                            return;
+                        }
+                    }
+                } => {}
+                _ = wait_closed(&mut closed) => {}
             }
-            let _ = SinkExt::<Vec<u8>>::close(&mut sink).await;
+            // A last flush and a clean close for a peer that reads; one that does not gets no
+            // more of our time.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), SinkExt::<Vec<u8>>::close(&mut sink))
+                    .await;
             writer.shutdown();
         });
         // Reader; it also keeps the link alive (see `Keepalive`): the silence timers restart
@@ -183,7 +227,7 @@ impl Peer {
                             break;
                         }
                         ping_sent = true;
-                        let _ = reader.inner.tx.send(TcpPacket::Ping { id: next_ping_id() });
+                        let _ = reader.push(TcpPacket::Ping { id: next_ping_id() });
                         continue;
                     }
                 };
@@ -208,7 +252,7 @@ impl Peer {
                 };
                 match packet {
                     TcpPacket::Ping { id } => {
-                        let _ = reader.inner.tx.send(TcpPacket::Pong { id });
+                        let _ = reader.push(TcpPacket::Pong { id });
                     }
                     TcpPacket::Pong { .. }
                     | TcpPacket::Connect { .. }
@@ -223,6 +267,20 @@ impl Peer {
                         }),
                     ),
                     TcpPacket::Query { id, data } => {
+                        let running = &reader.inner.running;
+                        let cap = reader.inner.limits.queries_in_flight;
+                        if running.fetch_add(1, Ordering::Relaxed) >= cap {
+                            running.fetch_sub(1, Ordering::Relaxed);
+                            let _ = reader.push(TcpPacket::QueryError {
+                                id,
+                                code: 429,
+                                message: format!(
+                                    "{cap} of this connection's queries already run; retry when one ends"
+                                )
+                                .into_bytes(),
+                            });
+                            continue;
+                        }
                         let peer = reader.clone();
                         let fut = on_query(peer.clone(), data);
                         tokio::spawn(async move {
@@ -239,7 +297,8 @@ impl Peer {
                                     message: e.to_string().into_bytes(),
                                 },
                             };
-                            let _ = peer.inner.tx.send(answer);
+                            peer.inner.running.fetch_sub(1, Ordering::Relaxed);
+                            let _ = peer.push(answer);
                         });
                     }
                 }
@@ -247,6 +306,29 @@ impl Peer {
             reader.shutdown();
         });
         me
+    }
+
+    /// Queues `packet` for the writer, unless the bytes waiting would pass
+    /// [`Limits::queued_bytes`]: then the peer is not reading and the connection is closed.
+    fn push(&self, packet: TcpPacket) -> Result<(), RpcError> {
+        let size = packet_size(&packet);
+        let limit = self.inner.limits.queued_bytes;
+        let before = self.inner.queued.fetch_add(size, Ordering::Relaxed);
+        if before + size > limit && before > 0 {
+            self.inner.queued.fetch_sub(size, Ordering::Relaxed);
+            if !self.is_closed() {
+                tracing::warn!(
+                    "peer {:?} does not read: over {limit} bytes wait for it; closing the connection",
+                    self.inner.addr
+                );
+                self.shutdown();
+            }
+            return Err(RpcError::Backlog(limit));
+        }
+        self.inner.tx.send((packet, size)).map_err(|_| {
+            self.inner.queued.fetch_sub(size, Ordering::Relaxed);
+            RpcError::Closed
+        })
     }
 
     fn resolve(&self, id: u64, result: Result<Vec<u8>, RpcError>) {
@@ -272,9 +354,9 @@ impl Peer {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.inner.pending.lock().insert(id, tx);
-        if self.inner.tx.send(TcpPacket::Query { id, data }).is_err() {
+        if let Err(e) = self.push(TcpPacket::Query { id, data }) {
             self.inner.pending.lock().remove(&id);
-            return Err(RpcError::Closed);
+            return Err(e);
         }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result,
@@ -301,10 +383,12 @@ impl Peer {
 
     /// Sends a one-way message.
     pub fn send(&self, data: Vec<u8>) -> Result<(), RpcError> {
-        self.inner
-            .tx
-            .send(TcpPacket::Packet { data })
-            .map_err(|_| RpcError::Closed)
+        self.push(TcpPacket::Packet { data })
+    }
+
+    /// Bytes waiting to be written to the peer now.
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.queued.load(Ordering::Relaxed)
     }
 
     /// The peer's verified identity.
@@ -327,6 +411,19 @@ impl Peer {
     pub fn close(&self) {
         self.shutdown();
     }
+}
+
+/// About what `packet` takes in the queue: its payload plus a frame's worth of overhead.
+fn packet_size(packet: &TcpPacket) -> usize {
+    const OVERHEAD: usize = 32;
+    OVERHEAD
+        + match packet {
+            TcpPacket::Packet { data }
+            | TcpPacket::Query { data, .. }
+            | TcpPacket::QueryAnswer { data, .. } => data.len(),
+            TcpPacket::QueryError { message, .. } => message.len(),
+            _ => 0,
+        }
 }
 
 fn next_ping_id() -> u64 {

@@ -55,6 +55,9 @@ pub struct QueueWaits {
 /// How many requests wait per model, by default, while every worker for it is busy.
 pub const DEFAULT_QUEUE_PER_MODEL: usize = 1024;
 
+/// How many connections each listener holds at once, by default.
+pub const DEFAULT_CONNECTIONS_PER_LISTENER: usize = 4096;
+
 /// How a proxy runs.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
@@ -76,6 +79,9 @@ pub struct ProxyConfig {
     pub request_timeout: Duration,
     /// Most requests that wait per model for a free worker slot; one more is refused with 503.
     pub queue_per_model: usize,
+    /// Most connections each listener (workers', clients') holds at once, handshakes included;
+    /// one more is closed as soon as it is accepted.
+    pub connections_per_listener: usize,
     /// Where `/healthz`, `/metrics`, `/jsonstats` and the dashboard are served (None: nowhere).
     pub http_listen: Option<SocketAddr>,
 }
@@ -878,18 +884,32 @@ async fn accept_each<F, Fut>(
     F: Fn(Arc<Proxy>, cocoon_net::Connection) -> Fut + Send + Sync + Copy + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    let open = Arc::new(tokio::sync::Semaphore::new(
+        proxy.cfg.connections_per_listener,
+    ));
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
+                // Out of file descriptors, most often: wait for some to close.
                 tracing::warn!("{who} accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tracing::warn!(
+                "{who} {addr} refused: {} connections already open on this listener",
+                proxy.cfg.connections_per_listener
+            );
+            proxy.metrics.error("too_many_connections");
+            drop(tcp);
+            continue;
+        };
         let proxy = proxy.clone();
         let identity = identity.get();
         tokio::spawn(async move {
+            let _permit = permit;
             match cocoon_net::accept(
                 tcp,
                 identity.server_tls.clone(),

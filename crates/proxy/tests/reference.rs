@@ -86,6 +86,7 @@ async fn reference_around_our_proxy(
             save_state_interval: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
             queue_per_model: cocoon_proxy::DEFAULT_QUEUE_PER_MODEL,
+            connections_per_listener: cocoon_proxy::DEFAULT_CONNECTIONS_PER_LISTENER,
             http_listen: None,
         },
         fake,
