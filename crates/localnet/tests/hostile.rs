@@ -119,15 +119,8 @@ async fn a_hostile_peer_costs_its_own_connections_not_the_proxy() {
     let pinged = pings.await.unwrap();
     // The proxy dropped what waited for the flooder and closed its connection: reading now
     // finds at most what the sockets held, then the end.
-    let closed = tokio::time::timeout(T, async {
-        loop {
-            match flooder.recv().await {
-                Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => break,
-            }
-        }
-    })
-    .await;
+    let closed =
+        tokio::time::timeout(T, async { while let Ok(Some(_)) = flooder.recv().await {} }).await;
     assert!(closed.is_ok(), "the connection that never read is closed");
     let rss_after = rss_kib();
     eprintln!(
