@@ -435,8 +435,7 @@ pub async fn send_transfer(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as u32)
         .unwrap_or(0);
-    // The local chain's clock may run ahead of the wall clock (tests move it).
-    let valid_until = now.saturating_add(3600 * 24 * 365);
+    let valid_until = valid_until(chain.network(), now);
     let msg = wallet.transfer_message(keys, seqno, valid_until, messages)?;
     chain.send_message(msg).await?;
     // Wait until the wallet has taken this seqno, so the caller's next transfer signs the next
@@ -453,6 +452,22 @@ pub async fn send_transfer(
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     Ok(seqno)
+}
+
+/// How long a signed transfer stays valid on a public network: a leaked or delayed message
+/// cannot land after this, and it is shorter than [`SEQNO_WAIT`], so once [`send_transfer`]
+/// gives up the transfer can no longer be taken behind its back.
+pub const PUBLIC_TRANSFER_VALIDITY_SECS: u32 = 60;
+
+/// Until when (unix seconds) a transfer signed at `now` is valid: a minute on mainnet and
+/// testnet; a year on the local chain, whose clock tests move ahead of the wall clock.
+pub fn valid_until(network: crate::Network, now: u32) -> u32 {
+    match network {
+        crate::Network::Mainnet | crate::Network::Testnet => {
+            now.saturating_add(PUBLIC_TRANSFER_VALIDITY_SECS)
+        }
+        crate::Network::Local => now.saturating_add(3600 * 24 * 365),
+    }
 }
 
 /// How long [`send_transfer`] waits for the wallet to take a transfer.
@@ -557,4 +572,23 @@ pub async fn verify_proxy(
         data,
         ours,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Network;
+
+    #[test]
+    fn public_transfers_expire_within_a_minute_and_before_the_wait_gives_up() {
+        let now = 1_800_000_000;
+        for net in [Network::Mainnet, Network::Testnet] {
+            assert_eq!(valid_until(net, now), now + 60);
+        }
+        assert!(u64::from(PUBLIC_TRANSFER_VALIDITY_SECS) < SEQNO_WAIT.as_secs());
+        // The local chain keeps tests' moved clock valid.
+        assert_eq!(valid_until(Network::Local, now), now + 3600 * 24 * 365);
+        // No wrap-around at the end of time.
+        assert_eq!(valid_until(Network::Mainnet, u32::MAX - 1), u32::MAX);
+    }
 }

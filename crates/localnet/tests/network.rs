@@ -620,4 +620,14 @@ async fn requests_beyond_the_workers_slots_wait_in_the_queue_and_all_succeed() {
     assert_eq!(charged, 12 * 134, "each answer billed once");
     let metrics = net.proxy.proxy.metrics.render();
     assert!(metrics.contains("queue_wait_seconds_count"), "{metrics}");
+    // Series per role, never per party: a public proxy's clients are unbounded.
+    assert!(
+        !metrics.contains(&net.client.owner().to_raw()),
+        "a client address is a metric label: {metrics}"
+    );
+    eventually("vouchers show per role", Duration::from_secs(10), || {
+        let m = net.proxy.proxy.metrics.render();
+        when(m.contains("voucher_tokens{kind=\"client\"} 1608"), m)
+    })
+    .await;
 }

@@ -64,7 +64,8 @@ pub struct Metrics {
     pub peers: Family<Kind, Gauge>,
     /// Balances by account, nanotons (as f64: a gauge; exact values are in /jsonstats).
     pub balances: Family<Kind, Gauge<f64, AtomicU64>>,
-    /// Cumulative voucher totals by party, tokens.
+    /// Cumulative voucher totals by role (`client`, `worker`) or, at a client, by its contract at
+    /// each proxy (as many as the root lists proxies), tokens.
     pub vouchers: Family<Kind, Gauge>,
     /// Peers refused for their attestation.
     pub attestation_failures: Counter,
@@ -129,7 +130,7 @@ impl Metrics {
         );
         registry.register(
             "voucher_tokens",
-            "Cumulative voucher totals by party",
+            "Cumulative voucher totals, tokens",
             m.vouchers.clone(),
         );
         registry.register(

@@ -117,6 +117,8 @@ pub struct Totals {
     pub refunded: HashMap<Address, u64>,
     /// Highest seqno committed on chain.
     pub saved_seqno: u64,
+    /// Adjusted tokens charged in all (the sum over clients, and over workers).
+    pub charged: u64,
 }
 
 /// The open ledger.
@@ -408,6 +410,7 @@ fn apply(t: &mut Totals, e: &Entry) {
             *c = c.saturating_add(*tokens);
             let w = t.workers.entry(*worker).or_default();
             *w = w.saturating_add(*tokens);
+            t.charged = t.charged.saturating_add(*tokens);
         }
         Entry::Refund { client, tokens } => {
             t.refunded.insert(*client, *tokens);

@@ -841,15 +841,17 @@ impl Proxy {
         }
     }
 
-    /// Records the total the newest voucher to `role` `owner` carries.
-    fn note_voucher(&self, role: &str, owner: Address, total: u64) {
-        self.metrics
-            .vouchers
-            .get_or_create(&cocoon_observe::Kind::of(&format!(
-                "{role}:{}",
-                owner.to_raw()
-            )))
-            .set(i64::try_from(total).unwrap_or(i64::MAX));
+    /// Shows on `/metrics` what the vouchers sent so far promise in all, per role (one series
+    /// per role, not per party: a public proxy's parties are unbounded; each party's figure is
+    /// in `/jsonstats`).
+    fn note_vouchers(&self, charged: u64) {
+        let charged = i64::try_from(charged).unwrap_or(i64::MAX);
+        for role in ["client", "worker"] {
+            self.metrics
+                .vouchers
+                .get_or_create(&cocoon_observe::Kind::of(role))
+                .set(charged);
+        }
     }
 
     fn worker_voucher(&self, owner: Address, tokens: u64) -> cocoon_wire::common::SignedPayment {
@@ -942,6 +944,7 @@ async fn voucher_loop(proxy: Arc<Proxy>) {
         let (clients, workers) = {
             let ledger = proxy.ledger.lock();
             let d = ledger.durable();
+            proxy.note_vouchers(d.charged);
             let of =
                 |m: &HashMap<Address, u64>, owner: &Address| m.get(owner).copied().unwrap_or(0);
             (
@@ -956,7 +959,6 @@ async fn voucher_loop(proxy: Arc<Proxy>) {
             )
         };
         for (owner, (peer, request_id), total) in clients {
-            proxy.note_voucher("client", owner, total);
             let _ = peer.send(cocoon_wire::encode(
                 &cocoon_wire::proxy::RequestPayment::Client {
                     request_id,
@@ -968,7 +970,6 @@ async fn voucher_loop(proxy: Arc<Proxy>) {
             ));
         }
         for (owner, (peer, request_id, client_owner), total) in workers {
-            proxy.note_voucher("worker", owner, total);
             let _ = peer.send(cocoon_wire::encode(
                 &cocoon_wire::proxy::RequestPayment::Worker {
                     request_id,
