@@ -98,6 +98,25 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
+/// Raises this process's soft limit on open files to its hard limit: a proxy holds thousands of
+/// connections and many systems start processes at a soft limit of 1024. Failing to is only
+/// logged (the roles still run, and refuse connections past the limit cleanly).
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let from = limit.current;
+        limit.current = limit.maximum;
+        match setrlimit(Resource::Nofile, limit) {
+            Ok(()) => tracing::debug!(
+                "open-file limit raised from {from:?} to {:?}",
+                limit.maximum
+            ),
+            Err(e) => tracing::warn!("could not raise the open-file limit from {from:?}: {e}"),
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
@@ -111,6 +130,7 @@ fn main() -> std::process::ExitCode {
             .init(),
         LogFormat::Json => builder.json().init(),
     }
+    raise_open_file_limit();
     let result = match cli.command {
         Command::Attest(cmd) => attest::run(*cmd),
         Command::Bench(cmd) => bench::run(cmd),

@@ -157,10 +157,26 @@ fn chat(rt: &tokio::runtime::Runtime, url: &str, key: &str) -> reqwest::StatusCo
     })
 }
 
-#[test]
-fn a_sigkilled_proxy_restarts_with_its_ledger_and_nothing_is_charged_twice() {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path();
+/// The four roles as processes (chain, proxy, worker, client) in `d`, the client's API on
+/// `http`.
+struct Procs {
+    chain: Killed,
+    proxy: Killed,
+    worker: Killed,
+    client: Killed,
+    api: String,
+    proxy_sc: String,
+    http: SocketAddr,
+    /// `cocoon proxy --config …`, to restart it.
+    proxy_args: Vec<String>,
+    /// The proxy's voucher key (to read its ledger).
+    key: cocoon_chain::keys::Keypair,
+    client_owner: Address,
+    worker_owner: Address,
+}
+
+/// Starts the network as separate processes; `worker_extra` is appended to the worker's TOML.
+fn start_processes(d: &Path, worker_extra: &str) -> Procs {
     let chain_dir = d.join("chain");
     let fake = cocoon_localnet::fake_model_identity();
     let hash = fake.split('@').nth(1).unwrap();
@@ -172,7 +188,7 @@ fn a_sigkilled_proxy_restarts_with_its_ledger_and_nothing_is_charged_twice() {
         "--model",
         &format!("{hash}=fake"),
     ]);
-    let (_chain, line) = spawn_until(
+    let (chain, line) = spawn_until(
         &[
             "chain",
             "serve",
@@ -212,7 +228,7 @@ fn a_sigkilled_proxy_restarts_with_its_ledger_and_nothing_is_charged_twice() {
     std::fs::write(
         d.join("worker.toml"),
         format!(
-            "{}proxies = [\"{wp}\"]\nmodel = \"fake\"\n",
+            "{}proxies = [\"{wp}\"]\nmodel = \"fake\"\n{worker_extra}",
             common("worker")
         ),
     )
@@ -227,8 +243,7 @@ fn a_sigkilled_proxy_restarts_with_its_ledger_and_nothing_is_charged_twice() {
     .unwrap();
     let proxy_args =
         ["proxy", "--config", d.join("proxy.toml").to_str().unwrap()].map(str::to_string);
-    let proxy_args: Vec<&str> = proxy_args.iter().map(String::as_str).collect();
-    let (proxy, line) = spawn_until(&proxy_args, "proxy contract");
+    let (proxy, line) = spawn_until(&args(&proxy_args), "proxy contract");
     let proxy_sc = line.split_whitespace().nth(2).unwrap().to_string();
     ok(&[
         "root",
@@ -246,7 +261,7 @@ fn a_sigkilled_proxy_restarts_with_its_ledger_and_nothing_is_charged_twice() {
         "--wallet",
         &wallet("admin"),
     ]);
-    let (_worker, _) = spawn_until(
+    let (worker, _) = spawn_until(
         &[
             "worker",
             "--config",
@@ -263,6 +278,51 @@ fn a_sigkilled_proxy_restarts_with_its_ledger_and_nothing_is_charged_twice() {
         "OpenAI API on",
     );
 
+    let key = cocoon_chain::keys::Keypair::from_hex(
+        &std::fs::read_to_string(d.join("proxy/voucher-key.hex")).unwrap(),
+    )
+    .unwrap();
+    let owner = |name: &str| -> Address {
+        json_field(&chain_dir.join(format!("wallets/{name}.json")), "address")
+            .parse()
+            .unwrap()
+    };
+    Procs {
+        chain,
+        proxy,
+        worker,
+        client,
+        api,
+        proxy_sc,
+        http,
+        proxy_args: proxy_args.to_vec(),
+        key,
+        client_owner: owner("client"),
+        worker_owner: owner("worker"),
+    }
+}
+
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn a_sigkilled_proxy_restarts_with_its_ledger_and_nothing_is_charged_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let Procs {
+        chain: _chain,
+        proxy,
+        worker: _worker,
+        client,
+        api,
+        proxy_sc,
+        http,
+        proxy_args,
+        key,
+        client_owner,
+        worker_owner,
+    } = start_processes(d, "");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = format!("http://{http}/v1/chat/completions");
     // `n` answered requests, retrying refusals while the network (re)connects.
@@ -275,16 +335,6 @@ fn a_sigkilled_proxy_restarts_with_its_ledger_and_nothing_is_charged_twice() {
         }
     };
     until_ok(3);
-    let key = cocoon_chain::keys::Keypair::from_hex(
-        &std::fs::read_to_string(d.join("proxy/voucher-key.hex")).unwrap(),
-    )
-    .unwrap();
-    let client_owner: Address = json_field(&chain_dir.join("wallets/client.json"), "address")
-        .parse()
-        .unwrap();
-    let worker_owner: Address = json_field(&chain_dir.join("wallets/worker.json"), "address")
-        .parse()
-        .unwrap();
     assert_eq!(
         charged(d, &key, &client_owner, &worker_owner),
         (3 * 134, 3 * 134)
@@ -316,7 +366,7 @@ fn a_sigkilled_proxy_restarts_with_its_ledger_and_nothing_is_charged_twice() {
             c, w,
             "round {round}: the worker is credited what the client is charged"
         );
-        proxy = spawn_until(&proxy_args, "proxy contract").0;
+        proxy = spawn_until(&args(&proxy_args), "proxy contract").0;
     }
     // Let the last restart serve a while, then stop the load.
     until_ok(3);
@@ -370,4 +420,117 @@ fn a_sigkilled_proxy_restarts_with_its_ledger_and_nothing_is_charged_twice() {
             when(used == total, used)
         },
     );
+}
+
+/// A process's peak resident memory (VmHWM), MiB.
+fn peak_rss_mib(child: &Killed) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+/// COCOON's load shape at scale: 1 000 streamed requests at once through client → proxy →
+/// worker (one worker, 16 slots, FAKE engine), as separate processes. Every request is answered
+/// (the rest wait in the proxy's queue) or refused as queue-full, counted; the money is exact to
+/// the token; each role's peak memory is reported and bounded.
+#[test]
+fn a_thousand_concurrent_streams_complete_with_exact_money_and_bounded_memory() {
+    // The test itself holds a thousand sockets (the roles raise their own limit).
+    let mut nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    nofile.current = nofile.maximum;
+    let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, nofile);
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let p = start_processes(d, "max_active = 16\n");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("http://{}/v1/chat/completions", p.http);
+    eventually_blocking("the network answers", Duration::from_secs(60), || {
+        let status = chat(&rt, &url, "k-123");
+        when(status == reqwest::StatusCode::OK, status)
+    });
+    let (before, _) = charged(d, &p.key, &p.client_owner, &p.worker_owner);
+
+    const STREAMS: usize = 1000;
+    let started = std::time::Instant::now();
+    let outcomes: Vec<(u16, bool, String)> = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let body = serde_json::json!({"model": "fake-benchmark-model", "stream": true,
+            "messages": [{"role": "user", "content": "hi"}]});
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..STREAMS {
+            let (http, url, body) = (http.clone(), url.clone(), body.clone());
+            tasks.spawn(async move {
+                match http
+                    .post(&url)
+                    .bearer_auth("k-123")
+                    .json(&body)
+                    .send()
+                    .await
+                {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let text = r.bytes().await.unwrap_or_default();
+                        let done = text.ends_with(b"data: [DONE]\n\n");
+                        let tail = String::from_utf8_lossy(&text[text.len().saturating_sub(200)..])
+                            .into_owned();
+                        (status, done, tail)
+                    }
+                    Err(e) => (0, false, e.to_string()),
+                }
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(o) = tasks.join_next().await {
+            all.push(o.unwrap());
+        }
+        all
+    });
+    let took = started.elapsed();
+    let complete = outcomes
+        .iter()
+        .filter(|(s, done, _)| *s == 200 && *done)
+        .count() as u64;
+    let queue_full = outcomes
+        .iter()
+        .filter(|(s, _, tail)| *s == 503 && tail.contains("queue is full"))
+        .count() as u64;
+    let other: Vec<_> = outcomes
+        .iter()
+        .filter(|(s, done, tail)| {
+            !(*s == 200 && *done) && !(*s == 503 && tail.contains("queue is full"))
+        })
+        .take(3)
+        .collect();
+    assert!(
+        other.is_empty(),
+        "failures other than queue-full: {other:?}"
+    );
+    let (billed, earned) = charged(d, &p.key, &p.client_owner, &p.worker_owner);
+    assert_eq!(
+        billed - before,
+        134 * complete,
+        "each complete answer billed once, exactly"
+    );
+    assert_eq!(
+        earned, billed,
+        "the worker is credited what the client is charged"
+    );
+    let rss = [
+        ("chain", peak_rss_mib(&p.chain)),
+        ("proxy", peak_rss_mib(&p.proxy)),
+        ("worker", peak_rss_mib(&p.worker)),
+        ("client", peak_rss_mib(&p.client)),
+    ];
+    eprintln!(
+        "soak: {STREAMS} streams in {took:?}: {complete} complete, {queue_full} queue-full; \
+         billed {} tokens; peak RSS MiB {rss:?}",
+        billed - before
+    );
+    for (role, mib) in rss {
+        assert!(mib < 512, "the {role}'s memory peaked at {mib} MiB");
+    }
 }

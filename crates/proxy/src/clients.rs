@@ -42,9 +42,12 @@ struct Conn {
     in_flight: InFlight,
 }
 
-/// Most queries one client connection may have running at once; one more is refused with 429
-/// naming the cap (the connection, not the proxy, pays for a flood).
-pub const MAX_QUERIES_PER_CONNECTION: usize = 256;
+/// Most queries one client connection may have running or waiting for a worker at once; one
+/// more is refused with 429 naming the cap (the connection, not the proxy, pays for a flood).
+/// A client multiplexes all its app's requests over one connection, so this is above a
+/// model's default queue ([`crate::DEFAULT_QUEUE_PER_MODEL`]) plus the slots of its workers:
+/// an honest client that keeps the queue full is refused by the queue (503), not by this.
+pub const MAX_QUERIES_PER_CONNECTION: usize = 2048;
 
 /// A counter of running queries with a cap; a slot is held by its [`InFlightSlot`].
 #[derive(Clone, Default)]
