@@ -490,19 +490,14 @@ fn a_thousand_concurrent_streams_complete_with_exact_money_and_bounded_memory() 
         all
     });
     let took = started.elapsed();
-    let complete = outcomes
-        .iter()
-        .filter(|(s, done, _)| *s == 200 && *done)
-        .count() as u64;
-    let queue_full = outcomes
-        .iter()
-        .filter(|(s, _, tail)| *s == 503 && tail.contains("queue is full"))
-        .count() as u64;
+    let is_complete = |(s, done, _): &&(u16, bool, String)| *s == 200 && *done;
+    let is_queue_full =
+        |(s, _, tail): &&(u16, bool, String)| *s == 503 && tail.contains("queue is full");
+    let complete = outcomes.iter().filter(is_complete).count() as u64;
+    let queue_full = outcomes.iter().filter(is_queue_full).count() as u64;
     let other: Vec<_> = outcomes
         .iter()
-        .filter(|(s, done, tail)| {
-            !(*s == 200 && *done) && !(*s == 503 && tail.contains("queue is full"))
-        })
+        .filter(|o| !is_complete(o) && !is_queue_full(o))
         .take(3)
         .collect();
     assert!(
