@@ -478,3 +478,33 @@ fn our_certificates_name_the_host_every_reference_tls_client_checks() {
         assert_eq!(dns, ["localhost", "127.0.0.1"]);
     }
 }
+
+#[test]
+fn an_ra_tls_extension_given_twice_is_refused_naming_it() {
+    for (oid, name) in [
+        (cocoon_tee::QUOTE_EXTENSION_OID, "quote"),
+        (cocoon_tee::CLAIMS_EXTENSION_OID, "claims"),
+    ] {
+        let mut opts = CertOptions::new("x", NOW);
+        opts.extra_extensions
+            .push((oid.to_vec(), vec![0x04, 0x00], false));
+        let c = new_cert(&fake(1), opts);
+        assert_eq!(
+            verify(PolicyKind::Any, &c.cert_der).unwrap_err(),
+            AttestError::DuplicateExtension(name)
+        );
+    }
+}
+
+#[test]
+fn a_connection_without_a_peer_certificate_has_no_identity() {
+    let c = new_cert(&fake(1), CertOptions::new("server", NOW));
+    let v = std::sync::Arc::new(Verifier::at_time(Policy::new(PolicyKind::Any), NOW + 60));
+    let config = cocoon_tee::tls::server_config(&c, v.clone()).unwrap();
+    // Before any handshake the peer has shown nothing.
+    let conn = rustls::ServerConnection::new(std::sync::Arc::new(config)).unwrap();
+    assert_eq!(
+        cocoon_tee::tls::peer_identity(&v, &conn).unwrap_err(),
+        AttestError::NoPeerCertificate
+    );
+}

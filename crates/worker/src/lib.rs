@@ -373,7 +373,10 @@ impl Worker {
         }
     }
 
-    async fn session(self: Arc<Self>, addr: SocketAddr) -> Result<(), WorkerError> {
+    /// One session with the proxy at `addr`: connect, check the proxy (its contract, its key,
+    /// that it knows every token we hold or were paid), then serve its queries until the
+    /// connection ends. Returns why the proxy was refused, or `Ok` when it closed.
+    pub async fn session(self: Arc<Self>, addr: SocketAddr) -> Result<(), WorkerError> {
         let identity = self.identity.get();
         let conn = cocoon_net::connect(
             addr,
