@@ -723,6 +723,13 @@ async fn run_query(
     } = job;
     // The request's whole time: waiting for a worker, then the worker's answer.
     let deadline_at = tokio::time::Instant::now() + timeout;
+    // A ledger that failed to write takes nothing more: no answer could be billed.
+    if let Err(e) = proxy.ledger.lock().check_poisoned() {
+        return Err(err(
+            503,
+            format!("this proxy cannot record charges until it restarts: {e}"),
+        ));
+    }
     if proxy.ledger.lock().durable().refunded.contains_key(&owner) {
         return Err(err(
             409,

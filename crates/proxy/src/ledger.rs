@@ -92,11 +92,13 @@ pub enum LedgerError {
         /// What is wrong.
         why: String,
     },
-    /// An fsync failed earlier. Linux may drop the pages it could not write and report success
-    /// on the next fsync, so nothing written since the last good one can be trusted to be on
-    /// disk: no more records are made durable until the proxy restarts and replays the file.
+    /// A write, a seal or an fsync failed earlier (disk full, out of file descriptors, an I/O
+    /// error). Linux may drop the pages it could not write and report success on the next
+    /// fsync, and a half-written line must never be sealed, so nothing written since the last
+    /// good commit is trusted: no more records are made durable until the proxy restarts and
+    /// replays the file, which drops the unsealed tail (those answers' ends never left).
     #[error(
-        "ledger {path}: an earlier fsync failed ({why}); restart the proxy to replay the file"
+        "ledger {path}: an earlier write failed ({why}); restart the proxy to replay the file"
     )]
     Poisoned {
         /// The file.
@@ -293,6 +295,7 @@ impl Ledger {
     /// in [`Ledger::totals`] at once but in [`Ledger::durable`] only after a group commit
     /// ([`Ledger::sync_point`], [`SyncPoint::sync`], [`Ledger::mark_durable`]) covers it.
     pub fn append_unsynced(&mut self, entry: Entry) -> Result<u64, LedgerError> {
+        self.check_poisoned()?;
         let seq = self.seq + 1;
         let prev = hex::encode(self.last_hash);
         let hash = record_hash(seq, &prev, &entry);
@@ -307,7 +310,12 @@ impl Ledger {
             path: self.path.display().to_string(),
             source,
         };
-        self.file.write_all(text.as_bytes()).map_err(io)?;
+        if let Err(e) = self.file.write_all(text.as_bytes()) {
+            // Part of the line may be in the file: it must never be sealed.
+            let e = io(e);
+            self.poison(&e);
+            return Err(e);
+        }
         self.seq = seq;
         self.last_hash = hash;
         apply(&mut self.totals, &entry);
@@ -317,13 +325,18 @@ impl Ledger {
 
     /// Seals everything written so far (one signature over the chain head) and returns what one
     /// fsync will make durable (group commit).
+    /// Any failure poisons the ledger (see [`LedgerError::Poisoned`]).
     pub fn sync_point(&mut self) -> Result<SyncPoint, LedgerError> {
-        if let Some(why) = &self.poisoned {
-            return Err(LedgerError::Poisoned {
-                path: self.path.display().to_string(),
-                why: why.clone(),
-            });
-        }
+        self.check_poisoned()?;
+        self.seal_and_point().inspect_err(|e| self.poison(e))
+    }
+
+    fn seal_and_point(&mut self) -> Result<SyncPoint, LedgerError> {
+        // The second handle first: out of file descriptors, nothing is sealed.
+        let file = self.file.try_clone().map_err(|source| LedgerError::Io {
+            path: self.path.display().to_string(),
+            source,
+        })?;
         if self.seq > self.sealed_seq {
             let seal = Seal {
                 seal: self.seq,
@@ -340,12 +353,6 @@ impl Ledger {
                 })?;
             self.sealed_seq = self.seq;
         }
-        // A second handle, so the fsync runs outside the ledger's lock; out of file descriptors
-        // is an error for this commit, not a panic under the lock.
-        let file = self.file.try_clone().map_err(|source| LedgerError::Io {
-            path: self.path.display().to_string(),
-            source,
-        })?;
         Ok(SyncPoint {
             file,
             seq: self.seq,
@@ -353,10 +360,21 @@ impl Ledger {
         })
     }
 
-    /// Records that an fsync failed: from now on nothing more becomes durable (see
+    /// Records that a write or an fsync failed: from now on nothing more becomes durable (see
     /// [`LedgerError::Poisoned`]).
     pub fn poison(&mut self, why: &LedgerError) {
         self.poisoned.get_or_insert_with(|| why.to_string());
+    }
+
+    /// The refusal every write gets once the ledger is poisoned.
+    pub fn check_poisoned(&self) -> Result<(), LedgerError> {
+        match &self.poisoned {
+            Some(why) => Err(LedgerError::Poisoned {
+                path: self.path.display().to_string(),
+                why: why.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Publishes what a finished [`SyncPoint::sync`] made durable: the records up to `seq`.

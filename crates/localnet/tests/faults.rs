@@ -1,0 +1,109 @@
+//! The proxy's ledger failing mid-run (here: the process out of file descriptors when a group
+//! commit needs a second handle on the file). The answer being recorded gets a clear error, no
+//! role panics, the proxy refuses new work until it restarts, and after the restart every
+//! answer the app received is billed exactly once and the failed one not at all.
+//!
+//! Alone in its test binary: it lowers the whole process's open-file limit.
+
+use std::sync::Arc;
+
+use cocoon_engine::engine::Engine;
+use cocoon_engine::fake::{FakeEngine, FAKE_MODEL};
+use cocoon_localnet::{LocalNet, LocalNetConfig};
+use rustix::process::{getrlimit, setrlimit, Resource};
+
+fn config(dir: &std::path::Path) -> LocalNetConfig {
+    LocalNetConfig::new(
+        dir,
+        vec![Arc::new(FakeEngine::default()) as Arc<dyn Engine>],
+        &cocoon_localnet::fake_model_identity(),
+        "fake",
+    )
+}
+
+/// One non-streamed request over `http`'s pooled connection: status and body.
+async fn ask(http: &reqwest::Client, net: &LocalNet) -> (u16, String) {
+    let body = serde_json::json!({"model": FAKE_MODEL,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let r = http
+        .post(format!("{}/chat/completions", net.info.base_url))
+        .bearer_auth(&net.info.api_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+fn charged(net: &LocalNet) -> u64 {
+    net.proxy
+        .proxy
+        .totals()
+        .clients
+        .get(&net.client.owner())
+        .copied()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_at_a_commit_is_a_clear_error_and_nothing_is_billed_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = LocalNet::start(config(dir.path())).await.unwrap();
+    let http = reqwest::Client::new();
+    for _ in 0..2 {
+        assert_eq!(ask(&http, &net).await.0, 200);
+    }
+    assert_eq!(charged(&net), 2 * 134);
+
+    // No descriptor left: every connection is already open (the app's is pooled), so the
+    // request runs; its commit cannot open the ledger's second handle.
+    let normal = getrlimit(Resource::Nofile);
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    let mut exhausted = normal;
+    exhausted.current = Some(open);
+    setrlimit(Resource::Nofile, exhausted).unwrap();
+    // Fill any free numbers below the limit too.
+    let mut filler = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        filler.push(f);
+    }
+    let (status, body) = ask(&http, &net).await;
+    drop(filler);
+    setrlimit(Resource::Nofile, normal).unwrap();
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("could not record this answer") && body.contains("ledger"),
+        "{body}"
+    );
+
+    // The proxy refuses new work, saying why, until it restarts; nothing more was billed.
+    let (status, body) = ask(&http, &net).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("cannot record charges until it restarts"),
+        "{body}"
+    );
+    assert_eq!(charged(&net), 2 * 134);
+    let (client, proxy) = (net.client.owner(), net.proxy.proxy.address());
+    let mut net = net;
+    net.stop();
+    drop(net);
+
+    // Restarted: the answer that failed is not billed (its record was never sealed), the two
+    // the app received are, once; and the proxy serves again.
+    let net = LocalNet::start(config(dir.path())).await.unwrap();
+    assert_eq!(
+        (net.client.owner(), net.proxy.proxy.address()),
+        (client, proxy)
+    );
+    assert_eq!(charged(&net), 2 * 134);
+    let http = reqwest::Client::new();
+    assert_eq!(ask(&http, &net).await.0, 200);
+    assert_eq!(charged(&net), 3 * 134);
+    let earned: u64 = net.proxy.proxy.totals().workers.values().sum();
+    assert_eq!(
+        earned,
+        3 * 134,
+        "the worker is credited exactly what was billed"
+    );
+}
