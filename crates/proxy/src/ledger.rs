@@ -502,7 +502,7 @@ mod tests {
             .expect("a poisoned ledger refuses")
             .to_string();
         assert!(
-            e.contains("an earlier fsync failed (ledger ledger: EIO)"),
+            e.contains("an earlier write failed (ledger ledger: EIO)"),
             "{e}"
         );
     }
@@ -548,5 +548,30 @@ mod tests {
         std::fs::write(&path, format!("{}\n{}\n", lines[2], lines[3])).unwrap();
         let err = Ledger::open(&path, key).err().unwrap().to_string();
         assert!(err.contains("sequence"), "{err}");
+    }
+
+    #[test]
+    fn a_poisoned_ledger_refuses_new_records_and_reopening_drops_the_unsealed_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.jsonl");
+        let key = Keypair::from_seed([3; 32]);
+        let mut l = Ledger::open(&path, key.clone()).unwrap();
+        l.append(charge(10)).unwrap();
+        l.append_unsynced(charge(5)).unwrap();
+        l.poison(&LedgerError::Io {
+            path: "ledger".into(),
+            source: std::io::Error::other("ENOSPC"),
+        });
+        assert!(matches!(
+            l.append_unsynced(charge(1)),
+            Err(LedgerError::Poisoned { .. })
+        ));
+        assert!(matches!(l.sync_point(), Err(LedgerError::Poisoned { .. })));
+        assert!(l.check_poisoned().is_err());
+        drop(l);
+        // The record written before the failure was never sealed: gone on reopening.
+        let l = Ledger::open(&path, key).unwrap();
+        assert_eq!(l.totals().charged, 10);
+        assert!(l.check_poisoned().is_ok());
     }
 }
