@@ -91,15 +91,17 @@ struct Seen {
 /// Streamed requests from `clients` tasks at once until `stop`: what each request got.
 fn load(
     url: String,
+    key: &str,
     clients: usize,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<Seen> {
+    let key = key.to_string();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async move {
             let mut tasks = tokio::task::JoinSet::new();
             for _ in 0..clients {
-                let (url, stop) = (url.clone(), stop.clone());
+                let (url, stop, key) = (url.clone(), stop.clone(), key.clone());
                 tasks.spawn(async move {
                     let http = reqwest::Client::new();
                     let body = serde_json::json!({"model": "fake-benchmark-model", "stream": true,
@@ -107,12 +109,7 @@ fn load(
                     let mut seen = Seen::default();
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         let got = async {
-                            let r = http
-                                .post(&url)
-                                .bearer_auth("k-123")
-                                .json(&body)
-                                .send()
-                                .await?;
+                            let r = http.post(&url).bearer_auth(&key).json(&body).send().await?;
                             let ok = r.status().is_success();
                             let text = r.bytes().await?;
                             Ok::<_, reqwest::Error>((ok, text))
@@ -344,16 +341,11 @@ fn a_sigkilled_proxy_restarts_with_its_ledger_and_nothing_is_charged_twice() {
     // chance to flush anything but what was fsync'd) and restarted; the worker and the client
     // reconnect on their own.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let loader = load(url.clone(), 8, stop.clone());
+    let loader = load(url.clone(), "k-123", 8, stop.clone());
     let mut proxy = proxy;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
     for round in 0..3u64 {
-        // A random moment, 0.3 to 1.5 s into this run of the proxy.
-        let at = 300 + (nanos / (round + 1) + round * 7919) % 1200;
-        std::thread::sleep(Duration::from_millis(at));
+        // A random moment into this run of the proxy.
+        std::thread::sleep(random_moment(round));
         proxy.0.kill().unwrap();
         proxy.0.wait().unwrap();
         let (c, w) = {
@@ -528,4 +520,89 @@ fn a_thousand_concurrent_streams_complete_with_exact_money_and_bounded_memory() 
     for (role, mib) in rss {
         assert!(mib < 512, "the {role}'s memory peaked at {mib} MiB");
     }
+}
+
+/// A moment 0.3 to 1.5 s away, different each round and each run.
+fn random_moment(round: u64) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    Duration::from_millis(300 + (nanos / (round + 1) + round * 7919) % 1200)
+}
+
+/// `cocoon up` as a whole (chain, proxy, worker, client in one process) SIGKILLed under eight
+/// concurrent streams, twice, and started again on the same directory: every answer the app
+/// received complete is billed once, and at most the answers a kill cut after their charge was
+/// on disk beyond that.
+#[test]
+fn a_sigkilled_cocoon_up_resumes_and_bills_every_complete_answer_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("net");
+    let any = "127.0.0.1:0";
+    let up = || {
+        let _ = std::fs::remove_file(d.join("network.json"));
+        let child = cocoon_cmd()
+            .args(["up", "--fake-engine", "--dir", d.to_str().unwrap()])
+            .args(["--listen", any, "--chain-listen", any])
+            .args(["--proxy-worker-listen", any, "--proxy-client-listen", any])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let child = Killed(child);
+        let net = network_json(&d);
+        let url = format!("{}/chat/completions", net["base_url"].as_str().unwrap());
+        (child, url, net["api_key"].as_str().unwrap().to_string())
+    };
+    let mut seen = Seen::default();
+    let kills = 2;
+    for round in 0..kills {
+        let (mut child, url, key) = up();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let loader = load(url, &key, 8, stop.clone());
+        std::thread::sleep(random_moment(round));
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let s = loader.join().unwrap();
+        seen.complete += s.complete;
+        seen.cut += s.cut;
+    }
+    // Started once more: it resumes, and serves.
+    let (_child, url, key) = up();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    eventually_blocking(
+        "the resumed network answers",
+        Duration::from_secs(60),
+        || {
+            let status = chat(&rt, &url, &key);
+            when(status == reqwest::StatusCode::OK, status)
+        },
+    );
+    seen.complete += 1;
+    let key = cocoon_chain::keys::Keypair::from_hex(
+        &std::fs::read_to_string(d.join("proxy/voucher-key.hex")).unwrap(),
+    )
+    .unwrap();
+    let wallet = |name: &str| -> Address {
+        json_field(&d.join(format!("wallets/{name}.json")), "address")
+            .parse()
+            .unwrap()
+    };
+    let (billed, earned) = charged(&d, &key, &wallet("client"), &wallet("worker0"));
+    eprintln!("cocoon up under {kills} SIGKILLs: {seen:?}; billed {billed} tokens");
+    assert!(seen.complete > 1, "the load got nothing through: {seen:?}");
+    assert_eq!(
+        earned, billed,
+        "the worker is credited what the client is charged"
+    );
+    assert_eq!(billed % 134, 0, "only whole answers are billed: {billed}");
+    let answers = billed / 134;
+    assert!(
+        answers >= seen.complete && answers <= seen.complete + kills * 8,
+        "billed {answers} answers; the app received {} complete, {} not",
+        seen.complete,
+        seen.cut
+    );
 }
