@@ -12,8 +12,10 @@
 #![forbid(unsafe_code)]
 
 mod clients;
+mod credit;
 pub mod ledger;
 pub mod pool;
+mod query;
 mod workers;
 
 use parking_lot::Mutex;
