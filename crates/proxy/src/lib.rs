@@ -14,9 +14,16 @@
 mod clients;
 mod credit;
 pub mod ledger;
+mod onchain;
+mod payments;
 pub mod pool;
 mod query;
+mod stats;
 mod workers;
+
+pub use onchain::save_state_now;
+use onchain::{refresh_chain_loop, save_state_loop};
+use payments::voucher_loop;
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -506,128 +513,6 @@ impl Proxy {
         self.ledger.lock().durable().clone()
     }
 
-    /// The `/jsonstats` document: figures and the worker table the dashboard draws.
-    pub fn jsonstats(&self) -> serde_json::Value {
-        let totals = self.totals();
-        let money = self.money();
-        let workers = self.workers();
-        let queue = self.queue_waits();
-        let requests: u64 = self
-            .metrics
-            .requests
-            .get_or_create(&cocoon_observe::Kind::of("ok"))
-            .get();
-        let errors: u64 = self
-            .metrics
-            .requests
-            .get_or_create(&cocoon_observe::Kind::of("error"))
-            .get();
-        let billed: u64 = totals.clients.values().sum();
-        let rows: Vec<serde_json::Value> = workers
-            .iter()
-            .map(|w| {
-                serde_json::json!({
-                    "owner": w.owner.to_raw(),
-                    "model": w.model,
-                    "coefficient": w.coefficient,
-                    "active": w.active,
-                    "max_active": w.max_active,
-                    "enabled": w.enabled,
-                    "served": w.served,
-                    "mean_latency_ms": (w.mean_latency_ms * 10.0).round() / 10.0,
-                })
-            })
-            .collect();
-        let clients: Vec<serde_json::Value> = totals
-            .clients
-            .iter()
-            .map(|(owner, tokens)| serde_json::json!({"client": owner.to_raw(), "tokens_charged": tokens}))
-            .collect();
-        let latency: f64 = {
-            let served: u64 = workers.iter().map(|w| w.served).sum();
-            if served == 0 {
-                0.0
-            } else {
-                workers
-                    .iter()
-                    .map(|w| w.mean_latency_ms * w.served as f64)
-                    .sum::<f64>()
-                    / served as f64
-            }
-        };
-        let reputation: Vec<serde_json::Value> = self
-            .reputation
-            .lock()
-            .iter()
-            .map(|(owner, r)| {
-                serde_json::json!({
-                    "worker": owner.to_raw(),
-                    "served": r.served,
-                    "failed": r.failed,
-                    "success_rate": if r.served + r.failed == 0 { 1.0 } else { r.served as f64 / (r.served + r.failed) as f64 },
-                    "mean_latency_ms": (r.mean_latency_ms * 10.0).round() / 10.0,
-                })
-            })
-            .collect();
-        serde_json::json!({
-            "role": "proxy",
-            "subtitle": format!("contract {} · voucher key {}", self.address, hex::encode(self.voucher_key.public_key())),
-            "figures": {
-                "requests": requests,
-                "errors": errors,
-                "active_requests": self.metrics.active.get(),
-                "workers_connected": workers.len(),
-                "tokens_billed": billed,
-                "tokens_earned_by_workers": totals.workers.values().sum::<u64>(),
-                "price_per_token": self.init.params.price_per_token.to_string(),
-                "ledger_records": self.ledger.lock().seq(),
-                "queued_requests": self.metrics.queued.get(),
-                "queue_waited": queue.waited,
-                "queue_wait_ms_mean": if queue.waited == 0 { 0.0 } else { (queue.total_ms / queue.waited as f64 * 10.0).round() / 10.0 },
-                "queue_wait_ms_max": (queue.max_ms * 10.0).round() / 10.0,
-                "committed_seqno": totals.saved_seqno,
-                "contract_balance_ton": money.map(|m| cocoon_chain::format_ton(m.contract_balance)),
-                "stake_ton": money.map(|m| cocoon_chain::format_ton(m.stake)),
-                "clients_held_ton": money.map(|m| cocoon_chain::format_ton(m.clients_held)),
-                "wallet_balance_ton": money.map(|m| cocoon_chain::format_ton(m.wallet_balance)),
-            },
-            "latency_ms_mean": latency,
-            "tables": {"workers": rows, "reputation": reputation, "clients": clients},
-        })
-    }
-
-    /// Reads the contract's and the wallet's money from the chain, keeps it for `/jsonstats`
-    /// and sets the `balance_nanotons` gauges (`contract`, `stake`, `clients_held`, `wallet`).
-    pub async fn refresh_money(&self) -> Result<OnChainMoney, ProxyError> {
-        let chain = self.chain()?;
-        let contract = chain.account(&self.address).await?;
-        let data = contract
-            .data
-            .as_ref()
-            .ok_or_else(|| cocoon_chain::ChainError::NotActive(self.address.to_raw()))?;
-        let state = cocoon_chain::contracts::ProxyData::parse(data)?;
-        let wallet = chain.account(&self.wallet.1.address()?).await?;
-        let money = OnChainMoney {
-            contract_balance: contract.balance,
-            stake: state.stake,
-            clients_held: state.clients_held,
-            wallet_balance: wallet.balance,
-        };
-        for (kind, v) in [
-            ("contract", money.contract_balance),
-            ("stake", money.stake),
-            ("clients_held", money.clients_held),
-            ("wallet", money.wallet_balance),
-        ] {
-            self.metrics
-                .balances
-                .get_or_create(&cocoon_observe::Kind::of(kind))
-                .set(v as f64);
-        }
-        *self.money.lock() = Some(money);
-        Ok(money)
-    }
-
     /// The chain, or an error saying there is none (a fake-TON root).
     fn chain(&self) -> Result<&Arc<dyn ChainClient>, ProxyError> {
         self.chain.as_ref().ok_or_else(|| {
@@ -662,21 +547,6 @@ impl Proxy {
     /// Workers' track records at this proxy (persisted).
     pub fn reputation(&self) -> HashMap<Address, Reputation> {
         self.reputation.lock().clone()
-    }
-
-    /// Requests that waited for a worker so far.
-    pub fn queue_waits(&self) -> QueueWaits {
-        *self.queue_waits.lock()
-    }
-
-    /// Counts one request's wait in the queue (on `/metrics` and in [`Proxy::queue_waits`]).
-    fn note_queue_wait(&self, waited: Duration) {
-        self.metrics.queue_wait.observe(waited.as_secs_f64());
-        let ms = waited.as_secs_f64() * 1000.0;
-        let mut q = self.queue_waits.lock();
-        q.waited += 1;
-        q.total_ms += ms;
-        q.max_ms = q.max_ms.max(ms);
     }
 
     /// Connected workers.
@@ -779,101 +649,6 @@ impl Proxy {
         self.addresses.lock().insert((owner, worker), a);
         Ok(a)
     }
-
-    /// Queues the newest vouchers for a finished request's client and worker. A background
-    /// task sends them within [`VOUCHER_BATCH`]: vouchers are cumulative, so one signature
-    /// covers every request of the batch.
-    fn queue_vouchers(
-        &self,
-        client_owner: Address,
-        client: Peer,
-        worker_owner: Address,
-        worker: Peer,
-        request_id: [u8; 32],
-    ) {
-        let mut q = self.vouchers.lock();
-        q.clients.insert(client_owner, (client, request_id));
-        q.workers
-            .insert(worker_owner, (worker, request_id, client_owner));
-        drop(q);
-        self.voucher_wake.notify_one();
-    }
-
-    fn signed_payment(
-        &self,
-        op: u32,
-        counter: u64,
-        target: Address,
-    ) -> cocoon_wire::common::SignedPayment {
-        let body = match &self.reference {
-            // As the reference signs it; the excesses go back to our wallet.
-            Some(_) => {
-                let op = match op {
-                    op::WORKER_PAYOUT_SIGNED => reference_contracts::OP_WORKER_PAYOUT_SIGNED,
-                    _ => reference_contracts::OP_CLIENT_CHARGE_SIGNED,
-                };
-                // Our wallet (the proxy's owner), not recomputed per signature.
-                reference_contracts::signed_payment(
-                    &self.voucher_key,
-                    op,
-                    counter,
-                    counter,
-                    &target,
-                    &self.init.owner,
-                )
-            }
-            None => Voucher {
-                op,
-                query_id: counter,
-                counter,
-                target,
-                state_hash: None,
-            }
-            .sign(&self.voucher_key)
-            .and_then(|v| v.body()),
-        };
-        match body {
-            Ok(cell) => cocoon_wire::common::SignedPayment::Signed {
-                data: cocoon_chain::cells::to_boc(&cell),
-            },
-            Err(e) => {
-                tracing::error!("signing a voucher failed: {e}");
-                cocoon_wire::common::SignedPayment::Empty
-            }
-        }
-    }
-
-    /// Shows on `/metrics` what the vouchers sent so far promise in all, per role (one series
-    /// per role, not per party: a public proxy's parties are unbounded; each party's figure is
-    /// in `/jsonstats`).
-    fn note_vouchers(&self, charged: u64) {
-        let charged = i64::try_from(charged).unwrap_or(i64::MAX);
-        for role in ["client", "worker"] {
-            self.metrics
-                .vouchers
-                .get_or_create(&cocoon_observe::Kind::of(role))
-                .set(charged);
-        }
-    }
-
-    fn worker_voucher(&self, owner: Address, tokens: u64) -> cocoon_wire::common::SignedPayment {
-        match self.worker_contract(owner) {
-            // A reference worker wants a signed payment even for nothing yet.
-            Ok(target) if tokens > 0 || self.reference.is_some() => {
-                self.signed_payment(op::WORKER_PAYOUT_SIGNED, tokens, target)
-            }
-            _ => cocoon_wire::common::SignedPayment::Empty,
-        }
-    }
-
-    fn client_voucher(&self, owner: Address, tokens: u64) -> cocoon_wire::common::SignedPayment {
-        match self.client_contract(owner) {
-            Ok(target) if tokens > 0 => {
-                self.signed_payment(op::CLIENT_CHARGE_SIGNED, tokens, target)
-            }
-            _ => cocoon_wire::common::SignedPayment::Empty,
-        }
-    }
 }
 
 /// Accepts connections forever: proof of work and RA-TLS under `identity`, then `serve` in a
@@ -933,129 +708,4 @@ async fn accept_each<F, Fut>(
             }
         });
     }
-}
-
-/// Sends queued vouchers: the newest durable totals, in ledger order, one per party.
-async fn voucher_loop(proxy: Arc<Proxy>) {
-    loop {
-        proxy.voucher_wake.notified().await;
-        tokio::time::sleep(VOUCHER_BATCH).await;
-        let q = std::mem::take(&mut *proxy.vouchers.lock());
-        let _order = proxy.sending.lock();
-        // The durable totals of the parties in this batch (not a copy of every party's).
-        let (clients, workers) = {
-            let ledger = proxy.ledger.lock();
-            let d = ledger.durable();
-            proxy.note_vouchers(d.charged);
-            let of =
-                |m: &HashMap<Address, u64>, owner: &Address| m.get(owner).copied().unwrap_or(0);
-            (
-                q.clients
-                    .into_iter()
-                    .map(|(owner, v)| (owner, v, of(&d.clients, &owner)))
-                    .collect::<Vec<_>>(),
-                q.workers
-                    .into_iter()
-                    .map(|(owner, v)| (owner, v, of(&d.workers, &owner)))
-                    .collect::<Vec<_>>(),
-            )
-        };
-        for (owner, (peer, request_id), total) in clients {
-            let _ = peer.send(cocoon_wire::encode(
-                &cocoon_wire::proxy::RequestPayment::Client {
-                    request_id,
-                    signed_payment: proxy.client_voucher(owner, total),
-                    db_tokens: total,
-                    max_tokens: total,
-                    request_tokens: 0,
-                },
-            ));
-        }
-        for (owner, (peer, request_id, client_owner), total) in workers {
-            let _ = peer.send(cocoon_wire::encode(
-                &cocoon_wire::proxy::RequestPayment::Worker {
-                    request_id,
-                    signed_payment: proxy.worker_voucher(owner, total),
-                    db_tokens: total,
-                    max_tokens: total,
-                    request_tokens: 0,
-                    request_client_owner: client_owner.to_raw().into_bytes(),
-                },
-            ));
-        }
-    }
-}
-
-/// Every 10 seconds: the proxy's money (first at once, for the dashboard), then the root.
-async fn refresh_chain_loop(proxy: Arc<Proxy>) {
-    loop {
-        if let Err(e) = proxy.refresh_money().await {
-            tracing::warn!("reading the proxy's balances failed: {e}");
-        }
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        let Ok(chain) = proxy.chain() else { return };
-        match chain_client::read_root(chain.as_ref(), &proxy.cfg.root).await {
-            Ok(r) => *proxy.root.lock() = r,
-            Err(e) => tracing::warn!("refreshing the root failed: {e}"),
-        }
-    }
-}
-
-/// Commits the ledger hash on chain whenever it changed since the last commit.
-async fn save_state_loop(proxy: Arc<Proxy>) {
-    let mut committed_seq = proxy.ledger.lock().seq();
-    loop {
-        tokio::time::sleep(proxy.cfg.save_state_interval).await;
-        let rep = proxy.reputation.lock().clone();
-        save_reputation(&proxy.cfg.dir, &rep);
-        if let Err(e) = save_state_once(&proxy, &mut committed_seq).await {
-            tracing::warn!("save_state failed: {e}");
-        }
-    }
-}
-
-/// One `save_state` commit if the ledger moved (public for tests and shutdown).
-pub async fn save_state_now(proxy: &Arc<Proxy>) -> Result<(), ProxyError> {
-    if proxy.chain.is_none() {
-        return Ok(());
-    }
-    let mut seq = 0;
-    save_state_once(proxy, &mut seq).await
-}
-
-async fn save_state_once(proxy: &Arc<Proxy>, committed_seq: &mut u64) -> Result<(), ProxyError> {
-    let (seq, hash, seqno) = {
-        let l = proxy.ledger.lock();
-        (l.seq(), l.state_hash(), l.totals().saved_seqno + 1)
-    };
-    if seq == *committed_seq {
-        return Ok(());
-    }
-    // Commit on chain only what is on disk.
-    proxy.durable(seq).await?;
-    let chain = proxy.chain()?;
-    let on_chain = chain_client::read_proxy(chain.as_ref(), &proxy.address)
-        .await?
-        .saved_seqno;
-    let seqno = seqno.max(on_chain + 1);
-    let body = Voucher {
-        op: op::PROXY_SAVE_STATE,
-        query_id: seqno,
-        counter: seqno,
-        target: proxy.address,
-        state_hash: Some(hash),
-    }
-    .sign(&proxy.voucher_key)?
-    .body()?;
-    chain_client::send_transfer(
-        chain.as_ref(),
-        &proxy.wallet.1,
-        &proxy.wallet.0,
-        &[OutMessage::transfer(proxy.address, MIN_FEE, Some(body))],
-    )
-    .await?;
-    proxy.ledger.lock().append(Entry::Saved { seqno })?;
-    *committed_seq = proxy.ledger.lock().seq();
-    tracing::info!("committed ledger state seqno {seqno}");
-    Ok(())
 }
