@@ -74,10 +74,7 @@ pub async fn save_state_now(proxy: &Arc<Proxy>) -> Result<(), ProxyError> {
     save_state_once(proxy, &mut seq).await
 }
 
-async fn save_state_once(
-    proxy: &Arc<Proxy>,
-    committed_seq: &mut u64,
-) -> Result<(), ProxyError> {
+async fn save_state_once(proxy: &Arc<Proxy>, committed_seq: &mut u64) -> Result<(), ProxyError> {
     let (seq, hash, seqno) = {
         let l = proxy.ledger.lock();
         (l.seq(), l.state_hash(), l.totals().saved_seqno + 1)
