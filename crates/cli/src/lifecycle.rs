@@ -456,11 +456,8 @@ pub fn worker(cmd: WorkerCommand) -> Result<()> {
         let h = held
             .filter(|h| h.tokens > paid)
             .context("no unclaimed voucher from this proxy in the state directory")?;
-        let body = cocoon_chain::cells::from_boc(&hex::decode(&h.body_hex)?)?;
-        let mut msg = OutMessage::transfer(at, MIN_FEE, Some(body));
-        if paid == 0 && c.rt.block_on(c.chain.account(&at))?.status != "active" {
-            msg.init = Some(init.clone());
-        }
+        let deploy = paid == 0 && c.rt.block_on(c.chain.account(&at))?.status != "active";
+        let msg = cocoon_worker::payout_message(&h.body_hex, at, deploy.then(|| init.clone()))?;
         c.send(&[msg])?;
         for _ in 0..300 {
             if let Some(d) = c.rt.block_on(c.chain.account(&at))?.data {

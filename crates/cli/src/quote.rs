@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use cocoon_chain::format_ton;
 use cocoon_chain::price::{quote, TokenUsage};
+use cocoon_client::quote as policy;
 use serde_json::json;
 
 use crate::chain::ChainArgs;
@@ -94,46 +95,6 @@ fn best_generation_rate(v: &serde_json::Value) -> f64 {
     best
 }
 
-/// The root's model types, sorted, once each, for messages.
-fn known_list(types: &[String]) -> String {
-    let mut known: Vec<&str> = types.iter().map(String::as_str).collect();
-    known.sort_unstable();
-    known.dedup();
-    if known.is_empty() {
-        "none".to_string()
-    } else {
-        known.join(", ")
-    }
-}
-
-/// The root's type (lowercase `types`) that `asked` names: the type itself in any case, else
-/// the one type that starts with it ("Qwen" → "qwen3"). `None` when no type matches (the name
-/// may still be a served model's name); an error when several start with it.
-fn type_named(asked: &str, types: &[String]) -> Result<Option<String>> {
-    let asked = asked.trim().to_lowercase();
-    if asked.is_empty() {
-        bail!("--model is empty; name a model type the root lists");
-    }
-    if types.contains(&asked) {
-        return Ok(Some(asked));
-    }
-    let mut starting: Vec<&String> = types.iter().filter(|t| t.starts_with(&asked)).collect();
-    starting.sort_unstable();
-    starting.dedup();
-    match starting.as_slice() {
-        [] => Ok(None),
-        [one] => Ok(Some(one.to_string())),
-        several => bail!(
-            "model {asked:?} is ambiguous: the root lists {}; name one",
-            several
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
 /// Runs `cocoon quote`.
 pub fn run(a: QuoteArgs) -> Result<()> {
     if a.avg_cached_tokens > a.avg_prompt_tokens {
@@ -161,7 +122,7 @@ pub fn run(a: QuoteArgs) -> Result<()> {
     let data = rt.block_on(cocoon_chain::client::read_root(client.as_ref(), &root))?;
     // Which type, and so which model hashes, the name stands for.
     let types: Vec<String> = data.models.values().map(|t| t.to_lowercase()).collect();
-    let kind = type_named(&a.model, &types)?;
+    let kind = policy::type_named(&a.model, &types)?;
     let wanted = a.model.to_lowercase();
     let hashes: Vec<String> = data
         .models
@@ -172,7 +133,7 @@ pub fn run(a: QuoteArgs) -> Result<()> {
     let (quotes, policy) = a.attestation.parse()?;
     let (catalogue, unreachable) =
         rt.block_on(cocoon_client::catalogue(&data, policy, quotes.as_ref()))?;
-    let mut coefficients: Vec<u32> = catalogue
+    let coefficients: Vec<u32> = catalogue
         .iter()
         .filter(|(identity, _)| {
             let by_hash = cocoon_engine::model::ModelIdentity::parse(identity)
@@ -183,33 +144,15 @@ pub fn run(a: QuoteArgs) -> Result<()> {
         .flat_map(|(_, c)| c.iter().copied())
         .collect();
     if hashes.is_empty() && coefficients.is_empty() {
-        bail!(
-            "unknown model {:?}; the root knows: {}",
-            a.model,
-            known_list(&types)
-        );
+        return Err(policy::QuoteError::Unknown {
+            asked: a.model.clone(),
+            known: policy::known_list(&types),
+        }
+        .into());
     }
     let shown = kind.clone().unwrap_or_else(|| a.model.clone());
-    coefficients.sort_unstable();
-    let affordable: Vec<u32> = coefficients
-        .iter()
-        .copied()
-        .filter(|c| a.max_coefficient.is_none_or(|m| *c <= m))
-        .collect();
-    let (coefficient, source) = match (affordable.first(), coefficients.first()) {
-        (Some(c), _) => (
-            *c,
-            format!("cheapest of {} live worker(s)", coefficients.len()),
-        ),
-        (None, Some(cheapest)) => bail!(
-            "no worker for {shown} at max coefficient {}; the cheapest costs {cheapest}",
-            a.max_coefficient.unwrap_or(0)
-        ),
-        (None, None) => (
-            a.max_coefficient.unwrap_or(1000).min(1000),
-            format!("no worker serves {shown} now: the base coefficient"),
-        ),
-    };
+    let (coefficient, source) =
+        policy::choose_coefficient(&shown, &coefficients, a.max_coefficient)?;
     let avg = TokenUsage {
         prompt: a.avg_prompt_tokens,
         cached: a.avg_cached_tokens,
@@ -308,28 +251,6 @@ pub fn run(a: QuoteArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_family_name_stands_for_the_one_type_that_starts_with_it() {
-        let types: Vec<String> = ["smollm2", "qwen3", "qwen3", "deepseek-r1", "deepseek-v3"]
-            .map(String::from)
-            .to_vec();
-        let named = |s: &str| super::type_named(s, &types).map_err(|e| e.to_string());
-        assert_eq!(named("qwen3").unwrap().as_deref(), Some("qwen3"));
-        assert_eq!(named("Qwen").unwrap().as_deref(), Some("qwen3"));
-        assert_eq!(named("SMOLLM2").unwrap().as_deref(), Some("smollm2"));
-        assert_eq!(named("llama").unwrap(), None);
-        assert_eq!(
-            named("deepseek").unwrap_err(),
-            "model \"deepseek\" is ambiguous: the root lists deepseek-r1, deepseek-v3; name one"
-        );
-        assert_eq!(
-            super::known_list(&types),
-            "deepseek-r1, deepseek-v3, qwen3, smollm2"
-        );
-        assert_eq!(super::known_list(&[]), "none");
-        assert!(named(" ").unwrap_err().contains("--model is empty"));
-    }
-
     #[test]
     fn the_bench_engine_json_gives_the_best_aggregate_rate() {
         let v = serde_json::json!({

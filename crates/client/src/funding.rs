@@ -105,10 +105,7 @@ impl Client {
         Ok(())
     }
 
-    async fn client_data(
-        &self,
-        client_sc: &Address,
-    ) -> Result<Option<ClientData>, ClientError> {
+    async fn client_data(&self, client_sc: &Address) -> Result<Option<ClientData>, ClientError> {
         Ok(match self.chain()?.account(client_sc).await?.data {
             Some(d) => Some(ClientData::parse(&d)?),
             None => None,

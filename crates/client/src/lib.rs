@@ -15,6 +15,7 @@
 
 mod funding;
 mod query;
+pub mod quote;
 mod requests;
 pub mod server;
 mod session;

@@ -15,7 +15,7 @@ mod query;
 mod session;
 mod stats;
 
-pub use payments::held_vouchers;
+pub use payments::{held_vouchers, payout_message};
 pub use query::tokens_used;
 
 use parking_lot::Mutex;

@@ -126,20 +126,19 @@ impl Worker {
         tokens: u64,
         body_hex: &str,
     ) -> Result<(), WorkerError> {
-        let body = cocoon_chain::cells::from_boc(
-            &hex::decode(body_hex).map_err(|e| WorkerError::Protocol(e.to_string()))?,
-        )?;
         let _claiming = self.claiming.lock().await;
         if self.held().get(&proxy).is_some_and(|h| h.claimed >= tokens) {
             return Ok(()); // a claim that waited for the lock already covered these tokens
         }
-        let mut msg = OutMessage::transfer(worker_sc, MIN_FEE, Some(body));
         let chain = self.chain()?;
-        if chain.account(&worker_sc).await?.status != "active" {
-            let data = chain_client::read_proxy(chain.as_ref(), &proxy).await?;
-            let init = data.init();
-            msg.init = Some(init.worker_state_init(proxy, self.owner())?);
-        }
+        let init = match chain.account(&worker_sc).await?.status == "active" {
+            true => None,
+            false => {
+                let data = chain_client::read_proxy(chain.as_ref(), &proxy).await?;
+                Some(data.init().worker_state_init(proxy, self.owner())?)
+            }
+        };
+        let msg = payout_message(body_hex, worker_sc, init)?;
         chain_client::send_transfer(chain.as_ref(), &self.wallet.1, &self.wallet.0, &[msg]).await?;
         if let Some(h) = self.held.lock().get_mut(&proxy) {
             h.claimed = h.claimed.max(tokens);
@@ -184,6 +183,22 @@ fn advance(held: &mut HeldVoucher, tokens: u64, data: &[u8]) -> Result<(), Strin
     held.tokens = tokens;
     held.body_hex = hex::encode(data);
     Ok(())
+}
+
+/// The message that claims a held voucher (`body_hex`, the proxy-signed payout) at our worker
+/// contract `worker_sc`, deploying it with `init` when it is not active yet. What the worker
+/// sends when a payout is due, and what `cocoon worker payout` sends by hand.
+pub fn payout_message(
+    body_hex: &str,
+    worker_sc: Address,
+    init: Option<cocoon_chain::tycho_types::models::StateInit>,
+) -> Result<OutMessage, WorkerError> {
+    let bytes = hex::decode(body_hex)
+        .map_err(|e| WorkerError::Protocol(format!("the held voucher is not hex: {e}")))?;
+    let body = cocoon_chain::cells::from_boc(&bytes)?;
+    let mut msg = OutMessage::transfer(worker_sc, MIN_FEE, Some(body));
+    msg.init = init;
+    Ok(msg)
 }
 
 fn held_path(dir: &std::path::Path) -> PathBuf {
