@@ -81,8 +81,9 @@ impl Proxy {
                 "ledger_records": self.ledger.lock().seq(),
                 "queued_requests": self.metrics.queued.get(),
                 "queue_waited": queue.waited,
-                "queue_wait_ms_mean": if queue.waited == 0 { 0.0 } else { (queue.total_ms / queue.waited as f64 * 10.0).round() / 10.0 },
-                "queue_wait_ms_max": (queue.max_ms * 10.0).round() / 10.0,
+                // Whole microseconds: integers read the same in every JSON reader.
+                "queue_wait_us_mean": if queue.waited == 0 { 0 } else { (queue.total_ms * 1000.0 / queue.waited as f64).round() as u64 },
+                "queue_wait_us_max": (queue.max_ms * 1000.0).round() as u64,
                 "committed_seqno": totals.saved_seqno,
                 "contract_balance_ton": money.map(|m| cocoon_chain::format_ton(m.contract_balance)),
                 "stake_ton": money.map(|m| cocoon_chain::format_ton(m.stake)),
