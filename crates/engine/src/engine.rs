@@ -115,7 +115,17 @@ pub trait Engine: Send + Sync + 'static {
     /// Starts generating; errors found before starting come back here,
     /// later ones as the stream's last item.
     fn generate(&self, request: EngineRequest) -> Result<Generation, EngineError>;
+
+    /// Whether the engine can answer now (an engine in this process always can; one over
+    /// HTTP is asked). A worker announces itself to proxies only while this succeeds.
+    fn health(&self) -> HealthCheck<'_> {
+        Box::pin(async { Ok(()) })
+    }
 }
+
+/// The future of [`Engine::health`].
+pub type HealthCheck<'a> =
+    Pin<Box<dyn std::future::Future<Output = Result<(), EngineError>> + Send + 'a>>;
 
 /// Capacity of a generation's channel: enough to decouple the decode loop
 /// from a slow reader without letting it run far ahead.

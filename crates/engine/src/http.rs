@@ -1,10 +1,16 @@
-//! The HTTP engine: any OpenAI-compatible server (vLLM, SGLang,
-//! llama-server) as an [`Engine`].
+//! The HTTP engine: any OpenAI-compatible server (vLLM, SGLang, llama-server, TGI) as an
+//! [`Engine`] — what GPU owners run behind a worker.
 //!
-//! It forwards only whitelisted fields, always asks for a stream with
-//! `stream_options.include_usage`, and reads the usage from the final SSE
-//! chunk. A stream that ends without usage is an error, never a free
-//! answer: COCOON bills such streamed answers as 0 tokens; we refuse to.
+//! It forwards only whitelisted fields under the model name the server serves, always asks for
+//! a stream with `stream_options.include_usage`, and bills what the server reports: the usage
+//! of the final SSE chunk, with cached prompt tokens from `prompt_tokens_details` (vLLM,
+//! SGLang) or llama-server's `timings.cache_n`, and reasoning tokens from
+//! `completion_tokens_details`. A stream that ends without any usage is an error, never a
+//! free answer (COCOON bills such answers as 0 tokens; we refuse to). Reasoning text (vLLM's
+//! and SGLang's `reasoning_content`) is passed on inside `<think>…</think>`, as the embedded
+//! engine gives it. Each phase has its own timeout: the response head, the first token, and the
+//! silence between two chunks; dropping the generation drops the HTTP request, which stops the
+//! server's generation. One `reqwest` client per engine reuses its connections.
 
 use std::time::Duration;
 
@@ -12,48 +18,118 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::engine::{
-    generation, Engine, EngineError, Event, FinishReason, Generation, GenerationSender, Usage,
+    generation, Engine, EngineError, Event, FinishReason, Generation, GenerationSender,
+    HealthCheck, Usage,
 };
 use crate::request::EngineRequest;
 
-/// Default time allowed for the upstream to start answering.
+/// Default time allowed for the server to send its response head.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time allowed from the response head to the first token (prefill of a long prompt).
+pub const DEFAULT_FIRST_TOKEN_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default longest silence between two chunks of an answer.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Time allowed for a health check.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An OpenAI-compatible upstream server.
 #[derive(Debug, Clone)]
 pub struct HttpEngine {
     base_url: String,
-    models: Vec<String>,
+    /// The names a request may use for the model (the identity first).
+    accepts: Vec<String>,
+    /// The name the server serves the model under (sent upstream), when it differs.
+    served: Option<String>,
     client: reqwest::Client,
-    /// Time allowed until the response headers arrive.
+    /// Time allowed until the response head arrives.
     pub connect_timeout: Duration,
-    /// Longest silence between chunks.
+    /// Time allowed from the head to the first chunk.
+    pub first_token_timeout: Duration,
+    /// Longest silence between chunks after the first.
     pub idle_timeout: Duration,
 }
 
 impl HttpEngine {
-    /// An engine forwarding to `base_url` (e.g. `http://127.0.0.1:8000`)
-    /// for the given model names.
+    /// An engine forwarding to `base_url` (e.g. `http://127.0.0.1:8000`) for the given model
+    /// names, each sent upstream as the request names it (empty: any name).
     pub fn new(base_url: &str, models: Vec<String>) -> Self {
         Self {
             base_url: base_url.trim_end_matches('/').to_string(),
-            models,
+            accepts: models,
+            served: None,
             client: reqwest::Client::new(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            first_token_timeout: DEFAULT_FIRST_TOKEN_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
+    }
+
+    /// An engine serving the model `identity` (`name@sha256`, what the worker announces) that
+    /// the server at `base_url` serves as `served` (vLLM's `--served-model-name`, say): a request
+    /// naming the identity, its name or `served` goes upstream as `served`.
+    pub fn serving(base_url: &str, served: &str, identity: &str) -> Self {
+        let mut accepts = vec![identity.to_string()];
+        for alias in [crate::model::ModelIdentity::name_of(identity), served] {
+            if !accepts.iter().any(|a| a == alias) {
+                accepts.push(alias.to_string());
+            }
+        }
+        Self {
+            served: Some(served.to_string()),
+            ..Self::new(base_url, accepts)
+        }
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The model ids the server lists at `/v1/models` (within [`HEALTH_TIMEOUT`]).
+    pub async fn listed_models(&self) -> Result<Vec<String>, EngineError> {
+        let url = format!("{}/v1/models", self.base_url);
+        let unreachable = |e: String| EngineError::Upstream {
+            status: 0,
+            message: format!("cannot reach {url}: {e}"),
+        };
+        let response = tokio::time::timeout(HEALTH_TIMEOUT, self.client.get(&url).send())
+            .await
+            .map_err(|_| unreachable(format!("no answer within {HEALTH_TIMEOUT:?}")))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let status = response.status();
+        let text = tokio::time::timeout(HEALTH_TIMEOUT, response.text())
+            .await
+            .map_err(|_| unreachable(format!("no body within {HEALTH_TIMEOUT:?}")))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        if !status.is_success() {
+            return Err(EngineError::Upstream {
+                status: status.as_u16(),
+                message: format!("{url}: {}", upstream_message(&text)),
+            });
+        }
+        let v: Value = serde_json::from_str(&text).map_err(|e| EngineError::Upstream {
+            status: 502,
+            message: format!("{url} is not an OpenAI model list: {e}"),
+        })?;
+        Ok(v.get("data")
+            .and_then(Value::as_array)
+            .map(|models| {
+                models
+                    .iter()
+                    .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 }
 
 impl Engine for HttpEngine {
     fn models(&self) -> Vec<String> {
-        self.models.clone()
+        self.accepts.clone()
     }
 
     fn generate(&self, request: EngineRequest) -> Result<Generation, EngineError> {
-        if !self.models.is_empty() && !self.models.contains(&request.model) {
+        if !self.accepts.is_empty() && !self.accepts.contains(&request.model) {
             return Err(EngineError::UnknownModel(request.model));
         }
         let path = if request.is_chat() {
@@ -62,7 +138,10 @@ impl Engine for HttpEngine {
             "/v1/completions"
         };
         let url = format!("{}{path}", self.base_url);
-        let body = request.to_upstream_json();
+        let mut body = request.to_upstream_json();
+        if let Some(served) = &self.served {
+            body["model"] = served.clone().into();
+        }
         let (tx, rx) = generation();
         let engine = self.clone();
         let chat = request.is_chat();
@@ -80,6 +159,11 @@ impl Engine for HttpEngine {
             }
         });
         Ok(rx)
+    }
+
+    /// Healthy while the server answers `/v1/models` (every OpenAI-compatible server has it).
+    fn health(&self) -> HealthCheck<'_> {
+        Box::pin(async move { self.listed_models().await.map(|_| ()) })
     }
 }
 
@@ -109,10 +193,12 @@ impl HttpEngine {
         }
         let mut bytes = response.bytes_stream();
         let mut parser = SseParser::default();
+        let mut wait = self.first_token_timeout;
         loop {
-            let next = tokio::time::timeout(self.idle_timeout, bytes.next())
+            let next = tokio::time::timeout(wait, bytes.next())
                 .await
-                .map_err(|_| EngineError::Timeout(self.idle_timeout))?;
+                .map_err(|_| EngineError::Timeout(wait))?;
+            wait = self.idle_timeout;
             let chunk = match next {
                 None => break,
                 Some(Ok(c)) => c,
@@ -125,7 +211,7 @@ impl HttpEngine {
             };
             for data in parser.push(&chunk) {
                 if data == "[DONE]" {
-                    return finish(&parser, tx).await;
+                    return finish(&mut parser, tx).await;
                 }
                 let v: Value = serde_json::from_str(&data).map_err(|e| EngineError::Upstream {
                     status: 200,
@@ -138,15 +224,35 @@ impl HttpEngine {
                 }
             }
         }
-        finish(&parser, tx).await
+        finish(&mut parser, tx).await
     }
 }
 
-async fn finish(parser: &SseParser, tx: &GenerationSender) -> Result<(), EngineError> {
-    let usage = parser.usage.ok_or_else(|| EngineError::Upstream {
-        status: 200,
-        message: "stream ended without usage; refusing to bill an unknown number of tokens".into(),
-    })?;
+async fn finish(parser: &mut SseParser, tx: &GenerationSender) -> Result<(), EngineError> {
+    if parser.thinking {
+        // Reasoning that never gave way to an answer (cut by max_tokens): close it.
+        parser.thinking = false;
+        if !tx.send(Ok(Event::Text("</think>".into()))).await {
+            return Ok(());
+        }
+    }
+    let usage = match (parser.usage, parser.timings) {
+        // The server's usage, with llama-server's cached count where usage has none.
+        (Some(mut u), timings) => {
+            if u.cached_tokens == 0 {
+                u.cached_tokens = timings.map_or(0, |t| t.cached_tokens.min(u.prompt_tokens));
+            }
+            u
+        }
+        (None, Some(t)) => t,
+        (None, None) => {
+            return Err(EngineError::Upstream {
+                status: 200,
+                message: "stream ended without usage; refusing to bill an unknown number of tokens"
+                    .into(),
+            })
+        }
+    };
     tx.send(Ok(Event::Done {
         usage,
         finish_reason: parser.finish_reason.unwrap_or(FinishReason::Stop),
@@ -172,12 +278,16 @@ fn apply_chunk(
             message: err
                 .get("message")
                 .and_then(Value::as_str)
+                .or_else(|| err.as_str())
                 .unwrap_or("error in stream")
                 .to_string(),
         });
     }
     if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
         parser.usage = Some(parse_usage(u));
+    }
+    if let Some(t) = v.get("timings").filter(|t| t.is_object()) {
+        parser.timings = Some(usage_of_timings(t));
     }
     let Some(choice) = v.get("choices").and_then(|c| c.get(0)) else {
         return Ok(None);
@@ -187,25 +297,61 @@ fn apply_chunk(
         Some(_) => parser.finish_reason = Some(FinishReason::Stop),
         None => {}
     }
-    let text = if chat {
-        choice
-            .get("delta")
-            .and_then(|d| d.get("content"))
+    if !chat {
+        let text = choice.get("text").and_then(Value::as_str);
+        return Ok(text.filter(|t| !t.is_empty()).map(str::to_string));
+    }
+    let delta = choice.get("delta");
+    let field = |name: &str| {
+        delta
+            .and_then(|d| d.get(name))
             .and_then(Value::as_str)
-    } else {
-        choice.get("text").and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
     };
-    Ok(text.filter(|t| !t.is_empty()).map(str::to_string))
+    let reasoning = field("reasoning_content").or_else(|| field("reasoning"));
+    let content = field("content");
+    let mut out = String::new();
+    if let Some(r) = reasoning {
+        if !parser.thinking {
+            parser.thinking = true;
+            out.push_str("<think>");
+        }
+        out.push_str(r);
+    }
+    if let Some(c) = content {
+        if parser.thinking {
+            parser.thinking = false;
+            out.push_str("</think>");
+        }
+        out.push_str(c);
+    }
+    Ok((!out.is_empty()).then_some(out))
 }
 
 /// Reads an OpenAI usage object (missing details count as 0).
 fn parse_usage(u: &Value) -> Usage {
     let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+    let prompt = n(u.get("prompt_tokens"));
+    let completion = n(u.get("completion_tokens"));
     Usage {
-        prompt_tokens: n(u.get("prompt_tokens")),
-        cached_tokens: n(u.pointer("/prompt_tokens_details/cached_tokens")),
-        completion_tokens: n(u.get("completion_tokens")),
-        reasoning_tokens: n(u.pointer("/completion_tokens_details/reasoning_tokens")),
+        prompt_tokens: prompt,
+        // Never more than the prompt, whatever a server claims.
+        cached_tokens: n(u.pointer("/prompt_tokens_details/cached_tokens")).min(prompt),
+        completion_tokens: completion,
+        reasoning_tokens: n(u.pointer("/completion_tokens_details/reasoning_tokens"))
+            .min(completion),
+    }
+}
+
+/// Reads llama-server's `timings`: `cache_n` prompt tokens reused, `prompt_n` evaluated,
+/// `predicted_n` generated.
+fn usage_of_timings(t: &Value) -> Usage {
+    let n = |k: &str| t.get(k).and_then(Value::as_u64).unwrap_or(0);
+    Usage {
+        prompt_tokens: n("prompt_n").saturating_add(n("cache_n")),
+        cached_tokens: n("cache_n"),
+        completion_tokens: n("predicted_n"),
+        reasoning_tokens: 0,
     }
 }
 
@@ -215,6 +361,9 @@ fn upstream_message(body: &str) -> String {
         .and_then(|v| {
             v.pointer("/error/message")
                 .and_then(Value::as_str)
+                .or_else(|| v.get("error").and_then(Value::as_str))
+                .or_else(|| v.get("message").and_then(Value::as_str))
+                .or_else(|| v.get("detail").and_then(Value::as_str))
                 .map(str::to_string)
         })
         .unwrap_or_else(|| body.chars().take(300).collect())
@@ -227,7 +376,11 @@ pub struct SseParser {
     buffer: Vec<u8>,
     data: Vec<String>,
     usage: Option<Usage>,
+    /// What llama-server's `timings` say (its own counts; the only ones an older one gives).
+    timings: Option<Usage>,
     finish_reason: Option<FinishReason>,
+    /// Inside reasoning text (vLLM's and SGLang's `reasoning_content`), given as `<think>…`.
+    thinking: bool,
 }
 
 impl SseParser {

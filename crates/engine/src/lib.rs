@@ -15,6 +15,7 @@
 //! only what needs it pays for building llama.cpp.
 #![forbid(unsafe_code)]
 
+pub mod check;
 pub mod engine;
 pub mod fake;
 pub mod http;

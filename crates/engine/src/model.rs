@@ -123,6 +123,12 @@ pub enum ModelError {
         /// Why.
         reason: String,
     },
+    /// A model named for an engine over HTTP is none of the forms an identity can come from.
+    #[error(
+        "model `{0}`: give its identity as name@sha256, a known model ({known}), or the path of its weights (a file or a directory)",
+        known = known_names()
+    )]
+    NoIdentity(String),
     /// The downloaded file is not the expected one.
     #[error("{path} has sha256 {actual}, expected {expected}; refusing to use it")]
     HashMismatch {
@@ -215,6 +221,86 @@ pub fn hash_file(path: &Path) -> Result<[u8; 32], ModelError> {
         h.update(&buf[..n]);
     }
     Ok(h.finalize().into())
+}
+
+/// SHA-256 of a model's weights: of the file itself (so a GGUF's identity is the same however
+/// it is served), or for a directory (safetensors and their configs, as vLLM and SGLang load
+/// them) of every file in it, in order of their relative paths, each as its path, a zero byte,
+/// its length (8 bytes, little-endian) and its content.
+pub fn hash_weights(path: &Path) -> Result<[u8; 32], ModelError> {
+    if !path.is_dir() {
+        return hash_file(path);
+    }
+    let io = |p: &Path, source| ModelError::Io {
+        path: p.to_path_buf(),
+        source,
+    };
+    let mut files = Vec::new();
+    let mut dirs = vec![path.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
+            let entry = entry.map_err(|e| io(&dir, e))?;
+            let p = entry.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    let relative = |p: &PathBuf| {
+        p.strip_prefix(path)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned()
+    };
+    files.sort_by_key(relative);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for file in &files {
+        let mut f = std::fs::File::open(file).map_err(|e| io(file, e))?;
+        let len = f.metadata().map_err(|e| io(file, e))?.len();
+        h.update(relative(file).as_bytes());
+        h.update([0]);
+        h.update(len.to_le_bytes());
+        loop {
+            let n = f.read(&mut buf).map_err(|e| io(file, e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    Ok(h.finalize().into())
+}
+
+/// The identity a worker announces for a model an engine serves over HTTP, from what its owner
+/// names: `name@sha256` as given; a known model's pinned identity (no download); or the path of
+/// its weights (a file or a directory: the name is the file stem or the directory's name, the
+/// hash [`hash_weights`]).
+pub fn identity_of(named: &str) -> Result<ModelIdentity, ModelError> {
+    if let Some(id) = ModelIdentity::parse(named) {
+        return Ok(id);
+    }
+    if let Ok(k) = known(named) {
+        return Ok(k.identity());
+    }
+    let path = Path::new(named);
+    if !path.exists() {
+        return Err(ModelError::NoIdentity(named.to_string()));
+    }
+    let name = if path.is_dir() {
+        path.file_name()
+    } else {
+        path.file_stem()
+    }
+    .map(|n| n.to_string_lossy().into_owned())
+    .filter(|n| !n.is_empty())
+    .ok_or_else(|| ModelError::NoIdentity(named.to_string()))?;
+    Ok(ModelIdentity {
+        name,
+        sha256: hash_weights(path)?,
+    })
 }
 
 /// Where models live: `$COCOON_MODEL_DIR`, else `$XDG_CACHE_HOME/cocoon/models`,
@@ -602,6 +688,41 @@ pub fn local_model(path: &Path) -> Result<LocalModel, ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_http_engines_model_identity_comes_from_its_name_a_known_model_or_its_weights() {
+        let given = format!("Qwen3-8B@{}", "ab".repeat(32));
+        assert_eq!(identity_of(&given).unwrap().to_string(), given);
+        let smol = known("smollm2").unwrap();
+        assert_eq!(identity_of("smollm2").unwrap(), smol.identity());
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tiny.gguf");
+        std::fs::write(&file, b"weights").unwrap();
+        let id = identity_of(file.to_str().unwrap()).unwrap();
+        assert_eq!(id.name, "tiny");
+        assert_eq!(
+            id.sha256,
+            hash_file(&file).unwrap(),
+            "a file hashes as itself"
+        );
+
+        // A directory: every file, in path order; renaming or editing any one changes it.
+        let weights = dir.path().join("Qwen3-8B");
+        std::fs::create_dir_all(weights.join("sub")).unwrap();
+        std::fs::write(weights.join("config.json"), b"{}").unwrap();
+        std::fs::write(weights.join("sub/model.safetensors"), b"tensors").unwrap();
+        let id = identity_of(weights.to_str().unwrap()).unwrap();
+        assert_eq!(id.name, "Qwen3-8B");
+        std::fs::write(weights.join("sub/model.safetensors"), b"tensorz").unwrap();
+        assert_ne!(identity_of(weights.to_str().unwrap()).unwrap(), id);
+
+        let e = identity_of("no-such-model").unwrap_err().to_string();
+        assert!(
+            e.starts_with("model `no-such-model`: give its identity as name@sha256"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn known_identities_decode_their_pinned_hash() {

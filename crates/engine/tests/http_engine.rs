@@ -215,3 +215,232 @@ fn sse_parser_handles_arbitrary_splits() {
         assert_eq!(got, vec!["one", "two\nlines", "[DONE]"], "split at {split}");
     }
 }
+
+/// SGLang and vLLM stream reasoning models' thinking as `reasoning_content`: it reaches the
+/// worker inside `<think>…</think>` before the answer, and the reasoning tokens are billed.
+#[tokio::test]
+async fn reasoning_content_streams_are_given_as_think_text() {
+    let sse = "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"reasoning_content\":\"hmm, \"}}]}\n\n\
+               data: {\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"France\"}}]}\n\n\
+               data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Paris\"},\"finish_reason\":\"stop\"}]}\n\n\
+               data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":9,\"completion_tokens_details\":{\"reasoning_tokens\":5},\"prompt_tokens_details\":{\"cached_tokens\":4}}}\n\n\
+               data: [DONE]\n\n";
+    let url = sse_server(sse).await;
+    let a = HttpEngine::new(&url, vec![])
+        .generate(chat_request("m"))
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(a.text, "<think>hmm, France</think>Paris");
+    assert_eq!(
+        (
+            a.usage.prompt_tokens,
+            a.usage.cached_tokens,
+            a.usage.completion_tokens,
+            a.usage.reasoning_tokens
+        ),
+        (12, 4, 9, 5)
+    );
+}
+
+/// llama-server reports reused prompt tokens in `timings.cache_n`; an older one gives only
+/// `timings` and no usage at all. Both are billed from what it says.
+#[tokio::test]
+async fn llama_servers_timings_give_the_cached_tokens_or_the_whole_usage() {
+    let with_usage = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Paris\"},\"finish_reason\":\"stop\"}]}\n\n\
+               data: {\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":7,\"total_tokens\":37},\"timings\":{\"cache_n\":22,\"prompt_n\":8,\"predicted_n\":7}}\n\n\
+               data: [DONE]\n\n";
+    let timings_only = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Paris\"},\"finish_reason\":\"stop\"}],\"timings\":{\"cache_n\":22,\"prompt_n\":8,\"predicted_n\":7}}\n\n\
+               data: [DONE]\n\n";
+    for sse in [with_usage, timings_only] {
+        let url = sse_server(sse).await;
+        let a = HttpEngine::new(&url, vec![])
+            .generate(chat_request("m"))
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                a.usage.prompt_tokens,
+                a.usage.cached_tokens,
+                a.usage.completion_tokens
+            ),
+            (30, 22, 7),
+            "{sse}"
+        );
+    }
+}
+
+/// A worker announces `name@sha256`; the server knows the model by the name it was started
+/// with. Requests by identity, name or served name go upstream as the served name; others are
+/// refused before any request.
+#[tokio::test]
+async fn the_served_name_goes_upstream_whatever_name_the_app_used() {
+    use axum::Json;
+    let url = spawn(Router::new().route(
+        "/v1/chat/completions",
+        post(|Json(body): Json<serde_json::Value>| async move {
+            let model = body["model"].as_str().unwrap_or("?").to_string();
+            format!(
+                "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{model}\"}},\"finish_reason\":\"stop\"}}],\"usage\":{{\"prompt_tokens\":1,\"completion_tokens\":1}}}}\n\ndata: [DONE]\n\n"
+            )
+        }),
+    ))
+    .await;
+    let engine = HttpEngine::serving(&url, "Qwen/Qwen3-8B", "qwen3-8b@abcd");
+    assert_eq!(
+        engine.models(),
+        ["qwen3-8b@abcd", "qwen3-8b", "Qwen/Qwen3-8B"]
+    );
+    for asked in ["qwen3-8b@abcd", "qwen3-8b", "Qwen/Qwen3-8B"] {
+        let a = engine
+            .generate(chat_request(asked))
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(a.text, "Qwen/Qwen3-8B", "asked as {asked}");
+    }
+    assert!(matches!(
+        engine.generate(chat_request("llama")),
+        Err(EngineError::UnknownModel(m)) if m == "llama"
+    ));
+}
+
+/// The errors vLLM (`{"object":"error","message":…}`), SGLang and TGI (`{"error": "…"}`) send
+/// reach the app with their own words and status.
+#[tokio::test]
+async fn upstream_error_bodies_keep_their_words_and_status() {
+    use axum::http::StatusCode;
+    let bodies: [(&'static str, &str); 3] = [
+        (
+            r#"{"object":"error","message":"This model's maximum context length is 4096 tokens","type":"BadRequestError","param":null,"code":400}"#,
+            "This model's maximum context length is 4096 tokens",
+        ),
+        (
+            r#"{"error":"Input validation error: `inputs` too long"}"#,
+            "Input validation error: `inputs` too long",
+        ),
+        (
+            r#"{"error":{"message":"The server is busy","code":503}}"#,
+            "The server is busy",
+        ),
+    ];
+    for (body, words) in bodies {
+        let url = spawn(Router::new().route(
+            "/v1/chat/completions",
+            post(move || async move { (StatusCode::BAD_REQUEST, body) }),
+        ))
+        .await;
+        match failure(&HttpEngine::new(&url, vec![]), "m").await {
+            EngineError::Upstream { status, message } => {
+                assert_eq!((status, message.as_str()), (400, words))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// The first token may take long (prefill), the silence between tokens not: each has its
+/// timeout.
+#[tokio::test]
+async fn the_first_token_and_the_gaps_between_tokens_have_their_own_timeouts() {
+    use axum::body::{Body, Bytes};
+    let url = spawn(Router::new().route(
+        "/v1/chat/completions",
+        post(|| async {
+            // The head at once, then silence.
+            let chunks = futures_util::stream::once(async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok::<_, std::convert::Infallible>(Bytes::from_static(b""))
+            });
+            Body::from_stream(chunks)
+        }),
+    ))
+    .await;
+    let mut engine = HttpEngine::new(&url, vec![]);
+    engine.first_token_timeout = Duration::from_millis(300);
+    engine.idle_timeout = Duration::from_secs(60);
+    assert_eq!(
+        failure(&engine, "m").await,
+        EngineError::Timeout(Duration::from_millis(300))
+    );
+}
+
+/// Health: the server's model list, or why it cannot be had.
+#[tokio::test]
+async fn health_is_the_servers_model_list() {
+    let url = fake_server(Duration::ZERO).await;
+    let engine = HttpEngine::new(&url, vec![]);
+    assert_eq!(engine.listed_models().await.unwrap(), [FAKE_MODEL]);
+    assert!(engine.health().await.is_ok());
+    let gone = HttpEngine::new("http://127.0.0.1:9", vec![]);
+    let e = gone.health().await.unwrap_err().to_string();
+    assert!(
+        e.contains("cannot reach http://127.0.0.1:9/v1/models"),
+        "{e}"
+    );
+}
+
+/// `cocoon engine check` against a fit server (ours, serving the FAKE engine) and one whose
+/// stream carries no usage: the second is unfit, saying why.
+#[tokio::test]
+async fn engine_check_tells_a_fit_server_from_one_that_reports_no_usage() {
+    let url = fake_server(Duration::ZERO).await;
+    let r = cocoon_engine::check::check(&url, None).await;
+    assert!(r.fit, "{r:#?}");
+    assert_eq!(r.model.as_deref(), Some(FAKE_MODEL));
+    assert!(r.answers && r.streams && r.usage_in_stream);
+    assert_eq!(r.usage.unwrap().completion, FAKE_USAGE.completion_tokens);
+    assert!(r.first_token_ms.is_some());
+    assert_eq!(r.optional_fields.len(), 4);
+
+    // No usage in the stream, and a model list naming two models.
+    let sse = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Paris\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+    let url = spawn(
+        Router::new()
+            .route(
+                "/v1/chat/completions",
+                post(move |body: String| async move {
+                    if body.contains("\"stream\":true") {
+                        sse.to_string()
+                    } else {
+                        r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Paris"}}]}"#.to_string()
+                    }
+                }),
+            )
+            .route(
+                "/v1/models",
+                axum::routing::get(|| async { r#"{"data":[{"id":"a"},{"id":"b"}]}"# }),
+            ),
+    )
+    .await;
+    let r = cocoon_engine::check::check(&url, None).await;
+    assert!(!r.fit);
+    assert_eq!(
+        r.problems,
+        ["it lists 2 models (a, b); name one with --model"]
+    );
+    let r = cocoon_engine::check::check(&url, Some("a")).await;
+    assert!(
+        r.answers && r.streams && !r.usage_in_stream && !r.fit,
+        "{r:#?}"
+    );
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.contains("the stream reports no usage")),
+        "{:?}",
+        r.problems
+    );
+    let down = cocoon_engine::check::check("http://127.0.0.1:9", None).await;
+    assert!(!down.fit, "{down:#?}");
+    assert!(
+        down.problems[0].starts_with("no model list:")
+            && down.problems[0].contains("cannot reach http://127.0.0.1:9/v1/models"),
+        "{:?}",
+        down.problems
+    );
+}

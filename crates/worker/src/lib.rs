@@ -110,11 +110,23 @@ pub struct HeldVoucher {
 /// Runtime controls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Controls {
-    /// Accepting requests.
+    /// The operator lets it accept requests.
     pub enabled: bool,
     /// Current coefficient.
     pub coefficient: u32,
+    /// The engine answers its health check.
+    pub engine_up: bool,
 }
+
+impl Controls {
+    /// Whether proxies may send requests: the operator allows it and the engine answers.
+    pub fn serving(&self) -> bool {
+        self.enabled && self.engine_up
+    }
+}
+
+/// How often the engine's health is checked.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A running worker.
 pub struct Worker {
@@ -203,6 +215,7 @@ impl Worker {
         let (controls, _) = watch::channel(Controls {
             enabled: true,
             coefficient: cfg.coefficient,
+            engine_up: true,
         });
         let owner = wallet.1.address()?;
         Ok(Arc::new(Worker {
@@ -267,8 +280,41 @@ impl Worker {
         *self.stopped.borrow()
     }
 
+    /// Checks the engine once: while it does not answer, proxies see this worker disabled (no
+    /// request is sent to it); when it answers again, it is enabled again by itself.
+    pub async fn check_engine(&self) {
+        let up = match self.engine.health().await {
+            Ok(()) => true,
+            Err(e) => {
+                if self.controls.borrow().engine_up {
+                    tracing::warn!("the engine does not answer, withdrawing from proxies: {e}");
+                }
+                false
+            }
+        };
+        self.controls.send_if_modified(|c| {
+            if c.engine_up == up {
+                return false;
+            }
+            if up {
+                tracing::info!("the engine answers again, serving proxies");
+            }
+            c.engine_up = up;
+            true
+        });
+    }
+
     /// Serves every configured proxy (or every proxy in the root) until the task is dropped.
     pub async fn run(self: Arc<Self>) {
+        // The engine's health first: a worker whose engine is down joins disabled.
+        self.check_engine().await;
+        let me = self.clone();
+        tokio::spawn(async move {
+            while !me.is_stopped() {
+                tokio::time::sleep(HEALTH_INTERVAL).await;
+                me.check_engine().await;
+            }
+        });
         if let Some(addr) = self.cfg.http_listen {
             match cocoon_net::listen(addr, "the status page").await {
                 Ok(listener) => {

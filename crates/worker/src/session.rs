@@ -97,7 +97,7 @@ impl Worker {
             .map_err(WorkerError::Refused)?;
 
         // 3. Ready.
-        let is_disabled = !self.controls.borrow().enabled;
+        let is_disabled = !self.controls.borrow().serving();
         let _: cocoon_wire::worker::HandshakeCompleted = peer
             .request(&WorkerRequest::ProxyHandshakeComplete { is_disabled }, t)
             .await?;
@@ -119,8 +119,8 @@ impl Worker {
                 changed = controls.changed() => {
                     if changed.is_err() { break; }
                     let now = *controls.borrow();
-                    if now.enabled != last.enabled {
-                        let _ = peer.send(cocoon_wire::encode(&EnabledDisabled { disabled: i32::from(!now.enabled) }));
+                    if now.serving() != last.serving() {
+                        let _ = peer.send(cocoon_wire::encode(&EnabledDisabled { disabled: i32::from(!now.serving()) }));
                     }
                     if now.coefficient != last.coefficient {
                         let _ = peer.send(cocoon_wire::encode(&NewCoefficient { new_coefficient: now.coefficient as i32 }));

@@ -45,6 +45,7 @@ impl Worker {
                 "proxies_connected": proxies.len(),
                 "coefficient": c.coefficient,
                 "enabled": c.enabled,
+                "engine_up": c.engine_up,
                 "earned_ton": cocoon_chain::format_ton(earned),
                 "claimed_ton": cocoon_chain::format_ton(claimed),
             },
