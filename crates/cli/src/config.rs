@@ -71,8 +71,12 @@ connections_per_listener = 4096              # connections each listener holds a
             r#"# --- worker ---
 proxies = ["127.0.0.1:8842"]                 # proxies' worker endpoints (default: those in the root)
 model = "smollm2"                            # a known model, a GGUF path, or "fake" (protocol tests only)
+# engine_url = "http://127.0.0.1:8000"       # or: the model runs in this OpenAI-compatible server (vLLM, SGLang,
+#                                            #   llama-server, TGI); `model` is then its identity: name@sha256, a
+#                                            #   known model, or the weights' path (file or directory) to hash
+# engine_model = "Qwen/Qwen3-8B"             # the name that server serves it under (default: the one it lists)
 coefficient = 1000                           # price coefficient, thousandths (default 1000 = base price)
-max_active = 4                               # requests at once (default 4)
+max_active = 4                               # requests at once (default 4; with engine_url, the server's concurrency)
 payout_threshold_ton = "1"                   # claim on chain from this much unclaimed (default 1 TON)
 http_listen = "127.0.0.1:8845"               # dashboard, /metrics, /jsonstats, /healthz (default: off)
 "#,

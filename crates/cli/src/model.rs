@@ -106,3 +106,36 @@ pub fn resolve(arg: &str) -> Result<model::LocalModel> {
     );
     Ok(model::local_model(&path)?)
 }
+
+/// The engine of a worker whose model runs in an OpenAI-compatible server at `url`, and the
+/// identity it announces: `model` names the identity (`name@sha256`, a known model, or the
+/// weights' path); `served` is the name the server knows the model by (default: the one model it
+/// lists, which needs the server up).
+pub fn http_engine(
+    url: &str,
+    served: Option<&str>,
+    model: &str,
+) -> Result<(cocoon_engine::http::HttpEngine, String)> {
+    let identity = model::identity_of(model)?.to_string();
+    let served = match served {
+        Some(s) => s.to_string(),
+        None => {
+            let probe = cocoon_engine::http::HttpEngine::new(url, vec![]);
+            let rt = tokio::runtime::Runtime::new()?;
+            let listed = rt.block_on(probe.listed_models()).with_context(|| {
+                format!("asking {url} which model it serves (or name it: engine_model / --engine-model)")
+            })?;
+            match listed.as_slice() {
+                [one] => one.clone(),
+                [] => anyhow::bail!("{url} lists no model; name the one it serves (engine_model / --engine-model)"),
+                several => anyhow::bail!(
+                    "{url} lists {} models ({}); name the one this worker serves (engine_model / --engine-model)",
+                    several.len(),
+                    several.join(", ")
+                ),
+            }
+        }
+    };
+    let engine = cocoon_engine::http::HttpEngine::serving(url, &served, &identity);
+    Ok((engine, identity))
+}

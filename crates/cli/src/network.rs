@@ -32,6 +32,14 @@ pub struct UpArgs {
     /// Use the FAKE benchmark engine instead of a model (fixed answers; for protocol tests).
     #[arg(long)]
     pub fake_engine: bool,
+    /// The workers' model runs in this OpenAI-compatible server (vLLM, SGLang, llama-server,
+    /// TGI) instead of the embedded engine; `--model` then names its identity (a known model,
+    /// name@sha256, or the weights' path) and `--parallel` is each worker's concurrency.
+    #[arg(long, conflicts_with = "fake_engine")]
+    pub engine_url: Option<String>,
+    /// The name the server at `--engine-url` serves the model under (default: the one it lists).
+    #[arg(long, requires = "engine_url")]
+    pub engine_model: Option<String>,
     /// The client's OpenAI API address.
     #[arg(long, default_value = "127.0.0.1:8040")]
     pub listen: SocketAddr,
@@ -62,6 +70,16 @@ fn engines(args: &UpArgs) -> Result<Engines> {
             .map(|_| Arc::new(FakeEngine::default()) as Arc<dyn Engine>)
             .collect();
         return Ok((e, cocoon_localnet::fake_model_identity(), "fake".into()));
+    }
+    if let Some(url) = &args.engine_url {
+        let (engine, identity) =
+            crate::model::http_engine(url, args.engine_model.as_deref(), &args.model)?;
+        eprintln!("engine at {url}: serving {identity}");
+        let engine: Arc<dyn Engine> = Arc::new(engine);
+        let kind = cocoon_engine::model::ModelIdentity::parse(&identity)
+            .map(|id| cocoon_engine::model::model_type_of(&id))
+            .unwrap_or_default();
+        return Ok((vec![engine; args.workers], identity, kind));
     }
     let local = match cocoon_engine::model::known(&args.model) {
         Ok(known) => {
@@ -107,6 +125,10 @@ pub fn up(args: UpArgs) -> Result<()> {
         cfg.proxy_worker_listen = args.proxy_worker_listen;
         cfg.proxy_client_listen = args.proxy_client_listen;
         cfg.coefficient = args.coefficient;
+        if args.engine_url.is_some() {
+            // The server's concurrency: each worker takes at most this many at once.
+            cfg.max_active = args.parallel.max(1);
+        }
         let resumed = args.dir.join("network.json").exists();
         let mut net = LocalNet::start(cfg).await.context("bringing the network up")?;
         let info = &net.info;
@@ -338,6 +360,14 @@ impl Validate for WorkerToml {
         if self.coefficient == 0 {
             bail!("coefficient: must be positive (thousandths; 1000 = base price)");
         }
+        if self.engine_model.is_some() && self.engine_url.is_none() {
+            bail!("engine_model: names the model an engine_url serves; set engine_url too");
+        }
+        if let Some(url) = &self.engine_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("engine_url: {url:?} is not an http(s) URL");
+            }
+        }
         Ok(())
     }
 }
@@ -400,8 +430,13 @@ pub struct WorkerToml {
     /// Proxies' worker endpoints; empty: those in the root.
     #[serde(default)]
     proxies: Vec<SocketAddr>,
-    /// Known model name, GGUF path, or "fake".
+    /// Known model name, GGUF path, or "fake"; with `engine_url`, the model's identity
+    /// (name@sha256, a known model, or the weights' path).
     model: String,
+    /// An OpenAI-compatible server running the model (vLLM, SGLang, llama-server, TGI).
+    engine_url: Option<String>,
+    /// The name that server serves the model under (default: the one it lists).
+    engine_model: Option<String>,
     #[serde(default = "thousand")]
     coefficient: u32,
     #[serde(default = "four")]
@@ -507,7 +542,11 @@ pub fn proxy(config: &Path) -> Result<()> {
 /// `cocoon worker --config FILE`.
 pub fn worker(config: &Path) -> Result<()> {
     let c: WorkerToml = read_config(config)?;
-    let (engine, identity): (Arc<dyn Engine>, String) = if c.model == "fake" {
+    let (engine, identity): (Arc<dyn Engine>, String) = if let Some(url) = &c.engine_url {
+        let (engine, identity) =
+            crate::model::http_engine(url, c.engine_model.as_deref(), &c.model)?;
+        (Arc::new(engine), identity)
+    } else if c.model == "fake" {
         (
             Arc::new(FakeEngine::default()),
             cocoon_localnet::fake_model_identity(),
