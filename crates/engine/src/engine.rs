@@ -77,7 +77,9 @@ pub enum EngineError {
         /// Context size.
         context: usize,
     },
-    /// An upstream server answered with an error (HTTP 502).
+    /// An upstream server answered with an error: the app's own request was refused (its 4xx:
+    /// a 400, say for a prompt beyond the context) stays a 400 with the server's words; the
+    /// server busy (429) is a 503; anything else (unreachable, 5xx, a broken stream) a 502.
     #[error("upstream engine answered {status}: {message}")]
     Upstream {
         /// Upstream HTTP status (0 when it could not be reached).
@@ -100,6 +102,10 @@ impl EngineError {
             Self::Request(_) | Self::PromptTooLong { .. } => 400,
             Self::UnknownModel(_) => 404,
             Self::Overloaded(_) => 503,
+            Self::Upstream { status: 429, .. } => 503,
+            // The model not being there is this worker's configuration, not the request.
+            Self::Upstream { status: 404, .. } => 502,
+            Self::Upstream { status, .. } if (400..500).contains(status) => 400,
             Self::Upstream { .. } => 502,
             Self::Timeout(_) => 504,
             Self::Internal(_) => 500,

@@ -334,12 +334,22 @@ async fn upstream_error_bodies_keep_their_words_and_status() {
             post(move || async move { (StatusCode::BAD_REQUEST, body) }),
         ))
         .await;
-        match failure(&HttpEngine::new(&url, vec![]), "m").await {
+        let e = failure(&HttpEngine::new(&url, vec![]), "m").await;
+        assert_eq!(e.http_status(), 400, "the app's request was refused: {e}");
+        match e {
             EngineError::Upstream { status, message } => {
                 assert_eq!((status, message.as_str()), (400, words))
             }
             other => panic!("{other:?}"),
         }
+    }
+    // Busy is a 503 (retry elsewhere); the model missing or the server failing a 502.
+    for (status, want) in [(429, 503), (404, 502), (500, 502), (0, 502)] {
+        let e = EngineError::Upstream {
+            status,
+            message: "x".into(),
+        };
+        assert_eq!(e.http_status(), want, "{status}");
     }
 }
 
