@@ -23,6 +23,18 @@ pub const SHARED_FIELDS: &[&str] = &[
     "n",
 ];
 
+/// Fields apps send that concern the caller, not the generation (the end user's id, metadata
+/// to keep with the request, whether to store it, the service tier, parallel tool calls when no
+/// tools are given): accepted — checked for their OpenAI type — and kept out of the engine, so an
+/// app written for OpenAI works unchanged. Never a 400 when well-formed.
+pub const ACCEPTED_NOT_FORWARDED: &[&str] = &[
+    "user",
+    "metadata",
+    "store",
+    "service_tier",
+    "parallel_tool_calls",
+];
+
 /// Fields accepted only in `/v1/chat/completions`.
 pub const CHAT_FIELDS: &[&str] = &["messages", "max_completion_tokens"];
 
@@ -219,11 +231,50 @@ fn check_fields(obj: &Map<String, Value>, specific: &[&str]) -> Result<(), Reque
     // Report the first unsupported field in a stable (sorted) order.
     let mut keys: Vec<&String> = obj.keys().collect();
     keys.sort();
-    let allowed = |k: &str| SHARED_FIELDS.contains(&k) || specific.contains(&k);
-    match keys.into_iter().find(|k| !allowed(k)) {
-        Some(k) => Err(RequestError::UnsupportedField(k.clone())),
-        None => Ok(()),
+    let allowed = |k: &str| {
+        SHARED_FIELDS.contains(&k) || specific.contains(&k) || ACCEPTED_NOT_FORWARDED.contains(&k)
+    };
+    if let Some(k) = keys.into_iter().find(|k| !allowed(k)) {
+        return Err(RequestError::UnsupportedField(k.clone()));
     }
+    check_not_forwarded(obj)
+}
+
+/// The caller's fields must still have OpenAI's types: `user` and `service_tier` strings,
+/// `store` and `parallel_tool_calls` booleans, `metadata` at most 16 string values under keys of
+/// at most 64 characters (values at most 512). Null is as if absent.
+fn check_not_forwarded(obj: &Map<String, Value>) -> Result<(), RequestError> {
+    let present = |k: &str| obj.get(k).filter(|v| !v.is_null());
+    for k in ["user", "service_tier"] {
+        if present(k).is_some_and(|v| !v.is_string()) {
+            return Err(invalid(k, "must be a string"));
+        }
+    }
+    for k in ["store", "parallel_tool_calls"] {
+        if present(k).is_some_and(|v| !v.is_boolean()) {
+            return Err(invalid(k, "must be a boolean"));
+        }
+    }
+    if let Some(m) = present("metadata") {
+        let m = m
+            .as_object()
+            .ok_or_else(|| invalid("metadata", "must be an object of strings"))?;
+        if m.len() > 16 {
+            return Err(invalid("metadata", "must have at most 16 keys"));
+        }
+        for (k, v) in m {
+            let field = format!("metadata.{k}");
+            if k.chars().count() > 64 {
+                return Err(invalid(&field, "key must be at most 64 characters"));
+            }
+            match v.as_str() {
+                Some(s) if s.chars().count() <= 512 => {}
+                Some(_) => return Err(invalid(&field, "must be at most 512 characters")),
+                None => return Err(invalid(&field, "must be a string")),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn parse_messages(v: &Value) -> Result<Vec<ChatMessage>, RequestError> {

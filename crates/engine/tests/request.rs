@@ -114,3 +114,50 @@ fn upstream_json_keeps_only_whitelisted_fields_and_forces_usage() {
     let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
     assert_eq!(keys.len(), 5, "{keys:?}");
 }
+
+/// What apps send about themselves (`user`, `metadata`, `store`, `service_tier`,
+/// `parallel_tool_calls`) is accepted when well-formed and never reaches the engine; a
+/// malformed one is a 400 naming it; anything unknown is still refused by name.
+#[test]
+fn the_callers_own_fields_are_accepted_checked_and_kept_from_the_engine() {
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"x"}],"user":"u-42",
+        "metadata":{"app":"demo","trace":"t1"},"store":false,"service_tier":"auto",
+        "parallel_tool_calls":true}"#;
+    let r = chat(body).unwrap();
+    let up = r.to_upstream_json();
+    for k in [
+        "user",
+        "metadata",
+        "store",
+        "service_tier",
+        "parallel_tool_calls",
+    ] {
+        assert!(up.get(k).is_none(), "{k} reached the engine: {up}");
+    }
+    let with = |extra: &str| {
+        chat(&format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],{extra}}}"#
+        ))
+    };
+    assert!(with(r#""user":null"#).is_ok(), "null is as if absent");
+    let named = |extra: &str| with(extra).unwrap_err().to_string();
+    assert_eq!(named(r#""user":7"#), "field `user` must be a string");
+    assert_eq!(named(r#""store":"yes""#), "field `store` must be a boolean");
+    assert_eq!(
+        named(r#""metadata":{"k":1}"#),
+        "field `metadata.k` must be a string"
+    );
+    let many: Vec<String> = (0..17).map(|i| format!(r#""k{i}":"v""#)).collect();
+    assert_eq!(
+        named(&format!(r#""metadata":{{{}}}"#, many.join(","))),
+        "field `metadata` must have at most 16 keys"
+    );
+    assert_eq!(
+        named(r#""n":2"#),
+        "field `n` must be 1 (one choice per request)"
+    );
+    assert_eq!(
+        named(r#""frobnicate":1"#),
+        "field `frobnicate` is not supported"
+    );
+}

@@ -631,3 +631,29 @@ async fn requests_beyond_the_workers_slots_wait_in_the_queue_and_all_succeed() {
     })
     .await;
 }
+
+/// An app written for OpenAI sends fields about itself (`user`, `metadata`, `store`, …): the
+/// network answers them as OpenAI does, through client, proxy and worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_own_openai_fields_pass_through_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = start(dir.path(), 1).await;
+    let mut body = chat(true);
+    for (k, v) in [
+        ("user", serde_json::json!("end-user-42")),
+        ("metadata", serde_json::json!({"app": "demo"})),
+        ("store", serde_json::json!(false)),
+        ("service_tier", serde_json::json!("auto")),
+        ("parallel_tool_calls", serde_json::json!(true)),
+    ] {
+        body[k] = v;
+    }
+    let r = post_chat(&net, &net.info.api_key, &body).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+    body["n"] = serde_json::json!(3);
+    let r = post_chat(&net, &net.info.api_key, &body).await;
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("field `n` must be 1"), "{text}");
+}
