@@ -360,12 +360,38 @@ impl Validate for WorkerToml {
         if self.coefficient == 0 {
             bail!("coefficient: must be positive (thousandths; 1000 = base price)");
         }
-        if self.engine_model.is_some() && self.engine_url.is_none() {
-            bail!("engine_model: names the model an engine_url serves; set engine_url too");
+        match (&self.model, self.models.is_empty()) {
+            (Some(_), false) => {
+                bail!("model and [[models]]: give one model, or several in [[models]], not both")
+            }
+            (None, true) => bail!("model: missing (or list several in [[models]])"),
+            (Some(_), true) => {}
+            (None, false) => {
+                if self.engine_url.is_some() || self.engine_model.is_some() {
+                    bail!("engine_url / engine_model: with [[models]], give them in each entry");
+                }
+            }
         }
-        if let Some(url) = &self.engine_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                bail!("engine_url: {url:?} is not an http(s) URL");
+        let mut identities = std::collections::HashSet::new();
+        for (i, m) in self.entries().iter().enumerate() {
+            let at = if self.model.is_some() {
+                String::new()
+            } else {
+                format!("models[{i}].")
+            };
+            if m.engine_model.is_some() && m.engine_url.is_none() {
+                bail!("{at}engine_model: names the model an engine_url serves; set engine_url too");
+            }
+            if let Some(url) = &m.engine_url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    bail!("{at}engine_url: {url:?} is not an http(s) URL");
+                }
+            }
+            if m.max_active == Some(0) {
+                bail!("{at}max_active: must be at least 1");
+            }
+            if !identities.insert(m.model.clone()) {
+                bail!("{at}model: {:?} is listed twice", m.model);
             }
         }
         Ok(())
@@ -431,12 +457,15 @@ pub struct WorkerToml {
     #[serde(default)]
     proxies: Vec<SocketAddr>,
     /// Known model name, GGUF path, or "fake"; with `engine_url`, the model's identity
-    /// (name@sha256, a known model, or the weights' path).
-    model: String,
+    /// (name@sha256, a known model, or the weights' path). Or several, in `[[models]]`.
+    model: Option<String>,
     /// An OpenAI-compatible server running the model (vLLM, SGLang, llama-server, TGI).
     engine_url: Option<String>,
     /// The name that server serves the model under (default: the one it lists).
     engine_model: Option<String>,
+    /// Several models on this machine, each announced to proxies separately.
+    #[serde(default)]
+    models: Vec<ModelToml>,
     #[serde(default = "thousand")]
     coefficient: u32,
     #[serde(default = "four")]
@@ -446,6 +475,35 @@ pub struct WorkerToml {
     payout_threshold_ton: String,
     /// Dashboard, /metrics, /jsonstats, /healthz (default: none).
     http_listen: Option<SocketAddr>,
+}
+
+/// One `[[models]]` entry of `worker.toml`.
+#[derive(serde::Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ModelToml {
+    /// As the top-level `model`.
+    model: String,
+    /// As the top-level `engine_url`.
+    engine_url: Option<String>,
+    /// As the top-level `engine_model`.
+    engine_model: Option<String>,
+    /// Requests at once for this model (default: the top-level `max_active`).
+    max_active: Option<u32>,
+}
+
+impl WorkerToml {
+    /// The models to serve: the top-level one, or each `[[models]]` entry.
+    fn entries(&self) -> Vec<ModelToml> {
+        match &self.model {
+            Some(model) => vec![ModelToml {
+                model: model.clone(),
+                engine_url: self.engine_url.clone(),
+                engine_model: self.engine_model.clone(),
+                max_active: None,
+            }],
+            None => self.models.clone(),
+        }
+    }
 }
 
 /// `client.toml`.
@@ -542,56 +600,116 @@ pub fn proxy(config: &Path) -> Result<()> {
 /// `cocoon worker --config FILE`.
 pub fn worker(config: &Path) -> Result<()> {
     let c: WorkerToml = read_config(config)?;
-    let (engine, identity): (Arc<dyn Engine>, String) = if let Some(url) = &c.engine_url {
-        let (engine, identity) =
-            crate::model::http_engine(url, c.engine_model.as_deref(), &c.model)?;
-        (Arc::new(engine), identity)
-    } else if c.model == "fake" {
-        (
-            Arc::new(FakeEngine::default()),
-            cocoon_localnet::fake_model_identity(),
-        )
-    } else {
-        let local = crate::model::resolve(&c.model)?;
-        let engine = LlamaEngine::load(LlamaConfig {
-            max_sequences: c.max_active,
-            ..LlamaConfig::for_model(&local)
-        })?;
-        (Arc::new(engine), local.identity.to_string())
-    };
+    let entries = c.entries();
+    let several = entries.len() > 1;
+    // Each model's engine and identity (an embedded engine loads here, once).
+    let mut models: Vec<(Arc<dyn Engine>, String, u32)> = Vec::new();
+    for m in &entries {
+        let max_active = m.max_active.unwrap_or(c.max_active);
+        let (engine, identity): (Arc<dyn Engine>, String) = if let Some(url) = &m.engine_url {
+            let (engine, identity) =
+                crate::model::http_engine(url, m.engine_model.as_deref(), &m.model)?;
+            (Arc::new(engine), identity)
+        } else if m.model == "fake" {
+            (
+                Arc::new(FakeEngine::default()),
+                cocoon_localnet::fake_model_identity(),
+            )
+        } else {
+            let local = crate::model::resolve(&m.model)?;
+            let engine = LlamaEngine::load(LlamaConfig {
+                max_sequences: max_active,
+                ..LlamaConfig::for_model(&local)
+            })?;
+            (Arc::new(engine), local.identity.to_string())
+        };
+        models.push((engine, identity, max_active));
+    }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let cfg = cocoon_worker::WorkerConfig {
-            dir: c.common.dir.clone(),
-            root: c.common.root()?,
-            proxies: c.proxies.clone(),
-            model: identity.clone(),
-            coefficient: c.coefficient,
-            max_active: c.max_active,
-            proxy_policy: c.common.policy()?,
-            max_pow_difficulty: cocoon_net::DEFAULT_MAX_POW_DIFFICULTY,
-            payout_threshold: cocoon_chain::parse_ton(&c.payout_threshold_ton)?,
-            http_listen: c.http_listen,
-        };
-        let quotes = std::sync::Arc::from(c.common.quotes()?);
-        let worker = match c.common.fake_ton()? {
-            Some(fake) => {
-                cocoon_worker::Worker::new_fake_ton(cfg, fake, c.common.wallet()?, engine, quotes)?
-            }
+        let quotes: Arc<dyn QuoteProvider> = std::sync::Arc::from(c.common.quotes()?);
+        // The reference's fake-TON root, or the chain with the proxies' image hashes its root lists.
+        let on = match c.common.fake_ton()? {
+            Some(fake) => Err(fake),
             None => {
                 let chain = c.common.chain()?;
-                let root = cocoon_chain::client::read_root(chain.as_ref(), &cfg.root).await?;
-                let hashes = root.proxy_hashes.clone();
-                cocoon_worker::Worker::new(cfg, chain, c.common.wallet()?, engine, quotes, hashes)?
+                let root =
+                    cocoon_chain::client::read_root(chain.as_ref(), &c.common.root()?).await?;
+                Ok((chain, root.proxy_hashes.clone()))
             }
         };
-        println!("worker {} serving {identity}", worker.owner());
+        let mut workers = Vec::new();
+        for (i, (engine, identity, max_active)) in models.into_iter().enumerate() {
+            // Several models: one worker each, announced separately, with a state directory
+            // each; the same wallet, so the proxies pay one owner and only the first claims.
+            let dir = match several {
+                true => c.common.dir.join(state_dir_name(&identity)),
+                false => c.common.dir.clone(),
+            };
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating the state directory {}", dir.display()))?;
+            let payout_threshold = match i {
+                0 => cocoon_chain::parse_ton(&c.payout_threshold_ton)?,
+                _ => u128::MAX,
+            };
+            let cfg = cocoon_worker::WorkerConfig {
+                dir,
+                root: c.common.root()?,
+                proxies: c.proxies.clone(),
+                model: identity.clone(),
+                coefficient: c.coefficient,
+                max_active,
+                proxy_policy: c.common.policy()?,
+                max_pow_difficulty: cocoon_net::DEFAULT_MAX_POW_DIFFICULTY,
+                payout_threshold,
+                // One dashboard: the first model's.
+                http_listen: c.http_listen.filter(|_| i == 0),
+            };
+            let worker = match &on {
+                Err(fake) => cocoon_worker::Worker::new_fake_ton(
+                    cfg,
+                    fake.clone(),
+                    c.common.wallet()?,
+                    engine,
+                    quotes.clone(),
+                )?,
+                Ok((chain, hashes)) => cocoon_worker::Worker::new(
+                    cfg,
+                    chain.clone(),
+                    c.common.wallet()?,
+                    engine,
+                    quotes.clone(),
+                    hashes.clone(),
+                )?,
+            };
+            println!("worker {} serving {identity}", worker.owner());
+            workers.push(tokio::spawn(worker.run()));
+        }
         tokio::select! {
-            _ = worker.run() => {}
+            _ = async {
+                for w in workers {
+                    let _ = w.await;
+                }
+            } => {}
             _ = tokio::signal::ctrl_c() => {}
         }
         Ok(())
     })
+}
+
+/// A model's state directory name under the worker's `dir` when it serves several: the
+/// identity's name, with anything but letters, digits, `-`, `_` and `.` made `_`.
+fn state_dir_name(identity: &str) -> String {
+    cocoon_engine::model::ModelIdentity::name_of(identity)
+        .chars()
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() || "-_.".contains(ch) {
+                ch
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// `cocoon client --config FILE`.

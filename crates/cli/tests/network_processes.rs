@@ -172,19 +172,27 @@ struct Procs {
     worker_owner: Address,
 }
 
-/// Starts the network as separate processes; `worker_extra` is appended to the worker's TOML.
-fn start_processes(d: &Path, worker_extra: &str) -> Procs {
+/// Starts the network as separate processes; the worker's TOML ends with `worker_models` (its
+/// model lines: `model = "fake"` when empty), and the root lists the FAKE model and `also`
+/// (identities `name@sha256`).
+fn start_processes(d: &Path, worker_models: &str, also: &[&str]) -> Procs {
     let chain_dir = d.join("chain");
     let fake = cocoon_localnet::fake_model_identity();
-    let hash = fake.split('@').nth(1).unwrap();
-    ok(&[
-        "chain",
-        "init",
-        "--dir",
-        chain_dir.to_str().unwrap(),
-        "--model",
-        &format!("{hash}=fake"),
-    ]);
+    let mut init = vec!["chain".to_string(), "init".into(), "--dir".into()];
+    init.push(chain_dir.to_str().unwrap().into());
+    for identity in std::iter::once(fake.as_str()).chain(also.iter().copied()) {
+        let (name, hash) = identity.split_once('@').unwrap();
+        init.push("--model".into());
+        init.push(format!(
+            "{hash}={}",
+            if identity == fake { "fake" } else { name }
+        ));
+    }
+    ok(&init);
+    let worker_models = match worker_models {
+        "" => "model = \"fake\"\n",
+        lines => lines,
+    };
     let (chain, line) = spawn_until(
         &[
             "chain",
@@ -224,10 +232,7 @@ fn start_processes(d: &Path, worker_extra: &str) -> Procs {
     .unwrap();
     std::fs::write(
         d.join("worker.toml"),
-        format!(
-            "{}proxies = [\"{wp}\"]\nmodel = \"fake\"\n{worker_extra}",
-            common("worker")
-        ),
+        format!("{}proxies = [\"{wp}\"]\n{worker_models}", common("worker")),
     )
     .unwrap();
     std::fs::write(
@@ -319,7 +324,7 @@ fn a_sigkilled_proxy_restarts_with_its_ledger_and_nothing_is_charged_twice() {
         key,
         client_owner,
         worker_owner,
-    } = start_processes(d, "");
+    } = start_processes(d, "", &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = format!("http://{http}/v1/chat/completions");
     // `n` answered requests, retrying refusals while the network (re)connects.
@@ -437,7 +442,7 @@ fn a_thousand_concurrent_streams_complete_with_exact_money_and_bounded_memory() 
     let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, nofile);
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let p = start_processes(d, "max_active = 16\n");
+    let p = start_processes(d, "model = \"fake\"\nmax_active = 16\n", &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = format!("http://{}/v1/chat/completions", p.http);
     eventually_blocking("the network answers", Duration::from_secs(60), || {
@@ -605,4 +610,55 @@ fn a_sigkilled_cocoon_up_resumes_and_bills_every_complete_answer_once() {
         seen.complete,
         seen.cut
     );
+}
+
+/// One worker machine serving two models (here the FAKE engine in process and a second
+/// identity behind `cocoon engine serve-fake` over HTTP): each is announced to the proxy
+/// separately, requests for each reach its engine, and the owner is paid for both.
+#[test]
+fn one_worker_serves_several_models_each_announced_separately() {
+    let engine_addr = free_port();
+    let engine = Command::new(env!("CARGO_BIN_EXE_cocoon"))
+        .args(["engine", "serve-fake", "--listen", &engine_addr.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _engine = Killed(engine);
+    let second = format!("second-model@{}", "5e".repeat(32));
+    let models = format!(
+        "[[models]]\nmodel = \"fake\"\n\n[[models]]\nmodel = \"{second}\"\nengine_url = \"http://{engine_addr}\"\nengine_model = \"fake-benchmark-model\"\nmax_active = 2\n"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let p = start_processes(d, &models, &[&second]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("http://{}/v1/chat/completions", p.http);
+    let ask = |model: &str| {
+        rt.block_on(async {
+            let body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+            let r = reqwest::Client::new().post(&url).bearer_auth("k-123").json(&body).send().await;
+            match r {
+                Ok(r) => (r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => (reqwest::StatusCode::BAD_GATEWAY, e.to_string()),
+            }
+        })
+    };
+    for model in ["fake-benchmark-model", "second-model"] {
+        eventually_blocking(
+            &format!("{model} is served"),
+            Duration::from_secs(60),
+            || {
+                let (status, body) = ask(model);
+                when(status == reqwest::StatusCode::OK, (status, body))
+            },
+        );
+    }
+    // Both answers billed to the client and credited to the one owner.
+    let (billed, earned) = charged(d, &p.key, &p.client_owner, &p.worker_owner);
+    assert_eq!(billed, 2 * 134);
+    assert_eq!(earned, billed);
+    // Each model kept its state apart.
+    assert!(d.join("worker/fake-benchmark-model").is_dir());
+    assert!(d.join("worker/second-model").is_dir());
 }
