@@ -61,6 +61,14 @@ impl Engine for FakeEngine {
         if request.model != FAKE_MODEL {
             return Err(EngineError::UnknownModel(request.model));
         }
+        if request.response_format.is_some() {
+            return Err(EngineError::Request(
+                crate::request::RequestError::InvalidField {
+                    field: "response_format".into(),
+                    reason: "cannot be honoured by the FAKE engine (fixed answers)".into(),
+                },
+            ));
+        }
         let (tx, rx) = generation();
         let delay = self.chunk_delay;
         tokio::spawn(async move {

@@ -27,4 +27,4 @@ pub mod server;
 pub use engine::{
     Answer, Engine, EngineError, Event, FinishReason, Generation, GenerationSender, TrySend, Usage,
 };
-pub use request::{ChatMessage, EngineRequest, Prompt, RequestError, Sampling};
+pub use request::{ChatMessage, EngineRequest, Prompt, RequestError, ResponseFormat, Sampling};

@@ -36,7 +36,7 @@ pub const ACCEPTED_NOT_FORWARDED: &[&str] = &[
 ];
 
 /// Fields accepted only in `/v1/chat/completions`.
-pub const CHAT_FIELDS: &[&str] = &["messages", "max_completion_tokens"];
+pub const CHAT_FIELDS: &[&str] = &["messages", "max_completion_tokens", "response_format"];
 
 /// Fields accepted only in `/v1/completions`.
 pub const COMPLETION_FIELDS: &[&str] = &["prompt"];
@@ -128,6 +128,48 @@ pub struct EngineRequest {
     /// Keep generating past end-of-sequence until `max_tokens`. For
     /// benchmarks only: never set from a client's JSON.
     pub ignore_eos: bool,
+    /// The shape the answer must have (`response_format`); `None` for free text.
+    pub response_format: Option<ResponseFormat>,
+}
+
+/// A constraint on the answer's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFormat {
+    /// `{"type": "json_object"}`: the answer is one JSON object (enforced by a grammar in the
+    /// embedded engine, passed on to an HTTP engine).
+    JsonObject,
+}
+
+/// Reads `response_format`: `text` (or null) is free text, `json_object` a JSON object;
+/// `json_schema` is refused by name until schemas are enforced (never silently ignored).
+fn response_format(obj: &Map<String, Value>) -> Result<Option<ResponseFormat>, RequestError> {
+    let Some(v) = obj.get("response_format").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let o = v
+        .as_object()
+        .ok_or_else(|| invalid("response_format", "must be an object"))?;
+    if let Some(k) = o
+        .keys()
+        .find(|k| !["type", "json_schema"].contains(&k.as_str()))
+    {
+        return Err(RequestError::UnsupportedField(format!(
+            "response_format.{k}"
+        )));
+    }
+    match o.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(ResponseFormat::JsonObject)),
+        Some("json_schema") => Err(invalid(
+            "response_format.type",
+            "json_schema is not supported yet; use json_object",
+        )),
+        Some(other) => Err(invalid(
+            "response_format.type",
+            format!("must be text or json_object, not {other:?}"),
+        )),
+        None => Err(RequestError::MissingField("response_format.type")),
+    }
 }
 
 impl EngineRequest {
@@ -204,6 +246,12 @@ impl EngineRequest {
         }
         if !self.stop.is_empty() {
             m.insert("stop".into(), self.stop.clone().into());
+        }
+        if self.response_format == Some(ResponseFormat::JsonObject) {
+            m.insert(
+                "response_format".into(),
+                serde_json::json!({"type": "json_object"}),
+            );
         }
         m.insert("stream".into(), true.into());
         m.insert(
@@ -438,6 +486,7 @@ fn common(obj: &Map<String, Value>, prompt: Prompt) -> Result<EngineRequest, Req
         stream,
         include_usage,
         ignore_eos: false,
+        response_format: response_format(obj)?,
     })
 }
 

@@ -161,3 +161,47 @@ fn the_callers_own_fields_are_accepted_checked_and_kept_from_the_engine() {
         "field `frobnicate` is not supported"
     );
 }
+
+/// `response_format`: json_object is kept (and passed on to an HTTP engine), text is free text,
+/// json_schema and anything else are refused by name rather than ignored.
+#[test]
+fn response_format_json_object_is_kept_and_the_rest_refused_by_name() {
+    let with = |rf: &str| {
+        chat(&format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"response_format":{rf}}}"#
+        ))
+    };
+    let r = with(r#"{"type":"json_object"}"#).unwrap();
+    assert_eq!(
+        r.response_format,
+        Some(cocoon_engine::ResponseFormat::JsonObject)
+    );
+    assert_eq!(
+        r.to_upstream_json()["response_format"],
+        serde_json::json!({"type": "json_object"})
+    );
+    assert_eq!(with(r#"{"type":"text"}"#).unwrap().response_format, None);
+    assert!(with(r#"{"type":"text"}"#)
+        .unwrap()
+        .to_upstream_json()
+        .get("response_format")
+        .is_none());
+    let named = |rf: &str| with(rf).unwrap_err().to_string();
+    assert_eq!(
+        named(r#"{"type":"json_schema","json_schema":{"name":"x","schema":{}}}"#),
+        "field `response_format.type` json_schema is not supported yet; use json_object"
+    );
+    assert_eq!(
+        named(r#"{"type":"xml"}"#),
+        "field `response_format.type` must be text or json_object, not \"xml\""
+    );
+    assert_eq!(named(r#"{}"#), "field `response_format.type` is required");
+    assert_eq!(
+        named(r#"{"type":"json_object","strict":true}"#),
+        "field `response_format.strict` is not supported"
+    );
+    assert_eq!(
+        named(r#""json""#),
+        "field `response_format` must be an object"
+    );
+}

@@ -20,7 +20,7 @@ use std::sync::{mpsc, Arc};
 use cocoon_engine::model::ModelIdentity;
 use cocoon_engine::{
     Engine, EngineError, EngineRequest, Event, FinishReason, Generation, GenerationSender, Prompt,
-    TrySend, Usage,
+    ResponseFormat, TrySend, Usage,
 };
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
@@ -487,7 +487,7 @@ impl<'m> Scheduler<'m> {
             pending: tokens[reuse..].to_vec(),
             next: None,
             logits_at: None,
-            sampler: sampler(&request, self.model),
+            sampler: sampler(&request, self.model)?,
             utf8: Utf8Buffer::default(),
             stop: StopMatcher::new(request.stop.clone()),
             think: ThinkTracker::for_prompt(&text),
@@ -680,12 +680,30 @@ fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-/// The sampler chain for a request: penalties, top-k, top-p, temperature,
-/// then a seeded draw (greedy at temperature 0).
-fn sampler(request: &EngineRequest, model: &LlamaModel) -> LlamaSampler {
+/// A JSON object and nothing else (the answer to `response_format: json_object`), in GBNF.
+/// Whitespace between tokens is bounded so the model cannot pad forever.
+pub const JSON_OBJECT_GRAMMAR: &str = r#"
+root   ::= object
+value  ::= object | array | string | number | ("true" | "false" | "null") ws
+object ::= "{" ws ( string ":" ws value ( "," ws string ":" ws value )* )? "}" ws
+array  ::= "[" ws ( value ( "," ws value )* )? "]" ws
+string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} ) )* "\"" ws
+number ::= "-"? ( "0" | [1-9] [0-9]{0,15} ) ( "." [0-9]{1,16} )? ( [eE] [-+]? [0-9]{1,4} )? ws
+ws     ::= ( " " | "\n" [ \t]{0,20} )?
+"#;
+
+/// The sampler chain for a request: the response format's grammar (only tokens that keep the
+/// answer valid), penalties, top-k, top-p, temperature, then a seeded draw (greedy at
+/// temperature 0).
+fn sampler(request: &EngineRequest, model: &LlamaModel) -> Result<LlamaSampler, EngineError> {
     let s = &request.sampling;
     let temperature = s.temperature.unwrap_or(0.8);
     let mut chain = Vec::new();
+    if let Some(ResponseFormat::JsonObject) = request.response_format {
+        let grammar = LlamaSampler::grammar(model, JSON_OBJECT_GRAMMAR, "root")
+            .map_err(|e| EngineError::Internal(format!("the JSON grammar: {e}")))?;
+        chain.push(grammar);
+    }
     let (freq, presence) = (
         s.frequency_penalty.unwrap_or(0.0),
         s.presence_penalty.unwrap_or(0.0),
@@ -701,7 +719,7 @@ fn sampler(request: &EngineRequest, model: &LlamaModel) -> LlamaSampler {
     }
     if temperature <= 0.0 {
         chain.push(LlamaSampler::greedy());
-        return LlamaSampler::chain_simple(chain);
+        return Ok(LlamaSampler::chain_simple(chain));
     }
     let top_k = s.top_k.unwrap_or(40);
     if top_k > 0 {
@@ -711,7 +729,7 @@ fn sampler(request: &EngineRequest, model: &LlamaModel) -> LlamaSampler {
     chain.push(LlamaSampler::temp(temperature));
     let seed = s.seed.map(|v| v as u32).unwrap_or_else(random_seed);
     chain.push(LlamaSampler::dist(seed));
-    LlamaSampler::chain_simple(chain)
+    Ok(LlamaSampler::chain_simple(chain))
 }
 
 fn random_seed() -> u32 {

@@ -326,3 +326,27 @@ async fn a_reader_that_never_reads_does_not_stall_the_others() {
     assert!(a.usage.completion_tokens > 0 && a.usage.completion_tokens <= 100);
     assert!(!a.text.is_empty());
 }
+
+/// `response_format: json_object`: a grammar lets through only tokens that keep the answer one
+/// JSON object, so even a 135M model answers with JSON that parses, at temperature 0 and not.
+#[tokio::test]
+async fn json_object_answers_are_json_objects_by_grammar() {
+    let engine = shared();
+    for extra in [
+        r#","temperature":0,"max_tokens":200,"response_format":{"type":"json_object"}"#,
+        r#","temperature":0.9,"seed":3,"max_tokens":200,"response_format":{"type":"json_object"}"#,
+    ] {
+        let r = chat(
+            MODEL,
+            "What is the capital of France? Reply only with {\"capital\": \"<city>\"}.",
+            extra,
+        );
+        let a = engine.generate(r).unwrap().collect().await.unwrap();
+        assert_eq!(a.finish_reason, FinishReason::Stop, "{:?}", a.text);
+        let v: serde_json::Value = serde_json::from_str(a.text.trim())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", a.text));
+        assert!(v.is_object(), "{v}");
+        // Constrained tokens are completion tokens like any other.
+        assert!(a.usage.completion_tokens >= 2, "{:?}", a.usage);
+    }
+}
