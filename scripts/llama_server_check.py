@@ -169,9 +169,10 @@ try:
 
             def one():
                 for _ in range(n):
+                    # Greedy and long: both sides generate the same 64 tokens per request.
                     r = c.chat.completions.create(
-                        model=MODEL, max_tokens=64, temperature=0.8,
-                        messages=[{"role": "user", "content": "Tell me about the sea."}])
+                        model=MODEL, max_tokens=64, temperature=0,
+                        messages=[{"role": "user", "content": "Write a long story about the sea."}])
                     with lock:
                         tokens[0] += r.usage.completion_tokens
 
@@ -185,7 +186,7 @@ try:
 
         out = {"bench": "llama-server through the network vs direct", "model": MODEL, "max_tokens": 64}
         for conc in (1, 8):
-            n = 6 if conc == 1 else 3
+            n = 8 if conc == 1 else 4
             rate(direct, conc, 1)  # warm up
             dr, nr = rate(direct, conc, n), rate(client, conc, n)
             out[f"concurrency_{conc}"] = {"direct_tok_s": round(dr, 1), "network_tok_s": round(nr, 1),
