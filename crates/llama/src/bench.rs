@@ -69,6 +69,20 @@ pub fn run(
     for &c in concurrency {
         levels.push(rt.block_on(level(&engine, c.max(1), tokens))?);
     }
+    // Grammar-constrained decoding (`response_format: json_object`) against free decoding of the
+    // same chat, greedy, one stream; each run twice, the better kept.
+    let mut constrained = (0.0f64, 0u64);
+    let mut free = (0.0f64, 0u64);
+    for _ in 0..2 {
+        let f = rt.block_on(chat_rate(&engine, false, tokens))?;
+        let j = rt.block_on(chat_rate(&engine, true, tokens))?;
+        if f.0 > free.0 {
+            free = f;
+        }
+        if j.0 > constrained.0 {
+            constrained = j;
+        }
+    }
     // The baseline again, after the engine: the machine may have sped up
     // or slowed down meanwhile; the report uses the better of the two runs.
     let baseline_after = baseline_on_engine_thread()?;
@@ -101,8 +115,57 @@ pub fn run(
         "engine": level_json,
         "single_stream_vs_baseline": single
             .map(|s| s.per_stream_decode_tok_s / baseline.decode_tok_s.max(baseline_after.decode_tok_s)),
+        "grammar": {
+            "what": "one greedy chat stream, free vs response_format json_object (JSON grammar)",
+            "free_decode_tok_s": free.0,
+            "free_tokens": free.1,
+            "json_object_decode_tok_s": constrained.0,
+            "json_object_tokens": constrained.1,
+            "json_object_vs_free": if free.0 > 0.0 { constrained.0 / free.0 } else { 0.0 },
+            "target": ">= 0.85",
+        },
         "peak_rss_bytes": peak_rss(),
     }))
+}
+
+/// One greedy chat stream of at most `tokens` (free, or as one JSON object by grammar): its
+/// decode rate after the first token, and how many tokens it generated.
+async fn chat_rate(
+    engine: &Arc<LlamaEngine>,
+    json: bool,
+    tokens: u32,
+) -> Result<(f64, u64), String> {
+    let mut body = serde_json::json!({
+        "model": engine.info().identity.name,
+        "messages": [{"role": "user", "content": "Describe France in detail as a JSON object with many fields: cities, rivers, food, history."}],
+        "max_tokens": tokens,
+        "temperature": 0.0,
+    });
+    if json {
+        body["response_format"] = serde_json::json!({"type": "json_object"});
+    }
+    let request =
+        EngineRequest::parse_chat(body.to_string().as_bytes()).map_err(|e| e.to_string())?;
+    let mut g = engine.generate(request).map_err(|e| e.to_string())?;
+    let mut first: Option<Instant> = None;
+    while let Some(item) = g.next().await {
+        match item.map_err(|e| e.to_string())? {
+            Event::Text(_) => {
+                first.get_or_insert_with(Instant::now);
+            }
+            Event::Done { usage, .. } => {
+                let decode = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
+                let n = usage.completion_tokens;
+                let rate = if decode > 0.0 {
+                    n.saturating_sub(1) as f64 / decode
+                } else {
+                    0.0
+                };
+                return Ok((rate, n));
+            }
+        }
+    }
+    Err("stream ended early".to_string())
 }
 
 async fn level(engine: &Arc<LlamaEngine>, c: usize, tokens: u32) -> Result<Level, String> {
