@@ -61,10 +61,18 @@ impl Engine for FakeEngine {
         if request.model != FAKE_MODEL {
             return Err(EngineError::UnknownModel(request.model));
         }
-        if request.response_format.is_some() {
+        let unhonoured = match (
+            &request.response_format,
+            request.sampling.logit_bias.is_empty(),
+        ) {
+            (Some(_), _) => Some("response_format"),
+            (None, false) => Some("logit_bias"),
+            (None, true) => None,
+        };
+        if let Some(field) = unhonoured {
             return Err(EngineError::Request(
                 crate::request::RequestError::InvalidField {
-                    field: "response_format".into(),
+                    field: field.into(),
                     reason: "cannot be honoured by the FAKE engine (fixed answers)".into(),
                 },
             ));

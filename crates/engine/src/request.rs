@@ -20,6 +20,7 @@ pub const SHARED_FIELDS: &[&str] = &[
     "stream_options",
     "presence_penalty",
     "frequency_penalty",
+    "logit_bias",
     "n",
 ];
 
@@ -106,6 +107,41 @@ pub struct Sampling {
     pub presence_penalty: Option<f32>,
     /// Penalty proportional to token frequency.
     pub frequency_penalty: Option<f32>,
+    /// Added to these tokens' logits (`logit_bias`: token id → -100…100), in id order.
+    pub logit_bias: Vec<(u32, f32)>,
+}
+
+/// Most `logit_bias` entries accepted (as OpenAI).
+pub const MAX_LOGIT_BIAS: usize = 300;
+
+/// Reads `logit_bias`: an object from token ids (decimal strings) to biases in -100…100.
+fn logit_bias(obj: &Map<String, Value>) -> Result<Vec<(u32, f32)>, RequestError> {
+    let Some(v) = obj.get("logit_bias").filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let m = v
+        .as_object()
+        .ok_or_else(|| invalid("logit_bias", "must be an object from token ids to biases"))?;
+    if m.len() > MAX_LOGIT_BIAS {
+        return Err(invalid(
+            "logit_bias",
+            format!("must have at most {MAX_LOGIT_BIAS} entries"),
+        ));
+    }
+    let mut out = Vec::with_capacity(m.len());
+    for (k, b) in m {
+        let field = format!("logit_bias.{k}");
+        let id: u32 = k
+            .parse()
+            .map_err(|_| invalid(&field, "is not a token id (a non-negative integer)"))?;
+        let bias = b
+            .as_f64()
+            .filter(|b| (-100.0..=100.0).contains(b))
+            .ok_or_else(|| invalid(&field, "must be a number from -100 to 100"))?;
+        out.push((id, bias as f32));
+    }
+    out.sort_by_key(|(id, _)| *id);
+    Ok(out)
 }
 
 /// A validated request.
@@ -246,6 +282,14 @@ impl EngineRequest {
         }
         if !self.stop.is_empty() {
             m.insert("stop".into(), self.stop.clone().into());
+        }
+        if !s.logit_bias.is_empty() {
+            let bias: Map<String, Value> = s
+                .logit_bias
+                .iter()
+                .map(|(id, b)| (id.to_string(), serde_json::json!(b)))
+                .collect();
+            m.insert("logit_bias".into(), bias.into());
         }
         if self.response_format == Some(ResponseFormat::JsonObject) {
             m.insert(
@@ -431,6 +475,7 @@ fn common(obj: &Map<String, Value>, prompt: Prompt) -> Result<EngineRequest, Req
         },
         presence_penalty: float_in(obj, "presence_penalty", -2.0, 2.0)?,
         frequency_penalty: float_in(obj, "frequency_penalty", -2.0, 2.0)?,
+        logit_bias: logit_bias(obj)?,
     };
     let stop = match obj.get("stop") {
         None | Some(Value::Null) => Vec::new(),

@@ -205,3 +205,37 @@ fn response_format_json_object_is_kept_and_the_rest_refused_by_name() {
         "field `response_format` must be an object"
     );
 }
+
+/// `logit_bias`: token ids to biases in -100…100, forwarded to HTTP engines; anything else named.
+#[test]
+fn logit_bias_is_read_checked_and_forwarded() {
+    let with = |b: &str| {
+        chat(&format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"logit_bias":{b}}}"#
+        ))
+    };
+    let r = with(r#"{"50256":-100,"7":2.5}"#).unwrap();
+    assert_eq!(r.sampling.logit_bias, [(7, 2.5), (50256, -100.0)]);
+    assert_eq!(
+        r.to_upstream_json()["logit_bias"],
+        serde_json::json!({"7": 2.5, "50256": -100.0})
+    );
+    let named = |b: &str| with(b).unwrap_err().to_string();
+    assert_eq!(
+        named(r#"{"x":1}"#),
+        "field `logit_bias.x` is not a token id (a non-negative integer)"
+    );
+    assert_eq!(
+        named(r#"{"5":101}"#),
+        "field `logit_bias.5` must be a number from -100 to 100"
+    );
+    assert_eq!(
+        named(r#"[1]"#),
+        "field `logit_bias` must be an object from token ids to biases"
+    );
+    let many: Vec<String> = (0..301).map(|i| format!(r#""{i}":1"#)).collect();
+    assert_eq!(
+        named(&format!("{{{}}}", many.join(","))),
+        "field `logit_bias` must have at most 300 entries"
+    );
+}

@@ -30,6 +30,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 
 use crate::text::{StopMatcher, StopOutcome, ThinkTracker, Utf8Buffer};
@@ -491,7 +492,10 @@ impl<'m> Scheduler<'m> {
             pending: tokens[reuse..].to_vec(),
             next: None,
             logits_at: None,
-            sampler: sampler(&request, self.model),
+            sampler: {
+                check_vocabulary(&request, self.model)?;
+                sampler(&request, self.model)
+            },
             grammar: grammar(&request, self.model)?,
             utf8: Utf8Buffer::default(),
             stop: StopMatcher::new(request.stop.clone()),
@@ -697,6 +701,25 @@ number ::= "-"? ( "0" | [1-9] [0-9]{0,15} ) ( "." [0-9]{1,16} )? ( [eE] [-+]? [0
 ws     ::= ( " " | "\n" [ \t]{0,20} )?
 "#;
 
+/// A `logit_bias` naming a token the model does not have is refused (400), naming it.
+fn check_vocabulary(request: &EngineRequest, model: &LlamaModel) -> Result<(), EngineError> {
+    let n_vocab = u32::try_from(model.n_vocab()).unwrap_or(0);
+    match request
+        .sampling
+        .logit_bias
+        .iter()
+        .find(|(id, _)| *id >= n_vocab)
+    {
+        Some((id, _)) => Err(EngineError::Request(
+            cocoon_engine::RequestError::InvalidField {
+                field: format!("logit_bias.{id}"),
+                reason: format!("is not a token of this model ({n_vocab} tokens)"),
+            },
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The grammar a request's response format asks for (only tokens that keep the answer valid).
 fn grammar(
     request: &EngineRequest,
@@ -760,6 +783,14 @@ fn sampler(request: &EngineRequest, model: &LlamaModel) -> LlamaSampler {
     let s = &request.sampling;
     let temperature = s.temperature.unwrap_or(0.8);
     let mut chain = Vec::new();
+    if !s.logit_bias.is_empty() {
+        let biases: Vec<LlamaLogitBias> = s
+            .logit_bias
+            .iter()
+            .map(|(id, b)| LlamaLogitBias::new(LlamaToken(*id as i32), *b))
+            .collect();
+        chain.push(LlamaSampler::logit_bias(model.n_vocab(), &biases));
+    }
     let (freq, presence) = (
         s.frequency_penalty.unwrap_or(0.0),
         s.presence_penalty.unwrap_or(0.0),

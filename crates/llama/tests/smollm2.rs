@@ -350,3 +350,36 @@ async fn json_object_answers_are_json_objects_by_grammar() {
         assert!(a.usage.completion_tokens >= 2, "{:?}", a.usage);
     }
 }
+
+/// `logit_bias`: +100 on one token makes greedy decoding repeat it; a token beyond the vocabulary
+/// is refused, naming it.
+#[tokio::test]
+async fn logit_bias_steers_the_choice_and_foreign_tokens_are_refused() {
+    let engine = shared();
+    let free = chat(MODEL, "Say hello.", r#","temperature":0,"max_tokens":6"#);
+    let free = engine.generate(free).unwrap().collect().await.unwrap();
+    let biased = chat(
+        MODEL,
+        "Say hello.",
+        r#","temperature":0,"max_tokens":6,"logit_bias":{"33":100}"#,
+    );
+    let a = engine.generate(biased).unwrap().collect().await.unwrap();
+    assert_ne!(a.text, free.text);
+    assert_eq!(a.usage.completion_tokens, 6, "{:?}", a.text);
+    // One token, six times: the text is one piece repeated.
+    let piece = &a.text[..a.text.len() / 6];
+    assert_eq!(a.text, piece.repeat(6), "{:?}", a.text);
+    let foreign = chat(
+        MODEL,
+        "Say hello.",
+        r#","max_tokens":6,"logit_bias":{"99999999":5}"#,
+    );
+    let e = engine
+        .generate(foreign)
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    assert_eq!(e.http_status(), 400);
+    assert!(e.to_string().contains("logit_bias.99999999"), "{e}");
+}
