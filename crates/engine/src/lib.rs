@@ -22,6 +22,7 @@ pub mod http;
 pub mod model;
 pub mod openai;
 pub mod request;
+pub mod schema;
 pub mod server;
 
 pub use engine::{

@@ -169,15 +169,24 @@ pub struct EngineRequest {
 }
 
 /// A constraint on the answer's shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ResponseFormat {
     /// `{"type": "json_object"}`: the answer is one JSON object (enforced by a grammar in the
     /// embedded engine, passed on to an HTTP engine).
     JsonObject,
+    /// `{"type": "json_schema", "json_schema": …}`: JSON that fits a schema (see
+    /// [`crate::schema`]).
+    JsonSchema {
+        /// The `json_schema` object as given (what an HTTP engine is sent).
+        spec: Value,
+        /// The grammar that enforces it in the embedded engine.
+        grammar: String,
+    },
 }
 
-/// Reads `response_format`: `text` (or null) is free text, `json_object` a JSON object;
-/// `json_schema` is refused by name until schemas are enforced (never silently ignored).
+/// Reads `response_format`: `text` (or null) is free text, `json_object` a JSON object,
+/// `json_schema` JSON that fits its schema — one the grammar can enforce, else refused naming
+/// what it cannot (never silently ignored).
 fn response_format(obj: &Map<String, Value>) -> Result<Option<ResponseFormat>, RequestError> {
     let Some(v) = obj.get("response_format").filter(|v| !v.is_null()) else {
         return Ok(None);
@@ -196,13 +205,41 @@ fn response_format(obj: &Map<String, Value>) -> Result<Option<ResponseFormat>, R
     match o.get("type").and_then(Value::as_str) {
         Some("text") => Ok(None),
         Some("json_object") => Ok(Some(ResponseFormat::JsonObject)),
-        Some("json_schema") => Err(invalid(
-            "response_format.type",
-            "json_schema is not supported yet; use json_object",
-        )),
+        Some("json_schema") => {
+            let spec = o
+                .get("json_schema")
+                .filter(|s| s.is_object())
+                .ok_or(RequestError::MissingField("response_format.json_schema"))?;
+            let so = spec.as_object().map(|m| m.keys()).into_iter().flatten();
+            for k in so {
+                if !["name", "schema", "strict", "description"].contains(&k.as_str()) {
+                    return Err(RequestError::UnsupportedField(format!(
+                        "response_format.json_schema.{k}"
+                    )));
+                }
+            }
+            if !spec.get("name").is_some_and(Value::is_string) {
+                return Err(RequestError::MissingField(
+                    "response_format.json_schema.name",
+                ));
+            }
+            let schema = spec.get("schema").ok_or(RequestError::MissingField(
+                "response_format.json_schema.schema",
+            ))?;
+            let grammar = crate::schema::grammar(schema).map_err(|e| {
+                invalid(
+                    &format!("response_format.json_schema.{}", e.path),
+                    format!("cannot be enforced: {}", e.why),
+                )
+            })?;
+            Ok(Some(ResponseFormat::JsonSchema {
+                spec: spec.clone(),
+                grammar,
+            }))
+        }
         Some(other) => Err(invalid(
             "response_format.type",
-            format!("must be text or json_object, not {other:?}"),
+            format!("must be text, json_object or json_schema, not {other:?}"),
         )),
         None => Err(RequestError::MissingField("response_format.type")),
     }
@@ -291,11 +328,20 @@ impl EngineRequest {
                 .collect();
             m.insert("logit_bias".into(), bias.into());
         }
-        if self.response_format == Some(ResponseFormat::JsonObject) {
-            m.insert(
-                "response_format".into(),
-                serde_json::json!({"type": "json_object"}),
-            );
+        match &self.response_format {
+            None => {}
+            Some(ResponseFormat::JsonObject) => {
+                m.insert(
+                    "response_format".into(),
+                    serde_json::json!({"type": "json_object"}),
+                );
+            }
+            Some(ResponseFormat::JsonSchema { spec, .. }) => {
+                m.insert(
+                    "response_format".into(),
+                    serde_json::json!({"type": "json_schema", "json_schema": spec}),
+                );
+            }
         }
         m.insert("stream".into(), true.into());
         m.insert(

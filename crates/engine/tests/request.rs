@@ -162,8 +162,9 @@ fn the_callers_own_fields_are_accepted_checked_and_kept_from_the_engine() {
     );
 }
 
-/// `response_format`: json_object is kept (and passed on to an HTTP engine), text is free text,
-/// json_schema and anything else are refused by name rather than ignored.
+/// `response_format`: json_object and an enforceable json_schema are kept (and passed on to an
+/// HTTP engine), text is free text; a schema the grammar cannot enforce and anything else are
+/// refused by name rather than ignored.
 #[test]
 fn response_format_json_object_is_kept_and_the_rest_refused_by_name() {
     let with = |rf: &str| {
@@ -189,11 +190,42 @@ fn response_format_json_object_is_kept_and_the_rest_refused_by_name() {
     let named = |rf: &str| with(rf).unwrap_err().to_string();
     assert_eq!(
         named(r#"{"type":"json_schema","json_schema":{"name":"x","schema":{}}}"#),
-        "field `response_format.type` json_schema is not supported yet; use json_object"
+        "field `response_format.json_schema.schema` cannot be enforced: needs a `type` (or `enum`, `const`, `anyOf`)"
+    );
+    assert_eq!(
+        named(r#"{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"string","format":"email"}}}"#),
+        "field `response_format.json_schema.schema` cannot be enforced: keyword `format` is not supported"
+    );
+    assert_eq!(
+        named(r#"{"type":"json_schema","json_schema":{"schema":{"type":"string"}}}"#),
+        "field `response_format.json_schema.name` is required"
+    );
+    assert_eq!(
+        named(
+            r#"{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"string"},"extra":1}}"#
+        ),
+        "field `response_format.json_schema.extra` is not supported"
+    );
+    assert_eq!(
+        named(r#"{"type":"json_schema"}"#),
+        "field `response_format.json_schema` is required"
+    );
+    // A schema the grammar enforces: kept, with the spec for HTTP engines.
+    let spec = r#"{"name":"city","strict":true,"schema":{"type":"object","properties":{"name":{"type":"string"}},"required":["name"],"additionalProperties":false}}"#;
+    let r = with(&format!(r#"{{"type":"json_schema","json_schema":{spec}}}"#)).unwrap();
+    match &r.response_format {
+        Some(cocoon_engine::ResponseFormat::JsonSchema { grammar, .. }) => {
+            assert!(grammar.starts_with("root ::= "), "{grammar}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        r.to_upstream_json()["response_format"]["json_schema"]["name"],
+        "city"
     );
     assert_eq!(
         named(r#"{"type":"xml"}"#),
-        "field `response_format.type` must be text or json_object, not \"xml\""
+        "field `response_format.type` must be text, json_object or json_schema, not \"xml\""
     );
     assert_eq!(named(r#"{}"#), "field `response_format.type` is required");
     assert_eq!(

@@ -118,7 +118,7 @@ struct Job {
 /// What the decode thread is asked to do.
 enum Command {
     /// Run a request.
-    Generate(Job),
+    Generate(Box<Job>),
     /// Run a function on the decode thread (see [`LlamaEngine::run_on_decode_thread`]).
     Call(Box<dyn FnOnce() + Send>),
 }
@@ -229,7 +229,7 @@ impl Engine for LlamaEngine {
         let (tx, rx) = cocoon_engine::engine::generation();
         if self
             .jobs
-            .send(Command::Generate(Job { request, tx }))
+            .send(Command::Generate(Box::new(Job { request, tx })))
             .is_err()
         {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -725,14 +725,14 @@ fn grammar(
     request: &EngineRequest,
     model: &LlamaModel,
 ) -> Result<Option<LlamaSampler>, EngineError> {
-    match request.response_format {
-        None => Ok(None),
-        Some(ResponseFormat::JsonObject) => {
-            LlamaSampler::grammar(model, JSON_OBJECT_GRAMMAR, "root")
-                .map(Some)
-                .map_err(|e| EngineError::Internal(format!("the JSON grammar: {e}")))
-        }
-    }
+    let text = match &request.response_format {
+        None => return Ok(None),
+        Some(ResponseFormat::JsonObject) => JSON_OBJECT_GRAMMAR,
+        Some(ResponseFormat::JsonSchema { grammar, .. }) => grammar.as_str(),
+    };
+    LlamaSampler::grammar(model, text, "root")
+        .map(Some)
+        .map_err(|e| EngineError::Internal(format!("the response format's grammar: {e}")))
 }
 
 /// The next token of `seq` from the logits at `at`. With a grammar, the unconstrained choice

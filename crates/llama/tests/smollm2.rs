@@ -383,3 +383,28 @@ async fn logit_bias_steers_the_choice_and_foreign_tokens_are_refused() {
     assert_eq!(e.http_status(), 400);
     assert!(e.to_string().contains("logit_bias.99999999"), "{e}");
 }
+
+/// `response_format: json_schema`: the answer fits the schema — the properties it names, with
+/// their types and enums — because the grammar allows nothing else.
+#[tokio::test]
+async fn json_schema_answers_fit_their_schema() {
+    let engine = shared();
+    let schema = r#"{"type":"object","properties":{"capital":{"type":"string"},"population_millions":{"type":"number"},"continent":{"enum":["Europe","Asia","Africa"]},"landlocked":{"type":"boolean"}},"required":["capital","population_millions","continent","landlocked"],"additionalProperties":false}"#;
+    let extra = format!(
+        r#","temperature":0,"max_tokens":120,"response_format":{{"type":"json_schema","json_schema":{{"name":"country","strict":true,"schema":{schema}}}}}"#
+    );
+    let r = chat(MODEL, "Describe France.", &extra);
+    let a = engine.generate(r).unwrap().collect().await.unwrap();
+    assert_eq!(a.finish_reason, FinishReason::Stop, "{:?}", a.text);
+    let v: serde_json::Value = serde_json::from_str(a.text.trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", a.text));
+    let o = v.as_object().unwrap();
+    assert_eq!(o.len(), 4, "{v}");
+    assert!(o["capital"].is_string(), "{v}");
+    assert!(o["population_millions"].is_number(), "{v}");
+    assert!(
+        ["Europe", "Asia", "Africa"].contains(&o["continent"].as_str().unwrap()),
+        "{v}"
+    );
+    assert!(o["landlocked"].is_boolean(), "{v}");
+}
