@@ -60,6 +60,19 @@ impl FakeRoot {
         let contracts = ReferenceContracts::of_fake_ton(&file)?;
         Ok(FakeRoot { file, contracts })
     }
+
+    /// [`ReferenceContracts::check_proxy`] as a role configured with `root` runs it: the zero
+    /// address means no root was named, so the proxy's own contract is not recomputed.
+    pub fn check_proxy(
+        &self,
+        p: AnnouncedProxy<'_>,
+        worker: bool,
+        owner: &Address,
+        root: &Address,
+    ) -> Result<(Address, Address), String> {
+        let root = (*root != Address::new([0; 32])).then_some(root);
+        self.contracts.check_proxy(p, worker, owner, root)
+    }
 }
 
 /// The reference contracts of one root: their code and the params every contract holds.
@@ -349,6 +362,47 @@ pub fn check_signed_payment(
         return Err("the payment's signature is not the proxy's".into());
     }
     Ok(tokens)
+}
+
+/// Who a proxy's signed payment is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payee {
+    /// A client: the charge its client contract accepts.
+    Client,
+    /// A worker: the payout its worker contract accepts.
+    Worker,
+}
+
+/// The tokens a proxy's signed payment (`data`, a BOC) promises, checked as the `payee`'s
+/// contract will check it: signed by the proxy's voucher `key`, the payee's op, for `target`
+/// (our contract). On a fake-TON root (`reference`) the payment is in the reference's form and
+/// checked as a reference role checks it; otherwise it is our voucher.
+pub fn check_payment(
+    data: &[u8],
+    payee: Payee,
+    key: &[u8; 32],
+    target: &Address,
+    reference: bool,
+) -> Result<u64, String> {
+    let (ours, theirs) = match payee {
+        Payee::Client => (
+            crate::messages::op::CLIENT_CHARGE_SIGNED,
+            OP_CLIENT_CHARGE_SIGNED,
+        ),
+        Payee::Worker => (
+            crate::messages::op::WORKER_PAYOUT_SIGNED,
+            OP_WORKER_PAYOUT_SIGNED,
+        ),
+    };
+    if reference {
+        return check_signed_payment(data, theirs, key, target);
+    }
+    let body = crate::cells::from_boc(data).map_err(|e| e.to_string())?;
+    let voucher = crate::voucher::SignedVoucher::parse(&body, false).map_err(|e| e.to_string())?;
+    voucher
+        .verify(key, ours, target)
+        .map_err(|e| e.to_string())?;
+    Ok(voucher.voucher.counter)
 }
 
 /// The reference's op of a client charge payment.

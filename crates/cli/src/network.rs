@@ -628,14 +628,15 @@ pub fn worker(config: &Path) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let quotes: Arc<dyn QuoteProvider> = std::sync::Arc::from(c.common.quotes()?);
-        // The reference's fake-TON root, or the chain with the proxies' image hashes its root lists.
+        // What the workers run on: the reference's fake-TON root, or the chain (and the proxies'
+        // image hashes its root lists).
         let on = match c.common.fake_ton()? {
-            Some(fake) => Err(fake),
+            Some(fake) => WorkerRoot::FakeTon(fake),
             None => {
                 let chain = c.common.chain()?;
                 let root =
                     cocoon_chain::client::read_root(chain.as_ref(), &c.common.root()?).await?;
-                Ok((chain, root.proxy_hashes.clone()))
+                WorkerRoot::Chain(chain, root.proxy_hashes.clone())
             }
         };
         let mut workers = Vec::new();
@@ -666,14 +667,14 @@ pub fn worker(config: &Path) -> Result<()> {
                 http_listen: c.http_listen.filter(|_| i == 0),
             };
             let worker = match &on {
-                Err(fake) => cocoon_worker::Worker::new_fake_ton(
+                WorkerRoot::FakeTon(fake) => cocoon_worker::Worker::new_fake_ton(
                     cfg,
                     fake.clone(),
                     c.common.wallet()?,
                     engine,
                     quotes.clone(),
                 )?,
-                Ok((chain, hashes)) => cocoon_worker::Worker::new(
+                WorkerRoot::Chain(chain, hashes) => cocoon_worker::Worker::new(
                     cfg,
                     chain.clone(),
                     c.common.wallet()?,
@@ -695,6 +696,14 @@ pub fn worker(config: &Path) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// What a worker config's workers run on.
+enum WorkerRoot {
+    /// The reference's fake-TON root.
+    FakeTon(cocoon_chain::fake_ton::FakeTon),
+    /// A chain, and the proxies' image hashes its root lists.
+    Chain(Arc<dyn ChainClient>, Vec<[u8; 32]>),
 }
 
 /// A model's state directory name under the worker's `dir` when it serves several: the

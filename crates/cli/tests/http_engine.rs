@@ -33,24 +33,11 @@ fn engine_on(addr: SocketAddr) -> Killed {
     child
 }
 
-/// One chat request to the network: its status and body.
+/// One streamed chat request to the network: its status and body.
 fn ask(net: &serde_json::Value) -> (u16, String) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let body = serde_json::json!({"model": "fake-benchmark-model", "stream": true,
-            "messages": [{"role": "user", "content": "hi"}]});
-        let r = reqwest::Client::new()
-            .post(format!(
-                "{}/chat/completions",
-                net["base_url"].as_str().unwrap()
-            ))
-            .bearer_auth(net["api_key"].as_str().unwrap())
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    })
+    let body = serde_json::json!({"model": "fake-benchmark-model", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    post_chat(net, &body)
 }
 
 /// Whether the proxy lists the worker as enabled (its `/jsonstats`).

@@ -126,22 +126,13 @@ impl Client {
             .get_mut(&proxy)
             .ok_or("voucher from an unknown proxy")?;
         // As the client contract will check it: the proxy's key, the charge op, our contract.
-        let tokens = match &self.fake_ton {
-            // A reference proxy's payment, checked as a reference client checks it.
-            Some(_) => reference::check_signed_payment(
-                data,
-                reference::OP_CLIENT_CHARGE_SIGNED,
-                &a.proxy_key,
-                &a.client_contract,
-            )?,
-            None => {
-                let body = cocoon_chain::cells::from_boc(data).map_err(|e| e.to_string())?;
-                let v = SignedVoucher::parse(&body, false).map_err(|e| e.to_string())?;
-                v.verify(&a.proxy_key, op::CLIENT_CHARGE_SIGNED, &a.client_contract)
-                    .map_err(|e| e.to_string())?;
-                v.voucher.counter
-            }
-        };
+        let tokens = reference::check_payment(
+            data,
+            reference::Payee::Client,
+            &a.proxy_key,
+            &a.client_contract,
+            self.fake_ton.is_some(),
+        )?;
         if tokens < a.voucher_tokens {
             return Err(format!(
                 "charge went backwards: {tokens} < {}",

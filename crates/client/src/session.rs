@@ -189,10 +189,8 @@ impl Client {
             is_test: c.params.is_test,
             ours: &c.client_sc_address,
         };
-        let root = (self.cfg.root != Address::new([0; 32])).then_some(&self.cfg.root);
         let (proxy, client_sc) = fake
-            .contracts
-            .check_proxy(announced, false, &self.owner(), root)
+            .check_proxy(announced, false, &self.owner(), &self.cfg.root)
             .map_err(ClientError::Refused)?;
         let mut accounts = self.accounts.lock();
         let a = accounts.entry(proxy).or_default();

@@ -6,16 +6,7 @@ impl Client {
     /// The `/jsonstats` document: money at each proxy and request figures.
     pub fn jsonstats(&self) -> serde_json::Value {
         let accounts = self.accounts();
-        let ok = self
-            .metrics
-            .requests
-            .get_or_create(&cocoon_observe::Kind::of("ok"))
-            .get();
-        let failed = self
-            .metrics
-            .requests
-            .get_or_create(&cocoon_observe::Kind::of("error"))
-            .get();
+        let (ok, failed) = self.metrics.outcomes();
         let spent: u128 = accounts
             .iter()
             .map(|a| a.voucher_tokens as u128 * a.price_per_token)

@@ -30,6 +30,27 @@ async fn fake_server(delay: Duration) -> String {
     .await
 }
 
+/// A chat request answered by a server sending this fixed SSE body, run to its end.
+async fn answer_to(sse: &'static str) -> cocoon_engine::engine::Answer {
+    let url = sse_server(sse).await;
+    HttpEngine::new(&url, vec![])
+        .generate(chat_request("m"))
+        .unwrap()
+        .collect()
+        .await
+        .unwrap()
+}
+
+/// Usage: prompt (cached of it), completion (reasoning of it).
+fn usage(prompt: u64, cached: u64, completion: u64, reasoning: u64) -> cocoon_engine::Usage {
+    cocoon_engine::Usage {
+        prompt_tokens: prompt,
+        cached_tokens: cached,
+        completion_tokens: completion,
+        reasoning_tokens: reasoning,
+    }
+}
+
 /// Runs a chat request for `model` to the end, which must fail; the error.
 async fn failure(engine: &HttpEngine, model: &str) -> EngineError {
     engine
@@ -143,22 +164,8 @@ async fn usage_details_from_vllm_style_streams_are_kept() {
     let sse = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"},\"finish_reason\":\"length\"}]}\n\n\
                data: {\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":7,\"prompt_tokens_details\":{\"cached_tokens\":16},\"completion_tokens_details\":{\"reasoning_tokens\":3}}}\n\n\
                data: [DONE]\n\n";
-    let url = sse_server(sse).await;
-    let a = HttpEngine::new(&url, vec![])
-        .generate(chat_request("m"))
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    assert_eq!(
-        (
-            a.usage.prompt_tokens,
-            a.usage.cached_tokens,
-            a.usage.completion_tokens,
-            a.usage.reasoning_tokens
-        ),
-        (20, 16, 7, 3)
-    );
+    let a = answer_to(sse).await;
+    assert_eq!(a.usage, usage(20, 16, 7, 3));
     assert_eq!(a.finish_reason, FinishReason::Length);
 }
 
@@ -225,23 +232,9 @@ async fn reasoning_content_streams_are_given_as_think_text() {
                data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Paris\"},\"finish_reason\":\"stop\"}]}\n\n\
                data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":9,\"completion_tokens_details\":{\"reasoning_tokens\":5},\"prompt_tokens_details\":{\"cached_tokens\":4}}}\n\n\
                data: [DONE]\n\n";
-    let url = sse_server(sse).await;
-    let a = HttpEngine::new(&url, vec![])
-        .generate(chat_request("m"))
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let a = answer_to(sse).await;
     assert_eq!(a.text, "<think>hmm, France</think>Paris");
-    assert_eq!(
-        (
-            a.usage.prompt_tokens,
-            a.usage.cached_tokens,
-            a.usage.completion_tokens,
-            a.usage.reasoning_tokens
-        ),
-        (12, 4, 9, 5)
-    );
+    assert_eq!(a.usage, usage(12, 4, 9, 5));
 }
 
 /// llama-server reports reused prompt tokens in `timings.cache_n`; an older one gives only
@@ -254,22 +247,8 @@ async fn llama_servers_timings_give_the_cached_tokens_or_the_whole_usage() {
     let timings_only = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Paris\"},\"finish_reason\":\"stop\"}],\"timings\":{\"cache_n\":22,\"prompt_n\":8,\"predicted_n\":7}}\n\n\
                data: [DONE]\n\n";
     for sse in [with_usage, timings_only] {
-        let url = sse_server(sse).await;
-        let a = HttpEngine::new(&url, vec![])
-            .generate(chat_request("m"))
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        assert_eq!(
-            (
-                a.usage.prompt_tokens,
-                a.usage.cached_tokens,
-                a.usage.completion_tokens
-            ),
-            (30, 22, 7),
-            "{sse}"
-        );
+        let a = answer_to(sse).await;
+        assert_eq!(a.usage, usage(30, 22, 7, 0), "{sse}");
     }
 }
 

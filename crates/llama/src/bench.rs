@@ -146,26 +146,9 @@ async fn chat_rate(
     }
     let request =
         EngineRequest::parse_chat(body.to_string().as_bytes()).map_err(|e| e.to_string())?;
-    let mut g = engine.generate(request).map_err(|e| e.to_string())?;
-    let mut first: Option<Instant> = None;
-    while let Some(item) = g.next().await {
-        match item.map_err(|e| e.to_string())? {
-            Event::Text(_) => {
-                first.get_or_insert_with(Instant::now);
-            }
-            Event::Done { usage, .. } => {
-                let decode = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
-                let n = usage.completion_tokens;
-                let rate = if decode > 0.0 {
-                    n.saturating_sub(1) as f64 / decode
-                } else {
-                    0.0
-                };
-                return Ok((rate, n));
-            }
-        }
-    }
-    Err("stream ended early".to_string())
+    let g = engine.generate(request).map_err(|e| e.to_string())?;
+    let m = measure(g, Instant::now()).await?;
+    Ok((m.decode_tok_s, m.tokens))
 }
 
 async fn level(engine: &Arc<LlamaEngine>, c: usize, tokens: u32) -> Result<Level, String> {
@@ -184,43 +167,17 @@ async fn level(engine: &Arc<LlamaEngine>, c: usize, tokens: u32) -> Result<Level
             .map_err(|e| e.to_string())?;
         // Exactly `tokens` per request, as the baseline generates.
         request.ignore_eos = true;
-        let mut g = engine.generate(request).map_err(|e| e.to_string())?;
-        let sent = Instant::now();
-        tasks.push(tokio::spawn(async move {
-            let mut first: Option<Instant> = None;
-            while let Some(item) = g.next().await {
-                match item.map_err(|e| e.to_string())? {
-                    Event::Text(_) => {
-                        first.get_or_insert_with(Instant::now);
-                    }
-                    Event::Done { usage, .. } => {
-                        let decode = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
-                        let rate = if decode > 0.0 {
-                            (usage.completion_tokens.saturating_sub(1)) as f64 / decode
-                        } else {
-                            0.0
-                        };
-                        let ttft = first.map(|f| (f - sent).as_secs_f64()).unwrap_or(0.0);
-                        let prefill = if ttft > 0.0 {
-                            usage.prompt_tokens as f64 / ttft
-                        } else {
-                            0.0
-                        };
-                        return Ok::<_, String>((usage.completion_tokens, rate, prefill));
-                    }
-                }
-            }
-            Err("stream ended early".to_string())
-        }));
+        let g = engine.generate(request).map_err(|e| e.to_string())?;
+        tasks.push(tokio::spawn(measure(g, Instant::now())));
     }
     let mut total = 0;
     let mut rates = 0.0;
     let mut prefills = 0.0;
     for t in tasks {
-        let (n, rate, prefill) = t.await.map_err(|e| e.to_string())??;
-        total += n;
-        rates += rate;
-        prefills += prefill;
+        let m = t.await.map_err(|e| e.to_string())??;
+        total += m.tokens;
+        rates += m.decode_tok_s;
+        prefills += m.prefill_tok_s;
     }
     let wall = started.elapsed().as_secs_f64();
     Ok(Level {
@@ -238,4 +195,37 @@ pub fn peak_rss() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// What one generation measured.
+struct Measured {
+    /// Completion tokens.
+    tokens: u64,
+    /// Completion tokens per second after the first.
+    decode_tok_s: f64,
+    /// Prompt tokens per second until the first text.
+    prefill_tok_s: f64,
+}
+
+/// Reads `g` (started at `sent`) to its end, timing its first text and its decoding.
+async fn measure(mut g: cocoon_engine::Generation, sent: Instant) -> Result<Measured, String> {
+    let mut first: Option<Instant> = None;
+    while let Some(item) = g.next().await {
+        match item.map_err(|e| e.to_string())? {
+            Event::Text(_) => {
+                first.get_or_insert_with(Instant::now);
+            }
+            Event::Done { usage, .. } => {
+                let decode = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
+                let ttft = first.map(|f| (f - sent).as_secs_f64()).unwrap_or(0.0);
+                let per_s = |n: u64, secs: f64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+                return Ok(Measured {
+                    tokens: usage.completion_tokens,
+                    decode_tok_s: per_s(usage.completion_tokens.saturating_sub(1), decode),
+                    prefill_tok_s: per_s(usage.prompt_tokens, ttft),
+                });
+            }
+        }
+    }
+    Err("stream ended early".to_string())
 }

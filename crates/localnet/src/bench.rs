@@ -121,16 +121,11 @@ pub async fn run(
     server.abort();
 
     // Through the network.
-    let cfg_slots = |slots: Option<u32>, concurrency: usize| {
-        slots.unwrap_or((concurrency as u32).max(1) * 2).max(1)
-    };
-    let mut cfg = LocalNetConfig::new(
-        dir,
-        vec![Arc::new(FakeEngine::default())],
-        &crate::fake_model_identity(),
-        "fake",
-    );
-    cfg.max_active = cfg_slots(worker_slots, concurrency);
+    let slots = worker_slots
+        .unwrap_or((concurrency as u32).max(1) * 2)
+        .max(1);
+    let mut cfg = LocalNetConfig::fake(dir, vec![Arc::new(FakeEngine::default())]);
+    cfg.max_active = slots;
     cfg.params.min_client_stake = 100 * cocoon_chain::TON; // a stake that covers the whole run
     let mut net = LocalNet::start(cfg).await?;
     let url = format!("{}/chat/completions", net.info.base_url);
@@ -149,7 +144,7 @@ pub async fn run(
         "stream": true,
         "direct": {"req_per_s": direct.req_per_s, "p50_ms": direct.p50_ms, "p99_ms": direct.p99_ms, "failed": direct.failed},
         "network": {"req_per_s": network.req_per_s, "p50_ms": network.p50_ms, "p99_ms": network.p99_ms, "failed": network.failed},
-        "worker_slots": cfg_slots(worker_slots, concurrency),
+        "worker_slots": slots,
         "queue": {
             "waited": waited,
             "wait_ms_mean": if waited == 0 { 0.0 } else { (after.total_ms - before.total_ms) / waited as f64 },

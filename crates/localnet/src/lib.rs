@@ -75,6 +75,12 @@ pub struct LocalNetConfig {
 }
 
 impl LocalNetConfig {
+    /// A network whose workers run these FAKE engines (fixed answers; for protocol tests and
+    /// benchmarks), announcing [`fake_model_identity`].
+    pub fn fake(dir: &Path, engines: Vec<Arc<dyn Engine>>) -> Self {
+        Self::new(dir, engines, &fake_model_identity(), "fake")
+    }
+
     /// Defaults on 127.0.0.1 with ephemeral ports.
     pub fn new(dir: &Path, engines: Vec<Arc<dyn Engine>>, model: &str, model_type: &str) -> Self {
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();

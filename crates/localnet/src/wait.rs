@@ -18,13 +18,10 @@ pub async fn eventually<T, E: Debug>(
 ) -> T {
     let t = Instant::now();
     loop {
-        match check() {
-            Ok(v) => return v,
-            Err(last) if t.elapsed() > limit => {
-                panic!("{what}: still not so after {limit:?}; last seen: {last:?}")
-            }
-            Err(_) => tokio::time::sleep(EVERY).await,
+        if let Some(v) = verdict(what, limit, t, check()) {
+            return v;
         }
+        tokio::time::sleep(EVERY).await;
     }
 }
 
@@ -36,13 +33,27 @@ pub fn eventually_blocking<T, E: Debug>(
 ) -> T {
     let t = Instant::now();
     loop {
-        match check() {
-            Ok(v) => return v,
-            Err(last) if t.elapsed() > limit => {
-                panic!("{what}: still not so after {limit:?}; last seen: {last:?}")
-            }
-            Err(_) => std::thread::sleep(EVERY),
+        if let Some(v) = verdict(what, limit, t, check()) {
+            return v;
         }
+        std::thread::sleep(EVERY);
+    }
+}
+
+/// One poll of a wait begun at `started`: the value when it came, nothing when it may still
+/// come, a panic naming `what` and the last thing seen once `limit` has passed.
+fn verdict<T, E: Debug>(
+    what: &str,
+    limit: Duration,
+    started: Instant,
+    got: Result<T, E>,
+) -> Option<T> {
+    match got {
+        Ok(v) => Some(v),
+        Err(last) if started.elapsed() > limit => {
+            panic!("{what}: still not so after {limit:?}; last seen: {last:?}")
+        }
+        Err(_) => None,
     }
 }
 

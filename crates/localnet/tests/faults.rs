@@ -13,11 +13,9 @@ use cocoon_localnet::{LocalNet, LocalNetConfig};
 use rustix::process::{getrlimit, setrlimit, Resource};
 
 fn config(dir: &std::path::Path) -> LocalNetConfig {
-    LocalNetConfig::new(
+    LocalNetConfig::fake(
         dir,
         vec![Arc::new(FakeEngine::default()) as Arc<dyn Engine>],
-        &cocoon_localnet::fake_model_identity(),
-        "fake",
     )
 }
 

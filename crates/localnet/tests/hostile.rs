@@ -57,11 +57,9 @@ async fn ask(net: &LocalNet) -> reqwest::StatusCode {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_peer_costs_its_own_connections_not_the_proxy() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LocalNetConfig::new(
+    let cfg = LocalNetConfig::fake(
         dir.path(),
         vec![Arc::new(FakeEngine::default()) as Arc<dyn Engine>],
-        &cocoon_localnet::fake_model_identity(),
-        "fake",
     );
     let net = LocalNet::start(cfg).await.expect("network starts");
     assert_eq!(ask(&net).await, 200);

@@ -15,12 +15,7 @@ async fn start(dir: &std::path::Path, workers: usize) -> LocalNet {
     let engines: Vec<Arc<dyn Engine>> = (0..workers)
         .map(|_| Arc::new(FakeEngine::default()) as Arc<dyn Engine>)
         .collect();
-    let cfg = LocalNetConfig::new(
-        dir,
-        engines,
-        &cocoon_localnet::fake_model_identity(),
-        "fake",
-    );
+    let cfg = LocalNetConfig::fake(dir, engines);
     LocalNet::start(cfg).await.expect("network starts")
 }
 
@@ -279,12 +274,7 @@ async fn start_slow(dir: &std::path::Path) -> LocalNet {
     let slow = FakeEngine {
         chunk_delay: Duration::from_millis(200),
     };
-    let cfg = LocalNetConfig::new(
-        dir,
-        vec![Arc::new(slow) as Arc<dyn Engine>],
-        &cocoon_localnet::fake_model_identity(),
-        "fake",
-    );
+    let cfg = LocalNetConfig::fake(dir, vec![Arc::new(slow) as Arc<dyn Engine>]);
     LocalNet::start(cfg).await.expect("network starts")
 }
 
@@ -585,13 +575,11 @@ async fn a_worker_changes_its_coefficient_and_availability_at_run_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_beyond_the_workers_slots_wait_in_the_queue_and_all_succeed() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = LocalNetConfig::new(
+    let mut cfg = LocalNetConfig::fake(
         dir.path(),
         vec![Arc::new(FakeEngine {
             chunk_delay: Duration::from_millis(5),
         }) as Arc<dyn Engine>],
-        &cocoon_localnet::fake_model_identity(),
-        "fake",
     );
     cfg.max_active = 2;
     let net = LocalNet::start(cfg).await.expect("network starts");

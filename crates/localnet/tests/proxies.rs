@@ -33,12 +33,7 @@ fn billed(proxy: &cocoon_proxy::RunningProxy) -> u64 {
 async fn requests_take_turns_and_a_refusal_goes_to_the_other_proxy() {
     let dir = tempfile::tempdir().unwrap();
     let engine: Arc<dyn Engine> = Arc::new(FakeEngine::default());
-    let cfg = LocalNetConfig::new(
-        dir.path(),
-        vec![engine.clone()],
-        &cocoon_localnet::fake_model_identity(),
-        "fake",
-    );
+    let cfg = LocalNetConfig::fake(dir.path(), vec![engine.clone()]);
     let mut net = LocalNet::start(cfg).await.expect("network starts");
     // A second operator's proxy, with no worker behind it yet (a name in use is refused).
     let e = net

@@ -15,11 +15,9 @@ use cocoon_localnet::{LocalNet, LocalNetConfig};
 use cocoon_worker::{HeldVoucher, Worker, WorkerConfig, WorkerError};
 
 async fn start(dir: &std::path::Path) -> LocalNet {
-    let cfg = LocalNetConfig::new(
+    let cfg = LocalNetConfig::fake(
         dir,
         vec![Arc::new(FakeEngine::default()) as Arc<dyn Engine>],
-        &cocoon_localnet::fake_model_identity(),
-        "fake",
     );
     LocalNet::start(cfg).await.expect("network starts")
 }

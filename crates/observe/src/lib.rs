@@ -149,6 +149,12 @@ impl Metrics {
         self.latency.observe(seconds);
     }
 
+    /// Requests finished so far: (answered, failed), as [`Metrics::request`] counted them.
+    pub fn outcomes(&self) -> (u64, u64) {
+        let count = |k| self.requests.get_or_create(&Kind::of(k)).get();
+        (count("ok"), count("error"))
+    }
+
     /// Counts an error of `kind`.
     pub fn error(&self, kind: &str) {
         self.errors.get_or_create(&Kind::of(kind)).inc();

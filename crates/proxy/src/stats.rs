@@ -10,16 +10,7 @@ impl Proxy {
         let money = self.money();
         let workers = self.workers();
         let queue = self.queue_waits();
-        let requests: u64 = self
-            .metrics
-            .requests
-            .get_or_create(&cocoon_observe::Kind::of("ok"))
-            .get();
-        let errors: u64 = self
-            .metrics
-            .requests
-            .get_or_create(&cocoon_observe::Kind::of("error"))
-            .get();
+        let (requests, errors) = self.metrics.outcomes();
         let billed: u64 = totals.clients.values().sum();
         let rows: Vec<serde_json::Value> = workers
             .iter()

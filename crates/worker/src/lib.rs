@@ -29,7 +29,7 @@ use cocoon_chain::client::{self as chain_client, ChainClient};
 use cocoon_chain::contracts::Params;
 use cocoon_chain::contracts::WorkerData;
 use cocoon_chain::keys::Keypair;
-use cocoon_chain::messages::{op, MIN_FEE};
+use cocoon_chain::messages::MIN_FEE;
 use cocoon_chain::price::{adjusted_parts, TokenUsage};
 use cocoon_chain::reference_contracts::{self as reference, AnnouncedProxy, FakeRoot};
 use cocoon_chain::voucher::SignedVoucher;

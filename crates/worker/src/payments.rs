@@ -21,7 +21,13 @@ impl Worker {
         let Some((key, worker_sc)) = expected else {
             return Err("voucher from a proxy not yet checked".into());
         };
-        let tokens = check_payment(data, &key, &worker_sc, self.fake_ton.is_some())?;
+        let tokens = reference::check_payment(
+            data,
+            reference::Payee::Worker,
+            &key,
+            &worker_sc,
+            self.fake_ton.is_some(),
+        )?;
         let mut held = self.held.lock();
         let entry = held.entry(proxy).or_default();
         advance(entry, tokens, data)?;
@@ -149,28 +155,6 @@ impl Worker {
     }
 }
 
-/// The tokens a proxy's signed payment (`data`, a BOC) promises us, checked as the worker
-/// contract will check it: signed by the proxy's voucher `key`, the payout op, for our
-/// contract `worker_sc`. A reference proxy's payment (`reference`: on a fake-TON root) is
-/// checked as a reference worker checks it.
-pub(crate) fn check_payment(
-    data: &[u8],
-    key: &[u8; 32],
-    worker_sc: &Address,
-    reference: bool,
-) -> Result<u64, String> {
-    if reference {
-        let op = reference::OP_WORKER_PAYOUT_SIGNED;
-        return reference::check_signed_payment(data, op, key, worker_sc);
-    }
-    let body = cocoon_chain::cells::from_boc(data).map_err(|e| e.to_string())?;
-    let voucher = SignedVoucher::parse(&body, false).map_err(|e| e.to_string())?;
-    voucher
-        .verify(key, op::WORKER_PAYOUT_SIGNED, worker_sc)
-        .map_err(|e| e.to_string())?;
-    Ok(voucher.voucher.counter)
-}
-
 /// Keeps a payment for `tokens` (its BOC `data`) as the newest held one, unless it promises
 /// less than the one held: vouchers are cumulative, so a smaller one is a proxy going backwards.
 fn advance(held: &mut HeldVoucher, tokens: u64, data: &[u8]) -> Result<(), String> {
@@ -224,6 +208,8 @@ fn save_held(dir: &std::path::Path, held: &HashMap<Address, HeldVoucher>) {
 mod tests {
     use super::*;
     use cocoon_chain::keys::Keypair;
+    use cocoon_chain::messages::op;
+    use cocoon_chain::reference_contracts::Payee;
     use cocoon_chain::voucher::Voucher;
 
     fn payment(key: &Keypair, op: u32, tokens: u64, target: Address) -> Vec<u8> {
@@ -243,7 +229,10 @@ mod tests {
         let ours = Address::new([2; 32]);
         let key = proxy.public_key();
         let good = payment(&proxy, op::WORKER_PAYOUT_SIGNED, 134, ours);
-        assert_eq!(check_payment(&good, &key, &ours, false), Ok(134));
+        assert_eq!(
+            reference::check_payment(&good, Payee::Worker, &key, &ours, false),
+            Ok(134)
+        );
 
         let forged = payment(
             &Keypair::from_seed([9; 32]),
@@ -251,17 +240,18 @@ mod tests {
             134,
             ours,
         );
-        let e = check_payment(&forged, &key, &ours, false).unwrap_err();
+        let e = reference::check_payment(&forged, Payee::Worker, &key, &ours, false).unwrap_err();
         assert!(e.contains("signature"), "{e}");
 
         let elsewhere = payment(&proxy, op::WORKER_PAYOUT_SIGNED, 134, Address::new([3; 32]));
-        let e = check_payment(&elsewhere, &key, &ours, false).unwrap_err();
+        let e =
+            reference::check_payment(&elsewhere, Payee::Worker, &key, &ours, false).unwrap_err();
         assert!(e.contains(&ours.to_string()), "{e}");
 
         let other_op = payment(&proxy, op::CLIENT_CHARGE_SIGNED, 134, ours);
-        assert!(check_payment(&other_op, &key, &ours, false).is_err());
+        assert!(reference::check_payment(&other_op, Payee::Worker, &key, &ours, false).is_err());
 
-        assert!(check_payment(b"not a boc", &key, &ours, false).is_err());
+        assert!(reference::check_payment(b"not a boc", Payee::Worker, &key, &ours, false).is_err());
     }
 
     #[test]

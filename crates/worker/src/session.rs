@@ -164,10 +164,8 @@ impl Worker {
             is_test: c.params.is_test,
             ours: &c.worker_sc_address,
         };
-        let root = (self.cfg.root != Address::new([0; 32])).then_some(&self.cfg.root);
         let (proxy, worker_sc) = fake
-            .contracts
-            .check_proxy(announced, true, &self.owner(), root)
+            .check_proxy(announced, true, &self.owner(), &self.cfg.root)
             .map_err(WorkerError::Refused)?;
         self.proxy_keys
             .lock()

@@ -23,16 +23,7 @@ impl Worker {
                 serde_json::json!({"proxy": p.to_raw(), "address": a.to_string(), "voucher_tokens": h.tokens, "claimed_tokens": h.claimed})
             })
             .collect();
-        let ok = self
-            .metrics
-            .requests
-            .get_or_create(&cocoon_observe::Kind::of("ok"))
-            .get();
-        let failed = self
-            .metrics
-            .requests
-            .get_or_create(&cocoon_observe::Kind::of("error"))
-            .get();
+        let (ok, failed) = self.metrics.outcomes();
         let secs = self.metrics_latency_sum();
         serde_json::json!({
             "role": "worker",

@@ -50,25 +50,31 @@ impl Drop for Killed {
     }
 }
 
-/// One paid chat request for `model` to a `cocoon up` network (its network.json), which must
-/// be answered 200.
-pub fn paid_request(net: &serde_json::Value, model: &str) {
+/// One chat request with `body` to a `cocoon up` network (its network.json): the status and
+/// the body of the answer.
+pub fn post_chat(net: &serde_json::Value, body: &serde_json::Value) -> (u16, String) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let body =
-            serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
         let r = reqwest::Client::new()
             .post(format!(
                 "{}/chat/completions",
                 net["base_url"].as_str().unwrap()
             ))
             .bearer_auth(net["api_key"].as_str().unwrap())
-            .json(&body)
+            .json(body)
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 200);
-    });
+        (r.status().as_u16(), r.text().await.unwrap())
+    })
+}
+
+/// One paid chat request for `model` to a `cocoon up` network (its network.json), which must
+/// be answered 200.
+pub fn paid_request(net: &serde_json::Value, model: &str) {
+    let body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    let (status, text) = post_chat(net, &body);
+    assert_eq!(status, 200, "{text}");
 }
 
 /// The `network.json` a `cocoon up` in `dir` writes once its network answers (waited for, up to
