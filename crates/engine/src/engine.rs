@@ -10,6 +10,7 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 
 use crate::request::{EngineRequest, RequestError};
+use crate::tools::{ToolCall, ToolCallAccumulator, ToolCallDelta};
 
 /// Token counts of one request, as billed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` or the context ran out.
     Length,
+    /// The model called tools (the answer carries `tool_calls`).
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -39,6 +42,7 @@ impl FinishReason {
         match self {
             Self::Stop => "stop",
             Self::Length => "length",
+            Self::ToolCalls => "tool_calls",
         }
     }
 }
@@ -48,6 +52,8 @@ impl FinishReason {
 pub enum Event {
     /// More text.
     Text(String),
+    /// A piece of a tool call (see [`ToolCallDelta`]).
+    ToolCall(ToolCallDelta),
     /// The end, with the final usage.
     Done {
         /// Final token counts.
@@ -212,6 +218,8 @@ pub struct Answer {
     pub usage: Usage,
     /// Why it ended.
     pub finish_reason: FinishReason,
+    /// The tools it called, in order.
+    pub tool_calls: Vec<ToolCall>,
 }
 
 impl Generation {
@@ -220,11 +228,16 @@ impl Generation {
         use futures_util::StreamExt;
         let mut text = String::new();
         let mut chunks = 0;
+        let mut calls = ToolCallAccumulator::default();
         while let Some(item) = self.next().await {
             match item? {
                 Event::Text(t) => {
                     chunks += 1;
                     text.push_str(&t);
+                }
+                Event::ToolCall(d) => {
+                    chunks += 1;
+                    calls.push(&d);
                 }
                 Event::Done {
                     usage,
@@ -235,6 +248,7 @@ impl Generation {
                         chunks,
                         usage,
                         finish_reason,
+                        tool_calls: calls.calls().to_vec(),
                     })
                 }
             }

@@ -22,6 +22,7 @@ use crate::engine::{
     HealthCheck, Usage,
 };
 use crate::request::EngineRequest;
+use crate::tools::ToolCallDelta;
 
 /// Default time allowed for the server to send its response head.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -217,8 +218,8 @@ impl HttpEngine {
                     status: 200,
                     message: format!("bad SSE data: {e}"),
                 })?;
-                if let Some(text) = apply_chunk(&mut parser, &v, chat)? {
-                    if !tx.send(Ok(Event::Text(text))).await {
+                for event in apply_chunk(&mut parser, &v, chat)? {
+                    if !tx.send(Ok(event)).await {
                         return Ok(());
                     }
                 }
@@ -261,12 +262,8 @@ async fn finish(parser: &mut SseParser, tx: &GenerationSender) -> Result<(), Eng
     Ok(())
 }
 
-/// Applies one parsed SSE JSON chunk; returns new text, if any.
-fn apply_chunk(
-    parser: &mut SseParser,
-    v: &Value,
-    chat: bool,
-) -> Result<Option<String>, EngineError> {
+/// Applies one parsed SSE JSON chunk; returns the new text and tool-call pieces, if any.
+fn apply_chunk(parser: &mut SseParser, v: &Value, chat: bool) -> Result<Vec<Event>, EngineError> {
     if let Some(err) = v.get("error") {
         return Err(EngineError::Upstream {
             status: err
@@ -290,16 +287,21 @@ fn apply_chunk(
         parser.timings = Some(usage_of_timings(t));
     }
     let Some(choice) = v.get("choices").and_then(|c| c.get(0)) else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     match choice.get("finish_reason").and_then(Value::as_str) {
         Some("length") => parser.finish_reason = Some(FinishReason::Length),
+        Some("tool_calls") => parser.finish_reason = Some(FinishReason::ToolCalls),
         Some(_) => parser.finish_reason = Some(FinishReason::Stop),
         None => {}
     }
     if !chat {
         let text = choice.get("text").and_then(Value::as_str);
-        return Ok(text.filter(|t| !t.is_empty()).map(str::to_string));
+        return Ok(text
+            .filter(|t| !t.is_empty())
+            .map(|t| Event::Text(t.to_string()))
+            .into_iter()
+            .collect());
     }
     let delta = choice.get("delta");
     let field = |name: &str| {
@@ -325,7 +327,32 @@ fn apply_chunk(
         }
         out.push_str(c);
     }
-    Ok((!out.is_empty()).then_some(out))
+    let calls = delta
+        .and_then(|d| d.get("tool_calls"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(tool_call_delta).collect::<Vec<_>>())
+        .unwrap_or_default();
+    if !calls.is_empty() && parser.thinking {
+        parser.thinking = false;
+        out.push_str("</think>");
+    }
+    let mut events = Vec::new();
+    if !out.is_empty() {
+        events.push(Event::Text(out));
+    }
+    events.extend(calls.into_iter().map(Event::ToolCall));
+    Ok(events)
+}
+
+/// One `delta.tool_calls[]` entry of an upstream stream (an entry without an index is skipped).
+fn tool_call_delta(v: &Value) -> Option<ToolCallDelta> {
+    let text = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
+    Some(ToolCallDelta {
+        index: u32::try_from(v.get("index")?.as_u64()?).ok()?,
+        id: text("/id"),
+        name: text("/function/name"),
+        arguments: text("/function/arguments").unwrap_or_default(),
+    })
 }
 
 /// Reads an OpenAI usage object (missing details count as 0).

@@ -7,6 +7,8 @@
 //! - [`http`]: any OpenAI-compatible server (vLLM, SGLang, llama-server) as an
 //!   engine, with usage read from the SSE stream.
 //! - [`fake`]: the FAKE benchmark engine (fixed chunks and usage, no model).
+//! - [`tools`]: tool calling: the request's tools, calls found in model output, and the
+//!   grammar that enforces `tool_choice`.
 //! - [`server`]: an OpenAI-compatible HTTP server for any engine.
 //! - [`model`]: model files and identities (`name@sha256`), and fetching the
 //!   bundled SmolLM2.
@@ -24,8 +26,10 @@ pub mod openai;
 pub mod request;
 pub mod schema;
 pub mod server;
+pub mod tools;
 
 pub use engine::{
     Answer, Engine, EngineError, Event, FinishReason, Generation, GenerationSender, TrySend, Usage,
 };
 pub use request::{ChatMessage, EngineRequest, Prompt, RequestError, ResponseFormat, Sampling};
+pub use tools::{Tool, ToolCall, ToolCallDelta, ToolChoice};

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::engine::{EngineError, FinishReason, Usage};
 use crate::request::EngineRequest;
+use crate::tools::{ToolCallAccumulator, ToolCallDelta};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -63,6 +64,8 @@ pub struct Formatter {
     include_usage: bool,
     first: bool,
     text: String,
+    /// The tool calls of a non-streamed answer.
+    calls: ToolCallAccumulator,
     /// Every streamed text frame's bytes up to the choice's fields: `data: {"id":…,"object":…,
     /// "created":…,"model":…,"choices":[{"index":0,` — built once, not per token.
     head: Vec<u8>,
@@ -80,6 +83,7 @@ impl Formatter {
             include_usage: request.include_usage,
             first: true,
             text: String::new(),
+            calls: ToolCallAccumulator::default(),
             head: Vec::new(),
         };
         let object = if f.chat {
@@ -142,11 +146,40 @@ impl Formatter {
         Some(out)
     }
 
+    /// A piece of a tool call: an SSE frame with `delta.tool_calls` when streaming; otherwise
+    /// kept for the final message's `tool_calls` (`None`).
+    pub fn tool_call(&mut self, d: &ToolCallDelta) -> Option<Vec<u8>> {
+        if !self.stream {
+            self.calls.push(d);
+            return None;
+        }
+        let mut delta = serde_json::Map::new();
+        if self.first {
+            delta.insert("role".into(), "assistant".into());
+            delta.insert("content".into(), Value::Null);
+        }
+        delta.insert("tool_calls".into(), json!([d.to_json()]));
+        self.first = false;
+        Some(self.frame(
+            json!([{"index": 0, "delta": delta, "finish_reason": null}]),
+            None,
+        ))
+    }
+
     /// The end: the last SSE frames (finish, usage when asked, `[DONE]`), or the whole JSON object.
     pub fn done(&mut self, usage: &Usage, finish_reason: FinishReason) -> Vec<u8> {
         if !self.stream {
             let choice = if self.chat {
-                json!({"index": 0, "message": {"role": "assistant", "content": self.text}, "finish_reason": finish_reason.as_str()})
+                let mut message = json!({"role": "assistant", "content": self.text});
+                let calls = self.calls.calls();
+                if !calls.is_empty() {
+                    if self.text.is_empty() {
+                        message["content"] = Value::Null;
+                    }
+                    let calls: Vec<Value> = calls.iter().map(|c| c.to_json()).collect();
+                    message["tool_calls"] = calls.into();
+                }
+                json!({"index": 0, "message": message, "finish_reason": finish_reason.as_str()})
             } else {
                 json!({"index": 0, "text": self.text, "finish_reason": finish_reason.as_str()})
             };

@@ -7,6 +7,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::tools::{Tool, ToolCall, ToolChoice};
+
 /// Fields accepted in both `/v1/chat/completions` and `/v1/completions`.
 pub const SHARED_FIELDS: &[&str] = &[
     "model",
@@ -37,7 +39,13 @@ pub const ACCEPTED_NOT_FORWARDED: &[&str] = &[
 ];
 
 /// Fields accepted only in `/v1/chat/completions`.
-pub const CHAT_FIELDS: &[&str] = &["messages", "max_completion_tokens", "response_format"];
+pub const CHAT_FIELDS: &[&str] = &[
+    "messages",
+    "max_completion_tokens",
+    "response_format",
+    "tools",
+    "tool_choice",
+];
 
 /// Fields accepted only in `/v1/completions`.
 pub const COMPLETION_FIELDS: &[&str] = &["prompt"];
@@ -77,10 +85,41 @@ fn invalid(field: &str, reason: impl Into<String>) -> RequestError {
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatMessage {
-    /// `system`, `user`, `assistant` (or another role the template knows).
+    /// `system`, `developer`, `user`, `assistant` or `tool`.
     pub role: String,
     /// The text (content parts are joined).
     pub content: String,
+    /// The calls an assistant message made.
+    pub tool_calls: Vec<ToolCall>,
+    /// Which call a `tool` message answers.
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatMessage {
+    /// A message of plain text.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+
+    /// The OpenAI JSON form (what chat templates and upstream engines are given).
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("role".into(), self.role.clone().into());
+        m.insert("content".into(), self.content.clone().into());
+        if !self.tool_calls.is_empty() {
+            let calls: Vec<Value> = self.tool_calls.iter().map(ToolCall::to_json).collect();
+            m.insert("tool_calls".into(), calls.into());
+        }
+        if let Some(id) = &self.tool_call_id {
+            m.insert("tool_call_id".into(), id.clone().into());
+        }
+        Value::Object(m)
+    }
 }
 
 /// What to continue.
@@ -166,6 +205,10 @@ pub struct EngineRequest {
     pub ignore_eos: bool,
     /// The shape the answer must have (`response_format`); `None` for free text.
     pub response_format: Option<ResponseFormat>,
+    /// Functions the model may call (`tools`); empty for none.
+    pub tools: Vec<Tool>,
+    /// Whether and which to call (`tool_choice`).
+    pub tool_choice: ToolChoice,
 }
 
 /// A constraint on the answer's shape.
@@ -254,7 +297,21 @@ impl EngineRequest {
             .get("messages")
             .ok_or(RequestError::MissingField("messages"))?;
         let prompt = Prompt::Chat(parse_messages(messages)?);
-        common(&obj, prompt)
+        let tools = crate::tools::parse_tools(&obj)?;
+        let tool_choice = crate::tools::parse_tool_choice(&obj, &tools)?;
+        if tool_choice != ToolChoice::None
+            && obj.get("response_format").is_some_and(|v| !v.is_null())
+        {
+            return Err(invalid(
+                "response_format",
+                "cannot be combined with tools the model may call (use tool_choice \"none\")",
+            ));
+        }
+        Ok(EngineRequest {
+            tools,
+            tool_choice,
+            ..common(&obj, prompt)?
+        })
     }
 
     /// Parses a `/v1/completions` body.
@@ -286,10 +343,7 @@ impl EngineRequest {
         m.insert("model".into(), self.model.clone().into());
         match &self.prompt {
             Prompt::Chat(msgs) => {
-                let msgs: Vec<Value> = msgs
-                    .iter()
-                    .map(|c| serde_json::json!({"role": c.role, "content": c.content}))
-                    .collect();
+                let msgs: Vec<Value> = msgs.iter().map(ChatMessage::to_json).collect();
                 m.insert("messages".into(), msgs.into());
             }
             Prompt::Text(t) => {
@@ -342,6 +396,11 @@ impl EngineRequest {
                     serde_json::json!({"type": "json_schema", "json_schema": spec}),
                 );
             }
+        }
+        if !self.tools.is_empty() {
+            let tools: Vec<Value> = self.tools.iter().map(Tool::to_json).collect();
+            m.insert("tools".into(), tools.into());
+            m.insert("tool_choice".into(), self.tool_choice.to_json());
         }
         m.insert("stream".into(), true.into());
         m.insert(
@@ -429,20 +488,22 @@ fn parse_messages(v: &Value) -> Result<Vec<ChatMessage>, RequestError> {
             let obj = m
                 .as_object()
                 .ok_or_else(|| invalid(&format!("messages[{i}]"), "must be an object"))?;
-            if let Some(k) = obj
-                .keys()
-                .find(|k| !["role", "content", "name"].contains(&k.as_str()))
-            {
+            let allowed: &[&str] = match obj.get("role").and_then(Value::as_str) {
+                Some("assistant") => &["role", "content", "name", "tool_calls", "refusal"],
+                Some("tool") => &["role", "content", "tool_call_id"],
+                _ => &["role", "content", "name"],
+            };
+            if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
                 return Err(RequestError::UnsupportedField(field(k)));
             }
             let role = obj
                 .get("role")
                 .and_then(Value::as_str)
                 .ok_or_else(|| invalid(&field("role"), "must be a string"))?;
-            if !["system", "user", "assistant", "developer"].contains(&role) {
+            if !["system", "user", "assistant", "developer", "tool"].contains(&role) {
                 return Err(invalid(
                     &field("role"),
-                    format!("`{role}` is not one of system, user, assistant, developer"),
+                    format!("`{role}` is not one of system, user, assistant, developer, tool"),
                 ));
             }
             let content = match obj.get("content") {
@@ -456,9 +517,25 @@ fn parse_messages(v: &Value) -> Result<Vec<ChatMessage>, RequestError> {
                     ))
                 }
             };
+            let tool_calls = match obj.get("tool_calls") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(v) => crate::tools::parse_message_calls(v, &field("tool_calls"))?,
+            };
+            let tool_call_id = match (role, obj.get("tool_call_id")) {
+                ("tool", Some(Value::String(id))) => Some(id.clone()),
+                ("tool", _) => {
+                    return Err(invalid(
+                        &field("tool_call_id"),
+                        "must be the id of the call answered",
+                    ))
+                }
+                _ => None,
+            };
             Ok(ChatMessage {
                 role: role.to_string(),
                 content,
+                tool_calls,
+                tool_call_id,
             })
         })
         .collect()
@@ -578,6 +655,8 @@ fn common(obj: &Map<String, Value>, prompt: Prompt) -> Result<EngineRequest, Req
         include_usage,
         ignore_eos: false,
         response_format: response_format(obj)?,
+        tools: Vec::new(),
+        tool_choice: ToolChoice::None,
     })
 }
 

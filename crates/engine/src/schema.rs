@@ -29,18 +29,34 @@ const MAX_RULES: usize = 512;
 
 /// The GBNF grammar whose root is exactly the JSON values `schema` accepts.
 pub fn grammar(schema: &Value) -> Result<String, SchemaError> {
-    let mut g = Grammar { rules: Vec::new() };
-    let root = g.value(schema, "schema")?;
-    let mut out = format!("root ::= {root}\n");
+    let (root, rules) = rules(schema, "schema", "r")?;
+    Ok(format!("root ::= {root}\n{rules}{BASICS}"))
+}
+
+/// The pieces to embed a schema in a larger grammar: the expression for its values and the
+/// rules that expression uses (named `{prefix}0`, `{prefix}1`, …, so several schemas can share
+/// one grammar). The caller appends [`BASICS`] once. `path` names the schema in errors.
+pub fn rules(schema: &Value, path: &str, prefix: &str) -> Result<(String, String), SchemaError> {
+    let mut g = Grammar {
+        prefix: prefix.to_string(),
+        rules: Vec::new(),
+    };
+    let root = g.value(schema, path)?;
+    let mut out = String::new();
     for (name, body) in &g.rules {
         out.push_str(&format!("{name} ::= {body}\n"));
     }
-    out.push_str(BASICS);
-    Ok(out)
+    Ok((root, out))
 }
 
+/// Any JSON object (`any-object`), for values no schema describes; uses [`BASICS`].
+pub const ANY_OBJECT: &str = r#"any-object ::= "{" ws ( json-string ":" ws any-value ( "," ws json-string ":" ws any-value )* )? "}" ws
+any-array ::= "[" ws ( any-value ( "," ws any-value )* )? "]" ws
+any-value ::= any-object | any-array | json-string | json-number | json-boolean | json-null
+"#;
+
 /// The rules every schema grammar shares: JSON strings, numbers, whitespace.
-const BASICS: &str = r#"ws ::= ( " " | "\n" [ \t]{0,20} )?
+pub const BASICS: &str = r#"ws ::= ( " " | "\n" [ \t]{0,20} )?
 json-string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} ) )* "\"" ws
 json-integer ::= "-"? ( "0" | [1-9] [0-9]{0,15} ) ws
 json-number ::= "-"? ( "0" | [1-9] [0-9]{0,15} ) ( "." [0-9]{1,16} )? ( [eE] [-+]? [0-9]{1,4} )? ws
@@ -49,6 +65,7 @@ json-null ::= "null" ws
 "#;
 
 struct Grammar {
+    prefix: String,
     rules: Vec<(String, String)>,
 }
 
@@ -61,7 +78,7 @@ impl Grammar {
                 format!("needs more than {MAX_RULES} grammar rules"),
             ));
         }
-        let name = format!("r{}", self.rules.len());
+        let name = format!("{}{}", self.prefix, self.rules.len());
         self.rules.push((name.clone(), body));
         Ok(name)
     }

@@ -91,6 +91,9 @@ async fn respond(
         return match generation.collect().await {
             Ok(a) => {
                 fmt.text(&a.text);
+                for (i, c) in a.tool_calls.iter().enumerate() {
+                    fmt.tool_call(&c.as_delta(i as u32));
+                }
                 let body = fmt.done(&a.usage, a.finish_reason);
                 (
                     StatusCode::OK,
@@ -105,6 +108,7 @@ async fn respond(
     let body = generation.map(move |item| {
         Ok::<_, Infallible>(Bytes::from(match item {
             Ok(Event::Text(t)) => fmt.text(&t).unwrap_or_default(),
+            Ok(Event::ToolCall(d)) => fmt.tool_call(&d).unwrap_or_default(),
             Ok(Event::Done {
                 usage,
                 finish_reason,

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 use cocoon_engine::model::ModelIdentity;
+use cocoon_engine::tools::{Parsed, ToolCallParser, ToolChoice, ToolFormat};
 use cocoon_engine::{
     Engine, EngineError, EngineRequest, Event, FinishReason, Generation, GenerationSender, Prompt,
     ResponseFormat, TrySend, Usage,
@@ -327,6 +328,10 @@ struct Seq {
     max_tokens: u64,
     /// Text not yet delivered (the reader's channel was full).
     outbox: String,
+    /// Events to deliver before `outbox` (text that came before a tool call, and the call).
+    queued: std::collections::VecDeque<Event>,
+    /// Finds tool calls in the text, when the request lets the model call tools.
+    tools: Option<ToolCallParser>,
     /// Benchmarks: do not stop at end-of-sequence.
     ignore_eos: bool,
 }
@@ -440,17 +445,23 @@ impl<'m> Scheduler<'m> {
     }
 
     fn start(&mut self, request: EngineRequest, tx: GenerationSender) -> Result<(), EngineError> {
-        let text = match &request.prompt {
+        // Tools are shown to the model (and looked for in its answer) unless the caller said none.
+        let tools = match request.tool_choice {
+            ToolChoice::None => &[][..],
+            _ => &request.tools[..],
+        };
+        let (text, format) = match &request.prompt {
             // The template refusing the conversation is the client's problem (400).
             Prompt::Chat(messages) => {
-                crate::template::render(self.model, messages).map_err(|e| {
+                let r = crate::template::render(self.model, messages, tools).map_err(|e| {
                     EngineError::Request(cocoon_engine::RequestError::InvalidField {
                         field: "messages".into(),
                         reason: e.to_string(),
                     })
-                })?
+                })?;
+                (r.text, r.format)
             }
-            Prompt::Text(t) => t.clone(),
+            Prompt::Text(t) => (t.clone(), ToolFormat::Hermes),
         };
         let vocab = self.model.vocab();
         let bos_text = vocab.token_to_piece(vocab.bos(), true, None);
@@ -487,6 +498,7 @@ impl<'m> Scheduler<'m> {
         let slot = &mut self.slots[slot_index];
         slot.history.truncate(reuse);
         let room = u64::from(self.n_ctx_per_seq) - tokens.len() as u64;
+        let think = ThinkTracker::for_prompt(&text);
         slot.seq = Some(Seq {
             tx,
             pending: tokens[reuse..].to_vec(),
@@ -496,10 +508,12 @@ impl<'m> Scheduler<'m> {
                 check_vocabulary(&request, self.model)?;
                 sampler(&request, self.model)
             },
-            grammar: grammar(&request, self.model)?,
+            grammar: grammar(&request, format, self.model)?,
             utf8: Utf8Buffer::default(),
             stop: StopMatcher::new(request.stop.clone()),
-            think: ThinkTracker::for_prompt(&text),
+            think,
+            tools: (!tools.is_empty()).then(|| ToolCallParser::new(format, tools, think.inside())),
+            queued: std::collections::VecDeque::new(),
             usage: Usage {
                 prompt_tokens: tokens.len() as u64,
                 cached_tokens: reuse as u64,
@@ -596,9 +610,9 @@ impl<'m> Scheduler<'m> {
         seq.think.token(&String::from_utf8_lossy(&bytes));
         let text = seq.utf8.push(&bytes);
         match seq.stop.push(&text) {
-            StopOutcome::Continue(t) => seq.outbox.push_str(&t),
+            StopOutcome::Continue(t) => deliver(seq, &t),
             StopOutcome::Stopped(t) => {
-                seq.outbox.push_str(&t);
+                deliver(seq, &t);
                 self.finish(i, FinishReason::Stop);
                 return;
             }
@@ -619,9 +633,21 @@ impl<'m> Scheduler<'m> {
                 StopOutcome::Continue(t) => t + &seq.stop.finish(),
                 StopOutcome::Stopped(t) => t,
             };
-            seq.outbox.push_str(&tail);
+            deliver(&mut seq, &tail);
+            if let Some(parser) = seq.tools.as_mut() {
+                let rest = parser.finish();
+                receive(&mut seq, rest);
+            }
             seq.usage.reasoning_tokens = seq.think.reasoning_tokens;
-            let mut items = std::collections::VecDeque::new();
+            let called = seq.tools.as_ref().is_some_and(|p| p.calls() > 0);
+            let reason = match reason {
+                FinishReason::Stop if called => FinishReason::ToolCalls,
+                r => r,
+            };
+            let mut items: std::collections::VecDeque<_> = std::mem::take(&mut seq.queued)
+                .into_iter()
+                .map(Ok)
+                .collect();
             if !seq.outbox.is_empty() {
                 items.push_back(Ok(Event::Text(std::mem::take(&mut seq.outbox))));
             }
@@ -674,8 +700,49 @@ impl<'m> Scheduler<'m> {
     }
 }
 
-/// Delivers pending text without blocking the loop.
+/// Takes text the stop matcher released: looked through for tool calls when the request has
+/// tools, else straight to the outbox.
+fn deliver(seq: &mut Seq, text: &str) {
+    match seq.tools.as_mut() {
+        Some(parser) => {
+            let parsed = parser.push(text);
+            receive(seq, parsed);
+        }
+        None => seq.outbox.push_str(text),
+    }
+}
+
+/// Queues what the tool-call parser found: text to the outbox, a call (after the text before
+/// it) as one event.
+fn receive(seq: &mut Seq, parsed: Vec<Parsed>) {
+    for p in parsed {
+        match p {
+            Parsed::Text(t) => seq.outbox.push_str(&t),
+            Parsed::Call(call) => {
+                if !seq.outbox.is_empty() {
+                    seq.queued
+                        .push_back(Event::Text(std::mem::take(&mut seq.outbox)));
+                }
+                let index = seq.tools.as_ref().map_or(1, |p| p.calls()) - 1;
+                seq.queued
+                    .push_back(Event::ToolCall(call.as_delta(index as u32)));
+            }
+        }
+    }
+}
+
+/// Delivers pending events and text without blocking the loop.
 fn flush(seq: &mut Seq) {
+    while let Some(event) = seq.queued.pop_front() {
+        match seq.tx.try_send(Ok(event)) {
+            TrySend::Sent => {}
+            TrySend::Full(Ok(event)) => {
+                seq.queued.push_front(event);
+                return;
+            }
+            TrySend::Full(Err(_)) | TrySend::Closed => return,
+        }
+    }
     if seq.outbox.is_empty() {
         return;
     }
@@ -691,15 +758,13 @@ fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
 
 /// A JSON object and nothing else (the answer to `response_format: json_object`), in GBNF.
 /// Whitespace between tokens is bounded so the model cannot pad forever.
-pub const JSON_OBJECT_GRAMMAR: &str = r#"
-root   ::= object
-value  ::= object | array | string | number | ("true" | "false" | "null") ws
-object ::= "{" ws ( string ":" ws value ( "," ws string ":" ws value )* )? "}" ws
-array  ::= "[" ws ( value ( "," ws value )* )? "]" ws
-string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} ) )* "\"" ws
-number ::= "-"? ( "0" | [1-9] [0-9]{0,15} ) ( "." [0-9]{1,16} )? ( [eE] [-+]? [0-9]{1,4} )? ws
-ws     ::= ( " " | "\n" [ \t]{0,20} )?
-"#;
+pub fn json_object_grammar() -> String {
+    format!(
+        "root ::= any-object\n{}{}",
+        cocoon_engine::schema::ANY_OBJECT,
+        cocoon_engine::schema::BASICS
+    )
+}
 
 /// A `logit_bias` naming a token the model does not have is refused (400), naming it.
 fn check_vocabulary(request: &EngineRequest, model: &LlamaModel) -> Result<(), EngineError> {
@@ -720,19 +785,24 @@ fn check_vocabulary(request: &EngineRequest, model: &LlamaModel) -> Result<(), E
     }
 }
 
-/// The grammar a request's response format asks for (only tokens that keep the answer valid).
+/// The grammar a request asks for, if any (only tokens that keep the answer valid): its
+/// response format's, or a call of the tool its `tool_choice` requires, in `format`.
 fn grammar(
     request: &EngineRequest,
+    format: ToolFormat,
     model: &LlamaModel,
 ) -> Result<Option<LlamaSampler>, EngineError> {
     let text = match &request.response_format {
-        None => return Ok(None),
-        Some(ResponseFormat::JsonObject) => JSON_OBJECT_GRAMMAR,
-        Some(ResponseFormat::JsonSchema { grammar, .. }) => grammar.as_str(),
+        Some(ResponseFormat::JsonObject) => json_object_grammar(),
+        Some(ResponseFormat::JsonSchema { grammar, .. }) => grammar.clone(),
+        None => match format.grammar(&request.tools, &request.tool_choice) {
+            Some(g) => g,
+            None => return Ok(None),
+        },
     };
-    LlamaSampler::grammar(model, text, "root")
+    LlamaSampler::grammar(model, &text, "root")
         .map(Some)
-        .map_err(|e| EngineError::Internal(format!("the response format's grammar: {e}")))
+        .map_err(|e| EngineError::Internal(format!("the request's grammar: {e}")))
 }
 
 /// The next token of `seq` from the logits at `at`. With a grammar, the unconstrained choice

@@ -408,3 +408,103 @@ async fn json_schema_answers_fit_their_schema() {
     );
     assert!(o["landlocked"].is_boolean(), "{v}");
 }
+
+const WEATHER_TOOL: &str = r#"{"type":"function","function":{"name":"get_weather","description":"The current weather in a city","parameters":{"type":"object","properties":{"city":{"type":"string"},"unit":{"enum":["celsius","fahrenheit"]}},"required":["city","unit"],"additionalProperties":false},"strict":true}}"#;
+
+/// A chat request whose messages are given as JSON.
+fn chat_messages(messages: &str, extra: &str) -> cocoon_engine::EngineRequest {
+    let body = format!(r#"{{"model":{MODEL:?},"messages":{messages}{extra}}}"#);
+    cocoon_engine::EngineRequest::parse_chat(body.as_bytes()).unwrap()
+}
+
+/// `tool_choice: required` (SmolLM2's template knows no tools: they are described in the system
+/// prompt in the Hermes form): the grammar makes the model call the tool, with arguments that fit
+/// its schema; the answer is a call (`finish_reason: tool_calls`), not text. Streamed through the
+/// OpenAI server, the call arrives as `delta.tool_calls`.
+#[tokio::test]
+async fn required_tool_choice_makes_a_call_that_fits_the_schema() {
+    let engine = shared();
+    let extra = format!(
+        r#","temperature":0,"max_tokens":60,"tools":[{WEATHER_TOOL}],"tool_choice":"required""#
+    );
+    let r = chat(MODEL, "What is the weather in Paris?", &extra);
+    let a = engine.generate(r).unwrap().collect().await.unwrap();
+    assert_eq!(a.finish_reason, FinishReason::ToolCalls, "{a:?}");
+    assert_eq!(a.tool_calls.len(), 1, "{a:?}");
+    let call = &a.tool_calls[0];
+    assert_eq!(call.name, "get_weather");
+    assert!(call.id.starts_with("call_"), "{call:?}");
+    let args: serde_json::Value = serde_json::from_str(&call.arguments).unwrap();
+    assert!(args["city"].is_string(), "{args}");
+    assert!(
+        ["celsius", "fahrenheit"].contains(&args["unit"].as_str().unwrap()),
+        "{args}"
+    );
+    assert!(a.text.trim().is_empty(), "{:?}", a.text);
+    // The call's tokens are completion tokens like any other.
+    assert!(a.usage.completion_tokens >= 10, "{:?}", a.usage);
+
+    // A named function, streamed through the OpenAI server.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/v1/chat/completions",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(cocoon_engine::server::serve(listener, engine.clone()));
+    let body = format!(
+        r#"{{"model":{MODEL:?},"messages":[{{"role":"user","content":"Weather in Rome?"}}],"temperature":0,"max_tokens":60,"stream":true,"stream_options":{{"include_usage":true}},"tools":[{WEATHER_TOOL}],"tool_choice":{{"type":"function","function":{{"name":"get_weather"}}}}}}"#
+    );
+    let sse = reqwest_text(&url, body).await;
+    let events: Vec<serde_json::Value> = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let calls: Vec<&serde_json::Value> = events
+        .iter()
+        .filter_map(|e| e.pointer("/choices/0/delta/tool_calls/0"))
+        .collect();
+    assert_eq!(calls.len(), 1, "{sse}");
+    assert_eq!(calls[0]["index"], 0);
+    assert_eq!(calls[0]["type"], "function");
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    let args: serde_json::Value =
+        serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["city"].is_string(), "{args}");
+    let finish = events.iter().find_map(|e| {
+        e.pointer("/choices/0/finish_reason")
+            .and_then(|f| f.as_str())
+    });
+    assert_eq!(finish, Some("tool_calls"), "{sse}");
+    assert!(sse.contains("\"usage\""), "{sse}");
+}
+
+/// The round trip: the assistant's call and the tool's result go back to the model (made plain
+/// for SmolLM2's template), and it answers in text — with the tools still offered (`auto`) or not
+/// (`none`, which also never parses a call).
+#[tokio::test]
+async fn a_tool_result_goes_back_to_the_model_and_it_answers() {
+    let engine = shared();
+    let messages = r#"[{"role":"user","content":"What is the weather in Paris?"},{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\": \"Paris\", \"unit\": \"celsius\"}"}}]},{"role":"tool","tool_call_id":"call_1","content":"{\"temperature\": 21, \"sky\": \"sunny\"}"}]"#;
+    for choice in ["none", "auto"] {
+        let extra = format!(
+            r#","temperature":0,"max_tokens":40,"tools":[{WEATHER_TOOL}],"tool_choice":"{choice}""#
+        );
+        let a = engine
+            .generate(chat_messages(messages, &extra))
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        if choice == "none" {
+            assert!(a.tool_calls.is_empty(), "{a:?}");
+        }
+        if a.tool_calls.is_empty() {
+            assert!(!a.text.trim().is_empty(), "{choice}: {a:?}");
+            assert_ne!(a.finish_reason, FinishReason::ToolCalls);
+        }
+        // The prompt carried the call and the result.
+        assert!(a.usage.prompt_tokens > 60, "{choice}: {:?}", a.usage);
+    }
+}

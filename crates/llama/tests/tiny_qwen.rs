@@ -68,3 +68,86 @@ async fn qwen2_architecture_loads_and_runs() {
     assert_eq!(a.usage.prompt_tokens, 2);
     assert!(a.usage.completion_tokens <= 6);
 }
+
+fn weather_tool() -> cocoon_engine::Tool {
+    cocoon_engine::Tool {
+        name: "get_weather".into(),
+        description: Some("The weather in a city".into()),
+        parameters: serde_json::json!({"type": "object", "properties": {"unit": {"enum": ["c", "f"]}}, "required": ["unit"], "additionalProperties": false}),
+        strict: Some(true),
+    }
+}
+
+/// Qwen3's own chat template renders the tools, the assistant's call and the tool's result
+/// (through minijinja, with Python's string methods and `tojson`), exactly in Qwen's layout.
+#[test]
+fn qwen3_template_renders_tools_calls_and_results() {
+    use cocoon_engine::{ChatMessage, ToolCall};
+    let mut assistant = ChatMessage::new("assistant", "");
+    assistant.tool_calls = vec![ToolCall {
+        id: "call_1".into(),
+        name: "get_weather".into(),
+        arguments: r#"{"unit": "c"}"#.into(),
+    }];
+    let mut result = ChatMessage::new("tool", "21 degrees");
+    result.tool_call_id = Some("call_1".into());
+    let messages = [
+        ChatMessage::new("system", "Be brief."),
+        ChatMessage::new("user", "Weather?"),
+        assistant,
+        result,
+    ];
+    let r =
+        cocoon_llama::template::render_file(&common::tiny_qwen3(), &messages, &[weather_tool()])
+            .unwrap();
+    assert_eq!(r.format, cocoon_engine::tools::ToolFormat::Hermes);
+    let p = &r.text;
+    assert!(
+        p.starts_with("<|im_start|>system\nBe brief.\n\n# Tools\n"),
+        "{p}"
+    );
+    // Python's json.dumps layout, as Hugging Face's tojson writes it.
+    assert!(
+        p.contains(
+            r#"<tools>
+{"function": {"description": "The weather in a city", "name": "get_weather", "parameters": {"#
+        ),
+        "{p}"
+    );
+    assert!(p.contains("<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"unit\": \"c\"}}\n</tool_call><|im_end|>\n"), "{p}");
+    assert!(
+        p.contains("<|im_start|>user\n<tool_response>\n21 degrees\n</tool_response><|im_end|>\n"),
+        "{p}"
+    );
+    assert!(p.ends_with("<|im_start|>assistant\n"), "{p}");
+}
+
+/// A named tool choice on a random-weight Qwen3: whatever the weights, the grammar makes the
+/// answer a call of that tool with arguments that fit its schema.
+#[tokio::test]
+async fn qwen3_named_tool_choice_is_enforced_by_grammar() {
+    let engine = LlamaEngine::load(LlamaConfig {
+        n_ctx_per_seq: 1024,
+        max_sequences: 1,
+        progress: false,
+        ..LlamaConfig::new(common::tiny_qwen3())
+    })
+    .unwrap();
+    let name = engine.info().identity.name.clone();
+    let tool = weather_tool().to_json();
+    let r = chat(
+        &name,
+        "Weather?",
+        &format!(
+            r#","temperature":0,"max_tokens":80,"tools":[{tool}],"tool_choice":{{"type":"function","function":{{"name":"get_weather"}}}}"#
+        ),
+    );
+    let a = engine.generate(r).unwrap().collect().await.unwrap();
+    assert_eq!(a.finish_reason, FinishReason::ToolCalls, "{a:?}");
+    assert_eq!(a.tool_calls.len(), 1, "{a:?}");
+    let args: serde_json::Value = serde_json::from_str(&a.tool_calls[0].arguments).unwrap();
+    assert!(
+        ["c", "f"].contains(&args["unit"].as_str().unwrap()),
+        "{args}"
+    );
+}

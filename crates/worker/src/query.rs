@@ -152,22 +152,26 @@ impl Worker {
                 },
             };
             match event {
-                Some(Ok(Event::Text(t))) => {
-                    // Send what is ready now as one part: text the engine already produced
-                    // travels together (no waiting for more, so no added latency).
-                    let mut bytes = fmt.text(&t).unwrap_or_default();
-                    parts += 1;
-                    while bytes.len() < 64 * 1024 {
+                Some(Ok(first)) if !matches!(first, Event::Done { .. }) => {
+                    // Send what is ready now as one part: text (and calls) the engine already
+                    // produced travel together (no waiting for more, so no added latency).
+                    let mut bytes = Vec::new();
+                    let mut next = Some(first);
+                    while let Some(event) = next.take() {
+                        let part = match &event {
+                            Event::Text(t) => fmt.text(t),
+                            Event::ToolCall(d) => fmt.tool_call(d),
+                            Event::Done { .. } => None,
+                        };
+                        bytes.extend(part.unwrap_or_default());
+                        parts += 1;
+                        if bytes.len() >= 64 * 1024 {
+                            break;
+                        }
                         match futures_util::FutureExt::now_or_never(generation.next()) {
-                            Some(Some(Ok(Event::Text(t)))) => {
-                                bytes.extend(fmt.text(&t).unwrap_or_default());
-                                parts += 1;
-                            }
-                            Some(other) => {
-                                pending = Some(other);
-                                break;
-                            }
-                            None => break,
+                            Some(Some(Ok(e))) if !matches!(e, Event::Done { .. }) => next = Some(e),
+                            Some(other) => pending = Some(other),
+                            None => {}
                         }
                     }
                     if !bytes.is_empty() {
