@@ -208,6 +208,8 @@ pub struct ModelInfo {
     pub id: String,
     /// Workers: (coefficient, running, max).
     pub workers: Vec<(i32, i32, i32)>,
+    /// What at least one of its workers does beyond text (as the proxies report it).
+    pub features: cocoon_engine::Features,
 }
 
 impl Client {

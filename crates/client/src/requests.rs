@@ -118,7 +118,12 @@ impl Client {
                 let entry = out.entry(id.clone()).or_insert(ModelInfo {
                     id,
                     workers: vec![],
+                    features: cocoon_engine::Features::default(),
                 });
+                for w in &t.workers {
+                    entry.features.tools |= w.supports_tools.is_some();
+                    entry.features.structured_output |= w.supports_structured_output.is_some();
+                }
                 entry.workers.extend(
                     t.workers
                         .iter()

@@ -117,6 +117,7 @@ async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
                         "object": "model",
                         "owned_by": "cocoon",
                         "identity": m.id,
+                        "features": m.features.names(),
                         "workers": m.workers.iter().map(|(c, a, max)| json!({"coefficient": c, "active_requests": a, "max_active_requests": max})).collect::<Vec<_>>(),
                     })
                 })

@@ -25,6 +25,57 @@ pub struct Usage {
     pub reasoning_tokens: u64,
 }
 
+/// What an engine does beyond plain text: announced by workers to proxies (our flag bits in
+/// `worker.params`), used by proxies to route, and shown to apps on `/v1/models`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Features {
+    /// Calls tools (`tools`, `tool_choice`, answers with `tool_calls`).
+    pub tools: bool,
+    /// Enforces `response_format` (a JSON object, JSON that fits a schema).
+    pub structured_output: bool,
+}
+
+impl Features {
+    /// Everything this implementation's embedded engine does.
+    pub const ALL: Features = Features {
+        tools: true,
+        structured_output: true,
+    };
+
+    /// The features' names, as `/v1/models` lists them.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.tools {
+            out.push("tools");
+        }
+        if self.structured_output {
+            out.push("structured_output");
+        }
+        out
+    }
+
+    /// What a request body needs of the worker that serves it, as far as routing goes: tool
+    /// calling when it offers tools (and does not say `tool_choice: "none"`). A worker that did
+    /// not announce it (a reference COCOON worker never does) is never sent such a request.
+    /// `response_format` is not required here: reference workers pass it to engines that honour it.
+    pub fn needed_by(body: &serde_json::Value) -> Features {
+        let offers_tools = body
+            .get("tools")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|t| !t.is_empty());
+        let no_calls = body.get("tool_choice").and_then(serde_json::Value::as_str) == Some("none");
+        Features {
+            tools: offers_tools && !no_calls,
+            structured_output: false,
+        }
+    }
+
+    /// Whether these features include everything `needed` asks for.
+    pub fn covers(&self, needed: Features) -> bool {
+        (self.tools || !needed.tools) && (self.structured_output || !needed.structured_output)
+    }
+}
+
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
@@ -132,6 +183,11 @@ pub trait Engine: Send + Sync + 'static {
     /// HTTP is asked). A worker announces itself to proxies only while this succeeds.
     fn health(&self) -> HealthCheck<'_> {
         Box::pin(async { Ok(()) })
+    }
+
+    /// What it does beyond plain text (default: nothing more), announced to proxies.
+    fn features(&self) -> Features {
+        Features::default()
     }
 }
 

@@ -61,12 +61,14 @@ impl Engine for FakeEngine {
         if request.model != FAKE_MODEL {
             return Err(EngineError::UnknownModel(request.model));
         }
+        let calls_tools = request.tool_choice != crate::tools::ToolChoice::None;
         let unhonoured = match (
             &request.response_format,
             request.sampling.logit_bias.is_empty(),
         ) {
             (Some(_), _) => Some("response_format"),
             (None, false) => Some("logit_bias"),
+            (None, true) if calls_tools => Some("tools"),
             (None, true) => None,
         };
         if let Some(field) = unhonoured {

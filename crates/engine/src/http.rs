@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::engine::{
-    generation, Engine, EngineError, Event, FinishReason, Generation, GenerationSender,
+    generation, Engine, EngineError, Event, Features, FinishReason, Generation, GenerationSender,
     HealthCheck, Usage,
 };
 use crate::request::EngineRequest;
@@ -48,6 +48,11 @@ pub struct HttpEngine {
     pub first_token_timeout: Duration,
     /// Longest silence between chunks after the first.
     pub idle_timeout: Duration,
+    /// What the server does beyond text, as the worker announces it: by default structured
+    /// output (vLLM, SGLang and llama-server all take `response_format`) but not tools, which
+    /// need the server started for them (vLLM's `--enable-auto-tool-choice`, llama-server's
+    /// `--jinja`): the operator says so.
+    pub features: Features,
 }
 
 impl HttpEngine {
@@ -62,6 +67,10 @@ impl HttpEngine {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             first_token_timeout: DEFAULT_FIRST_TOKEN_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            features: Features {
+                tools: false,
+                structured_output: true,
+            },
         }
     }
 
@@ -127,6 +136,10 @@ impl HttpEngine {
 impl Engine for HttpEngine {
     fn models(&self) -> Vec<String> {
         self.accepts.clone()
+    }
+
+    fn features(&self) -> Features {
+        self.features
     }
 
     fn generate(&self, request: EngineRequest) -> Result<Generation, EngineError> {

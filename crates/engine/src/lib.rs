@@ -29,7 +29,8 @@ pub mod server;
 pub mod tools;
 
 pub use engine::{
-    Answer, Engine, EngineError, Event, FinishReason, Generation, GenerationSender, TrySend, Usage,
+    Answer, Engine, EngineError, Event, Features, FinishReason, Generation, GenerationSender,
+    TrySend, Usage,
 };
 pub use request::{ChatMessage, EngineRequest, Prompt, RequestError, ResponseFormat, Sampling};
 pub use tools::{Tool, ToolCall, ToolCallDelta, ToolChoice};

@@ -217,6 +217,10 @@ impl Engine for LlamaEngine {
         vec![self.info.identity.to_string()]
     }
 
+    fn features(&self) -> cocoon_engine::Features {
+        cocoon_engine::Features::ALL
+    }
+
     fn generate(&self, request: EngineRequest) -> Result<Generation, EngineError> {
         let id = &self.info.identity;
         if request.model != id.name && request.model != id.to_string() {

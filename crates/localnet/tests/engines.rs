@@ -44,6 +44,14 @@ async fn stand_in(stream: &'static str) -> String {
             body["stream_options"]["include_usage"], true,
             "usage is always asked for"
         );
+        if stream.contains("tool_calls") {
+            // The tools and the choice reach the server as the app sent them.
+            assert_eq!(
+                body["tools"][0]["function"]["name"], "get_weather",
+                "{body}"
+            );
+            assert_eq!(body["tool_choice"], "auto", "{body}");
+        }
         (StatusCode::OK, stream.to_string())
     };
     let app = Router::new()
@@ -56,6 +64,119 @@ async fn stand_in(stream: &'static str) -> String {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     url
+}
+
+/// vLLM's stream with `--enable-auto-tool-choice --tool-call-parser hermes`: the call's id and
+/// name first, then its arguments in fragments, `finish_reason: tool_calls`, usage last.
+const VLLM_TOOLS: &str = "data: {\"id\":\"chatcmpl-2\",\"object\":\"chat.completion.chunk\",\"model\":\"Qwen/Qwen3-8B\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n\
+data: {\"id\":\"chatcmpl-2\",\"object\":\"chat.completion.chunk\",\"model\":\"Qwen/Qwen3-8B\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"chatcmpl-tool-5f1c\",\"type\":\"function\",\"index\":0,\"function\":{\"name\":\"get_weather\"}}]},\"logprobs\":null,\"finish_reason\":null}]}\n\n\
+data: {\"id\":\"chatcmpl-2\",\"object\":\"chat.completion.chunk\",\"model\":\"Qwen/Qwen3-8B\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"city\\\": \"}}]},\"logprobs\":null,\"finish_reason\":null}]}\n\n\
+data: {\"id\":\"chatcmpl-2\",\"object\":\"chat.completion.chunk\",\"model\":\"Qwen/Qwen3-8B\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"Paris\\\"}\"}}]},\"logprobs\":null,\"finish_reason\":\"tool_calls\",\"stop_reason\":null}]}\n\n\
+data: {\"id\":\"chatcmpl-2\",\"object\":\"chat.completion.chunk\",\"model\":\"Qwen/Qwen3-8B\",\"choices\":[],\"usage\":{\"prompt_tokens\":180,\"total_tokens\":200,\"completion_tokens\":20}}\n\n\
+data: [DONE]\n\n";
+
+fn tool_request(stream: bool) -> serde_json::Value {
+    serde_json::json!({"model": "Qwen3-8B", "max_tokens": 64, "stream": stream,
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]})
+}
+
+/// Tool calls through the network: a tool request goes only to the worker whose engine
+/// announced tool calling (a vLLM started for them, say), never to one that did not (as a
+/// reference COCOON worker never does); the app gets the calls as OpenAI gives them, streamed
+/// and not, billed as reported; `/v1/models` says which features the model's workers have.
+/// With no such worker the request is refused naming why, and `tool_choice: none` is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_requests_go_only_to_workers_that_announce_tools() {
+    let identity = format!("Qwen3-8B@{}", "ab".repeat(32));
+    let mut with_tools = HttpEngine::serving(&stand_in(VLLM_TOOLS).await, SERVED, &identity);
+    with_tools.features.tools = true;
+    let without = HttpEngine::serving(&stand_in(SGLANG).await, SERVED, &identity);
+    let dir = tempfile::tempdir().unwrap();
+    let net = LocalNet::start(LocalNetConfig::new(
+        dir.path(),
+        vec![Arc::new(without.clone()), Arc::new(with_tools)],
+        &identity,
+        "qwen3",
+    ))
+    .await
+    .expect("network starts");
+    for _ in 0..4 {
+        let (status, v) = ask(&net, tool_request(false)).await;
+        assert_eq!(status, 200, "{v}");
+        let choice = &v["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls", "{v}");
+        assert_eq!(choice["message"]["content"], serde_json::Value::Null, "{v}");
+        let call = &choice["message"]["tool_calls"][0];
+        assert_eq!(call["id"], "chatcmpl-tool-5f1c", "{v}");
+        assert_eq!(call["type"], "function", "{v}");
+        assert_eq!(call["function"]["name"], "get_weather", "{v}");
+        assert_eq!(call["function"]["arguments"], r#"{"city": "Paris"}"#, "{v}");
+        assert_eq!(v["usage"]["completion_tokens"], 20, "{v}");
+    }
+    // Streamed: the pieces as the engine sent them, in OpenAI's delta form.
+    let r = reqwest::Client::new()
+        .post(format!("{}/chat/completions", net.info.base_url))
+        .bearer_auth(&net.info.api_key)
+        .json(&tool_request(true))
+        .send()
+        .await
+        .unwrap();
+    let sse = r.text().await.unwrap();
+    let pieces: Vec<serde_json::Value> = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|e| e.pointer("/choices/0/delta/tool_calls/0").cloned())
+        .collect();
+    assert_eq!(pieces.len(), 3, "{sse}");
+    assert_eq!(pieces[0]["function"]["name"], "get_weather", "{sse}");
+    let args: String = pieces
+        .iter()
+        .filter_map(|p| p["function"]["arguments"].as_str())
+        .collect();
+    assert_eq!(args, r#"{"city": "Paris"}"#);
+    assert!(sse.contains(r#""finish_reason":"tool_calls""#), "{sse}");
+    // The catalogue says what the model's workers do.
+    let models: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/models", net.info.base_url))
+        .bearer_auth(&net.info.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        models["data"][0]["features"],
+        serde_json::json!(["tools", "structured_output"]),
+        "{models}"
+    );
+    drop(net);
+
+    // Only a worker without tools: refused before any work, naming why; `none` is served.
+    let dir = tempfile::tempdir().unwrap();
+    let net = LocalNet::start(LocalNetConfig::new(
+        dir.path(),
+        vec![Arc::new(without)],
+        &identity,
+        "qwen3",
+    ))
+    .await
+    .expect("network starts");
+    let (status, v) = ask(&net, tool_request(false)).await;
+    assert_eq!(status, 400, "{v}");
+    let said = v["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        said.contains("no worker for Qwen3-8B supports tools"),
+        "{v}"
+    );
+    let mut none = tool_request(false);
+    none["tool_choice"] = "none".into();
+    let (status, v) = ask(&net, none).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["message"]["content"], "Paris.", "{v}");
 }
 
 async fn ask(net: &LocalNet, body: serde_json::Value) -> (u16, serde_json::Value) {

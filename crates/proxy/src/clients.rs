@@ -332,6 +332,10 @@ async fn handle_query(
                     coefficient: w.coefficient as i32,
                     active_requests: w.active as i32,
                     max_active_requests: w.max_active as i32,
+                    // Our flag bits, for our clients only (a reference client gets COCOON's form).
+                    supports_tools: (!reference && w.features.tools).then_some(()),
+                    supports_structured_output: (!reference && w.features.structured_output)
+                        .then_some(()),
                 });
             }
             let types = by_model.into_iter().map(|(name, workers)| WorkerTypeV2 { name: name.into_bytes(), workers }).collect();

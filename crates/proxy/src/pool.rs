@@ -11,6 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use tokio::sync::oneshot;
 
 use cocoon_chain::Address;
+use cocoon_engine::Features;
 
 /// One connected worker.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,6 +40,8 @@ pub struct WorkerSlot {
     /// Whether it announced our protocol version 3 and so understands `proxy.cancelQuery`
     /// (a reference worker does not: it is never sent one).
     pub understands_cancel: bool,
+    /// What it announced beyond plain text; a request needing more never goes to it.
+    pub features: Features,
 }
 
 /// How a request on a worker ended, for its standing in the pool.
@@ -65,6 +68,8 @@ pub enum NoWorker {
     TooExpensive(u32),
     /// Every worker is busy and this many requests already wait for the model.
     QueueFull(usize),
+    /// Workers exist, but none announced what the request needs (tool calling, say).
+    Unsupported(Features),
 }
 
 /// A request's place: a worker now, or a turn in the model's queue.
@@ -80,6 +85,7 @@ pub enum Place {
 
 struct Waiter {
     max_coefficient: u32,
+    needs: Features,
     tx: oneshot::Sender<Result<WorkerSlot, NoWorker>>,
 }
 
@@ -115,16 +121,29 @@ impl Pool {
         self.workers.values()
     }
 
-    /// Chooses a worker for `model` costing at most `max_coefficient`: enabled, below its
-    /// limit, lowest `(running + 1) × mean latency` (ties: lower coefficient, then id), and
-    /// marks it busy. The model matches by full identity or by its name before `@`.
-    pub fn choose(&mut self, model: &str, max_coefficient: u32) -> Result<WorkerSlot, NoWorker> {
+    /// Chooses a worker for `model` costing at most `max_coefficient` and offering what the
+    /// request `needs`: enabled, below its limit, lowest `(running + 1) × mean latency` (ties:
+    /// lower coefficient, then id), and marks it busy. The model matches by full identity or by
+    /// its name before `@`.
+    pub fn choose(
+        &mut self,
+        model: &str,
+        max_coefficient: u32,
+        needs: Features,
+    ) -> Result<WorkerSlot, NoWorker> {
         let matches = |w: &WorkerSlot| {
             w.model == model || cocoon_engine::model::ModelIdentity::name_of(&w.model) == model
         };
-        let candidates: Vec<&WorkerSlot> = self.workers.values().filter(|w| matches(w)).collect();
-        if candidates.is_empty() {
+        let serving: Vec<&WorkerSlot> = self.workers.values().filter(|w| matches(w)).collect();
+        if serving.is_empty() {
             return Err(NoWorker::UnknownModel);
+        }
+        let candidates: Vec<&WorkerSlot> = serving
+            .into_iter()
+            .filter(|w| w.features.covers(needs))
+            .collect();
+        if candidates.is_empty() {
+            return Err(NoWorker::Unsupported(needs));
         }
         let affordable: Vec<&&WorkerSlot> = candidates
             .iter()
@@ -170,9 +189,10 @@ impl Pool {
         &mut self,
         model: &str,
         max_coefficient: u32,
+        needs: Features,
         limit: usize,
     ) -> Result<Place, NoWorker> {
-        match self.choose(model, max_coefficient) {
+        match self.choose(model, max_coefficient, needs) {
             Ok(slot) => Ok(Place::Now(slot)),
             Err(NoWorker::AllBusy) => {
                 let queue = self.waiting.entry(model.to_string()).or_default();
@@ -185,6 +205,7 @@ impl Pool {
                 let (tx, rx) = oneshot::channel();
                 queue.push_back(Waiter {
                     max_coefficient,
+                    needs,
                     tx,
                 });
                 Ok(Place::Queued(rx))
@@ -207,18 +228,22 @@ impl Pool {
                 continue;
             };
             let mut kept = VecDeque::with_capacity(queue.len());
-            // A waiter found every affordable worker busy at this coefficient: one accepting
-            // no more than it would find them busy too (slots only get fewer in this pass).
-            let mut busy_up_to: Option<u32> = None;
+            // A waiter found every affordable worker busy at this coefficient: one with the
+            // same needs accepting no more would find them busy too (slots only get fewer in
+            // this pass).
+            let mut busy_up_to: Vec<(Features, u32)> = Vec::new();
             while let Some(w) = queue.pop_front() {
                 if w.tx.is_closed() {
                     continue;
                 }
-                if busy_up_to.is_some_and(|c| w.max_coefficient <= c) {
+                if busy_up_to
+                    .iter()
+                    .any(|(n, c)| *n == w.needs && w.max_coefficient <= *c)
+                {
                     kept.push_back(w);
                     continue;
                 }
-                match self.choose(&model, w.max_coefficient) {
+                match self.choose(&model, w.max_coefficient, w.needs) {
                     Ok(slot) => {
                         if let Err(Ok(slot)) = w.tx.send(Ok(slot)) {
                             // It gave up just now: the slot is free again.
@@ -226,7 +251,10 @@ impl Pool {
                         }
                     }
                     Err(NoWorker::AllBusy) => {
-                        busy_up_to = busy_up_to.max(Some(w.max_coefficient));
+                        match busy_up_to.iter_mut().find(|(n, _)| *n == w.needs) {
+                            Some((_, c)) => *c = (*c).max(w.max_coefficient),
+                            None => busy_up_to.push((w.needs, w.max_coefficient)),
+                        }
                         kept.push_back(w);
                     }
                     // No longer servable (its workers left, switched off or repriced): told
@@ -275,6 +303,11 @@ impl Pool {
 mod tests {
     use super::*;
 
+    const PLAIN: Features = Features {
+        tools: false,
+        structured_output: false,
+    };
+
     fn w(id: u64, model: &str, coefficient: u32, max_active: u32, latency: f64) -> WorkerSlot {
         WorkerSlot {
             understands_cancel: true,
@@ -288,7 +321,42 @@ mod tests {
             mean_latency_ms: latency,
             served: 1,
             failures: 0.0,
+            features: PLAIN,
         }
+    }
+
+    /// A tool request goes only to a worker that announced tools; with none, it is refused as
+    /// unsupported (not queued), while plain requests still use every worker.
+    #[test]
+    fn tool_requests_go_only_to_workers_that_announced_tools() {
+        let tools = Features {
+            tools: true,
+            structured_output: false,
+        };
+        let mut p = Pool::default();
+        p.insert(w(1, "m@1", 1000, 1, 1.0));
+        assert_eq!(
+            p.choose("m", 1000, tools),
+            Err(NoWorker::Unsupported(tools))
+        );
+        assert!(matches!(
+            p.choose_or_wait("m", 1000, tools, 8),
+            Err(NoWorker::Unsupported(_))
+        ));
+        let mut ours = w(2, "m@1", 1000, 1, 50.0);
+        ours.features = Features::ALL;
+        p.insert(ours);
+        // The faster worker 1 cannot serve it.
+        assert_eq!(p.choose("m", 1000, tools).unwrap().id, 2);
+        // Busy: a tool request waits for worker 2, and worker 1 freeing does not serve it.
+        let Ok(Place::Queued(mut rx)) = p.choose_or_wait("m", 1000, tools, 8) else {
+            panic!("queued")
+        };
+        assert_eq!(p.choose("m", 1000, PLAIN).unwrap().id, 1);
+        p.finish(1, Finished::Served(1.0));
+        assert!(rx.try_recv().is_err(), "worker 1 does not take it");
+        p.finish(2, Finished::Served(1.0));
+        assert_eq!(rx.try_recv().unwrap().unwrap().id, 2);
     }
 
     #[test]
@@ -298,11 +366,17 @@ mod tests {
         p.insert(w(2, "qwen@aa", 1500, 2, 10.0));
         p.insert(w(3, "llama@bb", 500, 2, 10.0));
         // Worker 2 is faster but too dear for 1200; worker 3 is another model.
-        assert_eq!(p.choose("qwen@aa", 1200).unwrap().id, 1);
+        assert_eq!(p.choose("qwen@aa", 1200, PLAIN).unwrap().id, 1);
         // By name without the hash, and the faster worker when affordable.
-        assert_eq!(p.choose("qwen", 2000).unwrap().id, 2);
-        assert_eq!(p.choose("qwen", 900), Err(NoWorker::TooExpensive(1000)));
-        assert_eq!(p.choose("mistral", 9999), Err(NoWorker::UnknownModel));
+        assert_eq!(p.choose("qwen", 2000, PLAIN).unwrap().id, 2);
+        assert_eq!(
+            p.choose("qwen", 900, PLAIN),
+            Err(NoWorker::TooExpensive(1000))
+        );
+        assert_eq!(
+            p.choose("mistral", 9999, PLAIN),
+            Err(NoWorker::UnknownModel)
+        );
     }
 
     #[test]
@@ -315,12 +389,12 @@ mod tests {
         let mut new = w(2, "m@1", 1000, 4, 0.0);
         new.served = 0;
         p.insert(new);
-        let first = p.choose("m", 1000).unwrap().id;
+        let first = p.choose("m", 1000, PLAIN).unwrap().id;
         assert_eq!(first, 2);
         p.finish(first, Finished::Served(0.5));
         p.workers.get_mut(&2).unwrap().served = 50;
         // Served as much, same score: the older id, deterministic.
-        let second = p.choose("m", 1000).unwrap().id;
+        let second = p.choose("m", 1000, PLAIN).unwrap().id;
         assert_eq!(second, 1);
     }
 
@@ -332,12 +406,12 @@ mod tests {
         let mut bad = w(2, "m@1", 1000, 4, 0.0);
         bad.served = 0;
         p.insert(bad);
-        assert_eq!(p.choose("m", 1000).unwrap().id, 2);
+        assert_eq!(p.choose("m", 1000, PLAIN).unwrap().id, 2);
         p.finish(2, Finished::Failed);
         // Each failure doubles its score (2, 4, … < 30); five of them and the healthy one wins.
         let mut chosen = Vec::new();
         for _ in 0..6 {
-            let id = p.choose("m", 1000).unwrap().id;
+            let id = p.choose("m", 1000, PLAIN).unwrap().id;
             chosen.push(id);
             p.finish(
                 id,
@@ -352,7 +426,7 @@ mod tests {
         assert!(p.get_mut(2).unwrap().failures >= 4.0);
         // A client that goes away says nothing about the worker.
         let before = p.get_mut(1).unwrap().clone();
-        p.choose("m", 1000).unwrap();
+        p.choose("m", 1000, PLAIN).unwrap();
         p.finish(1, Finished::Abandoned);
         let after = p.get_mut(1).unwrap().clone();
         assert_eq!(
@@ -368,7 +442,7 @@ mod tests {
         }
         p.get_mut(2).unwrap().active = 0;
         assert!(p.get_mut(2).unwrap().failures < 0.1);
-        assert_eq!(p.choose("m", 1000).unwrap().id, 2);
+        assert_eq!(p.choose("m", 1000, PLAIN).unwrap().id, 2);
     }
 
     #[test]
@@ -376,17 +450,17 @@ mod tests {
         let mut p = Pool::default();
         p.insert(w(1, "m@1", 1000, 1, 10.0));
         p.insert(w(2, "m@1", 1000, 1, 10.0));
-        let a = p.choose("m", 1000).unwrap().id;
-        let b = p.choose("m", 1000).unwrap().id;
+        let a = p.choose("m", 1000, PLAIN).unwrap().id;
+        let b = p.choose("m", 1000, PLAIN).unwrap().id;
         assert_ne!(a, b, "the busy worker is skipped");
-        assert_eq!(p.choose("m", 1000), Err(NoWorker::AllBusy));
+        assert_eq!(p.choose("m", 1000, PLAIN), Err(NoWorker::AllBusy));
         p.finish(a, Finished::Served(50.0));
-        assert_eq!(p.choose("m", 1000).unwrap().id, a);
+        assert_eq!(p.choose("m", 1000, PLAIN).unwrap().id, a);
         p.finish(a, Finished::Abandoned);
         p.get_mut(a).unwrap().enabled = false;
         p.finish(b, Finished::Abandoned);
         assert_eq!(
-            p.choose("m", 1000).unwrap().id,
+            p.choose("m", 1000, PLAIN).unwrap().id,
             b,
             "a disabled worker is never chosen"
         );
@@ -403,12 +477,15 @@ mod tests {
     fn a_busy_model_queues_first_come_first_served_up_to_its_limit() {
         let mut p = Pool::default();
         p.insert(w(1, "m@1", 1000, 1, 10.0));
-        assert!(matches!(p.choose_or_wait("m", 1000, 2), Ok(Place::Now(_))));
-        let mut first = queued(p.choose_or_wait("m", 1000, 2).unwrap());
-        let mut second = queued(p.choose_or_wait("m", 1000, 2).unwrap());
+        assert!(matches!(
+            p.choose_or_wait("m", 1000, PLAIN, 2),
+            Ok(Place::Now(_))
+        ));
+        let mut first = queued(p.choose_or_wait("m", 1000, PLAIN, 2).unwrap());
+        let mut second = queued(p.choose_or_wait("m", 1000, PLAIN, 2).unwrap());
         assert_eq!(p.waiting(), 2);
         assert!(matches!(
-            p.choose_or_wait("m", 1000, 2),
+            p.choose_or_wait("m", 1000, PLAIN, 2),
             Err(NoWorker::QueueFull(2))
         ));
         // The freed slot goes to the oldest waiter, already marked busy; the next still waits.
@@ -417,7 +494,7 @@ mod tests {
         assert!(second.try_recv().is_err());
         assert_eq!(p.get_mut(1).unwrap().active, 1);
         assert!(matches!(
-            p.choose_or_wait("m", 1000, 2),
+            p.choose_or_wait("m", 1000, PLAIN, 2),
             Ok(Place::Queued(_))
         ));
     }
@@ -426,16 +503,16 @@ mod tests {
     fn a_waiter_that_gave_up_is_skipped_and_frees_its_place() {
         let mut p = Pool::default();
         p.insert(w(1, "m@1", 1000, 1, 10.0));
-        p.choose("m", 1000).unwrap();
-        let gone = queued(p.choose_or_wait("m", 1000, 1).unwrap());
+        p.choose("m", 1000, PLAIN).unwrap();
+        let gone = queued(p.choose_or_wait("m", 1000, PLAIN, 1).unwrap());
         drop(gone);
         // Full by count, but the one waiting gave up: its place is taken.
-        let mut next = queued(p.choose_or_wait("m", 1000, 1).unwrap());
+        let mut next = queued(p.choose_or_wait("m", 1000, PLAIN, 1).unwrap());
         p.finish(1, Finished::Served(5.0));
         assert_eq!(next.try_recv().unwrap().unwrap().id, 1);
         assert_eq!(p.waiting(), 0);
         // A slot handed to a waiter that closed in between comes back free.
-        let mut late = queued(p.choose_or_wait("m", 1000, 1).unwrap());
+        let mut late = queued(p.choose_or_wait("m", 1000, PLAIN, 1).unwrap());
         late.close();
         p.finish(1, Finished::Served(5.0));
         assert_eq!(p.get_mut(1).unwrap().active, 0);
@@ -446,10 +523,10 @@ mod tests {
         let mut p = Pool::default();
         p.insert(w(1, "m@1", 1000, 1, 10.0));
         p.insert(w(2, "m@1", 2000, 1, 10.0));
-        p.choose("m", 2000).unwrap();
-        p.choose("m", 2000).unwrap();
-        let mut cheap = queued(p.choose_or_wait("m", 1000, 8).unwrap());
-        let mut dear = queued(p.choose_or_wait("m", 2000, 8).unwrap());
+        p.choose("m", 2000, PLAIN).unwrap();
+        p.choose("m", 2000, PLAIN).unwrap();
+        let mut cheap = queued(p.choose_or_wait("m", 1000, PLAIN, 8).unwrap());
+        let mut dear = queued(p.choose_or_wait("m", 2000, PLAIN, 8).unwrap());
         // The dear worker frees: the older waiter cannot pay it, the younger gets it.
         p.finish(2, Finished::Served(5.0));
         assert!(cheap.try_recv().is_err());
@@ -462,18 +539,18 @@ mod tests {
     fn waiters_are_told_when_their_workers_leave_or_switch_off() {
         let mut p = Pool::default();
         p.insert(w(1, "m@1", 1000, 1, 10.0));
-        p.choose("m", 1000).unwrap();
-        let mut a = queued(p.choose_or_wait("m", 1000, 8).unwrap());
+        p.choose("m", 1000, PLAIN).unwrap();
+        let mut a = queued(p.choose_or_wait("m", 1000, PLAIN, 8).unwrap());
         p.get_mut(1).unwrap().enabled = false;
         p.dispatch();
         assert_eq!(a.try_recv().unwrap(), Err(NoWorker::AllDisabled));
         // Switched off, nothing waits: refused at once.
         assert!(matches!(
-            p.choose_or_wait("m", 1000, 8),
+            p.choose_or_wait("m", 1000, PLAIN, 8),
             Err(NoWorker::AllDisabled)
         ));
         p.get_mut(1).unwrap().enabled = true;
-        let mut b = queued(p.choose_or_wait("m", 1000, 8).unwrap());
+        let mut b = queued(p.choose_or_wait("m", 1000, PLAIN, 8).unwrap());
         p.remove(1);
         assert_eq!(b.try_recv().unwrap(), Err(NoWorker::UnknownModel));
     }

@@ -129,6 +129,7 @@ async fn wait_for_worker(
     client: &Peer,
     model: &str,
     max_coefficient: u32,
+    needs: cocoon_engine::Features,
     deadline: tokio::time::Instant,
 ) -> Result<WorkerSlot, RpcError> {
     let refusal = |e: NoWorker| {
@@ -140,15 +141,23 @@ async fn wait_for_worker(
             503,
             format!("every worker for {model} is busy and {n} requests already wait (the queue is full); retry later"),
         ),
+        NoWorker::Unsupported(needs) => err(
+            400,
+            format!(
+                "no worker for {model} supports {} (a request with tools goes only to workers that announce tool calling)",
+                needs.names().join(" and ")
+            ),
+        ),
         NoWorker::TooExpensive(c) => {
             err(402, format!("max_coefficient {max_coefficient} is below the cheapest worker's coefficient {c}"))
         }
     }
     };
-    let place = proxy
-        .pool
-        .lock()
-        .choose_or_wait(model, max_coefficient, proxy.cfg.queue_per_model);
+    let place =
+        proxy
+            .pool
+            .lock()
+            .choose_or_wait(model, max_coefficient, needs, proxy.cfg.queue_per_model);
     let rx = match place {
         Ok(Place::Now(slot)) => return Ok(slot),
         Ok(Place::Queued(rx)) => rx,
@@ -214,6 +223,7 @@ async fn run_query(
         client,
         &admitted.model,
         admitted.max_coefficient,
+        admitted.needs,
         deadline,
     )
     .await?;
@@ -284,6 +294,8 @@ struct Admitted {
     request_id: [u8; 32],
     /// The most it can cost, adjusted tokens (see [`reservation`]).
     reserve: u64,
+    /// What the serving worker must offer (tool calling for a request with tools).
+    needs: cocoon_engine::Features,
 }
 
 /// Lets a query in or says why not: a proxy whose ledger failed takes nothing (no answer could
@@ -306,6 +318,7 @@ fn admit(proxy: &Proxy, owner: Address, job: QueryJob) -> Result<Admitted, RpcEr
         .map_err(|e| err(400, format!("query is not an http.request: {e}")))?;
     let mut body: serde_json::Value = serde_json::from_slice(&http.payload)
         .map_err(|e| err(400, format!("body is not JSON: {e}")))?;
+    let needs = cocoon_engine::Features::needed_by(&body);
     let (max_tokens, rewritten) =
         completion_limit(&mut body, job.max_tokens).map_err(|e| err(400, e))?;
     if rewritten {
@@ -326,6 +339,7 @@ fn admit(proxy: &Proxy, owner: Address, job: QueryJob) -> Result<Admitted, RpcEr
         max_tokens,
         request_id: job.request_id,
         reserve,
+        needs,
     })
 }
 

@@ -25,6 +25,8 @@ struct Conn {
     balance_checked: bool,
     registered: bool,
     proto: i32,
+    /// What it announced beyond plain text (our flag bits; none from a reference worker).
+    features: cocoon_engine::Features,
 }
 
 impl Conn {
@@ -150,6 +152,10 @@ fn handle_query(
             st.coefficient = params.coefficient as u32;
             st.max_active = params.max_active_requests.unwrap_or(8).max(1) as u32;
             st.proto = proto;
+            st.features = cocoon_engine::Features {
+                tools: params.supports_tools.is_some(),
+                structured_output: params.supports_structured_output.is_some(),
+            };
             Ok(cocoon_wire::encode(&ConnectedToProxy {
                 params: proxy.proxy_params(proto),
                 worker_sc_address: proxy.wire_address(&worker_sc),
@@ -204,6 +210,7 @@ fn handle_query(
                     served: 0,
                     failures: 0.0,
                     understands_cancel: st.proto >= cocoon_wire::PROTO_WITH_CANCEL,
+                    features: st.features,
                 });
                 proxy.worker_peers.lock().insert(id, peer);
                 tracing::info!(

@@ -272,7 +272,7 @@ pub struct WorkerTypes {
 /// `client.workerInstanceV2`: one worker as a client sees it (bare).
 #[derive(Debug, Clone, PartialEq, Eq, TlRead, TlWrite)]
 pub struct WorkerInstanceV2 {
-    /// The flags word (no optional fields defined yet).
+    /// The flags word (COCOON defines no optional fields).
     #[tl(flags)]
     pub flags: (),
     /// Its coefficient, thousandths.
@@ -281,6 +281,13 @@ pub struct WorkerInstanceV2 {
     pub active_requests: i32,
     /// Its capacity.
     pub max_active_requests: i32,
+    /// This implementation's extension, sent only to clients of our protocol version: the
+    /// worker calls tools (flag bit 20, no bytes of its own), as it announced.
+    #[tl(flags_bit = 20)]
+    pub supports_tools: Option<()>,
+    /// Our extension: the worker enforces `response_format` (flag bit 21).
+    #[tl(flags_bit = 21)]
+    pub supports_structured_output: Option<()>,
 }
 
 /// `client.workerTypeV2`: a model and each of its workers (bare).

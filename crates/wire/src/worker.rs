@@ -33,6 +33,13 @@ pub struct WorkerParams {
     /// Highest protocol version it speaks (flag bit 1).
     #[tl(flags_bit = 1)]
     pub max_proto_version: Option<i32>,
+    /// This implementation's extension: the worker's engine calls tools (flag bit 20, no
+    /// bytes of its own; a reference proxy reads the flags word and ignores the bit).
+    #[tl(flags_bit = 20)]
+    pub supports_tools: Option<()>,
+    /// This implementation's extension: the engine enforces `response_format` (flag bit 21).
+    #[tl(flags_bit = 21)]
+    pub supports_structured_output: Option<()>,
 }
 
 impl BoxedConstructor for WorkerParams {

@@ -57,8 +57,9 @@ fn worker_params() -> impl Strategy<Value = WorkerParams> {
         any::<i32>(),
         any::<Option<(bool, i32, i32)>>(),
         any::<Option<(i32, i32)>>(),
+        any::<(bool, bool)>(),
     )
-        .prop_map(|(o, m, c, g0, g1)| WorkerParams {
+        .prop_map(|(o, m, c, g0, g1, f)| WorkerParams {
             flags: (),
             worker_owner_address: o,
             model: m,
@@ -68,6 +69,8 @@ fn worker_params() -> impl Strategy<Value = WorkerParams> {
             max_active_requests: g0.map(|g| g.2),
             min_proto_version: g1.map(|g| g.0),
             max_proto_version: g1.map(|g| g.1),
+            supports_tools: f.0.then_some(()),
+            supports_structured_output: f.1.then_some(()),
         })
 }
 fn client_params() -> impl Strategy<Value = ClientParams> {
@@ -311,6 +314,8 @@ fn client_answers() -> impl Strategy<Value = Vec<u8>> {
                         coefficient: w[0],
                         active_requests: w[1],
                         max_active_requests: w[2],
+                        supports_tools: (w[0] % 2 == 0).then_some(()),
+                        supports_structured_output: (w[1] % 2 == 0).then_some(()),
                     }],
                 }],
             })

@@ -152,7 +152,21 @@ impl Worker {
                 },
             };
             match event {
-                Some(Ok(first)) if !matches!(first, Event::Done { .. }) => {
+                Some(Ok(Event::Done {
+                    usage,
+                    finish_reason,
+                })) => {
+                    // The end: the body's tail with the adjusted counts on it.
+                    let tail = fmt.done(&usage, finish_reason);
+                    let u = engine_usage(&usage);
+                    send(AnswerMessage::Part {
+                        bytes: tail,
+                        end: Some((adjusted(&u), timings())),
+                    });
+                    finished = Some(u);
+                    break;
+                }
+                Some(Ok(first)) => {
                     // Send what is ready now as one part: text (and calls) the engine already
                     // produced travel together (no waiting for more, so no added latency).
                     let mut bytes = Vec::new();
@@ -177,20 +191,6 @@ impl Worker {
                     if !bytes.is_empty() {
                         alive = send(AnswerMessage::Part { bytes, end: None });
                     }
-                }
-                Some(Ok(Event::Done {
-                    usage,
-                    finish_reason,
-                })) => {
-                    // The end: the body's tail with the adjusted counts on it.
-                    let tail = fmt.done(&usage, finish_reason);
-                    let u = engine_usage(&usage);
-                    send(AnswerMessage::Part {
-                        bytes: tail,
-                        end: Some((adjusted(&u), timings())),
-                    });
-                    finished = Some(u);
-                    break;
                 }
                 Some(Err(e)) => {
                     send(fail(e, delivered(parts)));

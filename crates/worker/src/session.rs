@@ -52,6 +52,7 @@ impl Worker {
 
         // 1. Announce.
         let c = *self.controls.borrow();
+        let features = self.engine.features();
         let params = WorkerParams {
             flags: (),
             worker_owner_address: self.owner().to_raw().into_bytes(),
@@ -64,6 +65,8 @@ impl Worker {
             // to a worker that announced it (a reference proxy settles on 2).
             min_proto_version: Some(1),
             max_proto_version: Some(cocoon_wire::PROTO_WITH_CANCEL),
+            supports_tools: features.tools.then_some(()),
+            supports_structured_output: features.structured_output.then_some(()),
         };
         let connected: ConnectedToProxy = peer
             .request(&WorkerRequest::ConnectToProxy { params }, t)

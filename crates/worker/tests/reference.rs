@@ -4,6 +4,8 @@
 //! FAKE engine, on the reference's fake TON. Passing means our worker's handshake
 //! (connectToProxy, compareBalance, handshake complete), its reading of `proxy.runQueryEx`
 //! packets and its answers (head, parts, token counts) are what a reference proxy expects.
+//! The worker announces every feature (our flag bits in `worker.params`), so passing also
+//! means a reference proxy accepts a worker that sets them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +17,27 @@ use cocoon_engine::fake::{FakeEngine, FAKE_MODEL};
 use cocoon_reference::RefNet;
 use cocoon_tee::{FakeTdxProvider, PolicyKind};
 use cocoon_worker::{Worker, WorkerConfig};
+
+/// The FAKE engine, claiming every feature so the worker sets all our flag bits (the reference
+/// proxy never sends it a request that uses one).
+struct AnnouncesEverything(FakeEngine);
+
+impl cocoon_engine::Engine for AnnouncesEverything {
+    fn models(&self) -> Vec<String> {
+        self.0.models()
+    }
+
+    fn generate(
+        &self,
+        request: cocoon_engine::EngineRequest,
+    ) -> Result<cocoon_engine::Generation, cocoon_engine::EngineError> {
+        self.0.generate(request)
+    }
+
+    fn features(&self) -> cocoon_engine::Features {
+        cocoon_engine::Features::ALL
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reference_client_is_answered_by_our_worker_behind_a_reference_proxy() {
@@ -56,7 +79,7 @@ async fn a_reference_client_is_answered_by_our_worker_behind_a_reference_proxy()
         },
         fake,
         (key, wallet),
-        Arc::new(FakeEngine::default()),
+        Arc::new(AnnouncesEverything(FakeEngine::default())),
         Arc::new(FakeTdxProvider::default()),
     )
     .unwrap();
