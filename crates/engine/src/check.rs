@@ -196,6 +196,7 @@ pub async fn check(url: &str, model: Option<&str>) -> CheckReport {
             Ok(mut g) => {
                 while let Some(event) = g.next().await {
                     match event {
+                        Ok(Event::Logprobs(_)) => {}
                         Ok(Event::Text(_) | Event::ToolCall(_)) => {
                             chunks += 1;
                             first.get_or_insert_with(Instant::now);

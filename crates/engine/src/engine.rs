@@ -98,11 +98,40 @@ impl FinishReason {
     }
 }
 
+/// One generated token with its log probability (`logprobs`), and the most likely
+/// alternatives at its position when `top_logprobs` asked for them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    /// The token's text (lossy where it is part of a UTF-8 character).
+    pub token: String,
+    /// Its raw bytes.
+    pub bytes: Vec<u8>,
+    /// Natural log of its probability under the model.
+    pub logprob: f32,
+    /// The most likely tokens at this position, most likely first: (text, bytes, logprob).
+    pub top: Vec<(String, Vec<u8>, f32)>,
+}
+
+impl TokenLogprob {
+    /// The OpenAI `logprobs.content[]` entry.
+    pub fn to_json(&self) -> serde_json::Value {
+        let top: Vec<serde_json::Value> = self
+            .top
+            .iter()
+            .map(|(t, b, l)| serde_json::json!({"token": t, "logprob": l, "bytes": b}))
+            .collect();
+        serde_json::json!({"token": self.token, "logprob": self.logprob, "bytes": self.bytes, "top_logprobs": top})
+    }
+}
+
 /// One item of a generation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// More text.
     Text(String),
+    /// Log probabilities of the tokens generated since the last ones sent (they come before
+    /// the text those tokens make).
+    Logprobs(Vec<TokenLogprob>),
     /// A piece of a tool call (see [`ToolCallDelta`]).
     ToolCall(ToolCallDelta),
     /// The end, with the final usage.
@@ -264,7 +293,7 @@ impl Stream for Generation {
 }
 
 /// A whole answer gathered from a generation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     /// The text, chunks joined.
     pub text: String,
@@ -276,6 +305,8 @@ pub struct Answer {
     pub finish_reason: FinishReason,
     /// The tools it called, in order.
     pub tool_calls: Vec<ToolCall>,
+    /// Each generated token's log probability, when asked for.
+    pub logprobs: Vec<TokenLogprob>,
 }
 
 impl Generation {
@@ -285,6 +316,7 @@ impl Generation {
         let mut text = String::new();
         let mut chunks = 0;
         let mut calls = ToolCallAccumulator::default();
+        let mut logprobs = Vec::new();
         while let Some(item) = self.next().await {
             match item? {
                 Event::Text(t) => {
@@ -295,6 +327,7 @@ impl Generation {
                     chunks += 1;
                     calls.push(&d);
                 }
+                Event::Logprobs(l) => logprobs.extend(l),
                 Event::Done {
                     usage,
                     finish_reason,
@@ -305,6 +338,7 @@ impl Generation {
                         usage,
                         finish_reason,
                         tool_calls: calls.calls().to_vec(),
+                        logprobs,
                     })
                 }
             }

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::engine::{
     generation, Engine, EngineError, Event, Features, FinishReason, Generation, GenerationSender,
-    HealthCheck, Usage,
+    HealthCheck, TokenLogprob, Usage,
 };
 use crate::request::EngineRequest;
 use crate::tools::ToolCallDelta;
@@ -308,13 +308,23 @@ fn apply_chunk(parser: &mut SseParser, v: &Value, chat: bool) -> Result<Vec<Even
         Some(_) => parser.finish_reason = Some(FinishReason::Stop),
         None => {}
     }
+    // Chat-style log probabilities (`logprobs.content`), before the text they belong to.
+    let logprobs: Vec<TokenLogprob> = choice
+        .pointer("/logprobs/content")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(token_logprob).collect())
+        .unwrap_or_default();
+    let mut events = Vec::new();
+    if !logprobs.is_empty() {
+        events.push(Event::Logprobs(logprobs));
+    }
     if !chat {
         let text = choice.get("text").and_then(Value::as_str);
-        return Ok(text
-            .filter(|t| !t.is_empty())
-            .map(|t| Event::Text(t.to_string()))
-            .into_iter()
-            .collect());
+        events.extend(
+            text.filter(|t| !t.is_empty())
+                .map(|t| Event::Text(t.to_string())),
+        );
+        return Ok(events);
     }
     let delta = choice.get("delta");
     let field = |name: &str| {
@@ -349,12 +359,41 @@ fn apply_chunk(parser: &mut SseParser, v: &Value, chat: bool) -> Result<Vec<Even
         parser.thinking = false;
         out.push_str("</think>");
     }
-    let mut events = Vec::new();
     if !out.is_empty() {
         events.push(Event::Text(out));
     }
     events.extend(calls.into_iter().map(Event::ToolCall));
     Ok(events)
+}
+
+/// One `logprobs.content[]` entry of an upstream stream (skipped when malformed).
+fn token_logprob(v: &Value) -> Option<TokenLogprob> {
+    let one = |v: &Value| -> Option<(String, Vec<u8>, f32)> {
+        let token = v.get("token")?.as_str()?.to_string();
+        let logprob = v.get("logprob")?.as_f64()? as f32;
+        let bytes = v
+            .get("bytes")
+            .and_then(Value::as_array)
+            .map(|b| {
+                b.iter()
+                    .filter_map(|x| x.as_u64().map(|x| x as u8))
+                    .collect()
+            })
+            .unwrap_or_else(|| token.as_bytes().to_vec());
+        Some((token, bytes, logprob))
+    };
+    let (token, bytes, logprob) = one(v)?;
+    let top = v
+        .get("top_logprobs")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(one).collect())
+        .unwrap_or_default();
+    Some(TokenLogprob {
+        token,
+        bytes,
+        logprob,
+        top,
+    })
 }
 
 /// One `delta.tool_calls[]` entry of an upstream stream (an entry without an index is skipped).

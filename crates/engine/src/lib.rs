@@ -30,7 +30,7 @@ pub mod tools;
 
 pub use engine::{
     Answer, Engine, EngineError, Event, Features, FinishReason, Generation, GenerationSender,
-    TrySend, Usage,
+    TokenLogprob, TrySend, Usage,
 };
 pub use request::{ChatMessage, EngineRequest, Prompt, RequestError, ResponseFormat, Sampling};
 pub use tools::{Tool, ToolCall, ToolCallDelta, ToolChoice};

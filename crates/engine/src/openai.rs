@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::engine::{EngineError, FinishReason, Usage};
+use crate::engine::{EngineError, FinishReason, TokenLogprob, Usage};
 use crate::request::EngineRequest;
 use crate::tools::{ToolCallAccumulator, ToolCallDelta};
 
@@ -66,6 +66,10 @@ pub struct Formatter {
     text: String,
     /// The tool calls of a non-streamed answer.
     calls: ToolCallAccumulator,
+    /// Whether the request asked for log probabilities.
+    wants_logprobs: bool,
+    /// Log probabilities not yet sent (streamed: until the next frame; else all of them).
+    logprobs: Vec<TokenLogprob>,
     /// Every streamed text frame's bytes up to the choice's fields: `data: {"id":…,"object":…,
     /// "created":…,"model":…,"choices":[{"index":0,` — built once, not per token.
     head: Vec<u8>,
@@ -84,6 +88,8 @@ impl Formatter {
             first: true,
             text: String::new(),
             calls: ToolCallAccumulator::default(),
+            wants_logprobs: request.logprobs.is_some(),
+            logprobs: Vec::new(),
             head: Vec::new(),
         };
         let object = if f.chat {
@@ -119,11 +125,38 @@ impl Formatter {
         format!("data: {v}\n\n").into_bytes()
     }
 
+    /// Log probabilities of tokens to come: sent with the next frame (or the final object).
+    pub fn logprobs(&mut self, l: Vec<TokenLogprob>) {
+        self.logprobs.extend(l);
+    }
+
+    /// The `logprobs` object of a choice, taking the pending entries.
+    fn take_logprobs(&mut self) -> Value {
+        let content: Vec<Value> = self.logprobs.drain(..).map(|l| l.to_json()).collect();
+        json!({"content": content})
+    }
+
     /// More text: an SSE frame when streaming; otherwise kept for the final object (`None`).
     pub fn text(&mut self, t: &str) -> Option<Vec<u8>> {
         if !self.stream {
             self.text.push_str(t);
             return None;
+        }
+        if !self.logprobs.is_empty() {
+            // Rare (only when asked for): built as a value.
+            let logprobs = self.take_logprobs();
+            let choice = if self.chat {
+                let delta = if self.first {
+                    json!({"role": "assistant", "content": t})
+                } else {
+                    json!({"content": t})
+                };
+                json!([{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": null}])
+            } else {
+                json!([{"index": 0, "text": t, "logprobs": logprobs, "finish_reason": null}])
+            };
+            self.first = false;
+            return Some(self.frame(choice, None));
         }
         // The same bytes as `frame` would make from a JSON value, written directly: this runs
         // once per streamed token.
@@ -160,10 +193,11 @@ impl Formatter {
         }
         delta.insert("tool_calls".into(), json!([d.to_json()]));
         self.first = false;
-        Some(self.frame(
-            json!([{"index": 0, "delta": delta, "finish_reason": null}]),
-            None,
-        ))
+        let mut choice = json!({"index": 0, "delta": delta, "finish_reason": null});
+        if !self.logprobs.is_empty() {
+            choice["logprobs"] = self.take_logprobs();
+        }
+        Some(self.frame(json!([choice]), None))
     }
 
     /// The end: the last SSE frames (finish, usage when asked, `[DONE]`), or the whole JSON object.
@@ -183,6 +217,10 @@ impl Formatter {
             } else {
                 json!({"index": 0, "text": self.text, "finish_reason": finish_reason.as_str()})
             };
+            let mut choice = choice;
+            if self.wants_logprobs {
+                choice["logprobs"] = self.take_logprobs();
+            }
             let object = if self.chat {
                 "chat.completion"
             } else {
@@ -191,11 +229,15 @@ impl Formatter {
             let v = json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [choice], "usage": usage_json(usage)});
             return v.to_string().into_bytes();
         }
-        let last = if self.chat {
-            json!([{"index": 0, "delta": {}, "finish_reason": finish_reason.as_str()}])
+        let mut last = if self.chat {
+            json!({"index": 0, "delta": {}, "finish_reason": finish_reason.as_str()})
         } else {
-            json!([{"index": 0, "text": "", "finish_reason": finish_reason.as_str()}])
+            json!({"index": 0, "text": "", "finish_reason": finish_reason.as_str()})
         };
+        if !self.logprobs.is_empty() {
+            last["logprobs"] = self.take_logprobs();
+        }
+        let last = json!([last]);
         let mut out = self.frame(last, None);
         if self.include_usage {
             out.extend(self.frame(json!([]), Some(usage_json(usage))));

@@ -45,7 +45,12 @@ pub const CHAT_FIELDS: &[&str] = &[
     "response_format",
     "tools",
     "tool_choice",
+    "logprobs",
+    "top_logprobs",
 ];
+
+/// Most `top_logprobs` (as OpenAI).
+pub const MAX_TOP_LOGPROBS: u8 = 20;
 
 /// Fields accepted only in `/v1/completions`.
 pub const COMPLETION_FIELDS: &[&str] = &["prompt"];
@@ -209,6 +214,9 @@ pub struct EngineRequest {
     pub tools: Vec<Tool>,
     /// Whether and which to call (`tool_choice`).
     pub tool_choice: ToolChoice,
+    /// `logprobs`: `None` for none; `Some(k)`: each token's log probability and the `k` most
+    /// likely alternatives (`top_logprobs`).
+    pub logprobs: Option<u8>,
 }
 
 /// A constraint on the answer's shape.
@@ -310,6 +318,7 @@ impl EngineRequest {
         Ok(EngineRequest {
             tools,
             tool_choice,
+            logprobs: logprobs(&obj)?,
             ..common(&obj, prompt)?
         })
     }
@@ -396,6 +405,10 @@ impl EngineRequest {
                     serde_json::json!({"type": "json_schema", "json_schema": spec}),
                 );
             }
+        }
+        if let Some(k) = self.logprobs {
+            m.insert("logprobs".into(), true.into());
+            m.insert("top_logprobs".into(), k.into());
         }
         if !self.tools.is_empty() {
             let tools: Vec<Value> = self.tools.iter().map(Tool::to_json).collect();
@@ -657,7 +670,35 @@ fn common(obj: &Map<String, Value>, prompt: Prompt) -> Result<EngineRequest, Req
         response_format: response_format(obj)?,
         tools: Vec::new(),
         tool_choice: ToolChoice::None,
+        logprobs: None,
     })
+}
+
+/// Reads `logprobs` (a boolean) and `top_logprobs` (0…20, only with `logprobs: true`).
+fn logprobs(obj: &Map<String, Value>) -> Result<Option<u8>, RequestError> {
+    let on = match obj.get("logprobs") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(invalid("logprobs", "must be a boolean")),
+    };
+    let top = match obj.get("top_logprobs") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|k| *k <= u64::from(MAX_TOP_LOGPROBS))
+                .ok_or_else(|| {
+                    invalid(
+                        "top_logprobs",
+                        format!("must be an integer from 0 to {MAX_TOP_LOGPROBS}"),
+                    )
+                })? as u8,
+        ),
+    };
+    match (on, top) {
+        (false, Some(_)) => Err(invalid("top_logprobs", "needs `logprobs: true`")),
+        (false, None) => Ok(None),
+        (true, k) => Ok(Some(k.unwrap_or(0))),
+    }
 }
 
 fn positive_u32(v: &Value, field: &str) -> Result<u32, RequestError> {

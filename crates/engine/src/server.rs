@@ -90,6 +90,7 @@ async fn respond(
     if !fmt.is_stream() {
         return match generation.collect().await {
             Ok(a) => {
+                fmt.logprobs(a.logprobs);
                 fmt.text(&a.text);
                 for (i, c) in a.tool_calls.iter().enumerate() {
                     fmt.tool_call(&c.as_delta(i as u32));
@@ -109,6 +110,10 @@ async fn respond(
         Ok::<_, Infallible>(Bytes::from(match item {
             Ok(Event::Text(t)) => fmt.text(&t).unwrap_or_default(),
             Ok(Event::ToolCall(d)) => fmt.tool_call(&d).unwrap_or_default(),
+            Ok(Event::Logprobs(l)) => {
+                fmt.logprobs(l);
+                Vec::new()
+            }
             Ok(Event::Done {
                 usage,
                 finish_reason,

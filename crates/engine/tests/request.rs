@@ -33,11 +33,13 @@ fn a_full_chat_request_is_normalized() {
 #[test]
 fn unknown_fields_are_named() {
     assert_eq!(
-        chat(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[]}"#).unwrap_err(),
-        RequestError::UnsupportedField("tools".into())
+        chat(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"functions":[]}"#)
+            .unwrap_err(),
+        RequestError::UnsupportedField("functions".into())
     );
+    // Chat's logprobs (a boolean) are not the legacy completions' (an integer).
     assert_eq!(
-        chat(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true}"#)
+        EngineRequest::parse_completion(br#"{"model":"m","prompt":"x","logprobs":2}"#)
             .unwrap_err()
             .to_string(),
         "field `logprobs` is not supported"
@@ -269,5 +271,86 @@ fn logit_bias_is_read_checked_and_forwarded() {
     assert_eq!(
         named(&format!("{{{}}}", many.join(","))),
         "field `logit_bias` must have at most 300 entries"
+    );
+}
+
+#[test]
+fn logprobs_and_top_logprobs_are_read_and_checked() {
+    let base = r#"{"model":"m","messages":[{"role":"user","content":"x"}]"#;
+    let with = |extra: &str| chat(&format!("{base}{extra}}}"));
+    assert_eq!(with("").unwrap().logprobs, None);
+    assert_eq!(with(r#","logprobs":true"#).unwrap().logprobs, Some(0));
+    assert_eq!(
+        with(r#","logprobs":true,"top_logprobs":5"#)
+            .unwrap()
+            .logprobs,
+        Some(5)
+    );
+    assert_eq!(with(r#","logprobs":false"#).unwrap().logprobs, None);
+    let err = |extra: &str| with(extra).unwrap_err().to_string();
+    assert_eq!(
+        err(r#","logprobs":1"#),
+        "field `logprobs` must be a boolean"
+    );
+    assert_eq!(
+        err(r#","logprobs":true,"top_logprobs":21"#),
+        "field `top_logprobs` must be an integer from 0 to 20"
+    );
+    assert_eq!(
+        err(r#","top_logprobs":2"#),
+        "field `top_logprobs` needs `logprobs: true`"
+    );
+    // Forwarded to an HTTP engine.
+    let up = with(r#","logprobs":true,"top_logprobs":3"#)
+        .unwrap()
+        .to_upstream_json();
+    assert_eq!(
+        (up["logprobs"].clone(), up["top_logprobs"].clone()),
+        (true.into(), 3.into())
+    );
+}
+
+#[test]
+fn tool_messages_and_calls_are_read_and_forwarded() {
+    let r = chat(
+        r#"{"model":"m","messages":[
+            {"role":"user","content":"weather?"},
+            {"role":"assistant","content":null,"refusal":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Oslo\"}"}}]},
+            {"role":"tool","tool_call_id":"call_1","content":"cold"}],
+          "tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}],
+          "tool_choice":"required","parallel_tool_calls":false}"#,
+    )
+    .unwrap();
+    assert_eq!(r.tools.len(), 1);
+    assert_eq!(r.tool_choice, cocoon_engine::ToolChoice::Required);
+    let Prompt::Chat(m) = &r.prompt else {
+        panic!("chat expected")
+    };
+    assert_eq!(m[1].tool_calls[0].name, "get_weather");
+    assert_eq!(m[2].tool_call_id.as_deref(), Some("call_1"));
+    let up = r.to_upstream_json();
+    assert_eq!(up["tools"][0]["function"]["name"], "get_weather");
+    assert_eq!(up["tool_choice"], "required");
+    assert_eq!(up["messages"][1]["tool_calls"][0]["id"], "call_1");
+    assert_eq!(up["messages"][2]["tool_call_id"], "call_1");
+    // Refusals name what is wrong.
+    let err = |body: &str| chat(body).unwrap_err().to_string();
+    assert_eq!(
+        err(r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#),
+        "field `messages[0].tool_call_id` must be the id of the call answered"
+    );
+    assert_eq!(
+        err(r#"{"model":"m","messages":[{"role":"user","content":"x","tool_calls":[]}]}"#),
+        "field `messages[0].tool_calls` is not supported"
+    );
+    assert_eq!(
+        err(
+            r#"{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":{}}}]}]}"#
+        ),
+        "field `messages[0].tool_calls[0].function.arguments` must be a string of JSON"
+    );
+    assert_eq!(
+        err(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],"response_format":{"type":"json_object"}}"#),
+        "field `response_format` cannot be combined with tools the model may call (use tool_choice \"none\")"
     );
 }

@@ -71,13 +71,13 @@ async fn errors_have_status_and_openai_error_body() {
     let client = reqwest::Client::new();
     let r = client
         .post(format!("{url}/v1/chat/completions"))
-        .body(r#"{"model":"x","messages":[{"role":"user","content":"hi"}],"tools":[]}"#)
+        .body(r#"{"model":"x","messages":[{"role":"user","content":"hi"}],"functions":[]}"#)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v["error"]["message"], "field `tools` is not supported");
+    assert_eq!(v["error"]["message"], "field `functions` is not supported");
     let r = client
         .post(format!("{url}/v1/completions"))
         .body(r#"{"model":"nope","prompt":"hi"}"#)

@@ -212,6 +212,7 @@ async fn measure(mut g: cocoon_engine::Generation, sent: Instant) -> Result<Meas
     let mut first: Option<Instant> = None;
     while let Some(item) = g.next().await {
         match item.map_err(|e| e.to_string())? {
+            Event::Logprobs(_) => {}
             Event::Text(_) | Event::ToolCall(_) => {
                 first.get_or_insert_with(Instant::now);
             }

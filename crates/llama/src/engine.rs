@@ -336,6 +336,10 @@ struct Seq {
     queued: std::collections::VecDeque<Event>,
     /// Finds tool calls in the text, when the request lets the model call tools.
     tools: Option<ToolCallParser>,
+    /// `logprobs`: how many alternatives to report per token (`None`: no log probabilities).
+    logprobs: Option<u8>,
+    /// Log probabilities of sampled tokens not yet delivered.
+    pending_logprobs: Vec<cocoon_engine::TokenLogprob>,
     /// Benchmarks: do not stop at end-of-sequence.
     ignore_eos: bool,
 }
@@ -518,6 +522,8 @@ impl<'m> Scheduler<'m> {
             think,
             tools: (!tools.is_empty()).then(|| ToolCallParser::new(format, tools, think.inside())),
             queued: std::collections::VecDeque::new(),
+            logprobs: request.logprobs,
+            pending_logprobs: Vec::new(),
             usage: Usage {
                 prompt_tokens: tokens.len() as u64,
                 cached_tokens: reuse as u64,
@@ -611,6 +617,10 @@ impl<'m> Scheduler<'m> {
         // `<think>`/`</think>` are ordinary (non-control) tokens in the
         // reasoning families, so the rendered piece shows them.
         let bytes = vocab.token_to_piece(token, false, None);
+        if let Some(k) = seq.logprobs {
+            let entry = token_logprob(self.model, self.ctx.get_logits_ith(at), token, k);
+            seq.pending_logprobs.push(entry);
+        }
         seq.think.token(&String::from_utf8_lossy(&bytes));
         let text = seq.utf8.push(&bytes);
         match seq.stop.push(&text) {
@@ -648,6 +658,10 @@ impl<'m> Scheduler<'m> {
                 FinishReason::Stop if called => FinishReason::ToolCalls,
                 r => r,
             };
+            if !seq.pending_logprobs.is_empty() {
+                let l = std::mem::take(&mut seq.pending_logprobs);
+                seq.queued.push_back(Event::Logprobs(l));
+            }
             let mut items: std::collections::VecDeque<_> = std::mem::take(&mut seq.queued)
                 .into_iter()
                 .map(Ok)
@@ -735,8 +749,58 @@ fn receive(seq: &mut Seq, parsed: Vec<Parsed>) {
     }
 }
 
+/// The log probability of `token` among `logits` (a log-softmax over the whole vocabulary),
+/// with the `k` most likely tokens.
+fn token_logprob(
+    model: &LlamaModel,
+    logits: &[f32],
+    token: LlamaToken,
+    k: u8,
+) -> cocoon_engine::TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = max
+        + logits
+            .iter()
+            .map(|l| f64::from(l - max).exp())
+            .sum::<f64>()
+            .ln() as f32;
+    let piece = |t: LlamaToken| {
+        let bytes = model.vocab().token_to_piece(t, false, None);
+        (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+    };
+    let mut top: Vec<usize> = Vec::new();
+    if k > 0 {
+        let mut ids: Vec<usize> = (0..logits.len()).collect();
+        let k = usize::from(k).min(ids.len());
+        ids.select_nth_unstable_by(k - 1, |a, b| logits[*b].total_cmp(&logits[*a]));
+        ids.truncate(k);
+        ids.sort_by(|a, b| logits[*b].total_cmp(&logits[*a]));
+        top = ids;
+    }
+    let (text, bytes) = piece(token);
+    cocoon_engine::TokenLogprob {
+        token: text,
+        bytes,
+        logprob: logits
+            .get(token.0 as usize)
+            .map_or(f32::NEG_INFINITY, |l| l - log_sum),
+        top: top
+            .into_iter()
+            .map(|id| {
+                let (t, b) = piece(LlamaToken(id as i32));
+                (t, b, logits[id] - log_sum)
+            })
+            .collect(),
+    }
+}
+
 /// Delivers pending events and text without blocking the loop.
 fn flush(seq: &mut Seq) {
+    if !seq.pending_logprobs.is_empty() {
+        // Before the text their tokens make.
+        let l = std::mem::take(&mut seq.pending_logprobs);
+        seq.queued.push_back(Event::Logprobs(l));
+    }
     while let Some(event) = seq.queued.pop_front() {
         match seq.tx.try_send(Ok(event)) {
             TrySend::Sent => {}

@@ -508,3 +508,59 @@ async fn a_tool_result_goes_back_to_the_model_and_it_answers() {
         assert!(a.usage.prompt_tokens > 60, "{choice}: {:?}", a.usage);
     }
 }
+
+/// `logprobs` with `top_logprobs`: one entry per generated token, whose texts make the answer;
+/// at temperature 0 each chosen token is the most likely one; every log probability is ≤ 0 and
+/// the alternatives come most likely first. Streamed, the entries ride with the text they make.
+#[tokio::test]
+async fn logprobs_are_per_token_and_consistent_with_the_text() {
+    let engine = shared();
+    let extra = r#","temperature":0,"max_tokens":12,"logprobs":true,"top_logprobs":3"#;
+    let a = engine
+        .generate(chat(MODEL, "What is the capital of France?", extra))
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let eos = u64::from(a.finish_reason == FinishReason::Stop);
+    assert_eq!(a.logprobs.len() as u64, a.usage.completion_tokens, "{a:?}");
+    let joined: String = a.logprobs.iter().map(|l| l.token.as_str()).collect();
+    assert_eq!(joined, a.text);
+    for l in &a.logprobs {
+        assert!(l.logprob <= 0.0, "{l:?}");
+        assert_eq!(l.top.len(), 3, "{l:?}");
+        assert_eq!(l.top[0].0, l.token, "greedy picks the most likely: {l:?}");
+        assert!((l.top[0].2 - l.logprob).abs() < 1e-5, "{l:?}");
+        assert!(l.top.windows(2).all(|w| w[0].2 >= w[1].2), "{l:?}");
+    }
+    let _ = eos;
+    // Streamed through the OpenAI server: the entries' tokens make the streamed content.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/v1/chat/completions",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(cocoon_engine::server::serve(listener, engine.clone()));
+    let body = format!(
+        r#"{{"model":{MODEL:?},"messages":[{{"role":"user","content":"What is the capital of France?"}}],"stream":true{extra}}}"#
+    );
+    let sse = reqwest_text(&url, body).await;
+    let events: Vec<serde_json::Value> = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let content: String = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    let tokens: String = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["logprobs"]["content"].as_array())
+        .flatten()
+        .map(|l| l["token"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(content, a.text);
+    assert_eq!(tokens, content, "{sse}");
+}

@@ -172,13 +172,19 @@ impl Worker {
                     let mut bytes = Vec::new();
                     let mut next = Some(first);
                     while let Some(event) = next.take() {
-                        let part = match &event {
-                            Event::Text(t) => fmt.text(t),
-                            Event::ToolCall(d) => fmt.tool_call(d),
+                        // Text and calls count toward what a cut-off answer used.
+                        let counts = matches!(event, Event::Text(_) | Event::ToolCall(_));
+                        let part = match event {
+                            Event::Text(t) => fmt.text(&t),
+                            Event::ToolCall(d) => fmt.tool_call(&d),
+                            Event::Logprobs(l) => {
+                                fmt.logprobs(l);
+                                None
+                            }
                             Event::Done { .. } => None,
                         };
                         bytes.extend(part.unwrap_or_default());
-                        parts += 1;
+                        parts += u64::from(counts);
                         if bytes.len() >= 64 * 1024 {
                             break;
                         }
