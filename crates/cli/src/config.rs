@@ -75,7 +75,9 @@ model = "smollm2"                            # a known model, a GGUF path, or "f
 #                                            #   llama-server, TGI); `model` is then its identity: name@sha256, a
 #                                            #   known model, or the weights' path (file or directory) to hash
 # engine_model = "Qwen/Qwen3-8B"             # the name that server serves it under (default: the one it lists)
-# Several models on this machine instead of `model`: one [[models]] entry each (model, engine_url,
+# engine_tools = true                        # that server calls tools (vLLM --enable-auto-tool-choice, llama-server
+#                                            #   --jinja): announce it, so requests with tools come here (default false)
+# Several models on this machine instead of `model`: one [[models]] entry each (model, engine_url, engine_tools,
 # engine_model, max_active), each announced to proxies separately; state in dir/<model name>.
 coefficient = 1000                           # price coefficient, thousandths (default 1000 = base price)
 max_active = 4                               # requests at once (default 4; with engine_url, the server's concurrency)

@@ -110,11 +110,13 @@ pub fn resolve(arg: &str) -> Result<model::LocalModel> {
 /// The engine of a worker whose model runs in an OpenAI-compatible server at `url`, and the
 /// identity it announces: `model` names the identity (`name@sha256`, a known model, or the
 /// weights' path); `served` is the name the server knows the model by (default: the one model it
-/// lists, which needs the server up).
+/// lists, which needs the server up); `tools`: the server was started to call tools (vLLM's
+/// `--enable-auto-tool-choice`, llama-server's `--jinja`), so the worker announces tool calling.
 pub fn http_engine(
     url: &str,
     served: Option<&str>,
     model: &str,
+    tools: bool,
 ) -> Result<(cocoon_engine::http::HttpEngine, String)> {
     let identity = model::identity_of(model)?.to_string();
     let served = match served {
@@ -136,6 +138,7 @@ pub fn http_engine(
             }
         }
     };
-    let engine = cocoon_engine::http::HttpEngine::serving(url, &served, &identity);
+    let mut engine = cocoon_engine::http::HttpEngine::serving(url, &served, &identity);
+    engine.features.tools = tools;
     Ok((engine, identity))
 }

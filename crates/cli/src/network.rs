@@ -40,6 +40,11 @@ pub struct UpArgs {
     /// The name the server at `--engine-url` serves the model under (default: the one it lists).
     #[arg(long, requires = "engine_url")]
     pub engine_model: Option<String>,
+    /// The server at `--engine-url` calls tools (vLLM started with `--enable-auto-tool-choice`,
+    /// llama-server with `--jinja`): workers announce tool calling, so requests with tools
+    /// reach them.
+    #[arg(long, requires = "engine_url")]
+    pub engine_tools: bool,
     /// The client's OpenAI API address.
     #[arg(long, default_value = "127.0.0.1:8040")]
     pub listen: SocketAddr,
@@ -72,8 +77,12 @@ fn engines(args: &UpArgs) -> Result<Engines> {
         return Ok((e, cocoon_localnet::fake_model_identity(), "fake".into()));
     }
     if let Some(url) = &args.engine_url {
-        let (engine, identity) =
-            crate::model::http_engine(url, args.engine_model.as_deref(), &args.model)?;
+        let (engine, identity) = crate::model::http_engine(
+            url,
+            args.engine_model.as_deref(),
+            &args.model,
+            args.engine_tools,
+        )?;
         eprintln!("engine at {url}: serving {identity}");
         let engine: Arc<dyn Engine> = Arc::new(engine);
         let kind = cocoon_engine::model::ModelIdentity::parse(&identity)
@@ -367,8 +376,8 @@ impl Validate for WorkerToml {
             (None, true) => bail!("model: missing (or list several in [[models]])"),
             (Some(_), true) => {}
             (None, false) => {
-                if self.engine_url.is_some() || self.engine_model.is_some() {
-                    bail!("engine_url / engine_model: with [[models]], give them in each entry");
+                if self.engine_url.is_some() || self.engine_model.is_some() || self.engine_tools {
+                    bail!("engine_url / engine_model / engine_tools: with [[models]], give them in each entry");
                 }
             }
         }
@@ -381,6 +390,9 @@ impl Validate for WorkerToml {
             };
             if m.engine_model.is_some() && m.engine_url.is_none() {
                 bail!("{at}engine_model: names the model an engine_url serves; set engine_url too");
+            }
+            if m.engine_tools && m.engine_url.is_none() {
+                bail!("{at}engine_tools: says an engine_url server calls tools; set engine_url too (the embedded engine always does)");
             }
             if let Some(url) = &m.engine_url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -463,6 +475,9 @@ pub struct WorkerToml {
     engine_url: Option<String>,
     /// The name that server serves the model under (default: the one it lists).
     engine_model: Option<String>,
+    /// That server calls tools (started for them): announce tool calling.
+    #[serde(default)]
+    engine_tools: bool,
     /// Several models on this machine, each announced to proxies separately.
     #[serde(default)]
     models: Vec<ModelToml>,
@@ -487,6 +502,9 @@ pub struct ModelToml {
     engine_url: Option<String>,
     /// As the top-level `engine_model`.
     engine_model: Option<String>,
+    /// As the top-level `engine_tools`.
+    #[serde(default)]
+    engine_tools: bool,
     /// Requests at once for this model (default: the top-level `max_active`).
     max_active: Option<u32>,
 }
@@ -499,6 +517,7 @@ impl WorkerToml {
                 model: model.clone(),
                 engine_url: self.engine_url.clone(),
                 engine_model: self.engine_model.clone(),
+                engine_tools: self.engine_tools,
                 max_active: None,
             }],
             None => self.models.clone(),
@@ -607,8 +626,12 @@ pub fn worker(config: &Path) -> Result<()> {
     for m in &entries {
         let max_active = m.max_active.unwrap_or(c.max_active);
         let (engine, identity): (Arc<dyn Engine>, String) = if let Some(url) = &m.engine_url {
-            let (engine, identity) =
-                crate::model::http_engine(url, m.engine_model.as_deref(), &m.model)?;
+            let (engine, identity) = crate::model::http_engine(
+                url,
+                m.engine_model.as_deref(),
+                &m.model,
+                m.engine_tools,
+            )?;
             (Arc::new(engine), identity)
         } else if m.model == "fake" {
             (
@@ -822,5 +845,43 @@ mod tests {
         let (keys, _) = c.wallet().unwrap();
         std::env::remove_var("COCOON_WALLET_MNEMONIC");
         assert_eq!(keys.public_key(), m.keypair().public_key());
+    }
+}
+
+#[cfg(test)]
+mod worker_toml_tests {
+    use super::*;
+
+    fn worker(extra: &str) -> Result<WorkerToml> {
+        let t: WorkerToml = toml::from_str(&format!(
+            "wallet = \"w.json\"\ndir = \"x\"\nchain_api = \"http://127.0.0.1:1\"\nroot = \"0:{}\"\n{extra}", "ab".repeat(32)
+        ))?;
+        t.validate()?;
+        Ok(t)
+    }
+
+    /// `engine_tools` says an HTTP engine calls tools: it needs that engine, and it reaches the
+    /// model entry (top level or in `[[models]]`).
+    #[test]
+    fn engine_tools_needs_an_engine_url() {
+        let t =
+            worker("model = \"m@aa\"\nengine_url = \"http://127.0.0.1:9\"\nengine_tools = true")
+                .unwrap();
+        assert!(t.entries()[0].engine_tools);
+        let e = worker("model = \"smollm2\"\nengine_tools = true").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("engine_tools: says an engine_url server calls tools"),
+            "{e}"
+        );
+        let t = worker(
+            "[[models]]\nmodel = \"m@aa\"\nengine_url = \"http://127.0.0.1:9\"\nengine_tools = true\n[[models]]\nmodel = \"n@bb\"\nengine_url = \"http://127.0.0.1:9\"",
+        )
+        .unwrap();
+        let tools: Vec<bool> = t.entries().iter().map(|m| m.engine_tools).collect();
+        assert_eq!(tools, [true, false]);
+        let e = worker("engine_tools = true\n[[models]]\nmodel = \"m@aa\"\nengine_url = \"http://127.0.0.1:9\"")
+            .unwrap_err();
+        assert!(e.to_string().contains("give them in each entry"), "{e}");
     }
 }

@@ -355,6 +355,17 @@ fn apply_chunk(parser: &mut SseParser, v: &Value, chat: bool) -> Result<Vec<Even
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(tool_call_delta).collect::<Vec<_>>())
         .unwrap_or_default();
+    // Pieces must name a call begun or the next one (an index skipping ahead is dropped).
+    let calls: Vec<ToolCallDelta> = calls
+        .into_iter()
+        .filter(|d| {
+            let ok = d.index <= parser.calls;
+            if d.index == parser.calls {
+                parser.calls += 1;
+            }
+            ok
+        })
+        .collect();
     if !calls.is_empty() && parser.thinking {
         parser.thinking = false;
         out.push_str("</think>");
@@ -460,6 +471,8 @@ pub struct SseParser {
     finish_reason: Option<FinishReason>,
     /// Inside reasoning text (vLLM's and SGLang's `reasoning_content`), given as `<think>…`.
     thinking: bool,
+    /// Tool calls begun so far: a piece may continue one of them or begin the next, nothing else.
+    calls: u32,
 }
 
 impl SseParser {

@@ -207,7 +207,7 @@ impl Formatter {
                 let mut message = json!({"role": "assistant", "content": self.text});
                 let calls = self.calls.calls();
                 if !calls.is_empty() {
-                    if self.text.is_empty() {
+                    if self.text.trim().is_empty() {
                         message["content"] = Value::Null;
                     }
                     let calls: Vec<Value> = calls.iter().map(|c| c.to_json()).collect();

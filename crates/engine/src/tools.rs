@@ -153,10 +153,15 @@ pub struct ToolCallAccumulator {
 }
 
 impl ToolCallAccumulator {
-    /// Adds one delta.
-    pub fn push(&mut self, d: &ToolCallDelta) {
+    /// Adds one delta: a piece of a call already begun, or the first piece of the next one.
+    /// A piece for any other index (skipping ahead, as an upstream server might claim) is
+    /// dropped and `false` returned, so no index can make the answer allocate.
+    pub fn push(&mut self, d: &ToolCallDelta) -> bool {
         let i = d.index as usize;
-        while self.calls.len() <= i {
+        if i > self.calls.len() {
+            return false;
+        }
+        if i == self.calls.len() {
             self.calls.push(ToolCall {
                 id: String::new(),
                 name: String::new(),
@@ -171,6 +176,7 @@ impl ToolCallAccumulator {
             c.name.push_str(n);
         }
         c.arguments.push_str(&d.arguments);
+        true
     }
 
     /// The calls so far.
@@ -1126,6 +1132,10 @@ mod tests {
         acc.push(&d(1, Some("call_2"), Some("get_weather"), "{}"));
         acc.push(&d(0, None, None, ": \"Lima\"}"));
         assert_eq!(acc.calls()[0].arguments, "{\"location\": \"Lima\"}");
+        // An index skipping ahead (a hostile upstream's u32::MAX, say) is dropped, not grown to.
+        assert!(!acc.push(&d(u32::MAX, Some("x"), Some("f"), "{}")));
+        assert!(!acc.push(&d(3, Some("x"), Some("f"), "{}")));
+        assert_eq!(acc.calls().len(), 2);
         assert_eq!(acc.calls()[1].name, "get_weather");
         assert_eq!(
             d(0, Some("call_1"), Some("f"), "").to_json(),

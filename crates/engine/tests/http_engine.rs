@@ -433,3 +433,27 @@ async fn engine_check_tells_a_fit_server_from_one_that_reports_no_usage() {
         down.problems
     );
 }
+
+/// An upstream's tool-call pieces and log probabilities become the answer's calls and
+/// entries; a piece naming a call index that skips ahead (here u32::MAX) is dropped, so no
+/// upstream can make the worker allocate for it.
+#[tokio::test]
+async fn upstream_tool_calls_and_logprobs_are_read_and_wild_indices_dropped() {
+    let a = answer_to(concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"},\"logprobs\":{\"content\":[{\"token\":\"ok\",\"logprob\":-0.25,\"bytes\":[111,107],\"top_logprobs\":[{\"token\":\"ok\",\"logprob\":-0.25,\"bytes\":[111,107]}]}]}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_a\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\":\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":4294967295,\"id\":\"evil\",\"function\":{\"name\":\"g\",\"arguments\":\"{}\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"1}\"}}]},\"finish_reason\":\"tool_calls\"}],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":3}}\n\n",
+        "data: [DONE]\n\n",
+    ))
+    .await;
+    assert_eq!(a.finish_reason, cocoon_engine::FinishReason::ToolCalls);
+    assert_eq!(a.tool_calls.len(), 1, "{a:?}");
+    assert_eq!(a.tool_calls[0].id, "call_a");
+    assert_eq!(a.tool_calls[0].arguments, "{\"x\":1}");
+    assert_eq!(a.logprobs.len(), 1);
+    assert_eq!(a.logprobs[0].token, "ok");
+    assert_eq!(a.logprobs[0].logprob, -0.25);
+    assert_eq!(a.logprobs[0].top.len(), 1);
+    assert_eq!(a.usage, usage(5, 0, 3, 0));
+}

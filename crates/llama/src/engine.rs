@@ -336,6 +336,8 @@ struct Seq {
     queued: std::collections::VecDeque<Event>,
     /// Finds tool calls in the text, when the request lets the model call tools.
     tools: Option<ToolCallParser>,
+    /// Tool calls sent so far (the next one's index).
+    calls_sent: u32,
     /// `logprobs`: how many alternatives to report per token (`None`: no log probabilities).
     logprobs: Option<u8>,
     /// Log probabilities of sampled tokens not yet delivered.
@@ -506,7 +508,17 @@ impl<'m> Scheduler<'m> {
         let slot = &mut self.slots[slot_index];
         slot.history.truncate(reuse);
         let room = u64::from(self.n_ctx_per_seq) - tokens.len() as u64;
-        let think = ThinkTracker::for_prompt(&text);
+        // A call the grammar forces starts at once: the model never thinks first, whatever the
+        // prompt opened.
+        let forced = matches!(
+            request.tool_choice,
+            ToolChoice::Required | ToolChoice::Function(_)
+        ) && request.response_format.is_none();
+        let think = if forced {
+            ThinkTracker::default()
+        } else {
+            ThinkTracker::for_prompt(&text)
+        };
         slot.seq = Some(Seq {
             tx,
             pending: tokens[reuse..].to_vec(),
@@ -522,6 +534,7 @@ impl<'m> Scheduler<'m> {
             think,
             tools: (!tools.is_empty()).then(|| ToolCallParser::new(format, tools, think.inside())),
             queued: std::collections::VecDeque::new(),
+            calls_sent: 0,
             logprobs: request.logprobs,
             pending_logprobs: Vec::new(),
             usage: Usage {
@@ -735,15 +748,21 @@ fn deliver(seq: &mut Seq, text: &str) {
 fn receive(seq: &mut Seq, parsed: Vec<Parsed>) {
     for p in parsed {
         match p {
+            // The whitespace models write between and after calls is not content.
+            Parsed::Text(t) if seq.calls_sent > 0 && t.trim().is_empty() => {}
             Parsed::Text(t) => seq.outbox.push_str(&t),
             Parsed::Call(call) => {
+                if !seq.pending_logprobs.is_empty() {
+                    let l = std::mem::take(&mut seq.pending_logprobs);
+                    seq.queued.push_back(Event::Logprobs(l));
+                }
                 if !seq.outbox.is_empty() {
                     seq.queued
                         .push_back(Event::Text(std::mem::take(&mut seq.outbox)));
                 }
-                let index = seq.tools.as_ref().map_or(1, |p| p.calls()) - 1;
                 seq.queued
-                    .push_back(Event::ToolCall(call.as_delta(index as u32)));
+                    .push_back(Event::ToolCall(call.as_delta(seq.calls_sent)));
+                seq.calls_sent += 1;
             }
         }
     }

@@ -56,7 +56,7 @@ pub fn render(
     let text = if !with_tools {
         render_messages(model, &template, messages)?
     } else if renders_tools(&source) {
-        let msgs: Vec<serde_json::Value> = messages.iter().map(ChatMessage::to_json).collect();
+        let msgs: Vec<serde_json::Value> = messages.iter().map(template_message).collect();
         let tools: Vec<serde_json::Value> = tools.iter().map(Tool::to_json).collect();
         render_jinja(&source, &msgs, &tools, &special_texts(model))
             .map_err(TemplateError::Render)?
@@ -78,6 +78,26 @@ pub fn render_file(
     let params = llama_cpp_2::model::params::LlamaModelParams::default().with_vocab_only(true);
     let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| e.to_string())?;
     render(&model, messages, tools).map_err(|e| e.to_string())
+}
+
+/// A message as chat templates expect it: a call's arguments as a JSON object (as Hugging Face
+/// and vLLM give them; templates print them with `tojson`), not the API's string of JSON.
+fn template_message(m: &ChatMessage) -> serde_json::Value {
+    let mut v = m.to_json();
+    if let Some(calls) = v.get_mut("tool_calls").and_then(|c| c.as_array_mut()) {
+        for call in calls {
+            if let Some(args) = call.pointer_mut("/function/arguments") {
+                if let Some(parsed) = args
+                    .as_str()
+                    .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+                    .filter(serde_json::Value::is_object)
+                {
+                    *args = parsed;
+                }
+            }
+        }
+    }
+    v
 }
 
 /// The model's BOS and EOS texts (templates print them).

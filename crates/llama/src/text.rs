@@ -109,18 +109,12 @@ pub struct ThinkTracker {
 }
 
 impl ThinkTracker {
-    /// Starts inside a think block when the prompt opened one (templates
-    /// of reasoning models often end the prompt with `<think>`).
+    /// Starts inside a think block when the prompt ends by opening one (templates of
+    /// reasoning models often end the prompt with `<think>`). Only the end counts: a `<think>`
+    /// the user wrote earlier in the conversation opens nothing.
     pub fn for_prompt(prompt: &str) -> Self {
-        let open = prompt.rfind("<think>");
-        let close = prompt.rfind("</think>");
-        let inside = match (open, close) {
-            (Some(_), None) => true,
-            (Some(o), Some(c)) => o > c,
-            _ => false,
-        };
         Self {
-            inside,
+            inside: prompt.trim_end().ends_with("<think>"),
             reasoning_tokens: 0,
         }
     }
@@ -190,8 +184,10 @@ mod tests {
             t.token(piece);
         }
         assert_eq!(t.reasoning_tokens, 2);
-        // A closed block in the prompt does not count.
+        // A closed block in the prompt does not count, nor one the user wrote.
         let t = ThinkTracker::for_prompt("<think>x</think> answer");
+        assert!(!t.inside());
+        let t = ThinkTracker::for_prompt("user: what does <think> mean?\nassistant:\n");
         assert!(!t.inside());
     }
 }

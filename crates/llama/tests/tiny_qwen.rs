@@ -106,14 +106,10 @@ fn qwen3_template_renders_tools_calls_and_results() {
         p.starts_with("<|im_start|>system\nBe brief.\n\n# Tools\n"),
         "{p}"
     );
-    // Python's json.dumps layout, as Hugging Face's tojson writes it.
-    assert!(
-        p.contains(
-            r#"<tools>
-{"function": {"description": "The weather in a city", "name": "get_weather", "parameters": {"#
-        ),
-        "{p}"
-    );
+    // Python's json.dumps layout, as Hugging Face's tojson writes it, keys in the app's order.
+    assert!(p.contains(r#"<tools>
+{"type": "function", "function": {"name": "get_weather", "description": "The weather in a city", "parameters": {"type": "object", "properties": {"unit": {"enum": ["c", "f"]}}, "required": ["unit"], "additionalProperties": false}, "strict": true}}
+</tools>"#), "{p}");
     assert!(p.contains("<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"unit\": \"c\"}}\n</tool_call><|im_end|>\n"), "{p}");
     assert!(
         p.contains("<|im_start|>user\n<tool_response>\n21 degrees\n</tool_response><|im_end|>\n"),
