@@ -71,16 +71,25 @@ pub fn run(
     }
     // Grammar-constrained decoding (`response_format: json_object`) against free decoding of the
     // same chat, greedy, one stream; each run twice, the better kept.
+    // A call the grammar forces (`tool_choice: required`) is measured the same way.
     let mut constrained = (0.0f64, 0u64);
     let mut free = (0.0f64, 0u64);
+    let mut tool = (0.0f64, 0u64);
+    let mut free_logprobs = (0.0f64, 0u64);
     for _ in 0..2 {
-        let f = rt.block_on(chat_rate(&engine, false, tokens))?;
-        let j = rt.block_on(chat_rate(&engine, true, tokens))?;
-        if f.0 > free.0 {
-            free = f;
-        }
-        if j.0 > constrained.0 {
-            constrained = j;
+        let f = rt.block_on(chat_rate(&engine, Constraint::Free, tokens))?;
+        let j = rt.block_on(chat_rate(&engine, Constraint::JsonObject, tokens))?;
+        let t = rt.block_on(chat_rate(&engine, Constraint::ToolCall, tokens))?;
+        let fl = rt.block_on(chat_rate(&engine, Constraint::ToolAuto, tokens))?;
+        for (best, run) in [
+            (&mut free, f),
+            (&mut constrained, j),
+            (&mut tool, t),
+            (&mut free_logprobs, fl),
+        ] {
+            if run.0 > best.0 {
+                *best = run;
+            }
         }
     }
     // The baseline again, after the engine: the machine may have sped up
@@ -116,23 +125,42 @@ pub fn run(
         "single_stream_vs_baseline": single
             .map(|s| s.per_stream_decode_tok_s / baseline.decode_tok_s.max(baseline_after.decode_tok_s)),
         "grammar": {
-            "what": "one greedy chat stream, free vs response_format json_object (JSON grammar)",
+            "what": "one greedy chat stream, free vs response_format json_object (JSON grammar) and tool_choice required (the call's grammar with the tool's schema) vs the same request with tool_choice auto (both timed by their logprobs)",
             "free_decode_tok_s": free.0,
             "free_tokens": free.1,
             "json_object_decode_tok_s": constrained.0,
             "json_object_tokens": constrained.1,
             "json_object_vs_free": if free.0 > 0.0 { constrained.0 / free.0 } else { 0.0 },
+            "tool_call_decode_tok_s": tool.0,
+            "tool_call_tokens": tool.1,
+            "tool_auto_decode_tok_s": free_logprobs.0,
+            "tool_auto_tokens": free_logprobs.1,
+            "tool_call_vs_tool_auto": if free_logprobs.0 > 0.0 { tool.0 / free_logprobs.0 } else { 0.0 },
             "target": ">= 0.85",
         },
         "peak_rss_bytes": peak_rss(),
     }))
 }
 
-/// One greedy chat stream of at most `tokens` (free, or as one JSON object by grammar): its
-/// decode rate after the first token, and how many tokens it generated.
+/// How a benchmarked chat is constrained.
+#[derive(Clone, Copy)]
+enum Constraint {
+    /// Free text.
+    Free,
+    /// The tool call's request with `tool_choice: auto` (the same prompt, the tool described,
+    /// no grammar), timed the same way: what the call's grammar is compared with.
+    ToolAuto,
+    /// `response_format: json_object`.
+    JsonObject,
+    /// `tool_choice: required` with one strict tool.
+    ToolCall,
+}
+
+/// One greedy chat stream of at most `tokens` (free, as one JSON object, or as a forced tool
+/// call, by grammar): its decode rate after the first token, and how many tokens it generated.
 async fn chat_rate(
     engine: &Arc<LlamaEngine>,
-    json: bool,
+    constraint: Constraint,
     tokens: u32,
 ) -> Result<(f64, u64), String> {
     let mut body = serde_json::json!({
@@ -141,8 +169,27 @@ async fn chat_rate(
         "max_tokens": tokens,
         "temperature": 0.0,
     });
-    if json {
-        body["response_format"] = serde_json::json!({"type": "json_object"});
+    match constraint {
+        Constraint::Free => {}
+        Constraint::JsonObject => {
+            body["response_format"] = serde_json::json!({"type": "json_object"});
+        }
+        Constraint::ToolCall | Constraint::ToolAuto => {
+            body["tools"] = serde_json::json!([{"type": "function", "function": {
+                "name": "describe_country", "strict": true,
+                "parameters": {"type": "object", "additionalProperties": false,
+                    "required": ["name", "description", "cities"],
+                    "properties": {"name": {"type": "string"}, "description": {"type": "string"},
+                        "cities": {"type": "array", "items": {"type": "string"}}}}}}]);
+            body["tool_choice"] = match constraint {
+                Constraint::ToolCall => "required",
+                _ => "auto",
+            }
+            .into();
+            // The call is sent whole once complete; its tokens' log probabilities stream, and
+            // time its decoding (a log-softmax per token, about 1 % of a step here).
+            body["logprobs"] = true.into();
+        }
     }
     let request =
         EngineRequest::parse_chat(body.to_string().as_bytes()).map_err(|e| e.to_string())?;
@@ -212,8 +259,9 @@ async fn measure(mut g: cocoon_engine::Generation, sent: Instant) -> Result<Meas
     let mut first: Option<Instant> = None;
     while let Some(item) = g.next().await {
         match item.map_err(|e| e.to_string())? {
-            Event::Logprobs(_) => {}
-            Event::Text(_) | Event::ToolCall(_) => {
+            // Log probabilities come as each token is made: a call (sent whole at its end)
+            // is timed by them.
+            Event::Logprobs(_) | Event::Text(_) | Event::ToolCall(_) => {
                 first.get_or_insert_with(Instant::now);
             }
             Event::Done { usage, .. } => {

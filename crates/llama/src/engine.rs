@@ -344,6 +344,9 @@ struct Seq {
     pending_logprobs: Vec<cocoon_engine::TokenLogprob>,
     /// Benchmarks: do not stop at end-of-sequence.
     ignore_eos: bool,
+    /// The sampler is plain greedy (temperature 0, no bias or penalties): its choice is the
+    /// highest raw logit, so under a grammar the choice is the highest one the grammar allows.
+    greedy: bool,
 }
 
 struct Slot {
@@ -545,6 +548,7 @@ impl<'m> Scheduler<'m> {
             max_tokens: request.max_tokens.map_or(room, |m| u64::from(m).min(room)),
             outbox: String::new(),
             ignore_eos: request.ignore_eos,
+            greedy: is_plain_greedy(&request),
         });
         Ok(())
     }
@@ -892,6 +896,41 @@ fn grammar(
         .map_err(|e| EngineError::Internal(format!("the request's grammar: {e}")))
 }
 
+/// Whether the request samples greedily with nothing reordering the raw logits.
+fn is_plain_greedy(request: &EngineRequest) -> bool {
+    let s = &request.sampling;
+    s.temperature.is_some_and(|t| t <= 0.0)
+        && s.logit_bias.is_empty()
+        && s.frequency_penalty.unwrap_or(0.0) == 0.0
+        && s.presence_penalty.unwrap_or(0.0) == 0.0
+}
+
+/// Most tokens checked one by one before the whole vocabulary is filtered.
+const GREEDY_GRAMMAR_CANDIDATES: usize = 32;
+
+/// The highest-logit token among the [`GREEDY_GRAMMAR_CANDIDATES`] most likely that `grammar`
+/// allows, if any.
+fn best_allowed(grammar: &mut LlamaSampler, logits: &[f32]) -> Option<LlamaToken> {
+    let k = GREEDY_GRAMMAR_CANDIDATES.min(logits.len());
+    if k == 0 {
+        return None;
+    }
+    let mut ids: Vec<usize> = (0..logits.len()).collect();
+    ids.select_nth_unstable_by(k - 1, |a, b| logits[*b].total_cmp(&logits[*a]));
+    ids.truncate(k);
+    ids.sort_by(|a, b| logits[*b].total_cmp(&logits[*a]));
+    ids.into_iter()
+        .map(|id| LlamaToken(id as i32))
+        .find(|&token| {
+            let mut one = LlamaTokenDataArray::from_iter(
+                [LlamaTokenData::new(token, logits[token.0 as usize], 0.0)],
+                false,
+            );
+            grammar.apply(&mut one);
+            one.data.first().is_some_and(|d| d.logit().is_finite())
+        })
+}
+
 /// The next token of `seq` from the logits at `at`. With a grammar, the unconstrained choice
 /// is tried first and checked against the grammar alone (one token, not the whole vocabulary);
 /// only when the grammar refuses it are all candidates filtered by the grammar and the choice
@@ -921,13 +960,23 @@ fn sample(seq: &mut Seq, ctx: &LlamaContext<'_>, at: i32) -> LlamaToken {
     });
     let token = match (chosen, allowed) {
         (Some(token), true) => token,
-        _ => {
-            let mut all = candidates();
-            grammar.apply(&mut all);
-            seq.sampler.apply(&mut all);
-            // The grammar always allows something (at worst the end of the sequence).
-            all.selected_token().unwrap_or(LlamaToken(0))
-        }
+        // Greedy: the best of the most likely tokens that the grammar allows, each checked
+        // alone — where the grammar forces its own text (a call's markup, a property name)
+        // that is usually among them, and far cheaper than filtering the whole vocabulary.
+        _ => match seq
+            .greedy
+            .then(|| best_allowed(grammar, ctx.get_logits_ith(at)))
+            .flatten()
+        {
+            Some(token) => token,
+            None => {
+                let mut all = candidates();
+                grammar.apply(&mut all);
+                seq.sampler.apply(&mut all);
+                // The grammar always allows something (at worst the end of the sequence).
+                all.selected_token().unwrap_or(LlamaToken(0))
+            }
+        },
     };
     grammar.accept(token);
     seq.sampler.accept(token);

@@ -564,3 +564,45 @@ async fn logprobs_are_per_token_and_consistent_with_the_text() {
     assert_eq!(content, a.text);
     assert_eq!(tokens, content, "{sse}");
 }
+
+/// Greedy decoding under a grammar takes the best of the most likely tokens that the grammar
+/// allows, checked one by one, before filtering the whole vocabulary; the answer must be the
+/// same as filtering every time. A zero `logit_bias` changes no logit but turns the shortcut off.
+#[tokio::test]
+async fn the_greedy_grammar_shortcut_gives_the_same_answers() {
+    let engine = shared();
+    let tool = WEATHER_TOOL;
+    for constraint in [
+        r#","response_format":{"type":"json_object"}"#.to_string(),
+        format!(r#","tools":[{tool}],"tool_choice":"required""#),
+    ] {
+        let run = |extra: String| {
+            let engine = engine.clone();
+            async move {
+                engine
+                    .generate(chat(MODEL, "Weather in Lyon as JSON?", &extra))
+                    .unwrap()
+                    .collect()
+                    .await
+                    .unwrap()
+            }
+        };
+        let fast = run(format!(r#","temperature":0,"max_tokens":48{constraint}"#)).await;
+        let full = run(format!(
+            r#","temperature":0,"max_tokens":48,"logit_bias":{{"0":0}}{constraint}"#
+        ))
+        .await;
+        assert_eq!(fast.text, full.text);
+        assert_eq!(
+            fast.tool_calls
+                .iter()
+                .map(|c| (&c.name, &c.arguments))
+                .collect::<Vec<_>>(),
+            full.tool_calls
+                .iter()
+                .map(|c| (&c.name, &c.arguments))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(fast.usage.completion_tokens, full.usage.completion_tokens);
+    }
+}
