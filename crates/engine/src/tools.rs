@@ -488,6 +488,21 @@ impl ToolFormat {
         }
     }
 
+    /// The text around a call's arguments in this family's form: what a call of `name` writes
+    /// before its arguments, and after them.
+    pub fn call_frame(self, name: &str) -> (String, String) {
+        match self {
+            Self::Hermes => (
+                format!("<tool_call>\n{{\"name\": \"{name}\", \"arguments\": "),
+                "}\n</tool_call>".to_string(),
+            ),
+            Self::DeepSeek => (
+                format!("{DS_CALLS_BEGIN}{DS_CALL_BEGIN}function{DS_SEP}{name}\n```json\n"),
+                format!("\n```{DS_CALL_END}{DS_CALLS_END}"),
+            ),
+        }
+    }
+
     /// The GBNF grammar that makes the model call `choice` (required: one of `tools`; a named
     /// function: that one) in this family's form. Arguments fit the tool's schema where the
     /// schema grammar can enforce it, else any JSON object. `None` for `auto` and `none`.
@@ -508,22 +523,7 @@ impl ToolFormat {
                 }
                 Err(_) => "any-object".to_string(),
             };
-            let (before, after) = match self {
-                Self::Hermes => (
-                    format!(
-                        "<tool_call>\n{{\"name\": \"{}\", \"arguments\": ",
-                        tool.name
-                    ),
-                    "}\n</tool_call>".to_string(),
-                ),
-                Self::DeepSeek => (
-                    format!(
-                        "{DS_CALLS_BEGIN}{DS_CALL_BEGIN}function{DS_SEP}{}\n```json\n",
-                        tool.name
-                    ),
-                    format!("\n```{DS_CALL_END}{DS_CALLS_END}"),
-                ),
-            };
+            let (before, after) = self.call_frame(&tool.name);
             alts.push(format!(
                 "{} {args} {}",
                 gbnf_literal(&before),
@@ -627,6 +627,105 @@ fn gbnf_literal(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// A piece of a call the grammar forces, as [`ForcedCall`] streams it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallPiece {
+    /// The call began: its id and function.
+    Start {
+        /// `call_…`.
+        id: String,
+        /// The function.
+        name: String,
+    },
+    /// More of its arguments.
+    Arguments(String),
+}
+
+/// Streams the one call a grammar forces (`tool_choice: required` or a named function) as the
+/// model writes it: the start once the function's name is written, then the arguments in
+/// fragments as they come — safe to send early because the grammar admits nothing but a
+/// well-formed call. The closing text is held back until it is known not to be arguments.
+#[derive(Debug)]
+pub struct ForcedCall {
+    /// Each candidate function's (name, text before its arguments, text after them).
+    frames: Vec<(String, String, String)>,
+    /// Generated text not yet placed.
+    held: String,
+    /// The chosen function's closing text, once its name is written.
+    after: Option<String>,
+    done: bool,
+}
+
+impl ForcedCall {
+    /// For a call of one of `tools` (as `choice` allows) in `format`.
+    pub fn new(format: ToolFormat, tools: &[Tool], choice: &ToolChoice) -> Self {
+        let frames = tools
+            .iter()
+            .filter(|t| match choice {
+                ToolChoice::Function(name) => &t.name == name,
+                _ => true,
+            })
+            .map(|t| {
+                let (before, after) = format.call_frame(&t.name);
+                (t.name.clone(), before, after)
+            })
+            .collect();
+        Self {
+            frames,
+            held: String::new(),
+            after: None,
+            done: false,
+        }
+    }
+
+    /// Adds generated text; returns the pieces it completes.
+    pub fn push(&mut self, text: &str) -> Vec<CallPiece> {
+        if self.done {
+            return Vec::new();
+        }
+        self.held.push_str(text);
+        let mut out = Vec::new();
+        if self.after.is_none() {
+            let Some((name, before, after)) = self
+                .frames
+                .iter()
+                .find(|(_, before, _)| self.held.starts_with(before.as_str()))
+                .cloned()
+            else {
+                return out;
+            };
+            self.held.drain(..before.len());
+            self.after = Some(after);
+            out.push(CallPiece::Start {
+                id: new_call_id(),
+                name,
+            });
+        }
+        let after = self.after.as_deref().unwrap_or_default();
+        if let Some(at) = self.held.find(after) {
+            let args: String = self.held.drain(..at).collect();
+            self.held.clear();
+            self.done = true;
+            if !args.is_empty() {
+                out.push(CallPiece::Arguments(args));
+            }
+            return out;
+        }
+        // Hold back what may be the start of the closing text.
+        let keep = partial_suffix(&self.held, after);
+        let cut = self.held.len() - keep;
+        if cut > 0 {
+            out.push(CallPiece::Arguments(self.held.drain(..cut).collect()));
+        }
+        out
+    }
+
+    /// Whether the call has begun (its start was released).
+    pub fn started(&self) -> bool {
+        self.after.is_some()
+    }
 }
 
 /// What the parser found in generated text.
@@ -1116,6 +1215,50 @@ mod tests {
         let plain = plain_messages(&with_system, &[tool("get_time")], ToolFormat::Hermes);
         assert_eq!(plain.len(), 2);
         assert!(plain[0].content.starts_with("be brief\n\n# Tools"));
+    }
+
+    #[test]
+    fn a_forced_call_streams_its_arguments_as_they_come() {
+        let tools = [tool("get_weather"), tool("get_time")];
+        for format in [ToolFormat::Hermes, ToolFormat::DeepSeek] {
+            let (before, after) = format.call_frame("get_time");
+            let args = r#"{"location": "Lima {}\"}"}"#;
+            let text = format!("{before}{args}{after}");
+            for n in [1, 2, 5, 1000] {
+                let mut f = ForcedCall::new(format, &tools, &ToolChoice::Required);
+                let mut pieces = Vec::new();
+                for c in chunks(&text, n) {
+                    pieces.extend(f.push(&c));
+                }
+                let CallPiece::Start { id, name } = &pieces[0] else {
+                    panic!("{pieces:?}")
+                };
+                assert!(id.starts_with("call_"));
+                assert_eq!(name, "get_time");
+                let streamed: String = pieces[1..]
+                    .iter()
+                    .map(|p| match p {
+                        CallPiece::Arguments(a) => a.as_str(),
+                        other => panic!("{other:?}"),
+                    })
+                    .collect();
+                assert_eq!(streamed, args, "{format:?} pieces of {n}");
+                if n == 1 {
+                    assert!(pieces.len() > 10, "fragments, not one piece");
+                }
+                assert!(f.push("more").is_empty(), "nothing after the call");
+            }
+        }
+        // A named function: only its frame.
+        let mut f = ForcedCall::new(
+            ToolFormat::Hermes,
+            &tools,
+            &ToolChoice::Function("get_weather".into()),
+        );
+        assert!(f
+            .push(&ToolFormat::Hermes.call_frame("get_time").0)
+            .is_empty());
+        assert!(!f.started());
     }
 
     #[test]

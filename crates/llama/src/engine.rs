@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 use cocoon_engine::model::ModelIdentity;
-use cocoon_engine::tools::{Parsed, ToolCallParser, ToolChoice, ToolFormat};
+use cocoon_engine::tools::{CallPiece, ForcedCall, Parsed, ToolCallParser, ToolChoice, ToolFormat};
 use cocoon_engine::{
     Engine, EngineError, EngineRequest, Event, FinishReason, Generation, GenerationSender, Prompt,
     ResponseFormat, TrySend, Usage,
@@ -336,6 +336,8 @@ struct Seq {
     queued: std::collections::VecDeque<Event>,
     /// Finds tool calls in the text, when the request lets the model call tools.
     tools: Option<ToolCallParser>,
+    /// The call the grammar forces (`tool_choice` required or named), streamed as it is written.
+    forced: Option<ForcedCall>,
     /// Tool calls sent so far (the next one's index).
     calls_sent: u32,
     /// `logprobs`: how many alternatives to report per token (`None`: no log probabilities).
@@ -535,7 +537,10 @@ impl<'m> Scheduler<'m> {
             utf8: Utf8Buffer::default(),
             stop: StopMatcher::new(request.stop.clone()),
             think,
-            tools: (!tools.is_empty()).then(|| ToolCallParser::new(format, tools, think.inside())),
+            tools: (!tools.is_empty() && !forced)
+                .then(|| ToolCallParser::new(format, tools, think.inside())),
+            forced: (!tools.is_empty() && forced)
+                .then(|| ForcedCall::new(format, tools, &request.tool_choice)),
             queued: std::collections::VecDeque::new(),
             calls_sent: 0,
             logprobs: request.logprobs,
@@ -670,15 +675,12 @@ impl<'m> Scheduler<'m> {
                 receive(&mut seq, rest);
             }
             seq.usage.reasoning_tokens = seq.think.reasoning_tokens;
-            let called = seq.tools.as_ref().is_some_and(|p| p.calls() > 0);
+            let called = seq.calls_sent > 0;
             let reason = match reason {
                 FinishReason::Stop if called => FinishReason::ToolCalls,
                 r => r,
             };
-            if !seq.pending_logprobs.is_empty() {
-                let l = std::mem::take(&mut seq.pending_logprobs);
-                seq.queued.push_back(Event::Logprobs(l));
-            }
+            queue_logprobs(&mut seq);
             let mut items: std::collections::VecDeque<_> = std::mem::take(&mut seq.queued)
                 .into_iter()
                 .map(Ok)
@@ -738,12 +740,45 @@ impl<'m> Scheduler<'m> {
 /// Takes text the stop matcher released: looked through for tool calls when the request has
 /// tools, else straight to the outbox.
 fn deliver(seq: &mut Seq, text: &str) {
+    if let Some(forced) = seq.forced.as_mut() {
+        let pieces = forced.push(text);
+        for piece in pieces {
+            queue_logprobs(seq);
+            let delta = match piece {
+                CallPiece::Start { id, name } => {
+                    seq.calls_sent = 1;
+                    cocoon_engine::ToolCallDelta {
+                        index: 0,
+                        id: Some(id),
+                        name: Some(name),
+                        arguments: String::new(),
+                    }
+                }
+                CallPiece::Arguments(arguments) => cocoon_engine::ToolCallDelta {
+                    index: 0,
+                    id: None,
+                    name: None,
+                    arguments,
+                },
+            };
+            seq.queued.push_back(Event::ToolCall(delta));
+        }
+        return;
+    }
     match seq.tools.as_mut() {
         Some(parser) => {
             let parsed = parser.push(text);
             receive(seq, parsed);
         }
         None => seq.outbox.push_str(text),
+    }
+}
+
+/// Queues the log probabilities of tokens sampled so far (before what those tokens make).
+fn queue_logprobs(seq: &mut Seq) {
+    if !seq.pending_logprobs.is_empty() {
+        let l = std::mem::take(&mut seq.pending_logprobs);
+        seq.queued.push_back(Event::Logprobs(l));
     }
 }
 
@@ -756,10 +791,7 @@ fn receive(seq: &mut Seq, parsed: Vec<Parsed>) {
             Parsed::Text(t) if seq.calls_sent > 0 && t.trim().is_empty() => {}
             Parsed::Text(t) => seq.outbox.push_str(&t),
             Parsed::Call(call) => {
-                if !seq.pending_logprobs.is_empty() {
-                    let l = std::mem::take(&mut seq.pending_logprobs);
-                    seq.queued.push_back(Event::Logprobs(l));
-                }
+                queue_logprobs(seq);
                 if !seq.outbox.is_empty() {
                     seq.queued
                         .push_back(Event::Text(std::mem::take(&mut seq.outbox)));
@@ -819,11 +851,8 @@ fn token_logprob(
 
 /// Delivers pending events and text without blocking the loop.
 fn flush(seq: &mut Seq) {
-    if !seq.pending_logprobs.is_empty() {
-        // Before the text their tokens make.
-        let l = std::mem::take(&mut seq.pending_logprobs);
-        seq.queued.push_back(Event::Logprobs(l));
-    }
+    // Before the text their tokens make.
+    queue_logprobs(seq);
     while let Some(event) = seq.queued.pop_front() {
         match seq.tx.try_send(Ok(event)) {
             TrySend::Sent => {}
