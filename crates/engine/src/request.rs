@@ -80,7 +80,8 @@ pub enum RequestError {
     },
 }
 
-fn invalid(field: &str, reason: impl Into<String>) -> RequestError {
+/// A [`RequestError::InvalidField`] for `field`.
+pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> RequestError {
     RequestError::InvalidField {
         field: field.to_string(),
         reason: reason.into(),

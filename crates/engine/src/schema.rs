@@ -225,9 +225,13 @@ impl Grammar {
 
 /// A GBNF literal matching exactly this JSON value (then whitespace).
 fn literal(v: &Value) -> String {
-    let json = v.to_string();
+    format!("{} ws", gbnf_string(&v.to_string()))
+}
+
+/// A GBNF string literal matching exactly `s`.
+pub(crate) fn gbnf_string(s: &str) -> String {
     let mut out = String::from("\"");
-    for ch in json.chars() {
+    for ch in s.chars() {
         match ch {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
@@ -237,7 +241,7 @@ fn literal(v: &Value) -> String {
             c => out.push(c),
         }
     }
-    out.push_str("\" ws");
+    out.push('"');
     out
 }
 

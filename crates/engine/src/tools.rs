@@ -18,7 +18,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::request::{ChatMessage, RequestError};
+use crate::request::{invalid, ChatMessage, RequestError};
 
 /// Most tools one request may carry (as OpenAI).
 pub const MAX_TOOLS: usize = 128;
@@ -190,13 +190,6 @@ pub fn new_call_id() -> String {
     let mut b = [0u8; 12];
     let _ = getrandom::fill(&mut b);
     format!("call_{}", hex::encode(b))
-}
-
-fn invalid(field: &str, reason: impl Into<String>) -> RequestError {
-    RequestError::InvalidField {
-        field: field.to_string(),
-        reason: reason.into(),
-    }
 }
 
 fn only_keys(obj: &Map<String, Value>, keys: &[&str], path: &str) -> Result<(), RequestError> {
@@ -526,8 +519,8 @@ impl ToolFormat {
             let (before, after) = self.call_frame(&tool.name);
             alts.push(format!(
                 "{} {args} {}",
-                gbnf_literal(&before),
-                gbnf_literal(&after)
+                crate::schema::gbnf_string(&before),
+                crate::schema::gbnf_string(&after)
             ));
         }
         if alts.is_empty() {
@@ -610,23 +603,6 @@ fn push_plain(out: &mut Vec<ChatMessage>, m: ChatMessage, format: ToolFormat) {
         content.push_str(&format.call_text(&c.name, &c.arguments));
     }
     out.push(ChatMessage::new(m.role, content));
-}
-
-/// A GBNF string literal for `s`.
-fn gbnf_literal(s: &str) -> String {
-    let mut out = String::from("\"");
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// A piece of a call the grammar forces, as [`ForcedCall`] streams it.

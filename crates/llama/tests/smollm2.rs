@@ -54,12 +54,7 @@ async fn streams_the_answer_in_chunks_with_usage_through_the_openai_server() {
         r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"What is the capital of France?"}}],"temperature":0,"max_tokens":40,"stream":true,"stream_options":{{"include_usage":true}}}}"#
     );
     let sse = reqwest_text(&format!("{url}/v1/chat/completions"), body).await;
-    let events: Vec<serde_json::Value> = sse
-        .split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let events = sse_events(&sse);
     let text: String = events
         .iter()
         .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
@@ -91,6 +86,15 @@ async fn streams_the_answer_in_chunks_with_usage_through_the_openai_server() {
         direct.usage.completion_tokens
     );
     assert!(sse.ends_with("data: [DONE]\n\n"));
+}
+
+/// The JSON events of an SSE body (`[DONE]` left out).
+fn sse_events(sse: &str) -> Vec<serde_json::Value> {
+    sse.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
 }
 
 async fn reqwest_text(url: &str, body: String) -> String {
@@ -455,12 +459,7 @@ async fn required_tool_choice_makes_a_call_that_fits_the_schema() {
         r#"{{"model":{MODEL:?},"messages":[{{"role":"user","content":"Weather in Rome?"}}],"temperature":0,"max_tokens":60,"stream":true,"stream_options":{{"include_usage":true}},"tools":[{WEATHER_TOOL}],"tool_choice":{{"type":"function","function":{{"name":"get_weather"}}}}}}"#
     );
     let sse = reqwest_text(&url, body).await;
-    let events: Vec<serde_json::Value> = sse
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let events = sse_events(&sse);
     let calls: Vec<&serde_json::Value> = events
         .iter()
         .filter_map(|e| e.pointer("/choices/0/delta/tool_calls/0"))
@@ -559,12 +558,7 @@ async fn logprobs_are_per_token_and_consistent_with_the_text() {
         r#"{{"model":{MODEL:?},"messages":[{{"role":"user","content":"What is the capital of France?"}}],"stream":true{extra}}}"#
     );
     let sse = reqwest_text(&url, body).await;
-    let events: Vec<serde_json::Value> = sse
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let events = sse_events(&sse);
     let content: String = events
         .iter()
         .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
