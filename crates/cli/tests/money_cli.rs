@@ -71,8 +71,8 @@ fn quote_status_withdraw_payout_and_close() {
         paid_request(&net, "fake-benchmark-model");
     }
     // Vouchers travel after the answers and the worker writes the newest to its state directory
-    // at most once a second (a later one may wait for the next voucher): wait for one on disk,
-    // which is what `worker status` and `worker payout` below read.
+    // within a second (at most one write a second): wait for it on disk, which is what
+    // `worker status` and `worker payout` below read.
     eventually_blocking(
         "the worker holds a voucher on disk",
         Duration::from_secs(20),

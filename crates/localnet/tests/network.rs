@@ -152,6 +152,23 @@ async fn requests_flow_and_every_token_is_paid_on_chain() {
         },
     )
     .await;
+    // And on each worker's disk within a second, though no later voucher comes to carry them.
+    eventually(
+        "the workers' disks hold the newest vouchers",
+        Duration::from_secs(5),
+        || {
+            let on_disk: u64 = (0..net.workers.len())
+                .flat_map(|i| {
+                    cocoon_worker::held_vouchers(&dir.path().join(format!("worker{i}")))
+                        .unwrap_or_default()
+                        .into_values()
+                })
+                .map(|h| h.tokens)
+                .sum();
+            when(on_disk == 8 * per_request, on_disk)
+        },
+    )
+    .await;
     net.client.commit_all().await.unwrap();
     for w in &net.workers {
         if !w.held().is_empty() {

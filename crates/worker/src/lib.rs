@@ -153,6 +153,8 @@ pub struct Worker {
     claiming: tokio::sync::Mutex<()>,
     /// When the vouchers were last written to disk.
     last_save: Mutex<std::time::Instant>,
+    /// A save of the held vouchers is scheduled (the newest reaches disk within a second).
+    save_scheduled: std::sync::atomic::AtomicBool,
     /// Prometheus metrics (also drawn by the dashboard).
     pub metrics: Arc<cocoon_observe::Metrics>,
     latency_sum: Mutex<f64>,
@@ -234,6 +236,7 @@ impl Worker {
             proxy_params: Mutex::new(HashMap::new()),
             claiming: tokio::sync::Mutex::new(()),
             last_save: Mutex::new(std::time::Instant::now() - Duration::from_secs(60)),
+            save_scheduled: std::sync::atomic::AtomicBool::new(false),
             metrics: Arc::new(cocoon_observe::Metrics::new("cocoon_worker")),
             latency_sum: Mutex::new(0.0),
             http_addr: Mutex::new(None),

@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use super::*;
 
+/// Least time between two writes of the held vouchers.
+const SAVE_INTERVAL: Duration = Duration::from_secs(1);
+
 impl Worker {
     /// Accepts a newer voucher from `proxy` (checked like the worker contract will), refuses one
     /// going backwards, and claims on chain when due.
@@ -32,12 +35,28 @@ impl Worker {
         let entry = held.entry(proxy).or_default();
         advance(entry, tokens, data)?;
         let unclaimed = entry.tokens.saturating_sub(entry.claimed) as u128;
-        // Written at most once a second: a voucher lost in a crash is not money lost, since
-        // the proxy hands the newest one back at the next handshake (compareBalance).
+        // Written at most once a second, and the newest always within a second (a save is
+        // scheduled when this one comes too soon after the last): a voucher lost in a crash is
+        // not money lost, since the proxy hands the newest one back at the next handshake
+        // (compareBalance), but one kept on disk can be claimed without the proxy.
         let mut last = self.last_save.lock();
-        if last.elapsed() >= Duration::from_secs(1) {
+        if last.elapsed() >= SAVE_INTERVAL {
             *last = std::time::Instant::now();
             save_held(&self.cfg.dir, &held);
+        } else if !self
+            .save_scheduled
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            let wait = SAVE_INTERVAL.saturating_sub(last.elapsed());
+            let me = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                me.save_scheduled
+                    .store(false, std::sync::atomic::Ordering::Release);
+                let held = me.held.lock();
+                *me.last_save.lock() = std::time::Instant::now();
+                save_held(&me.cfg.dir, &held);
+            });
         }
         drop(last);
         drop(held);
