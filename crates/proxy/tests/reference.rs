@@ -156,6 +156,22 @@ async fn one_request_billed_134(net: &RefNet, running: &cocoon_proxy::RunningPro
 async fn a_reference_client_and_worker_meet_through_our_proxy() {
     let (net, running, _dir) = reference_around_our_proxy("router-socks,worker,client").await;
     one_request_billed_134(&net, &running).await;
+    // A request with tools is not served by the reference worker (it announced no tool
+    // calling; the reference client-runner refuses the field itself, with a 500): nothing more
+    // is billed.
+    let api = net.info()["client_url"].as_str().unwrap().to_string();
+    let r = reqwest::Client::new()
+        .post(format!("{api}/v1/chat/completions"))
+        .json(&serde_json::json!({
+            "model": FAKE_MODEL,
+            "messages": [{"role": "user", "content": "weather?"}],
+            "tools": [{"type": "function", "function": {"name": "get_weather"}}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(!r.status().is_success(), "{}", r.status());
+    assert_eq!(running.proxy.totals().charged, 134);
     running.stop();
 }
 
