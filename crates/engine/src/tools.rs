@@ -732,6 +732,9 @@ pub struct ToolCallParser {
     /// Text not yet released: a possible tag's start, or a call's body.
     held: String,
     calls: usize,
+    /// Bytes of `held` already searched without finding a tag (a call's body grows token by
+    /// token: each push searches only its new end, not the whole body again).
+    scanned: usize,
 }
 
 impl ToolCallParser {
@@ -744,6 +747,7 @@ impl ToolCallParser {
             state: if in_think { State::Think } else { State::Text },
             held: String::new(),
             calls: 0,
+            scanned: 0,
         }
     }
 
@@ -770,12 +774,17 @@ impl ToolCallParser {
         let mut out = Vec::new();
         loop {
             let tags = self.tags();
+            let mut from = self.scanned.min(self.held.len());
+            while !self.held.is_char_boundary(from) {
+                from -= 1;
+            }
             let found = tags
                 .iter()
-                .filter_map(|t| self.held.find(t).map(|at| (at, *t)))
+                .filter_map(|t| self.held[from..].find(t).map(|at| (from + at, *t)))
                 .min_by_key(|(at, t)| (*at, std::cmp::Reverse(t.len())));
             match found {
                 Some((at, tag)) => {
+                    self.scanned = 0;
                     let before: String = self.held.drain(..at).collect();
                     self.held.drain(..tag.len());
                     match self.state {
@@ -800,6 +809,9 @@ impl ToolCallParser {
                     }
                 }
                 None => {
+                    // A tag could still end in what comes next, starting in the last bytes.
+                    let longest = tags.iter().map(|t| t.len()).max().unwrap_or(0);
+                    self.scanned = self.held.len().saturating_sub(longest);
                     if self.state != State::Call {
                         // Hold back only what may be the start of a tag.
                         let keep = tags
@@ -810,6 +822,7 @@ impl ToolCallParser {
                         let cut = self.held.len() - keep;
                         let text: String = self.held.drain(..cut).collect();
                         emit_text(&mut out, text);
+                        self.scanned = 0;
                     }
                     return merge(out);
                 }
@@ -822,6 +835,7 @@ impl ToolCallParser {
     /// returned as text.
     pub fn finish(&mut self) -> Vec<Parsed> {
         let held = std::mem::take(&mut self.held);
+        self.scanned = 0;
         let mut out = Vec::new();
         match self.state {
             State::Call => out.push(self.call(&held, false)),
@@ -948,6 +962,25 @@ mod tests {
             got.retain(|p| !matches!(p, Parsed::Text(t) if t.trim().is_empty()));
             assert_eq!(got, want, "pieces of {n}");
         }
+    }
+
+    /// A long call body arriving token by token: each piece's new end is searched for the
+    /// closing tag, not the whole body again (it was quadratic); still found across pieces and
+    /// multi-byte characters.
+    #[test]
+    fn a_long_call_body_is_not_searched_again_for_every_piece() {
+        let args = format!("{{\"location\": \"{}\"}}", "ab€ ".repeat(10_000));
+        let text =
+            format!("<tool_call>\n{{\"name\": \"get_time\", \"arguments\": {args}}}\n</tool_call>");
+        let pieces = chunks(&text, 7);
+        let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        let out = run(ToolFormat::Hermes, &pieces);
+        assert_eq!(out.len(), 1);
+        let Parsed::Call(c) = &out[0] else {
+            panic!("{out:?}")
+        };
+        let v: Value = serde_json::from_str(&c.arguments).unwrap();
+        assert_eq!(v["location"].as_str().unwrap().len(), 10_000 * "ab€ ".len());
     }
 
     #[test]
