@@ -64,6 +64,8 @@ save_state_interval_secs = 30                # how often the ledger hash is comm
 http_listen = "127.0.0.1:8844"               # dashboard, /metrics, /jsonstats, /healthz (default: off)
 queue_per_model = 1024                       # requests that wait per model while every worker is busy (default 1024)
 connections_per_listener = 4096              # connections each listener holds at once (default 4096)
+peer_queries_in_flight = 256                 # queries one client or worker may run at once; one more: 429 (default 256)
+peer_queued_mib = 16                         # MiB waiting to be written to one peer before it is cut off (default 16)
 "#,
         ),
         Role::Worker => (

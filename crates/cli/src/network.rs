@@ -450,6 +450,19 @@ pub struct ProxyToml {
     /// Connections each listener holds at once.
     #[serde(default = "connections_per_listener")]
     connections_per_listener: usize,
+    /// Queries one peer (client or worker) may run at once; one more is refused with 429.
+    #[serde(default = "peer_queries_in_flight")]
+    peer_queries_in_flight: usize,
+    /// MiB waiting to be written to one peer before its connection is closed.
+    #[serde(default = "peer_queued_mib")]
+    peer_queued_mib: usize,
+}
+
+fn peer_queries_in_flight() -> usize {
+    cocoon_net::rpc::Limits::default().queries_in_flight
+}
+fn peer_queued_mib() -> usize {
+    cocoon_net::rpc::Limits::default().queued_bytes >> 20
 }
 
 fn queue_per_model() -> usize {
@@ -570,6 +583,8 @@ pub fn proxy(config: &Path) -> Result<()> {
     for (key, v) in [
         ("queue_per_model", c.queue_per_model),
         ("connections_per_listener", c.connections_per_listener),
+        ("peer_queries_in_flight", c.peer_queries_in_flight),
+        ("peer_queued_mib", c.peer_queued_mib),
     ] {
         anyhow::ensure!(v > 0, "{}: {key} must be at least 1", config.display());
     }
@@ -586,6 +601,10 @@ pub fn proxy(config: &Path) -> Result<()> {
             request_timeout: Duration::from_secs(600),
             queue_per_model: c.queue_per_model,
             connections_per_listener: c.connections_per_listener,
+            peer_limits: cocoon_net::rpc::Limits {
+                queries_in_flight: c.peer_queries_in_flight,
+                queued_bytes: c.peer_queued_mib.saturating_mul(1 << 20),
+            },
             http_listen: c.http_listen,
         };
         let quotes = std::sync::Arc::from(c.common.quotes()?);
@@ -883,5 +902,21 @@ mod worker_toml_tests {
         let e = worker("engine_tools = true\n[[models]]\nmodel = \"m@aa\"\nengine_url = \"http://127.0.0.1:9\"")
             .unwrap_err();
         assert!(e.to_string().contains("give them in each entry"), "{e}");
+    }
+
+    /// The proxy's per-peer limits default to the connection layer's and can be set.
+    #[test]
+    fn proxy_peer_limits_have_defaults_and_can_be_set() {
+        let base = format!(
+            "wallet = \"w.json\"\ndir = \"x\"\nchain_api = \"http://127.0.0.1:1\"\nroot = \"0:{}\"\nworker_listen = \"127.0.0.1:1\"\nclient_listen = \"127.0.0.1:2\"\n",
+            "ab".repeat(32)
+        );
+        let t: ProxyToml = toml::from_str(&base).unwrap();
+        assert_eq!((t.peer_queries_in_flight, t.peer_queued_mib), (256, 16));
+        let t: ProxyToml = toml::from_str(&format!(
+            "{base}peer_queries_in_flight = 8\npeer_queued_mib = 2\n"
+        ))
+        .unwrap();
+        assert_eq!((t.peer_queries_in_flight, t.peer_queued_mib), (8, 2));
     }
 }

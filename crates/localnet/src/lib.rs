@@ -513,6 +513,7 @@ async fn launch_proxy(
             request_timeout: Duration::from_secs(600),
             queue_per_model: cocoon_proxy::DEFAULT_QUEUE_PER_MODEL,
             connections_per_listener: cocoon_proxy::DEFAULT_CONNECTIONS_PER_LISTENER,
+            peer_limits: cocoon_net::rpc::Limits::default(),
             http_listen: Some("127.0.0.1:0".parse().expect("address")),
         },
         chain.clone(),

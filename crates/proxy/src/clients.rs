@@ -98,7 +98,7 @@ async fn serve(proxy: Arc<Proxy>, conn: cocoon_net::Connection) {
             tracing::debug!("a client sent an unknown packet");
         }
     });
-    let peer = Peer::spawn(conn, on_query, on_packet);
+    let peer = Peer::spawn_with(conn, on_query, on_packet, proxy.cfg.peer_limits);
     let _counted = proxy.metrics.peer("client");
     peer.closed().await;
 }

@@ -91,6 +91,9 @@ pub struct ProxyConfig {
     /// Most connections each listener (workers', clients') holds at once, handshakes included;
     /// one more is closed as soon as it is accepted.
     pub connections_per_listener: usize,
+    /// What each client's or worker's connection may hold: queries running at once, bytes
+    /// waiting to be written to it (see [`cocoon_net::rpc::Limits`]).
+    pub peer_limits: cocoon_net::rpc::Limits,
     /// Where `/healthz`, `/metrics`, `/jsonstats` and the dashboard are served (None: nowhere).
     pub http_listen: Option<SocketAddr>,
 }

@@ -91,7 +91,7 @@ async fn serve(proxy: Arc<Proxy>, conn: cocoon_net::Connection) {
             tracing::debug!("worker sent an unknown packet");
         }
     });
-    let peer = Peer::spawn(conn, on_query, on_packet);
+    let peer = Peer::spawn_with(conn, on_query, on_packet, proxy.cfg.peer_limits);
     let counted = proxy.metrics.peer("worker");
     peer.closed().await;
     drop(counted);

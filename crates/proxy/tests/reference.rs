@@ -87,6 +87,7 @@ async fn reference_around_our_proxy(
             request_timeout: Duration::from_secs(60),
             queue_per_model: cocoon_proxy::DEFAULT_QUEUE_PER_MODEL,
             connections_per_listener: cocoon_proxy::DEFAULT_CONNECTIONS_PER_LISTENER,
+            peer_limits: cocoon_net::rpc::Limits::default(),
             http_listen: None,
         },
         fake,
