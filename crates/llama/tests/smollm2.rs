@@ -47,9 +47,7 @@ async fn answers_the_capital_of_france() {
 #[tokio::test]
 async fn streams_the_answer_in_chunks_with_usage_through_the_openai_server() {
     let engine = shared();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(cocoon_engine::server::serve(listener, engine.clone()));
+    let url = serve(&engine).await;
     let body = format!(
         r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"What is the capital of France?"}}],"temperature":0,"max_tokens":40,"stream":true,"stream_options":{{"include_usage":true}}}}"#
     );
@@ -86,6 +84,14 @@ async fn streams_the_answer_in_chunks_with_usage_through_the_openai_server() {
         direct.usage.completion_tokens
     );
     assert!(sse.ends_with("data: [DONE]\n\n"));
+}
+
+/// The engine behind the OpenAI server on a free port; its base URL.
+async fn serve(engine: &Arc<LlamaEngine>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(cocoon_engine::server::serve(listener, engine.clone()));
+    url
 }
 
 /// The JSON events of an SSE body (`[DONE]` left out).
@@ -449,12 +455,7 @@ async fn required_tool_choice_makes_a_call_that_fits_the_schema() {
     assert!(a.usage.completion_tokens >= 10, "{:?}", a.usage);
 
     // A named function, streamed through the OpenAI server.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://{}/v1/chat/completions",
-        listener.local_addr().unwrap()
-    );
-    tokio::spawn(cocoon_engine::server::serve(listener, engine.clone()));
+    let url = format!("{}/v1/chat/completions", serve(&engine).await);
     let body = format!(
         r#"{{"model":{MODEL:?},"messages":[{{"role":"user","content":"Weather in Rome?"}}],"temperature":0,"max_tokens":60,"stream":true,"stream_options":{{"include_usage":true}},"tools":[{WEATHER_TOOL}],"tool_choice":{{"type":"function","function":{{"name":"get_weather"}}}}}}"#
     );
@@ -535,7 +536,6 @@ async fn logprobs_are_per_token_and_consistent_with_the_text() {
         .collect()
         .await
         .unwrap();
-    let eos = u64::from(a.finish_reason == FinishReason::Stop);
     assert_eq!(a.logprobs.len() as u64, a.usage.completion_tokens, "{a:?}");
     let joined: String = a.logprobs.iter().map(|l| l.token.as_str()).collect();
     assert_eq!(joined, a.text);
@@ -546,14 +546,8 @@ async fn logprobs_are_per_token_and_consistent_with_the_text() {
         assert!((l.top[0].2 - l.logprob).abs() < 1e-5, "{l:?}");
         assert!(l.top.windows(2).all(|w| w[0].2 >= w[1].2), "{l:?}");
     }
-    let _ = eos;
     // Streamed through the OpenAI server: the entries' tokens make the streamed content.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://{}/v1/chat/completions",
-        listener.local_addr().unwrap()
-    );
-    tokio::spawn(cocoon_engine::server::serve(listener, engine.clone()));
+    let url = format!("{}/v1/chat/completions", serve(&engine).await);
     let body = format!(
         r#"{{"model":{MODEL:?},"messages":[{{"role":"user","content":"What is the capital of France?"}}],"stream":true{extra}}}"#
     );
