@@ -350,22 +350,19 @@ fn apply_chunk(parser: &mut SseParser, v: &Value, chat: bool) -> Result<Vec<Even
         }
         out.push_str(c);
     }
-    let calls = delta
-        .and_then(|d| d.get("tool_calls"))
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(tool_call_delta).collect::<Vec<_>>())
-        .unwrap_or_default();
     // Pieces must name a call begun or the next one (an index skipping ahead is dropped).
-    let calls: Vec<ToolCallDelta> = calls
-        .into_iter()
-        .filter(|d| {
-            let ok = d.index <= parser.calls;
-            if d.index == parser.calls {
-                parser.calls += 1;
-            }
-            ok
-        })
-        .collect();
+    let mut calls = Vec::new();
+    let pieces = delta
+        .and_then(|d| d.get("tool_calls"))
+        .and_then(Value::as_array);
+    for d in pieces.into_iter().flatten().filter_map(tool_call_delta) {
+        if d.index == parser.calls {
+            parser.calls += 1;
+        }
+        if d.index < parser.calls {
+            calls.push(d);
+        }
+    }
     if !calls.is_empty() && parser.thinking {
         parser.thinking = false;
         out.push_str("</think>");

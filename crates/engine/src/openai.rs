@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::engine::{EngineError, FinishReason, TokenLogprob, Usage};
+use crate::engine::{EngineError, Event, FinishReason, TokenLogprob, Usage};
 use crate::request::EngineRequest;
 use crate::tools::{ToolCallAccumulator, ToolCallDelta};
 
@@ -125,6 +125,23 @@ impl Formatter {
         format!("data: {v}\n\n").into_bytes()
     }
 
+    /// Any event: the bytes it adds to the answer now (a streamed frame, the end), or nothing
+    /// (kept for a later frame or for the final object).
+    pub fn event(&mut self, event: Event) -> Option<Vec<u8>> {
+        match event {
+            Event::Text(t) => self.text(&t),
+            Event::ToolCall(d) => self.tool_call(&d),
+            Event::Logprobs(l) => {
+                self.logprobs(l);
+                None
+            }
+            Event::Done {
+                usage,
+                finish_reason,
+            } => Some(self.done(&usage, finish_reason)),
+        }
+    }
+
     /// Log probabilities of tokens to come: sent with the next frame (or the final object).
     pub fn logprobs(&mut self, l: Vec<TokenLogprob>) {
         self.logprobs.extend(l);
@@ -203,7 +220,7 @@ impl Formatter {
     /// The end: the last SSE frames (finish, usage when asked, `[DONE]`), or the whole JSON object.
     pub fn done(&mut self, usage: &Usage, finish_reason: FinishReason) -> Vec<u8> {
         if !self.stream {
-            let choice = if self.chat {
+            let mut choice = if self.chat {
                 let mut message = json!({"role": "assistant", "content": self.text});
                 let calls = self.calls.calls();
                 if !calls.is_empty() {
@@ -217,7 +234,6 @@ impl Formatter {
             } else {
                 json!({"index": 0, "text": self.text, "finish_reason": finish_reason.as_str()})
             };
-            let mut choice = choice;
             if self.wants_logprobs {
                 choice["logprobs"] = self.take_logprobs();
             }

@@ -80,6 +80,19 @@ pub enum RequestError {
     },
 }
 
+/// An optional boolean `key` of `obj` (`field` names it in errors); null is as if absent.
+pub(crate) fn optional_bool(
+    obj: &Map<String, Value>,
+    key: &str,
+    field: &str,
+) -> Result<Option<bool>, RequestError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(invalid(field, "must be a boolean")),
+    }
+}
+
 /// A [`RequestError::InvalidField`] for `field`.
 pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> RequestError {
     RequestError::InvalidField {
@@ -308,9 +321,8 @@ impl EngineRequest {
         let prompt = Prompt::Chat(parse_messages(messages)?);
         let tools = crate::tools::parse_tools(&obj)?;
         let tool_choice = crate::tools::parse_tool_choice(&obj, &tools)?;
-        if tool_choice != ToolChoice::None
-            && obj.get("response_format").is_some_and(|v| !v.is_null())
-        {
+        let base = common(&obj, prompt)?;
+        if tool_choice != ToolChoice::None && base.response_format.is_some() {
             return Err(invalid(
                 "response_format",
                 "cannot be combined with tools the model may call (use tool_choice \"none\")",
@@ -320,7 +332,7 @@ impl EngineRequest {
             tools,
             tool_choice,
             logprobs: logprobs(&obj)?,
-            ..common(&obj, prompt)?
+            ..base
         })
     }
 
@@ -462,9 +474,7 @@ fn check_not_forwarded(obj: &Map<String, Value>) -> Result<(), RequestError> {
         }
     }
     for k in ["store", "parallel_tool_calls"] {
-        if present(k).is_some_and(|v| !v.is_boolean()) {
-            return Err(invalid(k, "must be a boolean"));
-        }
+        optional_bool(obj, k, k)?;
     }
     if let Some(m) = present("metadata") {
         let m = m
@@ -636,11 +646,7 @@ fn common(obj: &Map<String, Value>, prompt: Prompt) -> Result<EngineRequest, Req
     if stop.iter().any(String::is_empty) {
         return Err(invalid("stop", "must not contain an empty string"));
     }
-    let stream = match obj.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(invalid("stream", "must be a boolean")),
-    };
+    let stream = optional_bool(obj, "stream", "stream")?.unwrap_or(false);
     let include_usage = match obj.get("stream_options") {
         None | Some(Value::Null) => false,
         Some(Value::Object(o)) => {
@@ -677,11 +683,7 @@ fn common(obj: &Map<String, Value>, prompt: Prompt) -> Result<EngineRequest, Req
 
 /// Reads `logprobs` (a boolean) and `top_logprobs` (0…20, only with `logprobs: true`).
 fn logprobs(obj: &Map<String, Value>) -> Result<Option<u8>, RequestError> {
-    let on = match obj.get("logprobs") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(invalid("logprobs", "must be a boolean")),
-    };
+    let on = optional_bool(obj, "logprobs", "logprobs")?.unwrap_or(false);
     let top = match obj.get("top_logprobs") {
         None | Some(Value::Null) => None,
         Some(v) => Some(

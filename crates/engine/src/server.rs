@@ -15,7 +15,7 @@ use axum::Router;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::engine::{Engine, EngineError, Event};
+use crate::engine::{Engine, EngineError};
 use crate::openai::Formatter;
 use crate::request::EngineRequest;
 
@@ -88,36 +88,29 @@ async fn respond(
         Err(e) => return error_response(&e),
     };
     if !fmt.is_stream() {
-        return match generation.collect().await {
-            Ok(a) => {
-                fmt.logprobs(a.logprobs);
-                fmt.text(&a.text);
-                for (i, c) in a.tool_calls.iter().enumerate() {
-                    fmt.tool_call(&c.as_delta(i as u32));
+        // The formatter keeps everything until the end, which is the whole JSON object.
+        let mut generation = generation;
+        while let Some(item) = generation.next().await {
+            match item.map(|e| fmt.event(e)) {
+                Ok(Some(body)) => {
+                    return (
+                        StatusCode::OK,
+                        [(header::CONTENT_TYPE, "application/json")],
+                        body,
+                    )
+                        .into_response()
                 }
-                let body = fmt.done(&a.usage, a.finish_reason);
-                (
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, "application/json")],
-                    body,
-                )
-                    .into_response()
+                Ok(None) => {}
+                Err(e) => return error_response(&e),
             }
-            Err(e) => error_response(&e),
-        };
+        }
+        return error_response(&EngineError::Internal(
+            "generation ended without a final usage".into(),
+        ));
     }
     let body = generation.map(move |item| {
         Ok::<_, Infallible>(Bytes::from(match item {
-            Ok(Event::Text(t)) => fmt.text(&t).unwrap_or_default(),
-            Ok(Event::ToolCall(d)) => fmt.tool_call(&d).unwrap_or_default(),
-            Ok(Event::Logprobs(l)) => {
-                fmt.logprobs(l);
-                Vec::new()
-            }
-            Ok(Event::Done {
-                usage,
-                finish_reason,
-            }) => fmt.done(&usage, finish_reason),
+            Ok(e) => fmt.event(e).unwrap_or_default(),
             Err(e) => Formatter::error_frame(&e),
         }))
     });

@@ -18,7 +18,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::request::{invalid, ChatMessage, RequestError};
+use crate::request::{invalid, optional_bool, ChatMessage, RequestError};
 
 /// Most tools one request may carry (as OpenAI).
 pub const MAX_TOOLS: usize = 128;
@@ -68,6 +68,16 @@ pub enum ToolChoice {
 }
 
 impl ToolChoice {
+    /// The tools a grammar must make the model call: all of them for `required`, the named one
+    /// for a function; none for `auto` and `none` (the model decides, or calls nothing).
+    pub fn forced_tools<'a>(&self, tools: &'a [Tool]) -> Vec<&'a Tool> {
+        match self {
+            Self::Auto | Self::None => Vec::new(),
+            Self::Required => tools.iter().collect(),
+            Self::Function(name) => tools.iter().filter(|t| &t.name == name).collect(),
+        }
+    }
+
     /// The OpenAI JSON form.
     pub fn to_json(&self) -> Value {
         match self {
@@ -199,6 +209,25 @@ fn only_keys(obj: &Map<String, Value>, keys: &[&str], path: &str) -> Result<(), 
     }
 }
 
+/// The function of a `{"type": "function", "function": {…}}` object at `path` (a tool, a
+/// call), holding only `keys`; and its path.
+fn function_of<'a>(
+    o: &'a Map<String, Value>,
+    path: &str,
+    keys: &[&str],
+) -> Result<(&'a Map<String, Value>, String), RequestError> {
+    if o.get("type").and_then(Value::as_str) != Some("function") {
+        return Err(invalid(&format!("{path}.type"), "must be \"function\""));
+    }
+    let fpath = format!("{path}.function");
+    let f = o
+        .get("function")
+        .and_then(Value::as_object)
+        .ok_or_else(|| invalid(&fpath, "must be an object"))?;
+    only_keys(f, keys, &fpath)?;
+    Ok((f, fpath))
+}
+
 /// Whether `name` is a function name OpenAI accepts.
 pub fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
@@ -228,15 +257,7 @@ pub fn parse_tools(obj: &Map<String, Value>) -> Result<Vec<Tool>, RequestError> 
             .as_object()
             .ok_or_else(|| invalid(&path, "must be an object"))?;
         only_keys(o, &["type", "function"], &path)?;
-        if o.get("type").and_then(Value::as_str) != Some("function") {
-            return Err(invalid(&format!("{path}.type"), "must be \"function\""));
-        }
-        let fpath = format!("{path}.function");
-        let f = o
-            .get("function")
-            .and_then(Value::as_object)
-            .ok_or_else(|| invalid(&fpath, "must be an object"))?;
-        only_keys(f, &["name", "description", "parameters", "strict"], &fpath)?;
+        let (f, fpath) = function_of(o, &path, &["name", "description", "parameters", "strict"])?;
         let name = f
             .get("name")
             .and_then(Value::as_str)
@@ -268,11 +289,7 @@ pub fn parse_tools(obj: &Map<String, Value>) -> Result<Vec<Tool>, RequestError> 
                 ))
             }
         };
-        let strict = match f.get("strict") {
-            None | Some(Value::Null) => None,
-            Some(Value::Bool(b)) => Some(*b),
-            Some(_) => return Err(invalid(&format!("{fpath}.strict"), "must be a boolean")),
-        };
+        let strict = optional_bool(f, "strict", &format!("{fpath}.strict"))?;
         tools.push(Tool {
             name: name.to_string(),
             description,
@@ -361,15 +378,7 @@ pub fn parse_message_calls(v: &Value, path: &str) -> Result<Vec<ToolCall>, Reque
                 .get("id")
                 .and_then(Value::as_str)
                 .ok_or_else(|| invalid(&format!("{p}.id"), "must be a string"))?;
-            if o.get("type").and_then(Value::as_str) != Some("function") {
-                return Err(invalid(&format!("{p}.type"), "must be \"function\""));
-            }
-            let fp = format!("{p}.function");
-            let f = o
-                .get("function")
-                .and_then(Value::as_object)
-                .ok_or_else(|| invalid(&fp, "must be an object"))?;
-            only_keys(f, &["name", "arguments"], &fp)?;
+            let (f, fp) = function_of(o, &p, &["name", "arguments"])?;
             let name = f
                 .get("name")
                 .and_then(Value::as_str)
@@ -437,15 +446,8 @@ impl ToolFormat {
     /// The text of one call in this family (how an assistant message's calls are shown to a
     /// template that does not render them itself).
     pub fn call_text(self, name: &str, arguments: &str) -> String {
-        match self {
-            Self::Hermes => format!(
-                "<tool_call>\n{{\"name\": {}, \"arguments\": {arguments}}}\n</tool_call>",
-                Value::from(name)
-            ),
-            Self::DeepSeek => format!(
-                "{DS_CALLS_BEGIN}{DS_CALL_BEGIN}function{DS_SEP}{name}\n```json\n{arguments}\n```{DS_CALL_END}{DS_CALLS_END}"
-            ),
-        }
+        let (before, after) = self.call_frame(name);
+        format!("{before}{arguments}{after}")
     }
 
     /// The name and arguments in the text between a call's open and close tags.
@@ -486,7 +488,10 @@ impl ToolFormat {
     pub fn call_frame(self, name: &str) -> (String, String) {
         match self {
             Self::Hermes => (
-                format!("<tool_call>\n{{\"name\": \"{name}\", \"arguments\": "),
+                format!(
+                    "<tool_call>\n{{\"name\": {}, \"arguments\": ",
+                    Value::from(name)
+                ),
                 "}\n</tool_call>".to_string(),
             ),
             Self::DeepSeek => (
@@ -500,11 +505,7 @@ impl ToolFormat {
     /// function: that one) in this family's form. Arguments fit the tool's schema where the
     /// schema grammar can enforce it, else any JSON object. `None` for `auto` and `none`.
     pub fn grammar(self, tools: &[Tool], choice: &ToolChoice) -> Option<String> {
-        let chosen: Vec<&Tool> = match choice {
-            ToolChoice::Auto | ToolChoice::None => return None,
-            ToolChoice::Required => tools.iter().collect(),
-            ToolChoice::Function(name) => tools.iter().filter(|t| &t.name == name).collect(),
-        };
+        let chosen = choice.forced_tools(tools);
         let mut rules = String::new();
         let mut alts = Vec::new();
         for (i, tool) in chosen.iter().enumerate() {
@@ -558,26 +559,20 @@ pub fn plain_messages(
     tools: &[Tool],
     format: ToolFormat,
 ) -> Vec<ChatMessage> {
+    let is_system = |m: &ChatMessage| m.role == "system" || m.role == "developer";
+    let prompt = (!tools.is_empty()).then(|| format.system_prompt(tools));
     let mut out: Vec<ChatMessage> = Vec::with_capacity(messages.len() + 1);
-    if !tools.is_empty() {
-        let prompt = format.system_prompt(tools);
-        match messages.first() {
-            Some(m) if m.role == "system" || m.role == "developer" => {}
-            _ => out.push(ChatMessage::new("system", prompt.clone())),
+    if let Some(p) = &prompt {
+        if !messages.first().is_some_and(is_system) {
+            out.push(ChatMessage::new("system", p.clone()));
         }
-        let mut first = true;
-        for m in messages {
-            let mut m = m.clone();
-            if first && (m.role == "system" || m.role == "developer") {
-                m.content = format!("{}\n\n{prompt}", m.content);
-            }
-            first = false;
-            push_plain(&mut out, m, format);
-        }
-        return out;
     }
-    for m in messages {
-        push_plain(&mut out, m.clone(), format);
+    for (i, m) in messages.iter().enumerate() {
+        let mut m = m.clone();
+        if let Some(p) = prompt.as_ref().filter(|_| i == 0 && is_system(&m)) {
+            m.content = format!("{}\n\n{p}", m.content);
+        }
+        push_plain(&mut out, m, format);
     }
     out
 }
@@ -605,23 +600,9 @@ fn push_plain(out: &mut Vec<ChatMessage>, m: ChatMessage, format: ToolFormat) {
     out.push(ChatMessage::new(m.role, content));
 }
 
-/// A piece of a call the grammar forces, as [`ForcedCall`] streams it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallPiece {
-    /// The call began: its id and function.
-    Start {
-        /// `call_…`.
-        id: String,
-        /// The function.
-        name: String,
-    },
-    /// More of its arguments.
-    Arguments(String),
-}
-
 /// Streams the one call a grammar forces (`tool_choice: required` or a named function) as the
-/// model writes it: the start once the function's name is written, then the arguments in
-/// fragments as they come — safe to send early because the grammar admits nothing but a
+/// model writes it, as `delta.tool_calls` pieces of call 0: the start (id, name) once the
+/// function's name is written, then the arguments in fragments as they come — safe to send early because the grammar admits nothing but a
 /// well-formed call. The closing text is held back until it is known not to be arguments.
 #[derive(Debug)]
 pub struct ForcedCall {
@@ -635,14 +616,11 @@ pub struct ForcedCall {
 }
 
 impl ForcedCall {
-    /// For a call of one of `tools` (as `choice` allows) in `format`.
+    /// For a call of one of `tools` (as `choice` forces it) in `format`.
     pub fn new(format: ToolFormat, tools: &[Tool], choice: &ToolChoice) -> Self {
-        let frames = tools
-            .iter()
-            .filter(|t| match choice {
-                ToolChoice::Function(name) => &t.name == name,
-                _ => true,
-            })
+        let frames = choice
+            .forced_tools(tools)
+            .into_iter()
             .map(|t| {
                 let (before, after) = format.call_frame(&t.name);
                 (t.name.clone(), before, after)
@@ -657,7 +635,7 @@ impl ForcedCall {
     }
 
     /// Adds generated text; returns the pieces it completes.
-    pub fn push(&mut self, text: &str) -> Vec<CallPiece> {
+    pub fn push(&mut self, text: &str) -> Vec<ToolCallDelta> {
         if self.done {
             return Vec::new();
         }
@@ -674,18 +652,26 @@ impl ForcedCall {
             };
             self.held.drain(..before.len());
             self.after = Some(after);
-            out.push(CallPiece::Start {
-                id: new_call_id(),
-                name,
+            out.push(ToolCallDelta {
+                index: 0,
+                id: Some(new_call_id()),
+                name: Some(name),
+                arguments: String::new(),
             });
         }
+        let arguments = |a: String| ToolCallDelta {
+            index: 0,
+            id: None,
+            name: None,
+            arguments: a,
+        };
         let after = self.after.as_deref().unwrap_or_default();
         if let Some(at) = self.held.find(after) {
             let args: String = self.held.drain(..at).collect();
             self.held.clear();
             self.done = true;
             if !args.is_empty() {
-                out.push(CallPiece::Arguments(args));
+                out.push(arguments(args));
             }
             return out;
         }
@@ -693,14 +679,9 @@ impl ForcedCall {
         let keep = partial_suffix(&self.held, after);
         let cut = self.held.len() - keep;
         if cut > 0 {
-            out.push(CallPiece::Arguments(self.held.drain(..cut).collect()));
+            out.push(arguments(self.held.drain(..cut).collect()));
         }
         out
-    }
-
-    /// Whether the call has begun (its start was released).
-    pub fn started(&self) -> bool {
-        self.after.is_some()
     }
 }
 
@@ -731,7 +712,6 @@ pub struct ToolCallParser {
     state: State,
     /// Text not yet released: a possible tag's start, or a call's body.
     held: String,
-    calls: usize,
     /// Bytes of `held` already searched without finding a tag (a call's body grows token by
     /// token: each push searches only its new end, not the whole body again).
     scanned: usize,
@@ -746,14 +726,8 @@ impl ToolCallParser {
             names: tools.iter().map(|t| t.name.clone()).collect(),
             state: if in_think { State::Think } else { State::Text },
             held: String::new(),
-            calls: 0,
             scanned: 0,
         }
-    }
-
-    /// Calls found so far.
-    pub fn calls(&self) -> usize {
-        self.calls
     }
 
     fn tags(&self) -> Vec<&'static str> {
@@ -846,10 +820,9 @@ impl ToolCallParser {
     }
 
     /// A call from its body, or the model's own text when it is not one.
-    fn call(&mut self, body: &str, closed: bool) -> Parsed {
+    fn call(&self, body: &str, closed: bool) -> Parsed {
         match self.format.parse_body(body) {
             Some((name, args)) if args.is_object() && self.names.contains(&name) => {
-                self.calls += 1;
                 Parsed::Call(ToolCall {
                     id: new_call_id(),
                     name,
@@ -882,8 +855,9 @@ fn merge(items: Vec<Parsed>) -> Vec<Parsed> {
     out
 }
 
-/// The length of the longest end of `held` that is a proper start of `tag`.
-fn partial_suffix(held: &str, tag: &str) -> usize {
+/// The length of the longest end of `held` that is a proper start of `tag`: what must be held
+/// back from a stream because `tag` may be completed by what comes next.
+pub fn partial_suffix(held: &str, tag: &str) -> usize {
     (1..tag.len().min(held.len() + 1))
         .rev()
         .find(|&n| tag.is_char_boundary(n) && held.ends_with(&tag[..n]))
@@ -1239,18 +1213,17 @@ mod tests {
                 for c in chunks(&text, n) {
                     pieces.extend(f.push(&c));
                 }
-                let CallPiece::Start { id, name } = &pieces[0] else {
-                    panic!("{pieces:?}")
-                };
-                assert!(id.starts_with("call_"));
-                assert_eq!(name, "get_time");
-                let streamed: String = pieces[1..]
-                    .iter()
-                    .map(|p| match p {
-                        CallPiece::Arguments(a) => a.as_str(),
-                        other => panic!("{other:?}"),
-                    })
-                    .collect();
+                let start = &pieces[0];
+                assert!(start.id.as_deref().unwrap().starts_with("call_"));
+                assert_eq!(start.name.as_deref(), Some("get_time"));
+                assert!(pieces.iter().all(|p| p.index == 0), "{pieces:?}");
+                assert!(
+                    pieces[1..]
+                        .iter()
+                        .all(|p| p.id.is_none() && p.name.is_none()),
+                    "{pieces:?}"
+                );
+                let streamed: String = pieces.iter().map(|p| p.arguments.as_str()).collect();
                 assert_eq!(streamed, args, "{format:?} pieces of {n}");
                 if n == 1 {
                     assert!(pieces.len() > 10, "fragments, not one piece");
@@ -1267,7 +1240,13 @@ mod tests {
         assert!(f
             .push(&ToolFormat::Hermes.call_frame("get_time").0)
             .is_empty());
-        assert!(!f.started());
+        let mut f = ForcedCall::new(
+            ToolFormat::Hermes,
+            &tools,
+            &ToolChoice::Function("get_weather".into()),
+        );
+        let start = f.push(&ToolFormat::Hermes.call_frame("get_weather").0);
+        assert_eq!(start[0].name.as_deref(), Some("get_weather"));
     }
 
     #[test]

@@ -353,4 +353,6 @@ fn tool_messages_and_calls_are_read_and_forwarded() {
         err(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],"response_format":{"type":"json_object"}}"#),
         "field `response_format` cannot be combined with tools the model may call (use tool_choice \"none\")"
     );
+    // `text` is no format at all: it goes with tools.
+    assert!(chat(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],"response_format":{"type":"text"}}"#).is_ok());
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 use cocoon_engine::model::ModelIdentity;
-use cocoon_engine::tools::{CallPiece, ForcedCall, Parsed, ToolCallParser, ToolChoice, ToolFormat};
+use cocoon_engine::tools::{ForcedCall, Parsed, ToolCallParser, ToolChoice, ToolFormat};
 use cocoon_engine::{
     Engine, EngineError, EngineRequest, Event, FinishReason, Generation, GenerationSender, Prompt,
     ResponseFormat, TrySend, Usage,
@@ -515,10 +515,8 @@ impl<'m> Scheduler<'m> {
         let room = u64::from(self.n_ctx_per_seq) - tokens.len() as u64;
         // A call the grammar forces starts at once: the model never thinks first, whatever the
         // prompt opened.
-        let forced = matches!(
-            request.tool_choice,
-            ToolChoice::Required | ToolChoice::Function(_)
-        ) && request.response_format.is_none();
+        let forced = !request.tool_choice.forced_tools(tools).is_empty()
+            && request.response_format.is_none();
         let think = if forced {
             ThinkTracker::default()
         } else {
@@ -539,8 +537,7 @@ impl<'m> Scheduler<'m> {
             think,
             tools: (!tools.is_empty() && !forced)
                 .then(|| ToolCallParser::new(format, tools, think.inside())),
-            forced: (!tools.is_empty() && forced)
-                .then(|| ForcedCall::new(format, tools, &request.tool_choice)),
+            forced: forced.then(|| ForcedCall::new(format, tools, &request.tool_choice)),
             queued: std::collections::VecDeque::new(),
             calls_sent: 0,
             logprobs: request.logprobs,
@@ -741,26 +738,9 @@ impl<'m> Scheduler<'m> {
 /// tools, else straight to the outbox.
 fn deliver(seq: &mut Seq, text: &str) {
     if let Some(forced) = seq.forced.as_mut() {
-        let pieces = forced.push(text);
-        for piece in pieces {
+        for delta in forced.push(text) {
             queue_logprobs(seq);
-            let delta = match piece {
-                CallPiece::Start { id, name } => {
-                    seq.calls_sent = 1;
-                    cocoon_engine::ToolCallDelta {
-                        index: 0,
-                        id: Some(id),
-                        name: Some(name),
-                        arguments: String::new(),
-                    }
-                }
-                CallPiece::Arguments(arguments) => cocoon_engine::ToolCallDelta {
-                    index: 0,
-                    id: None,
-                    name: None,
-                    arguments,
-                },
-            };
+            seq.calls_sent = 1;
             seq.queued.push_back(Event::ToolCall(delta));
         }
         return;
@@ -823,15 +803,6 @@ fn token_logprob(
         let bytes = model.vocab().token_to_piece(t, false, None);
         (String::from_utf8_lossy(&bytes).into_owned(), bytes)
     };
-    let mut top: Vec<usize> = Vec::new();
-    if k > 0 {
-        let mut ids: Vec<usize> = (0..logits.len()).collect();
-        let k = usize::from(k).min(ids.len());
-        ids.select_nth_unstable_by(k - 1, |a, b| logits[*b].total_cmp(&logits[*a]));
-        ids.truncate(k);
-        ids.sort_by(|a, b| logits[*b].total_cmp(&logits[*a]));
-        top = ids;
-    }
     let (text, bytes) = piece(token);
     cocoon_engine::TokenLogprob {
         token: text,
@@ -839,7 +810,7 @@ fn token_logprob(
         logprob: logits
             .get(token.0 as usize)
             .map_or(f32::NEG_INFINITY, |l| l - log_sum),
-        top: top
+        top: top_ids(logits, usize::from(k))
             .into_iter()
             .map(|id| {
                 let (t, b) = piece(LlamaToken(id as i32));
@@ -934,21 +905,27 @@ fn is_plain_greedy(request: &EngineRequest) -> bool {
         && s.presence_penalty.unwrap_or(0.0) == 0.0
 }
 
+/// The ids of the `k` highest logits, highest first (fewer when the vocabulary is smaller).
+fn top_ids(logits: &[f32], k: usize) -> Vec<usize> {
+    let k = k.min(logits.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    let mut ids: Vec<usize> = (0..logits.len()).collect();
+    ids.select_nth_unstable_by(k - 1, |a, b| logits[*b].total_cmp(&logits[*a]));
+    ids.truncate(k);
+    ids.sort_by(|a, b| logits[*b].total_cmp(&logits[*a]));
+    ids
+}
+
 /// Most tokens checked one by one before the whole vocabulary is filtered.
 const GREEDY_GRAMMAR_CANDIDATES: usize = 32;
 
 /// The highest-logit token among the [`GREEDY_GRAMMAR_CANDIDATES`] most likely that `grammar`
 /// allows, if any.
 fn best_allowed(grammar: &mut LlamaSampler, logits: &[f32]) -> Option<LlamaToken> {
-    let k = GREEDY_GRAMMAR_CANDIDATES.min(logits.len());
-    if k == 0 {
-        return None;
-    }
-    let mut ids: Vec<usize> = (0..logits.len()).collect();
-    ids.select_nth_unstable_by(k - 1, |a, b| logits[*b].total_cmp(&logits[*a]));
-    ids.truncate(k);
-    ids.sort_by(|a, b| logits[*b].total_cmp(&logits[*a]));
-    ids.into_iter()
+    top_ids(logits, GREEDY_GRAMMAR_CANDIDATES)
+        .into_iter()
         .map(|id| LlamaToken(id as i32))
         .find(|&token| {
             let mut one = LlamaTokenDataArray::from_iter(

@@ -47,14 +47,17 @@ pub fn render(
     let template = model
         .chat_template(None)
         .map_err(|_| TemplateError::Missing)?;
-    let source = template.to_str().unwrap_or_default().to_string();
+    let source = template
+        .to_str()
+        .map_err(|e| TemplateError::Render(format!("the chat template is not UTF-8: {e}")))?
+        .to_string();
     let format = ToolFormat::of_template(&source);
     let with_tools = !tools.is_empty()
         || messages
             .iter()
             .any(|m| !m.tool_calls.is_empty() || m.role == "tool");
     let text = if !with_tools {
-        render_messages(model, &template, messages)?
+        render_messages(model, &template, &source, messages)?
     } else if renders_tools(&source) {
         let msgs: Vec<serde_json::Value> = messages.iter().map(template_message).collect();
         let tools: Vec<serde_json::Value> = tools.iter().map(Tool::to_json).collect();
@@ -62,7 +65,7 @@ pub fn render(
             .map_err(TemplateError::Render)?
     } else {
         let plain = cocoon_engine::tools::plain_messages(messages, tools, format);
-        render_messages(model, &template, &plain)?
+        render_messages(model, &template, &source, &plain)?
     };
     Ok(Rendered { text, format })
 }
@@ -108,18 +111,16 @@ fn special_texts(model: &LlamaModel) -> (String, String) {
     )
 }
 
-/// Renders plain messages: llama.cpp's renderer, else the template's Jinja.
+/// Renders plain messages: llama.cpp's renderer, else the template's Jinja `source`.
 fn render_messages(
     model: &LlamaModel,
     template: &LlamaChatTemplate,
+    source: &str,
     messages: &[ChatMessage],
 ) -> Result<String, TemplateError> {
     match render_builtin(model, template, messages) {
         Ok(s) => Ok(s),
         Err(builtin) => {
-            let source = template
-                .to_str()
-                .map_err(|e| TemplateError::Render(e.to_string()))?;
             let msgs: Vec<serde_json::Value> = messages.iter().map(ChatMessage::to_json).collect();
             render_jinja(source, &msgs, &[], &special_texts(model))
                 .map_err(|e| TemplateError::Render(format!("llama.cpp: {builtin}; jinja: {e}")))

@@ -76,18 +76,12 @@ impl StopMatcher {
             return StopOutcome::Stopped(out);
         }
         // Hold back the longest suffix that is a proper prefix of a stop.
-        let mut keep = 0;
-        for stop in &self.stops {
-            for len in (1..stop.len()).rev() {
-                if len <= self.held.len()
-                    && stop.is_char_boundary(len)
-                    && self.held.ends_with(&stop[..len])
-                {
-                    keep = keep.max(len);
-                    break;
-                }
-            }
-        }
+        let keep = self
+            .stops
+            .iter()
+            .map(|stop| cocoon_engine::tools::partial_suffix(&self.held, stop))
+            .max()
+            .unwrap_or(0);
         let cut = self.held.len() - keep;
         let out = self.held[..cut].to_string();
         self.held.drain(..cut);

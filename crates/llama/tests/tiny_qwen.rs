@@ -8,6 +8,17 @@ use cocoon_engine::{Engine, FinishReason};
 use cocoon_llama::{LlamaConfig, LlamaEngine};
 use common::{chat, completion};
 
+/// The engine on a tiny GGUF: `n_ctx` tokens per sequence, `sequences` at once.
+fn load(path: std::path::PathBuf, n_ctx: u32, sequences: u32) -> LlamaEngine {
+    LlamaEngine::load(LlamaConfig {
+        n_ctx_per_seq: n_ctx,
+        max_sequences: sequences,
+        progress: false,
+        ..LlamaConfig::new(path)
+    })
+    .unwrap()
+}
+
 #[test]
 fn qwen3_tokenizer_ids_are_the_real_ones() {
     let path = common::tiny_qwen3();
@@ -19,13 +30,7 @@ fn qwen3_tokenizer_ids_are_the_real_ones() {
 
 #[tokio::test]
 async fn loads_and_generates_deterministically() {
-    let engine = LlamaEngine::load(LlamaConfig {
-        n_ctx_per_seq: 256,
-        max_sequences: 2,
-        progress: false,
-        ..LlamaConfig::new(common::tiny_qwen3())
-    })
-    .unwrap();
+    let engine = load(common::tiny_qwen3(), 256, 2);
     assert_eq!(engine.info().architecture, "qwen3");
     let name = engine.info().identity.name.clone();
     let run = || async {
@@ -54,13 +59,7 @@ async fn loads_and_generates_deterministically() {
 
 #[tokio::test]
 async fn qwen2_architecture_loads_and_runs() {
-    let engine = LlamaEngine::load(LlamaConfig {
-        n_ctx_per_seq: 256,
-        max_sequences: 2,
-        progress: false,
-        ..LlamaConfig::new(common::tiny_qwen2())
-    })
-    .unwrap();
+    let engine = load(common::tiny_qwen2(), 256, 2);
     assert_eq!(engine.info().architecture, "qwen2");
     let name = engine.info().identity.name.clone();
     let r = completion(&name, "Hello world", r#","temperature":0,"max_tokens":6"#);
@@ -122,13 +121,7 @@ fn qwen3_template_renders_tools_calls_and_results() {
 /// answer a call of that tool with arguments that fit its schema.
 #[tokio::test]
 async fn qwen3_named_tool_choice_is_enforced_by_grammar() {
-    let engine = LlamaEngine::load(LlamaConfig {
-        n_ctx_per_seq: 1024,
-        max_sequences: 1,
-        progress: false,
-        ..LlamaConfig::new(common::tiny_qwen3())
-    })
-    .unwrap();
+    let engine = load(common::tiny_qwen3(), 1024, 1);
     let name = engine.info().identity.name.clone();
     let tool = weather_tool().to_json();
     let r = chat(

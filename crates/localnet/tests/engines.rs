@@ -115,14 +115,11 @@ async fn tool_requests_go_only_to_workers_that_announce_tools() {
         assert_eq!(v["usage"]["completion_tokens"], 20, "{v}");
     }
     // Streamed: the pieces as the engine sent them, in OpenAI's delta form.
-    let r = reqwest::Client::new()
-        .post(format!("{}/chat/completions", net.info.base_url))
-        .bearer_auth(&net.info.api_key)
-        .json(&tool_request(true))
-        .send()
+    let sse = post_chat(&net, &tool_request(true))
+        .await
+        .text()
         .await
         .unwrap();
-    let sse = r.text().await.unwrap();
     let pieces: Vec<serde_json::Value> = sse
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
@@ -179,14 +176,19 @@ async fn tool_requests_go_only_to_workers_that_announce_tools() {
     assert_eq!(v["choices"][0]["message"]["content"], "Paris.", "{v}");
 }
 
-async fn ask(net: &LocalNet, body: serde_json::Value) -> (u16, serde_json::Value) {
-    let r = reqwest::Client::new()
+/// A chat request to the network's client, as an app sends it.
+async fn post_chat(net: &LocalNet, body: &serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new()
         .post(format!("{}/chat/completions", net.info.base_url))
         .bearer_auth(&net.info.api_key)
-        .json(&body)
+        .json(body)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn ask(net: &LocalNet, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let r = post_chat(net, &body).await;
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or_default())
 }

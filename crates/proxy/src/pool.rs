@@ -134,14 +134,11 @@ impl Pool {
         let matches = |w: &WorkerSlot| {
             w.model == model || cocoon_engine::model::ModelIdentity::name_of(&w.model) == model
         };
-        let serving: Vec<&WorkerSlot> = self.workers.values().filter(|w| matches(w)).collect();
-        if serving.is_empty() {
+        let mut serving = self.workers.values().filter(|w| matches(w)).peekable();
+        if serving.peek().is_none() {
             return Err(NoWorker::UnknownModel);
         }
-        let candidates: Vec<&WorkerSlot> = serving
-            .into_iter()
-            .filter(|w| w.features.covers(needs))
-            .collect();
+        let candidates: Vec<&WorkerSlot> = serving.filter(|w| w.features.covers(needs)).collect();
         if candidates.is_empty() {
             return Err(NoWorker::Unsupported(needs));
         }

@@ -173,18 +173,8 @@ impl Worker {
                     let mut next = Some(first);
                     while let Some(event) = next.take() {
                         // Text and calls count toward what a cut-off answer used.
-                        let counts = matches!(event, Event::Text(_) | Event::ToolCall(_));
-                        let part = match event {
-                            Event::Text(t) => fmt.text(&t),
-                            Event::ToolCall(d) => fmt.tool_call(&d),
-                            Event::Logprobs(l) => {
-                                fmt.logprobs(l);
-                                None
-                            }
-                            Event::Done { .. } => None,
-                        };
-                        bytes.extend(part.unwrap_or_default());
-                        parts += u64::from(counts);
+                        parts += u64::from(matches!(event, Event::Text(_) | Event::ToolCall(_)));
+                        bytes.extend(fmt.event(event).unwrap_or_default());
                         if bytes.len() >= 64 * 1024 {
                             break;
                         }
