@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-    ADDR, CODES, KEYS, MIN_FEE, NOW, OP, PARAMS, body, contracts, signedBody,
+    ADDR, CODES, KEYS, MIN_FEE, NOW, OP, PARAMS, ROOT_PARAMS, body, contracts, signedBody,
 } from './lib/cocoon.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -77,8 +77,11 @@ export async function runScenario() {
     }
 
     const voucher = (op, counter, target, { key = 'proxy', queryId = 0, stateHash = null } = {}) => ({
-        input: { op, query_id: queryId, counter, target: raw(target), key, ...(stateHash === null ? {} : { state_hash: '0x' + stateHash.toString(16) }) },
-        body: signedBody({ op: OP[op], queryId, counter, target, key: KEYS[key], stateHash }),
+        input: {
+            op, query_id: queryId, counter, target: raw(target), key, send_excesses_to: raw(ADDR.payer),
+            ...(stateHash === null ? {} : { state_hash: '0x' + stateHash.toString(16) }),
+        },
+        body: signedBody({ op: OP[op], queryId, counter, target, key: KEYS[key], stateHash, sendExcessesTo: ADDR.payer }),
     });
     const signed = async (name, from, to, v, { init = null, value = MIN_FEE } = {}) =>
         step(name, v.input, { from, to, value, body: v.body, init });
@@ -147,6 +150,7 @@ export async function runScenario() {
         addresses: Object.fromEntries(Object.entries(accounts).map(([k, a]) => [k, raw(a)])),
         code_hashes: Object.fromEntries(Object.entries(CODES).map(([k, c]) => [k, c.hash().toString('hex')])),
         params: Object.fromEntries(Object.entries(PARAMS).map(([k, v]) => [k, str(v)])),
+        root_params: ROOT_PARAMS,
         initial_data_boc_base64: {
             root: boc(root.init.data),
             proxy: boc(proxy.init.data),

@@ -43,6 +43,7 @@ export const ERR = {
     NO_FUNDS: 112,
     WRONG_OP: 113,
     NOT_SETTLED: 114,
+    BAD_ENDPOINT: 115,
 };
 
 export const OP = {
@@ -149,17 +150,44 @@ export function rootCodesCell(codes = CODES) {
     return beginCell().storeRef(codes.proxy).storeRef(codes.client).storeRef(codes.worker).endCell();
 }
 
+/** The registry, empty: proxy hashes, proxies, last proxy seqno, worker hashes, models. */
 export function emptyRegistryCell() {
-    return beginCell().storeBit(0).storeBit(0).storeBit(0).storeBit(0).storeUint(0, 32).endCell();
+    return beginCell().storeBit(0).storeBit(0).storeUint(0, 32).storeBit(0).storeBit(0).endCell();
 }
 
+/** What the root keeps beside the registry: the params in COCOON's layout (struct version 3). */
+export const ROOT_PARAMS = { structVersion: 3, paramsVersion: 1, uniqueId: 7, isTest: true };
+
+/** COCOON's params cell: struct version 3, the prices and rules, a maybe-ref per code. */
+export function rootParamsCell({ params = PARAMS, codes = CODES, head = ROOT_PARAMS } = {}) {
+    return beginCell()
+        .storeUint(head.structVersion, 8)
+        .storeUint(head.paramsVersion, 32)
+        .storeUint(head.uniqueId, 32)
+        .storeBit(head.isTest)
+        .storeCoins(params.pricePerToken)
+        .storeCoins(params.workerFeePerToken)
+        .storeUint(params.promptMult, 32)
+        .storeUint(params.cachedMult, 32)
+        .storeUint(params.completionMult, 32)
+        .storeUint(params.reasoningMult, 32)
+        .storeUint(params.proxyDelayBeforeClose, 32)
+        .storeUint(params.clientDelayBeforeClose, 32)
+        .storeCoins(params.minProxyStake)
+        .storeCoins(params.minClientStake)
+        .storeMaybeRef(codes.proxy)
+        .storeMaybeRef(codes.worker)
+        .storeMaybeRef(codes.client)
+        .endCell();
+}
+
+/** The root's data as COCOON's runners parse it: `owner ^registry ^params version:uint32`. */
 export function rootData({ owner, params = PARAMS, codes = CODES }) {
     return beginCell()
         .storeAddress(owner)
-        .storeUint(0, 32)
         .storeRef(emptyRegistryCell())
-        .storeRef(paramsCell(params))
-        .storeRef(rootCodesCell(codes))
+        .storeRef(rootParamsCell({ params, codes }))
+        .storeUint(0, 32)
         .endCell();
 }
 
@@ -264,13 +292,19 @@ export function voucherPayload({ op, queryId = 0, counter, target, stateHash = n
 }
 
 /**
- * A signed message `op query_id signature:bits512 payload:^Cell`. `payloadOp` defaults to `op`
- * (set it to forge a voucher of another op); `key` defaults to the proxy key.
+ * A signed message in COCOON's form, `op query_id send_excesses_to:address signature:bits512
+ * payload:^Cell`. `payloadOp` and `payloadQueryId` default to the message's (set them to forge a
+ * voucher of another op or query); `key` defaults to the proxy key; `sendExcessesTo` is outside
+ * the signature.
  */
-export function signedBody({ op, queryId = 0, counter, target, stateHash = null, key = KEYS.proxy, payloadOp = op }) {
-    const payload = voucherPayload({ op: payloadOp, queryId, counter, target, stateHash });
+export function signedBody({
+    op, queryId = 0, counter, target, stateHash = null, key = KEYS.proxy, payloadOp = op,
+    payloadQueryId = queryId, sendExcessesTo = ADDR.payer,
+}) {
+    const payload = voucherPayload({ op: payloadOp, queryId: payloadQueryId, counter, target, stateHash });
     const signature = sign(payload.hash(), key.secretKey);
-    return beginCell().storeUint(op, 32).storeUint(queryId, 64).storeBuffer(signature).storeRef(payload).endCell();
+    return beginCell().storeUint(op, 32).storeUint(queryId, 64).storeAddress(sendExcessesTo)
+        .storeBuffer(signature).storeRef(payload).endCell();
 }
 
 /* Registry dictionaries as @ton/core sees them. */
@@ -285,15 +319,29 @@ export const refValue = {
     parse: (s) => s.loadRef(),
 };
 
+/** A proxy entry as COCOON reads it (`0:1 len:7 bytes`), and ours after it (^address). */
+export const proxyEntryValue = {
+    serialize: () => { throw new Error('read only'); },
+    parse: (s) => {
+        const kind = s.loadBit();
+        const len = s.loadUint(7);
+        const endpoint = s.loadBuffer(len).toString('utf8');
+        const proxy = s.loadRef().beginParse().loadAddress();
+        s.endParse();
+        return { kind, endpoint, proxy };
+    },
+};
+
+/** The registry in the order COCOON's runners read it. */
 export function parseRegistry(cell) {
     const s = cell.beginParse();
     const proxyHashes = s.loadDict(Dictionary.Keys.BigUint(256), emptyValue);
+    const proxies = s.loadDict(Dictionary.Keys.Uint(32), proxyEntryValue);
+    const lastProxySeqno = s.loadUint(32);
     const workerHashes = s.loadDict(Dictionary.Keys.BigUint(256), emptyValue);
     const models = s.loadDict(Dictionary.Keys.BigUint(256), refValue);
-    const proxies = s.loadDict(Dictionary.Keys.Uint(32), refValue);
-    const nextProxySeq = s.loadUint(32);
     s.endParse();
-    return { proxyHashes, workerHashes, models, proxies, nextProxySeq };
+    return { proxyHashes, workerHashes, models, proxies, lastProxySeqno };
 }
 
 /* Sandbox harness. */

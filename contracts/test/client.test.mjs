@@ -224,9 +224,10 @@ describe('client', () => {
             assert.equal((await clientData_(net)).tokensUsed, 10n);
         });
 
-        it('refuses a bad signature (102), another op (113), another target (103), a short value (106)', async () => {
+        it('refuses a bad signature (102), another op or query id (113), another target (103), a short value (106)', async () => {
             expectExit(await toClient(ADDR.payer, charge(10, { key: KEYS.other })), client(), ERR.BAD_SIGNATURE);
             expectExit(await toClient(ADDR.payer, charge(10, { payloadOp: OP.ext_client_grant_refund_signed })), client(), ERR.WRONG_OP);
+            expectExit(await toClient(ADDR.payer, charge(10, { queryId: 1, payloadQueryId: 2 })), client(), ERR.WRONG_OP);
             expectExit(await toClient(ADDR.payer, charge(10, { target: net.worker.address })), client(), ERR.WRONG_TARGET);
             expectExit(await toClient(ADDR.payer, charge(10), MIN_FEE - 1n), client(), ERR.LOW_VALUE);
             assert.equal((await clientData_(net)).tokensUsed, 0n);

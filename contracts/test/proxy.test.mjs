@@ -81,9 +81,10 @@ describe('proxy', () => {
             assert.equal((await proxyData_(net)).savedSeqno, 5n);
         });
 
-        it('refuses a bad signature (102), another op (113), another target (103)', async () => {
+        it('refuses a bad signature (102), another op or query id (113), another target (103)', async () => {
             expectExit(await toProxy(ADDR.payer, save(1, { key: KEYS.other })), proxy(), ERR.BAD_SIGNATURE);
             expectExit(await toProxy(ADDR.payer, save(1, { payloadOp: OP.ext_proxy_close_request_signed })), proxy(), ERR.WRONG_OP);
+            expectExit(await toProxy(ADDR.payer, save(1, { queryId: 1, payloadQueryId: 0 })), proxy(), ERR.WRONG_OP);
             expectExit(await toProxy(ADDR.payer, save(1, { target: net.client.address })), proxy(), ERR.WRONG_TARGET);
             assert.equal((await proxyData_(net)).savedSeqno, 0n);
         });

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { beginCell } from '@ton/core';
 import {
     ADDR, CODES, ERR, MIN_FEE, OP, PARAMS, body, expectExit, getter, outMessages, opOf,
-    parseRegistry, send, setup, stringCell, balanceOf,
+    parseRegistry, send, setup, stringCell, balanceOf, rootParamsCell, ROOT_PARAMS,
 } from '../lib/cocoon.mjs';
 
 const H1 = 0x1111n;
@@ -53,7 +53,7 @@ describe('root', () => {
         assert.ok(c.readCell().equals(CODES.worker));
         const reg = await registry();
         assert.equal(reg.proxyHashes.size + reg.workerHashes.size + reg.models.size + reg.proxies.size, 0);
-        assert.equal(reg.nextProxySeq, 0);
+        assert.equal(reg.lastProxySeqno, 0);
         assert.equal(await hashValid('is_proxy_hash_valid', H1), false);
         assert.equal(await hashValid('is_worker_hash_valid', H1), false);
         assert.equal(await modelType(H1), null);
@@ -94,38 +94,65 @@ describe('root', () => {
         await admin(body.hashOp(OP.del_model_type, 3, H1));
     });
 
-    it('registers, updates and unregisters proxies', async () => {
-        await admin(body.registerProxy(1, ADDR.proxyOwner, '10.0.0.1:8080'));
+    it('registers, updates and unregisters proxies, as COCOON reads them', async () => {
+        await admin(body.registerProxy(1, ADDR.proxyOwner, '10.0.0.1:8080 10.0.0.1:8081'));
         await admin(body.registerProxy(2, ADDR.stranger, '10.0.0.2:8080'));
         let reg = await registry();
-        assert.equal(reg.nextProxySeq, 2);
+        // seqnos count from 1; the last one given is kept (COCOON's last_proxy_seqno)
+        assert.equal(reg.lastProxySeqno, 2);
         const entry = (seq) => {
-            const s = reg.proxies.get(seq).beginParse();
-            return [s.loadAddress().toRawString(), s.loadRef().beginParse().loadStringTail()];
+            const e = reg.proxies.get(seq);
+            return [e.kind, e.proxy.toRawString(), e.endpoint];
         };
-        assert.deepEqual(entry(0), [ADDR.proxyOwner.toRawString(), '10.0.0.1:8080']);
-        assert.deepEqual(entry(1), [ADDR.stranger.toRawString(), '10.0.0.2:8080']);
+        assert.deepEqual(entry(1), [false, ADDR.proxyOwner.toRawString(), '10.0.0.1:8080 10.0.0.1:8081']);
+        assert.deepEqual(entry(2), [false, ADDR.stranger.toRawString(), '10.0.0.2:8080']);
 
-        await admin(body.updateProxy(3, 0, ADDR.payer, '10.0.0.3:9090'));
+        await admin(body.updateProxy(3, 1, ADDR.payer, '10.0.0.3:9090'));
         reg = await registry();
-        assert.deepEqual(entry(0), [ADDR.payer.toRawString(), '10.0.0.3:9090']);
+        assert.deepEqual(entry(1), [false, ADDR.payer.toRawString(), '10.0.0.3:9090']);
         // updating an unknown seq changes nothing
         await admin(body.updateProxy(4, 7, ADDR.payer, 'x:1'));
         reg = await registry();
-        assert.deepEqual(reg.proxies.keys(), [0, 1]);
+        assert.deepEqual(reg.proxies.keys(), [1, 2]);
 
-        await admin(body.unregisterProxy(5, 0));
+        await admin(body.unregisterProxy(5, 1));
         reg = await registry();
-        assert.deepEqual(reg.proxies.keys(), [1]);
+        assert.deepEqual(reg.proxies.keys(), [2]);
         // unregistering an unknown seq is a no-op; seqs are never reused
-        await admin(body.unregisterProxy(6, 0));
+        await admin(body.unregisterProxy(6, 1));
         await admin(body.registerProxy(7, ADDR.proxyOwner, 'h:1'));
         reg = await registry();
-        assert.deepEqual(reg.proxies.keys(), [1, 2]);
-        assert.equal(reg.nextProxySeq, 3);
+        assert.deepEqual(reg.proxies.keys(), [2, 3]);
+        assert.equal(reg.lastProxySeqno, 3);
     });
 
-    it('changes the params', async () => {
+    it('refuses an endpoint COCOON cannot read (115): over 121 bytes, or not one flat string', async () => {
+        const long = 'a'.repeat(122);
+        let res = await send(net, { from: ADDR.rootOwner, to: root(), value: MIN_FEE, body: body.registerProxy(1, ADDR.proxyOwner, long) });
+        expectExit(res, root(), ERR.BAD_ENDPOINT);
+        const snake = beginCell().storeBuffer(Buffer.from('10.0.0.1:')).storeRef(stringCell('80')).endCell();
+        const b = beginCell().storeUint(OP.register_proxy, 32).storeUint(2, 64).storeAddress(ADDR.proxyOwner).storeRef(snake).endCell();
+        res = await send(net, { from: ADDR.rootOwner, to: root(), value: MIN_FEE, body: b });
+        expectExit(res, root(), ERR.BAD_ENDPOINT);
+        assert.equal(await version(), 0);
+        // exactly 121 bytes is the longest that fits in a leaf of the dictionary
+        await admin(body.registerProxy(3, ADDR.proxyOwner, 'a'.repeat(121)));
+        assert.equal((await registry()).proxies.get(1).endpoint.length, 121);
+    });
+
+    it('keeps its data in the layout COCOON parses: owner ^registry ^params version', async () => {
+        await admin(body.hashOp(OP.add_proxy_type, 1, H1));
+        const data = (await net.blockchain.getContract(root())).accountState.state.data;
+        const s = data.beginParse();
+        assert.ok(s.loadAddress().equals(ADDR.rootOwner));
+        const reg = parseRegistry(s.loadRef());
+        assert.deepEqual(reg.proxyHashes.keys(), [H1]);
+        assert.ok(s.loadRef().equals(rootParamsCell()));
+        assert.equal(s.loadUint(32), 1);
+        s.endParse();
+    });
+
+    it('changes the params; their version moves, the rest of the params stays', async () => {
         const params = { ...PARAMS, pricePerToken: 1n, minClientStake: 0n, reasoningMult: 12_345 };
         await admin(body.changePrice(1, params));
         const p = await getter(net, root(), 'get_params');
@@ -134,6 +161,10 @@ describe('root', () => {
         assert.equal(p.readNumber(), 12_345);
         p.skip(3);
         assert.equal(p.readBigNumber(), 0n);
+        const data = (await net.blockchain.getContract(root())).accountState.state.data.beginParse();
+        data.loadAddress();
+        data.loadRef();
+        assert.ok(data.loadRef().equals(rootParamsCell({ params, head: { ...ROOT_PARAMS, paramsVersion: 2 } })));
     });
 
     it('upgrades the contract codes', async () => {
@@ -145,6 +176,11 @@ describe('root', () => {
         assert.ok(r.readCell().equals(a));
         assert.ok(r.readCell().equals(b));
         assert.ok(r.readCell().equals(c));
+        const data = (await net.blockchain.getContract(root())).accountState.state.data.beginParse();
+        data.loadAddress();
+        data.loadRef();
+        const codes = { proxy: a, client: b, worker: c };
+        assert.ok(data.loadRef().equals(rootParamsCell({ codes, head: { ...ROOT_PARAMS, paramsVersion: 2 } })));
     });
 
     it('changes the owner; the old one is refused after', async () => {

@@ -60,10 +60,12 @@ describe('worker', () => {
         assert.equal((await workerData_(net)).tokensPaid, 10n);
     });
 
-    it('refuses a bad signature (102), another op (113), another target (103), a short value (106)', async () => {
+    it('refuses a bad signature (102), another op or query id (113), another target (103), a short value (106)', async () => {
         expectExit(await deploy(payout(10, { key: KEYS.other })), worker(), ERR.BAD_SIGNATURE);
         expectExit(await deploy(payout(10, { payloadOp: OP.ext_worker_last_payout_request_signed })), worker(), ERR.WRONG_OP);
         expectExit(await deploy(payout(10, { payloadOp: OP.ext_client_charge_signed })), worker(), ERR.WRONG_OP);
+        // the signed part's query id must be the message's (as COCOON's roles check it)
+        expectExit(await deploy(payout(10, { queryId: 4, payloadQueryId: 5 })), worker(), ERR.WRONG_OP);
         expectExit(await deploy(payout(10, { target: net.client.address })), worker(), ERR.WRONG_TARGET);
         expectExit(await toWorker(payout(10), MIN_FEE - 1n, net.worker.init), worker(), ERR.LOW_VALUE);
         expectExit(await deploy(payout(10)), worker(), 0);

@@ -117,7 +117,7 @@ pub fn run(n: usize) -> Result<Value> {
                 target: client,
                 state_hash: None,
             }
-            .sign(&proxy_key)?
+            .sign(&proxy_key, client)?
             .body()
         })
         .collect::<Result<Vec<_>>>()?;

@@ -542,7 +542,7 @@ pub async fn verify_proxy(
         .parse()
         .map_err(|e| format!("proxy_sc_address: {e}"))?;
     let root = read_root(chain, root).await.map_err(|e| e.to_string())?;
-    if !root.proxies.iter().any(|p| p.address == proxy) {
+    if !root.proxies.iter().any(|p| p.address == Some(proxy)) {
         return Err(format!(
             "proxy contract {proxy} is not registered in the root"
         ));

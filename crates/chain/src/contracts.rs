@@ -138,42 +138,212 @@ impl Params {
     }
 }
 
+/// COCOON's params cell: what its root keeps beside the registry and every contract's initial
+/// data copies, with the code its `mask` names. Struct versions 0 to 3 are read as the
+/// reference reads them (multipliers appear in version 2 and 3, stakes in 1); we write 3.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootParams {
+    /// Layout version of this cell (0–3).
+    pub struct_version: u8,
+    /// Bumped by every change of prices or code (contracts made after differ in address).
+    pub params_version: u32,
+    /// The network's id.
+    pub unique_id: u32,
+    /// COCOON's test mode: roles on both ends of a connection must agree on it.
+    pub is_test: bool,
+    /// Prices and rules.
+    pub params: Params,
+    /// Proxy contract code.
+    pub proxy_code: Option<Cell>,
+    /// Worker contract code.
+    pub worker_code: Option<Cell>,
+    /// Client contract code.
+    pub client_code: Option<Cell>,
+}
+
+/// Which code a params cell carries ([`RootParams::to_cell`]): COCOON's root keeps all three,
+/// a proxy contract the worker's and client's, worker and client contracts none.
+pub mod params_code {
+    /// The proxy contract's code.
+    pub const PROXY: u8 = 1;
+    /// The worker contract's code.
+    pub const WORKER: u8 = 2;
+    /// The client contract's code.
+    pub const CLIENT: u8 = 4;
+    /// All three (the root's own params).
+    pub const ALL: u8 = 7;
+}
+
+/// The highest params layout COCOON reads.
+const MAX_STRUCT_VERSION: u8 = 3;
+
+impl RootParams {
+    /// Serializes as COCOON's params cell with the code `mask` names ([`params_code`]).
+    pub fn to_cell(&self, mask: u8) -> Result<Cell> {
+        let v = self.struct_version;
+        let p = &self.params;
+        let mut b = CellBuilder::new();
+        b.store_u8(v)?;
+        b.store_u32(self.params_version)?;
+        b.store_u32(self.unique_id)?;
+        b.store_bit(self.is_test)?;
+        store_coins(&mut b, p.price_per_token)?;
+        store_coins(&mut b, p.worker_fee_per_token)?;
+        if v >= 3 {
+            b.store_u32(p.prompt_mult)?;
+        }
+        if v >= 2 {
+            b.store_u32(p.cached_mult)?;
+        }
+        if v >= 3 {
+            b.store_u32(p.completion_mult)?;
+        }
+        if v >= 2 {
+            b.store_u32(p.reasoning_mult)?;
+        }
+        b.store_u32(p.proxy_delay_before_close)?;
+        b.store_u32(p.client_delay_before_close)?;
+        if v >= 1 {
+            store_coins(&mut b, p.min_proxy_stake)?;
+            store_coins(&mut b, p.min_client_stake)?;
+        }
+        for (bit, code) in [
+            (params_code::PROXY, &self.proxy_code),
+            (params_code::WORKER, &self.worker_code),
+            (params_code::CLIENT, &self.client_code),
+        ] {
+            match code.as_ref().filter(|_| mask & bit != 0) {
+                Some(c) => {
+                    b.store_bit_one()?;
+                    b.store_reference(c.clone())?;
+                }
+                None => b.store_bit_zero()?,
+            }
+        }
+        Ok(b.build()?)
+    }
+
+    /// Parses COCOON's params cell as its runners do: what an older layout lacks takes the
+    /// reference's defaults (multipliers 1.0, stakes of 1 TON); a newer layout than 3 or data
+    /// left over is an error naming it.
+    pub fn from_cell(cell: &Cell) -> Result<Self> {
+        let mut s = cell.as_slice()?;
+        let v = s.load_u8()?;
+        if v > MAX_STRUCT_VERSION {
+            return Err(ChainError::layout(
+                "root params",
+                format!("struct version {v} is newer than {MAX_STRUCT_VERSION}, the newest COCOON reads"),
+            ));
+        }
+        let params_version = s.load_u32()?;
+        let unique_id = s.load_u32()?;
+        let is_test = s.load_bit()?;
+        let price_per_token = load_coins(&mut s)?;
+        let worker_fee_per_token = load_coins(&mut s)?;
+        let mult = |since: u8, s: &mut CellSlice<'_>| -> Result<u32> {
+            Ok(if v >= since { s.load_u32()? } else { 10_000 })
+        };
+        let prompt_mult = mult(3, &mut s)?;
+        let cached_mult = mult(2, &mut s)?;
+        let completion_mult = mult(3, &mut s)?;
+        let reasoning_mult = mult(2, &mut s)?;
+        let proxy_delay_before_close = s.load_u32()?;
+        let client_delay_before_close = s.load_u32()?;
+        let (min_proxy_stake, min_client_stake) = if v >= 1 {
+            (load_coins(&mut s)?, load_coins(&mut s)?)
+        } else {
+            (crate::TON, crate::TON)
+        };
+        let code = |s: &mut CellSlice<'_>| -> Result<Option<Cell>> {
+            Ok(if s.load_bit()? {
+                Some(s.load_reference_cloned()?)
+            } else {
+                None
+            })
+        };
+        let proxy_code = code(&mut s)?;
+        let worker_code = code(&mut s)?;
+        let client_code = code(&mut s)?;
+        if !s.is_data_empty() || !s.is_refs_empty() {
+            return Err(ChainError::layout(
+                "root params",
+                "data after the client code",
+            ));
+        }
+        Ok(RootParams {
+            struct_version: v,
+            params_version,
+            unique_id,
+            is_test,
+            params: Params {
+                price_per_token,
+                worker_fee_per_token,
+                prompt_mult,
+                cached_mult,
+                completion_mult,
+                reasoning_mult,
+                proxy_delay_before_close,
+                client_delay_before_close,
+                min_proxy_stake,
+                min_client_stake,
+            },
+            proxy_code,
+            worker_code,
+            client_code,
+        })
+    }
+}
+
 /// A proxy as the root lists it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct RegisteredProxy {
-    /// Registry sequence number.
+    /// Registry sequence number (from 1).
     pub seq: u32,
-    /// The proxy contract's address.
-    pub address: Address,
-    /// Where clients and workers connect (`host:port`).
+    /// The proxy contract's address (ours: kept in a reference of the entry, which COCOON's
+    /// runners do not read; `None` in a registry that does not keep it).
+    pub address: Option<Address>,
+    /// Where workers and clients connect, as COCOON writes it: `HOST:PORT` for both, or
+    /// `WORKERS_HOST:PORT CLIENTS_HOST:PORT`.
     pub endpoint: String,
 }
 
+/// The longest endpoint a registry entry holds (it must fit in a dictionary leaf).
+pub const MAX_ENDPOINT_LEN: usize = 121;
+
 impl RegisteredProxy {
-    /// The endpoint string a proxy registers: where clients and workers connect.
+    /// The endpoint string a proxy registers: where workers connect, then where clients do
+    /// (COCOON's form; one address when both are the same).
     pub fn endpoint_string(clients: std::net::SocketAddr, workers: std::net::SocketAddr) -> String {
-        format!("clients={clients};workers={workers}")
+        if clients == workers {
+            workers.to_string()
+        } else {
+            format!("{workers} {clients}")
+        }
     }
 
-    fn part(&self, key: &str) -> Option<std::net::SocketAddr> {
-        self.endpoint
-            .split(';')
-            .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
-            .and_then(|v| v.trim().parse().ok())
+    fn part(&self, index: usize) -> Option<std::net::SocketAddr> {
+        let parts: Vec<&str> = self.endpoint.split(' ').filter(|p| !p.is_empty()).collect();
+        let part = match parts.as_slice() {
+            [both] => both,
+            [workers, clients] => [workers, clients][index],
+            _ => return None,
+        };
+        part.parse().ok()
     }
 
-    /// Where clients connect (from `clients=HOST:PORT` in the endpoint).
+    /// Where clients connect.
     pub fn endpoint_client(&self) -> Option<std::net::SocketAddr> {
-        self.part("clients")
+        self.part(1)
     }
 
-    /// Where workers connect (from `workers=HOST:PORT` in the endpoint).
+    /// Where workers connect.
     pub fn endpoint_worker(&self) -> Option<std::net::SocketAddr> {
-        self.part("workers")
+        self.part(0)
     }
 }
 
-/// Everything the root contract stores.
+/// Everything the root contract stores, read as COCOON's runners read it
+/// (`runners/smartcontracts/RootContractConfig.cpp`).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RootData {
     /// Who may change the registry.
@@ -186,13 +356,23 @@ pub struct RootData {
     /// Allowed worker image hashes.
     #[serde(serialize_with = "hex_list")]
     pub worker_hashes: Vec<[u8; 32]>,
-    /// Allowed model hashes → model type name.
+    /// Allowed model hashes → model type name (empty where the registry keeps no name).
     #[serde(serialize_with = "hex_map")]
     pub models: BTreeMap<[u8; 32], String>,
     /// Registered proxies.
     pub proxies: Vec<RegisteredProxy>,
+    /// The last proxy sequence number given out.
+    pub last_proxy_seqno: u32,
     /// Prices and rules.
     pub params: Params,
+    /// Layout version of the params cell.
+    pub struct_version: u8,
+    /// Version of the params (prices and code).
+    pub params_version: u32,
+    /// The network's id.
+    pub unique_id: u32,
+    /// COCOON's test mode.
+    pub is_test: bool,
     /// Code of the proxy, client and worker contracts.
     #[serde(skip)]
     pub codes: ContractCodes,
@@ -218,14 +398,20 @@ pub struct RootInit {
     pub params: Params,
     /// Code to register (root code is taken from here too).
     pub codes: ContractCodes,
+    /// The network's id.
+    pub unique_id: u32,
+    /// COCOON's test mode (every network but the main one).
+    pub is_test: bool,
 }
 
+/// The registry, empty: proxy hashes, proxies, last proxy seqno 0, worker hashes, models.
 fn empty_registry() -> Result<Cell> {
     let mut b = CellBuilder::new();
-    for _ in 0..4 {
-        b.store_bit_zero()?; // empty HashmapE
-    }
+    b.store_bit_zero()?;
+    b.store_bit_zero()?;
     b.store_u32(0)?;
+    b.store_bit_zero()?;
+    b.store_bit_zero()?;
     Ok(b.build()?)
 }
 
@@ -239,18 +425,28 @@ pub(crate) fn codes_cell(codes: &[&Cell]) -> Result<Cell> {
 }
 
 impl RootInit {
-    /// Initial data: version 0, empty registry.
+    /// The params it starts with: struct version 3, params version 1, all three codes.
+    pub fn root_params(&self) -> RootParams {
+        RootParams {
+            struct_version: MAX_STRUCT_VERSION,
+            params_version: 1,
+            unique_id: self.unique_id,
+            is_test: self.is_test,
+            params: self.params.clone(),
+            proxy_code: Some(self.codes.proxy.clone()),
+            worker_code: Some(self.codes.worker.clone()),
+            client_code: Some(self.codes.client.clone()),
+        }
+    }
+
+    /// Initial data, as COCOON lays a root out: `owner ^registry ^params version:uint32`,
+    /// the registry empty and the version 0.
     pub fn data(&self) -> Result<Cell> {
         let mut b = CellBuilder::new();
         store_address(&mut b, &self.owner)?;
-        b.store_u32(0)?;
         b.store_reference(empty_registry()?)?;
-        b.store_reference(self.params.to_cell()?)?;
-        b.store_reference(codes_cell(&[
-            &self.codes.proxy,
-            &self.codes.client,
-            &self.codes.worker,
-        ])?)?;
+        b.store_reference(self.root_params().to_cell(params_code::ALL)?)?;
+        b.store_u32(0)?;
         Ok(b.build()?)
     }
 
@@ -261,45 +457,55 @@ impl RootInit {
 }
 
 impl RootData {
-    /// Parses the root's data cell; `root_code` fills `codes.root`.
+    /// Parses the root's data cell as COCOON's runners do; `root_code` fills `codes.root`.
+    /// Data left over anywhere is an error, as there; a registry without one of the three
+    /// contract codes is an error naming it (our roles deploy from them).
     pub fn parse(data: &Cell, root_code: &Cell) -> Result<Self> {
         let mut s = data.as_slice()?;
         let owner = load_address(&mut s)?;
-        let version = s.load_u32()?;
         let registry = s.load_reference_cloned()?;
-        let params = Params::from_cell(&s.load_reference_cloned()?)?;
-        let codes = s.load_reference_cloned()?;
-        let mut cs = codes.as_slice()?;
+        let rp = RootParams::from_cell(&s.load_reference_cloned()?)?;
+        let version = s.load_u32()?;
+        if !s.is_data_empty() || !s.is_refs_empty() {
+            return Err(ChainError::layout("root", "data after the version"));
+        }
+        let need = |what: &'static str, code: Option<Cell>| {
+            code.ok_or_else(|| {
+                ChainError::layout("root params", format!("no {what} contract code"))
+            })
+        };
         let codes = ContractCodes {
             root: root_code.clone(),
-            proxy: cs.load_reference_cloned()?,
-            client: cs.load_reference_cloned()?,
-            worker: cs.load_reference_cloned()?,
+            proxy: need("proxy", rp.proxy_code)?,
+            client: need("client", rp.client_code)?,
+            worker: need("worker", rp.worker_code)?,
         };
         let mut r = registry.as_slice()?;
         let proxy_hashes = hash_set(&mut r)?;
-        let worker_hashes = hash_set(&mut r)?;
-        let models_dict = Dict::<HashBytes, Cell>::load_from(&mut r)?;
-        let mut models = BTreeMap::new();
-        for entry in models_dict.iter() {
-            let (hash, name) = entry?;
-            let name = String::from_utf8(read_snake_string(&name)?)
-                .map_err(|_| ChainError::layout("root", "model type name is not UTF-8"))?;
-            models.insert(hash.0, name);
-        }
-        let proxies_dict = Dict::<u32, Cell>::load_from(&mut r)?;
+        let proxies_dict = Dict::<u32, CellSlice<'_>>::load_from(&mut r)?;
         let mut proxies = Vec::new();
         for entry in proxies_dict.iter() {
-            let (seq, cell) = entry?;
-            let mut p = cell.as_slice()?;
-            let address = load_address(&mut p)?;
-            let endpoint = String::from_utf8(read_snake_string(&p.load_reference_cloned()?)?)
-                .map_err(|_| ChainError::layout("root", "proxy endpoint is not UTF-8"))?;
-            proxies.push(RegisteredProxy {
-                seq,
-                address,
-                endpoint,
-            });
+            let (seq, value) = entry?;
+            if let Some(p) = registered_proxy(seq, value)? {
+                proxies.push(p);
+            }
+        }
+        let last_proxy_seqno = r.load_u32()?;
+        let worker_hashes = hash_set(&mut r)?;
+        let models_dict = Dict::<HashBytes, CellSlice<'_>>::load_from(&mut r)?;
+        let mut models = BTreeMap::new();
+        for entry in models_dict.iter() {
+            let (hash, value) = entry?;
+            // our value is the type name in a reference; COCOON keeps nothing there
+            let name = match value.get_reference_cloned(0) {
+                Ok(cell) => String::from_utf8(read_snake_string(&cell)?)
+                    .map_err(|_| ChainError::layout("root", "model type name is not UTF-8"))?,
+                Err(_) => String::new(),
+            };
+            models.insert(hash.0, name);
+        }
+        if !r.is_data_empty() || !r.is_refs_empty() {
+            return Err(ChainError::layout("root", "data after the model hashes"));
         }
         Ok(RootData {
             owner,
@@ -308,10 +514,37 @@ impl RootData {
             worker_hashes,
             models,
             proxies,
-            params,
+            last_proxy_seqno,
+            params: rp.params,
+            struct_version: rp.struct_version,
+            params_version: rp.params_version,
+            unique_id: rp.unique_id,
+            is_test: rp.is_test,
             codes,
         })
     }
+}
+
+/// One proxy entry: `kind:1 len:7 bytes`, then (ours) a reference holding the proxy contract's
+/// address. COCOON skips entries of another kind; so do we.
+fn registered_proxy(seq: u32, mut v: CellSlice<'_>) -> Result<Option<RegisteredProxy>> {
+    if v.load_bit()? {
+        return Ok(None);
+    }
+    let len = v.load_small_uint(7)? as usize;
+    let mut bytes = vec![0u8; len];
+    v.load_raw(&mut bytes, (len * 8) as u16)?;
+    let endpoint = String::from_utf8(bytes)
+        .map_err(|_| ChainError::layout("root", format!("proxy #{seq}: endpoint is not UTF-8")))?;
+    let address = match v.get_reference_cloned(0) {
+        Ok(cell) => Some(load_address(&mut cell.as_slice()?)?),
+        Err(_) => None,
+    };
+    Ok(Some(RegisteredProxy {
+        seq,
+        address,
+        endpoint,
+    }))
 }
 
 fn hash_set(s: &mut CellSlice<'_>) -> Result<Vec<[u8; 32]>> {
@@ -691,5 +924,186 @@ impl WorkerData {
             owner: load_address(&mut s)?,
             proxy: load_address(&mut s)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod root_layout_tests {
+    //! The root as COCOON's runners read it (`RootContractConfig::load_from_state`): params of
+    //! every struct version, proxy entries with and without our address, leftovers refused.
+    use super::*;
+    use tycho_types::cell::{CellFamily, Store};
+
+    fn code(byte: u8) -> Cell {
+        let mut b = CellBuilder::new();
+        b.store_u8(byte).unwrap();
+        b.build().unwrap()
+    }
+
+    fn params_v3() -> RootParams {
+        RootParams {
+            struct_version: 3,
+            params_version: 4,
+            unique_id: 42,
+            is_test: false,
+            params: Params {
+                cached_mult: 1_000,
+                reasoning_mult: 40_000,
+                ..Params::local_default()
+            },
+            proxy_code: Some(code(1)),
+            worker_code: Some(code(2)),
+            client_code: Some(code(3)),
+        }
+    }
+
+    #[test]
+    fn params_round_trip_and_masks_drop_code() {
+        let p = params_v3();
+        assert_eq!(
+            RootParams::from_cell(&p.to_cell(params_code::ALL).unwrap()).unwrap(),
+            p
+        );
+        let bare = RootParams::from_cell(&p.to_cell(0).unwrap()).unwrap();
+        assert_eq!(
+            (bare.proxy_code, bare.worker_code, bare.client_code),
+            (None, None, None)
+        );
+        let proxy = RootParams::from_cell(
+            &p.to_cell(params_code::WORKER | params_code::CLIENT)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(proxy.proxy_code, None);
+        assert_eq!(proxy.worker_code, Some(code(2)));
+    }
+
+    #[test]
+    fn older_struct_versions_read_with_the_reference_defaults() {
+        for v in 0..=2u8 {
+            let p = RootParams {
+                struct_version: v,
+                ..params_v3()
+            };
+            let read = RootParams::from_cell(&p.to_cell(params_code::ALL).unwrap()).unwrap();
+            // version 2 has the cached and reasoning multipliers, not prompt and completion
+            assert_eq!(read.params.prompt_mult, 10_000, "v{v}");
+            assert_eq!(read.params.completion_mult, 10_000, "v{v}");
+            let (cached, reasoning) = if v == 2 {
+                (1_000, 40_000)
+            } else {
+                (10_000, 10_000)
+            };
+            assert_eq!(
+                (read.params.cached_mult, read.params.reasoning_mult),
+                (cached, reasoning),
+                "v{v}"
+            );
+            // stakes appear in version 1; before, 1 TON each
+            let stakes = if v >= 1 {
+                (crate::TON, crate::TON / 2)
+            } else {
+                (crate::TON, crate::TON)
+            };
+            assert_eq!(
+                (read.params.min_proxy_stake, read.params.min_client_stake),
+                stakes,
+                "v{v}"
+            );
+            assert_eq!(read.params.price_per_token, 20, "v{v}");
+            assert_eq!(read.worker_code, Some(code(2)), "v{v}");
+        }
+    }
+
+    #[test]
+    fn a_newer_struct_version_or_leftover_data_is_refused_by_name() {
+        let mut b = CellBuilder::new();
+        b.store_u8(4).unwrap();
+        b.store_u32(0).unwrap();
+        let err = RootParams::from_cell(&b.build().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("struct version 4"), "{err}");
+
+        let mut b = CellBuilder::new();
+        b.store_slice(params_v3().to_cell(0).unwrap().as_slice().unwrap())
+            .unwrap();
+        b.store_bit_one().unwrap();
+        let err = RootParams::from_cell(&b.build().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("data after the client code"), "{err}");
+    }
+
+    /// A registry as the main network's root would hold it (no addresses of ours, a proxy entry
+    /// of a kind COCOON skips) and as ours holds it.
+    #[test]
+    fn registry_entries_with_and_without_our_address() {
+        let entry = |kind: bool, text: &str, ours: Option<Address>| {
+            let mut b = CellBuilder::new();
+            b.store_bit(kind).unwrap();
+            b.store_small_uint(text.len() as u8, 7).unwrap();
+            b.store_raw(text.as_bytes(), (text.len() * 8) as u16)
+                .unwrap();
+            if let Some(a) = ours {
+                let mut r = CellBuilder::new();
+                store_address(&mut r, &a).unwrap();
+                b.store_reference(r.build().unwrap()).unwrap();
+            }
+            b.build().unwrap()
+        };
+        let mut proxies = Dict::<u32, CellSlice<'_>>::new();
+        let theirs = entry(false, "10.0.0.1:5000 10.0.0.1:5001", None);
+        let ours = entry(false, "127.0.0.1:9000", Some(Address::new([7; 32])));
+        let other_kind = entry(true, "whatever", None);
+        proxies.set(1, theirs.as_slice().unwrap()).unwrap();
+        proxies.set(2, ours.as_slice().unwrap()).unwrap();
+        proxies.set(3, other_kind.as_slice().unwrap()).unwrap();
+        let mut reg = CellBuilder::new();
+        reg.store_bit_zero().unwrap();
+        proxies.store_into(&mut reg, Cell::empty_context()).unwrap();
+        reg.store_u32(3).unwrap();
+        reg.store_bit_zero().unwrap();
+        reg.store_bit_zero().unwrap();
+        let mut data = CellBuilder::new();
+        store_address(&mut data, &Address::new([1; 32])).unwrap();
+        data.store_reference(reg.build().unwrap()).unwrap();
+        data.store_reference(params_v3().to_cell(params_code::ALL).unwrap())
+            .unwrap();
+        data.store_u32(9).unwrap();
+        let root = RootData::parse(&data.build().unwrap(), &code(0)).unwrap();
+        assert_eq!(
+            (root.version, root.last_proxy_seqno, root.unique_id),
+            (9, 3, 42)
+        );
+        assert_eq!(
+            root.proxies.len(),
+            2,
+            "the entry of another kind is skipped"
+        );
+        let (a, b) = (&root.proxies[0], &root.proxies[1]);
+        assert_eq!((a.seq, a.address), (1, None));
+        assert_eq!(a.endpoint_worker(), Some("10.0.0.1:5000".parse().unwrap()));
+        assert_eq!(a.endpoint_client(), Some("10.0.0.1:5001".parse().unwrap()));
+        assert_eq!((b.seq, b.address), (2, Some(Address::new([7; 32]))));
+        assert_eq!(b.endpoint_worker(), b.endpoint_client());
+        assert_eq!(root.codes.client, code(3));
+    }
+
+    #[test]
+    fn endpoint_strings_are_cocoons() {
+        let w: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let c: std::net::SocketAddr = "127.0.0.1:2".parse().unwrap();
+        assert_eq!(
+            RegisteredProxy::endpoint_string(c, w),
+            "127.0.0.1:1 127.0.0.1:2"
+        );
+        assert_eq!(RegisteredProxy::endpoint_string(w, w), "127.0.0.1:1");
+        let bad = RegisteredProxy {
+            seq: 1,
+            address: None,
+            endpoint: "a b c".into(),
+        };
+        assert_eq!(bad.endpoint_client(), None);
     }
 }

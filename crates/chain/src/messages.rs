@@ -6,8 +6,8 @@ use tycho_types::cell::{Cell, CellBuilder};
 
 use crate::address::Address;
 use crate::cells::{snake_string, store_address, store_coins, store_u256};
-use crate::contracts::{ContractCodes, Params};
-use crate::error::Result;
+use crate::contracts::{ContractCodes, Params, MAX_ENDPOINT_LEN};
+use crate::error::{ChainError, Result};
 
 /// Op codes (COCOON's where it has the operation).
 pub mod op {
@@ -196,11 +196,26 @@ pub mod root {
     pub fn del_model_type(query_id: u64, hash: &[u8; 32]) -> Result<Cell> {
         with_hash(op::ROOT_DEL_MODEL_TYPE, query_id, hash)
     }
-    /// Register a proxy contract with its endpoint.
+    /// The endpoint as a registry entry takes it: one flat string the root accepts (at most
+    /// [`MAX_ENDPOINT_LEN`] bytes); longer is an error naming it, not a refused message.
+    fn endpoint_cell(endpoint: &str) -> Result<Cell> {
+        if endpoint.len() > MAX_ENDPOINT_LEN {
+            return Err(ChainError::layout(
+                "proxy endpoint",
+                format!(
+                    "{endpoint:?} is {} bytes; a registry entry holds at most {MAX_ENDPOINT_LEN}",
+                    endpoint.len()
+                ),
+            ));
+        }
+        snake_string(endpoint.as_bytes())
+    }
+    /// Register a proxy contract with its endpoint (COCOON's form: `HOST:PORT` for both, or
+    /// where workers connect, a space, where clients do).
     pub fn register_proxy(query_id: u64, proxy: &Address, endpoint: &str) -> Result<Cell> {
         let mut b = head(op::ROOT_REGISTER_PROXY, query_id)?;
         store_address(&mut b, proxy)?;
-        b.store_reference(snake_string(endpoint.as_bytes())?)?;
+        b.store_reference(endpoint_cell(endpoint)?)?;
         Ok(b.build()?)
     }
     /// Unregister a proxy by sequence number.
@@ -214,7 +229,7 @@ pub mod root {
         let mut b = head(op::ROOT_UPDATE_PROXY, query_id)?;
         b.store_u32(seq)?;
         store_address(&mut b, proxy)?;
-        b.store_reference(snake_string(endpoint.as_bytes())?)?;
+        b.store_reference(endpoint_cell(endpoint)?)?;
         Ok(b.build()?)
     }
     /// Replace the prices and rules.

@@ -22,11 +22,13 @@
 use tycho_types::cell::{Cell, CellBuilder, CellFamily};
 
 use crate::cells::{store_address, store_coins, store_u256};
+use crate::contracts::{params_code, RootParams};
 use crate::fake_ton::FakeTon;
+use crate::voucher::{SignedVoucher, Voucher, VoucherError};
 use crate::{Address, ChainError};
 
 /// Which code a params cell carries: the proxy's carries the worker's and client's.
-const WITH_WORKER_AND_CLIENT_CODE: u8 = 6;
+const WITH_WORKER_AND_CLIENT_CODE: u8 = params_code::WORKER | params_code::CLIENT;
 /// Worker and client params cells carry no code.
 const WITHOUT_CODE: u8 = 0;
 
@@ -120,34 +122,20 @@ impl ReferenceContracts {
         })
     }
 
-    /// The params cell as the reference writes it (struct version 1: no multipliers), with the
-    /// code `mask` names (1 proxy, 2 worker, 4 client).
+    /// The params cell as the reference writes it on a fake-TON root (struct version 1: no
+    /// multipliers, unique id 13, test mode), with the code `mask` names.
     fn params(&self, mask: u8) -> Result<Cell, ChainError> {
-        let p = &self.params;
-        let mut b = CellBuilder::new();
-        b.store_u8(1)?; // struct version
-        b.store_u32(self.params_version)?;
-        b.store_u32(13)?; // unique id
-        b.store_bit(true)?; // is_test
-        store_coins(&mut b, p.price_per_token)?;
-        store_coins(&mut b, p.worker_fee_per_token)?;
-        b.store_u32(p.proxy_delay_before_close)?;
-        b.store_u32(p.client_delay_before_close)?;
-        store_coins(&mut b, p.min_proxy_stake)?;
-        store_coins(&mut b, p.min_client_stake)?;
-        for (bit, code) in [
-            (1u8, &self.proxy_code),
-            (2, &self.worker_code),
-            (4, &self.client_code),
-        ] {
-            if mask & bit != 0 {
-                b.store_bit(true)?;
-                b.store_reference(code.clone())?;
-            } else {
-                b.store_bit(false)?;
-            }
+        RootParams {
+            struct_version: 1,
+            params_version: self.params_version,
+            unique_id: 13,
+            is_test: true,
+            params: self.params.clone(),
+            proxy_code: Some(self.proxy_code.clone()),
+            worker_code: Some(self.worker_code.clone()),
+            client_code: Some(self.client_code.clone()),
         }
-        Ok(b.build()?)
+        .to_cell(mask)
     }
 
     /// The proxy contract of `owner` with voucher key `public_key` under `root`.
@@ -280,7 +268,8 @@ impl ReferenceContracts {
 /// inner cell `op:32 qid:64 tokens:64 target:addr` — the cumulative tokens for the target
 /// contract — signed with Ed25519 over its hash, wrapped as `op:32 qid:64 excesses:addr
 /// signature:512 ^inner`. The excesses address is outside the signature (the redeemer puts its
-/// own wallet there). Ops: 0xbb63ff93 charges a client, 0xa040ad28 pays a worker.
+/// own wallet there). Ops: 0xbb63ff93 charges a client, 0xa040ad28 pays a worker. This is our
+/// voucher ([`crate::voucher`]): one format on every root.
 pub fn signed_payment(
     key: &crate::keys::Keypair,
     op: u32,
@@ -289,20 +278,15 @@ pub fn signed_payment(
     target: &Address,
     excesses: &Address,
 ) -> Result<Cell, ChainError> {
-    let mut inner = CellBuilder::new();
-    inner.store_u32(op)?;
-    inner.store_u64(qid)?;
-    inner.store_u64(tokens)?;
-    store_address(&mut inner, target)?;
-    let inner = inner.build()?;
-    let signature = key.sign(inner.repr_hash().as_slice());
-    let mut outer = CellBuilder::new();
-    outer.store_u32(op)?;
-    outer.store_u64(qid)?;
-    store_address(&mut outer, excesses)?;
-    outer.store_raw(&signature, 512)?;
-    outer.store_reference(inner)?;
-    Ok(outer.build()?)
+    Voucher {
+        op,
+        query_id: qid,
+        counter: tokens,
+        target: *target,
+        state_hash: None,
+    }
+    .sign(key, *excesses)?
+    .body()
 }
 
 /// Checks a signed payment as a reference client or worker checks one
@@ -316,52 +300,16 @@ pub fn check_signed_payment(
     key: &[u8; 32],
     ours: &Address,
 ) -> Result<u64, String> {
-    let parse = || -> Result<(u32, u64, [u8; 64], Cell), ChainError> {
-        let outer = crate::cells::from_boc(boc)?;
-        let mut s = outer.as_slice()?;
-        let (op, qid) = (s.load_u32()?, s.load_u64()?);
-        crate::cells::load_address(&mut s)?;
-        let mut signature = [0u8; 64];
-        s.load_raw(&mut signature, 512)?;
-        if s.size_bits() != 0 || s.size_refs() != 1 {
-            return Err(ChainError::layout(
-                "signed payment",
-                "extra bits or not one reference",
-            ));
-        }
-        Ok((op, qid, signature, s.load_reference_cloned()?))
-    };
-    let (got_op, qid, signature, inner) =
-        parse().map_err(|e| format!("not a signed payment: {e}"))?;
-    if got_op != op {
-        return Err(format!("signed payment op {got_op:#x}, expected {op:#x}"));
+    let signed = crate::cells::from_boc(boc)
+        .and_then(|outer| SignedVoucher::parse(&outer, false))
+        .map_err(|e| format!("not a signed payment: {e}"))?;
+    match signed.verify(key, op, ours) {
+        Ok(()) => Ok(signed.voucher.counter),
+        Err(VoucherError::WrongTarget { got, .. }) => Err(format!(
+            "the payment is for {got}, not for our contract {ours}"
+        )),
+        Err(e) => Err(format!("signed payment refused: {e}")),
     }
-    let parse_inner = || -> Result<(u32, u64, u64, Address), ChainError> {
-        let mut s = inner.as_slice()?;
-        let (op, qid, tokens) = (s.load_u32()?, s.load_u64()?, s.load_u64()?);
-        let target = crate::cells::load_address(&mut s)?;
-        if s.size_bits() != 0 || s.size_refs() != 0 {
-            return Err(ChainError::layout(
-                "signed payment",
-                "extra data in the signed part",
-            ));
-        }
-        Ok((op, qid, tokens, target))
-    };
-    let (inner_op, inner_qid, tokens, target) =
-        parse_inner().map_err(|e| format!("not a signed payment: {e}"))?;
-    if (inner_op, inner_qid) != (got_op, qid) {
-        return Err("the signed part's op or query id differs from the envelope's".into());
-    }
-    if &target != ours {
-        return Err(format!(
-            "the payment is for {target}, not for our contract {ours}"
-        ));
-    }
-    if !crate::keys::verify(key, inner.repr_hash().as_slice(), &signature) {
-        return Err("the payment's signature is not the proxy's".into());
-    }
-    Ok(tokens)
 }
 
 /// Who a proxy's signed payment is for.
@@ -375,40 +323,24 @@ pub enum Payee {
 
 /// The tokens a proxy's signed payment (`data`, a BOC) promises, checked as the `payee`'s
 /// contract will check it: signed by the proxy's voucher `key`, the payee's op, for `target`
-/// (our contract). On a fake-TON root (`reference`) the payment is in the reference's form and
-/// checked as a reference role checks it; otherwise it is our voucher.
+/// (our contract) — on a fake-TON root and on ours alike.
 pub fn check_payment(
     data: &[u8],
     payee: Payee,
     key: &[u8; 32],
     target: &Address,
-    reference: bool,
 ) -> Result<u64, String> {
-    let (ours, theirs) = match payee {
-        Payee::Client => (
-            crate::messages::op::CLIENT_CHARGE_SIGNED,
-            OP_CLIENT_CHARGE_SIGNED,
-        ),
-        Payee::Worker => (
-            crate::messages::op::WORKER_PAYOUT_SIGNED,
-            OP_WORKER_PAYOUT_SIGNED,
-        ),
+    let op = match payee {
+        Payee::Client => OP_CLIENT_CHARGE_SIGNED,
+        Payee::Worker => OP_WORKER_PAYOUT_SIGNED,
     };
-    if reference {
-        return check_signed_payment(data, theirs, key, target);
-    }
-    let body = crate::cells::from_boc(data).map_err(|e| e.to_string())?;
-    let voucher = crate::voucher::SignedVoucher::parse(&body, false).map_err(|e| e.to_string())?;
-    voucher
-        .verify(key, ours, target)
-        .map_err(|e| e.to_string())?;
-    Ok(voucher.voucher.counter)
+    check_signed_payment(data, op, key, target)
 }
 
-/// The reference's op of a client charge payment.
-pub const OP_CLIENT_CHARGE_SIGNED: u32 = 0xbb63ff93;
-/// The reference's op of a worker payout payment.
-pub const OP_WORKER_PAYOUT_SIGNED: u32 = 0xa040ad28;
+/// The reference's op of a client charge payment (ours too).
+pub const OP_CLIENT_CHARGE_SIGNED: u32 = crate::messages::op::CLIENT_CHARGE_SIGNED;
+/// The reference's op of a worker payout payment (ours too).
+pub const OP_WORKER_PAYOUT_SIGNED: u32 = crate::messages::op::WORKER_PAYOUT_SIGNED;
 
 /// Workchain 0 and the hash of the StateInit (no split depth, not special, code, data, no
 /// libraries).

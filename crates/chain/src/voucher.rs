@@ -1,5 +1,7 @@
 //! Proxy-signed vouchers: cumulative counters addressed to one contract, signed with Ed25519 over
-//! the payload cell's hash. Layout: `contracts/SPEC.md` § Vouchers.
+//! the payload cell's hash, in COCOON's envelope (`op query_id send_excesses_to signature
+//! ^payload`: what its proxy signs and its clients and workers check). Layout:
+//! `contracts/SPEC.md` § Vouchers.
 
 use tycho_types::cell::{Cell, CellBuilder};
 
@@ -24,13 +26,16 @@ pub struct Voucher {
     pub state_hash: Option<[u8; 32]>,
 }
 
-/// A voucher with the proxy's signature.
+/// A voucher with the proxy's signature, and where the rest of the submitting message's value
+/// goes (outside the signature: whoever submits it may put its own wallet there).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignedVoucher {
     /// The payload.
     pub voucher: Voucher,
     /// Ed25519 signature over the payload cell's hash.
     pub signature: [u8; 64],
+    /// The envelope's `send_excesses_to`.
+    pub send_excesses_to: Address,
 }
 
 /// Why a voucher is not acceptable (the contracts refuse the same ones, with exit codes 102–105, 113).
@@ -82,35 +87,57 @@ impl Voucher {
         Ok(b.build()?)
     }
 
-    /// Signs with the proxy key.
-    pub fn sign(self, key: &Keypair) -> Result<SignedVoucher> {
+    /// Signs with the proxy key; the rest of the submitting message's value is meant for
+    /// `send_excesses_to`.
+    pub fn sign(self, key: &Keypair, send_excesses_to: Address) -> Result<SignedVoucher> {
         let hash = self.payload()?.repr_hash().0;
         Ok(SignedVoucher {
             signature: key.sign(&hash),
             voucher: self,
+            send_excesses_to,
         })
     }
 }
 
 impl SignedVoucher {
-    /// The message body that submits it: `op query_id signature ^payload`.
+    /// The message body that submits it: `op query_id send_excesses_to signature ^payload`,
+    /// the envelope's op and query id the payload's.
     pub fn body(&self) -> Result<Cell> {
         let mut b = CellBuilder::new();
         b.store_u32(self.voucher.op)?;
         b.store_u64(self.voucher.query_id)?;
+        store_address(&mut b, &self.send_excesses_to)?;
         b.store_raw(&self.signature, 512)?;
         b.store_reference(self.voucher.payload()?)?;
         Ok(b.build()?)
     }
 
-    /// Parses a body built by [`SignedVoucher::body`] (`with_state_hash` for `save_state`).
+    /// The same voucher with the rest of the value meant for `send_excesses_to` (what a
+    /// redeemer does before submitting: the signature does not cover it).
+    pub fn redeemed_by(&self, send_excesses_to: Address) -> Self {
+        SignedVoucher {
+            send_excesses_to,
+            ..self.clone()
+        }
+    }
+
+    /// Parses a body built by [`SignedVoucher::body`] (`with_state_hash` for `save_state`) as
+    /// COCOON's roles parse one: nothing after the signature but the payload, nothing after the
+    /// payload's target (or state hash), and the envelope's op and query id the payload's.
     pub fn parse(body: &Cell, with_state_hash: bool) -> Result<Self> {
         let mut s = body.as_slice()?;
-        let _op = s.load_u32()?;
-        let _qid = s.load_u64()?;
+        let op = s.load_u32()?;
+        let qid = s.load_u64()?;
+        let send_excesses_to = load_address(&mut s)?;
         let mut signature = [0u8; 64];
         s.load_raw(&mut signature, 512)?;
         let payload = s.load_reference_cloned()?;
+        if s.size_bits() != 0 || s.size_refs() != 0 {
+            return Err(ChainError::layout(
+                "voucher",
+                "data after the signature and payload",
+            ));
+        }
         let mut p = payload.as_slice()?;
         let voucher = Voucher {
             op: p.load_u32()?,
@@ -126,7 +153,17 @@ impl SignedVoucher {
         if p.size_bits() != 0 || p.size_refs() != 0 {
             return Err(ChainError::layout("voucher", "trailing data in payload"));
         }
-        Ok(SignedVoucher { voucher, signature })
+        if (voucher.op, voucher.query_id) != (op, qid) {
+            return Err(ChainError::layout(
+                "voucher",
+                "the signed part's op or query id differs from the envelope's",
+            ));
+        }
+        Ok(SignedVoucher {
+            voucher,
+            signature,
+            send_excesses_to,
+        })
     }
 
     /// Checks what does not depend on history: the signature under the proxy key, the op, and
@@ -208,7 +245,7 @@ mod tests {
         let other = Keypair::from_seed([8; 32]);
         let me = Address::new([1; 32]);
         let pk = key.public_key();
-        let good = voucher(10, me).sign(&key).unwrap();
+        let good = voucher(10, me).sign(&key, Address::new([4; 32])).unwrap();
         assert_eq!(good.check(&pk, op::CLIENT_CHARGE_SIGNED, &me, 9), Ok(()));
         assert_eq!(
             good.check(&pk, op::CLIENT_CHARGE_SIGNED, &me, 10),
@@ -235,7 +272,7 @@ mod tests {
                 got: op::CLIENT_CHARGE_SIGNED
             })
         );
-        let forged = voucher(10, me).sign(&other).unwrap();
+        let forged = voucher(10, me).sign(&other, Address::new([4; 32])).unwrap();
         assert_eq!(
             forged.check(&pk, op::CLIENT_CHARGE_SIGNED, &me, 0),
             Err(VoucherError::BadSignature)
@@ -256,10 +293,43 @@ mod tests {
             state_hash: Some([5; 32]),
             ..voucher(3, Address::new([1; 32]))
         };
-        let signed = v.sign(&key).unwrap();
+        let signed = v.sign(&key, Address::new([4; 32])).unwrap();
         assert_eq!(
             SignedVoucher::parse(&signed.body().unwrap(), true).unwrap(),
             signed
         );
+        // the redeemer's own wallet in the envelope: the signature still holds
+        let mine = signed.redeemed_by(Address::new([6; 32]));
+        let back = SignedVoucher::parse(&mine.body().unwrap(), true).unwrap();
+        assert_eq!(back.send_excesses_to, Address::new([6; 32]));
+        let pk = key.public_key();
+        let target = Address::new([1; 32]);
+        assert_eq!(
+            back.check(&pk, op::CLIENT_CHARGE_SIGNED, &target, 0),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn an_envelope_that_is_not_the_signed_part_is_refused() {
+        let key = Keypair::from_seed([9; 32]);
+        let signed = voucher(3, Address::new([1; 32]))
+            .sign(&key, Address::new([4; 32]))
+            .unwrap();
+        let body = signed.body().unwrap();
+        let mut s = body.as_slice().unwrap();
+        let op = s.load_u32().unwrap();
+        s.load_u64().unwrap();
+        let mut other_qid = CellBuilder::new();
+        other_qid.store_u32(op).unwrap();
+        other_qid.store_u64(8).unwrap();
+        other_qid.store_slice(s).unwrap();
+        let e = SignedVoucher::parse(&other_qid.build().unwrap(), false).unwrap_err();
+        assert!(e.to_string().contains("query id"), "{e}");
+        let mut extra = CellBuilder::new();
+        extra.store_slice(body.as_slice().unwrap()).unwrap();
+        extra.store_bit_one().unwrap();
+        let e = SignedVoucher::parse(&extra.build().unwrap(), false).unwrap_err();
+        assert!(e.to_string().contains("after the signature"), "{e}");
     }
 }

@@ -399,7 +399,7 @@ mod layout_tests {
             target: Address::new([3; 32]),
             state_hash: None,
         }
-        .sign(&key)
+        .sign(&key, Address::new([4; 32]))
         .unwrap()
         .body()
         .unwrap();

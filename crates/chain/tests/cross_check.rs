@@ -69,7 +69,7 @@ fn rust_body(input: &Value, keys: &Value) -> Option<tycho_types::cell::Cell> {
             target: addr(&input["target"]),
             state_hash,
         }
-        .sign(&key)
+        .sign(&key, addr(&input["send_excesses_to"]))
         .unwrap()
         .body()
         .unwrap()
@@ -127,10 +127,15 @@ fn rust_builders_make_the_sandbox_scenarios_state_inits_and_bodies() {
             "{name} code"
         );
     }
+    let rp = &s["root_params"];
+    assert_eq!(rp["structVersion"], 3);
+    assert_eq!(rp["paramsVersion"], 1);
     let root = RootInit {
         owner: addr(&a["root_owner"]),
         params: p.clone(),
         codes: codes.clone(),
+        unique_id: rp["uniqueId"].as_u64().unwrap() as u32,
+        is_test: rp["isTest"].as_bool().unwrap(),
     };
     assert_eq!(
         address_of(&root.state_init().unwrap()).unwrap(),

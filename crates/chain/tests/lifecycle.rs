@@ -107,7 +107,7 @@ impl Net {
             target,
             state_hash: None,
         }
-        .sign(&self.proxy_key)
+        .sign(&self.proxy_key, target)
         .unwrap()
         .body()
         .unwrap()
@@ -219,7 +219,7 @@ fn payment_lifecycle_with_every_bad_voucher_refused() {
         target: client,
         state_hash: None,
     }
-    .sign(&Keypair::from_seed([7; 32]))
+    .sign(&Keypair::from_seed([7; 32]), client)
     .unwrap()
     .body()
     .unwrap();
@@ -279,7 +279,7 @@ fn payment_lifecycle_with_every_bad_voucher_refused() {
             target: net.proxy,
             state_hash: Some([seqno as u8; 32]),
         }
-        .sign(&net.proxy_key)
+        .sign(&net.proxy_key, net.proxy)
         .unwrap()
         .body()
         .unwrap()

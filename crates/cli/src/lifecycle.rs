@@ -110,15 +110,18 @@ impl ProxyChoice {
         let root = crate::chain::root_address(self.root.clone(), chain_args)
             .context("no --proxy given, and the root to look it up in is unknown")?;
         let data = rt.block_on(chain_client::read_root(chain, &root))?;
-        match data.proxies.as_slice() {
-            [one] => Ok(one.address),
-            [] => bail!("the root {root} lists no proxy; name one with --proxy"),
+        // entries without a contract address (a registry as COCOON's own root keeps it) cannot
+        // be named here
+        let known: Vec<Address> = data.proxies.iter().filter_map(|p| p.address).collect();
+        match known.as_slice() {
+            [one] => Ok(*one),
+            [] => bail!("the root {root} lists no proxy contract; name one with --proxy"),
             several => bail!(
                 "the root lists {} proxies; name one with --proxy: {}",
                 several.len(),
                 several
                     .iter()
-                    .map(|p| p.address.to_raw())
+                    .map(|a| a.to_raw())
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -350,7 +353,7 @@ fn close(
         let endpoint = registry
             .proxies
             .iter()
-            .find(|p| p.address == c.proxy)
+            .find(|p| p.address == Some(c.proxy))
             .and_then(|p| p.endpoint_client())
             .with_context(|| format!("proxy {} is not registered in the root; close on chain with `cocoon client close` without --state", c.proxy))?;
         let (quotes, policy) = attestation.parse()?;
@@ -457,7 +460,8 @@ pub fn worker(cmd: WorkerCommand) -> Result<()> {
             .filter(|h| h.tokens > paid)
             .context("no unclaimed voucher from this proxy in the state directory")?;
         let deploy = paid == 0 && c.rt.block_on(c.chain.account(&at))?.status != "active";
-        let msg = cocoon_worker::payout_message(&h.body_hex, at, deploy.then(|| init.clone()))?;
+        let msg =
+            cocoon_worker::payout_message(&h.body_hex, at, deploy.then(|| init.clone()), c.owner)?;
         c.send(&[msg])?;
         for _ in 0..300 {
             if let Some(d) = c.rt.block_on(c.chain.account(&at))?.data {

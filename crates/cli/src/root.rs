@@ -196,7 +196,7 @@ fn change(admin: &Admin, build: impl FnOnce(&RootData) -> Result<Cell>) -> Resul
 }
 
 fn registered<'a>(root: &'a RootData, proxy: &Address) -> Option<&'a RegisteredProxy> {
-    root.proxies.iter().find(|p| p.address == *proxy)
+    root.proxies.iter().find(|p| p.address == Some(*proxy))
 }
 
 /// The new parameters: `current` with the given fields replaced; refused when nothing changes,
@@ -428,7 +428,10 @@ fn show(root: Option<String>, json: bool, chain: &ChainArgs) -> Result<()> {
     }
     println!("proxies ({}):", data.proxies.len());
     for p in &data.proxies {
-        println!("  #{} {} at {}", p.seq, p.address, p.endpoint);
+        match &p.address {
+            Some(a) => println!("  #{} {a} at {}", p.seq, p.endpoint),
+            None => println!("  #{} at {}", p.seq, p.endpoint),
+        }
     }
     Ok(())
 }

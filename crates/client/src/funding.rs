@@ -131,7 +131,6 @@ impl Client {
             reference::Payee::Client,
             &a.proxy_key,
             &a.client_contract,
-            self.fake_ton.is_some(),
         )?;
         if tokens < a.voucher_tokens {
             return Err(format!(
@@ -184,7 +183,7 @@ impl Client {
         let mut msgs = Vec::new();
         if due.commit {
             if let Some(body) = &a.voucher_body {
-                msgs.push(signed_body(a.client_contract, body)?);
+                msgs.push(signed_body(a.client_contract, body, self.owner())?);
             }
         }
         if due.top_up {
@@ -224,7 +223,8 @@ impl Client {
         for a in accounts {
             if let Some(body) = &a.voucher_body {
                 if a.voucher_tokens > a.committed_tokens {
-                    self.send(&[signed_body(a.client_contract, body)?]).await?;
+                    self.send(&[signed_body(a.client_contract, body, self.owner())?])
+                        .await?;
                 }
             }
         }
@@ -243,7 +243,8 @@ impl Client {
                 .map_err(remote)?;
             match refund {
                 Refund::Granted { data } => {
-                    self.send(&[signed_body(c.client_sc, &data)?]).await?;
+                    self.send(&[signed_body(c.client_sc, &data, self.owner())?])
+                        .await?;
                     closed.push(c.client_sc);
                 }
                 Refund::Rejected { active_queries } => {
@@ -284,8 +285,17 @@ impl Funding {
 
 /// A message carrying a body the proxy signed (a voucher or a refund, as a BOC) to our client
 /// contract.
-pub(crate) fn signed_body(client_sc: Address, boc: &[u8]) -> Result<OutMessage, ClientError> {
-    let body = cocoon_chain::cells::from_boc(boc)?;
+/// The message that submits a proxy's signed payment to our client contract, the rest of its
+/// value meant for `redeemer` (our wallet; outside the signature).
+pub(crate) fn signed_body(
+    client_sc: Address,
+    boc: &[u8],
+    redeemer: Address,
+) -> Result<OutMessage, ClientError> {
+    let body =
+        cocoon_chain::voucher::SignedVoucher::parse(&cocoon_chain::cells::from_boc(boc)?, false)?
+            .redeemed_by(redeemer)
+            .body()?;
     Ok(OutMessage::transfer(client_sc, MIN_FEE, Some(body)))
 }
 

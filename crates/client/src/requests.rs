@@ -196,7 +196,7 @@ pub async fn catalogue(
         {
             Ok(c) => c,
             Err(e) => {
-                errors.push(format!("proxy {} at {addr}: {e}", proxy.address));
+                errors.push(format!("proxy #{} at {addr}: {e}", proxy.seq));
                 continue;
             }
         };
@@ -216,7 +216,7 @@ pub async fn catalogue(
                         .extend(t.workers.iter().map(|w| w.coefficient.max(0) as u32));
                 }
             }
-            Err(e) => errors.push(format!("proxy {} at {addr}: {e}", proxy.address)),
+            Err(e) => errors.push(format!("proxy #{} at {addr}: {e}", proxy.seq)),
         }
         peer.close();
     }

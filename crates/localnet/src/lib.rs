@@ -602,7 +602,7 @@ async fn register_proxy(
 ) -> Result<(), LocalNetError> {
     let endpoint = RegisteredProxy::endpoint_string(running.client_addr, running.worker_addr);
     let root = chain_client::read_root(chain, &genesis.root).await?;
-    let body = match root.proxies.iter().find(|p| p.address == proxy) {
+    let body = match root.proxies.iter().find(|p| p.address == Some(proxy)) {
         Some(p) if p.endpoint == endpoint => return Ok(()),
         Some(p) => messages::root::update_proxy(0, p.seq, &proxy, &endpoint)?,
         None => messages::root::register_proxy(0, &proxy, &endpoint)?,
@@ -619,7 +619,7 @@ async fn register_proxy(
         if root
             .proxies
             .iter()
-            .any(|p| p.address == proxy && p.endpoint == endpoint)
+            .any(|p| p.address == Some(proxy) && p.endpoint == endpoint)
         {
             return Ok(());
         }

@@ -37,7 +37,7 @@ use cocoon_chain::client::{self as chain_client, ChainClient};
 use cocoon_chain::contracts::{address_of, ClientData, ProxyInit, RootData};
 use cocoon_chain::keys::Keypair;
 use cocoon_chain::messages::{self, op, MIN_FEE};
-use cocoon_chain::reference_contracts::{self, ReferenceContracts};
+use cocoon_chain::reference_contracts::ReferenceContracts;
 use cocoon_chain::voucher::Voucher;
 use cocoon_chain::wallet::{OutMessage, Wallet};
 use cocoon_chain::Address;
@@ -350,7 +350,12 @@ impl Proxy {
             worker_hashes: Vec::new(),
             models: Default::default(),
             proxies: Vec::new(),
+            last_proxy_seqno: fake.proxies.iter().map(|p| p.seqno).max().unwrap_or(0),
             params: reference.params_view(),
+            struct_version: 1,
+            params_version: fake.params_version,
+            unique_id: 13,
+            is_test: true,
             codes: reference.codes(),
         };
         let init = proxy_init(&root, cfg.root, owner, &voucher_key.public_key());

@@ -96,7 +96,7 @@ async fn save_state_once(proxy: &Arc<Proxy>, committed_seq: &mut u64) -> Result<
         target: proxy.address,
         state_hash: Some(hash),
     }
-    .sign(&proxy.voucher_key)?
+    .sign(&proxy.voucher_key, proxy.init.owner)?
     .body()?;
     chain_client::send_transfer(
         chain.as_ref(),

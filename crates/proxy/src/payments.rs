@@ -30,33 +30,17 @@ impl Proxy {
         counter: u64,
         target: Address,
     ) -> cocoon_wire::common::SignedPayment {
-        let body = match &self.reference {
-            // As the reference signs it; the excesses go back to our wallet.
-            Some(_) => {
-                let op = match op {
-                    op::WORKER_PAYOUT_SIGNED => reference_contracts::OP_WORKER_PAYOUT_SIGNED,
-                    _ => reference_contracts::OP_CLIENT_CHARGE_SIGNED,
-                };
-                // Our wallet (the proxy's owner), not recomputed per signature.
-                reference_contracts::signed_payment(
-                    &self.voucher_key,
-                    op,
-                    counter,
-                    counter,
-                    &target,
-                    &self.init.owner,
-                )
-            }
-            None => Voucher {
-                op,
-                query_id: counter,
-                counter,
-                target,
-                state_hash: None,
-            }
-            .sign(&self.voucher_key)
-            .and_then(|v| v.body()),
-        };
+        // COCOON's signed form on every root; the rest of a submitting message's value is
+        // meant for our wallet (the proxy's owner, not recomputed per signature).
+        let body = Voucher {
+            op,
+            query_id: counter,
+            counter,
+            target,
+            state_hash: None,
+        }
+        .sign(&self.voucher_key, self.init.owner)
+        .and_then(|v| v.body());
         match body {
             Ok(cell) => cocoon_wire::common::SignedPayment::Signed {
                 data: cocoon_chain::cells::to_boc(&cell),

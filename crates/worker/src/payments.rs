@@ -24,13 +24,7 @@ impl Worker {
         let Some((key, worker_sc)) = expected else {
             return Err("voucher from a proxy not yet checked".into());
         };
-        let tokens = reference::check_payment(
-            data,
-            reference::Payee::Worker,
-            &key,
-            &worker_sc,
-            self.fake_ton.is_some(),
-        )?;
+        let tokens = reference::check_payment(data, reference::Payee::Worker, &key, &worker_sc)?;
         let mut held = self.held.lock();
         let entry = held.entry(proxy).or_default();
         advance(entry, tokens, data)?;
@@ -163,7 +157,7 @@ impl Worker {
                 Some(data.init().worker_state_init(proxy, self.owner())?)
             }
         };
-        let msg = payout_message(body_hex, worker_sc, init)?;
+        let msg = payout_message(body_hex, worker_sc, init, self.owner())?;
         chain_client::send_transfer(chain.as_ref(), &self.wallet.1, &self.wallet.0, &[msg]).await?;
         if let Some(h) = self.held.lock().get_mut(&proxy) {
             h.claimed = h.claimed.max(tokens);
@@ -195,10 +189,14 @@ pub fn payout_message(
     body_hex: &str,
     worker_sc: Address,
     init: Option<cocoon_chain::tycho_types::models::StateInit>,
+    redeemer: Address,
 ) -> Result<OutMessage, WorkerError> {
     let bytes = hex::decode(body_hex)
         .map_err(|e| WorkerError::Protocol(format!("the held voucher is not hex: {e}")))?;
-    let body = cocoon_chain::cells::from_boc(&bytes)?;
+    // As a reference worker repacks it: the rest of the value back to the redeemer's wallet.
+    let body = SignedVoucher::parse(&cocoon_chain::cells::from_boc(&bytes)?, false)?
+        .redeemed_by(redeemer)
+        .body()?;
     let mut msg = OutMessage::transfer(worker_sc, MIN_FEE, Some(body));
     msg.init = init;
     Ok(msg)
@@ -239,7 +237,8 @@ mod tests {
             target,
             state_hash: None,
         };
-        cocoon_chain::cells::to_boc(&voucher.sign(key).unwrap().body().unwrap())
+        let excesses = Address::new([7; 32]);
+        cocoon_chain::cells::to_boc(&voucher.sign(key, excesses).unwrap().body().unwrap())
     }
 
     #[test]
@@ -249,7 +248,7 @@ mod tests {
         let key = proxy.public_key();
         let good = payment(&proxy, op::WORKER_PAYOUT_SIGNED, 134, ours);
         assert_eq!(
-            reference::check_payment(&good, Payee::Worker, &key, &ours, false),
+            reference::check_payment(&good, Payee::Worker, &key, &ours),
             Ok(134)
         );
 
@@ -259,18 +258,17 @@ mod tests {
             134,
             ours,
         );
-        let e = reference::check_payment(&forged, Payee::Worker, &key, &ours, false).unwrap_err();
+        let e = reference::check_payment(&forged, Payee::Worker, &key, &ours).unwrap_err();
         assert!(e.contains("signature"), "{e}");
 
         let elsewhere = payment(&proxy, op::WORKER_PAYOUT_SIGNED, 134, Address::new([3; 32]));
-        let e =
-            reference::check_payment(&elsewhere, Payee::Worker, &key, &ours, false).unwrap_err();
+        let e = reference::check_payment(&elsewhere, Payee::Worker, &key, &ours).unwrap_err();
         assert!(e.contains(&ours.to_string()), "{e}");
 
         let other_op = payment(&proxy, op::CLIENT_CHARGE_SIGNED, 134, ours);
-        assert!(reference::check_payment(&other_op, Payee::Worker, &key, &ours, false).is_err());
+        assert!(reference::check_payment(&other_op, Payee::Worker, &key, &ours).is_err());
 
-        assert!(reference::check_payment(b"not a boc", Payee::Worker, &key, &ours, false).is_err());
+        assert!(reference::check_payment(b"not a boc", Payee::Worker, &key, &ours).is_err());
     }
 
     #[test]

@@ -13,6 +13,9 @@ use std::path::Path;
 
 use super::LocalChain;
 
+/// The network id a local root starts with (COCOON's `unique_id`; its fake-TON root uses 13).
+pub const LOCAL_UNIQUE_ID: u32 = 1;
+
 /// The faucet pseudo-address genesis funds come from.
 pub const FAUCET: Address = Address {
     workchain: 0,
@@ -115,6 +118,8 @@ impl LocalChain {
             owner: admin.address,
             params: spec.params.clone(),
             codes: ContractCodes::embedded(),
+            unique_id: LOCAL_UNIQUE_ID,
+            is_test: true,
         };
         let root_init = init.state_init()?;
         let root = crate::contracts::address_of(&root_init)?;
