@@ -201,38 +201,37 @@ export function proxyData({ owner, publicKey, root, params = PARAMS, codes = COD
         .storeUint(0, 64)
         .storeUint(0, 32)
         .storeRef(beginCell().storeAddress(root).storeUint(0, 256).endCell())
-        .storeRef(paramsCell(params))
-        .storeRef(beginCell().storeRef(codes.client).storeRef(codes.worker).endCell())
+        // COCOON's params cell with the worker's and client's code, as its proxy contract keeps it
+        .storeRef(rootParamsCell({ params, codes: { proxy: null, worker: codes.worker, client: codes.client } }))
         .endCell();
 }
 
+/**
+ * COCOON's client contract data (ClientContract.cpp): state 0, balance 0, stake = the minimum
+ * client stake, tokens 0, unlock 0, secret hash 0, ^(owner proxy key), ^params without code.
+ */
 export function clientData({ owner, proxy, publicKey, params = PARAMS }) {
     return beginCell()
         .storeUint(0, 2)
         .storeCoins(0n)
-        .storeCoins(0n)
+        .storeCoins(params.minClientStake)
         .storeUint(0, 64)
         .storeUint(0, 32)
         .storeUint(0, 256)
-        .storeAddress(owner)
-        .storeRef(beginCell()
-            .storeAddress(proxy)
-            .storeBuffer(publicKey, 32)
-            .storeCoins(params.pricePerToken)
-            .storeUint(params.clientDelayBeforeClose, 32)
-            .storeCoins(params.minClientStake)
-            .endCell())
+        .storeRef(beginCell().storeAddress(owner).storeAddress(proxy).storeBuffer(publicKey, 32).endCell())
+        .storeRef(rootParamsCell({ params, codes: {} }))
         .endCell();
 }
 
+/** COCOON's worker contract data (WorkerContract.cpp): owner, proxy, key, state 0, tokens 0, ^params without code. */
 export function workerData({ owner, proxy, publicKey, params = PARAMS }) {
     return beginCell()
-        .storeUint(0, 2)
-        .storeUint(0, 64)
-        .storeCoins(params.workerFeePerToken)
         .storeAddress(owner)
         .storeAddress(proxy)
         .storeBuffer(publicKey, 32)
+        .storeUint(0, 2)
+        .storeUint(0, 64)
+        .storeRef(rootParamsCell({ params, codes: {} }))
         .endCell();
 }
 

@@ -3,7 +3,7 @@
 import { describe, it, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-    ADDR, CHARGE_NOTICE_VALUE, ERR, KEYS, MIN_FEE, NOW, OP, PARAMS, balanceOf, bigKey, body,
+    ADDR, CHARGE_NOTICE_VALUE, ERR, KEYS, MIN_FEE, NOW, OP, PARAMS, balanceOf, bigKey, body, rootParamsCell,
     clientData_, deployClient, expectExit, opOf, outMessages, proxyData_, send, setup, signedBody,
     storageFee, txOn,
 } from '../lib/cocoon.mjs';
@@ -32,6 +32,28 @@ describe('client', () => {
         return m;
     }
 
+    it('keeps its data as COCOON\'s client runner reads it: state, balance, stake, tokens, unlock, secret hash, ^consts, ^params', async () => {
+        expectExit(await send(net, {
+            from: ADDR.payer, to: client(), value: DEPOSIT + MIN_FEE,
+            body: body.topUp(1, DEPOSIT, ADDR.payer), stateInit: net.client.init,
+        }), client(), 0);
+        const s = (await net.blockchain.getContract(client())).accountState.state.data.beginParse();
+        assert.equal(s.loadUint(2), 0);
+        assert.equal(s.loadCoins(), DEPOSIT);
+        assert.equal(s.loadCoins(), PARAMS.minClientStake);
+        assert.equal(s.loadUintBig(64), 0n);
+        assert.equal(s.loadUint(32), 0);
+        assert.equal(s.loadUintBig(256), 0n);
+        const c = s.loadRef().beginParse();
+        assert.ok(c.loadAddress().equals(ADDR.clientOwner));
+        assert.ok(c.loadAddress().equals(proxy()));
+        assert.equal(c.loadUintBig(256), bigKey(KEYS.proxy.publicKey));
+        c.endParse();
+        // COCOON's params cell without code (its `serialize_client_params_cell`)
+        assert.ok(s.loadRef().equals(rootParamsCell({ codes: {} })));
+        s.endParse();
+    });
+
     describe('ext_client_top_up', () => {
         it('deploys the contract, credits the amount and moves exactly it into the proxy; excesses to send_excesses_to', async () => {
             const res = await send(net, {
@@ -46,7 +68,8 @@ describe('client', () => {
             const d = await clientData_(net);
             assert.equal(d.state, 0);
             assert.equal(d.balance, DEPOSIT);
-            assert.equal(d.stake, 0n);
+            // COCOON's initial data: the stake starts at the minimum client stake
+            assert.equal(d.stake, PARAMS.minClientStake);
             assert.ok(d.owner.equals(ADDR.clientOwner));
             assert.ok(d.proxy.equals(proxy()));
             assert.equal(d.publicKey, bigKey(KEYS.proxy.publicKey));

@@ -6,7 +6,7 @@ import { beginCell } from '@ton/core';
 import { internal } from '@ton/sandbox';
 import {
     ADDR, ERR, KEYS, MIN_FEE, OP, PARAMS, balanceOf, bigKey, body, expectExit, opOf, outMessages,
-    proxyData_, send, setBalance, setup, signedBody, txOn, workerData_,
+    proxyData_, send, setBalance, setup, signedBody, txOn, workerData_, rootParamsCell,
 } from '../lib/cocoon.mjs';
 
 const STAKE = 2_000_000_000n;
@@ -23,6 +23,20 @@ describe('worker', () => {
     const last = (counter, opts = {}) => signedBody({ op: OP.ext_worker_last_payout_request_signed, counter, target: net.worker.address, ...opts });
     const toWorker = (b, value = MIN_FEE, stateInit = undefined) => send(net, { from: ADDR.payer, to: worker(), value, body: b, stateInit });
     const deploy = (b) => toWorker(b, MIN_FEE, net.worker.init);
+
+    it('keeps its data as COCOON\'s worker runner reads it: owner, proxy, key, state, tokens, ^params', async () => {
+        expectExit(await deploy(payout(1000)), worker(), 0);
+        const data = (await net.blockchain.getContract(worker())).accountState.state.data;
+        const s = data.beginParse();
+        assert.ok(s.loadAddress().equals(ADDR.workerOwner));
+        assert.ok(s.loadAddress().equals(proxy()));
+        assert.equal(s.loadUintBig(256), bigKey(KEYS.proxy.publicKey));
+        assert.equal(s.loadUint(2), 0);
+        assert.equal(s.loadUintBig(64), 1000n);
+        // COCOON's params cell without code (its `serialize_worker_params_cell`)
+        assert.ok(s.loadRef().equals(rootParamsCell({ codes: {} })));
+        s.endParse();
+    });
 
     it('deploys with a payout voucher and pays (tokens - tokens_paid) x fee to the owner through the proxy', async () => {
         const res = await deploy(payout(1000, { queryId: 5 }));

@@ -83,6 +83,7 @@ pub fn run(n: usize) -> Result<Value> {
         proxy_public_key: proxy_key.public_key(),
         root: genesis.root,
         params: root.params.clone(),
+        head: root.head,
         client_code: codes.client.clone(),
         worker_code: codes.worker.clone(),
     };

@@ -143,14 +143,8 @@ impl Params {
 /// reference reads them (multipliers appear in version 2 and 3, stakes in 1); we write 3.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RootParams {
-    /// Layout version of this cell (0–3).
-    pub struct_version: u8,
-    /// Bumped by every change of prices or code (contracts made after differ in address).
-    pub params_version: u32,
-    /// The network's id.
-    pub unique_id: u32,
-    /// COCOON's test mode: roles on both ends of a connection must agree on it.
-    pub is_test: bool,
+    /// Layout version, params version, network id, test mode.
+    pub head: ParamsHead,
     /// Prices and rules.
     pub params: Params,
     /// Proxy contract code.
@@ -159,6 +153,19 @@ pub struct RootParams {
     pub worker_code: Option<Cell>,
     /// Client contract code.
     pub client_code: Option<Cell>,
+}
+
+/// What COCOON's params cell holds before the prices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ParamsHead {
+    /// Layout version of the cell (0–3).
+    pub struct_version: u8,
+    /// Bumped by every change of prices or code (contracts made after differ in address).
+    pub params_version: u32,
+    /// The network's id.
+    pub unique_id: u32,
+    /// COCOON's test mode: roles on both ends of a connection must agree on it.
+    pub is_test: bool,
 }
 
 /// Which code a params cell carries ([`RootParams::to_cell`]): COCOON's root keeps all three,
@@ -180,13 +187,13 @@ const MAX_STRUCT_VERSION: u8 = 3;
 impl RootParams {
     /// Serializes as COCOON's params cell with the code `mask` names ([`params_code`]).
     pub fn to_cell(&self, mask: u8) -> Result<Cell> {
-        let v = self.struct_version;
+        let v = self.head.struct_version;
         let p = &self.params;
         let mut b = CellBuilder::new();
         b.store_u8(v)?;
-        b.store_u32(self.params_version)?;
-        b.store_u32(self.unique_id)?;
-        b.store_bit(self.is_test)?;
+        b.store_u32(self.head.params_version)?;
+        b.store_u32(self.head.unique_id)?;
+        b.store_bit(self.head.is_test)?;
         store_coins(&mut b, p.price_per_token)?;
         store_coins(&mut b, p.worker_fee_per_token)?;
         if v >= 3 {
@@ -271,10 +278,12 @@ impl RootParams {
             ));
         }
         Ok(RootParams {
-            struct_version: v,
-            params_version,
-            unique_id,
-            is_test,
+            head: ParamsHead {
+                struct_version: v,
+                params_version,
+                unique_id,
+                is_test,
+            },
             params: Params {
                 price_per_token,
                 worker_fee_per_token,
@@ -365,14 +374,8 @@ pub struct RootData {
     pub last_proxy_seqno: u32,
     /// Prices and rules.
     pub params: Params,
-    /// Layout version of the params cell.
-    pub struct_version: u8,
-    /// Version of the params (prices and code).
-    pub params_version: u32,
-    /// The network's id.
-    pub unique_id: u32,
-    /// COCOON's test mode.
-    pub is_test: bool,
+    /// The rest of COCOON's params cell: its layout and params version, network id, test mode.
+    pub head: ParamsHead,
     /// Code of the proxy, client and worker contracts.
     #[serde(skip)]
     pub codes: ContractCodes,
@@ -428,10 +431,12 @@ impl RootInit {
     /// The params it starts with: struct version 3, params version 1, all three codes.
     pub fn root_params(&self) -> RootParams {
         RootParams {
-            struct_version: MAX_STRUCT_VERSION,
-            params_version: 1,
-            unique_id: self.unique_id,
-            is_test: self.is_test,
+            head: ParamsHead {
+                struct_version: MAX_STRUCT_VERSION,
+                params_version: 1,
+                unique_id: self.unique_id,
+                is_test: self.is_test,
+            },
             params: self.params.clone(),
             proxy_code: Some(self.codes.proxy.clone()),
             worker_code: Some(self.codes.worker.clone()),
@@ -516,10 +521,7 @@ impl RootData {
             proxies,
             last_proxy_seqno,
             params: rp.params,
-            struct_version: rp.struct_version,
-            params_version: rp.params_version,
-            unique_id: rp.unique_id,
-            is_test: rp.is_test,
+            head: rp.head,
             codes,
         })
     }
@@ -563,6 +565,8 @@ pub struct ProxyInit {
     pub root: Address,
     /// Prices and rules copied from the root at deploy time.
     pub params: Params,
+    /// The rest of the root's params cell at deploy time.
+    pub head: ParamsHead,
     /// Client contract code (from the root).
     pub client_code: Cell,
     /// Worker contract code (from the root).
@@ -570,6 +574,18 @@ pub struct ProxyInit {
 }
 
 impl ProxyInit {
+    /// COCOON's params cell as this proxy contract keeps it: with the worker's and client's
+    /// code (serialize it with [`params_code::WORKER`] | [`params_code::CLIENT`]).
+    pub fn root_params(&self) -> RootParams {
+        RootParams {
+            head: self.head,
+            params: self.params.clone(),
+            proxy_code: None,
+            worker_code: Some(self.worker_code.clone()),
+            client_code: Some(self.client_code.clone()),
+        }
+    }
+
     /// Initial data (state zero).
     pub fn data(&self) -> Result<Cell> {
         let mut b = CellBuilder::new();
@@ -584,8 +600,10 @@ impl ProxyInit {
         store_address(&mut extra, &self.root)?;
         store_u256(&mut extra, &[0; 32])?;
         b.store_reference(extra.build()?)?;
-        b.store_reference(self.params.to_cell()?)?;
-        b.store_reference(codes_cell(&[&self.client_code, &self.worker_code])?)?;
+        b.store_reference(
+            self.root_params()
+                .to_cell(params_code::WORKER | params_code::CLIENT)?,
+        )?;
         Ok(b.build()?)
     }
 
@@ -623,9 +641,7 @@ impl ProxyInit {
             owner,
             proxy: proxy_address,
             proxy_public_key: self.proxy_public_key,
-            price_per_token: self.params.price_per_token,
-            client_delay_before_close: self.params.client_delay_before_close,
-            min_client_stake: self.params.min_client_stake,
+            params: self.root_params(),
         }
     }
 
@@ -635,12 +651,13 @@ impl ProxyInit {
             owner,
             proxy: proxy_address,
             proxy_public_key: self.proxy_public_key,
-            worker_fee_per_token: self.params.worker_fee_per_token,
+            params: self.root_params(),
         }
     }
 }
 
-/// Initial state of a client contract (one per client × proxy contract).
+/// Initial state of a client contract (one per client × proxy contract), laid out as COCOON's
+/// client runner builds it (`ClientContract::init_data_cell`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientInit {
     /// The client's wallet.
@@ -649,32 +666,27 @@ pub struct ClientInit {
     pub proxy: Address,
     /// The proxy's voucher key.
     pub proxy_public_key: [u8; 32],
-    /// Price per token, from the proxy's params.
-    pub price_per_token: u128,
-    /// Close delay, from the proxy's params.
-    pub client_delay_before_close: u32,
-    /// Minimum stake, from the proxy's params.
-    pub min_client_stake: u128,
+    /// The proxy's params (kept without code).
+    pub params: RootParams,
 }
 
 impl ClientInit {
-    /// Initial data (state zero).
+    /// Initial data: state 0 (2 bits), balance 0, stake = the minimum client stake, tokens 0
+    /// (64), unlock 0 (32), secret hash 0 (256); ^(owner, proxy, key); ^params without code.
     pub fn data(&self) -> Result<Cell> {
         let mut b = CellBuilder::new();
         b.store_small_uint(0, 2)?;
         store_coins(&mut b, 0)?;
-        store_coins(&mut b, 0)?;
+        store_coins(&mut b, self.params.params.min_client_stake)?;
         b.store_u64(0)?;
         b.store_u32(0)?;
         store_u256(&mut b, &[0; 32])?;
-        store_address(&mut b, &self.owner)?;
         let mut c = CellBuilder::new();
+        store_address(&mut c, &self.owner)?;
         store_address(&mut c, &self.proxy)?;
         store_u256(&mut c, &self.proxy_public_key)?;
-        store_coins(&mut c, self.price_per_token)?;
-        c.store_u32(self.client_delay_before_close)?;
-        store_coins(&mut c, self.min_client_stake)?;
         b.store_reference(c.build()?)?;
+        b.store_reference(self.params.to_cell(0)?)?;
         Ok(b.build()?)
     }
 
@@ -684,7 +696,8 @@ impl ClientInit {
     }
 }
 
-/// Initial state of a worker contract (one per worker × proxy contract).
+/// Initial state of a worker contract (one per worker × proxy contract), laid out as COCOON's
+/// worker runner builds it (`WorkerContract::init_data_cell`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerInit {
     /// The worker owner's wallet (receives payouts).
@@ -693,20 +706,21 @@ pub struct WorkerInit {
     pub proxy: Address,
     /// The proxy's voucher key.
     pub proxy_public_key: [u8; 32],
-    /// Fee per token, from the proxy's params.
-    pub worker_fee_per_token: u128,
+    /// The proxy's params (kept without code).
+    pub params: RootParams,
 }
 
 impl WorkerInit {
-    /// Initial data (nothing paid yet).
+    /// Initial data: owner, proxy, key, state 0 (2 bits), tokens 0 (64 bits), ^params without
+    /// code.
     pub fn data(&self) -> Result<Cell> {
         let mut b = CellBuilder::new();
-        b.store_small_uint(0, 2)?;
-        b.store_u64(0)?;
-        store_coins(&mut b, self.worker_fee_per_token)?;
         store_address(&mut b, &self.owner)?;
         store_address(&mut b, &self.proxy)?;
         store_u256(&mut b, &self.proxy_public_key)?;
+        b.store_small_uint(0, 2)?;
+        b.store_u64(0)?;
+        b.store_reference(self.params.to_cell(0)?)?;
         Ok(b.build()?)
     }
 
@@ -764,6 +778,8 @@ pub struct ProxyData {
     pub state_hash: [u8; 32],
     /// Prices and rules fixed at deploy time.
     pub params: Params,
+    /// The rest of the params cell fixed at deploy time.
+    pub head: ParamsHead,
     /// Client contract code fixed at deploy time.
     #[serde(skip)]
     pub client_code: Cell,
@@ -788,11 +804,15 @@ impl ProxyData {
         let saved_seqno = s.load_u64()?;
         let close_unlock_ts = s.load_u32()?;
         let extra = s.load_reference_cloned()?;
-        let params = Params::from_cell(&s.load_reference_cloned()?)?;
-        let codes = s.load_reference_cloned()?;
-        let mut c = codes.as_slice()?;
-        let client_code = c.load_reference_cloned()?;
-        let worker_code = c.load_reference_cloned()?;
+        let rp = RootParams::from_cell(&s.load_reference_cloned()?)?;
+        let need = |what: &'static str, code: Option<Cell>| {
+            code.ok_or_else(|| {
+                ChainError::layout("proxy params", format!("no {what} contract code"))
+            })
+        };
+        let client_code = need("client", rp.client_code)?;
+        let worker_code = need("worker", rp.worker_code)?;
+        let (params, head) = (rp.params, rp.head);
         let mut e = extra.as_slice()?;
         let root = load_address(&mut e)?;
         let state_hash = load_u256(&mut e)?;
@@ -807,6 +827,7 @@ impl ProxyData {
             root,
             state_hash,
             params,
+            head,
             client_code,
             worker_code,
         })
@@ -820,6 +841,7 @@ impl ProxyData {
             proxy_public_key: self.proxy_public_key,
             root: self.root,
             params: self.params.clone(),
+            head: self.head,
             client_code: self.client_code.clone(),
             worker_code: self.worker_code.clone(),
         }
@@ -863,7 +885,8 @@ pub struct ClientInitView {
 }
 
 impl ClientData {
-    /// Parses a client contract's data cell.
+    /// Parses a client contract's data cell, in the order COCOON's client runner reads it
+    /// (`ClientContract::on_state_update`), then the owner, proxy and params.
     pub fn parse(data: &Cell) -> Result<Self> {
         let mut s = data.as_slice()?;
         let state = ContractState::from_bits(s.load_small_uint(2)?, "client")?;
@@ -872,14 +895,17 @@ impl ClientData {
         let tokens_used = s.load_u64()?;
         let unlock_ts = s.load_u32()?;
         let secret_hash = load_u256(&mut s)?;
-        let owner = load_address(&mut s)?;
         let c = s.load_reference_cloned()?;
         let mut c = c.as_slice()?;
+        let owner = load_address(&mut c)?;
         let proxy = load_address(&mut c)?;
         let _key = load_u256(&mut c)?;
-        let price_per_token = load_coins(&mut c)?;
-        let client_delay_before_close = c.load_u32()?;
-        let min_client_stake = load_coins(&mut c)?;
+        let p = RootParams::from_cell(&s.load_reference_cloned()?)?.params;
+        let (price_per_token, client_delay_before_close, min_client_stake) = (
+            p.price_per_token,
+            p.client_delay_before_close,
+            p.min_client_stake,
+        );
         Ok(ClientData {
             state,
             balance,
@@ -914,15 +940,22 @@ pub struct WorkerData {
 }
 
 impl WorkerData {
-    /// Parses a worker contract's data cell.
+    /// Parses a worker contract's data cell, in the order COCOON's worker runner reads it
+    /// (`WorkerContract::on_state_update`): owner, proxy, key, state, tokens, ^params.
     pub fn parse(data: &Cell) -> Result<Self> {
         let mut s = data.as_slice()?;
+        let owner = load_address(&mut s)?;
+        let proxy = load_address(&mut s)?;
+        let _key = load_u256(&mut s)?;
+        let state = ContractState::from_bits(s.load_small_uint(2)?, "worker")?;
+        let tokens_paid = s.load_u64()?;
+        let params = RootParams::from_cell(&s.load_reference_cloned()?)?;
         Ok(WorkerData {
-            state: ContractState::from_bits(s.load_small_uint(2)?, "worker")?,
-            tokens_paid: s.load_u64()?,
-            worker_fee_per_token: load_coins(&mut s)?,
-            owner: load_address(&mut s)?,
-            proxy: load_address(&mut s)?,
+            state,
+            tokens_paid,
+            worker_fee_per_token: params.params.worker_fee_per_token,
+            owner,
+            proxy,
         })
     }
 }
@@ -942,10 +975,12 @@ mod root_layout_tests {
 
     fn params_v3() -> RootParams {
         RootParams {
-            struct_version: 3,
-            params_version: 4,
-            unique_id: 42,
-            is_test: false,
+            head: ParamsHead {
+                struct_version: 3,
+                params_version: 4,
+                unique_id: 42,
+                is_test: false,
+            },
             params: Params {
                 cached_mult: 1_000,
                 reasoning_mult: 40_000,
@@ -981,10 +1016,8 @@ mod root_layout_tests {
     #[test]
     fn older_struct_versions_read_with_the_reference_defaults() {
         for v in 0..=2u8 {
-            let p = RootParams {
-                struct_version: v,
-                ..params_v3()
-            };
+            let mut p = params_v3();
+            p.head.struct_version = v;
             let read = RootParams::from_cell(&p.to_cell(params_code::ALL).unwrap()).unwrap();
             // version 2 has the cached and reasoning multipliers, not prompt and completion
             assert_eq!(read.params.prompt_mult, 10_000, "v{v}");
@@ -1073,7 +1106,7 @@ mod root_layout_tests {
         data.store_u32(9).unwrap();
         let root = RootData::parse(&data.build().unwrap(), &code(0)).unwrap();
         assert_eq!(
-            (root.version, root.last_proxy_seqno, root.unique_id),
+            (root.version, root.last_proxy_seqno, root.head.unique_id),
             (9, 3, 42)
         );
         assert_eq!(

@@ -22,15 +22,13 @@
 use tycho_types::cell::{Cell, CellBuilder, CellFamily};
 
 use crate::cells::{store_address, store_coins, store_u256};
-use crate::contracts::{params_code, RootParams};
+use crate::contracts::{params_code, ClientInit, ParamsHead, RootParams, WorkerInit};
 use crate::fake_ton::FakeTon;
 use crate::voucher::{SignedVoucher, Voucher, VoucherError};
 use crate::{Address, ChainError};
 
 /// Which code a params cell carries: the proxy's carries the worker's and client's.
 const WITH_WORKER_AND_CLIENT_CODE: u8 = params_code::WORKER | params_code::CLIENT;
-/// Worker and client params cells carry no code.
-const WITHOUT_CODE: u8 = 0;
 
 /// What a proxy on a fake-TON root announces about itself and about our contract there.
 #[derive(Debug, Clone, Copy)]
@@ -125,17 +123,23 @@ impl ReferenceContracts {
     /// The params cell as the reference writes it on a fake-TON root (struct version 1: no
     /// multipliers, unique id 13, test mode), with the code `mask` names.
     fn params(&self, mask: u8) -> Result<Cell, ChainError> {
+        self.root_params().to_cell(mask)
+    }
+
+    /// The root's params as the reference fills them on a fake-TON root.
+    fn root_params(&self) -> RootParams {
         RootParams {
-            struct_version: 1,
-            params_version: self.params_version,
-            unique_id: 13,
-            is_test: true,
+            head: ParamsHead {
+                struct_version: 1,
+                params_version: self.params_version,
+                unique_id: 13,
+                is_test: true,
+            },
             params: self.params.clone(),
             proxy_code: Some(self.proxy_code.clone()),
             worker_code: Some(self.worker_code.clone()),
             client_code: Some(self.client_code.clone()),
         }
-        .to_cell(mask)
     }
 
     /// The proxy contract of `owner` with voucher key `public_key` under `root`.
@@ -164,14 +168,14 @@ impl ReferenceContracts {
         proxy: &Address,
         public_key: &[u8; 32],
     ) -> Result<Address, ChainError> {
-        let mut b = CellBuilder::new();
-        store_address(&mut b, owner)?;
-        store_address(&mut b, proxy)?;
-        store_u256(&mut b, public_key)?;
-        b.store_small_uint(0, 2)?; // state
-        b.store_u64(0)?; // tokens
-        b.store_reference(self.params(WITHOUT_CODE)?)?;
-        address(&self.worker_code, b.build()?)
+        // our worker contract keeps the reference's layout: one builder for both
+        let init = WorkerInit {
+            owner: *owner,
+            proxy: *proxy,
+            proxy_public_key: *public_key,
+            params: self.root_params(),
+        };
+        address(&self.worker_code, init.data()?)
     }
 
     /// The client contract of `owner` at proxy contract `proxy` (voucher key `public_key`).
@@ -181,20 +185,14 @@ impl ReferenceContracts {
         proxy: &Address,
         public_key: &[u8; 32],
     ) -> Result<Address, ChainError> {
-        let mut constants = CellBuilder::new();
-        store_address(&mut constants, owner)?;
-        store_address(&mut constants, proxy)?;
-        store_u256(&mut constants, public_key)?;
-        let mut b = CellBuilder::new();
-        b.store_small_uint(0, 2)?; // state
-        store_coins(&mut b, 0)?; // balance
-        store_coins(&mut b, self.params.min_client_stake)?; // stake
-        b.store_u64(0)?; // tokens used
-        b.store_u32(0)?; // unlock_ts
-        store_u256(&mut b, &[0; 32])?; // secret hash
-        b.store_reference(constants.build()?)?;
-        b.store_reference(self.params(WITHOUT_CODE)?)?;
-        address(&self.client_code, b.build()?)
+        // our client contract keeps the reference's layout: one builder for both
+        let init = ClientInit {
+            owner: *owner,
+            proxy: *proxy,
+            proxy_public_key: *public_key,
+            params: self.root_params(),
+        };
+        address(&self.client_code, init.data()?)
     }
 
     /// The prices and rules these contracts hold, as this crate's [`crate::contracts::Params`].

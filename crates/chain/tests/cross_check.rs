@@ -148,6 +148,7 @@ fn rust_builders_make_the_sandbox_scenarios_state_inits_and_bodies() {
         proxy_public_key: proxy_key.public_key(),
         root: addr(&a["root"]),
         params: p,
+        head: root.root_params().head,
         client_code: codes.client.clone(),
         worker_code: codes.worker.clone(),
     };

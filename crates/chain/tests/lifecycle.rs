@@ -50,6 +50,7 @@ impl Net {
             proxy_public_key: proxy_key.public_key(),
             root: genesis.root,
             params: root.params.clone(),
+            head: root.head,
             client_code: root.codes.client.clone(),
             worker_code: root.codes.worker.clone(),
         };

@@ -265,6 +265,7 @@ pub fn proxy_init(
         proxy_public_key: *voucher_key,
         root: root_address,
         params: root.params.clone(),
+        head: root.head,
         client_code: root.codes.client.clone(),
         worker_code: root.codes.worker.clone(),
     }
@@ -352,10 +353,12 @@ impl Proxy {
             proxies: Vec::new(),
             last_proxy_seqno: fake.proxies.iter().map(|p| p.seqno).max().unwrap_or(0),
             params: reference.params_view(),
-            struct_version: 1,
-            params_version: fake.params_version,
-            unique_id: 13,
-            is_test: true,
+            head: cocoon_chain::contracts::ParamsHead {
+                struct_version: 1,
+                params_version: fake.params_version,
+                unique_id: 13,
+                is_test: true,
+            },
             codes: reference.codes(),
         };
         let init = proxy_init(&root, cfg.root, owner, &voucher_key.public_key());
