@@ -79,6 +79,19 @@ pub fn is_test(chain: Option<&dyn ChainClient>) -> bool {
     chain.is_none_or(|c| c.network() != crate::Network::Mainnet)
 }
 
+/// Both ends of a COCOON handshake must agree on test mode: every reference role refuses a
+/// peer whose `is_test` differs from its own ("test mode mismatch"), and so do ours. A peer
+/// that does not say (the field is optional in the schema) is taken at its word.
+pub fn check_test_mode(ours: bool, theirs: Option<bool>) -> std::result::Result<(), String> {
+    match theirs {
+        Some(t) if t != ours => Err(format!(
+            "test mode mismatch: this side runs {} network (is_test {ours}), the peer says is_test {t}",
+            if ours { "a test" } else { "the main" }
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// What every role needs from a chain.
 pub trait ChainClient: Send + Sync {
     /// Which network this is.
@@ -578,6 +591,20 @@ pub async fn verify_proxy(
 mod tests {
     use super::*;
     use crate::Network;
+
+    #[test]
+    fn test_mode_must_agree_and_an_unsaid_one_is_taken_at_its_word() {
+        assert_eq!(check_test_mode(true, Some(true)), Ok(()));
+        assert_eq!(check_test_mode(false, Some(false)), Ok(()));
+        assert_eq!(check_test_mode(true, None), Ok(()));
+        let e = check_test_mode(true, Some(false)).unwrap_err();
+        assert!(
+            e.contains("test mode mismatch") && e.contains("is_test false"),
+            "{e}"
+        );
+        let e = check_test_mode(false, Some(true)).unwrap_err();
+        assert!(e.contains("the main network"), "{e}");
+    }
 
     #[test]
     fn public_transfers_expire_within_a_minute_and_before_the_wait_gives_up() {

@@ -99,6 +99,11 @@ impl Client {
             )
             .await
             .map_err(remote)?;
+        chain_client::check_test_mode(
+            chain_client::is_test(self.chain.as_deref()),
+            connected.params.is_test,
+        )
+        .map_err(ClientError::Refused)?;
         let understands_cancel =
             connected.params.proto_version.unwrap_or(0) >= cocoon_wire::PROTO_WITH_CANCEL;
         let (proxy, client_sc) = match &self.fake_ton {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use cocoon_chain::contracts::{ClientData, ProxyData, WorkerData};
 use cocoon_chain::price::{adjusted_tokens, TokenUsage};
+use cocoon_chain::Address;
 use cocoon_engine::engine::Engine;
 use cocoon_engine::fake::{FakeEngine, FAKE_MODEL};
 use cocoon_localnet::wait::{eventually, when};
@@ -408,14 +409,15 @@ async fn a_restarted_network_resumes_with_the_same_balances() {
     );
 }
 
-/// A stranger who names another client's wallet cannot spend its balance: without the secret
-/// whose hash the victim's contract holds, authorization fails and queries are refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_clients_balance_cannot_be_used_without_its_secret() {
+/// An attested connection to the proxy's client port as any stranger can open one, and the
+/// packets it receives.
+async fn stranger(
+    net: &LocalNet,
+) -> (
+    cocoon_net::rpc::Peer,
+    tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+) {
     use cocoon_net::rpc::Peer;
-    use cocoon_wire::client::{AuthorizationWithProxy, ClientParams, ClientRequest};
-    let dir = tempfile::tempdir().unwrap();
-    let net = start(dir.path(), 1).await;
     let identity = cocoon_net::identity::Identity::new(
         &cocoon_tee::FakeTdxProvider::default(),
         "stranger",
@@ -431,7 +433,7 @@ async fn another_clients_balance_cannot_be_used_without_its_secret() {
     )
     .await
     .unwrap();
-    let (answers_tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    let (answers_tx, answers) = tokio::sync::mpsc::unbounded_channel();
     let peer = Peer::spawn(
         conn,
         cocoon_net::rpc::no_queries(),
@@ -439,15 +441,65 @@ async fn another_clients_balance_cannot_be_used_without_its_secret() {
             let _ = answers_tx.send(data);
         }),
     );
-    let t = Duration::from_secs(10);
-    let victim = net.client.owner();
-    let params = ClientParams {
+    (peer, answers)
+}
+
+/// `client.params` for `owner`, on protocol 1–2, in test mode `is_test`.
+fn client_params(owner: Address, is_test: bool) -> cocoon_wire::client::ClientParams {
+    cocoon_wire::client::ClientParams {
         flags: (),
-        client_owner_address: victim.to_raw().into_bytes(),
-        is_test: Some(true),
+        client_owner_address: owner.to_raw().into_bytes(),
+        is_test: Some(is_test),
         min_proto_version: Some(1),
         max_proto_version: Some(2),
-    };
+    }
+}
+
+/// As every COCOON role does, the proxy refuses a client whose test mode is not its own (a
+/// local chain is a test network): the handshake fails, naming both sides' modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_in_another_test_mode_is_refused_at_the_handshake() {
+    use cocoon_wire::client::ClientRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let net = start(dir.path(), 1).await;
+    let (peer, _answers) = stranger(&net).await;
+    let refused = peer
+        .query(
+            cocoon_wire::encode(&ClientRequest::ConnectToProxy {
+                params: client_params(net.client.owner(), false),
+                min_config_version: 0,
+            }),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("test mode mismatch"), "{refused}");
+    assert!(refused.contains("is_test false"), "{refused}");
+    // the same stranger in the network's own mode gets through the handshake
+    let (peer, _answers) = stranger(&net).await;
+    peer.query(
+        cocoon_wire::encode(&ClientRequest::ConnectToProxy {
+            params: client_params(net.client.owner(), true),
+            min_config_version: 0,
+        }),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+}
+
+/// A stranger who names another client's wallet cannot spend its balance: without the secret
+/// whose hash the victim's contract holds, authorization fails and queries are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_clients_balance_cannot_be_used_without_its_secret() {
+    use cocoon_wire::client::{AuthorizationWithProxy, ClientRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let net = start(dir.path(), 1).await;
+    let (peer, mut answers) = stranger(&net).await;
+    let t = Duration::from_secs(10);
+    let victim = net.client.owner();
+    let params = client_params(victim, true);
     peer.query(
         cocoon_wire::encode(&ClientRequest::ConnectToProxy {
             params,

@@ -207,6 +207,7 @@ async fn handle_query(
             let owner: Address = String::from_utf8_lossy(&params.client_owner_address)
                 .parse()
                 .map_err(|e| err(400, format!("client_owner_address: {e}")))?;
+            proxy.check_test_mode(params.is_test).map_err(|e| err(400, e))?;
             let proto = Proxy::settle_proto(params.min_proto_version, params.max_proto_version)
                 .map_err(|e| err(400, e))?;
             let client_sc = proxy.client_contract(owner).map_err(|e| err(500, e.to_string()))?;

@@ -550,6 +550,16 @@ impl Proxy {
         self.reference.is_some()
     }
 
+    /// COCOON's test mode of this proxy (what it announces, and what it asks of its peers).
+    fn is_test(&self) -> bool {
+        chain_client::is_test(self.chain.as_deref())
+    }
+
+    /// Refuses a peer (client or worker) whose test mode is not ours, as COCOON's proxy does.
+    pub(crate) fn check_test_mode(&self, theirs: Option<bool>) -> Result<(), String> {
+        chain_client::check_test_mode(self.is_test(), theirs)
+    }
+
     /// The money as last read from the chain (None before the first read).
     pub fn money(&self) -> Option<OnChainMoney> {
         *self.money.lock()
@@ -626,7 +636,7 @@ impl Proxy {
             proxy_public_key: self.voucher_key.public_key(),
             proxy_owner_address: self.wire_address(&self.init.owner),
             proxy_sc_address: self.wire_address(&self.address),
-            is_test: Some(chain_client::is_test(self.chain.as_deref())),
+            is_test: Some(self.is_test()),
             proto_version: Some(proto_version),
         }
     }

@@ -114,6 +114,7 @@ fn handle_query(
             let owner: Address = String::from_utf8_lossy(&params.worker_owner_address)
                 .parse()
                 .map_err(|e| bad(format!("worker_owner_address: {e}")))?;
+            proxy.check_test_mode(params.is_test).map_err(bad)?;
             let model = String::from_utf8(params.model).map_err(|_| bad("model is not UTF-8"))?;
             {
                 let root = proxy.root.lock();

@@ -71,6 +71,11 @@ impl Worker {
         let connected: ConnectedToProxy = peer
             .request(&WorkerRequest::ConnectToProxy { params }, t)
             .await?;
+        chain_client::check_test_mode(
+            chain_client::is_test(self.chain.as_deref()),
+            connected.params.is_test,
+        )
+        .map_err(WorkerError::Refused)?;
         let (proxy, worker_sc) = match &self.fake_ton {
             None => self.check_proxy(&connected).await?,
             Some(fake) => self.fake_ton_proxy(fake, &connected)?,
