@@ -261,7 +261,8 @@ export const body = {
     increaseClientStake: (queryId, newStake) =>
         head(OP.owner_client_increase_stake, queryId).storeCoins(newStake).endCell(),
     withdraw: (queryId, amount) => head(OP.owner_client_withdraw, queryId).storeCoins(amount).endCell(),
-    changeSecretHash: (queryId, hash) => head(OP.owner_client_change_secret_hash, queryId).storeUint(hash, 256).endCell(),
+    changeSecretHash: (queryId, hash, sendExcessesTo = ADDR.clientOwner) =>
+        head(OP.owner_client_change_secret_hash, queryId).storeUint(hash, 256).storeAddress(sendExcessesTo).endCell(),
     requestRefund: (queryId) => head(OP.owner_client_request_refund, queryId).endCell(),
     closeForce: (queryId) => head(OP.owner_client_close_force, queryId).endCell(),
     // any op with nothing after query_id

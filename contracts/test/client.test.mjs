@@ -2,6 +2,7 @@
 // money checked in the client's account and in the proxy contract that holds it.
 import { describe, it, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
+import { beginCell } from '@ton/core';
 import {
     ADDR, CHARGE_NOTICE_VALUE, ERR, KEYS, MIN_FEE, NOW, OP, PARAMS, balanceOf, bigKey, body, rootParamsCell,
     clientData_, deployClient, expectExit, opOf, outMessages, proxyData_, send, setup, signedBody,
@@ -204,6 +205,20 @@ describe('client', () => {
             expectExit(await toClient(ADDR.clientOwner, body.requestRefund(2)), client(), 0);
             expectExit(await toClient(ADDR.clientOwner, body.changeSecretHash(3, 0xbeefn)), client(), 0);
             assert.equal((await clientData_(net)).secretHash, 0xbeefn);
+        });
+
+        it('takes COCOON\'s body and gives the rest of the value back to send_excesses_to; keeps nothing', async () => {
+            await deployClient(net, DEPOSIT);
+            const before = await balanceOf(net, client());
+            const res = await toClient(ADDR.clientOwner, body.changeSecretHash(4, 0xcafen, ADDR.stranger));
+            const tx = expectExit(res, client(), 0);
+            const [excess] = outMessages(tx);
+            assert.ok(excess.to.equals(ADDR.stranger));
+            assert.deepEqual(opOf(excess.body), { op: OP.excesses, queryId: 4n });
+            assert.equal(await balanceOf(net, client()), before);
+            // our old body, without the address, is refused
+            const old = beginCell().storeUint(OP.owner_client_change_secret_hash, 32).storeUint(5, 64).storeUint(1n, 256).endCell();
+            expectExit(await toClient(ADDR.clientOwner, old), client(), 9);
         });
     });
 

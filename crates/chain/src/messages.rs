@@ -308,9 +308,17 @@ pub mod client {
         store_coins(&mut b, amount)?;
         Ok(b.build()?)
     }
-    /// Owner: set the authorization secret hash.
-    pub fn change_secret_hash(query_id: u64, hash: &[u8; 32]) -> Result<Cell> {
-        with_hash(op::CLIENT_CHANGE_SECRET_HASH, query_id, hash)
+    /// Owner: set the authorization secret hash (COCOON's body: the rest of the value goes
+    /// back to `send_excesses_to`).
+    pub fn change_secret_hash(
+        query_id: u64,
+        hash: &[u8; 32],
+        send_excesses_to: &Address,
+    ) -> Result<Cell> {
+        let mut b = head(op::CLIENT_CHANGE_SECRET_HASH, query_id)?;
+        store_u256(&mut b, hash)?;
+        store_address(&mut b, send_excesses_to)?;
+        Ok(b.build()?)
     }
     /// Owner: ask for a refund (start closing).
     pub fn request_refund(query_id: u64) -> Result<Cell> {

@@ -41,7 +41,11 @@ impl Client {
                 msgs.push(OutMessage::transfer(
                     client_sc,
                     MIN_FEE,
-                    Some(messages::client::change_secret_hash(0, &secret_hash)?),
+                    Some(messages::client::change_secret_hash(
+                        0,
+                        &secret_hash,
+                        &self.owner(),
+                    )?),
                 ));
             }
             Some(c) => {
@@ -62,7 +66,11 @@ impl Client {
                     msgs.push(OutMessage::transfer(
                         client_sc,
                         MIN_FEE,
-                        Some(messages::client::change_secret_hash(0, &secret_hash)?),
+                        Some(messages::client::change_secret_hash(
+                            0,
+                            &secret_hash,
+                            &self.owner(),
+                        )?),
                     ));
                 }
             }
