@@ -100,40 +100,72 @@ impl Params {
         }
     }
 
-    /// Serializes as the `Params` cell.
+    /// Serializes as the `Params` cell (COCOON's struct version 3 layout of these fields).
     pub fn to_cell(&self) -> Result<Cell> {
         let mut b = CellBuilder::new();
-        store_coins(&mut b, self.price_per_token)?;
-        store_coins(&mut b, self.worker_fee_per_token)?;
-        for m in [
-            self.prompt_mult,
-            self.cached_mult,
-            self.completion_mult,
-            self.reasoning_mult,
-        ] {
-            b.store_u32(m)?;
-        }
-        b.store_u32(self.proxy_delay_before_close)?;
-        b.store_u32(self.client_delay_before_close)?;
-        store_coins(&mut b, self.min_proxy_stake)?;
-        store_coins(&mut b, self.min_client_stake)?;
+        self.store(&mut b, MAX_STRUCT_VERSION)?;
         Ok(b.build()?)
     }
 
-    /// Parses a `Params` cell.
-    pub fn from_cell(cell: &Cell) -> Result<Self> {
-        let mut s = cell.as_slice()?;
+    /// Writes these fields as COCOON's params cell of `struct_version` lays them out:
+    /// multipliers for prompt and completion from version 3, for cached and reasoning from 2,
+    /// stakes from 1.
+    fn store(&self, b: &mut CellBuilder, struct_version: u8) -> Result<()> {
+        let v = struct_version;
+        store_coins(b, self.price_per_token)?;
+        store_coins(b, self.worker_fee_per_token)?;
+        if v >= 3 {
+            b.store_u32(self.prompt_mult)?;
+        }
+        if v >= 2 {
+            b.store_u32(self.cached_mult)?;
+        }
+        if v >= 3 {
+            b.store_u32(self.completion_mult)?;
+        }
+        if v >= 2 {
+            b.store_u32(self.reasoning_mult)?;
+        }
+        b.store_u32(self.proxy_delay_before_close)?;
+        b.store_u32(self.client_delay_before_close)?;
+        if v >= 1 {
+            store_coins(b, self.min_proxy_stake)?;
+            store_coins(b, self.min_client_stake)?;
+        }
+        Ok(())
+    }
+
+    /// Reads them as COCOON reads a params cell of `struct_version`: what the layout lacks
+    /// takes the reference's default (multipliers 1.0, stakes of 1 TON).
+    fn load(s: &mut CellSlice<'_>, struct_version: u8) -> Result<Self> {
+        let v = struct_version;
+        let price_per_token = load_coins(s)?;
+        let worker_fee_per_token = load_coins(s)?;
+        let mult = |since: u8, s: &mut CellSlice<'_>| -> Result<u32> {
+            Ok(if v >= since { s.load_u32()? } else { 10_000 })
+        };
+        let prompt_mult = mult(3, s)?;
+        let cached_mult = mult(2, s)?;
+        let completion_mult = mult(3, s)?;
+        let reasoning_mult = mult(2, s)?;
+        let proxy_delay_before_close = s.load_u32()?;
+        let client_delay_before_close = s.load_u32()?;
+        let (min_proxy_stake, min_client_stake) = if v >= 1 {
+            (load_coins(s)?, load_coins(s)?)
+        } else {
+            (crate::TON, crate::TON)
+        };
         Ok(Params {
-            price_per_token: load_coins(&mut s)?,
-            worker_fee_per_token: load_coins(&mut s)?,
-            prompt_mult: s.load_u32()?,
-            cached_mult: s.load_u32()?,
-            completion_mult: s.load_u32()?,
-            reasoning_mult: s.load_u32()?,
-            proxy_delay_before_close: s.load_u32()?,
-            client_delay_before_close: s.load_u32()?,
-            min_proxy_stake: load_coins(&mut s)?,
-            min_client_stake: load_coins(&mut s)?,
+            price_per_token,
+            worker_fee_per_token,
+            prompt_mult,
+            cached_mult,
+            completion_mult,
+            reasoning_mult,
+            proxy_delay_before_close,
+            client_delay_before_close,
+            min_proxy_stake,
+            min_client_stake,
         })
     }
 }
@@ -187,33 +219,12 @@ const MAX_STRUCT_VERSION: u8 = 3;
 impl RootParams {
     /// Serializes as COCOON's params cell with the code `mask` names ([`params_code`]).
     pub fn to_cell(&self, mask: u8) -> Result<Cell> {
-        let v = self.head.struct_version;
-        let p = &self.params;
         let mut b = CellBuilder::new();
-        b.store_u8(v)?;
+        b.store_u8(self.head.struct_version)?;
         b.store_u32(self.head.params_version)?;
         b.store_u32(self.head.unique_id)?;
         b.store_bit(self.head.is_test)?;
-        store_coins(&mut b, p.price_per_token)?;
-        store_coins(&mut b, p.worker_fee_per_token)?;
-        if v >= 3 {
-            b.store_u32(p.prompt_mult)?;
-        }
-        if v >= 2 {
-            b.store_u32(p.cached_mult)?;
-        }
-        if v >= 3 {
-            b.store_u32(p.completion_mult)?;
-        }
-        if v >= 2 {
-            b.store_u32(p.reasoning_mult)?;
-        }
-        b.store_u32(p.proxy_delay_before_close)?;
-        b.store_u32(p.client_delay_before_close)?;
-        if v >= 1 {
-            store_coins(&mut b, p.min_proxy_stake)?;
-            store_coins(&mut b, p.min_client_stake)?;
-        }
+        self.params.store(&mut b, self.head.struct_version)?;
         for (bit, code) in [
             (params_code::PROXY, &self.proxy_code),
             (params_code::WORKER, &self.worker_code),
@@ -242,25 +253,13 @@ impl RootParams {
                 format!("struct version {v} is newer than {MAX_STRUCT_VERSION}, the newest COCOON reads"),
             ));
         }
-        let params_version = s.load_u32()?;
-        let unique_id = s.load_u32()?;
-        let is_test = s.load_bit()?;
-        let price_per_token = load_coins(&mut s)?;
-        let worker_fee_per_token = load_coins(&mut s)?;
-        let mult = |since: u8, s: &mut CellSlice<'_>| -> Result<u32> {
-            Ok(if v >= since { s.load_u32()? } else { 10_000 })
+        let head = ParamsHead {
+            struct_version: v,
+            params_version: s.load_u32()?,
+            unique_id: s.load_u32()?,
+            is_test: s.load_bit()?,
         };
-        let prompt_mult = mult(3, &mut s)?;
-        let cached_mult = mult(2, &mut s)?;
-        let completion_mult = mult(3, &mut s)?;
-        let reasoning_mult = mult(2, &mut s)?;
-        let proxy_delay_before_close = s.load_u32()?;
-        let client_delay_before_close = s.load_u32()?;
-        let (min_proxy_stake, min_client_stake) = if v >= 1 {
-            (load_coins(&mut s)?, load_coins(&mut s)?)
-        } else {
-            (crate::TON, crate::TON)
-        };
+        let params = Params::load(&mut s, v)?;
         let code = |s: &mut CellSlice<'_>| -> Result<Option<Cell>> {
             Ok(if s.load_bit()? {
                 Some(s.load_reference_cloned()?)
@@ -278,28 +277,17 @@ impl RootParams {
             ));
         }
         Ok(RootParams {
-            head: ParamsHead {
-                struct_version: v,
-                params_version,
-                unique_id,
-                is_test,
-            },
-            params: Params {
-                price_per_token,
-                worker_fee_per_token,
-                prompt_mult,
-                cached_mult,
-                completion_mult,
-                reasoning_mult,
-                proxy_delay_before_close,
-                client_delay_before_close,
-                min_proxy_stake,
-                min_client_stake,
-            },
+            head,
+            params,
             proxy_code,
             worker_code,
             client_code,
         })
+    }
+
+    /// `code` (one of this cell's), which the holder `whose` must have: an error naming it.
+    fn required(whose: &'static str, what: &str, code: Option<Cell>) -> Result<Cell> {
+        code.ok_or_else(|| ChainError::layout(whose, format!("no {what} contract code")))
     }
 }
 
@@ -474,16 +462,11 @@ impl RootData {
         if !s.is_data_empty() || !s.is_refs_empty() {
             return Err(ChainError::layout("root", "data after the version"));
         }
-        let need = |what: &'static str, code: Option<Cell>| {
-            code.ok_or_else(|| {
-                ChainError::layout("root params", format!("no {what} contract code"))
-            })
-        };
         let codes = ContractCodes {
             root: root_code.clone(),
-            proxy: need("proxy", rp.proxy_code)?,
-            client: need("client", rp.client_code)?,
-            worker: need("worker", rp.worker_code)?,
+            proxy: RootParams::required("root params", "proxy", rp.proxy_code)?,
+            client: RootParams::required("root params", "client", rp.client_code)?,
+            worker: RootParams::required("root params", "worker", rp.worker_code)?,
         };
         let mut r = registry.as_slice()?;
         let proxy_hashes = hash_set(&mut r)?;
@@ -805,13 +788,8 @@ impl ProxyData {
         let close_unlock_ts = s.load_u32()?;
         let extra = s.load_reference_cloned()?;
         let rp = RootParams::from_cell(&s.load_reference_cloned()?)?;
-        let need = |what: &'static str, code: Option<Cell>| {
-            code.ok_or_else(|| {
-                ChainError::layout("proxy params", format!("no {what} contract code"))
-            })
-        };
-        let client_code = need("client", rp.client_code)?;
-        let worker_code = need("worker", rp.worker_code)?;
+        let client_code = RootParams::required("proxy params", "client", rp.client_code)?;
+        let worker_code = RootParams::required("proxy params", "worker", rp.worker_code)?;
         let (params, head) = (rp.params, rp.head);
         let mut e = extra.as_slice()?;
         let root = load_address(&mut e)?;
@@ -901,11 +879,6 @@ impl ClientData {
         let proxy = load_address(&mut c)?;
         let _key = load_u256(&mut c)?;
         let p = RootParams::from_cell(&s.load_reference_cloned()?)?.params;
-        let (price_per_token, client_delay_before_close, min_client_stake) = (
-            p.price_per_token,
-            p.client_delay_before_close,
-            p.min_client_stake,
-        );
         Ok(ClientData {
             state,
             balance,
@@ -916,9 +889,9 @@ impl ClientData {
             init: ClientInitView {
                 owner,
                 proxy,
-                price_per_token,
-                client_delay_before_close,
-                min_client_stake,
+                price_per_token: p.price_per_token,
+                client_delay_before_close: p.client_delay_before_close,
+                min_client_stake: p.min_client_stake,
             },
         })
     }

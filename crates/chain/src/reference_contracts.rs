@@ -14,6 +14,9 @@
 //!   (64), unlock_ts 0 (32), secret hash 0 (256); refs: (owner, proxy contract, proxy public
 //!   key), then the params cell without code.
 //!
+//! (Our own client and worker contracts keep the same layouts: [`crate::contracts::ClientInit`]
+//! and [`crate::contracts::WorkerInit`] build both.)
+//!
 //! The params cell on a fake-TON root (struct version 1, as the reference fills it): version
 //! 1 (8), params_version (32), unique id 13 (32), is_test (1 bit), price per token, worker fee
 //! per token, proxy close delay 600 (32), client close delay 300 (32), minimum proxy and client
@@ -22,9 +25,12 @@
 use tycho_types::cell::{Cell, CellBuilder, CellFamily};
 
 use crate::cells::{store_address, store_coins, store_u256};
-use crate::contracts::{params_code, ClientInit, ParamsHead, RootParams, WorkerInit};
+use crate::contracts::{
+    params_code, ClientInit, ContractCodes, ParamsHead, RootParams, WorkerInit,
+};
 use crate::fake_ton::FakeTon;
-use crate::voucher::{SignedVoucher, Voucher, VoucherError};
+use crate::messages::op;
+use crate::voucher::{SignedVoucher, VoucherError};
 use crate::{Address, ChainError};
 
 /// Which code a params cell carries: the proxy's carries the worker's and client's.
@@ -78,18 +84,17 @@ impl FakeRoot {
 /// The reference contracts of one root: their code and the params every contract holds.
 #[derive(Debug, Clone)]
 pub struct ReferenceContracts {
-    proxy_code: Cell,
-    worker_code: Cell,
-    client_code: Cell,
-    params_version: u32,
-    /// Prices and rules, the one source of both the params cell and [`Self::params_view`].
-    params: crate::contracts::Params,
+    /// The root's params cell (its prices and rules, its head, all three codes): the one source
+    /// of every contract's params and of [`Self::params_view`], [`Self::codes`].
+    root_params: RootParams,
+    /// The same code, as [`Self::codes`] hands it out (the root's own code unknown: empty).
+    codes: ContractCodes,
 }
 
 impl ReferenceContracts {
     /// The contracts a fake-TON root names (its code, its prices, the reference's fixed
-    /// values for the rest: close delays of 600 and 300 s, stakes of 1 TON, multipliers 1.0).
-    /// Missing code is an error naming it.
+    /// values for the rest: struct version 1, unique id 13, test mode, close delays of 600 and
+    /// 300 s, stakes of 1 TON, multipliers 1.0). Missing code is an error naming it.
     pub fn of_fake_ton(fake: &FakeTon) -> Result<Self, ChainError> {
         let code = |what: &'static str, boc: &[u8]| -> Result<Cell, ChainError> {
             if boc.is_empty() {
@@ -100,46 +105,47 @@ impl ReferenceContracts {
             }
             crate::cells::from_boc(boc)
         };
+        let (proxy_code, worker_code, client_code) = (
+            code("proxy_sc_code", &fake.proxy_sc_code)?,
+            code("worker_sc_code", &fake.worker_sc_code)?,
+            code("client_sc_code", &fake.client_sc_code)?,
+        );
         Ok(ReferenceContracts {
-            proxy_code: code("proxy_sc_code", &fake.proxy_sc_code)?,
-            worker_code: code("worker_sc_code", &fake.worker_sc_code)?,
-            client_code: code("client_sc_code", &fake.client_sc_code)?,
-            params_version: fake.params_version,
-            params: crate::contracts::Params {
-                price_per_token: fake.price_per_token,
-                worker_fee_per_token: fake.worker_fee_per_token,
-                prompt_mult: 10_000,
-                cached_mult: 10_000,
-                completion_mult: 10_000,
-                reasoning_mult: 10_000,
-                proxy_delay_before_close: 600,
-                client_delay_before_close: 300,
-                min_proxy_stake: crate::TON,
-                min_client_stake: crate::TON,
+            root_params: RootParams {
+                head: ParamsHead {
+                    struct_version: 1,
+                    params_version: fake.params_version,
+                    unique_id: 13,
+                    is_test: true,
+                },
+                params: crate::contracts::Params {
+                    price_per_token: fake.price_per_token,
+                    worker_fee_per_token: fake.worker_fee_per_token,
+                    prompt_mult: 10_000,
+                    cached_mult: 10_000,
+                    completion_mult: 10_000,
+                    reasoning_mult: 10_000,
+                    proxy_delay_before_close: 600,
+                    client_delay_before_close: 300,
+                    min_proxy_stake: crate::TON,
+                    min_client_stake: crate::TON,
+                },
+                proxy_code: Some(proxy_code.clone()),
+                worker_code: Some(worker_code.clone()),
+                client_code: Some(client_code.clone()),
+            },
+            codes: ContractCodes {
+                root: Cell::empty_cell(),
+                proxy: proxy_code,
+                client: client_code,
+                worker: worker_code,
             },
         })
     }
 
-    /// The params cell as the reference writes it on a fake-TON root (struct version 1: no
-    /// multipliers, unique id 13, test mode), with the code `mask` names.
-    fn params(&self, mask: u8) -> Result<Cell, ChainError> {
-        self.root_params().to_cell(mask)
-    }
-
     /// The root's params as the reference fills them on a fake-TON root.
-    fn root_params(&self) -> RootParams {
-        RootParams {
-            head: ParamsHead {
-                struct_version: 1,
-                params_version: self.params_version,
-                unique_id: 13,
-                is_test: true,
-            },
-            params: self.params.clone(),
-            proxy_code: Some(self.proxy_code.clone()),
-            worker_code: Some(self.worker_code.clone()),
-            client_code: Some(self.client_code.clone()),
-        }
+    pub fn root_params(&self) -> &RootParams {
+        &self.root_params
     }
 
     /// The proxy contract of `owner` with voucher key `public_key` under `root`.
@@ -157,8 +163,8 @@ impl ReferenceContracts {
         store_coins(&mut b, 0)?; // balance
         store_coins(&mut b, 0)?; // stake
         b.store_u32(0)?; // unlock_ts
-        b.store_reference(self.params(WITH_WORKER_AND_CLIENT_CODE)?)?;
-        address(&self.proxy_code, b.build()?)
+        b.store_reference(self.root_params.to_cell(WITH_WORKER_AND_CLIENT_CODE)?)?;
+        address(&self.codes.proxy, b.build()?)
     }
 
     /// The worker contract of `owner` at proxy contract `proxy` (voucher key `public_key`).
@@ -173,9 +179,9 @@ impl ReferenceContracts {
             owner: *owner,
             proxy: *proxy,
             proxy_public_key: *public_key,
-            params: self.root_params(),
+            params: self.root_params.clone(),
         };
-        address(&self.worker_code, init.data()?)
+        address(&self.codes.worker, init.data()?)
     }
 
     /// The client contract of `owner` at proxy contract `proxy` (voucher key `public_key`).
@@ -190,24 +196,19 @@ impl ReferenceContracts {
             owner: *owner,
             proxy: *proxy,
             proxy_public_key: *public_key,
-            params: self.root_params(),
+            params: self.root_params.clone(),
         };
-        address(&self.client_code, init.data()?)
+        address(&self.codes.client, init.data()?)
     }
 
     /// The prices and rules these contracts hold, as this crate's [`crate::contracts::Params`].
     pub fn params_view(&self) -> crate::contracts::Params {
-        self.params.clone()
+        self.root_params.params.clone()
     }
 
     /// The contract code, as the root holds it.
-    pub fn codes(&self) -> crate::contracts::ContractCodes {
-        crate::contracts::ContractCodes {
-            root: Cell::empty_cell(),
-            proxy: self.proxy_code.clone(),
-            client: self.client_code.clone(),
-            worker: self.worker_code.clone(),
-        }
+    pub fn codes(&self) -> ContractCodes {
+        self.codes.clone()
     }
 
     /// Checks what a proxy announces as a reference client (`worker`: false) or worker checks
@@ -262,54 +263,6 @@ impl ReferenceContracts {
     }
 }
 
-/// A payment the proxy signs as the reference's proxy signs it (`sign_and_wrap_message`): an
-/// inner cell `op:32 qid:64 tokens:64 target:addr` — the cumulative tokens for the target
-/// contract — signed with Ed25519 over its hash, wrapped as `op:32 qid:64 excesses:addr
-/// signature:512 ^inner`. The excesses address is outside the signature (the redeemer puts its
-/// own wallet there). Ops: 0xbb63ff93 charges a client, 0xa040ad28 pays a worker. This is our
-/// voucher ([`crate::voucher`]): one format on every root.
-pub fn signed_payment(
-    key: &crate::keys::Keypair,
-    op: u32,
-    qid: u64,
-    tokens: u64,
-    target: &Address,
-    excesses: &Address,
-) -> Result<Cell, ChainError> {
-    Voucher {
-        op,
-        query_id: qid,
-        counter: tokens,
-        target: *target,
-        state_hash: None,
-    }
-    .sign(key, *excesses)?
-    .body()
-}
-
-/// Checks a signed payment as a reference client or worker checks one
-/// (`check_signed_pay_message`): the outer cell is exactly `op qid excesses signature` with one
-/// reference, the inner cell exactly `op qid tokens target` with the same op and qid, `target`
-/// is `ours`, and `key` signed the inner cell's hash. Returns the cumulative tokens; the error
-/// says what did not hold.
-pub fn check_signed_payment(
-    boc: &[u8],
-    op: u32,
-    key: &[u8; 32],
-    ours: &Address,
-) -> Result<u64, String> {
-    let signed = crate::cells::from_boc(boc)
-        .and_then(|outer| SignedVoucher::parse(&outer, false))
-        .map_err(|e| format!("not a signed payment: {e}"))?;
-    match signed.verify(key, op, ours) {
-        Ok(()) => Ok(signed.voucher.counter),
-        Err(VoucherError::WrongTarget { got, .. }) => Err(format!(
-            "the payment is for {got}, not for our contract {ours}"
-        )),
-        Err(e) => Err(format!("signed payment refused: {e}")),
-    }
-}
-
 /// Who a proxy's signed payment is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Payee {
@@ -319,9 +272,11 @@ pub enum Payee {
     Worker,
 }
 
-/// The tokens a proxy's signed payment (`data`, a BOC) promises, checked as the `payee`'s
-/// contract will check it: signed by the proxy's voucher `key`, the payee's op, for `target`
-/// (our contract) — on a fake-TON root and on ours alike.
+/// The tokens a proxy's signed payment (`data`, a BOC: a [`crate::voucher`] in COCOON's
+/// envelope, on a fake-TON root and on ours alike) promises, checked as the `payee`'s contract
+/// and a reference client or worker (`check_signed_pay_message`) check it: exactly the envelope
+/// and the signed part with the same op and query id, the payee's op, for `target` (our
+/// contract), signed by the proxy's voucher `key`. The error says what did not hold.
 pub fn check_payment(
     data: &[u8],
     payee: Payee,
@@ -329,16 +284,20 @@ pub fn check_payment(
     target: &Address,
 ) -> Result<u64, String> {
     let op = match payee {
-        Payee::Client => OP_CLIENT_CHARGE_SIGNED,
-        Payee::Worker => OP_WORKER_PAYOUT_SIGNED,
+        Payee::Client => op::CLIENT_CHARGE_SIGNED,
+        Payee::Worker => op::WORKER_PAYOUT_SIGNED,
     };
-    check_signed_payment(data, op, key, target)
+    let signed = crate::cells::from_boc(data)
+        .and_then(|outer| SignedVoucher::parse(&outer, false))
+        .map_err(|e| format!("not a signed payment: {e}"))?;
+    match signed.verify(key, op, target) {
+        Ok(()) => Ok(signed.voucher.counter),
+        Err(VoucherError::WrongTarget { got, .. }) => Err(format!(
+            "the payment is for {got}, not for our contract {target}"
+        )),
+        Err(e) => Err(format!("signed payment refused: {e}")),
+    }
 }
-
-/// The reference's op of a client charge payment (ours too).
-pub const OP_CLIENT_CHARGE_SIGNED: u32 = crate::messages::op::CLIENT_CHARGE_SIGNED;
-/// The reference's op of a worker payout payment (ours too).
-pub const OP_WORKER_PAYOUT_SIGNED: u32 = crate::messages::op::WORKER_PAYOUT_SIGNED;
 
 /// Workchain 0 and the hash of the StateInit (no split depth, not special, code, data, no
 /// libraries).
@@ -355,6 +314,7 @@ fn address(code: &Cell, data: Cell) -> Result<Address, ChainError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::voucher::Voucher;
 
     fn code(n: u8) -> Vec<u8> {
         let mut b = CellBuilder::new();
@@ -417,38 +377,35 @@ mod tests {
             Address::new([2; 32]),
             Address::new([3; 32]),
         );
-        let boc = |op: u32, k: &crate::keys::Keypair, target: &Address| {
-            crate::cells::to_boc(&signed_payment(k, op, 9, 134, target, &excesses).unwrap())
+        let signed = |k: &crate::keys::Keypair, target: &Address| {
+            let v = Voucher {
+                op: op::WORKER_PAYOUT_SIGNED,
+                query_id: 9,
+                counter: 134,
+                target: *target,
+                state_hash: None,
+            };
+            v.sign(k, excesses).unwrap().body().unwrap()
         };
+        let boc =
+            |k: &crate::keys::Keypair, target: &Address| crate::cells::to_boc(&signed(k, target));
         let pk = key.public_key();
-        let good = boc(OP_WORKER_PAYOUT_SIGNED, &key, &ours);
-        assert_eq!(
-            check_signed_payment(&good, OP_WORKER_PAYOUT_SIGNED, &pk, &ours),
-            Ok(134)
-        );
-        let refused = |b: &[u8], op: u32, needle: &str| {
-            let e = check_signed_payment(b, op, &pk, &ours).unwrap_err();
+        let good = boc(&key, &ours);
+        assert_eq!(check_payment(&good, Payee::Worker, &pk, &ours), Ok(134));
+        let refused = |b: &[u8], payee: Payee, needle: &str| {
+            let e = check_payment(b, payee, &pk, &ours).unwrap_err();
             assert!(e.contains(needle), "{e}");
         };
-        refused(&good, OP_CLIENT_CHARGE_SIGNED, "expected");
+        refused(&good, Payee::Client, "expected");
         refused(
-            &boc(
-                OP_WORKER_PAYOUT_SIGNED,
-                &crate::keys::Keypair::generate(),
-                &ours,
-            ),
-            OP_WORKER_PAYOUT_SIGNED,
+            &boc(&crate::keys::Keypair::generate(), &ours),
+            Payee::Worker,
             "signature",
         );
-        refused(
-            &boc(OP_WORKER_PAYOUT_SIGNED, &key, &other),
-            OP_WORKER_PAYOUT_SIGNED,
-            "not for our contract",
-        );
-        refused(b"garbage", OP_WORKER_PAYOUT_SIGNED, "not a signed payment");
+        refused(&boc(&key, &other), Payee::Worker, "not for our contract");
+        refused(b"garbage", Payee::Worker, "not a signed payment");
         // The envelope's query id must be the signed one's.
-        let inner =
-            signed_payment(&key, OP_WORKER_PAYOUT_SIGNED, 9, 134, &ours, &excesses).unwrap();
+        let inner = signed(&key, &ours);
         let mut s = inner.as_slice().unwrap();
         let (op, _qid) = (s.load_u32().unwrap(), s.load_u64().unwrap());
         let mut b = CellBuilder::new();
@@ -457,7 +414,7 @@ mod tests {
         b.store_slice(s).unwrap();
         refused(
             &crate::cells::to_boc(&b.build().unwrap()),
-            OP_WORKER_PAYOUT_SIGNED,
+            Payee::Worker,
             "query id",
         );
     }

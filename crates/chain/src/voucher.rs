@@ -121,6 +121,15 @@ impl SignedVoucher {
         }
     }
 
+    /// The body that redeems a voucher a proxy sent as a BOC (a client's charge or refund, a
+    /// worker's payout), the rest of the value meant for `redeemer` — what a reference client
+    /// or worker does (`repack_signed_pay_message`).
+    pub fn redeem(boc: &[u8], redeemer: Address) -> Result<Cell> {
+        Self::parse(&crate::cells::from_boc(boc)?, false)?
+            .redeemed_by(redeemer)
+            .body()
+    }
+
     /// Parses a body built by [`SignedVoucher::body`] (`with_state_hash` for `save_state`) as
     /// COCOON's roles parse one: nothing after the signature but the payload, nothing after the
     /// payload's target (or state hash), and the envelope's op and query id the payload's.

@@ -291,19 +291,15 @@ impl Funding {
     }
 }
 
-/// A message carrying a body the proxy signed (a voucher or a refund, as a BOC) to our client
-/// contract.
-/// The message that submits a proxy's signed payment to our client contract, the rest of its
-/// value meant for `redeemer` (our wallet; outside the signature).
+/// The message that submits a body the proxy signed (a voucher or a refund, as a BOC) to our
+/// client contract, the rest of its value meant for `redeemer` (our wallet; outside the
+/// signature).
 pub(crate) fn signed_body(
     client_sc: Address,
     boc: &[u8],
     redeemer: Address,
 ) -> Result<OutMessage, ClientError> {
-    let body =
-        cocoon_chain::voucher::SignedVoucher::parse(&cocoon_chain::cells::from_boc(boc)?, false)?
-            .redeemed_by(redeemer)
-            .body()?;
+    let body = cocoon_chain::voucher::SignedVoucher::redeem(boc, redeemer)?;
     Ok(OutMessage::transfer(client_sc, MIN_FEE, Some(body)))
 }
 

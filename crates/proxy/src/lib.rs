@@ -353,12 +353,7 @@ impl Proxy {
             proxies: Vec::new(),
             last_proxy_seqno: fake.proxies.iter().map(|p| p.seqno).max().unwrap_or(0),
             params: reference.params_view(),
-            head: cocoon_chain::contracts::ParamsHead {
-                struct_version: 1,
-                params_version: fake.params_version,
-                unique_id: 13,
-                is_test: true,
-            },
+            head: reference.root_params().head,
             codes: reference.codes(),
         };
         let init = proxy_init(&root, cfg.root, owner, &voucher_key.public_key());

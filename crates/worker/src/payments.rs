@@ -193,10 +193,7 @@ pub fn payout_message(
 ) -> Result<OutMessage, WorkerError> {
     let bytes = hex::decode(body_hex)
         .map_err(|e| WorkerError::Protocol(format!("the held voucher is not hex: {e}")))?;
-    // As a reference worker repacks it: the rest of the value back to the redeemer's wallet.
-    let body = SignedVoucher::parse(&cocoon_chain::cells::from_boc(&bytes)?, false)?
-        .redeemed_by(redeemer)
-        .body()?;
+    let body = SignedVoucher::redeem(&bytes, redeemer)?;
     let mut msg = OutMessage::transfer(worker_sc, MIN_FEE, Some(body));
     msg.init = init;
     Ok(msg)
