@@ -7,30 +7,14 @@
 mod common;
 
 use common::*;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// `cocoon engine serve-fake` on `addr`, once it answers.
-fn engine_on(addr: SocketAddr) -> Killed {
-    let child = Command::new(env!("CARGO_BIN_EXE_cocoon"))
-        .args(["engine", "serve-fake", "--listen", &addr.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let child = Killed(child);
-    eventually_blocking("the engine listens", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(addr).map(|_| ())
-    });
-    child
+/// `cocoon engine serve-fake` on `listen` (`127.0.0.1:0` for any port), and where it listens.
+fn engine_on(listen: &str) -> (Killed, SocketAddr) {
+    let (child, line) = spawn_until(&["engine", "serve-fake", "--listen", listen], "API on");
+    (child, addr_after(&line, "API on"))
 }
 
 /// One streamed chat request to the network: its status and body.
@@ -59,9 +43,8 @@ fn worker_enabled(net: &serde_json::Value) -> Option<bool> {
 
 #[test]
 fn an_http_engine_is_checked_served_withdrawn_when_it_dies_and_rejoins() {
-    let addr = free_port();
+    let (engine, addr) = engine_on("127.0.0.1:0");
     let url = format!("http://{addr}");
-    let engine = engine_on(addr);
 
     // The owner's check before joining.
     let report = ok(&["engine", "check", &url, "--json"]);
@@ -109,7 +92,7 @@ fn an_http_engine_is_checked_served_withdrawn_when_it_dies_and_rejoins() {
     assert!(body.contains("switched off"), "{body}");
 
     // Back on the same address: the worker rejoins by itself.
-    let _engine = engine_on(addr);
+    let _engine = engine_on(&addr.to_string());
     eventually_blocking("the worker rejoins", Duration::from_secs(30), || {
         let enabled = worker_enabled(&net);
         when(enabled == Some(true), enabled)

@@ -6,8 +6,7 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -15,46 +14,6 @@ use std::time::Duration;
 use cocoon_chain::client::{ChainClient, ToncenterClient};
 use cocoon_chain::contracts::ClientData;
 use cocoon_chain::{Address, Network};
-
-fn cocoon_cmd() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cocoon"))
-}
-
-/// Spawns and returns the first stdout line containing `marker`.
-fn spawn_until(args: &[&str], marker: &str) -> (Killed, String) {
-    let mut child = cocoon_cmd()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "cocoon {args:?} exited before printing {marker:?}"
-        );
-        if line.contains(marker) {
-            break;
-        }
-    }
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while out.read_line(&mut sink).unwrap_or(0) > 0 {
-            sink.clear();
-        }
-    });
-    (Killed(child), line)
-}
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 fn json_field(path: &Path, field: &str) -> String {
     let v: serde_json::Value =
@@ -210,7 +169,6 @@ fn start_processes(d: &Path, worker_models: &str, also: &[&str]) -> Procs {
         .unwrap()
         .to_string();
     let root = json_field(&chain_dir.join("genesis.json"), "root");
-    let (wp, cp, http) = (free_port(), free_port(), free_port());
     let wallet = |n: &str| {
         chain_dir
             .join("wallets")
@@ -225,11 +183,24 @@ fn start_processes(d: &Path, worker_models: &str, also: &[&str]) -> Procs {
             d.join(name).display()
         )
     };
-    std::fs::write(
-        d.join("proxy.toml"),
-        format!("{}worker_listen = \"{wp}\"\nclient_listen = \"{cp}\"\npow_difficulty = 4\nsave_state_interval_secs = 1\n", common("proxy")),
-    )
-    .unwrap();
+    // Every process binds port 0 and prints what it got; the proxy's restarts reuse its ports.
+    let proxy_toml = |wp: &str, cp: &str| {
+        std::fs::write(
+            d.join("proxy.toml"),
+            format!("{}worker_listen = \"{wp}\"\nclient_listen = \"{cp}\"\npow_difficulty = 4\nsave_state_interval_secs = 1\n", common("proxy")),
+        )
+        .unwrap()
+    };
+    proxy_toml("127.0.0.1:0", "127.0.0.1:0");
+    let proxy_args =
+        ["proxy", "--config", d.join("proxy.toml").to_str().unwrap()].map(str::to_string);
+    let (proxy, line) = spawn_until(&proxy_args, "proxy contract");
+    let proxy_sc = line.split_whitespace().nth(2).unwrap().to_string();
+    let (wp, cp) = (
+        addr_after(&line, "workers on"),
+        addr_after(&line, "clients on"),
+    );
+    proxy_toml(&wp.to_string(), &cp.to_string());
     std::fs::write(
         d.join("worker.toml"),
         format!("{}proxies = [\"{wp}\"]\n{worker_models}", common("worker")),
@@ -238,15 +209,11 @@ fn start_processes(d: &Path, worker_models: &str, also: &[&str]) -> Procs {
     std::fs::write(
         d.join("client.toml"),
         format!(
-            "{}proxies = [\"{cp}\"]\nlisten = \"{http}\"\napi_key = \"k-123\"\n",
+            "{}proxies = [\"{cp}\"]\nlisten = \"127.0.0.1:0\"\napi_key = \"k-123\"\n",
             common("client")
         ),
     )
     .unwrap();
-    let proxy_args =
-        ["proxy", "--config", d.join("proxy.toml").to_str().unwrap()].map(str::to_string);
-    let (proxy, line) = spawn_until(&args(&proxy_args), "proxy contract");
-    let proxy_sc = line.split_whitespace().nth(2).unwrap().to_string();
     ok(&[
         "root",
         "register-proxy",
@@ -271,7 +238,7 @@ fn start_processes(d: &Path, worker_models: &str, also: &[&str]) -> Procs {
         ],
         "worker",
     );
-    let (client, _) = spawn_until(
+    let (client, line) = spawn_until(
         &[
             "client",
             "--config",
@@ -279,6 +246,7 @@ fn start_processes(d: &Path, worker_models: &str, also: &[&str]) -> Procs {
         ],
         "OpenAI API on",
     );
+    let http = addr_after(&line, "OpenAI API on");
 
     let key = cocoon_chain::keys::Keypair::from_hex(
         &std::fs::read_to_string(d.join("proxy/voucher-key.hex")).unwrap(),
@@ -302,10 +270,6 @@ fn start_processes(d: &Path, worker_models: &str, also: &[&str]) -> Procs {
         client_owner: owner("client"),
         worker_owner: owner("worker"),
     }
-}
-
-fn args(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }
 
 #[test]
@@ -363,7 +327,7 @@ fn a_sigkilled_proxy_restarts_with_its_ledger_and_nothing_is_charged_twice() {
             c, w,
             "round {round}: the worker is credited what the client is charged"
         );
-        proxy = spawn_until(&args(&proxy_args), "proxy contract").0;
+        proxy = spawn_until(&proxy_args, "proxy contract").0;
     }
     // Let the last restart serve a while, then stop the load.
     until_ok(3);
@@ -554,7 +518,7 @@ fn a_sigkilled_cocoon_up_resumes_and_bills_every_complete_answer_once() {
     let any = "127.0.0.1:0";
     let up = || {
         let _ = std::fs::remove_file(d.join("network.json"));
-        let child = cocoon_cmd()
+        let child = Command::new(env!("CARGO_BIN_EXE_cocoon"))
             .args(["up", "--fake-engine", "--dir", d.to_str().unwrap()])
             .args(["--listen", any, "--chain-listen", any])
             .args(["--proxy-worker-listen", any, "--proxy-client-listen", any])
@@ -624,14 +588,11 @@ fn a_sigkilled_cocoon_up_resumes_and_bills_every_complete_answer_once() {
 /// separately, requests for each reach its engine, and the owner is paid for both.
 #[test]
 fn one_worker_serves_several_models_each_announced_separately() {
-    let engine_addr = free_port();
-    let engine = Command::new(env!("CARGO_BIN_EXE_cocoon"))
-        .args(["engine", "serve-fake", "--listen", &engine_addr.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _engine = Killed(engine);
+    let (_engine, line) = spawn_until(
+        &["engine", "serve-fake", "--listen", "127.0.0.1:0"],
+        "API on",
+    );
+    let engine_addr = addr_after(&line, "API on");
     let second = format!("second-model@{}", "5e".repeat(32));
     let models = format!(
         "[[models]]\nmodel = \"fake\"\n\n[[models]]\nmodel = \"{second}\"\nengine_url = \"http://{engine_addr}\"\nengine_model = \"fake-benchmark-model\"\nmax_active = 2\n"

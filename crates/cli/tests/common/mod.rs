@@ -4,7 +4,9 @@
 
 use std::ffi::OsStr;
 use std::fmt::Debug;
-use std::process::{Child, Command, Output};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 #[allow(unused_imports)] // each test file uses a different part
@@ -48,6 +50,51 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Spawns `cocoon ARGS` and returns it with the first line of its stdout that contains
+/// `marker`; the rest of its stdout is read and dropped so that it never blocks on a full pipe.
+pub fn spawn_until<S: AsRef<OsStr> + Debug>(args: &[S], marker: &str) -> (Killed, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cocoon"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "cocoon {args:?} exited before printing {marker:?}"
+        );
+        if line.contains(marker) {
+            break;
+        }
+    }
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while out.read_line(&mut sink).unwrap_or(0) > 0 {
+            sink.clear();
+        }
+    });
+    (Killed(child), line)
+}
+
+/// The address printed after `label` in `line` ("workers on 127.0.0.1:4000,", "API on
+/// http://127.0.0.1:80/v1"): how a test learns the port a process bound to `127.0.0.1:0`.
+/// Ports chosen by the test ahead of time can be taken by any outbound connection in between.
+pub fn addr_after(line: &str, label: &str) -> SocketAddr {
+    let rest = &line[line
+        .find(label)
+        .unwrap_or_else(|| panic!("no {label:?} in {line:?}"))
+        + label.len()..];
+    let word = rest.split_whitespace().next().unwrap_or_default();
+    let word = word.trim_start_matches("http://");
+    let word = word.split(['/', ',', ';']).next().unwrap_or_default();
+    word.parse()
+        .unwrap_or_else(|e| panic!("{word:?} after {label:?} in {line:?}: {e}"))
 }
 
 /// One chat request with `body` to a `cocoon up` network (its network.json): the status and
