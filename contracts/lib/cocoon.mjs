@@ -78,6 +78,7 @@ export const OP = {
     owner_client_increase_stake: 0x6a1f6a60,
     owner_client_withdraw: 0xda068e78,
     owner_client_change_secret_hash: 0xa9357034,
+    owner_client_register: 0xc45f9f3b,
     owner_client_request_refund: 0xfafa6cc1,
     owner_client_close_force: 0x3b1e0f8d,
     ext_client_charge_signed: 0xbb63ff93,
@@ -263,6 +264,8 @@ export const body = {
     withdraw: (queryId, amount) => head(OP.owner_client_withdraw, queryId).storeCoins(amount).endCell(),
     changeSecretHash: (queryId, hash, sendExcessesTo = ADDR.clientOwner) =>
         head(OP.owner_client_change_secret_hash, queryId).storeUint(hash, 256).storeAddress(sendExcessesTo).endCell(),
+    register: (queryId, nonce, sendExcessesTo = ADDR.clientOwner) =>
+        head(OP.owner_client_register, queryId).storeUint(nonce, 64).storeAddress(sendExcessesTo).endCell(),
     requestRefund: (queryId) => head(OP.owner_client_request_refund, queryId).endCell(),
     closeForce: (queryId) => head(OP.owner_client_close_force, queryId).endCell(),
     // any op with nothing after query_id

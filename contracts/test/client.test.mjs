@@ -222,6 +222,28 @@ describe('client', () => {
         });
     });
 
+    describe('owner_client_register', () => {
+        it('takes COCOON\'s body from the owner of an open contract, stores nothing, gives the rest back', async () => {
+            await deployClient(net, DEPOSIT);
+            const data = (await net.blockchain.getContract(client())).accountState.state.data;
+            const before = await balanceOf(net, client());
+            const res = await toClient(ADDR.clientOwner, body.register(7, 0x0123456789abcdefn, ADDR.stranger));
+            const tx = expectExit(res, client(), 0);
+            const [excess] = outMessages(tx);
+            assert.ok(excess.to.equals(ADDR.stranger));
+            assert.deepEqual(opOf(excess.body), { op: OP.excesses, queryId: 7n });
+            assert.equal(await balanceOf(net, client()), before);
+            assert.ok((await net.blockchain.getContract(client())).accountState.state.data.equals(data));
+        });
+
+        it('refuses anyone but the owner (101) and a contract that is not open (109)', async () => {
+            await deployClient(net, DEPOSIT);
+            expectExit(await toClient(ADDR.stranger, body.register(1, 5n)), client(), ERR.NOT_OWNER);
+            expectExit(await toClient(ADDR.clientOwner, body.requestRefund(2)), client(), 0);
+            expectExit(await toClient(ADDR.clientOwner, body.register(3, 5n)), client(), ERR.WRONG_STATE);
+        });
+    });
+
     describe('ext_client_charge_signed', () => {
         beforeEach(async () => {
             await deployClient(net, DEPOSIT);

@@ -56,6 +56,18 @@ pub struct Tx {
     pub aborted: bool,
     /// Fees, nanotons.
     pub fees: u128,
+    /// The inbound message's body (None: no inbound message, or one that cannot be read).
+    #[serde(skip)]
+    pub body: Option<Cell>,
+}
+
+/// The body of a transaction's inbound message.
+fn in_message_body(tx: &tycho_types::models::Transaction) -> Option<Cell> {
+    let msg = tx.in_msg.as_ref()?;
+    let msg = msg.parse::<tycho_types::models::Message<'_>>().ok()?;
+    let mut b = tycho_types::cell::CellBuilder::new();
+    b.store_slice(msg.body).ok()?;
+    b.build().ok()
 }
 
 impl From<&TxRecord> for Tx {
@@ -69,6 +81,12 @@ impl From<&TxRecord> for Tx {
             exit_code: r.exit_code,
             aborted: r.aborted,
             fees: r.total_fees,
+            body: from_boc_base64(&r.boc)
+                .ok()
+                .and_then(|c| {
+                    tycho_types::models::Transaction::load_from(&mut c.as_slice().ok()?).ok()
+                })
+                .and_then(|t| in_message_body(&t)),
         }
     }
 }
@@ -413,8 +431,39 @@ fn parse_toncenter_tx(v: &serde_json::Value) -> Result<Tx> {
         exit_code,
         aborted,
         fees: tx.total_fees.tokens.into_inner(),
+        body: in_message_body(&tx),
     })
 }
+
+/// Whether `owner` has registered `nonce` at its client contract `client_sc` (long
+/// authorization), read from the contract's newest transactions: see [`registered_in`].
+pub async fn client_registered(
+    chain: &dyn ChainClient,
+    client_sc: &Address,
+    owner: &Address,
+    nonce: u64,
+) -> Result<bool> {
+    let txs = chain.transactions(client_sc, REGISTRATION_LOOKBACK).await?;
+    Ok(registered_in(&txs, owner, nonce))
+}
+
+/// Whether one of a client contract's transactions `txs` took, from `owner`, an
+/// `owner_client_register` body carrying `nonce`, and succeeded. The sender of an internal
+/// message cannot be forged, so this proves the owner controls the contract now.
+pub fn registered_in(txs: &[Tx], owner: &Address, nonce: u64) -> bool {
+    txs.iter().any(|t| {
+        t.from.as_ref() == Some(owner)
+            && !t.aborted
+            && matches!(t.exit_code, Some(0) | Some(1))
+            && t.body
+                .as_ref()
+                .and_then(crate::messages::client::registered_nonce)
+                == Some(nonce)
+    })
+}
+
+/// How many of a client contract's newest transactions [`client_registered`] reads.
+const REGISTRATION_LOOKBACK: usize = 16;
 
 /// A wallet's seqno (0 when it is not deployed yet).
 pub async fn wallet_seqno(chain: &dyn ChainClient, address: &Address) -> Result<u32> {

@@ -67,6 +67,8 @@ pub mod op {
     pub const CLIENT_WITHDRAW: u32 = 0xda06_8e78;
     /// Client owner: change the authorization secret hash.
     pub const CLIENT_CHANGE_SECRET_HASH: u32 = 0xa935_7034;
+    /// Client owner: long authorization, the nonce a proxy gave (COCOON's `owner_client_register`).
+    pub const CLIENT_REGISTER: u32 = 0xc45f_9f3b;
     /// Client owner: ask for a refund (start closing).
     pub const CLIENT_REQUEST_REFUND: u32 = 0xfafa_6cc1;
     /// Client owner: close after the delay without the proxy (ours).
@@ -320,6 +322,24 @@ pub mod client {
         store_address(&mut b, send_excesses_to)?;
         Ok(b.build()?)
     }
+    /// Owner: long authorization with a proxy, proving control of the contract by sending the
+    /// `nonce` the proxy gave (COCOON's body: the rest of the value goes back to
+    /// `send_excesses_to`).
+    pub fn register(query_id: u64, nonce: u64, send_excesses_to: &Address) -> Result<Cell> {
+        let mut b = head(op::CLIENT_REGISTER, query_id)?;
+        b.store_u64(nonce)?;
+        store_address(&mut b, send_excesses_to)?;
+        Ok(b.build()?)
+    }
+    /// The nonce of a [`register`] body; None for any other body.
+    pub fn registered_nonce(body: &Cell) -> Option<u64> {
+        let mut s = body.as_slice().ok()?;
+        if s.load_u32().ok()? != op::CLIENT_REGISTER {
+            return None;
+        }
+        s.load_u64().ok()?;
+        s.load_u64().ok()
+    }
     /// Owner: ask for a refund (start closing).
     pub fn request_refund(query_id: u64) -> Result<Cell> {
         only_head(op::CLIENT_REQUEST_REFUND, query_id)
@@ -365,6 +385,7 @@ mod tests {
             op::CLIENT_INCREASE_STAKE,
             op::CLIENT_WITHDRAW,
             op::CLIENT_CHANGE_SECRET_HASH,
+            op::CLIENT_REGISTER,
             op::CLIENT_REQUEST_REFUND,
             op::CLIENT_CLOSE_FORCE,
             op::CLIENT_CHARGE_SIGNED,

@@ -482,3 +482,70 @@ fn state_survives_a_restart_from_disk() {
     );
     assert_eq!(reopened.now(), T0, "the fixed clock is restored");
 }
+
+/// Long authorization: the proxy finds the nonce it gave in the client contract's
+/// transactions, sent by the owner and taken; anyone else's message, another nonce, another
+/// op, or a message the contract refused proves nothing.
+#[test]
+fn a_long_authorization_is_read_from_the_client_contracts_transactions() {
+    use cocoon_chain::client::{registered_in, Tx};
+    let mut net = Net::new();
+    net.deploy();
+    let client = net.client_addr();
+    let (owner, stranger) = (net.addr("client"), net.addr("stranger"));
+    let register = |nonce| messages::client::register(3, nonce, &owner).unwrap();
+    let seen = |net: &Net, who: &Address, nonce| {
+        let txs: Vec<Tx> = net
+            .chain
+            .transactions(&client, 16)
+            .iter()
+            .map(Tx::from)
+            .collect();
+        registered_in(&txs, who, nonce)
+    };
+    assert!(!seen(&net, &owner, 7));
+    let before = net.client_data();
+    assert_eq!(net.call("client", client, MIN_FEE, register(7)), 0);
+    assert!(seen(&net, &owner, 7));
+    assert!(!seen(&net, &owner, 8), "another nonce");
+    assert!(!seen(&net, &stranger, 7), "another sender");
+    let after = net.client_data();
+    assert_eq!(
+        (after.balance, after.stake, after.secret_hash),
+        (before.balance, before.stake, before.secret_hash),
+        "registering stores nothing"
+    );
+    // A stranger's registration is refused by the contract and proves nothing.
+    assert_eq!(
+        net.call("stranger", client, MIN_FEE, register(9)),
+        exit::NOT_OWNER
+    );
+    assert!(!seen(&net, &stranger, 9) && !seen(&net, &owner, 9));
+    // Another op carrying the same bits after its head is not a registration.
+    let hash = [0u8; 32];
+    assert_eq!(
+        net.call(
+            "client",
+            client,
+            MIN_FEE,
+            messages::client::change_secret_hash(3, &hash, &owner).unwrap()
+        ),
+        0
+    );
+    assert!(!seen(&net, &owner, 0));
+    // A closing contract refuses to register (109): no authorization from it.
+    assert_eq!(
+        net.call(
+            "client",
+            client,
+            MIN_FEE,
+            messages::client::request_refund(0).unwrap()
+        ),
+        0
+    );
+    assert_eq!(
+        net.call("client", client, MIN_FEE, register(11)),
+        exit::WRONG_STATE
+    );
+    assert!(!seen(&net, &owner, 11));
+}

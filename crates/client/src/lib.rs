@@ -3,7 +3,8 @@
 //! [`Client::start`] reads the root contract, and for each proxy: verifies its attestation
 //! (RA-TLS, image hash in the root) before sending anything, checks that its contract is
 //! registered and holds the voucher key it announces, makes sure our client contract at that
-//! proxy exists, is funded and staked and holds the hash of our secret, and authorizes.
+//! proxy exists, is funded and staked and holds the hash of our secret, and authorizes (the
+//! short way with the secret, or the long way by registering the proxy's nonce at the contract).
 //! [`Client::query`] sends a request to the first live proxy connection (a closed one drops
 //! out, so the next takes over; a proxy's refusal is returned, not retried elsewhere) and
 //! streams the answer. Every charge voucher the proxy sends is checked and kept; the newest

@@ -117,7 +117,7 @@ impl Client {
         *payments.lock() = Some(proxy);
         let auth: AuthorizationWithProxy = peer
             .request(
-                &self.authorization(&connected.auth)?,
+                &self.authorization(&connected.auth, client_sc).await?,
                 Duration::from_secs(300),
             )
             .await
@@ -148,15 +148,16 @@ impl Client {
         Ok(())
     }
 
-    /// How to authorize, given what the proxy offers: the short way with our secret when the
-    /// proxy holds its hash; on a fake-TON root, where every client's hash is SHA-256 of
-    /// nothing (the reference's), the short way with nothing, else the long way (which the
-    /// reference accepts at once there). On chain the long way (registering with the nonce in
-    /// a message to our contract) is not offered by this client yet: the proxy is told our
-    /// secret, and refuses it if our contract holds another hash.
-    fn authorization(
+    /// How to authorize, given what the proxy offers (COCOON's rule): the short way with our
+    /// secret when the proxy holds its hash; otherwise the long way. On chain the long way first
+    /// registers the proxy's nonce at our client contract (`owner_client_register`, from our
+    /// wallet), which the proxy watches for. On a fake-TON root, where every client's hash is
+    /// SHA-256 of nothing (the reference's), the short way with nothing, else the long way
+    /// with nothing to register (the reference grants it at once there).
+    async fn authorization(
         &self,
         offered: &cocoon_wire::client::ProxyConnectionAuth,
+        client_sc: Address,
     ) -> Result<ClientRequest, ClientError> {
         use cocoon_wire::client::ProxyConnectionAuth as Auth;
         let ours: [u8; 32] = Sha256::digest(self.secret).into();
@@ -171,9 +172,15 @@ impl Client {
                 ClientRequest::AuthorizeWithProxyShort { data: Vec::new() }
             }
             (_, true) => ClientRequest::AuthorizeWithProxyLong,
-            (_, false) => ClientRequest::AuthorizeWithProxyShort {
-                data: self.secret.to_vec(),
-            },
+            (Auth::Short { nonce, .. } | Auth::Long { nonce }, false) => {
+                tracing::info!(
+                    "registering at client contract {client_sc} for the proxy (long authorization)"
+                );
+                let body = messages::client::register(0, *nonce, &self.owner())?;
+                self.send(&[OutMessage::transfer(client_sc, MIN_FEE, Some(body))])
+                    .await?;
+                ClientRequest::AuthorizeWithProxyLong
+            }
         })
     }
 

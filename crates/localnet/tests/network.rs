@@ -714,3 +714,75 @@ async fn the_callers_own_openai_fields_pass_through_the_network() {
     let text = r.text().await.unwrap();
     assert!(text.contains("field `n` must be 1"), "{text}");
 }
+
+/// As COCOON's proxy does, ours offers a client it does not know yet (no contract with a
+/// secret hash) the long way: the client registers the proxy's nonce at its contract from its
+/// wallet, the proxy sees it there and lets it in. Once its contract holds the hash of its
+/// secret, the proxy offers the short way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_client_authorizes_the_long_way_and_later_the_short_way() {
+    use cocoon_chain::messages::client::registered_nonce;
+    use cocoon_wire::client::{ClientConnectedToProxy, ClientRequest, ProxyConnectionAuth};
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let net = start(dir.path(), 1).await;
+    let proxy_sc = net.proxy.proxy.address();
+    let p = cocoon_chain::client::read_proxy(net.chain_client.as_ref(), &proxy_sc)
+        .await
+        .unwrap();
+    let owner = net.client.owner();
+    let client_sc = p.init().client_address(proxy_sc, owner).unwrap();
+    let registrations = net
+        .chain_client
+        .transactions(&client_sc, 64)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.from == Some(owner) && t.body.as_ref().and_then(registered_nonce).is_some())
+        .count();
+    assert_eq!(
+        registrations, 1,
+        "the first connection registered its nonce once"
+    );
+    // The client is in: a request is answered and paid.
+    let r = post_chat(&net, &net.info.api_key, &chat(false)).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    // Now its contract holds the hash of its secret: the short way is offered.
+    let secret = std::fs::read_to_string(dir.path().join("client/secret.hex")).unwrap();
+    let hash: [u8; 32] = sha2::Sha256::digest(hex::decode(secret.trim()).unwrap()).into();
+    let connect = |who: Address| ClientRequest::ConnectToProxy {
+        params: client_params(who, true),
+        min_config_version: 0,
+    };
+    let (peer, _answers) = stranger(&net).await;
+    let offered = peer
+        .query(
+            cocoon_wire::encode(&connect(owner)),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let offered: ClientConnectedToProxy = cocoon_wire::decode(&offered).unwrap();
+    assert!(
+        matches!(offered.auth, ProxyConnectionAuth::Short { secret_hash, .. } if secret_hash == hash),
+        "{:?}",
+        offered.auth
+    );
+    // A wallet without a contract at this proxy is offered the long way.
+    let (peer, _answers) = stranger(&net).await;
+    let nobody: Address = format!("0:{}", "ab".repeat(32)).parse().unwrap();
+    let offered = peer
+        .query(
+            cocoon_wire::encode(&connect(nobody)),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let offered: ClientConnectedToProxy = cocoon_wire::decode(&offered).unwrap();
+    assert!(
+        matches!(offered.auth, ProxyConnectionAuth::Long { .. }),
+        "{:?}",
+        offered.auth
+    );
+}

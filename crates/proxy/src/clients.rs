@@ -31,6 +31,8 @@ struct Conn {
     owner: Option<Address>,
     authorized: bool,
     proto: i32,
+    /// The nonce offered at the handshake, until a long authorization has used it.
+    nonce: Option<u64>,
     /// Queries of this connection running now (capped: one peer cannot make the proxy spawn
     /// work without bound).
     in_flight: InFlight,
@@ -183,6 +185,86 @@ fn on_run_packet(proxy: &Arc<Proxy>, state: &Mutex<Conn>, peer: &Peer, request: 
     });
 }
 
+/// How long the proxy watches a client contract for the registration of a long
+/// authorization: a wallet transfer and the message it sends take a few blocks on a public
+/// network; a reference client waits 300 s for the answer.
+pub const LONG_AUTHORIZATION_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// Long authorization on chain (COCOON's): the client's owner sends `owner_client_register`
+/// with the handshake's nonce to its client contract; once that transaction is seen, the
+/// connection is the owner's. A nonce serves one authorization.
+async fn authorize_long(proxy: &Arc<Proxy>, state: &Arc<Mutex<Conn>>) -> Result<Vec<u8>, RpcError> {
+    let (owner, nonce) = {
+        let st = state.lock();
+        match (st.owner, st.nonce) {
+            (Some(o), Some(n)) => (o, n),
+            (None, _) => return Err(err(400, "connectToProxy first")),
+            (Some(_), None) => {
+                return Err(err(
+                    400,
+                    "this connection's nonce is used: reconnect for a new one",
+                ))
+            }
+        }
+    };
+    let failed = |code: i32, why: String| {
+        Ok(cocoon_wire::encode(&AuthorizationWithProxy::Failed {
+            error_code: code,
+            error: why.into_bytes(),
+        }))
+    };
+    let client_sc = proxy
+        .client_contract(owner)
+        .map_err(|e| err(500, e.to_string()))?;
+    let deadline = std::time::Instant::now() + LONG_AUTHORIZATION_WAIT;
+    // On a fake-TON root there is nothing to register on chain: granted at once, as the
+    // reference grants it there.
+    if let Some(chain) = &proxy.chain {
+        loop {
+            match cocoon_chain::client::client_registered(chain.as_ref(), &client_sc, &owner, nonce)
+                .await
+            {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!("reading client contract {client_sc} for a registration: {e}")
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                return failed(
+                    408,
+                    format!(
+                        "no owner_client_register with nonce {nonce} from {owner} reached client contract {client_sc} within {} s",
+                        LONG_AUTHORIZATION_WAIT.as_secs()
+                    ),
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        match onchain(proxy, owner, true).await? {
+            Some(c) if c.state == ContractState::Open => {}
+            Some(c) => return failed(401, format!("the client contract is {:?}", c.state)),
+            None => {
+                return failed(
+                    401,
+                    format!("no client contract for {owner} at this proxy: top it up first"),
+                )
+            }
+        }
+    }
+    {
+        let mut st = state.lock();
+        st.nonce = None;
+        st.authorized = true;
+    }
+    let total = proxy.client_total(&owner);
+    Ok(cocoon_wire::encode(&AuthorizationWithProxy::Success {
+        signed_payment: proxy.client_voucher(owner, total),
+        tokens_committed_to_db: total,
+        max_tokens: total,
+    }))
+}
+
 /// A refusal with an HTTP-like code.
 pub(crate) fn err(code: i32, message: impl Into<String>) -> RpcError {
     RpcError::remote(code, message)
@@ -211,19 +293,30 @@ async fn handle_query(
             let proto = Proxy::settle_proto(params.min_proto_version, params.max_proto_version)
                 .map_err(|e| err(400, e))?;
             let client_sc = proxy.client_contract(owner).map_err(|e| err(500, e.to_string()))?;
-            let secret_hash = onchain(&proxy, owner, true).await?.map(|d| d.secret_hash).unwrap_or([0; 32]);
+            let contract = onchain(&proxy, owner, true).await?;
+            let mut nonce = [0u8; 8];
+            getrandom::fill(&mut nonce).map_err(|e| err(500, format!("no randomness for the nonce: {e}")))?;
+            let nonce = u64::from_le_bytes(nonce);
+            let auth = match contract {
+                // On chain, as the reference: the short way for a client whose open contract
+                // holds a secret hash; any other client registers the nonce on chain.
+                Some(c) if proxy.on_fake_ton() || (c.state == ContractState::Open && c.secret_hash != [0; 32]) => {
+                    ProxyConnectionAuth::Short { secret_hash: c.secret_hash, nonce }
+                }
+                None if proxy.on_fake_ton() => ProxyConnectionAuth::Short { secret_hash: [0; 32], nonce },
+                _ => ProxyConnectionAuth::Long { nonce },
+            };
             {
                 let mut st = state.lock();
                 st.owner = Some(owner);
                 st.proto = proto;
+                st.nonce = Some(nonce);
             }
             let total = proxy.client_total(&owner);
-            let mut nonce = [0u8; 8];
-            getrandom::fill(&mut nonce).map_err(|e| err(500, format!("no randomness for the nonce: {e}")))?;
             Ok(cocoon_wire::encode(&ClientConnectedToProxy {
                 params: proxy.proxy_params(proto),
                 client_sc_address: proxy.wire_address(&client_sc),
-                auth: ProxyConnectionAuth::Short { secret_hash, nonce: u64::from_le_bytes(nonce) },
+                auth,
                 signed_payment: proxy.client_voucher(owner, total),
             }))
         }
@@ -248,22 +341,7 @@ async fn handle_query(
                 max_tokens: total,
             }))
         }
-        // On a fake-TON root there is nothing to register on chain: granted at once, as the
-        // reference grants it there.
-        ClientRequest::AuthorizeWithProxyLong if proxy.on_fake_ton() => {
-            let owner = state.lock().owner.ok_or_else(|| err(400, "connectToProxy first"))?;
-            state.lock().authorized = true;
-            let total = proxy.client_total(&owner);
-            Ok(cocoon_wire::encode(&AuthorizationWithProxy::Success {
-                signed_payment: proxy.client_voucher(owner, total),
-                tokens_committed_to_db: total,
-                max_tokens: total,
-            }))
-        }
-        ClientRequest::AuthorizeWithProxyLong => Ok(cocoon_wire::encode(&AuthorizationWithProxy::Failed {
-            error_code: 501,
-            error: b"long authorization (on-chain registration) is not supported; set a secret hash".to_vec(),
-        })),
+        ClientRequest::AuthorizeWithProxyLong => authorize_long(&proxy, &state).await,
         ClientRequest::RunQuery { .. } | ClientRequest::RunQueryEx { .. } => Err(err(
             400,
             "client.runQuery(Ex) is a one-way packet (tcp.packet), answered in packets, not a query",
