@@ -102,8 +102,8 @@ export async function runScenario() {
         from: ADDR.clientOwner, to: client.address, value: 5n * TON + MIN_FEE,
         body: body.topUp(3, 5n * TON, ADDR.clientOwner), init: client.init,
     });
-    await step('client_increase_stake', { op: 'owner_client_increase_stake', query_id: 4, new_stake: '1000000000' }, {
-        from: ADDR.clientOwner, to: client.address, value: MIN_FEE, body: body.increaseClientStake(4, TON),
+    await step('client_increase_stake', { op: 'owner_client_increase_stake', query_id: 4, new_stake: '1000000000', send_excesses_to: raw(ADDR.clientOwner) }, {
+        from: ADDR.clientOwner, to: client.address, value: MIN_FEE, body: body.increaseClientStake(4, TON, ADDR.clientOwner),
     });
     await signed('charge_1', ADDR.payer, client.address, voucher('ext_client_charge_signed', 10_000, client.address, { queryId: 5 }));
     await signed('charge_2', ADDR.payer, client.address, voucher('ext_client_charge_signed', 25_000, client.address, { queryId: 6 }));
@@ -118,18 +118,18 @@ export async function runScenario() {
     await signed('proxy_save_state', ADDR.payer, proxy.address, voucher('proxy_save_state', 1, proxy.address, { queryId: 13, stateHash: 0x5eedn }));
 
     // the client leaves
-    await step('client_withdraw', { op: 'owner_client_withdraw', query_id: 14, amount: '1000000000' }, {
-        from: ADDR.clientOwner, to: client.address, value: MIN_FEE, body: body.withdraw(14, TON),
+    await step('client_withdraw', { op: 'owner_client_withdraw', query_id: 14, send_excesses_to: raw(ADDR.clientOwner) }, {
+        from: ADDR.clientOwner, to: client.address, value: MIN_FEE, body: body.withdraw(14, ADDR.clientOwner),
     });
-    await step('client_request_refund', { op: 'owner_client_request_refund', query_id: 15 }, {
-        from: ADDR.clientOwner, to: client.address, value: MIN_FEE, body: body.requestRefund(15),
+    await step('client_request_refund', { op: 'owner_client_request_refund', query_id: 15, send_excesses_to: raw(ADDR.clientOwner) }, {
+        from: ADDR.clientOwner, to: client.address, value: MIN_FEE, body: body.requestRefund(15, ADDR.clientOwner),
     });
-    await step('client_close_force_too_early', { op: 'owner_client_close_force', query_id: 16 }, {
-        from: ADDR.clientOwner, to: client.address, value: MIN_FEE, body: body.closeForce(16),
+    await step('client_close_too_early', { op: 'owner_client_request_refund', query_id: 16, send_excesses_to: raw(ADDR.clientOwner) }, {
+        from: ADDR.clientOwner, to: client.address, value: MIN_FEE, body: body.requestRefund(16, ADDR.clientOwner),
     });
     blockchain.now = NOW + PARAMS.clientDelayBeforeClose;
-    await step('client_close_force', { op: 'owner_client_close_force', query_id: 17 }, {
-        from: ADDR.clientOwner, to: client.address, value: MIN_FEE, body: body.closeForce(17),
+    await step('client_close', { op: 'owner_client_request_refund', query_id: 17, send_excesses_to: raw(ADDR.clientOwner) }, {
+        from: ADDR.clientOwner, to: client.address, value: MIN_FEE, body: body.requestRefund(17, ADDR.clientOwner),
     });
 
     // the proxy closes

@@ -80,7 +80,6 @@ export const OP = {
     owner_client_change_secret_hash: 0xa9357034,
     owner_client_register: 0xc45f9f3b,
     owner_client_request_refund: 0xfafa6cc1,
-    owner_client_close_force: 0x3b1e0f8d,
     ext_client_charge_signed: 0xbb63ff93,
     ext_client_grant_refund_signed: 0xefd711e1,
     // worker
@@ -259,15 +258,16 @@ export const body = {
         head(OP.ext_client_top_up, queryId).storeCoins(amount).storeAddress(sendExcessesTo).endCell(),
     topUpReopen: (queryId, amount, sendExcessesTo) =>
         head(OP.owner_client_top_up_reopen, queryId).storeCoins(amount).storeAddress(sendExcessesTo).endCell(),
-    increaseClientStake: (queryId, newStake) =>
-        head(OP.owner_client_increase_stake, queryId).storeCoins(newStake).endCell(),
-    withdraw: (queryId, amount) => head(OP.owner_client_withdraw, queryId).storeCoins(amount).endCell(),
+    increaseClientStake: (queryId, newStake, sendExcessesTo = ADDR.clientOwner) =>
+        head(OP.owner_client_increase_stake, queryId).storeCoins(newStake).storeAddress(sendExcessesTo).endCell(),
+    withdraw: (queryId, sendExcessesTo = ADDR.clientOwner) =>
+        head(OP.owner_client_withdraw, queryId).storeAddress(sendExcessesTo).endCell(),
     changeSecretHash: (queryId, hash, sendExcessesTo = ADDR.clientOwner) =>
         head(OP.owner_client_change_secret_hash, queryId).storeUint(hash, 256).storeAddress(sendExcessesTo).endCell(),
     register: (queryId, nonce, sendExcessesTo = ADDR.clientOwner) =>
         head(OP.owner_client_register, queryId).storeUint(nonce, 64).storeAddress(sendExcessesTo).endCell(),
-    requestRefund: (queryId) => head(OP.owner_client_request_refund, queryId).endCell(),
-    closeForce: (queryId) => head(OP.owner_client_close_force, queryId).endCell(),
+    requestRefund: (queryId, sendExcessesTo = ADDR.clientOwner) =>
+        head(OP.owner_client_request_refund, queryId).storeAddress(sendExcessesTo).endCell(),
     // any op with nothing after query_id
     bare: (op, queryId) => head(op, queryId).endCell(),
 };

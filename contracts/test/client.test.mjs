@@ -122,7 +122,7 @@ describe('client', () => {
             expectExit(await toClient(ADDR.stranger, body.topUpReopen(3, 1n, ADDR.stranger), 1n + MIN_FEE), client(), ERR.NOT_OWNER);
             expectExit(await toClient(ADDR.clientOwner, body.topUpReopen(3, 1n, ADDR.clientOwner), MIN_FEE), client(), ERR.LOW_VALUE);
             net.blockchain.now = NOW + PARAMS.clientDelayBeforeClose;
-            expectExit(await toClient(ADDR.clientOwner, body.closeForce(4)), client(), 0);
+            expectExit(await toClient(ADDR.clientOwner, body.requestRefund(4)), client(), 0);
             expectExit(await toClient(ADDR.clientOwner, body.topUpReopen(5, 1n, ADDR.clientOwner), 1n + MIN_FEE), client(), ERR.WRONG_STATE);
         });
     });
@@ -150,6 +150,18 @@ describe('client', () => {
             assert.equal((await clientData_(net)).stake, PARAMS.minClientStake + 10n);
         });
 
+        it('takes COCOON\'s body and gives the rest of the value back to send_excesses_to', async () => {
+            const before = await balanceOf(net, client());
+            const res = await toClient(ADDR.clientOwner, body.increaseClientStake(6, PARAMS.minClientStake, ADDR.stranger));
+            const [excess] = outMessages(expectExit(res, client(), 0));
+            assert.ok(excess.to.equals(ADDR.stranger));
+            assert.deepEqual(opOf(excess.body), { op: OP.excesses, queryId: 6n });
+            assert.equal(await balanceOf(net, client()), before);
+            // our old body, without the address, is refused
+            const old = beginCell().storeUint(OP.owner_client_increase_stake, 32).storeUint(7, 64).storeCoins(PARAMS.minClientStake).endCell();
+            expectExit(await toClient(ADDR.clientOwner, old), client(), 9);
+        });
+
         it('refuses anyone but the owner (101) and a closing contract (109)', async () => {
             expectExit(await stake(PARAMS.minClientStake, ADDR.stranger), client(), ERR.NOT_OWNER);
             expectExit(await toClient(ADDR.clientOwner, body.requestRefund(1)), client(), 0);
@@ -163,36 +175,38 @@ describe('client', () => {
             await deployClient(net, DEPOSIT);
             expectExit(await toClient(ADDR.clientOwner, body.increaseClientStake(1, stakeValue)), client(), 0);
         });
-        const withdraw = (amount, from = ADDR.clientOwner, value = MIN_FEE) => toClient(from, body.withdraw(7, amount), value);
+        const withdraw = (from = ADDR.clientOwner, value = MIN_FEE, sendTo = ADDR.clientOwner) => toClient(from, body.withdraw(7, sendTo), value);
 
-        it('pays the amount out of the proxy to the owner, down to exactly the stake', async () => {
-            const amount = 1_000_000_000n;
-            let res = await withdraw(amount);
+        it('pays everything above the stake out of the proxy to send_excesses_to, leaving exactly the stake', async () => {
+            const res = await withdraw(ADDR.clientOwner, MIN_FEE, ADDR.payer);
+            expectExit(res, client(), 0);
+            const out = paidTo(res, ADDR.payer);
+            assert.ok(out.value > DEPOSIT - stakeValue);
+            assert.equal((await clientData_(net)).balance, stakeValue);
+            assert.equal((await proxyData_(net)).clientsHeld, stakeValue);
+            assert.equal(await balanceOf(net, proxy()), STAKE + stakeValue);
+        });
+
+        it('pays one nanoton above the stake; refuses when nothing is above it (107)', async () => {
+            expectExit(await withdraw(), client(), 0);
+            expectExit(await withdraw(), client(), ERR.BELOW_STAKE);
+            expectExit(await toClient(ADDR.payer, body.topUp(8, 1n, ADDR.payer), 1n + MIN_FEE), client(), 0);
+            const res = await withdraw();
             expectExit(res, client(), 0);
             const out = paidTo(res, ADDR.clientOwner);
-            assert.ok(out.value > amount);
-            assert.equal((await clientData_(net)).balance, DEPOSIT - amount);
-            assert.equal((await proxyData_(net)).clientsHeld, DEPOSIT - amount);
-            assert.equal(await balanceOf(net, proxy()), STAKE + DEPOSIT - amount);
-
-            res = await withdraw(DEPOSIT - amount - stakeValue);
-            expectExit(res, client(), 0);
+            assert.ok(out.value > 1n);
             assert.equal((await clientData_(net)).balance, stakeValue);
             assert.equal(await balanceOf(net, proxy()), STAKE + stakeValue);
         });
 
-        it('refuses one nanoton below the stake (107); takes a zero amount', async () => {
-            expectExit(await withdraw(DEPOSIT - stakeValue + 1n), client(), ERR.BELOW_STAKE);
-            expectExit(await withdraw(0n), client(), 0);
+        it('refuses anyone but the owner (101), a short value (106), a closing contract (109), our old body with an amount', async () => {
+            expectExit(await withdraw(ADDR.stranger), client(), ERR.NOT_OWNER);
+            expectExit(await withdraw(ADDR.clientOwner, MIN_FEE - 1n), client(), ERR.LOW_VALUE);
+            const old = beginCell().storeUint(OP.owner_client_withdraw, 32).storeUint(7, 64).storeCoins(1n).endCell();
+            expectExit(await toClient(ADDR.clientOwner, old), client(), 9);
             assert.equal((await clientData_(net)).balance, DEPOSIT);
-            assert.equal(await balanceOf(net, proxy()), STAKE + DEPOSIT);
-        });
-
-        it('refuses anyone but the owner (101), a short value (106), a closing contract (109)', async () => {
-            expectExit(await withdraw(1n, ADDR.stranger), client(), ERR.NOT_OWNER);
-            expectExit(await withdraw(1n, ADDR.clientOwner, MIN_FEE - 1n), client(), ERR.LOW_VALUE);
             expectExit(await toClient(ADDR.clientOwner, body.requestRefund(1)), client(), 0);
-            expectExit(await withdraw(0n), client(), ERR.WRONG_STATE);
+            expectExit(await withdraw(), client(), ERR.WRONG_STATE);
         });
     });
 
@@ -299,7 +313,7 @@ describe('client', () => {
             expectExit(await toClient(ADDR.payer, charge(100)), client(), 0);
             assert.equal((await clientData_(net)).balance, PARAMS.minClientStake - 100n * PRICE);
             net.blockchain.now = NOW + PARAMS.clientDelayBeforeClose;
-            expectExit(await toClient(ADDR.clientOwner, body.closeForce(3)), client(), 0);
+            expectExit(await toClient(ADDR.clientOwner, body.requestRefund(3)), client(), 0);
             expectExit(await toClient(ADDR.payer, charge(200)), client(), ERR.WRONG_STATE);
         });
     });
@@ -311,10 +325,10 @@ describe('client', () => {
             expectExit(await toClient(ADDR.clientOwner, body.increaseClientStake(1, stakeValue)), client(), 0);
         });
 
-        it('request_refund pays what is above the stake at once and starts the delay', async () => {
-            const res = await toClient(ADDR.clientOwner, body.requestRefund(5));
+        it('request_refund pays what is above the stake to send_excesses_to at once and starts the delay', async () => {
+            const res = await toClient(ADDR.clientOwner, body.requestRefund(5, ADDR.payer));
             expectExit(res, client(), 0);
-            const out = paidTo(res, ADDR.clientOwner);
+            const out = paidTo(res, ADDR.payer);
             assert.ok(out.value > DEPOSIT - stakeValue);
             const d = await clientData_(net);
             assert.equal(d.state, 1);
@@ -324,36 +338,35 @@ describe('client', () => {
             assert.equal(await balanceOf(net, proxy()), STAKE + stakeValue);
         });
 
-        it('request_refund refuses anyone but the owner (101), a short value (106), a second request (109)', async () => {
+        it('request_refund refuses anyone but the owner (101), a short value (106), our old body without the address', async () => {
             expectExit(await toClient(ADDR.stranger, body.requestRefund(1)), client(), ERR.NOT_OWNER);
             expectExit(await toClient(ADDR.clientOwner, body.requestRefund(1), MIN_FEE - 1n), client(), ERR.LOW_VALUE);
-            expectExit(await toClient(ADDR.clientOwner, body.requestRefund(1)), client(), 0);
-            expectExit(await toClient(ADDR.clientOwner, body.requestRefund(1)), client(), ERR.WRONG_STATE);
+            expectExit(await toClient(ADDR.clientOwner, body.bare(OP.owner_client_request_refund, 1)), client(), 9);
+            assert.equal((await clientData_(net)).state, 0);
         });
 
-        it('close_force: refused while open (109), before the delay (110); after it the stake goes back', async () => {
-            expectExit(await toClient(ADDR.clientOwner, body.closeForce(1)), client(), ERR.WRONG_STATE);
+        it('request_refund again while closing: refused before the delay (110); after it the stake goes to send_excesses_to and it closes', async () => {
             expectExit(await toClient(ADDR.clientOwner, body.requestRefund(2)), client(), 0);
             const unlock = NOW + PARAMS.clientDelayBeforeClose;
             net.blockchain.now = unlock - 1;
-            expectExit(await toClient(ADDR.clientOwner, body.closeForce(3)), client(), ERR.TOO_EARLY);
-            expectExit(await toClient(ADDR.stranger, body.closeForce(3)), client(), ERR.NOT_OWNER);
+            expectExit(await toClient(ADDR.clientOwner, body.requestRefund(3)), client(), ERR.TOO_EARLY);
+            expectExit(await toClient(ADDR.stranger, body.requestRefund(3)), client(), ERR.NOT_OWNER);
             net.blockchain.now = unlock;
-            expectExit(await toClient(ADDR.clientOwner, body.closeForce(3), MIN_FEE - 1n), client(), ERR.LOW_VALUE);
+            expectExit(await toClient(ADDR.clientOwner, body.requestRefund(3), MIN_FEE - 1n), client(), ERR.LOW_VALUE);
 
             const before = await balanceOf(net, proxy());
-            const res = await toClient(ADDR.clientOwner, body.closeForce(4));
+            const res = await toClient(ADDR.clientOwner, body.requestRefund(4, ADDR.payer));
             expectExit(res, client(), 0);
             const ptx = expectExit(res, proxy(), 0);
             assert.equal(opOf(ptx.inMessage.body).op, OP.client_proxy_refund_force);
-            const out = paidTo(res, ADDR.clientOwner);
+            const out = paidTo(res, ADDR.payer);
             assert.ok(out.value > stakeValue);
             assert.equal(await balanceOf(net, proxy()), before - stakeValue - storageFee(ptx));
             const d = await clientData_(net);
             assert.equal(d.state, 2);
             assert.equal(d.balance, 0n);
             assert.equal((await proxyData_(net)).clientsHeld, 0n);
-            expectExit(await toClient(ADDR.clientOwner, body.closeForce(5)), client(), ERR.WRONG_STATE);
+            expectExit(await toClient(ADDR.clientOwner, body.requestRefund(5)), client(), ERR.WRONG_STATE);
         });
 
         it('grant_refund charges the voucher, refunds the rest to the owner and closes', async () => {

@@ -65,7 +65,7 @@ it('gas report', async () => {
     await owner('owner_client_increase_stake', body.increaseClientStake(0, PARAMS.minClientStake));
     await owner('owner_client_change_secret_hash', body.changeSecretHash(0, 0xabcn));
     await owner('owner_client_register', body.register(0, 0x0123456789abcdefn));
-    await owner('owner_client_withdraw', body.withdraw(0, TON));
+    await owner('owner_client_withdraw', body.withdraw(0));
     const voucher = (name, op, counter, target, { stateHash = null, stateInit, expectFail = false } = {}) => measure(
         name, { from: ADDR.payer, to: target, value: MIN_FEE, body: signedBody({ op, counter, target, stateHash }), stateInit }, { expectFail });
     await voucher('ext_client_charge_signed', OP.ext_client_charge_signed, 1000, client.address);
@@ -73,7 +73,7 @@ it('gas report', async () => {
     await measure('owner_client_top_up_reopen', { from: ADDR.clientOwner, to: client.address, value: TON + MIN_FEE, body: body.topUpReopen(0, TON, ADDR.clientOwner) });
     await owner('owner_client_request_refund', body.requestRefund(0));
     net.blockchain.now = NOW + PARAMS.clientDelayBeforeClose;
-    await owner('owner_client_close_force', body.closeForce(0));
+    await owner('owner_client_request_refund (closes after the delay)', body.requestRefund(0));
 
     // a second client (another owner) for the grant-refund close
     const client2 = stateInitOf(CODES.client, clientData({ owner: ADDR.payer, proxy: proxy.address, publicKey: KEYS.proxy.publicKey }));

@@ -71,8 +71,6 @@ pub mod op {
     pub const CLIENT_REGISTER: u32 = 0xc45f_9f3b;
     /// Client owner: ask for a refund (start closing).
     pub const CLIENT_REQUEST_REFUND: u32 = 0xfafa_6cc1;
-    /// Client owner: close after the delay without the proxy (ours).
-    pub const CLIENT_CLOSE_FORCE: u32 = 0x3b1e_0f8d;
     /// Client: apply a charge voucher (signed).
     pub const CLIENT_CHARGE_SIGNED: u32 = 0xbb63_ff93;
     /// Client: apply the final charge and refund (signed).
@@ -298,17 +296,23 @@ pub mod client {
     pub fn top_up_reopen(query_id: u64, amount: u128, excesses_to: &Address) -> Result<Cell> {
         amount_and_excesses(op::CLIENT_TOP_UP_REOPEN, query_id, amount, excesses_to)
     }
-    /// Owner: raise the stake to `new_stake`.
-    pub fn increase_stake(query_id: u64, new_stake: u128) -> Result<Cell> {
-        let mut b = head(op::CLIENT_INCREASE_STAKE, query_id)?;
-        store_coins(&mut b, new_stake)?;
-        Ok(b.build()?)
+    /// Owner: raise the stake to `new_stake` (COCOON's body: the rest of the value goes back
+    /// to `send_excesses_to`).
+    pub fn increase_stake(
+        query_id: u64,
+        new_stake: u128,
+        send_excesses_to: &Address,
+    ) -> Result<Cell> {
+        amount_and_excesses(
+            op::CLIENT_INCREASE_STAKE,
+            query_id,
+            new_stake,
+            send_excesses_to,
+        )
     }
-    /// Owner: withdraw `amount` (the balance must stay ≥ stake).
-    pub fn withdraw(query_id: u64, amount: u128) -> Result<Cell> {
-        let mut b = head(op::CLIENT_WITHDRAW, query_id)?;
-        store_coins(&mut b, amount)?;
-        Ok(b.build()?)
+    /// Owner: withdraw everything above the stake to `send_excesses_to` (COCOON's body).
+    pub fn withdraw(query_id: u64, send_excesses_to: &Address) -> Result<Cell> {
+        head_and_excesses(op::CLIENT_WITHDRAW, query_id, send_excesses_to)
     }
     /// Owner: set the authorization secret hash (COCOON's body: the rest of the value goes
     /// back to `send_excesses_to`).
@@ -340,13 +344,17 @@ pub mod client {
         s.load_u64().ok()?;
         s.load_u64().ok()
     }
-    /// Owner: ask for a refund (start closing).
-    pub fn request_refund(query_id: u64) -> Result<Cell> {
-        only_head(op::CLIENT_REQUEST_REFUND, query_id)
+    /// Owner: ask for a refund (COCOON's body). On an open contract: start closing, everything
+    /// above the stake to `send_excesses_to`. On a closing one whose close delay is over: close,
+    /// the rest to `send_excesses_to`.
+    pub fn request_refund(query_id: u64, send_excesses_to: &Address) -> Result<Cell> {
+        head_and_excesses(op::CLIENT_REQUEST_REFUND, query_id, send_excesses_to)
     }
-    /// Owner: close after the delay without the proxy.
-    pub fn close_force(query_id: u64) -> Result<Cell> {
-        only_head(op::CLIENT_CLOSE_FORCE, query_id)
+
+    fn head_and_excesses(op: u32, query_id: u64, send_excesses_to: &Address) -> Result<Cell> {
+        let mut b = head(op, query_id)?;
+        store_address(&mut b, send_excesses_to)?;
+        Ok(b.build()?)
     }
 }
 
@@ -387,7 +395,6 @@ mod tests {
             op::CLIENT_CHANGE_SECRET_HASH,
             op::CLIENT_REGISTER,
             op::CLIENT_REQUEST_REFUND,
-            op::CLIENT_CLOSE_FORCE,
             op::CLIENT_CHARGE_SIGNED,
             op::CLIENT_GRANT_REFUND_SIGNED,
             op::WORKER_PAYOUT_SIGNED,

@@ -84,14 +84,18 @@ fn rust_body(input: &Value, keys: &Value) -> Option<tycho_types::cell::Cell> {
             &addr(&input["send_excesses_to"]),
         )
         .unwrap(),
-        "owner_client_increase_stake" => {
-            messages::client::increase_stake(qid, u128_of(&input["new_stake"])).unwrap()
-        }
+        "owner_client_increase_stake" => messages::client::increase_stake(
+            qid,
+            u128_of(&input["new_stake"]),
+            &addr(&input["send_excesses_to"]),
+        )
+        .unwrap(),
         "owner_client_withdraw" => {
-            messages::client::withdraw(qid, u128_of(&input["amount"])).unwrap()
+            messages::client::withdraw(qid, &addr(&input["send_excesses_to"])).unwrap()
         }
-        "owner_client_request_refund" => messages::client::request_refund(qid).unwrap(),
-        "owner_client_close_force" => messages::client::close_force(qid).unwrap(),
+        "owner_client_request_refund" => {
+            messages::client::request_refund(qid, &addr(&input["send_excesses_to"])).unwrap()
+        }
         "ext_client_charge_signed" => voucher(op::CLIENT_CHARGE_SIGNED, None),
         "ext_worker_payout_request_signed" => voucher(op::WORKER_PAYOUT_SIGNED, None),
         "ext_proxy_close_request_signed" => voucher(op::PROXY_CLOSE_REQUEST_SIGNED, None),

@@ -149,7 +149,7 @@ impl Net {
                 "client",
                 client,
                 MIN_FEE,
-                messages::client::increase_stake(0, min - 1).unwrap()
+                messages::client::increase_stake(0, min - 1, &self.addr("client")).unwrap()
             ),
             exit::STAKE_TOO_LOW
         );
@@ -158,7 +158,7 @@ impl Net {
                 "client",
                 client,
                 MIN_FEE,
-                messages::client::increase_stake(0, min).unwrap()
+                messages::client::increase_stake(0, min, &self.addr("client")).unwrap()
             ),
             0
         );
@@ -296,42 +296,43 @@ fn payment_lifecycle_with_every_bad_voucher_refused() {
     let body = save(4, &net);
     assert_eq!(net.call("proxy", net.proxy, MIN_FEE, body), exit::BACKWARDS);
 
-    // Withdraw: down to exactly the stake is fine, one nanoton further is not.
+    // Withdraw: everything above the stake, to the address named; then nothing is left to take.
     let c = net.client_data();
     let free = c.balance - c.stake;
-    assert_eq!(
-        net.call(
-            "client",
-            client,
-            MIN_FEE,
-            messages::client::withdraw(0, free + 1).unwrap()
-        ),
-        exit::BELOW_STAKE
-    );
+    let owner = net.addr("client");
     assert_eq!(
         net.call(
             "stranger",
             client,
             MIN_FEE,
-            messages::client::withdraw(0, 1).unwrap()
+            messages::client::withdraw(0, &net.addr("stranger")).unwrap()
         ),
         exit::NOT_OWNER
     );
-    let before = net.chain.balance(&net.addr("client")).unwrap();
+    let before = net.chain.balance(&owner).unwrap();
     assert_eq!(
         net.call(
             "client",
             client,
             MIN_FEE,
-            messages::client::withdraw(0, free).unwrap()
+            messages::client::withdraw(0, &owner).unwrap()
         ),
         0
     );
     assert_eq!(net.client_data().balance, c.stake);
-    let after = net.chain.balance(&net.addr("client")).unwrap();
+    let after = net.chain.balance(&owner).unwrap();
     assert!(
         after + MIN_FEE > before + free,
         "withdrawn money arrived (minus at most the fee)"
+    );
+    assert_eq!(
+        net.call(
+            "client",
+            client,
+            MIN_FEE,
+            messages::client::withdraw(0, &owner).unwrap()
+        ),
+        exit::BELOW_STAKE
     );
 
     // Close without the proxy: refund request, too early, then after the delay.
@@ -340,7 +341,7 @@ fn payment_lifecycle_with_every_bad_voucher_refused() {
             "client",
             client,
             MIN_FEE,
-            messages::client::request_refund(0).unwrap()
+            messages::client::request_refund(0, &owner).unwrap()
         ),
         0
     );
@@ -350,7 +351,7 @@ fn payment_lifecycle_with_every_bad_voucher_refused() {
             "client",
             client,
             MIN_FEE,
-            messages::client::close_force(0).unwrap()
+            messages::client::request_refund(0, &owner).unwrap()
         ),
         exit::TOO_EARLY
     );
@@ -362,7 +363,7 @@ fn payment_lifecycle_with_every_bad_voucher_refused() {
             "client",
             client,
             MIN_FEE,
-            messages::client::close_force(0).unwrap()
+            messages::client::request_refund(0, &owner).unwrap()
         ),
         exit::TOO_EARLY
     );
@@ -374,7 +375,7 @@ fn payment_lifecycle_with_every_bad_voucher_refused() {
             "client",
             client,
             MIN_FEE,
-            messages::client::close_force(0).unwrap()
+            messages::client::request_refund(0, &owner).unwrap()
         ),
         0
     );
@@ -422,7 +423,7 @@ fn grant_refund_charges_then_returns_everything() {
             "client",
             client,
             MIN_FEE,
-            messages::client::request_refund(0).unwrap()
+            messages::client::request_refund(0, &net.addr("client")).unwrap()
         ),
         0
     );
@@ -539,7 +540,7 @@ fn a_long_authorization_is_read_from_the_client_contracts_transactions() {
             "client",
             client,
             MIN_FEE,
-            messages::client::request_refund(0).unwrap()
+            messages::client::request_refund(0, &net.addr("client")).unwrap()
         ),
         0
     );

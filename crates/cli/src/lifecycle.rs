@@ -33,9 +33,6 @@ pub enum ClientCommand {
     Withdraw {
         #[command(flatten)]
         party: Party,
-        /// TON to take back.
-        #[arg(long)]
-        amount: String,
     },
     /// Close the contract and take everything back: through the proxy's final grant when the
     /// client's state directory is given and the proxy answers; otherwise on chain (the part
@@ -291,9 +288,8 @@ pub fn client(cmd: ClientCommand) -> Result<()> {
             print_client(&at, &d);
             Ok(())
         }
-        ClientCommand::Withdraw { party, amount } => {
+        ClientCommand::Withdraw { party } => {
             let c = party.open()?;
-            let amount = parse_ton(&amount)?;
             let (at, _) = c.client_contract()?;
             let d = c
                 .client_data(&at)?
@@ -304,19 +300,18 @@ pub fn client(cmd: ClientCommand) -> Result<()> {
                     d.state
                 );
             }
-            if amount == 0 || d.balance < amount || d.balance - amount < d.stake {
+            // COCOON's withdrawal takes everything above the stake; the stake stays.
+            let Some(amount) = d.balance.checked_sub(d.stake).filter(|a| *a > 0) else {
                 bail!(
-                    "cannot withdraw {} TON: the balance is {} TON and the stake of {} TON must stay (at most {} TON)",
-                    format_ton(amount),
+                    "nothing to withdraw: the balance is {} TON and the stake of {} TON stays (`cocoon client close` takes the stake back)",
                     format_ton(d.balance),
-                    format_ton(d.stake),
-                    format_ton(d.balance.saturating_sub(d.stake))
+                    format_ton(d.stake)
                 );
-            }
+            };
             c.send(&[OutMessage::transfer(
                 at,
                 MIN_FEE,
-                Some(messages::client::withdraw(0, amount)?),
+                Some(messages::client::withdraw(0, &c.owner)?),
             )])?;
             let d = c.wait_client(&at, |x| x.balance + amount <= d.balance)?;
             println!("withdrew {} TON to {}", format_ton(amount), c.owner);
@@ -392,7 +387,7 @@ fn close(
             c.send(&[OutMessage::transfer(
                 at,
                 MIN_FEE,
-                Some(messages::client::request_refund(0)?),
+                Some(messages::client::request_refund(0, &c.owner)?),
             )])?;
             let d = c.wait_client(&at, |d| d.state == ContractState::Closing)?;
             println!(
@@ -413,7 +408,7 @@ fn close(
             c.send(&[OutMessage::transfer(
                 at,
                 MIN_FEE,
-                Some(messages::client::close_force(0)?),
+                Some(messages::client::request_refund(0, &c.owner)?),
             )])?;
             for _ in 0..300 {
                 if let Some(d) = c.client_data(&at)? {

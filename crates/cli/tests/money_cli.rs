@@ -178,12 +178,16 @@ fn quote_status_withdraw_payout_and_close() {
     let client = mnemonic(&d, "client");
     let s = ok(&money("client", "status", &client, &[]));
     assert!(s.contains("Open") && s.contains("stake 0.5 TON"), "{s}");
-    let e = fails(&money("client", "withdraw", &client, &["--amount", "10"]));
-    assert!(e.contains("the stake of 0.5 TON must stay"), "{e}");
-    let w = ok(&money("client", "withdraw", &client, &["--amount", "1"]));
+    // COCOON's withdrawal: everything above the stake, then nothing more.
+    let w = ok(&money("client", "withdraw", &client, &[]));
     assert!(
-        w.contains("withdrew 1 TON") && w.contains("balance 9 TON"),
+        w.contains("withdrew 9.5 TON") && w.contains("balance 0.5 TON"),
         "{w}"
+    );
+    let e = fails(&money("client", "withdraw", &client, &[]));
+    assert!(
+        e.contains("nothing to withdraw") && e.contains("stake of 0.5 TON stays"),
+        "{e}"
     );
 
     let worker = mnemonic(&d, "worker0");

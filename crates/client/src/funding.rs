@@ -36,7 +36,7 @@ impl Client {
                 msgs.push(OutMessage::transfer(
                     client_sc,
                     MIN_FEE,
-                    Some(messages::client::increase_stake(0, stake)?),
+                    Some(messages::client::increase_stake(0, stake, &self.owner())?),
                 ));
                 msgs.push(OutMessage::transfer(
                     client_sc,
@@ -59,7 +59,7 @@ impl Client {
                     msgs.push(OutMessage::transfer(
                         client_sc,
                         MIN_FEE,
-                        Some(messages::client::increase_stake(0, stake)?),
+                        Some(messages::client::increase_stake(0, stake, &self.owner())?),
                     ));
                 }
                 if c.secret_hash != secret_hash {
