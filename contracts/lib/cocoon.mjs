@@ -252,7 +252,8 @@ export const body = {
     changeOwner: (queryId, owner) => head(OP.change_owner, queryId).storeAddress(owner).endCell(),
     // proxy
     increaseStake: (queryId, amount) => head(OP.ext_proxy_increase_stake, queryId).storeCoins(amount).endCell(),
-    proxyPayout: (queryId) => head(OP.ext_proxy_payout_request, queryId).endCell(),
+    proxyPayout: (queryId, sendExcessesTo = ADDR.proxyOwner) =>
+        head(OP.ext_proxy_payout_request, queryId).storeAddress(sendExcessesTo).endCell(),
     // client
     topUp: (queryId, amount, sendExcessesTo) =>
         head(OP.ext_client_top_up, queryId).storeCoins(amount).storeAddress(sendExcessesTo).endCell(),

@@ -91,15 +91,15 @@ describe('proxy', () => {
     });
 
     describe('ext_proxy_payout_request', () => {
-        it('sends the free balance to the owner and keeps stake + clients_held + MIN_FEE', async () => {
+        it('sends the free balance to send_excesses_to and keeps stake + clients_held + MIN_FEE', async () => {
             const held = 300_000_000n;
             expectExit(await toProxy(net.client.address, internalBody.topUp(0, ADDR.clientOwner, held, ADDR.payer), held + MIN_FEE), proxy(), 0);
             const free = 777_000_001n;
             await setBalance(net, proxy(), STAKE + held + MIN_FEE + free);
-            const res = await toProxy(ADDR.proxyOwner, body.proxyPayout(3));
+            const res = await toProxy(ADDR.proxyOwner, body.proxyPayout(3, ADDR.payer));
             const tx = expectExit(res, proxy(), 0);
             const [out] = outMessages(tx);
-            assert.ok(out.to.equals(ADDR.proxyOwner));
+            assert.ok(out.to.equals(ADDR.payer));
             assert.deepEqual(opOf(out.body), { op: OP.excesses, queryId: 3n });
             // the free balance plus the rest of the incoming value, less the forward fee
             assert.equal(out.value, free + MIN_FEE - tx.description.computePhase.gasFees - out.fwdFee
@@ -123,6 +123,8 @@ describe('proxy', () => {
             await setBalance(net, proxy(), STAKE + 2n * MIN_FEE);
             expectExit(await toProxy(ADDR.stranger, body.proxyPayout(1)), proxy(), ERR.NOT_OWNER);
             expectExit(await toProxy(ADDR.proxyOwner, body.proxyPayout(1), MIN_FEE - 1n), proxy(), ERR.LOW_VALUE);
+            // our old body, without the address, is refused
+            expectExit(await toProxy(ADDR.proxyOwner, body.bare(OP.ext_proxy_payout_request, 1)), proxy(), 9);
         });
     });
 

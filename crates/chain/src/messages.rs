@@ -151,10 +151,6 @@ fn with_hash(op: u32, query_id: u64, hash: &[u8; 32]) -> Result<Cell> {
     Ok(b.build()?)
 }
 
-fn only_head(op: u32, query_id: u64) -> Result<Cell> {
-    Ok(head(op, query_id)?.build()?)
-}
-
 /// A text comment body (op 0 followed by the UTF-8 text as a snake string), as wallets show it.
 pub fn text_comment(text: &str) -> Result<Cell> {
     let mut b = CellBuilder::new();
@@ -266,9 +262,12 @@ pub mod proxy {
         store_coins(&mut b, amount)?;
         Ok(b.build()?)
     }
-    /// Owner: withdraw the free balance.
-    pub fn payout_request(query_id: u64) -> Result<Cell> {
-        only_head(op::PROXY_PAYOUT_REQUEST, query_id)
+    /// Owner: withdraw the free balance to `send_excesses_to` (COCOON's body,
+    /// `ProxyContract::create_withdraw_message`).
+    pub fn payout_request(query_id: u64, send_excesses_to: &Address) -> Result<Cell> {
+        let mut b = head(op::PROXY_PAYOUT_REQUEST, query_id)?;
+        store_address(&mut b, send_excesses_to)?;
+        Ok(b.build()?)
     }
 }
 
