@@ -190,6 +190,16 @@ fn on_run_packet(proxy: &Arc<Proxy>, state: &Mutex<Conn>, peer: &Peer, request: 
 /// network; a reference client waits 300 s for the answer.
 pub const LONG_AUTHORIZATION_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
 
+/// Most long authorizations a proxy watches the chain for at once; one more is refused (429).
+/// Each reads its client contract's transactions until its registration shows, so this bounds
+/// what strangers naming wallets they do not hold can make the proxy ask of the chain API.
+pub const MAX_PENDING_LONG_AUTHORIZATIONS: usize = 64;
+
+/// The first pause between two reads of a client contract's transactions; it doubles up to
+/// [`LONG_AUTHORIZATION_MAX_POLL`].
+const LONG_AUTHORIZATION_FIRST_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+const LONG_AUTHORIZATION_MAX_POLL: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Long authorization on chain (COCOON's): the client's owner sends `owner_client_register`
 /// with the handshake's nonce to its client contract; once that transaction is seen, the
 /// connection is the owner's. A nonce serves one authorization.
@@ -220,6 +230,13 @@ async fn authorize_long(proxy: &Arc<Proxy>, state: &Arc<Mutex<Conn>>) -> Result<
     // On a fake-TON root there is nothing to register on chain: granted at once, as the
     // reference grants it there.
     if let Some(chain) = &proxy.chain {
+        let Ok(_watching) = proxy.long_authorizations.try_acquire() else {
+            return failed(
+                429,
+                format!("{MAX_PENDING_LONG_AUTHORIZATIONS} long authorizations are waiting for the chain already; retry in a minute"),
+            );
+        };
+        let mut pause = LONG_AUTHORIZATION_FIRST_POLL;
         loop {
             match cocoon_chain::client::client_registered(chain.as_ref(), &client_sc, &owner, nonce)
                 .await
@@ -239,7 +256,8 @@ async fn authorize_long(proxy: &Arc<Proxy>, state: &Arc<Mutex<Conn>>) -> Result<
                     ),
                 );
             }
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(LONG_AUTHORIZATION_MAX_POLL);
         }
         match onchain(proxy, owner, true).await? {
             Some(c) if c.state == ContractState::Open => {}

@@ -206,6 +206,8 @@ pub struct Proxy {
     voucher_wake: tokio::sync::Notify,
     cancels: Mutex<HashMap<[u8; 32], tokio::sync::oneshot::Sender<()>>>,
     next_conn: AtomicU64,
+    /// Long authorizations waiting for their registration on chain (each polls the chain API).
+    long_authorizations: tokio::sync::Semaphore,
     /// The contract's and the wallet's money, as last read from the chain.
     money: Mutex<Option<OnChainMoney>>,
     /// Requests that waited for a worker: how many, and their total and longest wait.
@@ -435,6 +437,9 @@ impl Proxy {
             voucher_wake: tokio::sync::Notify::new(),
             cancels: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
+            long_authorizations: tokio::sync::Semaphore::new(
+                clients::MAX_PENDING_LONG_AUTHORIZATIONS,
+            ),
             money: Mutex::new(None),
             queue_waits: Mutex::new(QueueWaits::default()),
             metrics: Arc::new(cocoon_observe::Metrics::new("cocoon_proxy")),
