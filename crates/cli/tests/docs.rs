@@ -183,7 +183,7 @@ fn the_app_developer_guide_runs_as_written() {
         .expect("the guide has the money commands");
     let m = run(money, tmp.path());
     assert!(m.contains("topped up 5 TON"), "{m}");
-    assert!(m.contains("withdrew 2 TON"), "{m}");
+    assert!(m.contains("withdrew 14.5 TON"), "{m}");
     assert!(
         m.contains("granted the final refund")
             && m.contains("Closed")
