@@ -76,12 +76,9 @@ export async function runScenario() {
         });
     }
 
-    const voucher = (op, counter, target, { key = 'proxy', queryId = 0, stateHash = null } = {}) => ({
-        input: {
-            op, query_id: queryId, counter, target: raw(target), key, send_excesses_to: raw(ADDR.payer),
-            ...(stateHash === null ? {} : { state_hash: '0x' + stateHash.toString(16) }),
-        },
-        body: signedBody({ op: OP[op], queryId, counter, target, key: KEYS[key], stateHash, sendExcessesTo: ADDR.payer }),
+    const voucher = (op, counter, target, { key = 'proxy', queryId = 0 } = {}) => ({
+        input: { op, query_id: queryId, counter, target: raw(target), key, send_excesses_to: raw(ADDR.payer) },
+        body: signedBody({ op: OP[op], queryId, counter, target, key: KEYS[key], sendExcessesTo: ADDR.payer }),
     });
     const signed = async (name, from, to, v, { init = null, value = MIN_FEE } = {}) =>
         step(name, v.input, { from, to, value, body: v.body, init });
@@ -115,7 +112,10 @@ export async function runScenario() {
     // a worker is paid
     await signed('worker_payout_deploy', ADDR.payer, worker.address, voucher('ext_worker_payout_request_signed', 20_000, worker.address, { queryId: 11 }), { init: worker.init });
     await signed('worker_payout_replayed', ADDR.payer, worker.address, voucher('ext_worker_payout_request_signed', 20_000, worker.address, { queryId: 12 }));
-    await signed('proxy_save_state', ADDR.payer, proxy.address, voucher('proxy_save_state', 1, proxy.address, { queryId: 13, stateHash: 0x5eedn }));
+    // COCOON's save_state: do_not_process from the owner's wallet with 1 nanoton (no code runs)
+    await step('proxy_save_state', { op: 'proxy_save_state', query_id: 13, seqno: 1, state_hash: '0x5eed' }, {
+        from: ADDR.proxyOwner, to: proxy.address, value: 1n, body: body.saveState(13, 1, 0x5eedn), bounce: false,
+    });
 
     // the client leaves
     await step('client_withdraw', { op: 'owner_client_withdraw', query_id: 14, send_excesses_to: raw(ADDR.clientOwner) }, {

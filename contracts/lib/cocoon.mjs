@@ -64,6 +64,7 @@ export const OP = {
     // proxy
     ext_proxy_increase_stake: 0x9713f187,
     proxy_save_state: 0x53109c0f,
+    do_not_process: 0x9a1247c0,
     client_proxy_top_up: 0x5cfc6b87,
     client_proxy_request: 0x65448ff4,
     client_proxy_refund_granted: 0xc68ebc7b,
@@ -190,9 +191,8 @@ export function proxyData({ owner, publicKey, root, params = PARAMS, codes = COD
         .storeUint(0, 2)
         .storeCoins(0n)
         .storeCoins(0n)
-        .storeUint(0, 64)
         .storeUint(0, 32)
-        .storeRef(beginCell().storeAddress(root).storeUint(0, 256).endCell())
+        .storeRef(beginCell().storeAddress(root).endCell())
         // COCOON's params cell with the worker's and client's code, as its proxy contract keeps it
         .storeRef(rootParamsCell({ params, codes: { proxy: null, worker: codes.worker, client: codes.client } }))
         .endCell();
@@ -252,6 +252,9 @@ export const body = {
     changeOwner: (queryId, owner) => head(OP.change_owner, queryId).storeAddress(owner).endCell(),
     // proxy
     increaseStake: (queryId, amount) => head(OP.ext_proxy_increase_stake, queryId).storeCoins(amount).endCell(),
+    // COCOON's save_state: do_not_process query_id proxy_save_state seqno:uint32 hash:uint256
+    saveState: (queryId, seqno, hash) => head(OP.do_not_process, queryId)
+        .storeUint(OP.proxy_save_state, 32).storeUint(seqno, 32).storeUint(hash, 256).endCell(),
     proxyPayout: (queryId, sendExcessesTo = ADDR.proxyOwner) =>
         head(OP.ext_proxy_payout_request, queryId).storeAddress(sendExcessesTo).endCell(),
     // client
@@ -280,11 +283,9 @@ export function stringCell(text) {
     return beginCell().storeBuffer(bytes).endCell();
 }
 
-/** The voucher payload: `op query_id counter:uint64 target:address` (+ state_hash for save_state). */
-export function voucherPayload({ op, queryId = 0, counter, target, stateHash = null }) {
-    const b = beginCell().storeUint(op, 32).storeUint(queryId, 64).storeUint(counter, 64).storeAddress(target);
-    if (stateHash !== null) b.storeUint(stateHash, 256);
-    return b.endCell();
+/** The voucher payload: `op query_id counter:uint64 target:address`. */
+export function voucherPayload({ op, queryId = 0, counter, target }) {
+    return beginCell().storeUint(op, 32).storeUint(queryId, 64).storeUint(counter, 64).storeAddress(target).endCell();
 }
 
 /**
@@ -294,10 +295,10 @@ export function voucherPayload({ op, queryId = 0, counter, target, stateHash = n
  * the signature.
  */
 export function signedBody({
-    op, queryId = 0, counter, target, stateHash = null, key = KEYS.proxy, payloadOp = op,
+    op, queryId = 0, counter, target, key = KEYS.proxy, payloadOp = op,
     payloadQueryId = queryId, sendExcessesTo = ADDR.payer,
 }) {
-    const payload = voucherPayload({ op: payloadOp, queryId: payloadQueryId, counter, target, stateHash });
+    const payload = voucherPayload({ op: payloadOp, queryId: payloadQueryId, counter, target });
     const signature = sign(payload.hash(), key.secretKey);
     return beginCell().storeUint(op, 32).storeUint(queryId, 64).storeAddress(sendExcessesTo)
         .storeBuffer(signature).storeRef(payload).endCell();
@@ -426,10 +427,8 @@ export async function proxyData_(net) {
         state: r.readNumber(),
         stake: r.readBigNumber(),
         clientsHeld: r.readBigNumber(),
-        savedSeqno: r.readBigNumber(),
         closeUnlockTs: r.readNumber(),
         root: r.readAddress(),
-        stateHash: r.readBigNumber(),
     };
 }
 

@@ -4,7 +4,7 @@ import { describe, it, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import {
     ADDR, ERR, KEYS, MIN_FEE, NOW, OP, PARAMS, balanceOf, bigKey, body, expectExit, internalBody,
-    opOf, outMessages, proxyData_, send, setBalance, setup, signedBody, storageFee,
+    exitCode, opOf, outMessages, proxyData_, send, setBalance, setup, signedBody, storageFee, txOn,
 } from '../lib/cocoon.mjs';
 
 const STAKE = 2_000_000_000n;
@@ -24,10 +24,8 @@ describe('proxy', () => {
         assert.equal(d.state, 0);
         assert.equal(d.stake, STAKE);
         assert.equal(d.clientsHeld, 0n);
-        assert.equal(d.savedSeqno, 0n);
         assert.equal(d.closeUnlockTs, 0);
         assert.ok(d.root.equals(net.root.address));
-        assert.equal(d.stateHash, 0n);
         assert.equal(await balanceOf(net, proxy()), STAKE);
     });
 
@@ -57,36 +55,32 @@ describe('proxy', () => {
         });
     });
 
-    describe('proxy_save_state', () => {
-        const save = (counter, opts = {}) => signedBody({
-            op: OP.proxy_save_state, counter, target: net.proxy.address, stateHash: 0xabcdefn, ...opts,
+    describe('save_state (COCOON\'s: do_not_process)', () => {
+        const data = async () => (await net.blockchain.getContract(proxy())).accountState.state.data;
+
+        it('with 1 nanoton, as COCOON\'s proxy sends it: no code runs, nothing is stored, the message stays readable', async () => {
+            const before = await data();
+            const res = await send(net, { from: ADDR.proxyOwner, to: proxy(), value: 1n, body: body.saveState(7, 5, 0xabcdefn), bounce: false });
+            const tx = txOn(res, proxy());
+            assert.equal(exitCode(tx), null, 'compute skipped');
+            assert.ok(tx.inMessage.body.equals(body.saveState(7, 5, 0xabcdefn)));
+            assert.ok((await data()).equals(before));
         });
 
-        it('stores a newer seqno and its state hash', async () => {
-            expectExit(await toProxy(ADDR.payer, save(5)), proxy(), 0);
-            let d = await proxyData_(net);
-            assert.equal(d.savedSeqno, 5n);
-            assert.equal(d.stateHash, 0xabcdefn);
-            expectExit(await toProxy(ADDR.payer, save(6, { stateHash: 7n })), proxy(), 0);
-            d = await proxyData_(net);
-            assert.equal(d.savedSeqno, 6n);
-            assert.equal(d.stateHash, 7n);
+        it('with value enough to run: taken without being read (exit 0), from anyone, nothing stored, no message out', async () => {
+            const before = await data();
+            for (const from of [ADDR.proxyOwner, ADDR.stranger]) {
+                const tx = expectExit(await toProxy(from, body.saveState(8, 6, 7n)), proxy(), 0);
+                assert.equal(outMessages(tx).length, 0);
+            }
+            // whatever follows the op is not read either
+            expectExit(await toProxy(ADDR.stranger, body.bare(OP.do_not_process, 9)), proxy(), 0);
+            assert.ok((await data()).equals(before));
         });
 
-        it('refuses a replayed seqno (104) and an older one (105)', async () => {
-            expectExit(await toProxy(ADDR.payer, save(5)), proxy(), 0);
-            expectExit(await toProxy(ADDR.payer, save(5)), proxy(), ERR.REPLAYED);
-            expectExit(await toProxy(ADDR.payer, save(4)), proxy(), ERR.BACKWARDS);
-            expectExit(await toProxy(ADDR.payer, save(0)), proxy(), ERR.BACKWARDS);
-            assert.equal((await proxyData_(net)).savedSeqno, 5n);
-        });
-
-        it('refuses a bad signature (102), another op or query id (113), another target (103)', async () => {
-            expectExit(await toProxy(ADDR.payer, save(1, { key: KEYS.other })), proxy(), ERR.BAD_SIGNATURE);
-            expectExit(await toProxy(ADDR.payer, save(1, { payloadOp: OP.ext_proxy_close_request_signed })), proxy(), ERR.WRONG_OP);
-            expectExit(await toProxy(ADDR.payer, save(1, { queryId: 1, payloadQueryId: 0 })), proxy(), ERR.WRONG_OP);
-            expectExit(await toProxy(ADDR.payer, save(1, { target: net.client.address })), proxy(), ERR.WRONG_TARGET);
-            assert.equal((await proxyData_(net)).savedSeqno, 0n);
+        it('our old signed save_state is refused as an unknown op', async () => {
+            const old = signedBody({ op: OP.proxy_save_state, counter: 5, target: net.proxy.address });
+            expectExit(await toProxy(ADDR.payer, old), proxy(), ERR.UNKNOWN_OP);
         });
     });
 

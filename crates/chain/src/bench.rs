@@ -116,7 +116,6 @@ pub fn run(n: usize) -> Result<Value> {
                 query_id: i,
                 counter: i,
                 target: client,
-                state_hash: None,
             }
             .sign(&proxy_key, client)?
             .body()

@@ -462,6 +462,27 @@ pub fn registered_in(txs: &[Tx], owner: &Address, nonce: u64) -> bool {
     })
 }
 
+/// The newest `save_state` (seqno, ledger hash) that `owner`'s wallet sent to proxy contract
+/// `proxy`, among the contract's newest `limit` transactions: see [`saved_state_in`].
+pub async fn last_saved_state(
+    chain: &dyn ChainClient,
+    proxy: &Address,
+    owner: &Address,
+    limit: usize,
+) -> Result<Option<(u32, [u8; 32])>> {
+    Ok(saved_state_in(&chain.transactions(proxy, limit).await?, owner))
+}
+
+/// The newest `save_state` among a proxy contract's transactions `txs` (newest first) whose
+/// inbound message came from `owner`, as COCOON's proxy reads its saved states back. The
+/// contract does not run on it (`do_not_process`), so the transaction's outcome does not matter;
+/// who sent it does.
+pub fn saved_state_in(txs: &[Tx], owner: &Address) -> Option<(u32, [u8; 32])> {
+    txs.iter()
+        .filter(|t| t.from.as_ref() == Some(owner))
+        .find_map(|t| t.body.as_ref().and_then(crate::messages::proxy::saved_state))
+}
+
 /// How many of a client contract's newest transactions [`client_registered`] reads.
 const REGISTRATION_LOOKBACK: usize = 16;
 

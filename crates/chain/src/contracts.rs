@@ -577,11 +577,9 @@ impl ProxyInit {
         b.store_small_uint(0, 2)?;
         store_coins(&mut b, 0)?;
         store_coins(&mut b, 0)?;
-        b.store_u64(0)?;
         b.store_u32(0)?;
         let mut extra = CellBuilder::new();
         store_address(&mut extra, &self.root)?;
-        store_u256(&mut extra, &[0; 32])?;
         b.store_reference(extra.build()?)?;
         b.store_reference(
             self.root_params()
@@ -750,15 +748,10 @@ pub struct ProxyData {
     pub stake: u128,
     /// Client money held and not yet charged, nanotons.
     pub clients_held: u128,
-    /// Last committed ledger seqno.
-    pub saved_seqno: u64,
     /// When a requested close may complete.
     pub close_unlock_ts: u32,
     /// The root.
     pub root: Address,
-    /// Last committed ledger hash.
-    #[serde(serialize_with = "hex32")]
-    pub state_hash: [u8; 32],
     /// Prices and rules fixed at deploy time.
     pub params: Params,
     /// The rest of the params cell fixed at deploy time.
@@ -784,7 +777,6 @@ impl ProxyData {
         let state = ContractState::from_bits(s.load_small_uint(2)?, "proxy")?;
         let stake = load_coins(&mut s)?;
         let clients_held = load_coins(&mut s)?;
-        let saved_seqno = s.load_u64()?;
         let close_unlock_ts = s.load_u32()?;
         let extra = s.load_reference_cloned()?;
         let rp = RootParams::from_cell(&s.load_reference_cloned()?)?;
@@ -793,17 +785,14 @@ impl ProxyData {
         let (params, head) = (rp.params, rp.head);
         let mut e = extra.as_slice()?;
         let root = load_address(&mut e)?;
-        let state_hash = load_u256(&mut e)?;
         Ok(ProxyData {
             owner,
             proxy_public_key,
             state,
             stake,
             clients_held,
-            saved_seqno,
             close_unlock_ts,
             root,
-            state_hash,
             params,
             head,
             client_code,

@@ -39,8 +39,11 @@ pub mod op {
     pub const ROOT_CHANGE_OWNER: u32 = 0x7f4a_2c15;
     /// Proxy: add to its stake.
     pub const PROXY_INCREASE_STAKE: u32 = 0x9713_f187;
-    /// Proxy: commit ledger seqno and hash (signed).
+    /// Proxy: its ledger's seqno and hash, inside a `do_not_process` message (COCOON's
+    /// `save_state`, read back from the proxy contract's transactions).
     pub const PROXY_SAVE_STATE: u32 = 0x5310_9c0f;
+    /// Any contract: a message to take without reading it (COCOON's).
+    pub const DO_NOT_PROCESS: u32 = 0x9a12_47c0;
     /// Client contract → proxy: funds arrived.
     pub const CLIENT_PROXY_TOP_UP: u32 = 0x5cfc_6b87;
     /// Client contract → proxy: charge.
@@ -262,6 +265,32 @@ pub mod proxy {
         store_coins(&mut b, amount)?;
         Ok(b.build()?)
     }
+    /// The owner's wallet to its proxy contract: COCOON's `save_state`,
+    /// `do_not_process query_id proxy_save_state seqno:uint32 hash:uint256`
+    /// (`ProxyContract::create_save_state_message`). The contract takes it without reading it
+    /// (COCOON's proxy sends it with 1 nanoton, too little to run any code); it is read back
+    /// from the contract's transactions ([`saved_state`]).
+    pub fn save_state(query_id: u64, seqno: u32, hash: &[u8; 32]) -> Result<Cell> {
+        let mut b = head(op::DO_NOT_PROCESS, query_id)?;
+        b.store_u32(op::PROXY_SAVE_STATE)?;
+        b.store_u32(seqno)?;
+        store_u256(&mut b, hash)?;
+        Ok(b.build()?)
+    }
+    /// The seqno and hash of a [`save_state`] body; None for any other body.
+    pub fn saved_state(body: &Cell) -> Option<(u32, [u8; 32])> {
+        let mut s = body.as_slice().ok()?;
+        if s.load_u32().ok()? != op::DO_NOT_PROCESS {
+            return None;
+        }
+        s.load_u64().ok()?;
+        if s.load_u32().ok()? != op::PROXY_SAVE_STATE {
+            return None;
+        }
+        let seqno = s.load_u32().ok()?;
+        let hash = crate::cells::load_u256(&mut s).ok()?;
+        Some((seqno, hash))
+    }
     /// Owner: withdraw the free balance to `send_excesses_to` (COCOON's body,
     /// `ProxyContract::create_withdraw_message`).
     pub fn payout_request(query_id: u64, send_excesses_to: &Address) -> Result<Cell> {
@@ -379,6 +408,7 @@ mod tests {
             op::ROOT_CHANGE_OWNER,
             op::PROXY_INCREASE_STAKE,
             op::PROXY_SAVE_STATE,
+            op::DO_NOT_PROCESS,
             op::CLIENT_PROXY_TOP_UP,
             op::CLIENT_PROXY_REQUEST,
             op::CLIENT_PROXY_REFUND_GRANTED,

@@ -288,7 +288,7 @@ pub fn check_payment(
         Payee::Worker => op::WORKER_PAYOUT_SIGNED,
     };
     let signed = crate::cells::from_boc(data)
-        .and_then(|outer| SignedVoucher::parse(&outer, false))
+        .and_then(|outer| SignedVoucher::parse(&outer))
         .map_err(|e| format!("not a signed payment: {e}"))?;
     match signed.verify(key, op, target) {
         Ok(()) => Ok(signed.voucher.counter),
@@ -383,7 +383,6 @@ mod tests {
                 query_id: 9,
                 counter: 134,
                 target: *target,
-                state_hash: None,
             };
             v.sign(k, excesses).unwrap().body().unwrap()
         };

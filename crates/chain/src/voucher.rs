@@ -6,7 +6,7 @@
 use tycho_types::cell::{Cell, CellBuilder};
 
 use crate::address::Address;
-use crate::cells::{load_address, load_u256, store_address, store_u256};
+use crate::cells::{load_address, store_address};
 use crate::error::{ChainError, Result};
 use crate::keys::{self, Keypair};
 use crate::messages::op;
@@ -18,12 +18,10 @@ pub struct Voucher {
     pub op: u32,
     /// Query id (echoed, not checked).
     pub query_id: u64,
-    /// Cumulative tokens (client/worker vouchers) or state seqno (`save_state`); 0 for close.
+    /// Cumulative tokens (client/worker vouchers); 0 for close.
     pub counter: u64,
     /// The contract this voucher is for.
     pub target: Address,
-    /// Ledger hash, only for `save_state`.
-    pub state_hash: Option<[u8; 32]>,
 }
 
 /// A voucher with the proxy's signature, and where the rest of the submitting message's value
@@ -81,9 +79,6 @@ impl Voucher {
         b.store_u64(self.query_id)?;
         b.store_u64(self.counter)?;
         store_address(&mut b, &self.target)?;
-        if let Some(h) = &self.state_hash {
-            store_u256(&mut b, h)?;
-        }
         Ok(b.build()?)
     }
 
@@ -125,15 +120,15 @@ impl SignedVoucher {
     /// worker's payout), the rest of the value meant for `redeemer` — what a reference client
     /// or worker does (`repack_signed_pay_message`).
     pub fn redeem(boc: &[u8], redeemer: Address) -> Result<Cell> {
-        Self::parse(&crate::cells::from_boc(boc)?, false)?
+        Self::parse(&crate::cells::from_boc(boc)?)?
             .redeemed_by(redeemer)
             .body()
     }
 
-    /// Parses a body built by [`SignedVoucher::body`] (`with_state_hash` for `save_state`) as
-    /// COCOON's roles parse one: nothing after the signature but the payload, nothing after the
-    /// payload's target (or state hash), and the envelope's op and query id the payload's.
-    pub fn parse(body: &Cell, with_state_hash: bool) -> Result<Self> {
+    /// Parses a body built by [`SignedVoucher::body`] as COCOON's roles parse one: nothing
+    /// after the signature but the payload, nothing after the payload's target, and the
+    /// envelope's op and query id the payload's.
+    pub fn parse(body: &Cell) -> Result<Self> {
         let mut s = body.as_slice()?;
         let op = s.load_u32()?;
         let qid = s.load_u64()?;
@@ -153,11 +148,6 @@ impl SignedVoucher {
             query_id: p.load_u64()?,
             counter: p.load_u64()?,
             target: load_address(&mut p)?,
-            state_hash: if with_state_hash {
-                Some(load_u256(&mut p)?)
-            } else {
-                None
-            },
         };
         if p.size_bits() != 0 || p.size_refs() != 0 {
             return Err(ChainError::layout("voucher", "trailing data in payload"));
@@ -244,7 +234,6 @@ mod tests {
             query_id: 7,
             counter,
             target,
-            state_hash: None,
         }
     }
 
@@ -298,18 +287,15 @@ mod tests {
     #[test]
     fn bodies_parse_back() {
         let key = Keypair::from_seed([9; 32]);
-        let v = Voucher {
-            state_hash: Some([5; 32]),
-            ..voucher(3, Address::new([1; 32]))
-        };
+        let v = voucher(3, Address::new([1; 32]));
         let signed = v.sign(&key, Address::new([4; 32])).unwrap();
         assert_eq!(
-            SignedVoucher::parse(&signed.body().unwrap(), true).unwrap(),
+            SignedVoucher::parse(&signed.body().unwrap()).unwrap(),
             signed
         );
         // the redeemer's own wallet in the envelope: the signature still holds
         let mine = signed.redeemed_by(Address::new([6; 32]));
-        let back = SignedVoucher::parse(&mine.body().unwrap(), true).unwrap();
+        let back = SignedVoucher::parse(&mine.body().unwrap()).unwrap();
         assert_eq!(back.send_excesses_to, Address::new([6; 32]));
         let pk = key.public_key();
         let target = Address::new([1; 32]);
@@ -333,12 +319,12 @@ mod tests {
         other_qid.store_u32(op).unwrap();
         other_qid.store_u64(8).unwrap();
         other_qid.store_slice(s).unwrap();
-        let e = SignedVoucher::parse(&other_qid.build().unwrap(), false).unwrap_err();
+        let e = SignedVoucher::parse(&other_qid.build().unwrap()).unwrap_err();
         assert!(e.to_string().contains("query id"), "{e}");
         let mut extra = CellBuilder::new();
         extra.store_slice(body.as_slice().unwrap()).unwrap();
         extra.store_bit_one().unwrap();
-        let e = SignedVoucher::parse(&extra.build().unwrap(), false).unwrap_err();
+        let e = SignedVoucher::parse(&extra.build().unwrap()).unwrap_err();
         assert!(e.to_string().contains("after the signature"), "{e}");
     }
 }

@@ -397,7 +397,6 @@ mod layout_tests {
             query_id: 1,
             counter: 100,
             target: Address::new([3; 32]),
-            state_hash: None,
         }
         .sign(&key, Address::new([4; 32]))
         .unwrap()

@@ -57,7 +57,7 @@ fn hash_of(b64: &str) -> [u8; 32] {
 /// Builds the body the step describes with this crate's builders.
 fn rust_body(input: &Value, keys: &Value) -> Option<tycho_types::cell::Cell> {
     let qid = input["query_id"].as_u64().unwrap_or(0);
-    let voucher = |op: u32, state_hash: Option<[u8; 32]>| {
+    let voucher = |op: u32| {
         let seed = keys[input["key"].as_str().unwrap()]["seed_hex"]
             .as_str()
             .unwrap();
@@ -67,7 +67,6 @@ fn rust_body(input: &Value, keys: &Value) -> Option<tycho_types::cell::Cell> {
             query_id: qid,
             counter: input["counter"].as_u64().unwrap(),
             target: addr(&input["target"]),
-            state_hash,
         }
         .sign(&key, addr(&input["send_excesses_to"]))
         .unwrap()
@@ -96,10 +95,10 @@ fn rust_body(input: &Value, keys: &Value) -> Option<tycho_types::cell::Cell> {
         "owner_client_request_refund" => {
             messages::client::request_refund(qid, &addr(&input["send_excesses_to"])).unwrap()
         }
-        "ext_client_charge_signed" => voucher(op::CLIENT_CHARGE_SIGNED, None),
-        "ext_worker_payout_request_signed" => voucher(op::WORKER_PAYOUT_SIGNED, None),
-        "ext_proxy_close_request_signed" => voucher(op::PROXY_CLOSE_REQUEST_SIGNED, None),
-        "ext_proxy_close_complete_request_signed" => voucher(op::PROXY_CLOSE_COMPLETE_SIGNED, None),
+        "ext_client_charge_signed" => voucher(op::CLIENT_CHARGE_SIGNED),
+        "ext_worker_payout_request_signed" => voucher(op::WORKER_PAYOUT_SIGNED),
+        "ext_proxy_close_request_signed" => voucher(op::PROXY_CLOSE_REQUEST_SIGNED),
+        "ext_proxy_close_complete_request_signed" => voucher(op::PROXY_CLOSE_COMPLETE_SIGNED),
         "proxy_save_state" => {
             let hex = input["state_hash"]
                 .as_str()
@@ -107,7 +106,8 @@ fn rust_body(input: &Value, keys: &Value) -> Option<tycho_types::cell::Cell> {
                 .trim_start_matches("0x");
             let hex = format!("{hex:0>64}");
             let h: [u8; 32] = hex::decode(hex).unwrap().try_into().unwrap();
-            voucher(op::PROXY_SAVE_STATE, Some(h))
+            let seqno = u32::try_from(input["seqno"].as_u64().unwrap()).unwrap();
+            messages::proxy::save_state(qid, seqno, &h).unwrap()
         }
         other => panic!("scenario op {other} has no Rust builder in this test"),
     })

@@ -106,7 +106,6 @@ impl Net {
             query_id: 1,
             counter,
             target,
-            state_hash: None,
         }
         .sign(&self.proxy_key, target)
         .unwrap()
@@ -218,7 +217,6 @@ fn payment_lifecycle_with_every_bad_voucher_refused() {
         query_id: 1,
         counter: 3_000,
         target: client,
-        state_hash: None,
     }
     .sign(&Keypair::from_seed([7; 32]), client)
     .unwrap()
@@ -271,30 +269,42 @@ fn payment_lifecycle_with_every_bad_voucher_refused() {
         exit::REPLAYED
     );
 
-    // save_state: seqno must grow.
-    let save = |seqno: u64, net: &Net| {
-        Voucher {
-            op: op::PROXY_SAVE_STATE,
-            query_id: 0,
-            counter: seqno,
-            target: net.proxy,
-            state_hash: Some([seqno as u8; 32]),
-        }
-        .sign(&net.proxy_key, net.proxy)
-        .unwrap()
-        .body()
-        .unwrap()
+    // save_state, COCOON's: `do_not_process` from the owner's wallet with 1 nanoton. The
+    // contract does not run on it and stores nothing; it is read back from the contract's
+    // transactions, the newest first, and only the owner's count.
+    use cocoon_chain::client::{saved_state_in, Tx};
+    let saved = |net: &Net, from: &Address| {
+        let txs: Vec<Tx> = net
+            .chain
+            .transactions(&net.proxy, 16)
+            .iter()
+            .map(Tx::from)
+            .collect();
+        saved_state_in(&txs, from)
     };
-    let body = save(5, &net);
-    assert_eq!(net.call("proxy", net.proxy, MIN_FEE, body), 0);
-    assert_eq!(
-        (net.proxy_data().saved_seqno, net.proxy_data().state_hash),
-        (5, [5; 32])
-    );
-    let body = save(5, &net);
-    assert_eq!(net.call("proxy", net.proxy, MIN_FEE, body), exit::REPLAYED);
-    let body = save(4, &net);
-    assert_eq!(net.call("proxy", net.proxy, MIN_FEE, body), exit::BACKWARDS);
+    let proxy_sc = net.proxy;
+    let state = |seqno: u32, value: u128| OutMessage {
+        bounce: false,
+        ..OutMessage::transfer(
+            proxy_sc,
+            value,
+            Some(messages::proxy::save_state(seqno.into(), seqno, &[seqno as u8; 32]).unwrap()),
+        )
+    };
+    let (proxy_owner, stranger) = (net.addr("proxy"), net.addr("stranger"));
+    let before = net.proxy_data();
+    net.send("proxy", state(5, 1));
+    assert_eq!(saved(&net, &proxy_owner), Some((5, [5; 32])));
+    net.send("proxy", state(6, 1));
+    assert_eq!(saved(&net, &proxy_owner), Some((6, [6; 32])), "the newest counts");
+    net.send("stranger", state(7, 1));
+    assert_eq!(saved(&net, &proxy_owner), Some((6, [6; 32])), "a stranger's does not count");
+    assert_eq!(saved(&net, &stranger), Some((7, [7; 32])));
+    // With enough value to run, the contract takes it without reading it.
+    let t = net.send("proxy", state(8, MIN_FEE));
+    assert_eq!(t.exit_code_at(&proxy_sc), Some(0), "{t:#?}");
+    assert_eq!(saved(&net, &proxy_owner), Some((8, [8; 32])));
+    assert_eq!(net.proxy_data(), before, "the contract stores nothing of it");
 
     // Withdraw: everything above the stake, to the address named; then nothing is left to take.
     let c = net.client_data();

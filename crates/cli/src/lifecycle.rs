@@ -495,6 +495,10 @@ pub fn worker(cmd: WorkerCommand) -> Result<()> {
     Ok(())
 }
 
+/// How many of a proxy contract's newest transactions `cocoon proxy status` reads for its
+/// newest `save_state`.
+const SAVED_STATE_LOOKBACK: usize = 64;
+
 /// Runs a `proxy` status command.
 pub fn proxy(cmd: ProxyCommand) -> Result<()> {
     match cmd {
@@ -508,11 +512,22 @@ pub fn proxy(cmd: ProxyCommand) -> Result<()> {
             let balance = rt.block_on(client.account(&proxy))?.balance;
             println!("proxy contract {proxy}: {:?}, owner {}", d.state, d.owner);
             println!("  balance {} TON = stake {} TON + client money held {} TON + earnings and fees {} TON", format_ton(balance), format_ton(d.stake), format_ton(d.clients_held), format_ton(balance.saturating_sub(d.stake + d.clients_held)));
-            println!(
-                "  ledger committed on chain: seqno {}, state hash {}",
-                d.saved_seqno,
-                hex::encode(d.state_hash)
-            );
+            // COCOON's save_state is a message the contract does not read: find the newest.
+            let saved = rt.block_on(chain_client::last_saved_state(
+                client.as_ref(),
+                &proxy,
+                &d.owner,
+                SAVED_STATE_LOOKBACK,
+            ))?;
+            match saved {
+                Some((seqno, hash)) => println!(
+                    "  ledger committed on chain: seqno {seqno}, state hash {}",
+                    hex::encode(hash)
+                ),
+                None => println!(
+                    "  ledger committed on chain: no save_state among the contract's last {SAVED_STATE_LOOKBACK} transactions"
+                ),
+            }
             println!(
                 "  voucher key {}; prices {} / {} nanoTON per token (client / worker)",
                 hex::encode(d.proxy_public_key),

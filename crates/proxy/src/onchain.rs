@@ -1,5 +1,6 @@
 //! The proxy's own money on chain: its balances read every 10 seconds with the root, and the
-//! ledger's state hash committed with `save_state` whenever the ledger moved.
+//! ledger's state hash committed with COCOON's `save_state` (an unsigned `do_not_process`
+//! message from the owner's wallet to the proxy contract) whenever the ledger moved.
 
 use super::*;
 
@@ -65,6 +66,9 @@ pub(crate) async fn save_state_loop(proxy: Arc<Proxy>) {
     }
 }
 
+/// What a `save_state` message carries: 1 nanoton, as COCOON's proxy sends it.
+const SAVE_STATE_VALUE: u128 = 1;
+
 /// One `save_state` commit if the ledger moved (public for tests and shutdown).
 pub async fn save_state_now(proxy: &Arc<Proxy>) -> Result<(), ProxyError> {
     if proxy.chain.is_none() {
@@ -85,26 +89,19 @@ async fn save_state_once(proxy: &Arc<Proxy>, committed_seq: &mut u64) -> Result<
     // Commit on chain only what is on disk.
     proxy.durable(seq).await?;
     let chain = proxy.chain()?;
-    let on_chain = chain_client::read_proxy(chain.as_ref(), &proxy.address)
-        .await?
-        .saved_seqno;
-    let seqno = seqno.max(on_chain + 1);
-    let body = Voucher {
-        op: op::PROXY_SAVE_STATE,
-        query_id: seqno,
-        counter: seqno,
-        target: proxy.address,
-        state_hash: Some(hash),
-    }
-    .sign(&proxy.voucher_key, proxy.init.owner)?
-    .body()?;
-    chain_client::send_transfer(
-        chain.as_ref(),
-        &proxy.wallet.1,
-        &proxy.wallet.0,
-        &[OutMessage::transfer(proxy.address, MIN_FEE, Some(body))],
-    )
-    .await?;
+    // COCOON's save_state: the seqno is 32 bits, the message carries 1 nanoton (too little for
+    // the contract to run on it) and is read back from the contract's transactions.
+    let seqno32 = u32::try_from(seqno).map_err(|_| {
+        ProxyError::Io(format!(
+            "save_state seqno {seqno} does not fit COCOON's 32 bits"
+        ))
+    })?;
+    let body = messages::proxy::save_state(seqno, seqno32, &hash)?;
+    let msg = OutMessage {
+        bounce: false,
+        ..OutMessage::transfer(proxy.address, SAVE_STATE_VALUE, Some(body))
+    };
+    chain_client::send_transfer(chain.as_ref(), &proxy.wallet.1, &proxy.wallet.0, &[msg]).await?;
     proxy.ledger.lock().append(Entry::Saved { seqno })?;
     *committed_seq = proxy.ledger.lock().seq();
     tracing::info!("committed ledger state seqno {seqno}");

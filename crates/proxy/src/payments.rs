@@ -37,7 +37,6 @@ impl Proxy {
             query_id: counter,
             counter,
             target,
-            state_hash: None,
         }
         .sign(&self.voucher_key, self.init.owner)
         .and_then(|v| v.body());

@@ -133,7 +133,7 @@ impl Worker {
             WorkerError::Refused(format!("the voucher held from {proxy} is not hex: {e}"))
         })?;
         let body = cocoon_chain::cells::from_boc(&bytes)?;
-        let target = SignedVoucher::parse(&body, false)?.voucher.target;
+        let target = SignedVoucher::parse(&body)?.voucher.target;
         self.claim(proxy, target, tokens, &body_hex).await?;
         Ok(tokens)
     }
@@ -232,7 +232,6 @@ mod tests {
             query_id: tokens,
             counter: tokens,
             target,
-            state_hash: None,
         };
         let excesses = Address::new([7; 32]);
         cocoon_chain::cells::to_boc(&voucher.sign(key, excesses).unwrap().body().unwrap())
