@@ -470,7 +470,10 @@ pub async fn last_saved_state(
     owner: &Address,
     limit: usize,
 ) -> Result<Option<(u32, [u8; 32])>> {
-    Ok(saved_state_in(&chain.transactions(proxy, limit).await?, owner))
+    Ok(saved_state_in(
+        &chain.transactions(proxy, limit).await?,
+        owner,
+    ))
 }
 
 /// The newest `save_state` among a proxy contract's transactions `txs` (newest first) whose
@@ -480,7 +483,11 @@ pub async fn last_saved_state(
 pub fn saved_state_in(txs: &[Tx], owner: &Address) -> Option<(u32, [u8; 32])> {
     txs.iter()
         .filter(|t| t.from.as_ref() == Some(owner))
-        .find_map(|t| t.body.as_ref().and_then(crate::messages::proxy::saved_state))
+        .find_map(|t| {
+            t.body
+                .as_ref()
+                .and_then(crate::messages::proxy::saved_state)
+        })
 }
 
 /// How many of a client contract's newest transactions [`client_registered`] reads.

@@ -296,15 +296,27 @@ fn payment_lifecycle_with_every_bad_voucher_refused() {
     net.send("proxy", state(5, 1));
     assert_eq!(saved(&net, &proxy_owner), Some((5, [5; 32])));
     net.send("proxy", state(6, 1));
-    assert_eq!(saved(&net, &proxy_owner), Some((6, [6; 32])), "the newest counts");
+    assert_eq!(
+        saved(&net, &proxy_owner),
+        Some((6, [6; 32])),
+        "the newest counts"
+    );
     net.send("stranger", state(7, 1));
-    assert_eq!(saved(&net, &proxy_owner), Some((6, [6; 32])), "a stranger's does not count");
+    assert_eq!(
+        saved(&net, &proxy_owner),
+        Some((6, [6; 32])),
+        "a stranger's does not count"
+    );
     assert_eq!(saved(&net, &stranger), Some((7, [7; 32])));
     // With enough value to run, the contract takes it without reading it.
     let t = net.send("proxy", state(8, MIN_FEE));
     assert_eq!(t.exit_code_at(&proxy_sc), Some(0), "{t:#?}");
     assert_eq!(saved(&net, &proxy_owner), Some((8, [8; 32])));
-    assert_eq!(net.proxy_data(), before, "the contract stores nothing of it");
+    assert_eq!(
+        net.proxy_data(),
+        before,
+        "the contract stores nothing of it"
+    );
 
     // Withdraw: everything above the stake, to the address named; then nothing is left to take.
     let c = net.client_data();
