@@ -322,85 +322,46 @@ fn payment_lifecycle_with_every_bad_voucher_refused() {
     let c = net.client_data();
     let free = c.balance - c.stake;
     let owner = net.addr("client");
-    assert_eq!(
+    let withdraw = |net: &mut Net, from: &str, to: &Address| {
         net.call(
-            "stranger",
+            from,
             client,
             MIN_FEE,
-            messages::client::withdraw(0, &net.addr("stranger")).unwrap()
-        ),
-        exit::NOT_OWNER
-    );
-    let before = net.chain.balance(&owner).unwrap();
-    assert_eq!(
+            messages::client::withdraw(0, to).unwrap(),
+        )
+    };
+    let refund = |net: &mut Net| {
         net.call(
             "client",
             client,
             MIN_FEE,
-            messages::client::withdraw(0, &owner).unwrap()
-        ),
-        0
-    );
+            messages::client::request_refund(0, &owner).unwrap(),
+        )
+    };
+    let stranger = net.addr("stranger");
+    assert_eq!(withdraw(&mut net, "stranger", &stranger), exit::NOT_OWNER);
+    let before = net.chain.balance(&owner).unwrap();
+    assert_eq!(withdraw(&mut net, "client", &owner), 0);
     assert_eq!(net.client_data().balance, c.stake);
     let after = net.chain.balance(&owner).unwrap();
     assert!(
         after + MIN_FEE > before + free,
         "withdrawn money arrived (minus at most the fee)"
     );
-    assert_eq!(
-        net.call(
-            "client",
-            client,
-            MIN_FEE,
-            messages::client::withdraw(0, &owner).unwrap()
-        ),
-        exit::BELOW_STAKE
-    );
+    assert_eq!(withdraw(&mut net, "client", &owner), exit::BELOW_STAKE);
 
     // Close without the proxy: refund request, too early, then after the delay.
-    assert_eq!(
-        net.call(
-            "client",
-            client,
-            MIN_FEE,
-            messages::client::request_refund(0, &owner).unwrap()
-        ),
-        0
-    );
+    assert_eq!(refund(&mut net), 0);
     assert_eq!(net.client_data().state, ContractState::Closing);
-    assert_eq!(
-        net.call(
-            "client",
-            client,
-            MIN_FEE,
-            messages::client::request_refund(0, &owner).unwrap()
-        ),
-        exit::TOO_EARLY
-    );
+    assert_eq!(refund(&mut net), exit::TOO_EARLY);
     net.chain
         .advance(net.proxy_init.params.client_delay_before_close - 1)
         .unwrap();
-    assert_eq!(
-        net.call(
-            "client",
-            client,
-            MIN_FEE,
-            messages::client::request_refund(0, &owner).unwrap()
-        ),
-        exit::TOO_EARLY
-    );
+    assert_eq!(refund(&mut net), exit::TOO_EARLY);
     net.chain.advance(1).unwrap();
     let stake = net.client_data().balance;
     let before = net.chain.balance(&net.addr("client")).unwrap();
-    assert_eq!(
-        net.call(
-            "client",
-            client,
-            MIN_FEE,
-            messages::client::request_refund(0, &owner).unwrap()
-        ),
-        0
-    );
+    assert_eq!(refund(&mut net), 0, "closes after the delay");
     assert_eq!(net.client_data().state, ContractState::Closed);
     assert_eq!(net.client_data().balance, 0);
     assert!(net.chain.balance(&net.addr("client")).unwrap() + MIN_FEE > before + stake);
