@@ -69,9 +69,16 @@ pub enum WorkerCommand {
     },
 }
 
-/// `cocoon proxy status`.
+/// `cocoon proxy status|payout`.
 #[derive(Subcommand)]
 pub enum ProxyCommand {
+    /// Take the proxy's earnings: everything in the contract beyond its stake, the clients'
+    /// money and a MIN_FEE reserve, to the owner's wallet (COCOON's `ext_proxy_payout_request`).
+    /// Workers' unclaimed payouts stay backed by the stake.
+    Payout {
+        #[command(flatten)]
+        party: Party,
+    },
     /// The proxy contract: state, stake, client money held, committed ledger state.
     Status {
         #[command(flatten)]
@@ -502,6 +509,58 @@ const SAVED_STATE_LOOKBACK: usize = 64;
 /// Runs a `proxy` status command.
 pub fn proxy(cmd: ProxyCommand) -> Result<()> {
     match cmd {
+        ProxyCommand::Payout { party } => {
+            let c = party.open()?;
+            let d = &c.proxy_data;
+            if c.owner != d.owner {
+                bail!(
+                    "only the proxy's owner {} can take its earnings; this wallet is {}",
+                    d.owner,
+                    c.owner
+                );
+            }
+            let balance = c.rt.block_on(c.chain.account(&c.proxy))?.balance;
+            // What the contract pays: its balance before this message beyond the stake, the
+            // clients' money and the MIN_FEE it keeps.
+            let kept = d
+                .stake
+                .saturating_add(d.clients_held)
+                .saturating_add(MIN_FEE);
+            let Some(free) = balance.checked_sub(kept).filter(|f| *f > 0) else {
+                // Not an error: nothing has been earned beyond what stays.
+                println!(
+                    "nothing to take: the contract holds {} TON = stake {} TON + client money {} TON + up to {} TON it keeps for fees",
+                    format_ton(balance),
+                    format_ton(d.stake),
+                    format_ton(d.clients_held),
+                    format_ton(MIN_FEE)
+                );
+                return Ok(());
+            };
+            let before = c.rt.block_on(c.chain.account(&c.owner))?.balance;
+            c.send(&[OutMessage::transfer(
+                c.proxy,
+                MIN_FEE,
+                Some(messages::proxy::payout_request(0, &c.owner)?),
+            )])?;
+            for _ in 0..300 {
+                let now = c.rt.block_on(c.chain.account(&c.proxy))?.balance;
+                if now < balance {
+                    let wallet = c.rt.block_on(c.chain.account(&c.owner))?.balance;
+                    println!("took {} TON of earnings to {}", format_ton(free), c.owner);
+                    println!(
+                        "proxy contract {}: balance {} TON; wallet {} TON (was {} TON)",
+                        c.proxy,
+                        format_ton(now),
+                        format_ton(wallet),
+                        format_ton(before)
+                    );
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bail!("the payout was not applied within 30 s (look at the proxy contract's transactions)")
+        }
         ProxyCommand::Status { at, chain } => {
             let client = chain.open()?;
             let rt = tokio::runtime::Runtime::new()?;

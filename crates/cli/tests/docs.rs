@@ -201,6 +201,8 @@ fn the_app_developer_guide_runs_as_written() {
         p.contains("stake 1 TON") && p.contains("client money held"),
         "{p}"
     );
+    // Its payout line runs: it takes the earnings, or says none are beyond what stays.
+    assert!(p.contains("took") || p.contains("nothing to take"), "{p}");
     // The chain the running network holds has it (nothing was written to a second copy).
     let status = run(
         "cocoon client status --dir .cocoon/chain --wallet .cocoon/wallets/client.json",
