@@ -18,14 +18,6 @@ use cocoon_proxy::{Proxy, ProxyConfig};
 use cocoon_reference::RefNet;
 use cocoon_tee::{FakeTdxProvider, PolicyKind};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The reference roles `roles` (a client dialing our proxy directly, maybe a worker through the
 /// SOCKS5 router, serving our FAKE engine at coefficient 1.0), and our proxy where their
 /// fake-TON file says the proxy is.
@@ -43,7 +35,11 @@ async fn reference_around_our_proxy(
         engine,
         Arc::new(FakeEngine::default()),
     ));
-    let (workers_port, clients_port) = (free_port(), free_port());
+    // Named in their fake-TON file before our proxy binds them.
+    let (workers_port, clients_port) = (
+        cocoon_reference::port_for_a_later_listener(),
+        cocoon_reference::port_for_a_later_listener(),
+    );
     let net = RefNet::start(
         roles,
         &[

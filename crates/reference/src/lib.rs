@@ -19,6 +19,31 @@ use std::process::Command;
 /// `../shared/reference` beside the repository).
 pub const REFERENCE_DIR_ENV: &str = "COCOON_REFERENCE_DIR";
 
+/// A port on 127.0.0.1 that is free now and outside the system's range of ephemeral ports, for
+/// a listener that must be named before it starts (a reference config lists it before our role
+/// binds it): no outbound connection can take it in between, as one can take a port the system
+/// handed out for `127.0.0.1:0`. Spread by process and call, so parallel tests do not meet.
+pub fn port_for_a_later_listener() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // The ephemeral range starts at its first number (Linux: 32768 unless configured).
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_start.max(10_001));
+    let span = u32::from(high - low);
+    let base = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let step = u32::from(NEXT.fetch_add(1, Ordering::Relaxed));
+        let port = low + ((base + step * 97) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between {low} and {high}");
+}
+
 /// The directory holding `run-local`, `bin/` and `spec/`; panics naming the places looked at
 /// when it is missing.
 pub fn reference_dir() -> PathBuf {
