@@ -61,9 +61,8 @@ pub struct Tx {
     pub body: Option<Cell>,
 }
 
-/// The body of a transaction's inbound message.
-fn in_message_body(tx: &tycho_types::models::Transaction) -> Option<Cell> {
-    let msg = tx.in_msg.as_ref()?;
+/// The body of a message cell, as a cell of its own.
+fn message_body(msg: &Cell) -> Option<Cell> {
     let msg = msg.parse::<tycho_types::models::Message<'_>>().ok()?;
     let mut b = tycho_types::cell::CellBuilder::new();
     b.store_slice(msg.body).ok()?;
@@ -81,12 +80,9 @@ impl From<&TxRecord> for Tx {
             exit_code: r.exit_code,
             aborted: r.aborted,
             fees: r.total_fees,
-            body: from_boc_base64(&r.boc)
+            body: from_boc_base64(&r.in_msg_boc)
                 .ok()
-                .and_then(|c| {
-                    tycho_types::models::Transaction::load_from(&mut c.as_slice().ok()?).ok()
-                })
-                .and_then(|t| in_message_body(&t)),
+                .and_then(|m| message_body(&m)),
         }
     }
 }
@@ -431,7 +427,7 @@ fn parse_toncenter_tx(v: &serde_json::Value) -> Result<Tx> {
         exit_code,
         aborted,
         fees: tx.total_fees.tokens.into_inner(),
-        body: in_message_body(&tx),
+        body: tx.in_msg.as_ref().and_then(message_body),
     })
 }
 
