@@ -80,6 +80,12 @@ impl Net {
         trace.exit_code_at(&to).expect("destination ran")
     }
 
+    /// The client's owner sends `body` to its client contract; the contract's exit code.
+    fn client_call(&mut self, body: Cell) -> i32 {
+        let to = self.client_addr();
+        self.call("client", to, MIN_FEE, body)
+    }
+
     fn client_addr(&self) -> Address {
         let init = self.proxy_init.client(self.proxy, self.addr("client"));
         address_of(&init.state_init(&self.codes.client).unwrap()).unwrap()
@@ -401,15 +407,8 @@ fn grant_refund_charges_then_returns_everything() {
     net.deploy();
     let client = net.client_addr();
     let price = net.proxy_init.params.price_per_token;
-    assert_eq!(
-        net.call(
-            "client",
-            client,
-            MIN_FEE,
-            messages::client::request_refund(0, &net.addr("client")).unwrap()
-        ),
-        0
-    );
+    let refund = messages::client::request_refund(0, &net.addr("client")).unwrap();
+    assert_eq!(net.client_call(refund), 0);
     let before = net.chain.balance(&net.addr("client")).unwrap();
     let stake = net.client_data().balance;
     let v = net.voucher(op::CLIENT_GRANT_REFUND_SIGNED, 100, client);
@@ -518,15 +517,8 @@ fn a_long_authorization_is_read_from_the_client_contracts_transactions() {
     );
     assert!(!seen(&net, &owner, 0));
     // A closing contract refuses to register (109): no authorization from it.
-    assert_eq!(
-        net.call(
-            "client",
-            client,
-            MIN_FEE,
-            messages::client::request_refund(0, &net.addr("client")).unwrap()
-        ),
-        0
-    );
+    let refund = messages::client::request_refund(0, &net.addr("client")).unwrap();
+    assert_eq!(net.client_call(refund), 0);
     assert_eq!(
         net.call("client", client, MIN_FEE, register(11)),
         exit::WRONG_STATE

@@ -751,35 +751,31 @@ async fn a_new_client_authorizes_the_long_way_and_later_the_short_way() {
     // Now its contract holds the hash of its secret: the short way is offered.
     let secret = std::fs::read_to_string(dir.path().join("client/secret.hex")).unwrap();
     let hash: [u8; 32] = sha2::Sha256::digest(hex::decode(secret.trim()).unwrap()).into();
-    let connect = |who: Address| ClientRequest::ConnectToProxy {
-        params: client_params(who, true),
-        min_config_version: 0,
+    // What the proxy offers a stranger's connection naming `who`.
+    let offered = |who: Address| {
+        let net = &net;
+        async move {
+            let (peer, _answers) = stranger(net).await;
+            let connect = ClientRequest::ConnectToProxy {
+                params: client_params(who, true),
+                min_config_version: 0,
+            };
+            let answer = peer
+                .query(cocoon_wire::encode(&connect), Duration::from_secs(10))
+                .await
+                .unwrap();
+            cocoon_wire::decode::<ClientConnectedToProxy>(&answer).unwrap()
+        }
     };
-    let (peer, _answers) = stranger(&net).await;
-    let offered = peer
-        .query(
-            cocoon_wire::encode(&connect(owner)),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
-    let offered: ClientConnectedToProxy = cocoon_wire::decode(&offered).unwrap();
+    let offered_owner = offered(owner).await;
     assert!(
-        matches!(offered.auth, ProxyConnectionAuth::Short { secret_hash, .. } if secret_hash == hash),
+        matches!(offered_owner.auth, ProxyConnectionAuth::Short { secret_hash, .. } if secret_hash == hash),
         "{:?}",
-        offered.auth
+        offered_owner.auth
     );
     // A wallet without a contract at this proxy is offered the long way.
-    let (peer, _answers) = stranger(&net).await;
     let nobody: Address = format!("0:{}", "ab".repeat(32)).parse().unwrap();
-    let offered = peer
-        .query(
-            cocoon_wire::encode(&connect(nobody)),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
-    let offered: ClientConnectedToProxy = cocoon_wire::decode(&offered).unwrap();
+    let offered = offered(nobody).await;
     assert!(
         matches!(offered.auth, ProxyConnectionAuth::Long { .. }),
         "{:?}",
