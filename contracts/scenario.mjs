@@ -102,6 +102,9 @@ export async function runScenario() {
     await step('client_increase_stake', { op: 'owner_client_increase_stake', query_id: 4, new_stake: '1000000000', send_excesses_to: raw(ADDR.clientOwner) }, {
         from: ADDR.clientOwner, to: client.address, value: MIN_FEE, body: body.increaseClientStake(4, TON, ADDR.clientOwner),
     });
+    await step('client_change_secret_hash_and_top_up', { op: 'owner_client_change_secret_hash_and_top_up', query_id: 21, amount: '1000000000', secret_hash: '0xfeed', send_excesses_to: raw(ADDR.clientOwner) }, {
+        from: ADDR.clientOwner, to: client.address, value: TON + MIN_FEE, body: body.changeSecretHashAndTopUp(21, TON, 0xfeedn, ADDR.clientOwner),
+    });
     await signed('charge_1', ADDR.payer, client.address, voucher('ext_client_charge_signed', 10_000, client.address, { queryId: 5 }));
     await signed('charge_2', ADDR.payer, client.address, voucher('ext_client_charge_signed', 25_000, client.address, { queryId: 6 }));
     await signed('charge_replayed', ADDR.payer, client.address, voucher('ext_client_charge_signed', 25_000, client.address, { queryId: 7 }));

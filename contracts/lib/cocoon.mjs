@@ -79,6 +79,7 @@ export const OP = {
     owner_client_increase_stake: 0x6a1f6a60,
     owner_client_withdraw: 0xda068e78,
     owner_client_change_secret_hash: 0xa9357034,
+    owner_client_change_secret_hash_and_top_up: 0x8473b408,
     owner_client_register: 0xc45f9f3b,
     owner_client_request_refund: 0xfafa6cc1,
     ext_client_charge_signed: 0xbb63ff93,
@@ -260,6 +261,9 @@ export const body = {
     // client
     topUp: (queryId, amount, sendExcessesTo) =>
         head(OP.ext_client_top_up, queryId).storeCoins(amount).storeAddress(sendExcessesTo).endCell(),
+    changeSecretHashAndTopUp: (queryId, amount, hash, sendExcessesTo = ADDR.clientOwner) =>
+        head(OP.owner_client_change_secret_hash_and_top_up, queryId).storeCoins(amount).storeUint(hash, 256)
+            .storeAddress(sendExcessesTo).endCell(),
     topUpReopen: (queryId, amount, sendExcessesTo) =>
         head(OP.owner_client_top_up_reopen, queryId).storeCoins(amount).storeAddress(sendExcessesTo).endCell(),
     increaseClientStake: (queryId, newStake, sendExcessesTo = ADDR.clientOwner) =>

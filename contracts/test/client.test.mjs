@@ -100,6 +100,35 @@ describe('client', () => {
         });
     });
 
+    describe('owner_client_change_secret_hash_and_top_up', () => {
+        it('tops up and sets the hash in one message, also as the deploying one; keeps exactly the amount', async () => {
+            const amount = 2_000_000_000n;
+            const res = await send(net, {
+                from: ADDR.clientOwner, to: client(), value: amount + MIN_FEE,
+                body: body.changeSecretHashAndTopUp(3, amount, 0xfeedn, ADDR.payer), stateInit: net.client.init,
+            });
+            expectExit(res, client(), 0);
+            const d = await clientData_(net);
+            assert.equal(d.balance, amount);
+            assert.equal(d.secretHash, 0xfeedn);
+            assert.equal((await proxyData_(net)).clientsHeld, amount);
+            const [excess] = outMessages(expectExit(res, proxy(), 0));
+            assert.ok(excess.to.equals(ADDR.payer));
+            assert.deepEqual(opOf(excess.body), { op: OP.excesses, queryId: 3n });
+        });
+
+        it('refuses anyone but the owner (101), one nanoton short of amount + MIN_FEE (106), a closing contract (109)', async () => {
+            await deployClient(net, DEPOSIT);
+            const call = (from, value, amount = 1n) => toClient(from, body.changeSecretHashAndTopUp(1, amount, 7n), value);
+            expectExit(await call(ADDR.stranger, 1n + MIN_FEE), client(), ERR.NOT_OWNER);
+            expectExit(await call(ADDR.clientOwner, 1n + MIN_FEE - 1n), client(), ERR.LOW_VALUE);
+            expectExit(await toClient(ADDR.clientOwner, body.requestRefund(2)), client(), 0);
+            expectExit(await call(ADDR.clientOwner, 1n + MIN_FEE), client(), ERR.WRONG_STATE);
+            const d = await clientData_(net);
+            assert.notEqual(d.secretHash, 7n);
+        });
+    });
+
     describe('owner_client_top_up_reopen', () => {
         beforeEach(async () => {
             await deployClient(net, DEPOSIT);

@@ -64,6 +64,7 @@ it('gas report', async () => {
     const owner = (name, b) => measure(name, { from: ADDR.clientOwner, to: client.address, value: MIN_FEE, body: b });
     await owner('owner_client_increase_stake', body.increaseClientStake(0, PARAMS.minClientStake));
     await owner('owner_client_change_secret_hash', body.changeSecretHash(0, 0xabcn));
+    await measure('owner_client_change_secret_hash_and_top_up', { from: ADDR.clientOwner, to: client.address, value: TON + MIN_FEE, body: body.changeSecretHashAndTopUp(0, TON, 0xabcn) });
     await owner('owner_client_register', body.register(0, 0x0123456789abcdefn));
     await owner('owner_client_withdraw', body.withdraw(0));
     const voucher = (name, op, counter, target, { stateInit, expectFail = false } = {}) => measure(

@@ -70,6 +70,8 @@ pub mod op {
     pub const CLIENT_WITHDRAW: u32 = 0xda06_8e78;
     /// Client owner: change the authorization secret hash.
     pub const CLIENT_CHANGE_SECRET_HASH: u32 = 0xa935_7034;
+    /// Client owner: top up and change the secret hash in one message.
+    pub const CLIENT_CHANGE_SECRET_HASH_AND_TOP_UP: u32 = 0x8473_b408;
     /// Client owner: long authorization, the nonce a proxy gave (COCOON's `owner_client_register`).
     pub const CLIENT_REGISTER: u32 = 0xc45f_9f3b;
     /// Client owner: ask for a refund (start closing).
@@ -354,6 +356,20 @@ pub mod client {
         store_address(&mut b, send_excesses_to)?;
         Ok(b.build()?)
     }
+    /// Owner: top up by `amount` (attach amount + `MIN_FEE`) and set the authorization secret
+    /// hash in one message (COCOON's body); deploys the contract when sent with its StateInit.
+    pub fn change_secret_hash_and_top_up(
+        query_id: u64,
+        amount: u128,
+        hash: &[u8; 32],
+        send_excesses_to: &Address,
+    ) -> Result<Cell> {
+        let mut b = head(op::CLIENT_CHANGE_SECRET_HASH_AND_TOP_UP, query_id)?;
+        store_coins(&mut b, amount)?;
+        store_u256(&mut b, hash)?;
+        store_address(&mut b, send_excesses_to)?;
+        Ok(b.build()?)
+    }
     /// Owner: long authorization with a proxy, proving control of the contract by sending the
     /// `nonce` the proxy gave (COCOON's body: the rest of the value goes back to
     /// `send_excesses_to`).
@@ -422,6 +438,7 @@ mod tests {
             op::CLIENT_INCREASE_STAKE,
             op::CLIENT_WITHDRAW,
             op::CLIENT_CHANGE_SECRET_HASH,
+            op::CLIENT_CHANGE_SECRET_HASH_AND_TOP_UP,
             op::CLIENT_REGISTER,
             op::CLIENT_REQUEST_REFUND,
             op::CLIENT_CHARGE_SIGNED,

@@ -89,6 +89,15 @@ fn rust_body(input: &Value, keys: &Value) -> Option<tycho_types::cell::Cell> {
             &addr(&input["send_excesses_to"]),
         )
         .unwrap(),
+        "owner_client_change_secret_hash_and_top_up" => {
+            messages::client::change_secret_hash_and_top_up(
+                qid,
+                u128_of(&input["amount"]),
+                &hash32(&input["secret_hash"]),
+                &addr(&input["send_excesses_to"]),
+            )
+            .unwrap()
+        }
         "owner_client_withdraw" => {
             messages::client::withdraw(qid, &addr(&input["send_excesses_to"])).unwrap()
         }
@@ -100,17 +109,20 @@ fn rust_body(input: &Value, keys: &Value) -> Option<tycho_types::cell::Cell> {
         "ext_proxy_close_request_signed" => voucher(op::PROXY_CLOSE_REQUEST_SIGNED),
         "ext_proxy_close_complete_request_signed" => voucher(op::PROXY_CLOSE_COMPLETE_SIGNED),
         "proxy_save_state" => {
-            let hex = input["state_hash"]
-                .as_str()
-                .unwrap()
-                .trim_start_matches("0x");
-            let hex = format!("{hex:0>64}");
-            let h: [u8; 32] = hex::decode(hex).unwrap().try_into().unwrap();
             let seqno = u32::try_from(input["seqno"].as_u64().unwrap()).unwrap();
-            messages::proxy::save_state(qid, seqno, &h).unwrap()
+            messages::proxy::save_state(qid, seqno, &hash32(&input["state_hash"])).unwrap()
         }
         other => panic!("scenario op {other} has no Rust builder in this test"),
     })
+}
+
+/// A 256-bit number written as the scenario writes it (`0x…`, no leading zeros).
+fn hash32(v: &serde_json::Value) -> [u8; 32] {
+    let hex = v.as_str().unwrap().trim_start_matches("0x");
+    hex::decode(format!("{hex:0>64}"))
+        .unwrap()
+        .try_into()
+        .unwrap()
 }
 
 #[test]

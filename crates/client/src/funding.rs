@@ -28,7 +28,13 @@ impl Client {
             None => {
                 let deposit = self.cfg.deposit.max(stake);
                 let si = init.client_state_init(proxy, self.owner())?;
-                let body = messages::client::top_up(0, deposit, &self.owner())?;
+                // Deployed, funded and given our secret's hash by one message.
+                let body = messages::client::change_secret_hash_and_top_up(
+                    0,
+                    deposit,
+                    &secret_hash,
+                    &self.owner(),
+                )?;
                 msgs.push(OutMessage {
                     init: Some(si),
                     ..OutMessage::transfer(client_sc, deposit.saturating_add(MIN_FEE), Some(body))
@@ -37,15 +43,6 @@ impl Client {
                     client_sc,
                     MIN_FEE,
                     Some(messages::client::increase_stake(0, stake, &self.owner())?),
-                ));
-                msgs.push(OutMessage::transfer(
-                    client_sc,
-                    MIN_FEE,
-                    Some(messages::client::change_secret_hash(
-                        0,
-                        &secret_hash,
-                        &self.owner(),
-                    )?),
                 ));
             }
             Some(c) => {
