@@ -489,6 +489,17 @@ export function expectExit(res, address, code, nth = 0) {
     return tx;
 }
 
+/** The one message `tx` sent, an `excesses` with `queryId` to `to` (the rest of a value handed back). */
+export function expectExcess(tx, to, queryId) {
+    const [excess] = outMessages(tx);
+    if (!excess?.to.equals(to)) throw new Error(`expected the excesses to go to ${to}, got ${excess?.to}`);
+    const got = opOf(excess.body);
+    if (got.op !== OP.excesses || got.queryId !== BigInt(queryId)) {
+        throw new Error(`expected excesses#${OP.excesses.toString(16)} with query ${queryId}, got ${got.op.toString(16)} with ${got.queryId}`);
+    }
+    return excess;
+}
+
 /** The op and query_id of a message body. */
 export function opOf(cell) {
     const s = cell.beginParse();

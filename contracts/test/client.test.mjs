@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { beginCell } from '@ton/core';
 import {
     ADDR, CHARGE_NOTICE_VALUE, ERR, KEYS, MIN_FEE, NOW, OP, PARAMS, balanceOf, bigKey, body, rootParamsCell,
-    clientData_, deployClient, expectExit, opOf, outMessages, proxyData_, send, setup, signedBody,
+    clientData_, deployClient, expectExcess, expectExit, opOf, outMessages, proxyData_, send, setup, signedBody,
     storageFee, txOn,
 } from '../lib/cocoon.mjs';
 
@@ -63,9 +63,7 @@ describe('client', () => {
             });
             expectExit(res, client(), 0);
             const ptx = expectExit(res, proxy(), 0);
-            const [excess] = outMessages(ptx);
-            assert.ok(excess.to.equals(ADDR.stranger));
-            assert.deepEqual(opOf(excess.body), { op: OP.excesses, queryId: 11n });
+            expectExcess(ptx, ADDR.stranger, 11);
             const d = await clientData_(net);
             assert.equal(d.state, 0);
             assert.equal(d.balance, DEPOSIT);
@@ -112,9 +110,7 @@ describe('client', () => {
             assert.equal(d.balance, amount);
             assert.equal(d.secretHash, 0xfeedn);
             assert.equal((await proxyData_(net)).clientsHeld, amount);
-            const [excess] = outMessages(expectExit(res, proxy(), 0));
-            assert.ok(excess.to.equals(ADDR.payer));
-            assert.deepEqual(opOf(excess.body), { op: OP.excesses, queryId: 3n });
+            expectExcess(expectExit(res, proxy(), 0), ADDR.payer, 3);
         });
 
         it('refuses anyone but the owner (101), one nanoton short of amount + MIN_FEE (106), a closing contract (109)', async () => {
@@ -182,9 +178,7 @@ describe('client', () => {
         it('takes COCOON\'s body and gives the rest of the value back to send_excesses_to', async () => {
             const before = await balanceOf(net, client());
             const res = await toClient(ADDR.clientOwner, body.increaseClientStake(6, PARAMS.minClientStake, ADDR.stranger));
-            const [excess] = outMessages(expectExit(res, client(), 0));
-            assert.ok(excess.to.equals(ADDR.stranger));
-            assert.deepEqual(opOf(excess.body), { op: OP.excesses, queryId: 6n });
+            expectExcess(expectExit(res, client(), 0), ADDR.stranger, 6);
             assert.equal(await balanceOf(net, client()), before);
             // our old body, without the address, is refused
             const old = beginCell().storeUint(OP.owner_client_increase_stake, 32).storeUint(7, 64).storeCoins(PARAMS.minClientStake).endCell();
@@ -255,9 +249,7 @@ describe('client', () => {
             const before = await balanceOf(net, client());
             const res = await toClient(ADDR.clientOwner, body.changeSecretHash(4, 0xcafen, ADDR.stranger));
             const tx = expectExit(res, client(), 0);
-            const [excess] = outMessages(tx);
-            assert.ok(excess.to.equals(ADDR.stranger));
-            assert.deepEqual(opOf(excess.body), { op: OP.excesses, queryId: 4n });
+            expectExcess(tx, ADDR.stranger, 4);
             assert.equal(await balanceOf(net, client()), before);
             // our old body, without the address, is refused
             const old = beginCell().storeUint(OP.owner_client_change_secret_hash, 32).storeUint(5, 64).storeUint(1n, 256).endCell();
@@ -272,9 +264,7 @@ describe('client', () => {
             const before = await balanceOf(net, client());
             const res = await toClient(ADDR.clientOwner, body.register(7, 0x0123456789abcdefn, ADDR.stranger));
             const tx = expectExit(res, client(), 0);
-            const [excess] = outMessages(tx);
-            assert.ok(excess.to.equals(ADDR.stranger));
-            assert.deepEqual(opOf(excess.body), { op: OP.excesses, queryId: 7n });
+            expectExcess(tx, ADDR.stranger, 7);
             assert.equal(await balanceOf(net, client()), before);
             assert.ok((await net.blockchain.getContract(client())).accountState.state.data.equals(data));
         });

@@ -3,7 +3,7 @@
 import { describe, it, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-    ADDR, ERR, KEYS, MIN_FEE, NOW, OP, PARAMS, balanceOf, bigKey, body, expectExit, internalBody,
+    ADDR, ERR, KEYS, MIN_FEE, NOW, OP, PARAMS, balanceOf, bigKey, body, expectExcess, expectExit, internalBody,
     exitCode, opOf, outMessages, proxyData_, send, setBalance, setup, signedBody, storageFee, txOn,
 } from '../lib/cocoon.mjs';
 
@@ -36,9 +36,7 @@ describe('proxy', () => {
             const tx = expectExit(res, proxy(), 0);
             assert.equal((await proxyData_(net)).stake, STAKE + amount);
             assert.equal(await balanceOf(net, proxy()), STAKE + amount);
-            const [excess] = outMessages(tx);
-            assert.ok(excess.to.equals(ADDR.stranger));
-            assert.deepEqual(opOf(excess.body), { op: OP.excesses, queryId: 9n });
+            expectExcess(tx, ADDR.stranger, 9);
         });
 
         it('takes a zero amount', async () => {
@@ -129,9 +127,7 @@ describe('proxy', () => {
             let tx = expectExit(res, proxy(), 0);
             assert.equal((await proxyData_(net)).clientsHeld, held);
             assert.equal(await balanceOf(net, proxy()), STAKE + held);
-            const [excess] = outMessages(tx);
-            assert.ok(excess.to.equals(ADDR.payer));
-            assert.deepEqual(opOf(excess.body), { op: OP.excesses, queryId: 1n });
+            expectExcess(tx, ADDR.payer, 1);
 
             res = await toProxy(net.client.address, internalBody.charge(2, ADDR.clientOwner, 100n));
             expectExit(res, proxy(), 0);

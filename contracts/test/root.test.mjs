@@ -3,7 +3,7 @@ import { describe, it, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { beginCell } from '@ton/core';
 import {
-    ADDR, CODES, ERR, MIN_FEE, OP, PARAMS, body, expectExit, getter, outMessages, opOf,
+    ADDR, CODES, ERR, MIN_FEE, OP, PARAMS, body, expectExcess, expectExit, getter, opOf,
     parseRegistry, send, setup, stringCell, balanceOf, rootParamsCell, ROOT_PARAMS,
 } from '../lib/cocoon.mjs';
 
@@ -29,9 +29,7 @@ describe('root', () => {
         const res = await send(net, { from, to: root(), value, body: b });
         const tx = expectExit(res, root(), 0);
         assert.equal(await version(), before + 1);
-        const [excess] = outMessages(tx);
-        assert.ok(excess.to.equals(from));
-        assert.deepEqual(opOf(excess.body), { op: OP.excesses, queryId: opOf(b).queryId });
+        expectExcess(tx, from, opOf(b).queryId);
         // the rest of the value went back: the root's balance is exactly what it was
         assert.equal(await balanceOf(net, root()), balance);
         return res;

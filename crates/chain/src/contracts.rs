@@ -800,6 +800,17 @@ impl ProxyData {
         })
     }
 
+    /// What `ext_proxy_payout_request` would pay the owner out of a contract balance of
+    /// `contract_balance` (as the contract computes it, before the request's own value): all
+    /// beyond the stake, the clients' money and the MIN_FEE reserve; 0 when nothing is.
+    pub fn free_balance(&self, contract_balance: u128) -> u128 {
+        contract_balance.saturating_sub(
+            self.stake
+                .saturating_add(self.clients_held)
+                .saturating_add(crate::messages::MIN_FEE),
+        )
+    }
+
     /// The initial state this proxy contract was deployed with (to derive its client and
     /// worker contracts exactly as it does).
     pub fn init(&self) -> ProxyInit {

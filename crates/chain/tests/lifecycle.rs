@@ -80,6 +80,15 @@ impl Net {
         trace.exit_code_at(&to).expect("destination ran")
     }
 
+    /// The newest transactions of `at` as a chain API reports them.
+    fn txs(&self, at: &Address) -> Vec<cocoon_chain::client::Tx> {
+        self.chain
+            .transactions(at, 16)
+            .iter()
+            .map(cocoon_chain::client::Tx::from)
+            .collect()
+    }
+
     /// The client's owner sends `body` to its client contract; the contract's exit code.
     fn client_call(&mut self, body: Cell) -> i32 {
         let to = self.client_addr();
@@ -278,16 +287,8 @@ fn payment_lifecycle_with_every_bad_voucher_refused() {
     // save_state, COCOON's: `do_not_process` from the owner's wallet with 1 nanoton. The
     // contract does not run on it and stores nothing; it is read back from the contract's
     // transactions, the newest first, and only the owner's count.
-    use cocoon_chain::client::{saved_state_in, Tx};
-    let saved = |net: &Net, from: &Address| {
-        let txs: Vec<Tx> = net
-            .chain
-            .transactions(&net.proxy, 16)
-            .iter()
-            .map(Tx::from)
-            .collect();
-        saved_state_in(&txs, from)
-    };
+    use cocoon_chain::client::saved_state_in;
+    let saved = |net: &Net, from: &Address| saved_state_in(&net.txs(&net.proxy), from);
     let proxy_sc = net.proxy;
     let state = |seqno: u32, value: u128| OutMessage {
         bounce: false,
@@ -471,21 +472,13 @@ fn state_survives_a_restart_from_disk() {
 /// op, or a message the contract refused proves nothing.
 #[test]
 fn a_long_authorization_is_read_from_the_client_contracts_transactions() {
-    use cocoon_chain::client::{registered_in, Tx};
+    use cocoon_chain::client::registered_in;
     let mut net = Net::new();
     net.deploy();
     let client = net.client_addr();
     let (owner, stranger) = (net.addr("client"), net.addr("stranger"));
     let register = |nonce| messages::client::register(3, nonce, &owner).unwrap();
-    let seen = |net: &Net, who: &Address, nonce| {
-        let txs: Vec<Tx> = net
-            .chain
-            .transactions(&client, 16)
-            .iter()
-            .map(Tx::from)
-            .collect();
-        registered_in(&txs, who, nonce)
-    };
+    let seen = |net: &Net, who: &Address, nonce| registered_in(&net.txs(&client), who, nonce);
     assert!(!seen(&net, &owner, 7));
     let before = net.client_data();
     assert_eq!(net.call("client", client, MIN_FEE, register(7)), 0);
@@ -524,4 +517,37 @@ fn a_long_authorization_is_read_from_the_client_contracts_transactions() {
         exit::WRONG_STATE
     );
     assert!(!seen(&net, &owner, 11));
+}
+
+/// `ProxyData::free_balance` is what the owner's payout request takes: after a payout exactly
+/// the stake, the clients' money and the MIN_FEE reserve stay, the free balance is 0 and a
+/// second request is refused (112). (One nanoton beyond is proved on the contract, whose
+/// balance the sandbox can set: contracts/test/proxy.test.mjs.)
+#[test]
+fn the_free_balance_is_what_a_payout_takes() {
+    let mut net = Net::new();
+    net.deploy();
+    let proxy = net.proxy;
+    let owner = net.addr("proxy");
+    let free = |net: &Net| {
+        net.proxy_data()
+            .free_balance(net.chain.balance(&proxy).unwrap())
+    };
+    let payout = messages::proxy::payout_request(0, &owner).unwrap();
+    net.send("stranger", OutMessage::transfer(proxy, TON, None));
+    let (balance, due) = (net.chain.balance(&proxy).unwrap(), free(&net));
+    assert!(due > 0 && due < TON, "{due}");
+    let wallet = net.chain.balance(&owner).unwrap();
+    assert_eq!(net.call("proxy", proxy, MIN_FEE, payout.clone()), 0);
+    let d = net.proxy_data();
+    let kept = d.stake + d.clients_held + MIN_FEE;
+    assert_eq!(net.chain.balance(&proxy).unwrap(), kept);
+    assert_eq!(
+        balance - kept,
+        due,
+        "the payout took exactly the free balance"
+    );
+    assert!(net.chain.balance(&owner).unwrap() + MIN_FEE > wallet + due);
+    assert_eq!(free(&net), 0);
+    assert_eq!(net.call("proxy", proxy, MIN_FEE, payout), exit::NO_FUNDS);
 }

@@ -520,13 +520,8 @@ pub fn proxy(cmd: ProxyCommand) -> Result<()> {
                 );
             }
             let balance = c.rt.block_on(c.chain.account(&c.proxy))?.balance;
-            // What the contract pays: its balance before this message beyond the stake, the
-            // clients' money and the MIN_FEE it keeps.
-            let kept = d
-                .stake
-                .saturating_add(d.clients_held)
-                .saturating_add(MIN_FEE);
-            let Some(free) = balance.checked_sub(kept).filter(|f| *f > 0) else {
+            let free = d.free_balance(balance);
+            if free == 0 {
                 // Not an error: nothing has been earned beyond what stays.
                 println!(
                     "nothing to take: the contract holds {} TON = stake {} TON + client money {} TON + up to {} TON it keeps for fees",
@@ -536,7 +531,7 @@ pub fn proxy(cmd: ProxyCommand) -> Result<()> {
                     format_ton(MIN_FEE)
                 );
                 return Ok(());
-            };
+            }
             let before = c.rt.block_on(c.chain.account(&c.owner))?.balance;
             c.send(&[OutMessage::transfer(
                 c.proxy,

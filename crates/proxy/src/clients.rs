@@ -6,7 +6,7 @@ use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cocoon_chain::contracts::ContractState;
+use cocoon_chain::contracts::{ClientData, ContractState};
 use cocoon_chain::messages::op;
 use cocoon_chain::Address;
 use cocoon_net::rpc::{AnswerFuture, Peer, RpcError};
@@ -200,9 +200,49 @@ pub const MAX_PENDING_LONG_AUTHORIZATIONS: usize = 64;
 const LONG_AUTHORIZATION_FIRST_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 const LONG_AUTHORIZATION_MAX_POLL: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// An authorization answer refusing the connection, with an HTTP-like code.
+fn auth_failed(code: i32, why: String) -> Result<Vec<u8>, RpcError> {
+    Ok(cocoon_wire::encode(&AuthorizationWithProxy::Failed {
+        error_code: code,
+        error: why.into_bytes(),
+    }))
+}
+
+/// The client contract of `owner`, which either way of authorizing needs open: its data, or
+/// the refusal to answer with.
+async fn open_contract(
+    proxy: &Proxy,
+    owner: Address,
+) -> Result<Result<ClientData, String>, RpcError> {
+    Ok(match onchain(proxy, owner, true).await? {
+        Some(c) if c.state == ContractState::Open => Ok(c),
+        Some(c) => Err(format!("the client contract is {:?}", c.state)),
+        None => Err(format!(
+            "no client contract for {owner} at this proxy: top it up first"
+        )),
+    })
+}
+
+/// The connection is `owner`'s from now on (its nonce used up): the success answer, with the
+/// newest charge voucher.
+fn authorized(proxy: &Proxy, state: &Mutex<Conn>, owner: Address) -> Result<Vec<u8>, RpcError> {
+    {
+        let mut st = state.lock();
+        st.nonce = None;
+        st.authorized = true;
+    }
+    let total = proxy.client_total(&owner);
+    Ok(cocoon_wire::encode(&AuthorizationWithProxy::Success {
+        signed_payment: proxy.client_voucher(owner, total),
+        tokens_committed_to_db: total,
+        max_tokens: total,
+    }))
+}
+
 /// Long authorization on chain (COCOON's): the client's owner sends `owner_client_register`
 /// with the handshake's nonce to its client contract; once that transaction is seen, the
-/// connection is the owner's. A nonce serves one authorization.
+/// connection is the owner's. A nonce serves one authorization. On a fake-TON root there is
+/// nothing to register on chain: granted at once, as the reference grants it there.
 async fn authorize_long(proxy: &Arc<Proxy>, state: &Arc<Mutex<Conn>>) -> Result<Vec<u8>, RpcError> {
     let (owner, nonce) = {
         let st = state.lock();
@@ -217,25 +257,17 @@ async fn authorize_long(proxy: &Arc<Proxy>, state: &Arc<Mutex<Conn>>) -> Result<
             }
         }
     };
-    let failed = |code: i32, why: String| {
-        Ok(cocoon_wire::encode(&AuthorizationWithProxy::Failed {
-            error_code: code,
-            error: why.into_bytes(),
-        }))
-    };
-    let client_sc = proxy
-        .client_contract(owner)
-        .map_err(|e| err(500, e.to_string()))?;
-    let deadline = std::time::Instant::now() + LONG_AUTHORIZATION_WAIT;
-    // On a fake-TON root there is nothing to register on chain: granted at once, as the
-    // reference grants it there.
     if let Some(chain) = &proxy.chain {
         let Ok(_watching) = proxy.long_authorizations.try_acquire() else {
-            return failed(
+            return auth_failed(
                 429,
                 format!("{MAX_PENDING_LONG_AUTHORIZATIONS} long authorizations are waiting for the chain already; retry in a minute"),
             );
         };
+        let client_sc = proxy
+            .client_contract(owner)
+            .map_err(|e| err(500, e.to_string()))?;
+        let deadline = std::time::Instant::now() + LONG_AUTHORIZATION_WAIT;
         let mut pause = LONG_AUTHORIZATION_FIRST_POLL;
         loop {
             match cocoon_chain::client::client_registered(chain.as_ref(), &client_sc, &owner, nonce)
@@ -248,7 +280,7 @@ async fn authorize_long(proxy: &Arc<Proxy>, state: &Arc<Mutex<Conn>>) -> Result<
                 }
             }
             if std::time::Instant::now() > deadline {
-                return failed(
+                return auth_failed(
                     408,
                     format!(
                         "no owner_client_register with nonce {nonce} from {owner} reached client contract {client_sc} within {} s",
@@ -259,28 +291,11 @@ async fn authorize_long(proxy: &Arc<Proxy>, state: &Arc<Mutex<Conn>>) -> Result<
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(LONG_AUTHORIZATION_MAX_POLL);
         }
-        match onchain(proxy, owner, true).await? {
-            Some(c) if c.state == ContractState::Open => {}
-            Some(c) => return failed(401, format!("the client contract is {:?}", c.state)),
-            None => {
-                return failed(
-                    401,
-                    format!("no client contract for {owner} at this proxy: top it up first"),
-                )
-            }
+        if let Err(why) = open_contract(proxy, owner).await? {
+            return auth_failed(401, why);
         }
     }
-    {
-        let mut st = state.lock();
-        st.nonce = None;
-        st.authorized = true;
-    }
-    let total = proxy.client_total(&owner);
-    Ok(cocoon_wire::encode(&AuthorizationWithProxy::Success {
-        signed_payment: proxy.client_voucher(owner, total),
-        tokens_committed_to_db: total,
-        max_tokens: total,
-    }))
+    authorized(proxy, state, owner)
 }
 
 /// A refusal with an HTTP-like code.
@@ -320,14 +335,14 @@ async fn handle_query(
                 getrandom::fill(&mut nonce).map_err(|e| err(500, format!("no randomness for the nonce: {e}")))?;
                 u64::from_le_bytes(nonce)
             };
-            let auth = match contract {
+            let auth = match (proxy.on_fake_ton(), contract) {
+                (true, c) => ProxyConnectionAuth::Short { secret_hash: c.map_or([0; 32], |c| c.secret_hash), nonce },
                 // On chain, as the reference: the short way for a client whose open contract
                 // holds a secret hash; any other client registers the nonce on chain.
-                Some(c) if proxy.on_fake_ton() || (c.state == ContractState::Open && c.secret_hash != [0; 32]) => {
+                (false, Some(c)) if c.state == ContractState::Open && c.secret_hash != [0; 32] => {
                     ProxyConnectionAuth::Short { secret_hash: c.secret_hash, nonce }
                 }
-                None if proxy.on_fake_ton() => ProxyConnectionAuth::Short { secret_hash: [0; 32], nonce },
-                _ => ProxyConnectionAuth::Long { nonce },
+                (false, _) => ProxyConnectionAuth::Long { nonce },
             };
             {
                 let mut st = state.lock();
@@ -345,24 +360,15 @@ async fn handle_query(
         }
         ClientRequest::AuthorizeWithProxyShort { data } => {
             let owner = state.lock().owner.ok_or_else(|| err(400, "connectToProxy first"))?;
-            let failed = |why: String| Ok(cocoon_wire::encode(&AuthorizationWithProxy::Failed { error_code: 401, error: why.into_bytes() }));
-            let Some(c) = onchain(&proxy, owner, true).await? else {
-                return failed(format!("no client contract for {owner} at this proxy: top it up first"));
+            let c = match open_contract(&proxy, owner).await? {
+                Ok(c) => c,
+                Err(why) => return auth_failed(401, why),
             };
-            if c.state != ContractState::Open {
-                return failed(format!("the client contract is {:?}", c.state));
-            }
             let hash: [u8; 32] = Sha256::digest(&data).into();
             if c.secret_hash == [0; 32] || hash != c.secret_hash {
-                return failed("secret does not match the client contract's secret hash".into());
+                return auth_failed(401, "secret does not match the client contract's secret hash".into());
             }
-            state.lock().authorized = true;
-            let total = proxy.client_total(&owner);
-            Ok(cocoon_wire::encode(&AuthorizationWithProxy::Success {
-                signed_payment: proxy.client_voucher(owner, total),
-                tokens_committed_to_db: total,
-                max_tokens: total,
-            }))
+            authorized(&proxy, &state, owner)
         }
         ClientRequest::AuthorizeWithProxyLong => authorize_long(&proxy, &state).await,
         ClientRequest::RunQuery { .. } | ClientRequest::RunQueryEx { .. } => Err(err(
