@@ -26,7 +26,6 @@ export const CODES = {
 /* Constants of SPEC.md. */
 
 export const MIN_FEE = 50_000_000n;
-export const CHARGE_NOTICE_VALUE = 20_000_000n;
 
 export const ERR = {
     NOT_OWNER: 101,
@@ -42,7 +41,6 @@ export const ERR = {
     UNKNOWN_OP: 111,
     NO_FUNDS: 112,
     WRONG_OP: 113,
-    NOT_SETTLED: 114,
     BAD_ENDPOINT: 115,
 };
 
@@ -66,6 +64,7 @@ export const OP = {
     proxy_save_state: 0x53109c0f,
     do_not_process: 0x9a1247c0,
     client_proxy_top_up: 0x5cfc6b87,
+    client_proxy_register: 0xa35cb580,
     client_proxy_request: 0x65448ff4,
     client_proxy_refund_granted: 0xc68ebc7b,
     client_proxy_refund_force: 0xf4c354c9,
@@ -189,11 +188,11 @@ export function proxyData({ owner, publicKey, root, params = PARAMS, codes = COD
     return beginCell()
         .storeAddress(owner)
         .storeBuffer(publicKey, 32)
+        .storeAddress(root)
         .storeUint(0, 2)
         .storeCoins(0n)
         .storeCoins(0n)
         .storeUint(0, 32)
-        .storeRef(beginCell().storeAddress(root).endCell())
         // COCOON's params cell with the worker's and client's code, as its proxy contract keeps it
         .storeRef(rootParamsCell({ params, codes: { proxy: null, worker: codes.worker, client: codes.client } }))
         .endCell();
@@ -352,12 +351,12 @@ export function parseRegistry(cell) {
  * owner, the proxy of the fixed proxy owner and key, and the client and worker contracts of
  * the fixed client and worker owners at that proxy.
  */
-export function contracts() {
+export function contracts(params = PARAMS) {
     const publicKey = KEYS.proxy.publicKey;
-    const root = stateInitOf(CODES.root, rootData({ owner: ADDR.rootOwner }));
-    const proxy = stateInitOf(CODES.proxy, proxyData({ owner: ADDR.proxyOwner, publicKey, root: root.address }));
-    const client = stateInitOf(CODES.client, clientData({ owner: ADDR.clientOwner, proxy: proxy.address, publicKey }));
-    const worker = stateInitOf(CODES.worker, workerData({ owner: ADDR.workerOwner, proxy: proxy.address, publicKey }));
+    const root = stateInitOf(CODES.root, rootData({ owner: ADDR.rootOwner, params }));
+    const proxy = stateInitOf(CODES.proxy, proxyData({ owner: ADDR.proxyOwner, publicKey, root: root.address, params }));
+    const client = stateInitOf(CODES.client, clientData({ owner: ADDR.clientOwner, proxy: proxy.address, publicKey, params }));
+    const worker = stateInitOf(CODES.worker, workerData({ owner: ADDR.workerOwner, proxy: proxy.address, publicKey, params }));
     return { root, proxy, client, worker };
 }
 
@@ -366,10 +365,10 @@ export function contracts() {
  * root, a proxy contract with a stake, and the addresses (not yet deployed) of the client and
  * worker contracts of the fixed client and worker owners.
  */
-export async function setup({ proxyStake = 0n, deployRoot = true } = {}) {
+export async function setup({ proxyStake = 0n, deployRoot = true, params = PARAMS } = {}) {
     const blockchain = await Blockchain.create();
     blockchain.now = NOW;
-    const net = { blockchain, ...contracts() };
+    const net = { blockchain, ...contracts(params) };
     const { root, proxy } = net;
     if (deployRoot) {
         await send(net, { from: ADDR.rootOwner, to: root.address, value: 1_000_000_000n, stateInit: root.init });
@@ -428,12 +427,40 @@ export async function proxyData_(net) {
     return {
         owner: r.readAddress(),
         publicKey: r.readBigNumber(),
-        state: r.readNumber(),
-        stake: r.readBigNumber(),
-        clientsHeld: r.readBigNumber(),
-        closeUnlockTs: r.readNumber(),
         root: r.readAddress(),
+        state: r.readNumber(),
+        earnings: r.readBigNumber(),
+        stake: r.readBigNumber(),
+        closeUnlockTs: r.readNumber(),
     };
+}
+
+/**
+ * COCOON's `client_proxy_request` as a test reads it: the client owner, the client's state and
+ * the payload's op (null without one) with the slice after it.
+ */
+export function parseClientRequest(cell) {
+    const s = cell.beginParse();
+    const op = s.loadUint(32);
+    const queryId = s.loadUintBig(64);
+    const owner = s.loadAddress();
+    const st = s.loadRef().beginParse();
+    const state = {
+        state: st.loadUint(2),
+        balance: st.loadCoins(),
+        stake: st.loadCoins(),
+        tokensUsed: st.loadUintBig(64),
+        secretHash: st.loadUintBig(256),
+    };
+    if (st.remainingBits !== 0 || st.remainingRefs !== 0) throw new Error('state cell longer than COCOON reads');
+    const payload = s.loadMaybeRef();
+    if (s.remainingBits !== 0 || s.remainingRefs !== 0) throw new Error('envelope longer than COCOON reads');
+    let inner = null;
+    if (payload) {
+        const p = payload.beginParse();
+        inner = { op: p.loadUint(32), rest: p };
+    }
+    return { op, queryId, owner, state, payload: inner };
 }
 
 export async function clientData_(net, address = net.client.address) {
@@ -489,9 +516,9 @@ export function expectExit(res, address, code, nth = 0) {
     return tx;
 }
 
-/** The one message `tx` sent, an `excesses` with `queryId` to `to` (the rest of a value handed back). */
+/** The message `tx` sent to `to`, an `excesses` with `queryId` (the rest of a value handed back). */
 export function expectExcess(tx, to, queryId) {
-    const [excess] = outMessages(tx);
+    const excess = outMessages(tx).find((m) => m.to.equals(to));
     if (!excess?.to.equals(to)) throw new Error(`expected the excesses to go to ${to}, got ${excess?.to}`);
     const got = opOf(excess.body);
     if (got.op !== OP.excesses || got.queryId !== BigInt(queryId)) {
@@ -509,12 +536,23 @@ export function opOf(cell) {
 /* Bodies of the contract-to-contract messages (to drive the proxy directly in tests). */
 
 export const internalBody = {
+    /** COCOON's client state cell. */
+    clientState: ({ state = 0, balance = 0n, stake = 0n, tokensUsed = 0n, secretHash = 0n } = {}) =>
+        beginCell().storeUint(state, 2).storeCoins(balance).storeCoins(stake).storeUint(tokensUsed, 64)
+            .storeUint(secretHash, 256).endCell(),
+    /** `client_proxy_request` with `payload` (a cell, or null for a state update). */
+    clientRequest: (queryId, clientOwner, payload = null, state = {}) =>
+        head(OP.client_proxy_request, queryId).storeAddress(clientOwner)
+            .storeRef(internalBody.clientState(state)).storeMaybeRef(payload).endCell(),
     topUp: (queryId, clientOwner, amount, sendExcessesTo) =>
-        head(OP.client_proxy_top_up, queryId).storeAddress(clientOwner).storeCoins(amount).storeAddress(sendExcessesTo).endCell(),
-    charge: (queryId, clientOwner, amount) =>
-        head(OP.client_proxy_request, queryId).storeAddress(clientOwner).storeCoins(amount).endCell(),
+        internalBody.clientRequest(queryId, clientOwner,
+            beginCell().storeUint(OP.client_proxy_top_up, 32).storeCoins(amount).storeAddress(sendExcessesTo).endCell()),
+    register: (queryId, clientOwner, nonce) =>
+        internalBody.clientRequest(queryId, clientOwner,
+            beginCell().storeUint(OP.client_proxy_register, 32).storeUint(nonce, 64).endCell()),
     refund: (op, queryId, clientOwner, amount, sendTo) =>
-        head(op, queryId).storeAddress(clientOwner).storeCoins(amount).storeAddress(sendTo).endCell(),
+        internalBody.clientRequest(queryId, clientOwner,
+            beginCell().storeUint(op, 32).storeCoins(amount).storeAddress(sendTo).endCell()),
     payout: (queryId, oldTokens, newTokens, workerOwner, amount) =>
         head(OP.worker_proxy_payout_request, queryId).storeUint(oldTokens, 64).storeUint(newTokens, 64)
             .storeAddress(workerOwner).storeCoins(amount).endCell(),

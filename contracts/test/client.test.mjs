@@ -1,12 +1,13 @@
 // Client contract: top-ups, stake, withdrawals, charges, refunds and every close path, with the
-// money checked in the client's account and in the proxy contract that holds it.
+// money checked in the client's account and in the proxy contract that holds it, and every
+// message to the proxy contract checked as COCOON's `client_proxy_request` with the new state.
 import { describe, it, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { beginCell } from '@ton/core';
 import {
-    ADDR, CHARGE_NOTICE_VALUE, ERR, KEYS, MIN_FEE, NOW, OP, PARAMS, balanceOf, bigKey, body, rootParamsCell,
-    clientData_, deployClient, expectExcess, expectExit, opOf, outMessages, proxyData_, send, setup, signedBody,
-    storageFee, txOn,
+    ADDR, ERR, KEYS, MIN_FEE, NOW, OP, PARAMS, balanceOf, bigKey, body, rootParamsCell,
+    clientData_, deployClient, expectExcess, expectExit, opOf, outMessages, parseClientRequest, send, setup,
+    signedBody, storageFee, txOn, exitCode,
 } from '../lib/cocoon.mjs';
 
 const STAKE = 2_000_000_000n;
@@ -23,6 +24,30 @@ describe('client', () => {
     const toClient = (from, b, value = MIN_FEE) => send(net, { from, to: client(), value, body: b });
     const charge = (counter, opts = {}) => signedBody({ op: OP.ext_client_charge_signed, counter, target: net.client.address, ...opts });
     const grant = (counter, opts = {}) => signedBody({ op: OP.ext_client_grant_refund_signed, counter, target: net.client.address, ...opts });
+
+    /**
+     * The `client_proxy_request` the client contract sent in this result, as COCOON's proxy reads
+     * it: the owner and exactly the state now stored; with its value and payload op.
+     */
+    async function request(res) {
+        const m = outMessages(txOn(res, client())).find((o) => o.to.equals(proxy()));
+        assert.ok(m, 'the client contract sent nothing to the proxy contract');
+        assert.equal(m.bounce, false);
+        const r = parseClientRequest(m.body);
+        assert.equal(r.op, OP.client_proxy_request);
+        assert.ok(r.owner.equals(ADDR.clientOwner));
+        const d = await clientData_(net);
+        assert.deepEqual(r.state, { state: d.state, balance: d.balance, stake: d.stake, tokensUsed: d.tokensUsed, secretHash: d.secretHash });
+        return { queryId: r.queryId, value: m.value, payloadOp: r.payload?.op ?? null, rest: r.payload?.rest };
+    }
+
+    /** A state update: 1 nanoton, no payload (or the given one), the rest back as excesses. */
+    async function notified(res, payloadOp = null) {
+        const r = await request(res);
+        assert.equal(r.value, 1n);
+        assert.equal(r.payloadOp, payloadOp);
+        return r;
+    }
 
     /** The message the proxy sent to `to` in this result (refunds and excesses). */
     function paidTo(res, to) {
@@ -75,7 +100,10 @@ describe('client', () => {
             assert.equal(d.pricePerToken, PRICE);
             assert.equal(d.clientDelay, PARAMS.clientDelayBeforeClose);
             assert.equal(d.minClientStake, PARAMS.minClientStake);
-            assert.equal((await proxyData_(net)).clientsHeld, DEPOSIT);
+            const r = await request(res);
+            assert.equal(r.payloadOp, OP.client_proxy_top_up);
+            assert.equal(r.queryId, 11n);
+            assert.equal(r.rest.loadCoins(), DEPOSIT);
             assert.equal(await balanceOf(net, proxy()), STAKE + DEPOSIT);
             // the client contract keeps nothing of the value
             assert.equal(await balanceOf(net, client()), 0n);
@@ -87,7 +115,6 @@ describe('client', () => {
             expectExit(await toClient(ADDR.payer, body.topUp(1, 5n, ADDR.payer), 5n + MIN_FEE - 1n), client(), ERR.LOW_VALUE);
             expectExit(await toClient(ADDR.payer, body.topUp(1, 5n, ADDR.payer), 5n + MIN_FEE), client(), 0);
             assert.equal((await clientData_(net)).balance, 5n);
-            assert.equal((await proxyData_(net)).clientsHeld, 5n);
             assert.equal(await balanceOf(net, proxy()), STAKE + 5n);
         });
 
@@ -109,7 +136,8 @@ describe('client', () => {
             const d = await clientData_(net);
             assert.equal(d.balance, amount);
             assert.equal(d.secretHash, 0xfeedn);
-            assert.equal((await proxyData_(net)).clientsHeld, amount);
+            assert.equal((await request(res)).payloadOp, OP.client_proxy_top_up);
+            assert.equal(await balanceOf(net, proxy()), STAKE + amount);
             expectExcess(expectExit(res, proxy(), 0), ADDR.payer, 3);
         });
 
@@ -135,12 +163,13 @@ describe('client', () => {
         it('reopens a closing contract and tops it up', async () => {
             assert.equal((await clientData_(net)).state, 1);
             const amount = 1_000_000_000n;
-            expectExit(await toClient(ADDR.clientOwner, body.topUpReopen(3, amount, ADDR.clientOwner), amount + MIN_FEE), client(), 0);
+            const res = await toClient(ADDR.clientOwner, body.topUpReopen(3, amount, ADDR.clientOwner), amount + MIN_FEE);
+            expectExit(res, client(), 0);
             const d = await clientData_(net);
             assert.equal(d.state, 0);
             assert.equal(d.unlockTs, 0);
             assert.equal(d.balance, PARAMS.minClientStake + amount);
-            assert.equal((await proxyData_(net)).clientsHeld, PARAMS.minClientStake + amount);
+            assert.equal((await request(res)).payloadOp, OP.client_proxy_top_up);
         });
 
         it('refuses anyone but the owner (101), a short value (106), a closed contract (109)', async () => {
@@ -161,10 +190,13 @@ describe('client', () => {
         it('takes the minimum stake and up to the whole balance', async () => {
             expectExit(await stake(PARAMS.minClientStake), client(), 0);
             assert.equal((await clientData_(net)).stake, PARAMS.minClientStake);
-            expectExit(await stake(DEPOSIT), client(), 0);
+            const proxyBefore = await balanceOf(net, proxy());
+            const res = await stake(DEPOSIT);
+            expectExit(res, client(), 0);
             assert.equal((await clientData_(net)).stake, DEPOSIT);
-            // the money does not move
-            assert.equal((await proxyData_(net)).clientsHeld, DEPOSIT);
+            // the money does not move: the proxy is told the state with 1 nanoton
+            await notified(res);
+            assert.equal(await balanceOf(net, proxy()), proxyBefore + 1n);
         });
 
         it('refuses one nanoton under the minimum or under the current stake (108), above the balance (107)', async () => {
@@ -206,8 +238,11 @@ describe('client', () => {
             const out = paidTo(res, ADDR.payer);
             assert.ok(out.value > DEPOSIT - stakeValue);
             assert.equal((await clientData_(net)).balance, stakeValue);
-            assert.equal((await proxyData_(net)).clientsHeld, stakeValue);
-            assert.equal(await balanceOf(net, proxy()), STAKE + stakeValue);
+            const r = await request(res);
+            assert.equal(r.payloadOp, OP.client_proxy_refund_granted);
+            assert.equal(r.rest.loadCoins(), DEPOSIT - stakeValue);
+            assert.ok(r.rest.loadAddress().equals(ADDR.payer));
+            assert.equal(await balanceOf(net, proxy()), STAKE + stakeValue + 1n);
         });
 
         it('pays one nanoton above the stake; refuses when nothing is above it (107)', async () => {
@@ -219,7 +254,7 @@ describe('client', () => {
             const out = paidTo(res, ADDR.clientOwner);
             assert.ok(out.value > 1n);
             assert.equal((await clientData_(net)).balance, stakeValue);
-            assert.equal(await balanceOf(net, proxy()), STAKE + stakeValue);
+            assert.equal(await balanceOf(net, proxy()), STAKE + stakeValue + 1n);
         });
 
         it('refuses anyone but the owner (101), a short value (106), a closing contract (109), our old body with an amount', async () => {
@@ -250,6 +285,7 @@ describe('client', () => {
             const res = await toClient(ADDR.clientOwner, body.changeSecretHash(4, 0xcafen, ADDR.stranger));
             const tx = expectExit(res, client(), 0);
             expectExcess(tx, ADDR.stranger, 4);
+            assert.equal((await notified(res)).queryId, 4n);
             assert.equal(await balanceOf(net, client()), before);
             // our old body, without the address, is refused
             const old = beginCell().storeUint(OP.owner_client_change_secret_hash, 32).storeUint(5, 64).storeUint(1n, 256).endCell();
@@ -258,13 +294,19 @@ describe('client', () => {
     });
 
     describe('owner_client_register', () => {
-        it('takes COCOON\'s body from the owner of an open contract, stores nothing, gives the rest back', async () => {
+        it('takes COCOON\'s body from the owner of an open contract, tells the proxy contract the nonce, stores nothing, gives the rest back', async () => {
             await deployClient(net, DEPOSIT);
             const data = (await net.blockchain.getContract(client())).accountState.state.data;
             const before = await balanceOf(net, client());
             const res = await toClient(ADDR.clientOwner, body.register(7, 0x0123456789abcdefn, ADDR.stranger));
             const tx = expectExit(res, client(), 0);
             expectExcess(tx, ADDR.stranger, 7);
+            // COCOON's client_proxy_register: the nonce and nothing after it
+            const r = await notified(res, OP.client_proxy_register);
+            assert.equal(r.rest.loadUintBig(64), 0x0123456789abcdefn);
+            r.rest.endParse();
+            // 1 nanoton runs no code at the proxy contract; the transaction is there to be read
+            assert.equal(exitCode(txOn(res, proxy())), null);
             assert.equal(await balanceOf(net, client()), before);
             assert.ok((await net.blockchain.getContract(client())).accountState.state.data.equals(data));
         });
@@ -282,21 +324,19 @@ describe('client', () => {
             await deployClient(net, DEPOSIT);
         });
 
-        it('charges (tokens - tokens_used) x price; the money becomes the proxy\'s', async () => {
-            const tx = expectExit(await toClient(ADDR.payer, charge(1000)), client(), 0);
-            const [notice] = outMessages(tx);
-            assert.equal(notice.bounce, false);
-            assert.equal(opOf(notice.body).op, OP.client_proxy_request);
+        it('charges (tokens - tokens_used) x price; the proxy is told the state, the rest goes to send_excesses_to', async () => {
+            const res = await toClient(ADDR.payer, charge(1000, { queryId: 5, sendExcessesTo: ADDR.stranger }));
+            const tx = expectExit(res, client(), 0);
             let d = await clientData_(net);
             assert.equal(d.tokensUsed, 1000n);
             assert.equal(d.balance, DEPOSIT - 1000n * PRICE);
-            assert.equal((await proxyData_(net)).clientsHeld, DEPOSIT - 1000n * PRICE);
+            assert.equal((await notified(res)).queryId, 5n);
+            expectExcess(tx, ADDR.stranger, 5);
 
             expectExit(await toClient(ADDR.payer, charge(1001)), client(), 0);
             d = await clientData_(net);
             assert.equal(d.tokensUsed, 1001n);
             assert.equal(d.balance, DEPOSIT - 1001n * PRICE);
-            assert.equal((await proxyData_(net)).clientsHeld, DEPOSIT - 1001n * PRICE);
         });
 
         it('charges at most the balance: one token more than it covers takes all of it', async () => {
@@ -307,7 +347,6 @@ describe('client', () => {
             const d = await clientData_(net);
             assert.equal(d.balance, 0n);
             assert.equal(d.tokensUsed, covered + 1n);
-            assert.equal((await proxyData_(net)).clientsHeld, 0n);
         });
 
         it('refuses a replay (104), a lower counter (105)', async () => {
@@ -353,8 +392,16 @@ describe('client', () => {
             assert.equal(d.state, 1);
             assert.equal(d.balance, stakeValue);
             assert.equal(d.unlockTs, NOW + PARAMS.clientDelayBeforeClose);
-            assert.equal((await proxyData_(net)).clientsHeld, stakeValue);
-            assert.equal(await balanceOf(net, proxy()), STAKE + stakeValue);
+            assert.equal((await request(res)).payloadOp, OP.client_proxy_refund_granted);
+            assert.equal(await balanceOf(net, proxy()), STAKE + stakeValue + 1n);
+        });
+
+        it('request_refund with nothing above the stake only tells the proxy the new state', async () => {
+            expectExit(await toClient(ADDR.clientOwner, body.withdraw(4)), client(), 0);
+            const res = await toClient(ADDR.clientOwner, body.requestRefund(5, ADDR.payer));
+            expectExcess(expectExit(res, client(), 0), ADDR.payer, 5);
+            assert.equal((await notified(res)).queryId, 5n);
+            assert.equal((await clientData_(net)).state, 1);
         });
 
         it('request_refund refuses anyone but the owner (101), a short value (106), our old body without the address', async () => {
@@ -377,14 +424,13 @@ describe('client', () => {
             const res = await toClient(ADDR.clientOwner, body.requestRefund(4, ADDR.payer));
             expectExit(res, client(), 0);
             const ptx = expectExit(res, proxy(), 0);
-            assert.equal(opOf(ptx.inMessage.body).op, OP.client_proxy_refund_force);
+            assert.equal((await request(res)).payloadOp, OP.client_proxy_refund_force);
             const out = paidTo(res, ADDR.payer);
             assert.ok(out.value > stakeValue);
             assert.equal(await balanceOf(net, proxy()), before - stakeValue - storageFee(ptx));
             const d = await clientData_(net);
             assert.equal(d.state, 2);
             assert.equal(d.balance, 0n);
-            assert.equal((await proxyData_(net)).clientsHeld, 0n);
             expectExit(await toClient(ADDR.clientOwner, body.requestRefund(5)), client(), ERR.WRONG_STATE);
         });
 
@@ -393,12 +439,12 @@ describe('client', () => {
             await send(net, { from: ADDR.stranger, to: client(), value: 10_000_000n }); // some balance of its own
             const own = await balanceOf(net, client());
             const res = await toClient(ADDR.payer, grant(300, { queryId: 9 }));
-            const tx = expectExit(res, client(), 0);
-            const [notice, refund] = outMessages(tx);
-            assert.equal(opOf(notice.body).op, OP.client_proxy_request);
-            // the notice carries the fixed value less its forward fee
-            assert.ok(notice.value < CHARGE_NOTICE_VALUE && notice.value > CHARGE_NOTICE_VALUE - 1_000_000n);
-            assert.equal(opOf(refund.body).op, OP.client_proxy_refund_granted);
+            expectExit(res, client(), 0);
+            // one message: the final state (closed, tokens charged) with the refund
+            const r = await request(res);
+            assert.equal(r.payloadOp, OP.client_proxy_refund_granted);
+            assert.equal(r.rest.loadCoins(), DEPOSIT - 300n * PRICE);
+            assert.ok(r.rest.loadAddress().equals(ADDR.clientOwner));
             // the client contract's own balance is untouched
             assert.equal(await balanceOf(net, client()), own);
             const expectedRefund = DEPOSIT - 300n * PRICE;
@@ -408,7 +454,6 @@ describe('client', () => {
             assert.equal(d.state, 2);
             assert.equal(d.balance, 0n);
             assert.equal(d.tokensUsed, 300n);
-            assert.equal((await proxyData_(net)).clientsHeld, 0n);
             expectExit(await toClient(ADDR.payer, grant(400)), client(), ERR.WRONG_STATE);
         });
 
@@ -419,7 +464,6 @@ describe('client', () => {
             const d = await clientData_(net);
             assert.equal(d.state, 2);
             assert.equal(d.tokensUsed, 100n);
-            assert.equal((await proxyData_(net)).clientsHeld, 0n);
             assert.equal(await balanceOf(net, proxy()) >= STAKE + 100n * PRICE, true);
         });
 

@@ -23,7 +23,7 @@ describe('proxy', () => {
         assert.equal(d.publicKey, bigKey(KEYS.proxy.publicKey));
         assert.equal(d.state, 0);
         assert.equal(d.stake, STAKE);
-        assert.equal(d.clientsHeld, 0n);
+        assert.equal(d.earnings, 0n);
         assert.equal(d.closeUnlockTs, 0);
         assert.ok(d.root.equals(net.root.address));
         assert.equal(await balanceOf(net, proxy()), STAKE);
@@ -82,37 +82,53 @@ describe('proxy', () => {
         });
     });
 
+    // The proxy earns the price less the worker's fee on every token a worker is paid for.
+    const MARGIN = PARAMS.pricePerToken - PARAMS.workerFeePerToken;
+    const earn = async (tokens) => {
+        const res = await toProxy(net.worker.address, internalBody.payout(0, 0, tokens, ADDR.workerOwner, 0n));
+        expectExit(res, proxy(), 0);
+        return BigInt(tokens) * MARGIN;
+    };
+
     describe('ext_proxy_payout_request', () => {
-        it('sends the free balance to send_excesses_to and keeps stake + clients_held + MIN_FEE', async () => {
+        it('sends the earnings to send_excesses_to and keeps the rest (the stake and the clients\' money)', async () => {
             const held = 300_000_000n;
             expectExit(await toProxy(net.client.address, internalBody.topUp(0, ADDR.clientOwner, held, ADDR.payer), held + MIN_FEE), proxy(), 0);
-            const free = 777_000_001n;
-            await setBalance(net, proxy(), STAKE + held + MIN_FEE + free);
+            const earnings = await earn(1234);
+            assert.equal((await proxyData_(net)).earnings, earnings);
+            const before = await balanceOf(net, proxy());
             const res = await toProxy(ADDR.proxyOwner, body.proxyPayout(3, ADDR.payer));
             const tx = expectExit(res, proxy(), 0);
             const [out] = outMessages(tx);
             assert.ok(out.to.equals(ADDR.payer));
             assert.deepEqual(opOf(out.body), { op: OP.excesses, queryId: 3n });
-            // the free balance plus the rest of the incoming value, less the forward fee
-            assert.equal(out.value, free + MIN_FEE - tx.description.computePhase.gasFees - out.fwdFee
+            // the earnings plus the rest of the incoming value, less the fees
+            assert.equal(out.value, earnings + MIN_FEE - tx.description.computePhase.gasFees - out.fwdFee
                 - tx.description.actionPhase.totalActionFees);
-            assert.equal(await balanceOf(net, proxy()), STAKE + held + MIN_FEE);
+            assert.equal(await balanceOf(net, proxy()), before - earnings);
+            assert.equal((await proxyData_(net)).earnings, 0n);
+            assert.equal((await proxyData_(net)).stake, STAKE);
+            // nothing more to take (112)
+            expectExit(await toProxy(ADDR.proxyOwner, body.proxyPayout(4, ADDR.payer)), proxy(), ERR.NO_FUNDS);
         });
 
-        it('pays a free balance of one nanoton and refuses zero (112)', async () => {
-            await setBalance(net, proxy(), STAKE + MIN_FEE);
+        it('pays earnings the contract holds beyond a MIN_FEE reserve, and refuses one nanoton less (112)', async () => {
+            const earnings = await earn(10);
+            await setBalance(net, proxy(), earnings + MIN_FEE - 1n);
             expectExit(await toProxy(ADDR.proxyOwner, body.proxyPayout(1)), proxy(), ERR.NO_FUNDS);
-            await setBalance(net, proxy(), STAKE + MIN_FEE + 1n);
+            assert.equal((await proxyData_(net)).earnings, earnings);
+            await setBalance(net, proxy(), earnings + MIN_FEE);
             expectExit(await toProxy(ADDR.proxyOwner, body.proxyPayout(2)), proxy(), 0);
-            assert.equal(await balanceOf(net, proxy()), STAKE + MIN_FEE);
+            assert.equal(await balanceOf(net, proxy()), MIN_FEE);
         });
 
-        it('refuses when the balance is only the stake (112)', async () => {
+        it('refuses when nothing is earned, whatever the contract holds (112)', async () => {
+            await setBalance(net, proxy(), STAKE + 10n * MIN_FEE);
             expectExit(await toProxy(ADDR.proxyOwner, body.proxyPayout(1)), proxy(), ERR.NO_FUNDS);
         });
 
         it('refuses anyone but the owner (101) and a value under MIN_FEE (106)', async () => {
-            await setBalance(net, proxy(), STAKE + 2n * MIN_FEE);
+            await earn(100);
             expectExit(await toProxy(ADDR.stranger, body.proxyPayout(1)), proxy(), ERR.NOT_OWNER);
             expectExit(await toProxy(ADDR.proxyOwner, body.proxyPayout(1), MIN_FEE - 1n), proxy(), ERR.LOW_VALUE);
             // our old body, without the address, is refused
@@ -120,18 +136,13 @@ describe('proxy', () => {
         });
     });
 
-    describe('messages of client and worker contracts', () => {
-        it('takes them from the contract addresses derived from the carried owner', async () => {
+    describe('client_proxy_request (COCOON\'s envelope) and worker_proxy_payout_request', () => {
+        it('keeps a top-up, pays refunds from the clients\' money, and leaves the earnings and the stake alone', async () => {
             const held = 1_000_000_000n;
             let res = await toProxy(net.client.address, internalBody.topUp(1, ADDR.clientOwner, held, ADDR.payer), held + MIN_FEE);
             let tx = expectExit(res, proxy(), 0);
-            assert.equal((await proxyData_(net)).clientsHeld, held);
             assert.equal(await balanceOf(net, proxy()), STAKE + held);
             expectExcess(tx, ADDR.payer, 1);
-
-            res = await toProxy(net.client.address, internalBody.charge(2, ADDR.clientOwner, 100n));
-            expectExit(res, proxy(), 0);
-            assert.equal((await proxyData_(net)).clientsHeld, held - 100n);
 
             for (const op of [OP.client_proxy_refund_granted, OP.client_proxy_refund_force]) {
                 const before = await balanceOf(net, proxy());
@@ -142,65 +153,82 @@ describe('proxy', () => {
                 assert.deepEqual(opOf(out.body), { op: OP.excesses, queryId: 3n });
                 assert.equal(await balanceOf(net, proxy()), before - 200n);
             }
-            assert.equal((await proxyData_(net)).clientsHeld, held - 500n);
+            const d = await proxyData_(net);
+            assert.equal(d.earnings, 0n);
+            assert.equal(d.stake, STAKE);
         });
 
-        it('refuses them from any other sender (101)', async () => {
+        it('takes a state update and a registration from the client contract without moving money', async () => {
+            for (const b of [
+                internalBody.clientRequest(2, ADDR.clientOwner, null, { balance: 5n, tokensUsed: 7n }),
+                internalBody.register(3, ADDR.clientOwner, 0xfeedn),
+            ]) {
+                const before = await balanceOf(net, proxy());
+                // with 1 nanoton, as our client contract sends them, no code runs
+                let tx = txOn(await send(net, { from: net.client.address, to: proxy(), value: 1n, body: b, bounce: false }), proxy());
+                assert.equal(exitCode(tx), null, 'compute skipped');
+                // with value, the sender is checked and nothing is sent
+                tx = expectExit(await toProxy(net.client.address, b), proxy(), 0);
+                assert.equal(outMessages(tx).length, 0);
+                assert.ok(await balanceOf(net, proxy()) >= before);
+                expectExit(await toProxy(ADDR.stranger, b), proxy(), ERR.NOT_OWNER);
+            }
+        });
+
+        it('pays a refund of all the contract holds, and refuses one nanoton more (112)', async () => {
+            await setBalance(net, proxy(), 1_000n);
+            const refund = (amount) => toProxy(net.client.address, internalBody.refund(OP.client_proxy_refund_granted, 1, ADDR.clientOwner, amount, ADDR.stranger));
+            expectExit(await refund(1_001n), proxy(), ERR.NO_FUNDS);
+            expectExit(await refund(1_000n), proxy(), 0);
+        });
+
+        it('refuses them from any other sender (101), and bodies of our old layout (9)', async () => {
             const cases = [
                 internalBody.topUp(1, ADDR.clientOwner, 0n, ADDR.payer),
-                internalBody.charge(1, ADDR.clientOwner, 0n),
+                internalBody.clientRequest(1, ADDR.clientOwner),
                 internalBody.refund(OP.client_proxy_refund_granted, 1, ADDR.clientOwner, 0n, ADDR.stranger),
                 internalBody.refund(OP.client_proxy_refund_force, 1, ADDR.clientOwner, 0n, ADDR.stranger),
                 internalBody.payout(1, 0, 1, ADDR.workerOwner, 0n),
             ];
             for (const b of cases) {
-                // a stranger, and the right contract claiming another owner
                 expectExit(await toProxy(ADDR.stranger, b), proxy(), ERR.NOT_OWNER);
             }
-            expectExit(await toProxy(net.client.address, internalBody.charge(1, ADDR.stranger, 0n)), proxy(), ERR.NOT_OWNER);
+            // the right contract claiming another owner
+            expectExit(await toProxy(net.client.address, internalBody.clientRequest(1, ADDR.stranger)), proxy(), ERR.NOT_OWNER);
             expectExit(await toProxy(net.worker.address, internalBody.payout(1, 0, 1, ADDR.stranger, 0n)), proxy(), ERR.NOT_OWNER);
             // a worker contract is not a client contract and the other way round
-            expectExit(await toProxy(net.worker.address, internalBody.charge(1, ADDR.workerOwner, 0n)), proxy(), ERR.NOT_OWNER);
+            expectExit(await toProxy(net.worker.address, internalBody.clientRequest(1, ADDR.workerOwner)), proxy(), ERR.NOT_OWNER);
             expectExit(await toProxy(net.client.address, internalBody.payout(1, 0, 1, ADDR.clientOwner, 0n)), proxy(), ERR.NOT_OWNER);
+            // our old charge notice (`client_proxy_request qid owner amount`) is not COCOON's envelope
+            const old = body.bare(OP.client_proxy_request, 1);
+            expectExit(await toProxy(net.client.address, old), proxy(), 9);
         });
-    });
 
-    describe('worker_proxy_payout_request', () => {
-        const held = 500_000_000n;
-        const free = 100_000_000n;
-        beforeEach(async () => {
-            expectExit(await toProxy(net.client.address, internalBody.topUp(0, ADDR.clientOwner, held, ADDR.payer), held + MIN_FEE), proxy(), 0);
-            await setBalance(net, proxy(), STAKE + held + MIN_FEE + free);
-        });
-        const payout = (amount) => toProxy(net.worker.address, internalBody.payout(4, 10, 20, ADDR.workerOwner, amount));
-
-        it('pays from the free balance without touching the stake', async () => {
-            const tx = expectExit(await payout(free), proxy(), 0);
+        it('pays a worker its amount and credits the proxy the price less the fee per token', async () => {
+            const tx = expectExit(await toProxy(net.worker.address, internalBody.payout(4, 10, 20, ADDR.workerOwner, 150_000n)), proxy(), 0);
             const [out] = outMessages(tx);
             assert.ok(out.to.equals(ADDR.workerOwner));
             assert.equal(out.bounce, false);
             assert.deepEqual(opOf(out.body), { op: OP.excesses, queryId: 4n });
-            assert.equal((await proxyData_(net)).stake, STAKE);
-            assert.equal(await balanceOf(net, proxy()), STAKE + held + MIN_FEE);
+            const d = await proxyData_(net);
+            assert.equal(d.earnings, 10n * MARGIN);
+            assert.equal(d.stake, STAKE);
+            assert.equal(await balanceOf(net, proxy()), STAKE - 150_000n);
         });
 
-        it('takes the shortfall from the stake', async () => {
-            expectExit(await payout(free + 123n), proxy(), 0);
-            assert.equal((await proxyData_(net)).stake, STAKE - 123n);
-            assert.equal(await balanceOf(net, proxy()), STAKE - 123n + held + MIN_FEE);
+        it('pays a worker all the contract holds beyond a MIN_FEE reserve and refuses one nanoton more (112, bounced)', async () => {
+            const all = STAKE - MIN_FEE;
+            const res = await toProxy(net.worker.address, internalBody.payout(4, 0, 1, ADDR.workerOwner, all + 1n));
+            expectExit(res, proxy(), ERR.NO_FUNDS);
+            assert.equal((await proxyData_(net)).earnings, 0n);
+            expectExit(await toProxy(net.worker.address, internalBody.payout(4, 0, 1, ADDR.workerOwner, all)), proxy(), 0);
+            assert.equal(await balanceOf(net, proxy()), MIN_FEE);
         });
 
-        it('pays exactly free + stake and refuses one nanoton more (112)', async () => {
-            expectExit(await payout(free + STAKE + 1n), proxy(), ERR.NO_FUNDS);
-            expectExit(await payout(free + STAKE), proxy(), 0);
-            assert.equal((await proxyData_(net)).stake, 0n);
-            assert.equal(await balanceOf(net, proxy()), held + MIN_FEE);
-            assert.equal((await proxyData_(net)).clientsHeld, held);
-        });
-
-        it('pays a zero amount', async () => {
-            expectExit(await payout(0n), proxy(), 0);
-            assert.equal(await balanceOf(net, proxy()), STAKE + held + MIN_FEE + free);
+        it('credits nothing when the worker\'s fee is the whole price', async () => {
+            net = await setup({ proxyStake: STAKE, params: { ...PARAMS, workerFeePerToken: PARAMS.pricePerToken } });
+            expectExit(await toProxy(net.worker.address, internalBody.payout(4, 0, 100, ADDR.workerOwner, 0n)), proxy(), 0);
+            assert.equal((await proxyData_(net)).earnings, 0n);
         });
     });
 
@@ -227,20 +255,16 @@ describe('proxy', () => {
             assert.equal((await proxyData_(net)).state, 0);
         });
 
-        it('completion: not before a request (109), not before the delay (110), not while clients hold money (114), then all to the owner', async () => {
+        it('completion: not before a request (109), not before the delay (110); then the stake and the earnings to the owner, the clients\' money stays for their refunds', async () => {
             expectExit(await toProxy(ADDR.payer, complete()), proxy(), ERR.WRONG_STATE);
             const held = 250_000_000n;
             expectExit(await toProxy(net.client.address, internalBody.topUp(0, ADDR.clientOwner, held, ADDR.payer), held + MIN_FEE), proxy(), 0);
+            const earnings = await earn(1000);
             expectExit(await toProxy(ADDR.payer, closeReq()), proxy(), 0);
 
             net.blockchain.now = unlock - 1;
             expectExit(await toProxy(ADDR.payer, complete()), proxy(), ERR.TOO_EARLY);
             net.blockchain.now = unlock;
-            expectExit(await toProxy(ADDR.payer, complete()), proxy(), ERR.NOT_SETTLED);
-
-            // the client takes its money back (a refund is still paid while closing)
-            expectExit(await toProxy(net.client.address, internalBody.refund(OP.client_proxy_refund_force, 0, ADDR.clientOwner, held, ADDR.clientOwner)), proxy(), 0);
-            assert.equal((await proxyData_(net)).clientsHeld, 0n);
 
             const before = await balanceOf(net, proxy());
             const res = await toProxy(ADDR.payer, complete({ queryId: 8 }));
@@ -248,14 +272,22 @@ describe('proxy', () => {
             const [out] = outMessages(tx);
             assert.ok(out.to.equals(ADDR.proxyOwner));
             assert.deepEqual(opOf(out.body), { op: OP.excesses, queryId: 8n });
-            assert.equal(out.value, before + MIN_FEE - storageFee(tx) - tx.description.computePhase.gasFees
+            assert.equal(out.value, STAKE + earnings + MIN_FEE - tx.description.computePhase.gasFees
                 - out.fwdFee - tx.description.actionPhase.totalActionFees);
-            assert.equal(await balanceOf(net, proxy()), 0n);
+            assert.equal(await balanceOf(net, proxy()), before - STAKE - earnings - storageFee(tx));
             const d = await proxyData_(net);
             assert.equal(d.state, 2);
             assert.equal(d.stake, 0n);
+            assert.equal(d.earnings, 0n);
             expectExit(await toProxy(ADDR.payer, complete()), proxy(), ERR.WRONG_STATE);
             expectExit(await toProxy(ADDR.payer, closeReq()), proxy(), ERR.WRONG_STATE);
+
+            // a client closing later still gets its money back (what it was not charged: the
+            // proxy earned its share of the charge, the worker here was paid nothing)
+            const left = held - earnings;
+            const res2 = await toProxy(net.client.address, internalBody.refund(OP.client_proxy_refund_force, 9, ADDR.clientOwner, left, ADDR.clientOwner));
+            const refund = expectExcess(expectExit(res2, proxy(), 0), ADDR.clientOwner, 9);
+            assert.ok(refund.value > left);
         });
     });
 

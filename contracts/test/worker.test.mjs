@@ -49,10 +49,11 @@ describe('worker', () => {
         assert.ok(out.to.equals(ADDR.workerOwner));
         assert.deepEqual(opOf(out.body), { op: OP.excesses, queryId: 5n });
         assert.ok(out.value > 1000n * FEE);
-        // the proxy paid exactly the amount; its free balance was -MIN_FEE (balance = stake),
-        // so the stake drops by the amount and that MIN_FEE: the free balance is 0 after
+        // the proxy paid exactly the amount and earned the price less the fee on each token;
+        // its stake is a figure, not a purse: it does not move
         assert.equal(await balanceOf(net, proxy()), STAKE - 1000n * FEE);
-        assert.equal((await proxyData_(net)).stake, STAKE - 1000n * FEE - MIN_FEE);
+        assert.equal((await proxyData_(net)).stake, STAKE);
+        assert.equal((await proxyData_(net)).earnings, 1000n * (PARAMS.pricePerToken - FEE));
         const d = await workerData_(net);
         assert.equal(d.state, 0);
         assert.equal(d.tokensPaid, 1000n);
@@ -98,7 +99,7 @@ describe('worker', () => {
 
     it('when the proxy cannot pay (112) the bounce restores tokens_paid; one token less is paid', async () => {
         expectExit(await deploy(payout(10)), worker(), 0);
-        // no free balance: the proxy can pay up to stake - MIN_FEE (the free balance is -MIN_FEE)
+        // the proxy pays what it holds beyond a MIN_FEE reserve
         await setBalance(net, proxy(), STAKE);
         const covered = 10 + Number((STAKE - MIN_FEE) / FEE);
         const res = await toWorker(payout(covered + 1, { queryId: 3 }));
@@ -114,7 +115,6 @@ describe('worker', () => {
         assert.equal((await workerData_(net)).tokensPaid, BigInt(covered));
         const paid = BigInt(covered - 10) * FEE;
         assert.equal(await balanceOf(net, proxy()), STAKE - paid);
-        assert.equal((await proxyData_(net)).stake, STAKE - paid - MIN_FEE);
     });
 
     it('a bounced last payout reopens the contract', async () => {

@@ -117,7 +117,7 @@ pub fn run(n: usize) -> Result<Value> {
                 counter: i,
                 target: client,
             }
-            .sign(&proxy_key, client)?
+            .sign(&proxy_key, client_owner)?
             .body()
         })
         .collect::<Result<Vec<_>>>()?;

@@ -569,18 +569,17 @@ impl ProxyInit {
         }
     }
 
-    /// Initial data (state zero).
+    /// Initial data, COCOON's (`ProxyContract::init_data_cell`): owner, key, root, state 0,
+    /// balance 0, stake 0, unlock time 0, the params cell with the worker's and client's code.
     pub fn data(&self) -> Result<Cell> {
         let mut b = CellBuilder::new();
         store_address(&mut b, &self.owner)?;
         store_u256(&mut b, &self.proxy_public_key)?;
-        b.store_small_uint(0, 2)?;
-        store_coins(&mut b, 0)?;
-        store_coins(&mut b, 0)?;
-        b.store_u32(0)?;
-        let mut extra = CellBuilder::new();
-        store_address(&mut extra, &self.root)?;
-        b.store_reference(extra.build()?)?;
+        store_address(&mut b, &self.root)?;
+        b.store_small_uint(0, 2)?; // state
+        store_coins(&mut b, 0)?; // balance (earnings)
+        store_coins(&mut b, 0)?; // stake
+        b.store_u32(0)?; // unlock_ts
         b.store_reference(
             self.root_params()
                 .to_cell(params_code::WORKER | params_code::CLIENT)?,
@@ -742,16 +741,17 @@ pub struct ProxyData {
     /// Voucher key (hex in JSON).
     #[serde(serialize_with = "hex32")]
     pub proxy_public_key: [u8; 32],
-    /// Lifecycle state.
-    pub state: ContractState,
-    /// The proxy's own stake, nanotons.
-    pub stake: u128,
-    /// Client money held and not yet charged, nanotons.
-    pub clients_held: u128,
-    /// When a requested close may complete.
-    pub close_unlock_ts: u32,
     /// The root.
     pub root: Address,
+    /// Lifecycle state.
+    pub state: ContractState,
+    /// The proxy's earnings, ready for its owner (COCOON's `balance`), nanotons: the price less
+    /// the worker's fee on every token a worker was paid for, less what the owner took.
+    pub earnings: u128,
+    /// The proxy's own stake, nanotons.
+    pub stake: u128,
+    /// When a requested close may complete.
+    pub close_unlock_ts: u32,
     /// Prices and rules fixed at deploy time.
     pub params: Params,
     /// The rest of the params cell fixed at deploy time.
@@ -774,25 +774,23 @@ impl ProxyData {
         let mut s = data.as_slice()?;
         let owner = load_address(&mut s)?;
         let proxy_public_key = load_u256(&mut s)?;
+        let root = load_address(&mut s)?;
         let state = ContractState::from_bits(s.load_small_uint(2)?, "proxy")?;
+        let earnings = load_coins(&mut s)?;
         let stake = load_coins(&mut s)?;
-        let clients_held = load_coins(&mut s)?;
         let close_unlock_ts = s.load_u32()?;
-        let extra = s.load_reference_cloned()?;
         let rp = RootParams::from_cell(&s.load_reference_cloned()?)?;
         let client_code = RootParams::required("proxy params", "client", rp.client_code)?;
         let worker_code = RootParams::required("proxy params", "worker", rp.worker_code)?;
         let (params, head) = (rp.params, rp.head);
-        let mut e = extra.as_slice()?;
-        let root = load_address(&mut e)?;
         Ok(ProxyData {
             owner,
             proxy_public_key,
-            state,
-            stake,
-            clients_held,
-            close_unlock_ts,
             root,
+            state,
+            earnings,
+            stake,
+            close_unlock_ts,
             params,
             head,
             client_code,
@@ -800,15 +798,23 @@ impl ProxyData {
         })
     }
 
-    /// What `ext_proxy_payout_request` would pay the owner out of a contract balance of
-    /// `contract_balance` (as the contract computes it, before the request's own value): all
-    /// beyond the stake, the clients' money and the MIN_FEE reserve; 0 when nothing is.
-    pub fn free_balance(&self, contract_balance: u128) -> u128 {
-        contract_balance.saturating_sub(
-            self.stake
-                .saturating_add(self.clients_held)
-                .saturating_add(crate::messages::MIN_FEE),
-        )
+    /// What `ext_proxy_payout_request` pays the owner out of a contract balance of
+    /// `contract_balance` (before the request's own value): the earnings, when the contract
+    /// holds them beyond a MIN_FEE reserve; else 0 (the contract refuses, 112).
+    pub fn payout(&self, contract_balance: u128) -> u128 {
+        let reserve = self.earnings.saturating_add(crate::messages::MIN_FEE);
+        if self.earnings > 0 && contract_balance >= reserve {
+            self.earnings
+        } else {
+            0
+        }
+    }
+
+    /// The part of a contract balance of `contract_balance` that is neither stake nor
+    /// earnings: the clients' money (each client contract counts its own share) and what is
+    /// left of the fees messages brought.
+    pub fn clients_money(&self, contract_balance: u128) -> u128 {
+        contract_balance.saturating_sub(self.stake.saturating_add(self.earnings))
     }
 
     /// The initial state this proxy contract was deployed with (to derive its client and

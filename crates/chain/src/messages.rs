@@ -114,8 +114,6 @@ pub mod exit {
     pub const NO_FUNDS: i32 = 112;
     /// Voucher op does not match.
     pub const WRONG_OP: i32 = 113;
-    /// Client funds still held.
-    pub const NOT_SETTLED: i32 = 114;
 
     /// A short name for an exit code, for messages to people.
     pub fn name(code: i32) -> &'static str {
@@ -134,7 +132,6 @@ pub mod exit {
             UNKNOWN_OP => "unknown operation",
             NO_FUNDS => "contract cannot pay this",
             WRONG_OP => "voucher for another operation",
-            NOT_SETTLED => "client funds still held",
             _ => "TVM error",
         }
     }

@@ -22,19 +22,13 @@
 //! per token, proxy close delay 600 (32), client close delay 300 (32), minimum proxy and client
 //! stakes of 1 TON, then a maybe-ref each for the proxy, worker and client code.
 
-use tycho_types::cell::{Cell, CellBuilder, CellFamily};
+use tycho_types::cell::{Cell, CellFamily};
 
-use crate::cells::{store_address, store_coins, store_u256};
-use crate::contracts::{
-    params_code, ClientInit, ContractCodes, ParamsHead, RootParams, WorkerInit,
-};
+use crate::contracts::{ClientInit, ContractCodes, ParamsHead, ProxyInit, RootParams, WorkerInit};
 use crate::fake_ton::FakeTon;
 use crate::messages::op;
 use crate::voucher::{SignedVoucher, VoucherError};
 use crate::{Address, ChainError};
-
-/// Which code a params cell carries: the proxy's carries the worker's and client's.
-const WITH_WORKER_AND_CLIENT_CODE: u8 = params_code::WORKER | params_code::CLIENT;
 
 /// What a proxy on a fake-TON root announces about itself and about our contract there.
 #[derive(Debug, Clone, Copy)]
@@ -155,16 +149,18 @@ impl ReferenceContracts {
         public_key: &[u8; 32],
         root: &Address,
     ) -> Result<Address, ChainError> {
-        let mut b = CellBuilder::new();
-        store_address(&mut b, owner)?;
-        store_u256(&mut b, public_key)?;
-        store_address(&mut b, root)?;
-        b.store_small_uint(0, 2)?; // state
-        store_coins(&mut b, 0)?; // balance
-        store_coins(&mut b, 0)?; // stake
-        b.store_u32(0)?; // unlock_ts
-        b.store_reference(self.root_params.to_cell(WITH_WORKER_AND_CLIENT_CODE)?)?;
-        address(&self.codes.proxy, b.build()?)
+        // our proxy contract keeps the reference's layout: one builder for both
+        let rp = &self.root_params;
+        let init = ProxyInit {
+            owner: *owner,
+            proxy_public_key: *public_key,
+            root: *root,
+            params: rp.params.clone(),
+            head: rp.head,
+            client_code: self.codes.client.clone(),
+            worker_code: self.codes.worker.clone(),
+        };
+        address(&self.codes.proxy, init.data()?)
     }
 
     /// The worker contract of `owner` at proxy contract `proxy` (voucher key `public_key`).
@@ -315,6 +311,7 @@ fn address(code: &Cell, data: Cell) -> Result<Address, ChainError> {
 mod tests {
     use super::*;
     use crate::voucher::Voucher;
+    use tycho_types::cell::CellBuilder;
 
     fn code(n: u8) -> Vec<u8> {
         let mut b = CellBuilder::new();

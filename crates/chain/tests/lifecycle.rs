@@ -122,7 +122,7 @@ impl Net {
             counter,
             target,
         }
-        .sign(&self.proxy_key, target)
+        .sign(&self.proxy_key, self.addr("stranger"))
         .unwrap()
         .body()
         .unwrap()
@@ -156,7 +156,9 @@ impl Net {
         let t = self.send("client", msg);
         assert!(t.all_succeeded(), "{t:#?}");
         assert_eq!(self.client_data().balance, 10 * TON);
-        assert_eq!(self.proxy_data().clients_held, 10 * TON);
+        // the money sits in the proxy contract, beside its stake
+        let held = self.chain.balance(&self.proxy).unwrap();
+        assert_eq!(self.proxy_data().clients_money(held), 10 * TON);
         let min = self.proxy_init.params.min_client_stake;
         assert_eq!(
             self.call(
@@ -212,7 +214,8 @@ fn payment_lifecycle_with_every_bad_voucher_refused() {
         (c.tokens_used, c.balance),
         (2_500, 10 * TON - 2_500 * price)
     );
-    assert_eq!(net.proxy_data().clients_held, 10 * TON - 2_500 * price);
+    // A charge moves no money: the proxy earns when a worker is paid.
+    assert_eq!(net.proxy_data().earnings, 0);
 
     // Every bad voucher, each with its own exit code, and nothing changes.
     let replayed = net.voucher(op::CLIENT_CHARGE_SIGNED, 2_500, client);
@@ -272,6 +275,7 @@ fn payment_lifecycle_with_every_bad_voucher_refused() {
     );
     assert!(t.all_succeeded(), "{t:#?}");
     assert_eq!(net.worker_data().tokens_paid, 2_000);
+    assert_eq!(net.proxy_data().earnings, 2_000 * (price - fee));
     let got = net.chain.balance(&net.addr("worker")).unwrap() - before;
     assert!(got >= 2_000 * fee, "worker got {got}, owed {}", 2_000 * fee);
     assert!(
@@ -372,10 +376,15 @@ fn payment_lifecycle_with_every_bad_voucher_refused() {
     assert_eq!(net.client_data().state, ContractState::Closed);
     assert_eq!(net.client_data().balance, 0);
     assert!(net.chain.balance(&net.addr("client")).unwrap() + MIN_FEE > before + stake);
-    assert_eq!(
-        net.proxy_data().clients_held,
-        0,
-        "all client money left the proxy contract"
+    // What stays beside the stake and the earnings: the client's charges not yet paid to a
+    // worker, and the 1-nanoton state updates.
+    let d = net.proxy_data();
+    let rest = d.clients_money(net.chain.balance(&net.proxy).unwrap());
+    let unpaid = (2_500 - 2_000) * price + 2_000 * fee;
+    assert!(
+        rest >= unpaid && rest < unpaid + MIN_FEE,
+        "all other client money left the proxy contract (the rest is the save_state sent with \
+         value enough to run): {rest}"
     );
     // A charge after close is refused.
     let late = net.voucher(op::CLIENT_CHARGE_SIGNED, 9_000, client);
@@ -396,10 +405,20 @@ fn payment_lifecycle_with_every_bad_voucher_refused() {
         .advance(net.proxy_init.params.proxy_delay_before_close)
         .unwrap();
     let before = net.chain.balance(&net.addr("proxy")).unwrap();
-    let held = net.chain.balance(&net.proxy).unwrap();
+    let owed = net.proxy_data().stake + net.proxy_data().earnings;
     let body = close(op::PROXY_CLOSE_COMPLETE_SIGNED, &net);
     assert_eq!(net.call("stranger", net.proxy, MIN_FEE, body), 0);
-    assert!(net.chain.balance(&net.addr("proxy")).unwrap() > before + held - MIN_FEE);
+    let got = net.chain.balance(&net.addr("proxy")).unwrap() - before;
+    assert!(got > owed && got < owed + MIN_FEE, "got {got}, owed {owed}");
+    let d = net.proxy_data();
+    assert_eq!(
+        (d.state, d.stake, d.earnings),
+        (ContractState::Closed, 0, 0)
+    );
+    assert!(
+        net.chain.balance(&net.proxy).unwrap() >= rest,
+        "the clients' part stays"
+    );
 }
 
 #[test]
@@ -426,7 +445,10 @@ fn grant_refund_charges_then_returns_everything() {
         got >= owed && got < owed + MIN_FEE,
         "refund {got}, owed {owed}"
     );
-    assert_eq!(net.proxy_data().clients_held, 0);
+    // What the client paid stays in the proxy contract until a worker is paid for it.
+    let d = net.proxy_data();
+    let rest = d.clients_money(net.chain.balance(&net.proxy).unwrap());
+    assert!(rest >= 100 * price && rest < 100 * price + 100, "{rest}");
 }
 
 #[test]
@@ -519,35 +541,49 @@ fn a_long_authorization_is_read_from_the_client_contracts_transactions() {
     assert!(!seen(&net, &owner, 11));
 }
 
-/// `ProxyData::free_balance` is what the owner's payout request takes: after a payout exactly
-/// the stake, the clients' money and the MIN_FEE reserve stay, the free balance is 0 and a
-/// second request is refused (112). (One nanoton beyond is proved on the contract, whose
-/// balance the sandbox can set: contracts/test/proxy.test.mjs.)
+/// `ProxyData::payout` is what the owner's payout request takes: the earnings (the price less
+/// the worker's fee on every token a worker was paid for), nothing of the stake or the
+/// clients' money; a second request is refused (112). (The MIN_FEE reserve, to the nanoton,
+/// is proved on the contract, whose balance the sandbox can set: contracts/test/proxy.test.mjs.)
 #[test]
-fn the_free_balance_is_what_a_payout_takes() {
+fn the_earnings_are_what_a_payout_takes() {
     let mut net = Net::new();
     net.deploy();
     let proxy = net.proxy;
     let owner = net.addr("proxy");
-    let free = |net: &Net| {
-        net.proxy_data()
-            .free_balance(net.chain.balance(&proxy).unwrap())
-    };
+    let params = net.proxy_init.params.clone();
+    let due = |net: &Net| net.proxy_data().payout(net.chain.balance(&proxy).unwrap());
     let payout = messages::proxy::payout_request(0, &owner).unwrap();
-    net.send("stranger", OutMessage::transfer(proxy, TON, None));
-    let (balance, due) = (net.chain.balance(&proxy).unwrap(), free(&net));
-    assert!(due > 0 && due < TON, "{due}");
+    assert_eq!(due(&net), 0, "nothing earned yet");
+    assert_eq!(
+        net.call("proxy", proxy, MIN_FEE, payout.clone()),
+        exit::NO_FUNDS
+    );
+    // A worker is paid for 3 000 tokens: the proxy earns the rest of their price.
+    let worker = net.worker_addr();
+    let init = net
+        .proxy_init
+        .worker(net.proxy, net.addr("worker"))
+        .state_init(&net.codes.worker)
+        .unwrap();
+    let v = net.voucher(op::WORKER_PAYOUT_SIGNED, 3_000, worker);
+    let msg = OutMessage {
+        init: Some(init),
+        ..OutMessage::transfer(worker, MIN_FEE, Some(v))
+    };
+    assert!(net.send("stranger", msg).all_succeeded());
+    let earned = 3_000 * (params.price_per_token - params.worker_fee_per_token);
+    assert_eq!(due(&net), earned);
+    let (balance, stake) = (net.chain.balance(&proxy).unwrap(), net.proxy_data().stake);
     let wallet = net.chain.balance(&owner).unwrap();
     assert_eq!(net.call("proxy", proxy, MIN_FEE, payout.clone()), 0);
-    let d = net.proxy_data();
-    let kept = d.stake + d.clients_held + MIN_FEE;
-    assert_eq!(net.chain.balance(&proxy).unwrap(), kept);
     assert_eq!(
-        balance - kept,
-        due,
-        "the payout took exactly the free balance"
+        net.chain.balance(&proxy).unwrap(),
+        balance - earned,
+        "the payout took exactly the earnings"
     );
-    assert!(net.chain.balance(&owner).unwrap() + MIN_FEE > wallet + due);
-    assert_eq!(free(&net), 0);
+    assert_eq!(net.proxy_data().stake, stake);
+    assert!(net.chain.balance(&owner).unwrap() + MIN_FEE > wallet + earned);
+    assert_eq!(due(&net), 0);
     assert_eq!(net.call("proxy", proxy, MIN_FEE, payout), exit::NO_FUNDS);
 }

@@ -520,15 +520,15 @@ pub fn proxy(cmd: ProxyCommand) -> Result<()> {
                 );
             }
             let balance = c.rt.block_on(c.chain.account(&c.proxy))?.balance;
-            let free = d.free_balance(balance);
+            let free = d.payout(balance);
             if free == 0 {
-                // Not an error: nothing has been earned beyond what stays.
+                // Not an error: nothing has been earned (or the contract cannot pay it yet).
                 println!(
-                    "nothing to take: the contract holds {} TON = stake {} TON + client money {} TON + up to {} TON it keeps for fees",
+                    "nothing to take: earnings {} TON (the proxy earns when a worker is paid); the contract holds {} TON = stake {} TON + client money and fees {} TON",
+                    format_ton(d.earnings),
                     format_ton(balance),
                     format_ton(d.stake),
-                    format_ton(d.clients_held),
-                    format_ton(MIN_FEE)
+                    format_ton(d.clients_money(balance))
                 );
                 return Ok(());
             }
@@ -565,7 +565,13 @@ pub fn proxy(cmd: ProxyCommand) -> Result<()> {
                 .with_context(|| format!("{proxy} is not a proxy contract on this chain"))?;
             let balance = rt.block_on(client.account(&proxy))?.balance;
             println!("proxy contract {proxy}: {:?}, owner {}", d.state, d.owner);
-            println!("  balance {} TON = stake {} TON + client money held {} TON + earnings and fees {} TON", format_ton(balance), format_ton(d.stake), format_ton(d.clients_held), format_ton(balance.saturating_sub(d.stake + d.clients_held)));
+            println!(
+                "  balance {} TON = stake {} TON + earnings {} TON + client money and fees {} TON",
+                format_ton(balance),
+                format_ton(d.stake),
+                format_ton(d.earnings),
+                format_ton(d.clients_money(balance))
+            );
             // COCOON's save_state is a message the contract does not read: find the newest.
             let saved = rt.block_on(chain_client::last_saved_state(
                 client.as_ref(),

@@ -198,7 +198,7 @@ fn the_app_developer_guide_runs_as_written() {
         .expect("the operator guide has the status command");
     let p = run(status, tmp.path());
     assert!(
-        p.contains("stake 1 TON") && p.contains("client money held"),
+        p.contains("stake 1 TON") && p.contains("earnings") && p.contains("client money and fees"),
         "{p}"
     );
     // Its payout line runs: it takes the earnings, or says none are beyond what stays.

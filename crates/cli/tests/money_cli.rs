@@ -171,7 +171,7 @@ fn quote_status_withdraw_payout_and_close() {
 
     let p = ok(&["proxy", "status", "--api", &api, "--proxy", &proxy]);
     assert!(
-        p.contains("stake 1 TON") && p.contains("client money held"),
+        p.contains("stake 1 TON") && p.contains("earnings") && p.contains("client money and fees"),
         "{p}"
     );
 
@@ -227,8 +227,8 @@ fn quote_status_withdraw_payout_and_close() {
     let e = fails(&money("client", "close", &client, &[]));
     assert!(e.contains("already closed"), "{e}");
 
-    // The proxy's owner takes its earnings (the closed client's charges, the gas left over);
-    // nobody else can; the stake, the clients' money and the MIN_FEE reserve stay.
+    // The proxy's owner takes its earnings (the price less the worker's fee on the tokens the
+    // worker was just paid for); nobody else can; the stake and the clients' money stay.
     let e = fails(&money("proxy", "payout", &client, &[]));
     assert!(e.contains("only the proxy's owner"), "{e}");
     let operator = mnemonic(&d, "proxy");
@@ -236,7 +236,7 @@ fn quote_status_withdraw_payout_and_close() {
     assert!(t.contains("took") && t.contains("TON of earnings"), "{t}");
     let p = ok(&["proxy", "status", "--api", &api, "--proxy", &proxy]);
     assert!(
-        p.contains("client money held 0 TON + earnings and fees 0.05 TON")
+        p.contains("stake 1 TON + earnings 0 TON + client money and fees")
             && p.contains("ledger committed on chain"),
         "{p}"
     );

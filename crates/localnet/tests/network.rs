@@ -128,11 +128,16 @@ async fn requests_flow_and_every_token_is_paid_on_chain() {
     let accounts = net.client.accounts();
     let client_sc = accounts[0].client_contract;
     let proxy_sc = net.proxy.proxy.address();
-    let held_before = {
+    let (earned_before, client_before) = {
         let c = net.chain.lock().unwrap();
-        ProxyData::parse(&c.data(&proxy_sc).unwrap())
-            .unwrap()
-            .clients_held
+        (
+            ProxyData::parse(&c.data(&proxy_sc).unwrap())
+                .unwrap()
+                .earnings,
+            ClientData::parse(&c.data(&client_sc).unwrap())
+                .unwrap()
+                .balance,
+        )
     };
     // Vouchers travel as packets right after each answer: wait until both sides hold the newest.
     eventually(
@@ -194,14 +199,21 @@ async fn requests_flow_and_every_token_is_paid_on_chain() {
     let money = net.proxy.proxy.refresh_money().await.unwrap();
     let page = net.proxy.proxy.jsonstats();
     assert_eq!(
-        page["figures"]["clients_held_ton"],
-        cocoon_chain::format_ton(money.clients_held)
+        page["figures"]["earnings_ton"],
+        cocoon_chain::format_ton(money.earnings)
+    );
+    assert_eq!(
+        page["figures"]["clients_money_ton"],
+        cocoon_chain::format_ton(money.clients)
     );
     assert!(net.proxy.proxy.metrics.render().contains(&format!(
-        "cocoon_proxy_balance_nanotons{{kind=\"clients_held\"}} {}",
-        money.clients_held as f64
+        "cocoon_proxy_balance_nanotons{{kind=\"earnings\"}} {}",
+        money.earnings as f64
     )));
-    assert!(money.contract_balance >= money.stake + money.clients_held);
+    assert_eq!(
+        money.contract_balance,
+        money.stake + money.earnings + money.clients
+    );
     let c = net.chain.lock().unwrap();
     let client = ClientData::parse(&c.data(&client_sc).unwrap()).unwrap();
     assert_eq!(
@@ -209,14 +221,20 @@ async fn requests_flow_and_every_token_is_paid_on_chain() {
         8 * per_request,
         "client contract charged exactly the ledger"
     );
-    let held_after = ProxyData::parse(&c.data(&proxy_sc).unwrap())
-        .unwrap()
-        .clients_held;
-    assert_eq!(money.clients_held, held_after);
     assert_eq!(
-        held_before - held_after,
+        client_before - client.balance,
         8 * per_request as u128 * root_params.price_per_token,
-        "to the nanoton"
+        "the client paid to the nanoton"
+    );
+    // The proxy earns the price less the worker's fee on every token a worker was paid for.
+    let earned_after = ProxyData::parse(&c.data(&proxy_sc).unwrap())
+        .unwrap()
+        .earnings;
+    assert_eq!(money.earnings, earned_after);
+    assert_eq!(
+        earned_after - earned_before,
+        8 * per_request as u128 * (root_params.price_per_token - root_params.worker_fee_per_token),
+        "the proxy earned to the nanoton"
     );
     let mut paid = 0;
     for (i, _) in net.workers.iter().enumerate() {

@@ -223,8 +223,11 @@ pub struct OnChainMoney {
     pub contract_balance: u128,
     /// The proxy's own stake in it.
     pub stake: u128,
-    /// Client money it holds that is not charged yet.
-    pub clients_held: u128,
+    /// Its earnings, ready for the owner (`cocoon proxy payout`).
+    pub earnings: u128,
+    /// The rest: the clients' money (each client contract counts its share) and what is left
+    /// of the fees messages brought.
+    pub clients: u128,
     /// The operator wallet's balance (it pays for `save_state` and registrations).
     pub wallet_balance: u128,
 }

@@ -6,7 +6,8 @@ use super::*;
 
 impl Proxy {
     /// Reads the contract's and the wallet's money from the chain, keeps it for `/jsonstats`
-    /// and sets the `balance_nanotons` gauges (`contract`, `stake`, `clients_held`, `wallet`).
+    /// and sets the `balance_nanotons` gauges (`contract`, `stake`, `earnings`, `clients`,
+    /// `wallet`).
     pub async fn refresh_money(&self) -> Result<OnChainMoney, ProxyError> {
         let chain = self.chain()?;
         let contract = chain.account(&self.address).await?;
@@ -19,13 +20,15 @@ impl Proxy {
         let money = OnChainMoney {
             contract_balance: contract.balance,
             stake: state.stake,
-            clients_held: state.clients_held,
+            earnings: state.earnings,
+            clients: state.clients_money(contract.balance),
             wallet_balance: wallet.balance,
         };
         for (kind, v) in [
             ("contract", money.contract_balance),
             ("stake", money.stake),
-            ("clients_held", money.clients_held),
+            ("earnings", money.earnings),
+            ("clients", money.clients),
             ("wallet", money.wallet_balance),
         ] {
             self.metrics
