@@ -44,13 +44,15 @@ pub mod op {
     pub const PROXY_SAVE_STATE: u32 = 0x5310_9c0f;
     /// Any contract: a message to take without reading it (COCOON's).
     pub const DO_NOT_PROCESS: u32 = 0x9a12_47c0;
-    /// Client contract → proxy: funds arrived.
-    pub const CLIENT_PROXY_TOP_UP: u32 = 0x5cfc_6b87;
-    /// Client contract → proxy: charge.
+    /// Client contract → proxy: COCOON's envelope of every message (owner, state, payload).
     pub const CLIENT_PROXY_REQUEST: u32 = 0x6544_8ff4;
-    /// Client contract → proxy: refund granted.
+    /// Payload: funds arrived.
+    pub const CLIENT_PROXY_TOP_UP: u32 = 0x5cfc_6b87;
+    /// Payload: the long authorization's nonce.
+    pub const CLIENT_PROXY_REGISTER: u32 = 0xa35c_b580;
+    /// Payload: refund granted.
     pub const CLIENT_PROXY_REFUND_GRANTED: u32 = 0xc68e_bc7b;
-    /// Client contract → proxy: refund after the close delay.
+    /// Payload: refund after the close delay.
     pub const CLIENT_PROXY_REFUND_FORCE: u32 = 0xf4c3_54c9;
     /// Worker contract → proxy: pay the worker.
     pub const WORKER_PROXY_PAYOUT_REQUEST: u32 = 0x08e7_d036;
@@ -423,6 +425,7 @@ mod tests {
             op::PROXY_SAVE_STATE,
             op::DO_NOT_PROCESS,
             op::CLIENT_PROXY_TOP_UP,
+            op::CLIENT_PROXY_REGISTER,
             op::CLIENT_PROXY_REQUEST,
             op::CLIENT_PROXY_REFUND_GRANTED,
             op::CLIENT_PROXY_REFUND_FORCE,

@@ -489,6 +489,45 @@ fn state_survives_a_restart_from_disk() {
     assert_eq!(reopened.now(), T0, "the fixed clock is restored");
 }
 
+/// The nonce of the newest `client_proxy_register` among a proxy contract's transactions `txs`,
+/// read as COCOON's runner reads them (`ProxyContract::on_transaction`): sent by `client_sc`, a
+/// `client_proxy_request` naming `owner`, a state cell of exactly `state:2 balance stake
+/// tokens_used:64 secret_hash:256`, nothing after the payload reference.
+fn proxy_heard_registration(
+    txs: &[cocoon_chain::client::Tx],
+    client_sc: &Address,
+    owner: &Address,
+) -> Option<u64> {
+    use cocoon_chain::cells::{load_address, load_coins};
+    txs.iter()
+        .filter(|t| t.from.as_ref() == Some(client_sc))
+        .find_map(|t| {
+            let body = t.body.as_ref()?;
+            let mut s = body.as_slice().ok()?;
+            if s.load_u32().ok()? != op::CLIENT_PROXY_REQUEST {
+                return None;
+            }
+            s.load_u64().ok()?;
+            assert_eq!(&load_address(&mut s).ok()?, owner);
+            let state = s.load_reference().ok()?;
+            let mut st = state.as_slice().ok()?;
+            st.load_small_uint(2).ok()?;
+            load_coins(&mut st).ok()?;
+            load_coins(&mut st).ok()?;
+            st.load_u64().ok()?;
+            st.skip_first(256, 0).ok()?;
+            assert!(st.is_empty(), "the state cell is exactly COCOON's");
+            let payload = if s.load_bit().ok()? {
+                Some(s.load_reference().ok()?)
+            } else {
+                None
+            };
+            assert!(s.is_empty(), "nothing after the payload");
+            let mut p = payload?.as_slice().ok()?;
+            (p.load_u32().ok()? == op::CLIENT_PROXY_REGISTER).then(|| p.load_u64().ok())?
+        })
+}
+
 /// Long authorization: the proxy finds the nonce it gave in the client contract's
 /// transactions, sent by the owner and taken; anyone else's message, another nonce, another
 /// op, or a message the contract refused proves nothing.
@@ -505,6 +544,12 @@ fn a_long_authorization_is_read_from_the_client_contracts_transactions() {
     let before = net.client_data();
     assert_eq!(net.call("client", client, MIN_FEE, register(7)), 0);
     assert!(seen(&net, &owner, 7));
+    // Where COCOON's proxy looks: its own contract's transactions, a `client_proxy_request`
+    // from the client contract carrying the nonce.
+    assert_eq!(
+        proxy_heard_registration(&net.txs(&net.proxy), &client, &owner),
+        Some(7)
+    );
     assert!(!seen(&net, &owner, 8), "another nonce");
     assert!(!seen(&net, &stranger, 7), "another sender");
     let after = net.client_data();
