@@ -70,6 +70,7 @@ export const OP = {
     client_proxy_refund_force: 0xf4c354c9,
     worker_proxy_payout_request: 0x08e7d036,
     ext_proxy_payout_request: 0x7610e6eb,
+    owner_proxy_close: 0xb51d5a01,
     ext_proxy_close_request_signed: 0x636a4391,
     ext_proxy_close_complete_request_signed: 0xe511abc7,
     // client
@@ -255,6 +256,9 @@ export const body = {
     // COCOON's save_state: do_not_process query_id proxy_save_state seqno:uint32 hash:uint256
     saveState: (queryId, seqno, hash) => head(OP.do_not_process, queryId)
         .storeUint(OP.proxy_save_state, 32).storeUint(seqno, 32).storeUint(hash, 256).endCell(),
+    /** COCOON's runner writes it without a query id: `op send_excesses_to`. */
+    ownerProxyClose: (sendExcessesTo = ADDR.proxyOwner) =>
+        beginCell().storeUint(OP.owner_proxy_close, 32).storeAddress(sendExcessesTo).endCell(),
     proxyPayout: (queryId, sendExcessesTo = ADDR.proxyOwner) =>
         head(OP.ext_proxy_payout_request, queryId).storeAddress(sendExcessesTo).endCell(),
     // client

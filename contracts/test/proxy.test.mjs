@@ -291,6 +291,65 @@ describe('proxy', () => {
         });
     });
 
+    describe('owner_proxy_close (COCOON\'s body: op and address, no query id)', () => {
+        const unlock = NOW + PARAMS.proxyDelayBeforeClose;
+        const close = (from = ADDR.proxyOwner, value = MIN_FEE) => toProxy(from, body.ownerProxyClose(ADDR.payer), value);
+
+        it('the owner starts the delay (the rest of the value back); after it the same message pays the stake and the earnings', async () => {
+            const held = 1_000_000_000n;
+            expectExit(await toProxy(net.client.address, internalBody.topUp(0, ADDR.clientOwner, held, ADDR.payer), held + MIN_FEE), proxy(), 0);
+            const earnings = await earn(100);
+            const before = await balanceOf(net, proxy());
+            const tx = expectExit(await close(), proxy(), 0);
+            expectExcess(tx, ADDR.payer, 0);
+            assert.equal(await balanceOf(net, proxy()), before);
+            let d = await proxyData_(net);
+            assert.equal(d.state, 1);
+            assert.equal(d.closeUnlockTs, unlock);
+            net.blockchain.now = unlock - 1;
+            expectExit(await close(), proxy(), ERR.TOO_EARLY);
+            net.blockchain.now = unlock;
+            const done = expectExit(await close(), proxy(), 0);
+            const [out] = outMessages(done);
+            assert.ok(out.to.equals(ADDR.proxyOwner));
+            assert.equal(out.value, STAKE + earnings + MIN_FEE - done.description.computePhase.gasFees
+                - out.fwdFee - done.description.actionPhase.totalActionFees);
+            d = await proxyData_(net);
+            assert.equal(d.state, 2);
+            assert.equal(d.stake + d.earnings, 0n);
+            expectExit(await close(), proxy(), ERR.WRONG_STATE);
+        });
+
+        it('refuses anyone but the owner (101), a value one nanoton under MIN_FEE (106), a body with a query id (9)', async () => {
+            expectExit(await close(ADDR.stranger), proxy(), ERR.NOT_OWNER);
+            expectExit(await close(ADDR.proxyOwner, MIN_FEE - 1n), proxy(), ERR.LOW_VALUE);
+            const withQueryId = body.bare(OP.owner_proxy_close, 1);
+            expectExit(await toProxy(ADDR.proxyOwner, withQueryId), proxy(), 9);
+            assert.equal((await proxyData_(net)).state, 0);
+        });
+
+        it('when fees took part of the stake, the completion pays what the contract holds', async () => {
+            expectExit(await close(), proxy(), 0);
+            await setBalance(net, proxy(), STAKE - 1_000n);
+            net.blockchain.now = unlock;
+            const done = expectExit(await close(), proxy(), 0);
+            const [out] = outMessages(done);
+            // (the storage fee of the delay comes out first)
+            assert.equal(out.value, STAKE - 1_000n - storageFee(done) + MIN_FEE - done.description.computePhase.gasFees
+                - out.fwdFee - done.description.actionPhase.totalActionFees);
+            assert.equal(await balanceOf(net, proxy()), 0n);
+            assert.equal((await proxyData_(net)).state, 2);
+        });
+
+        it('a signed close request and the owner\'s completion meet', async () => {
+            const req = signedBody({ op: OP.ext_proxy_close_request_signed, counter: 0, target: net.proxy.address });
+            expectExit(await toProxy(ADDR.payer, req), proxy(), 0);
+            net.blockchain.now = unlock;
+            expectExit(await close(), proxy(), 0);
+            assert.equal((await proxyData_(net)).state, 2);
+        });
+    });
+
     it('refuses an unknown op (111) and accepts a plain transfer', async () => {
         expectExit(await toProxy(ADDR.stranger, body.bare(0x12345678, 0)), proxy(), ERR.UNKNOWN_OP);
         const res = await send(net, { from: ADDR.stranger, to: proxy(), value: 1_000_000_000n });

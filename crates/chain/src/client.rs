@@ -516,29 +516,72 @@ pub async fn send_transfer(
     messages: &[OutMessage],
 ) -> Result<u32> {
     let address = wallet.address()?;
-    let seqno = wallet_seqno(chain, &address).await?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(0);
-    let valid_until = valid_until(chain.network(), now);
-    let msg = wallet.transfer_message(keys, seqno, valid_until, messages)?;
-    chain.send_message(msg).await?;
-    // Wait until the wallet has taken this seqno, so the caller's next transfer signs the next
-    // one instead of repeating this one (which the wallet would drop). The local chain executes
-    // at once; a public network takes a block or two.
-    let started = std::time::Instant::now();
-    while wallet_seqno(chain, &address).await? <= seqno {
-        if started.elapsed() > SEQNO_WAIT {
+    // Another sender may share the wallet (a running proxy commits its save_state from its
+    // owner's wallet): when it takes the seqno this transfer was signed for, the wallet drops
+    // this one. On the local chain, which shows every transaction at once, sign again for the
+    // next seqno; elsewhere say so (a transaction not yet visible must not be sent twice).
+    for _ in 0..SHARED_WALLET_TRIES {
+        let seqno = wallet_seqno(chain, &address).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(0);
+        let valid_until = valid_until(chain.network(), now);
+        let body = wallet.transfer_body(keys, seqno, valid_until, messages)?;
+        let init = if seqno == 0 {
+            Some(wallet.state_init()?)
+        } else {
+            None
+        };
+        let msg = crate::wallet::external_message(address, init, body.clone())?;
+        if let Err(e) = chain.send_message(msg).await {
+            // The local chain refuses at once a transfer whose seqno another sender just took.
+            if chain.network() == crate::Network::Local
+                && wallet_seqno(chain, &address).await? != seqno
+            {
+                tracing::info!(
+                    "another sender took wallet {address}'s seqno {seqno}; signing again"
+                );
+                continue;
+            }
+            return Err(e);
+        }
+        // Wait until the wallet has taken this seqno, so the caller's next transfer signs the
+        // next one instead of repeating this one (which the wallet would drop). The local chain
+        // executes at once; a public network takes a block or two.
+        let started = std::time::Instant::now();
+        while wallet_seqno(chain, &address).await? <= seqno {
+            if started.elapsed() > SEQNO_WAIT {
+                return Err(ChainError::Api(format!(
+                    "wallet {address} did not accept its transfer with seqno {seqno} within {} s",
+                    SEQNO_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        let ours = |t: &Tx| {
+            t.from.is_none() && t.body.as_ref().map(|b| *b.repr_hash()) == Some(*body.repr_hash())
+        };
+        let txs = chain.transactions(&address, 16).await?;
+        if txs.iter().any(ours) {
+            return Ok(seqno);
+        }
+        if chain.network() != crate::Network::Local {
             return Err(ChainError::Api(format!(
-                "wallet {address} did not accept its transfer with seqno {seqno} within {} s",
-                SEQNO_WAIT.as_secs()
+                "wallet {address}'s seqno {seqno} was taken, but its transaction is not visible yet; \
+                 look at the wallet's transactions before sending again (another sender may share this wallet)"
             )));
         }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        tracing::info!("another sender took wallet {address}'s seqno {seqno}; signing again");
     }
-    Ok(seqno)
+    Err(ChainError::Api(format!(
+        "wallet {address}: other senders took its seqno {SHARED_WALLET_TRIES} times in a row; nothing was sent"
+    )))
 }
+
+/// How many times [`send_transfer`] signs again on the local chain when another sender took
+/// the seqno it signed for.
+const SHARED_WALLET_TRIES: usize = 5;
 
 /// How long a signed transfer stays valid on a public network: a leaked or delayed message
 /// cannot land after this, and it is shorter than [`SEQNO_WAIT`], so once [`send_transfer`]

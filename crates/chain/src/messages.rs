@@ -56,8 +56,10 @@ pub mod op {
     pub const CLIENT_PROXY_REFUND_FORCE: u32 = 0xf4c3_54c9;
     /// Worker contract → proxy: pay the worker.
     pub const WORKER_PROXY_PAYOUT_REQUEST: u32 = 0x08e7_d036;
-    /// Proxy owner: withdraw the free balance.
+    /// Proxy owner: take the earnings.
     pub const PROXY_PAYOUT_REQUEST: u32 = 0x7610_e6eb;
+    /// Proxy owner → proxy: start the close; after the delay, complete it.
+    pub const PROXY_OWNER_CLOSE: u32 = 0xb51d_5a01;
     /// Proxy: start closing (signed).
     pub const PROXY_CLOSE_REQUEST_SIGNED: u32 = 0x636a_4391;
     /// Proxy: finish closing (signed).
@@ -292,10 +294,20 @@ pub mod proxy {
         let hash = crate::cells::load_u256(&mut s).ok()?;
         Some((seqno, hash))
     }
-    /// Owner: withdraw the free balance to `send_excesses_to` (COCOON's body,
+    /// Owner: take the earnings to `send_excesses_to` (COCOON's body,
     /// `ProxyContract::create_withdraw_message`).
     pub fn payout_request(query_id: u64, send_excesses_to: &Address) -> Result<Cell> {
         let mut b = head(op::PROXY_PAYOUT_REQUEST, query_id)?;
+        store_address(&mut b, send_excesses_to)?;
+        Ok(b.build()?)
+    }
+    /// Owner: start the close (the rest of the value to `send_excesses_to`); once the close
+    /// delay is over, the same body completes it and pays the owner the stake and the earnings.
+    /// COCOON's body as its runner writes it (`ProxyContract::create_start_close_message`): the
+    /// op and the address, no query id.
+    pub fn owner_close(send_excesses_to: &Address) -> Result<Cell> {
+        let mut b = CellBuilder::new();
+        b.store_u32(op::PROXY_OWNER_CLOSE)?;
         store_address(&mut b, send_excesses_to)?;
         Ok(b.build()?)
     }
@@ -431,6 +443,7 @@ mod tests {
             op::CLIENT_PROXY_REFUND_FORCE,
             op::WORKER_PROXY_PAYOUT_REQUEST,
             op::PROXY_PAYOUT_REQUEST,
+            op::PROXY_OWNER_CLOSE,
             op::PROXY_CLOSE_REQUEST_SIGNED,
             op::PROXY_CLOSE_COMPLETE_SIGNED,
             op::CLIENT_TOP_UP,

@@ -632,3 +632,153 @@ fn the_earnings_are_what_a_payout_takes() {
     assert_eq!(due(&net), 0);
     assert_eq!(net.call("proxy", proxy, MIN_FEE, payout), exit::NO_FUNDS);
 }
+
+/// COCOON's `owner_proxy_close` (the runner's body: op and address): the owner starts the
+/// close; after the delay the same message pays the stake and the earnings; nobody else can.
+#[test]
+fn the_owner_closes_the_proxy_contract_after_the_delay() {
+    let mut net = Net::new();
+    net.deploy();
+    let proxy = net.proxy;
+    let owner = net.addr("proxy");
+    let close = || messages::proxy::owner_close(&owner).unwrap();
+    assert_eq!(
+        net.call("stranger", proxy, MIN_FEE, close()),
+        exit::NOT_OWNER
+    );
+    assert_eq!(net.call("proxy", proxy, MIN_FEE, close()), 0);
+    let d = net.proxy_data();
+    assert_eq!(d.state, ContractState::Closing);
+    assert_eq!(net.call("proxy", proxy, MIN_FEE, close()), exit::TOO_EARLY);
+    net.chain
+        .advance(net.proxy_init.params.proxy_delay_before_close)
+        .unwrap();
+    let before = net.chain.balance(&owner).unwrap();
+    assert_eq!(net.call("proxy", proxy, MIN_FEE, close()), 0);
+    let got = net.chain.balance(&owner).unwrap() + MIN_FEE - before;
+    assert!(got > d.stake, "the stake came back: {got}");
+    assert_eq!(net.proxy_data().state, ContractState::Closed);
+    // The client's 10 TON stay, less a day of the contract's storage fees.
+    let left = net.chain.balance(&proxy).unwrap();
+    assert!(
+        left > 10 * TON - 1_000_000 && left <= 10 * TON,
+        "the client's money stays: {left}"
+    );
+    assert_eq!(
+        net.call("proxy", proxy, MIN_FEE, close()),
+        exit::WRONG_STATE
+    );
+}
+
+/// A chain where another sender (a running proxy's save_state, say) takes the wallet's seqno
+/// just before each of the first `races` transfers lands: it sends its own transfer, signed
+/// for the same seqno, first.
+struct SharedWallet {
+    inner: cocoon_chain::client::LocalClient,
+    other: cocoon_chain::wallet::Wallet,
+    keys: Keypair,
+    races: std::sync::Mutex<u32>,
+}
+
+impl cocoon_chain::client::ChainClient for SharedWallet {
+    fn network(&self) -> cocoon_chain::Network {
+        self.inner.network()
+    }
+    fn account<'a>(
+        &'a self,
+        a: &'a Address,
+    ) -> cocoon_chain::client::BoxFut<'a, cocoon_chain::client::Account> {
+        self.inner.account(a)
+    }
+    fn run_get_method<'a>(
+        &'a self,
+        a: &'a Address,
+        m: &'a str,
+        args: Vec<cocoon_chain::stack::StackItem>,
+    ) -> cocoon_chain::client::BoxFut<'a, Vec<cocoon_chain::stack::StackItem>> {
+        self.inner.run_get_method(a, m, args)
+    }
+    fn send_message<'a>(&'a self, message: Cell) -> cocoon_chain::client::BoxFut<'a, ()> {
+        Box::pin(async move {
+            let race = {
+                let mut r = self.races.lock().unwrap();
+                *r > 0 && {
+                    *r -= 1;
+                    true
+                }
+            };
+            if race {
+                let addr = self.other.address()?;
+                let seqno = cocoon_chain::client::wallet_seqno(&self.inner, &addr).await?;
+                let theirs = self.other.transfer_message(
+                    &self.keys,
+                    seqno,
+                    u32::MAX,
+                    &[OutMessage::transfer(addr, 1, None)],
+                )?;
+                self.inner.send_message(theirs).await?;
+            }
+            self.inner.send_message(message).await
+        })
+    }
+    fn transactions<'a>(
+        &'a self,
+        a: &'a Address,
+        limit: usize,
+    ) -> cocoon_chain::client::BoxFut<'a, Vec<cocoon_chain::client::Tx>> {
+        self.inner.transactions(a, limit)
+    }
+}
+
+/// `send_transfer` on a wallet another sender shares: when the other takes the seqno it signed
+/// for, it signs again for the next one, so its transfer lands exactly once; when others keep
+/// taking it, it gives up saying nothing was sent.
+#[test]
+fn a_transfer_lands_once_though_another_sender_takes_its_seqno() {
+    let net = Net::new();
+    let (keys, wallet) = net.genesis.wallet("stranger").unwrap().open().unwrap();
+    let from = wallet.address().unwrap();
+    let to = net.addr("worker");
+    let chain = cocoon_chain::client::LocalClient::new(std::sync::Arc::new(std::sync::Mutex::new(
+        net.chain,
+    )));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let shared = |races| SharedWallet {
+        inner: chain.clone(),
+        other: wallet.clone(),
+        keys: keys.clone(),
+        races: std::sync::Mutex::new(races),
+    };
+    let balance = |a: &Address| {
+        rt.block_on(cocoon_chain::client::ChainClient::account(&chain, a))
+            .unwrap()
+            .balance
+    };
+    let before = balance(&to);
+    let send = |c: &SharedWallet| {
+        rt.block_on(cocoon_chain::client::send_transfer(
+            c,
+            &wallet,
+            &keys,
+            &[OutMessage::transfer(to, TON, None)],
+        ))
+    };
+    let seqno = send(&shared(2)).unwrap();
+    // (the receiving wallet's gas comes out of what arrives)
+    let landed = balance(&to) - before;
+    assert!(landed > TON - 1_000_000 && landed <= TON, "landed once: {landed}");
+    let now = rt
+        .block_on(cocoon_chain::client::wallet_seqno(&chain, &from))
+        .unwrap();
+    assert_eq!(
+        (seqno, now),
+        (2, 3),
+        "two seqnos taken by the other, the third ours"
+    );
+    let e = send(&shared(5)).unwrap_err().to_string();
+    assert!(e.contains("nothing was sent"), "{e}");
+    assert_eq!(balance(&to), before + landed, "and nothing more landed");
+}

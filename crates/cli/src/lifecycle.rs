@@ -72,14 +72,20 @@ pub enum WorkerCommand {
 /// `cocoon proxy status|payout`.
 #[derive(Subcommand)]
 pub enum ProxyCommand {
-    /// Take the proxy's earnings: everything in the contract beyond its stake, the clients'
-    /// money and a MIN_FEE reserve, to the owner's wallet (COCOON's `ext_proxy_payout_request`).
-    /// Workers' unclaimed payouts stay backed by the stake.
+    /// Take the proxy's earnings (the price less the worker's fee on every token a worker was
+    /// paid for) to the owner's wallet (COCOON's `ext_proxy_payout_request`).
     Payout {
         #[command(flatten)]
         party: Party,
     },
-    /// The proxy contract: state, stake, client money held, committed ledger state.
+    /// Close the proxy contract (owner only, COCOON's `owner_proxy_close`): the first run starts
+    /// the close delay; run it again once the delay is over to take the stake and the earnings.
+    /// The clients' money stays in the contract for their refunds.
+    Close {
+        #[command(flatten)]
+        party: Party,
+    },
+    /// The proxy contract: state, stake, earnings, client money, committed ledger state.
     Status {
         #[command(flatten)]
         at: ProxyChoice,
@@ -222,6 +228,44 @@ impl Ctx {
             if let Some(d) = self.client_data(at)? {
                 if check(&d) {
                     return Ok(d);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("the contract did not change within 30 s (look at `cocoon wallet balance` and the chain's transactions)")
+    }
+
+    /// Sends `body` to the contract `at` with MIN_FEE and waits up to 30 s for `done` to return
+    /// something. A refusal for the close delay (exit 110) is the error `too_early`; any other
+    /// refusal names its exit code.
+    fn send_and_wait<T>(
+        &self,
+        at: &Address,
+        body: cocoon_chain::tycho_types::cell::Cell,
+        done: impl Fn(&Self) -> Result<Option<T>>,
+        too_early: &str,
+    ) -> Result<T> {
+        let newest_lt = |c: &Self| -> Result<Option<cocoon_chain::client::Tx>> {
+            Ok(c.rt
+                .block_on(c.chain.transactions(at, 1))?
+                .into_iter()
+                .next())
+        };
+        let last_lt = newest_lt(self)?.map(|t| t.lt).unwrap_or(0);
+        self.send(&[OutMessage::transfer(*at, MIN_FEE, Some(body))])?;
+        for _ in 0..300 {
+            if let Some(v) = done(self)? {
+                return Ok(v);
+            }
+            if let Some(t) = newest_lt(self)? {
+                match t.exit_code {
+                    _ if t.lt <= last_lt => {}
+                    Some(messages::exit::TOO_EARLY) => bail!("{too_early}"),
+                    Some(code) if code != 0 && code != 1 => bail!(
+                        "the contract {at} refused the message: exit code {code} ({})",
+                        messages::exit::name(code)
+                    ),
+                    _ => {}
                 }
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -407,33 +451,21 @@ fn close(
             Ok(())
         }
         ContractState::Closing => {
-            let last_lt =
-                c.rt.block_on(c.chain.transactions(&at, 1))?
-                    .first()
-                    .map(|t| t.lt)
-                    .unwrap_or(0);
-            c.send(&[OutMessage::transfer(
-                at,
-                MIN_FEE,
-                Some(messages::client::request_refund(0, &c.owner)?),
-            )])?;
-            for _ in 0..300 {
-                if let Some(d) = c.client_data(&at)? {
-                    if d.state == ContractState::Closed {
-                        println!("closed: the stake is back in {}", c.owner);
-                        print_client(&at, &d);
-                        return Ok(());
-                    }
-                }
-                // The contract refused: the delay has not passed (exit code 110).
-                if let Some(t) = c.rt.block_on(c.chain.transactions(&at, 1))?.first() {
-                    if t.lt > last_lt && t.exit_code == Some(messages::exit::TOO_EARLY) {
-                        bail!("the stake unlocks at unix time {}; run `cocoon client close` again then", d.unlock_ts);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            bail!("the close was not applied within 30 s")
+            let d = c.send_and_wait(
+                &at,
+                messages::client::request_refund(0, &c.owner)?,
+                |c| {
+                    Ok(c.client_data(&at)?
+                        .filter(|d| d.state == ContractState::Closed))
+                },
+                &format!(
+                    "the stake unlocks at unix time {}; run `cocoon client close` again then",
+                    d.unlock_ts
+                ),
+            )?;
+            println!("closed: the stake is back in {}", c.owner);
+            print_client(&at, &d);
+            Ok(())
         }
         ContractState::Closed => unreachable!("checked above"),
     }
@@ -555,6 +587,51 @@ pub fn proxy(cmd: ProxyCommand) -> Result<()> {
                 std::thread::sleep(Duration::from_millis(100));
             }
             bail!("the payout was not applied within 30 s (look at the proxy contract's transactions)")
+        }
+        ProxyCommand::Close { party } => {
+            let c = party.open()?;
+            let d = &c.proxy_data;
+            if c.owner != d.owner {
+                bail!(
+                    "only the proxy's owner {} can close its contract; this wallet is {}",
+                    d.owner,
+                    c.owner
+                );
+            }
+            fn in_state(c: &Ctx, state: ContractState) -> Result<Option<ProxyData>> {
+                let d =
+                    c.rt.block_on(chain_client::read_proxy(c.chain.as_ref(), &c.proxy))?;
+                Ok(Some(d).filter(|d| d.state == state))
+            }
+            let body = messages::proxy::owner_close(&c.owner)?;
+            match d.state {
+                ContractState::Closed => bail!("the proxy contract {} is already closed", c.proxy),
+                ContractState::Open => {
+                    let d = c.send_and_wait(
+                        &c.proxy,
+                        body,
+                        |c| in_state(c, ContractState::Closing),
+                        "unreachable: an open contract starts closing at once",
+                    )?;
+                    println!(
+                        "closing: the stake of {} TON and earnings of {} TON unlock at unix time {}; run `cocoon proxy close` again then",
+                        format_ton(d.stake),
+                        format_ton(d.earnings),
+                        d.close_unlock_ts
+                    );
+                }
+                ContractState::Closing => {
+                    let owed = d.stake + d.earnings;
+                    c.send_and_wait(
+                        &c.proxy,
+                        body,
+                        |c| in_state(c, ContractState::Closed),
+                        &format!("the stake unlocks at unix time {}; run `cocoon proxy close` again then", d.close_unlock_ts),
+                    )?;
+                    println!("closed: the stake and the earnings, {} TON, are in {}; the clients' money stays in {} for their refunds", format_ton(owed), c.owner, c.proxy);
+                }
+            }
+            Ok(())
         }
         ProxyCommand::Status { at, chain } => {
             let client = chain.open()?;

@@ -243,4 +243,30 @@ fn quote_status_withdraw_payout_and_close() {
     // (Not asserted here: what a second payout finds, since the running proxy's save_state
     // brings a nanoton at any moment. Zero and one nanoton are proved on the contract:
     // contracts/test/proxy.test.mjs.)
+
+    // The owner closes the proxy contract: the delay starts, a second try before it is over
+    // says when, and after it the stake comes back; nobody else can.
+    let e = fails(&money("proxy", "close", &client, &[]));
+    assert!(e.contains("only the proxy's owner"), "{e}");
+    let c = ok(&money("proxy", "close", &operator, &[]));
+    assert!(
+        c.contains("closing: the stake of 1 TON") && c.contains("run `cocoon proxy close` again"),
+        "{c}"
+    );
+    let e = fails(&money("proxy", "close", &operator, &[]));
+    assert!(e.contains("the stake unlocks at unix time"), "{e}");
+    let chain_dir = d.join("chain");
+    ok(&[
+        "chain",
+        "advance",
+        "--dir",
+        chain_dir.to_str().unwrap(),
+        "86400",
+    ]);
+    let c = ok(&money("proxy", "close", &operator, &[]));
+    assert!(c.contains("closed: the stake and the earnings"), "{c}");
+    let p = ok(&["proxy", "status", "--api", &api, "--proxy", &proxy]);
+    assert!(p.contains("Closed") && p.contains("stake 0 TON"), "{p}");
+    let e = fails(&money("proxy", "close", &operator, &[]));
+    assert!(e.contains("already closed"), "{e}");
 }
