@@ -90,6 +90,23 @@ impl Net {
     }
 
     /// The client's owner sends `body` to its client contract; the contract's exit code.
+    /// A payout voucher for `tokens` submitted by a stranger to the worker contract, deploying
+    /// it on the first one.
+    fn pay_worker(&mut self, tokens: u64) -> Trace {
+        let worker = self.worker_addr();
+        let init = self
+            .proxy_init
+            .worker(self.proxy, self.addr("worker"))
+            .state_init(&self.codes.worker)
+            .unwrap();
+        let v = self.voucher(op::WORKER_PAYOUT_SIGNED, tokens, worker);
+        let msg = OutMessage {
+            init: Some(init),
+            ..OutMessage::transfer(worker, MIN_FEE, Some(v))
+        };
+        self.send("stranger", msg)
+    }
+
     fn client_call(&mut self, body: Cell) -> i32 {
         let to = self.client_addr();
         self.call("client", to, MIN_FEE, body)
@@ -259,20 +276,8 @@ fn payment_lifecycle_with_every_bad_voucher_refused() {
 
     // Worker: deployed by its first payout voucher; paid tokens × fee to its owner.
     let worker = net.worker_addr();
-    let init = net
-        .proxy_init
-        .worker(net.proxy, net.addr("worker"))
-        .state_init(&net.codes.worker)
-        .unwrap();
     let before = net.chain.balance(&net.addr("worker")).unwrap();
-    let v = net.voucher(op::WORKER_PAYOUT_SIGNED, 2_000, worker);
-    let t = net.send(
-        "stranger",
-        OutMessage {
-            init: Some(init),
-            ..OutMessage::transfer(worker, MIN_FEE, Some(v))
-        },
-    );
+    let t = net.pay_worker(2_000);
     assert!(t.all_succeeded(), "{t:#?}");
     assert_eq!(net.worker_data().tokens_paid, 2_000);
     assert_eq!(net.proxy_data().earnings, 2_000 * (price - fee));
@@ -605,18 +610,7 @@ fn the_earnings_are_what_a_payout_takes() {
         exit::NO_FUNDS
     );
     // A worker is paid for 3 000 tokens: the proxy earns the rest of their price.
-    let worker = net.worker_addr();
-    let init = net
-        .proxy_init
-        .worker(net.proxy, net.addr("worker"))
-        .state_init(&net.codes.worker)
-        .unwrap();
-    let v = net.voucher(op::WORKER_PAYOUT_SIGNED, 3_000, worker);
-    let msg = OutMessage {
-        init: Some(init),
-        ..OutMessage::transfer(worker, MIN_FEE, Some(v))
-    };
-    assert!(net.send("stranger", msg).all_succeeded());
+    assert!(net.pay_worker(3_000).all_succeeded());
     let earned = 3_000 * (params.price_per_token - params.worker_fee_per_token);
     assert_eq!(due(&net), earned);
     let (balance, stake) = (net.chain.balance(&proxy).unwrap(), net.proxy_data().stake);
@@ -769,7 +763,10 @@ fn a_transfer_lands_once_though_another_sender_takes_its_seqno() {
     let seqno = send(&shared(2)).unwrap();
     // (the receiving wallet's gas comes out of what arrives)
     let landed = balance(&to) - before;
-    assert!(landed > TON - 1_000_000 && landed <= TON, "landed once: {landed}");
+    assert!(
+        landed > TON - 1_000_000 && landed <= TON,
+        "landed once: {landed}"
+    );
     let now = rt
         .block_on(cocoon_chain::client::wallet_seqno(&chain, &from))
         .unwrap();

@@ -235,6 +235,20 @@ impl Ctx {
         bail!("the contract did not change within 30 s (look at `cocoon wallet balance` and the chain's transactions)")
     }
 
+    /// The proxy contract's data, when this wallet is its owner; else an error naming both
+    /// wallets and what only the owner can `do_what`.
+    fn proxy_owner_only(&self, do_what: &str) -> Result<&ProxyData> {
+        let d = &self.proxy_data;
+        if self.owner != d.owner {
+            bail!(
+                "only the proxy's owner {} can {do_what}; this wallet is {}",
+                d.owner,
+                self.owner
+            );
+        }
+        Ok(d)
+    }
+
     /// Sends `body` to the contract `at` with MIN_FEE and waits up to 30 s for `done` to return
     /// something. A refusal for the close delay (exit 110) is the error `too_early`; any other
     /// refusal names its exit code.
@@ -543,14 +557,7 @@ pub fn proxy(cmd: ProxyCommand) -> Result<()> {
     match cmd {
         ProxyCommand::Payout { party } => {
             let c = party.open()?;
-            let d = &c.proxy_data;
-            if c.owner != d.owner {
-                bail!(
-                    "only the proxy's owner {} can take its earnings; this wallet is {}",
-                    d.owner,
-                    c.owner
-                );
-            }
+            let d = c.proxy_owner_only("take its earnings")?;
             let balance = c.rt.block_on(c.chain.account(&c.proxy))?.balance;
             let free = d.payout(balance);
             if free == 0 {
@@ -590,14 +597,7 @@ pub fn proxy(cmd: ProxyCommand) -> Result<()> {
         }
         ProxyCommand::Close { party } => {
             let c = party.open()?;
-            let d = &c.proxy_data;
-            if c.owner != d.owner {
-                bail!(
-                    "only the proxy's owner {} can close its contract; this wallet is {}",
-                    d.owner,
-                    c.owner
-                );
-            }
+            let d = c.proxy_owner_only("close its contract")?;
             fn in_state(c: &Ctx, state: ContractState) -> Result<Option<ProxyData>> {
                 let d =
                     c.rt.block_on(chain_client::read_proxy(c.chain.as_ref(), &c.proxy))?;
