@@ -526,57 +526,53 @@ pub async fn send_transfer(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as u32)
             .unwrap_or(0);
-        let valid_until = valid_until(chain.network(), now);
-        let body = wallet.transfer_body(keys, seqno, valid_until, messages)?;
-        let init = if seqno == 0 {
-            Some(wallet.state_init()?)
-        } else {
-            None
-        };
-        let msg = crate::wallet::external_message(address, init, body.clone())?;
+        let msg =
+            wallet.transfer_message(keys, seqno, valid_until(chain.network(), now), messages)?;
+        let ours = message_body(&msg).map(|b| *b.repr_hash());
+        let local = chain.network() == crate::Network::Local;
         if let Err(e) = chain.send_message(msg).await {
             // The local chain refuses at once a transfer whose seqno another sender just took.
-            if chain.network() == crate::Network::Local
-                && wallet_seqno(chain, &address).await? != seqno
-            {
-                tracing::info!(
-                    "another sender took wallet {address}'s seqno {seqno}; signing again"
-                );
-                continue;
+            if !local || wallet_seqno(chain, &address).await? == seqno {
+                return Err(e);
             }
-            return Err(e);
-        }
-        // Wait until the wallet has taken this seqno, so the caller's next transfer signs the
-        // next one instead of repeating this one (which the wallet would drop). The local chain
-        // executes at once; a public network takes a block or two.
-        let started = std::time::Instant::now();
-        while wallet_seqno(chain, &address).await? <= seqno {
-            if started.elapsed() > SEQNO_WAIT {
+        } else {
+            wait_for_seqno_past(chain, &address, seqno).await?;
+            let txs = chain.transactions(&address, 16).await?;
+            if txs
+                .iter()
+                .any(|t| t.from.is_none() && t.body.as_ref().map(|b| *b.repr_hash()) == ours)
+            {
+                return Ok(seqno);
+            }
+            if !local {
                 return Err(ChainError::Api(format!(
-                    "wallet {address} did not accept its transfer with seqno {seqno} within {} s",
-                    SEQNO_WAIT.as_secs()
+                    "wallet {address}'s seqno {seqno} was taken, but its transaction is not visible yet; \
+                     look at the wallet's transactions before sending again (another sender may share this wallet)"
                 )));
             }
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        }
-        let ours = |t: &Tx| {
-            t.from.is_none() && t.body.as_ref().map(|b| *b.repr_hash()) == Some(*body.repr_hash())
-        };
-        let txs = chain.transactions(&address, 16).await?;
-        if txs.iter().any(ours) {
-            return Ok(seqno);
-        }
-        if chain.network() != crate::Network::Local {
-            return Err(ChainError::Api(format!(
-                "wallet {address}'s seqno {seqno} was taken, but its transaction is not visible yet; \
-                 look at the wallet's transactions before sending again (another sender may share this wallet)"
-            )));
         }
         tracing::info!("another sender took wallet {address}'s seqno {seqno}; signing again");
     }
     Err(ChainError::Api(format!(
         "wallet {address}: other senders took its seqno {SHARED_WALLET_TRIES} times in a row; nothing was sent"
     )))
+}
+
+/// Waits until the wallet has taken `seqno`, so the caller's next transfer signs the next one
+/// instead of repeating this one (which the wallet would drop). The local chain executes at
+/// once; a public network takes a block or two.
+async fn wait_for_seqno_past(chain: &dyn ChainClient, address: &Address, seqno: u32) -> Result<()> {
+    let started = std::time::Instant::now();
+    while wallet_seqno(chain, address).await? <= seqno {
+        if started.elapsed() > SEQNO_WAIT {
+            return Err(ChainError::Api(format!(
+                "wallet {address} did not accept its transfer with seqno {seqno} within {} s",
+                SEQNO_WAIT.as_secs()
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    Ok(())
 }
 
 /// How many times [`send_transfer`] signs again on the local chain when another sender took

@@ -157,6 +157,14 @@ fn with_hash(op: u32, query_id: u64, hash: &[u8; 32]) -> Result<Cell> {
     Ok(b.build()?)
 }
 
+/// `op query_id send_excesses_to`: COCOON's body of every owner request that carries nothing
+/// else.
+fn head_and_excesses(op: u32, query_id: u64, send_excesses_to: &Address) -> Result<Cell> {
+    let mut b = head(op, query_id)?;
+    store_address(&mut b, send_excesses_to)?;
+    Ok(b.build()?)
+}
+
 /// A text comment body (op 0 followed by the UTF-8 text as a snake string), as wallets show it.
 pub fn text_comment(text: &str) -> Result<Cell> {
     let mut b = CellBuilder::new();
@@ -297,9 +305,7 @@ pub mod proxy {
     /// Owner: take the earnings to `send_excesses_to` (COCOON's body,
     /// `ProxyContract::create_withdraw_message`).
     pub fn payout_request(query_id: u64, send_excesses_to: &Address) -> Result<Cell> {
-        let mut b = head(op::PROXY_PAYOUT_REQUEST, query_id)?;
-        store_address(&mut b, send_excesses_to)?;
-        Ok(b.build()?)
+        head_and_excesses(op::PROXY_PAYOUT_REQUEST, query_id, send_excesses_to)
     }
     /// Owner: start the close (the rest of the value to `send_excesses_to`); once the close
     /// delay is over, the same body completes it and pays the owner the stake and the earnings.
@@ -404,12 +410,6 @@ pub mod client {
     /// the rest to `send_excesses_to`.
     pub fn request_refund(query_id: u64, send_excesses_to: &Address) -> Result<Cell> {
         head_and_excesses(op::CLIENT_REQUEST_REFUND, query_id, send_excesses_to)
-    }
-
-    fn head_and_excesses(op: u32, query_id: u64, send_excesses_to: &Address) -> Result<Cell> {
-        let mut b = head(op, query_id)?;
-        store_address(&mut b, send_excesses_to)?;
-        Ok(b.build()?)
     }
 }
 

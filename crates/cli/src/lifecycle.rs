@@ -69,7 +69,7 @@ pub enum WorkerCommand {
     },
 }
 
-/// `cocoon proxy status|payout`.
+/// `cocoon proxy status|payout|close`.
 #[derive(Subcommand)]
 pub enum ProxyCommand {
     /// Take the proxy's earnings (the price less the worker's fee on every token a worker was
@@ -250,37 +250,39 @@ impl Ctx {
     }
 
     /// Sends `body` to the contract `at` with MIN_FEE and waits up to 30 s for `done` to return
-    /// something. A refusal for the close delay (exit 110) is the error `too_early`; any other
-    /// refusal names its exit code.
+    /// something. A refusal names its exit code; one for the close delay (exit 110) is the error
+    /// `too_early` when given.
     fn send_and_wait<T>(
         &self,
         at: &Address,
         body: cocoon_chain::tycho_types::cell::Cell,
         done: impl Fn(&Self) -> Result<Option<T>>,
-        too_early: &str,
+        too_early: Option<&str>,
     ) -> Result<T> {
-        let newest_lt = |c: &Self| -> Result<Option<cocoon_chain::client::Tx>> {
+        let newest = |c: &Self| -> Result<Option<cocoon_chain::client::Tx>> {
             Ok(c.rt
                 .block_on(c.chain.transactions(at, 1))?
                 .into_iter()
                 .next())
         };
-        let last_lt = newest_lt(self)?.map(|t| t.lt).unwrap_or(0);
+        let last_lt = newest(self)?.map(|t| t.lt).unwrap_or(0);
         self.send(&[OutMessage::transfer(*at, MIN_FEE, Some(body))])?;
         for _ in 0..300 {
             if let Some(v) = done(self)? {
                 return Ok(v);
             }
-            if let Some(t) = newest_lt(self)? {
-                match t.exit_code {
-                    _ if t.lt <= last_lt => {}
-                    Some(messages::exit::TOO_EARLY) => bail!("{too_early}"),
-                    Some(code) if code != 0 && code != 1 => bail!(
-                        "the contract {at} refused the message: exit code {code} ({})",
-                        messages::exit::name(code)
-                    ),
-                    _ => {}
-                }
+            // A transaction newer than our send that failed: the contract refused.
+            let refused = newest(self)?
+                .filter(|t| t.lt > last_lt)
+                .and_then(|t| t.exit_code)
+                .filter(|code| !matches!(code, 0 | 1));
+            match (refused, too_early) {
+                (None, _) => {}
+                (Some(messages::exit::TOO_EARLY), Some(why)) => bail!("{why}"),
+                (Some(code), _) => bail!(
+                    "the contract {at} refused the message: exit code {code} ({})",
+                    messages::exit::name(code)
+                ),
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -472,10 +474,10 @@ fn close(
                     Ok(c.client_data(&at)?
                         .filter(|d| d.state == ContractState::Closed))
                 },
-                &format!(
+                Some(&format!(
                     "the stake unlocks at unix time {}; run `cocoon client close` again then",
                     d.unlock_ts
-                ),
+                )),
             )?;
             println!("closed: the stake is back in {}", c.owner);
             print_client(&at, &d);
@@ -559,8 +561,8 @@ pub fn proxy(cmd: ProxyCommand) -> Result<()> {
             let c = party.open()?;
             let d = c.proxy_owner_only("take its earnings")?;
             let balance = c.rt.block_on(c.chain.account(&c.proxy))?.balance;
-            let free = d.payout(balance);
-            if free == 0 {
+            let due = d.payout(balance);
+            if due == 0 {
                 // Not an error: nothing has been earned (or the contract cannot pay it yet).
                 println!(
                     "nothing to take: earnings {} TON (the proxy earns when a worker is paid); the contract holds {} TON = stake {} TON + client money and fees {} TON",
@@ -572,28 +574,25 @@ pub fn proxy(cmd: ProxyCommand) -> Result<()> {
                 return Ok(());
             }
             let before = c.rt.block_on(c.chain.account(&c.owner))?.balance;
-            c.send(&[OutMessage::transfer(
+            let now = c.send_and_wait(
+                &c.proxy,
+                messages::proxy::payout_request(0, &c.owner)?,
+                |c| {
+                    let now = c.rt.block_on(c.chain.account(&c.proxy))?.balance;
+                    Ok((now < balance).then_some(now))
+                },
+                None,
+            )?;
+            let wallet = c.rt.block_on(c.chain.account(&c.owner))?.balance;
+            println!("took {} TON of earnings to {}", format_ton(due), c.owner);
+            println!(
+                "proxy contract {}: balance {} TON; wallet {} TON (was {} TON)",
                 c.proxy,
-                MIN_FEE,
-                Some(messages::proxy::payout_request(0, &c.owner)?),
-            )])?;
-            for _ in 0..300 {
-                let now = c.rt.block_on(c.chain.account(&c.proxy))?.balance;
-                if now < balance {
-                    let wallet = c.rt.block_on(c.chain.account(&c.owner))?.balance;
-                    println!("took {} TON of earnings to {}", format_ton(free), c.owner);
-                    println!(
-                        "proxy contract {}: balance {} TON; wallet {} TON (was {} TON)",
-                        c.proxy,
-                        format_ton(now),
-                        format_ton(wallet),
-                        format_ton(before)
-                    );
-                    return Ok(());
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            bail!("the payout was not applied within 30 s (look at the proxy contract's transactions)")
+                format_ton(now),
+                format_ton(wallet),
+                format_ton(before)
+            );
+            Ok(())
         }
         ProxyCommand::Close { party } => {
             let c = party.open()?;
@@ -611,7 +610,7 @@ pub fn proxy(cmd: ProxyCommand) -> Result<()> {
                         &c.proxy,
                         body,
                         |c| in_state(c, ContractState::Closing),
-                        "unreachable: an open contract starts closing at once",
+                        None,
                     )?;
                     println!(
                         "closing: the stake of {} TON and earnings of {} TON unlock at unix time {}; run `cocoon proxy close` again then",
@@ -626,7 +625,7 @@ pub fn proxy(cmd: ProxyCommand) -> Result<()> {
                         &c.proxy,
                         body,
                         |c| in_state(c, ContractState::Closed),
-                        &format!("the stake unlocks at unix time {}; run `cocoon proxy close` again then", d.close_unlock_ts),
+                        Some(&format!("the stake unlocks at unix time {}; run `cocoon proxy close` again then", d.close_unlock_ts)),
                     )?;
                     println!("closed: the stake and the earnings, {} TON, are in {}; the clients' money stays in {} for their refunds", format_ton(owed), c.owner, c.proxy);
                 }

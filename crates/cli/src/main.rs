@@ -60,7 +60,7 @@ enum Command {
     Root(root::RootCommand),
     /// Bring up a whole local network (chain, proxy, workers, client) and serve the OpenAI API.
     Up(network::UpArgs),
-    /// Run a proxy from a TOML config; or its money commands (`status`, `payout`).
+    /// Run a proxy from a TOML config; or its money commands (`status`, `payout`, `close`).
     #[command(args_conflicts_with_subcommands = true)]
     Proxy {
         /// The config file (runs the proxy).
