@@ -60,13 +60,27 @@ async fn out_of_file_descriptors_at_a_commit_is_a_clear_error_and_nothing_is_bil
     let mut exhausted = normal;
     exhausted.current = Some(open);
     setrlimit(Resource::Nofile, exhausted).unwrap();
-    // Fill any free numbers below the limit too.
-    let mut filler = Vec::new();
-    while let Ok(f) = std::fs::File::open("/dev/null") {
-        filler.push(f);
+    // Fill any free numbers below the limit too, and keep taking any that a finishing task
+    // frees while the request runs (else the commit could take one of those).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let filler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match std::fs::File::open("/dev/null") {
+                    Ok(f) => held.push(f),
+                    Err(_) => std::thread::yield_now(),
+                }
+            }
+        })
+    };
+    while std::fs::File::open("/dev/null").is_ok() {
+        std::thread::yield_now();
     }
     let (status, body) = ask(&http, &net).await;
-    drop(filler);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    filler.join().unwrap();
     setrlimit(Resource::Nofile, normal).unwrap();
     assert_eq!(status, 500, "{body}");
     assert!(
