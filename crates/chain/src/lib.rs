@@ -3,6 +3,7 @@
 //! - [`cells`], [`address`]: small helpers over `tycho-types` cells and TON addresses
 //!   (raw `0:…` and user-friendly, bounceable / non-bounceable / testnet).
 //! - [`keys`], [`mnemonic`], [`wallet`]: Ed25519 keys, TON's 24-word mnemonics, wallets v4r2 and v5r1.
+//! - [`cocoon_wallet`]: COCOON's machine wallet, run on the network's own code.
 //! - [`contracts`], [`messages`], [`voucher`]: the Cocoon payment contracts (root, proxy,
 //!   client, worker): their committed code, initial data and addresses, every message body they
 //!   accept, and the proxy-signed vouchers. Layouts are in `contracts/SPEC.md`.
@@ -18,6 +19,7 @@ pub mod address;
 pub mod bench;
 pub mod cells;
 pub mod client;
+pub mod cocoon_wallet;
 pub mod contracts;
 pub mod error;
 pub mod fake_ton;

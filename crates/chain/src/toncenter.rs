@@ -206,12 +206,14 @@ async fn wallet_information(
     let wallet_type = [
         crate::wallet::WalletVersion::V4r2,
         crate::wallet::WalletVersion::V5r1,
+        crate::wallet::WalletVersion::Cocoon,
     ]
     .into_iter()
     .find(|v| Some(crate::wallet::wallet_code(*v).repr_hash().0) == code_hash)
     .map(|v| match v {
         crate::wallet::WalletVersion::V4r2 => "wallet v4 r2",
         crate::wallet::WalletVersion::V5r1 => "wallet v5 r1",
+        crate::wallet::WalletVersion::Cocoon => "cocoon wallet",
     });
     let seqno = if wallet_type.is_some() {
         c.get(&address, "seqno", vec![])

@@ -1,4 +1,5 @@
-//! TON wallets v4r2 and v5r1: code, initial data, addresses and signed transfers.
+//! TON wallets v4r2 and v5r1, and COCOON's machine wallet ([`crate::cocoon_wallet`]): code,
+//! initial data, addresses and signed transfers.
 //!
 //! The code cells are the standard ones (the same BOCs `@ton/ton` ships); a wallet's address is
 //! the hash of its StateInit, so the same key gives the same address here and in every TON
@@ -33,6 +34,9 @@ pub enum WalletVersion {
     V4r2,
     /// Wallet v5 revision 1 (W5; signature last, out-action list).
     V5r1,
+    /// COCOON's machine wallet (signature first, up to 4 messages, an owner who can take it
+    /// back): see [`crate::cocoon_wallet`]. Made with [`Wallet::cocoon`], never from a phrase.
+    Cocoon,
 }
 
 impl std::str::FromStr for WalletVersion {
@@ -58,6 +62,7 @@ pub fn wallet_code(version: WalletVersion) -> Cell {
     match version {
         WalletVersion::V4r2 => V4R2.clone(),
         WalletVersion::V5r1 => V5R1.clone(),
+        WalletVersion::Cocoon => crate::cocoon_wallet::code(),
     }
 }
 
@@ -124,10 +129,12 @@ impl OutMessage {
 pub struct Wallet {
     /// Contract version.
     pub version: WalletVersion,
-    /// Owner's Ed25519 public key.
+    /// The signing Ed25519 public key.
     pub public_key: [u8; 32],
-    /// Wallet id (subwallet); defaults follow the wallet apps.
+    /// Wallet id (subwallet); defaults follow the wallet apps (0 for COCOON's wallet).
     pub wallet_id: i32,
+    /// COCOON's wallet only: the owner, who can take the wallet back.
+    pub owner: Option<Address>,
 }
 
 impl Wallet {
@@ -137,11 +144,24 @@ impl Wallet {
             WalletVersion::V4r2 => 698_983_191,
             // W5 client context: 1 bit flag, workchain 0 (int8), version 0, subwallet 0 (15 bits).
             WalletVersion::V5r1 => network.global_id() ^ (0x8000_0000u32 as i32),
+            WalletVersion::Cocoon => 0,
         };
         Wallet {
             version,
             public_key,
             wallet_id,
+            owner: None,
+        }
+    }
+
+    /// COCOON's machine wallet of the machine key `public_key`, owned by `owner` (the
+    /// runners' subwallet 0).
+    pub fn cocoon(public_key: [u8; 32], owner: Address) -> Self {
+        Wallet {
+            version: WalletVersion::Cocoon,
+            public_key,
+            wallet_id: 0,
+            owner: Some(owner),
         }
     }
 
@@ -161,6 +181,12 @@ impl Wallet {
                 b.store_u32(self.wallet_id as u32)?;
                 b.store_raw(&self.public_key, 256)?;
                 b.store_bit_zero()?;
+            }
+            WalletVersion::Cocoon => {
+                let owner = self.owner.as_ref().ok_or_else(|| {
+                    ChainError::InvalidKey("a COCOON wallet needs its owner's address".into())
+                })?;
+                return crate::cocoon_wallet::initial_data(&self.public_key, owner);
             }
         }
         Ok(b.build()?)
@@ -196,7 +222,7 @@ impl Wallet {
             ));
         }
         let max = match self.version {
-            WalletVersion::V4r2 => 4,
+            WalletVersion::V4r2 | WalletVersion::Cocoon => 4,
             WalletVersion::V5r1 => 255,
         };
         if messages.len() > max {
@@ -205,12 +231,14 @@ impl Wallet {
             )));
         }
         match self.version {
-            WalletVersion::V4r2 => {
+            WalletVersion::V4r2 | WalletVersion::Cocoon => {
                 let mut signing = CellBuilder::new();
                 signing.store_u32(self.wallet_id as u32)?;
                 signing.store_u32(valid_until)?;
                 signing.store_u32(seqno)?;
-                signing.store_u8(0)?; // simple send
+                if self.version == WalletVersion::V4r2 {
+                    signing.store_u8(0)?; // simple send (COCOON's wallet has no such op)
+                }
                 for m in messages {
                     signing.store_u8(m.mode)?;
                     signing.store_reference(m.to_cell()?)?;
@@ -312,6 +340,11 @@ impl WalletFile {
 
 /// The key pair of a mnemonic and its wallet of `version` on `network`.
 pub fn open(phrase: &str, version: WalletVersion, network: Network) -> Result<(Keypair, Wallet)> {
+    if version == WalletVersion::Cocoon {
+        return Err(ChainError::InvalidKey(
+            "a COCOON wallet is its machine's key and its owner's address, not a phrase".into(),
+        ));
+    }
     let keys = crate::mnemonic::Mnemonic::parse(phrase)?.keypair();
     let wallet = Wallet::new(version, keys.public_key(), network);
     Ok((keys, wallet))

@@ -435,9 +435,22 @@ impl LocalChain {
             let uncommitted = match executed {
                 Ok(u) => u,
                 Err(e) if is_first && is_external => {
+                    // As a lite server does, name the exit code that refused it (run again up
+                    // to where the contract accepts, with an inspector).
+                    let mut inspector = tycho_executor::ExecutorInspector::default();
+                    let _ = Executor::new(&params, &self.config).check_ordinary_ext(
+                        &dst,
+                        msg.clone(),
+                        state,
+                        Some(&mut inspector),
+                    );
+                    let why = match inspector.exit_code {
+                        Some(code) => format!("exit code {code}"),
+                        None => format!("{e:?}"),
+                    };
                     return Err(ChainError::Refused(format!(
-                        "external message not accepted by {address}: {e:?}"
-                    )))
+                        "external message not accepted by {address}: {why}"
+                    )));
                 }
                 Err(e) => {
                     tracing::warn!("message to {address} not executed: {e:?}");

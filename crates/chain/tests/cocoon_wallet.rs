@@ -1,0 +1,342 @@
+//! COCOON's machine wallet, its real code (the network's, as the reference runners embed it)
+//! running on the local chain: every rule `cocoon_chain::cocoon_wallet` describes, each way it
+//! refuses, and the owner's powers over the machine's key.
+
+use cocoon_chain::cocoon_wallet::{self, exit, CocoonWalletState, Command};
+use cocoon_chain::keys::Keypair;
+use cocoon_chain::local::{Clock, Genesis, GenesisSpec, LocalChain, Trace};
+use cocoon_chain::messages::{self, op};
+use cocoon_chain::wallet::{OutMessage, Wallet, WalletVersion};
+use cocoon_chain::{Address, ChainError, TON};
+use tycho_types::cell::{Cell, CellBuilder};
+
+const T0: u32 = 1_800_000_000;
+
+struct Net {
+    chain: LocalChain,
+    genesis: Genesis,
+    machine: Keypair,
+    wallet: Wallet,
+}
+
+impl Net {
+    /// A chain with an `owner` and a `stranger`, and the machine wallet of a fresh key owned by
+    /// `owner`, funded with `funds` (not yet deployed: its first external message deploys it).
+    fn new(funds: u128) -> Net {
+        let mut chain = LocalChain::new(Clock::Fixed { now: T0 }).unwrap();
+        let spec = GenesisSpec {
+            params: cocoon_chain::contracts::Params::local_default(),
+            wallets: vec![("owner".into(), 100 * TON), ("stranger".into(), 10 * TON)],
+            proxy_hashes: vec![],
+            worker_hashes: vec![],
+            models: vec![],
+        };
+        let genesis = chain.genesis(&spec).unwrap();
+        let machine = Keypair::from_seed([7; 32]);
+        let owner = genesis.wallet("owner").unwrap().address;
+        let wallet = Wallet::cocoon(machine.public_key(), owner);
+        let mut net = Net {
+            chain,
+            genesis,
+            machine,
+            wallet,
+        };
+        if funds > 0 {
+            let to = net.address();
+            let t = net.send_from(
+                "owner",
+                OutMessage {
+                    bounce: false,
+                    ..OutMessage::transfer(to, funds, None)
+                },
+            );
+            assert!(t.all_succeeded(), "{t:#?}");
+        }
+        net
+    }
+
+    fn address(&self) -> Address {
+        self.wallet.address().unwrap()
+    }
+
+    fn addr(&self, name: &str) -> Address {
+        self.genesis.wallet(name).unwrap().address
+    }
+
+    fn send_from(&mut self, name: &str, msg: OutMessage) -> Trace {
+        let (keys, wallet) = self.genesis.wallet(name).unwrap().open().unwrap();
+        self.chain.wallet_send(&wallet, &keys, &[msg]).unwrap()
+    }
+
+    /// `name` sends `body` to the machine wallet; the wallet's exit code.
+    fn tell(&mut self, name: &str, body: Cell) -> i32 {
+        let to = self.address();
+        let t = self.send_from(name, OutMessage::transfer(to, TON / 10, Some(body)));
+        t.exit_code_at(&to).expect("the wallet ran")
+    }
+
+    /// The machine key's external message (seqno, validity and key as given).
+    fn external(
+        &self,
+        keys: &Keypair,
+        seqno: u32,
+        valid_until: u32,
+        messages: &[OutMessage],
+    ) -> Cell {
+        // Sign with `keys` for the wallet of the machine's key (the wallet refuses a stranger's
+        // signature itself; our builder would refuse to sign at all).
+        let as_signer = Wallet {
+            public_key: keys.public_key(),
+            ..self.wallet.clone()
+        };
+        let body = as_signer
+            .transfer_body(keys, seqno, valid_until, messages)
+            .unwrap();
+        let init = (seqno == 0).then(|| self.wallet.state_init().unwrap());
+        cocoon_chain::wallet::external_message(self.address(), init, body).unwrap()
+    }
+
+    fn machine_sends(&mut self, seqno: u32, messages: &[OutMessage]) -> Result<Trace, ChainError> {
+        let m = self.external(&self.machine.clone(), seqno, T0 + 600, messages);
+        self.chain.send_external(m)
+    }
+
+    fn state(&self) -> CocoonWalletState {
+        CocoonWalletState::parse(&self.chain.data(&self.address()).unwrap()).unwrap()
+    }
+
+    /// A transfer to the stranger, fees paid apart (mode 1), so it arrives whole.
+    fn pay_stranger(&self, value: u128) -> OutMessage {
+        OutMessage::transfer(self.addr("stranger"), value, None)
+    }
+}
+
+/// The values `trace` carried from `from` into `to`.
+fn paid(trace: &Trace, from: &Address, to: &Address) -> Vec<u128> {
+    trace
+        .transactions
+        .iter()
+        .filter(|t| &t.account == to && t.from.as_ref() == Some(from))
+        .map(|t| t.value)
+        .collect()
+}
+
+/// The exit code a refused external message names.
+fn refused_with(r: Result<Trace, ChainError>, code: i32) {
+    let e = r.expect_err("the wallet must refuse").to_string();
+    assert!(e.contains(&format!("exit code {code}")), "{code}: {e}");
+}
+
+#[test]
+fn the_machine_key_deploys_the_wallet_and_sends_once_per_seqno() {
+    let mut net = Net::new(3 * TON);
+    let stranger = net.addr("stranger");
+    let at = net.address();
+    let pay = net.pay_stranger(TON / 2);
+    let t = net.machine_sends(0, &[pay.clone()]).unwrap();
+    assert!(t.all_succeeded(), "{t:#?}");
+    assert_eq!(paid(&t, &at, &stranger), [TON / 2]);
+    let s = net.state();
+    assert_eq!(
+        s,
+        CocoonWalletState {
+            seqno: 1,
+            subwallet: 0,
+            public_key: net.machine.public_key(),
+            blocked: false,
+            owner: net.addr("owner"),
+        }
+    );
+    // The get-methods the runners and explorers read.
+    let seqno = net.chain.get(&at, "seqno", vec![]).unwrap();
+    assert_eq!(seqno[0].as_u128().unwrap(), 1);
+    let key = net.chain.get(&at, "get_public_key", vec![]).unwrap();
+    assert_eq!(key[0].as_u256().unwrap(), net.machine.public_key());
+    let owner = net.chain.get(&at, "get_owner_address", vec![]).unwrap();
+    assert_eq!(owner[0].as_address().unwrap(), net.addr("owner"));
+
+    // The same message again, an old seqno, a future one: refused, nothing paid.
+    let again = net.external(&net.machine.clone(), 0, T0 + 600, &[pay.clone()]);
+    refused_with(net.chain.send_external(again), exit::WRONG_SEQNO);
+    refused_with(net.machine_sends(2, &[pay.clone()]), exit::WRONG_SEQNO);
+    assert_eq!(net.state().seqno, 1);
+    // Up to four messages at once, each with its own mode (mode 0: the fees come out of the
+    // value, as the runners send anything above one nanoton).
+    let mode0 = OutMessage {
+        mode: 0,
+        ..pay.clone()
+    };
+    let t = net
+        .machine_sends(1, &[pay.clone(), pay.clone(), pay.clone(), mode0])
+        .unwrap();
+    assert!(t.all_succeeded(), "{t:#?}");
+    let got = paid(&t, &at, &stranger);
+    assert_eq!(got.len(), 4);
+    assert_eq!(&got[..3], [TON / 2; 3]);
+    assert!(got[3] < TON / 2, "{got:?}");
+    assert_eq!(net.state().seqno, 2);
+    // A fifth does not fit one cell: our builder says so before signing.
+    let e = net
+        .wallet
+        .transfer_body(&net.machine, 2, T0 + 600, &vec![pay; 5])
+        .unwrap_err();
+    assert!(e.to_string().contains("at most 4"), "{e}");
+}
+
+#[test]
+fn a_stranger_key_an_expired_message_and_another_subwallet_are_refused() {
+    let mut net = Net::new(3 * TON);
+    let pay = net.pay_stranger(TON / 10);
+    let stranger_key = Keypair::from_seed([8; 32]);
+    let forged = net.external(&stranger_key, 0, T0 + 600, &[pay.clone()]);
+    // Before the wallet exists the StateInit deploys it with the machine's key; the forged
+    // signature is still refused.
+    refused_with(net.chain.send_external(forged), exit::BAD_SIGNATURE);
+    net.machine_sends(0, &[]).unwrap();
+
+    // valid_until is checked against now: now itself is too late.
+    let expired = net.external(&net.machine.clone(), 1, T0, &[pay.clone()]);
+    refused_with(net.chain.send_external(expired), exit::EXPIRED);
+    let in_time = net.external(&net.machine.clone(), 1, T0 + 1, &[pay.clone()]);
+    net.chain.send_external(in_time).unwrap();
+
+    let other = Wallet {
+        wallet_id: 1,
+        ..net.wallet.clone()
+    };
+    let body = other
+        .transfer_body(&net.machine, 2, T0 + 600, &[pay])
+        .unwrap();
+    let m = cocoon_chain::wallet::external_message(net.address(), None, body).unwrap();
+    refused_with(net.chain.send_external(m), exit::WRONG_SUBWALLET);
+    assert_eq!(net.state().seqno, 2);
+}
+
+#[test]
+fn below_two_ton_the_machine_key_sends_nothing() {
+    // Exactly 2 TON: the external message's import fee takes it below (so the runners wait
+    // for 2.1).
+    let mut net = Net::new(cocoon_wallet::MIN_BALANCE);
+    let pay = net.pay_stranger(1);
+    refused_with(net.machine_sends(0, &[pay.clone()]), exit::LOW_BALANCE);
+    // 0.01 TON more covers it: accepted.
+    let to = net.address();
+    net.chain
+        .send_internal(net.addr("owner"), to, TON / 100, false, None, None)
+        .unwrap();
+    let t = net.machine_sends(0, &[pay.clone()]).unwrap();
+    assert!(t.all_succeeded(), "{t:#?}");
+    // A message that takes the wallet below 2 TON is still sent (the check is before it);
+    // after it, nothing more.
+    let t = net
+        .machine_sends(1, &[net.pay_stranger(TON / 100)])
+        .unwrap();
+    assert!(t.all_succeeded(), "{t:#?}");
+    assert!(net.chain.balance(&to).unwrap() < cocoon_wallet::MIN_BALANCE);
+    refused_with(net.machine_sends(2, &[pay]), exit::LOW_BALANCE);
+}
+
+#[test]
+fn the_owner_blocks_unblocks_sends_through_and_takes_everything_back() {
+    let mut net = Net::new(5 * TON);
+    net.machine_sends(0, &[]).unwrap();
+    let block = cocoon_wallet::command(Command::Block).unwrap();
+    let unblock = cocoon_wallet::command(Command::Unblock).unwrap();
+    let withdraw = cocoon_wallet::command(Command::WithdrawAll).unwrap();
+
+    // Only the owner commands it.
+    for body in [&block, &unblock, &withdraw] {
+        assert_eq!(net.tell("stranger", body.clone()), exit::NOT_OWNER);
+    }
+    assert!(!net.state().blocked);
+
+    // Blocked: the machine's key sends nothing; unblocked: it sends again.
+    assert_eq!(net.tell("owner", block.clone()), 0);
+    assert!(net.state().blocked);
+    refused_with(net.machine_sends(1, &[net.pay_stranger(1)]), exit::BLOCKED);
+    assert_eq!(net.tell("owner", unblock), 0);
+    assert!(!net.state().blocked);
+    net.machine_sends(1, &[net.pay_stranger(1)]).unwrap();
+
+    // A command it does not know, and a text longer than one letter.
+    let x = messages::text_comment("x").unwrap();
+    assert_eq!(net.tell("owner", x), exit::UNKNOWN_COMMAND);
+    let long = messages::text_comment("wb").unwrap();
+    assert_ne!(net.tell("owner", long), 0);
+
+    // owner_wallet_send_message: the wallet sends what its owner gives it, with its mode.
+    let stranger = net.addr("stranger");
+    let before = net.chain.balance(&stranger).unwrap();
+    let msg = net.pay_stranger(TON).to_cell().unwrap();
+    assert_eq!(before, net.chain.balance(&stranger).unwrap());
+    let forward = cocoon_wallet::owner_send_message(5, 1, msg).unwrap();
+    assert_eq!(net.tell("stranger", forward.clone()), exit::NOT_OWNER);
+    assert!(
+        net.chain.balance(&stranger).unwrap() < before,
+        "nothing was sent for a stranger"
+    );
+    let at = net.address();
+    let (keys, owner_wallet) = net.genesis.wallet("owner").unwrap().open().unwrap();
+    let t = net
+        .chain
+        .wallet_send(
+            &owner_wallet,
+            &keys,
+            &[OutMessage::transfer(at, TON / 10, Some(forward))],
+        )
+        .unwrap();
+    assert_eq!(t.exit_code_at(&at), Some(0));
+    assert_eq!(paid(&t, &at, &stranger), [TON]);
+
+    // w: everything but 0.01 TON goes back to the owner, as a comment "w".
+    let owner = net.addr("owner");
+    let owner_before = net.chain.balance(&owner).unwrap();
+    let held = net.chain.balance(&net.address()).unwrap();
+    assert_eq!(net.tell("owner", withdraw), 0);
+    assert_eq!(
+        net.chain.balance(&net.address()).unwrap(),
+        cocoon_wallet::WITHDRAW_RESERVE
+    );
+    let back = net.chain.balance(&owner).unwrap() + TON / 10;
+    assert!(
+        back > owner_before + held - TON / 10,
+        "{back} {owner_before} {held}"
+    );
+    // And the machine's key, with 0.01 TON left, sends nothing.
+    refused_with(
+        net.machine_sends(2, &[net.pay_stranger(1)]),
+        exit::LOW_BALANCE,
+    );
+}
+
+#[test]
+fn anyone_may_hand_it_money_and_notices() {
+    let mut net = Net::new(3 * TON);
+    net.machine_sends(0, &[]).unwrap();
+    let head = |op: u32| {
+        let mut b = CellBuilder::new();
+        b.store_u32(op).unwrap();
+        b.store_u64(1).unwrap();
+        b.build().unwrap()
+    };
+    for o in [op::EXCESSES, cocoon_wallet::PAYOUT, op::DO_NOT_PROCESS] {
+        assert_eq!(net.tell("stranger", head(o)), 0, "op {o:#x}");
+    }
+    // An empty body is a plain transfer.
+    let to = net.address();
+    let t = net.send_from("stranger", OutMessage::transfer(to, TON, None));
+    assert_eq!(t.exit_code_at(&to), Some(0));
+    // Any other op from a stranger is refused (and bounces back).
+    assert_eq!(
+        net.tell("stranger", head(op::CLIENT_TOP_UP)),
+        exit::NOT_OWNER
+    );
+    // The wallet file form is refused by name: this wallet has no phrase.
+    let e = cocoon_chain::wallet::open(
+        &net.genesis.wallet("owner").unwrap().mnemonic,
+        WalletVersion::Cocoon,
+        cocoon_chain::Network::Local,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("not a phrase"), "{e}");
+}
