@@ -458,27 +458,76 @@ pub fn registered_in(txs: &[Tx], owner: &Address, nonce: u64) -> bool {
     })
 }
 
-/// The newest `save_state` (seqno, ledger hash) that `owner`'s wallet sent to proxy contract
-/// `proxy`, among the contract's newest `limit` transactions: see [`saved_state_in`].
+/// A `save_state` read back from a proxy contract's transactions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedState {
+    /// The ledger's seqno it committed.
+    pub seqno: u32,
+    /// The ledger's state hash it committed.
+    pub hash: [u8; 32],
+    /// Who sent it: the owner's wallet, or a COCOON machine wallet the owner owns.
+    pub from: Address,
+}
+
+/// The newest `save_state` that the proxy's owner sent to proxy contract `proxy`, among the
+/// contract's newest `limit` transactions: from `owner`'s wallet, or from a COCOON machine
+/// wallet (the network's code, [`crate::cocoon_wallet`]) whose owner is `owner`, as a proxy sends
+/// it. (Anyone may deploy such a wallet naming any owner; [`SavedState::from`] says which wallet
+/// it was, for the operator to compare with the proxy's own.)
 pub async fn last_saved_state(
     chain: &dyn ChainClient,
     proxy: &Address,
     owner: &Address,
     limit: usize,
-) -> Result<Option<(u32, [u8; 32])>> {
-    Ok(saved_state_in(
-        &chain.transactions(proxy, limit).await?,
-        owner,
-    ))
+) -> Result<Option<SavedState>> {
+    let txs = chain.transactions(proxy, limit).await?;
+    let mut checked: std::collections::HashMap<Address, bool> = Default::default();
+    for t in &txs {
+        let (Some(from), Some(body)) = (t.from, t.body.as_ref()) else {
+            continue;
+        };
+        let Some((seqno, hash)) = crate::messages::proxy::saved_state(body) else {
+            continue;
+        };
+        let speaks = match checked.get(&from) {
+            Some(known) => *known,
+            None => {
+                let known = from == *owner || owned_machine_wallet(chain, &from, owner).await?;
+                checked.insert(from, known);
+                known
+            }
+        };
+        if speaks {
+            return Ok(Some(SavedState { seqno, hash, from }));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether `at` is a COCOON machine wallet on the network's code whose owner is `owner`.
+async fn owned_machine_wallet(
+    chain: &dyn ChainClient,
+    at: &Address,
+    owner: &Address,
+) -> Result<bool> {
+    let account = chain.account(at).await?;
+    let (Some(code), Some(data)) = (account.code, account.data) else {
+        return Ok(false);
+    };
+    if code.repr_hash() != crate::cocoon_wallet::code().repr_hash() {
+        return Ok(false);
+    }
+    Ok(crate::cocoon_wallet::CocoonWalletState::parse(&data).is_ok_and(|s| s.owner == *owner))
 }
 
 /// The newest `save_state` among a proxy contract's transactions `txs` (newest first) whose
-/// inbound message came from `owner`, as COCOON's proxy reads its saved states back. The
+/// inbound message came from `sender`, as COCOON's proxy reads its saved states back (from its
+/// own machine wallet). The
 /// contract does not run on it (`do_not_process`), so the transaction's outcome does not matter;
 /// who sent it does.
-pub fn saved_state_in(txs: &[Tx], owner: &Address) -> Option<(u32, [u8; 32])> {
+pub fn saved_state_in(txs: &[Tx], sender: &Address) -> Option<(u32, [u8; 32])> {
     txs.iter()
-        .filter(|t| t.from.as_ref() == Some(owner))
+        .filter(|t| t.from.as_ref() == Some(sender))
         .find_map(|t| {
             t.body
                 .as_ref()

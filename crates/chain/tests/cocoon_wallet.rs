@@ -133,7 +133,7 @@ fn the_machine_key_deploys_the_wallet_and_sends_once_per_seqno() {
     let stranger = net.addr("stranger");
     let at = net.address();
     let pay = net.pay_stranger(TON / 2);
-    let t = net.machine_sends(0, &[pay.clone()]).unwrap();
+    let t = net.machine_sends(0, std::slice::from_ref(&pay)).unwrap();
     assert!(t.all_succeeded(), "{t:#?}");
     assert_eq!(paid(&t, &at, &stranger), [TON / 2]);
     let s = net.state();
@@ -156,9 +156,17 @@ fn the_machine_key_deploys_the_wallet_and_sends_once_per_seqno() {
     assert_eq!(owner[0].as_address().unwrap(), net.addr("owner"));
 
     // The same message again, an old seqno, a future one: refused, nothing paid.
-    let again = net.external(&net.machine.clone(), 0, T0 + 600, &[pay.clone()]);
+    let again = net.external(
+        &net.machine.clone(),
+        0,
+        T0 + 600,
+        std::slice::from_ref(&pay),
+    );
     refused_with(net.chain.send_external(again), exit::WRONG_SEQNO);
-    refused_with(net.machine_sends(2, &[pay.clone()]), exit::WRONG_SEQNO);
+    refused_with(
+        net.machine_sends(2, std::slice::from_ref(&pay)),
+        exit::WRONG_SEQNO,
+    );
     assert_eq!(net.state().seqno, 1);
     // Up to four messages at once, each with its own mode (mode 0: the fees come out of the
     // value, as the runners send anything above one nanoton).
@@ -188,16 +196,16 @@ fn a_stranger_key_an_expired_message_and_another_subwallet_are_refused() {
     let mut net = Net::new(3 * TON);
     let pay = net.pay_stranger(TON / 10);
     let stranger_key = Keypair::from_seed([8; 32]);
-    let forged = net.external(&stranger_key, 0, T0 + 600, &[pay.clone()]);
+    let forged = net.external(&stranger_key, 0, T0 + 600, std::slice::from_ref(&pay));
     // Before the wallet exists the StateInit deploys it with the machine's key; the forged
     // signature is still refused.
     refused_with(net.chain.send_external(forged), exit::BAD_SIGNATURE);
     net.machine_sends(0, &[]).unwrap();
 
     // valid_until is checked against now: now itself is too late.
-    let expired = net.external(&net.machine.clone(), 1, T0, &[pay.clone()]);
+    let expired = net.external(&net.machine.clone(), 1, T0, std::slice::from_ref(&pay));
     refused_with(net.chain.send_external(expired), exit::EXPIRED);
-    let in_time = net.external(&net.machine.clone(), 1, T0 + 1, &[pay.clone()]);
+    let in_time = net.external(&net.machine.clone(), 1, T0 + 1, std::slice::from_ref(&pay));
     net.chain.send_external(in_time).unwrap();
 
     let other = Wallet {
@@ -218,13 +226,16 @@ fn below_two_ton_the_machine_key_sends_nothing() {
     // for 2.1).
     let mut net = Net::new(cocoon_wallet::MIN_BALANCE);
     let pay = net.pay_stranger(1);
-    refused_with(net.machine_sends(0, &[pay.clone()]), exit::LOW_BALANCE);
+    refused_with(
+        net.machine_sends(0, std::slice::from_ref(&pay)),
+        exit::LOW_BALANCE,
+    );
     // 0.01 TON more covers it: accepted.
     let to = net.address();
     net.chain
         .send_internal(net.addr("owner"), to, TON / 100, false, None, None)
         .unwrap();
-    let t = net.machine_sends(0, &[pay.clone()]).unwrap();
+    let t = net.machine_sends(0, std::slice::from_ref(&pay)).unwrap();
     assert!(t.all_succeeded(), "{t:#?}");
     // A message that takes the wallet below 2 TON is still sent (the check is before it);
     // after it, nothing more.
@@ -339,4 +350,70 @@ fn anyone_may_hand_it_money_and_notices() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("not a phrase"), "{e}");
+}
+
+#[test]
+fn a_saved_state_counts_from_the_owner_or_a_machine_wallet_of_the_owners() {
+    use cocoon_chain::client::{last_saved_state, LocalClient, SavedState};
+    let mut net = Net::new(3 * TON);
+    let proxy = Address::new([0x77; 32]);
+    let save = |seqno: u32| OutMessage {
+        bounce: false,
+        ..OutMessage::transfer(
+            proxy,
+            1,
+            Some(messages::proxy::save_state(1, seqno, &[seqno as u8; 32]).unwrap()),
+        )
+    };
+    let owner = net.addr("owner");
+    let stranger = net.addr("stranger");
+    // The owner's machine wallet: counts.
+    net.machine_sends(0, &[save(1)]).unwrap();
+    // A stranger's machine wallet (owned by the stranger), and the stranger's own wallet: not.
+    let strangers_key = Keypair::from_seed([8; 32]);
+    let strangers_machine = Wallet::cocoon(strangers_key.public_key(), stranger);
+    let at = strangers_machine.address().unwrap();
+    net.send_from(
+        "stranger",
+        OutMessage {
+            bounce: false,
+            ..OutMessage::transfer(at, 3 * TON, None)
+        },
+    );
+    let m = strangers_machine
+        .transfer_message(&strangers_key, 0, T0 + 600, &[save(2)])
+        .unwrap();
+    net.chain.send_external(m).unwrap();
+    net.send_from("stranger", save(3));
+
+    let chain = std::sync::Arc::new(std::sync::Mutex::new(net.chain));
+    let client = LocalClient::new(chain.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let newest = || {
+        rt.block_on(last_saved_state(&client, &proxy, &owner, 16))
+            .unwrap()
+    };
+    assert_eq!(
+        newest(),
+        Some(SavedState {
+            seqno: 1,
+            hash: [1; 32],
+            from: net.wallet.address().unwrap()
+        })
+    );
+    // The owner's own wallet: counts, and the newest wins.
+    let (keys, wallet) = net.genesis.wallet("owner").unwrap().open().unwrap();
+    chain
+        .lock()
+        .unwrap()
+        .wallet_send(&wallet, &keys, &[save(4)])
+        .unwrap();
+    assert_eq!(newest().map(|s| (s.seqno, s.from)), Some((4, owner)));
+    // For a proxy owned by the stranger, the stranger's machine wallet and wallet count.
+    let theirs = rt
+        .block_on(last_saved_state(&client, &proxy, &stranger, 16))
+        .unwrap();
+    assert_eq!(theirs.map(|s| s.seqno), Some(3));
 }

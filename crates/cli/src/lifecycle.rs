@@ -656,9 +656,12 @@ pub fn proxy(cmd: ProxyCommand) -> Result<()> {
                 SAVED_STATE_LOOKBACK,
             ))?;
             match saved {
-                Some((seqno, hash)) => println!(
-                    "  ledger committed on chain: seqno {seqno}, state hash {}",
-                    hex::encode(hash)
+                Some(s) => println!(
+                    "  ledger committed on chain: seqno {}, state hash {} (sent by {}{})",
+                    s.seqno,
+                    hex::encode(s.hash),
+                    s.from,
+                    if s.from == d.owner { ", the owner's wallet" } else { ", a machine wallet of the owner's" }
                 ),
                 None => println!(
                     "  ledger committed on chain: no save_state among the contract's last {SAVED_STATE_LOOKBACK} transactions"

@@ -214,50 +214,91 @@ async fn requests_flow_and_every_token_is_paid_on_chain() {
         money.contract_balance,
         money.stake + money.earnings + money.clients
     );
-    let c = net.chain.lock().unwrap();
-    let client = ClientData::parse(&c.data(&client_sc).unwrap()).unwrap();
-    assert_eq!(
-        client.tokens_used,
-        8 * per_request,
-        "client contract charged exactly the ledger"
-    );
-    assert_eq!(
-        client_before - client.balance,
-        8 * per_request as u128 * root_params.price_per_token,
-        "the client paid to the nanoton"
-    );
-    // The proxy earns the price less the worker's fee on every token a worker was paid for.
-    let earned_after = ProxyData::parse(&c.data(&proxy_sc).unwrap())
-        .unwrap()
-        .earnings;
-    assert_eq!(money.earnings, earned_after);
-    assert_eq!(
-        earned_after - earned_before,
-        8 * per_request as u128 * (root_params.price_per_token - root_params.worker_fee_per_token),
-        "the proxy earned to the nanoton"
-    );
-    let mut paid = 0;
-    for (i, _) in net.workers.iter().enumerate() {
-        let owner = net.genesis.wallet(&format!("worker{i}")).unwrap().address;
-        let init = cocoon_proxy::proxy_init(
-            &cocoon_chain::contracts::RootData::parse(
-                &c.data(&net.genesis.root).unwrap(),
-                &c.account(&net.genesis.root).unwrap().code.unwrap(),
-            )
-            .unwrap(),
-            net.genesis.root,
-            net.genesis.wallet("proxy").unwrap().address,
-            &net.proxy.proxy.public_key(),
+    {
+        let c = net.chain.lock().unwrap();
+        let client = ClientData::parse(&c.data(&client_sc).unwrap()).unwrap();
+        assert_eq!(
+            client.tokens_used,
+            8 * per_request,
+            "client contract charged exactly the ledger"
         );
-        let sc = init.worker_address(proxy_sc, owner).unwrap();
-        if let Ok(d) = c.data(&sc) {
-            paid += WorkerData::parse(&d).unwrap().tokens_paid;
+        assert_eq!(
+            client_before - client.balance,
+            8 * per_request as u128 * root_params.price_per_token,
+            "the client paid to the nanoton"
+        );
+        // The proxy earns the price less the worker's fee on every token a worker was paid for.
+        let earned_after = ProxyData::parse(&c.data(&proxy_sc).unwrap())
+            .unwrap()
+            .earnings;
+        assert_eq!(money.earnings, earned_after);
+        assert_eq!(
+            earned_after - earned_before,
+            8 * per_request as u128
+                * (root_params.price_per_token - root_params.worker_fee_per_token),
+            "the proxy earned to the nanoton"
+        );
+        let mut paid = 0;
+        for (i, _) in net.workers.iter().enumerate() {
+            let owner = net.genesis.wallet(&format!("worker{i}")).unwrap().address;
+            let init = cocoon_proxy::proxy_init(
+                &cocoon_chain::contracts::RootData::parse(
+                    &c.data(&net.genesis.root).unwrap(),
+                    &c.account(&net.genesis.root).unwrap().code.unwrap(),
+                )
+                .unwrap(),
+                net.genesis.root,
+                net.genesis.wallet("proxy").unwrap().address,
+                &net.proxy.proxy.public_key(),
+            );
+            let sc = init.worker_address(proxy_sc, owner).unwrap();
+            if let Ok(d) = c.data(&sc) {
+                paid += WorkerData::parse(&d).unwrap().tokens_paid;
+            }
         }
+        assert_eq!(
+            paid,
+            8 * per_request,
+            "workers paid on chain exactly what they earned"
+        );
     }
+
+    // The ledger is committed on chain from the proxy's machine wallet (COCOON's own wallet
+    // code), owned by the proxy's owner and kept funded by the owner's wallet.
+    cocoon_proxy::save_state_now(&net.proxy.proxy)
+        .await
+        .unwrap();
+    let machine = net.proxy.proxy.machine_wallet_address();
+    let account = {
+        let c = net.chain.lock().unwrap();
+        let txs: Vec<cocoon_chain::client::Tx> = c
+            .transactions(&proxy_sc, 16)
+            .iter()
+            .map(cocoon_chain::client::Tx::from)
+            .collect();
+        let (seqno, _) = cocoon_chain::client::saved_state_in(&txs, &machine)
+            .expect("a save_state from the machine wallet");
+        assert_eq!(u64::from(seqno), net.proxy.proxy.totals().saved_seqno);
+        let operator = net.genesis.wallet("proxy").unwrap().address;
+        assert_eq!(cocoon_chain::client::saved_state_in(&txs, &operator), None);
+        let account = c.account(&machine).unwrap();
+        assert_eq!(
+            account.code.as_ref().unwrap().repr_hash(),
+            cocoon_chain::cocoon_wallet::code().repr_hash()
+        );
+        let state =
+            cocoon_chain::cocoon_wallet::CocoonWalletState::parse(account.data.as_ref().unwrap())
+                .unwrap();
+        assert_eq!(state.owner, operator);
+        assert!(state.seqno >= 1 && !state.blocked, "{state:?}");
+        assert!(account.balance >= cocoon_chain::cocoon_wallet::MIN_BALANCE);
+        account
+    };
+    let money = net.proxy.proxy.refresh_money().await.unwrap();
+    assert_eq!(money.machine_wallet_balance, account.balance);
     assert_eq!(
-        paid,
-        8 * per_request,
-        "workers paid on chain exactly what they earned"
+        net.proxy.proxy.jsonstats()["figures"]["machine_wallet_balance_ton"],
+        cocoon_chain::format_ton(account.balance)
     );
 }
 

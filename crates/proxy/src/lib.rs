@@ -186,6 +186,9 @@ pub struct Proxy {
     /// reference signs them) and the credit every client has there.
     reference: Option<ReferenceContracts>,
     wallet: (Keypair, Wallet),
+    /// COCOON's machine wallet: this proxy's own key, owned by `wallet`; it sends `save_state`
+    /// (as a reference proxy does from its `CocoonWallet`).
+    machine: (Keypair, Wallet),
     voucher_key: Keypair,
     init: ProxyInit,
     address: Address,
@@ -228,8 +231,11 @@ pub struct OnChainMoney {
     /// The rest: the clients' money (each client contract counts its share) and what is left
     /// of the fees messages brought.
     pub clients: u128,
-    /// The operator wallet's balance (it pays for `save_state` and registrations).
+    /// The operator wallet's balance (it deploys the contract and keeps the machine wallet
+    /// funded).
     pub wallet_balance: u128,
+    /// The machine wallet's balance (it pays for `save_state`).
+    pub machine_wallet_balance: u128,
 }
 
 /// Handle of a started proxy.
@@ -276,6 +282,15 @@ pub fn proxy_init(
     }
 }
 
+/// The machine wallet of a proxy state directory: its own key (created on first use), owned by
+/// `owner` (COCOON's `CocoonWallet`, the network's code).
+pub fn machine_wallet(dir: &Path, owner: Address) -> Result<(Keypair, Wallet), ProxyError> {
+    let seed = cocoon_chain::keys::load_or_create_seed(&dir.join("machine-wallet-key.hex"))?;
+    let keys = Keypair::from_seed(seed);
+    let wallet = Wallet::cocoon(keys.public_key(), owner);
+    Ok((keys, wallet))
+}
+
 /// The voucher key of a proxy state directory (created on first use).
 pub fn voucher_key(dir: &Path) -> Result<Keypair, ProxyError> {
     let seed = cocoon_chain::keys::load_or_create_seed(&dir.join("voucher-key.hex"))?;
@@ -320,6 +335,8 @@ impl Proxy {
         if chain.account(&address).await?.status != "active" {
             Self::deploy(chain.as_ref(), &wallet, &root, address, state_init).await?;
         }
+        let machine = machine_wallet(&cfg.dir, owner)?;
+        onchain::fund_machine_wallet(chain.as_ref(), &wallet, &machine).await?;
         Self::start_with(
             cfg,
             Some(chain),
@@ -329,6 +346,7 @@ impl Proxy {
             address,
             voucher_key,
             wallet,
+            machine,
             quotes,
         )
         .await
@@ -363,6 +381,8 @@ impl Proxy {
         };
         let init = proxy_init(&root, cfg.root, owner, &voucher_key.public_key());
         let address = reference.proxy_address(&owner, &voucher_key.public_key(), &cfg.root)?;
+        // No chain: the wallet is named (in /jsonstats) but never used.
+        let machine = machine_wallet(&cfg.dir, owner)?;
         Self::start_with(
             cfg,
             None,
@@ -372,6 +392,7 @@ impl Proxy {
             address,
             voucher_key,
             wallet,
+            machine,
             quotes,
         )
         .await
@@ -406,6 +427,7 @@ impl Proxy {
         address: Address,
         voucher_key: Keypair,
         wallet: (Keypair, Wallet),
+        machine: (Keypair, Wallet),
         quotes: Arc<dyn QuoteProvider>,
     ) -> Result<RunningProxy, ProxyError> {
         let ledger = Ledger::open(&cfg.dir.join("ledger.jsonl"), voucher_key.clone())?;
@@ -423,6 +445,7 @@ impl Proxy {
             chain,
             reference,
             wallet,
+            machine,
             voucher_key,
             init,
             address,
@@ -493,6 +516,14 @@ impl Proxy {
     /// The proxy contract's address.
     pub fn address(&self) -> Address {
         self.address
+    }
+
+    /// The machine wallet's address (it sends `save_state`).
+    pub fn machine_wallet_address(&self) -> Address {
+        self.machine
+            .1
+            .address()
+            .expect("a COCOON wallet with its owner always has an address")
     }
 
     /// The voucher public key.

@@ -1,13 +1,16 @@
 //! The proxy's own money on chain: its balances read every 10 seconds with the root, and the
 //! ledger's state hash committed with COCOON's `save_state` (an unsigned `do_not_process`
-//! message from the owner's wallet to the proxy contract) whenever the ledger moved.
+//! message to the proxy contract) whenever the ledger moved. As a reference proxy does, the
+//! proxy sends it from its machine wallet (COCOON's `CocoonWallet`, the network's code: its own
+//! key, the owner's to take back), which the owner's wallet keeps above the 2.1 TON a reference
+//! runner waits for (the wallet's code sends nothing below 2 TON).
 
 use super::*;
 
 impl Proxy {
-    /// Reads the contract's and the wallet's money from the chain, keeps it for `/jsonstats`
+    /// Reads the contract's and the wallets' money from the chain, keeps it for `/jsonstats`
     /// and sets the `balance_nanotons` gauges (`contract`, `stake`, `earnings`, `clients`,
-    /// `wallet`).
+    /// `wallet`, `machine_wallet`).
     pub async fn refresh_money(&self) -> Result<OnChainMoney, ProxyError> {
         let chain = self.chain()?;
         let contract = chain.account(&self.address).await?;
@@ -17,12 +20,14 @@ impl Proxy {
             .ok_or_else(|| cocoon_chain::ChainError::NotActive(self.address.to_raw()))?;
         let state = cocoon_chain::contracts::ProxyData::parse(data)?;
         let wallet = chain.account(&self.wallet.1.address()?).await?;
+        let machine = chain.account(&self.machine.1.address()?).await?;
         let money = OnChainMoney {
             contract_balance: contract.balance,
             stake: state.stake,
             earnings: state.earnings,
             clients: state.clients_money(contract.balance),
             wallet_balance: wallet.balance,
+            machine_wallet_balance: machine.balance,
         };
         for (kind, v) in [
             ("contract", money.contract_balance),
@@ -30,6 +35,7 @@ impl Proxy {
             ("earnings", money.earnings),
             ("clients", money.clients),
             ("wallet", money.wallet_balance),
+            ("machine_wallet", money.machine_wallet_balance),
         ] {
             self.metrics
                 .balances
@@ -72,6 +78,49 @@ pub(crate) async fn save_state_loop(proxy: Arc<Proxy>) {
 /// What a `save_state` message carries: 1 nanoton, as COCOON's proxy sends it.
 const SAVE_STATE_VALUE: u128 = 1;
 
+/// What the owner's wallet fills the machine wallet up to when it falls below the 2.1 TON a
+/// reference runner waits for (5 TON: where a reference runner stops warning about it).
+pub const MACHINE_WALLET_FILL: u128 = 5 * cocoon_chain::TON;
+
+/// Tops the machine wallet up from the owner's wallet to [`MACHINE_WALLET_FILL`] when it holds
+/// less than [`cocoon_chain::cocoon_wallet::RUNNER_MIN_BALANCE`]; waits (up to a minute) until the money
+/// arrived. The transfer does not bounce: the machine wallet deploys itself with its first
+/// `save_state`.
+pub(crate) async fn fund_machine_wallet(
+    chain: &dyn ChainClient,
+    owner: &(Keypair, Wallet),
+    machine: &(Keypair, Wallet),
+) -> Result<(), ProxyError> {
+    use cocoon_chain::cocoon_wallet::RUNNER_MIN_BALANCE;
+    let at = machine.1.address()?;
+    let held = chain.account(&at).await?.balance;
+    if held >= RUNNER_MIN_BALANCE {
+        return Ok(());
+    }
+    let amount = MACHINE_WALLET_FILL - held;
+    tracing::info!(
+        "machine wallet {at} holds {} TON: the owner's wallet adds {} TON",
+        cocoon_chain::format_ton(held),
+        cocoon_chain::format_ton(amount)
+    );
+    let msg = OutMessage {
+        bounce: false,
+        ..OutMessage::transfer(at, amount, None)
+    };
+    chain_client::send_transfer(chain, &owner.1, &owner.0, &[msg]).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while chain.account(&at).await?.balance < RUNNER_MIN_BALANCE {
+        if Instant::now() > deadline {
+            return Err(ProxyError::Io(format!(
+                "the machine wallet {at} was sent {} TON but does not hold 2.1 TON after a minute",
+                cocoon_chain::format_ton(amount)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
 /// One `save_state` commit if the ledger moved (public for tests and shutdown).
 pub async fn save_state_now(proxy: &Arc<Proxy>) -> Result<(), ProxyError> {
     if proxy.chain.is_none() {
@@ -104,7 +153,8 @@ async fn save_state_once(proxy: &Arc<Proxy>, committed_seq: &mut u64) -> Result<
         bounce: false,
         ..OutMessage::transfer(proxy.address, SAVE_STATE_VALUE, Some(body))
     };
-    chain_client::send_transfer(chain.as_ref(), &proxy.wallet.1, &proxy.wallet.0, &[msg]).await?;
+    fund_machine_wallet(chain.as_ref(), &proxy.wallet, &proxy.machine).await?;
+    chain_client::send_transfer(chain.as_ref(), &proxy.machine.1, &proxy.machine.0, &[msg]).await?;
     proxy.ledger.lock().append(Entry::Saved { seqno })?;
     *committed_seq = proxy.ledger.lock().seq();
     tracing::info!("committed ledger state seqno {seqno}");

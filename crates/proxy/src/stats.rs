@@ -60,7 +60,7 @@ impl Proxy {
             .collect();
         serde_json::json!({
             "role": "proxy",
-            "subtitle": format!("contract {} · voucher key {}", self.address, hex::encode(self.voucher_key.public_key())),
+            "subtitle": format!("contract {} · voucher key {} · machine wallet {}", self.address, hex::encode(self.voucher_key.public_key()), self.machine_wallet_address()),
             "figures": {
                 "requests": requests,
                 "errors": errors,
@@ -81,6 +81,7 @@ impl Proxy {
                 "earnings_ton": money.map(|m| cocoon_chain::format_ton(m.earnings)),
                 "clients_money_ton": money.map(|m| cocoon_chain::format_ton(m.clients)),
                 "wallet_balance_ton": money.map(|m| cocoon_chain::format_ton(m.wallet_balance)),
+                "machine_wallet_balance_ton": money.map(|m| cocoon_chain::format_ton(m.machine_wallet_balance)),
             },
             "latency_ms_mean": latency,
             "tables": {"workers": rows, "reputation": reputation, "clients": clients},
