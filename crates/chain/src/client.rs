@@ -565,9 +565,9 @@ pub async fn send_transfer(
     messages: &[OutMessage],
 ) -> Result<u32> {
     let address = wallet.address()?;
-    // Another sender may share the wallet (a running proxy commits its save_state from its
-    // owner's wallet): when it takes the seqno this transfer was signed for, the wallet drops
-    // this one. On the local chain, which shows every transaction at once, sign again for the
+    // Another sender may share the wallet (a running proxy tops its machine wallet up from its
+    // owner's wallet while the owner runs `cocoon proxy payout`): when it takes the seqno this
+    // transfer was signed for, the wallet drops this one. On the local chain, which shows every transaction at once, sign again for the
     // next seqno; elsewhere say so (a transaction not yet visible must not be sent twice).
     for _ in 0..SHARED_WALLET_TRIES {
         let seqno = wallet_seqno(chain, &address).await?;
@@ -605,6 +605,55 @@ pub async fn send_transfer(
     Err(ChainError::Api(format!(
         "wallet {address}: other senders took its seqno {SHARED_WALLET_TRIES} times in a row; nothing was sent"
     )))
+}
+
+/// Makes sure the machine wallet `machine` (COCOON's, [`crate::cocoon_wallet`]) can send
+/// `need` nanotons: when it holds less than `need` plus the 2.1 TON a reference runner keeps
+/// there, `wallet` tops it up to `need` plus [`crate::cocoon_wallet::FILL`] and this waits (up to
+/// a minute) for the money to arrive. The transfer does not bounce: a machine wallet deploys
+/// itself with its first message. Returns what was sent (0 when nothing was needed).
+pub async fn fund_machine_wallet(
+    chain: &dyn ChainClient,
+    wallet: &Wallet,
+    keys: &Keypair,
+    machine: &Address,
+    need: u128,
+) -> Result<u128> {
+    use crate::cocoon_wallet::{FILL, RUNNER_MIN_BALANCE};
+    let enough = need.checked_add(RUNNER_MIN_BALANCE).ok_or_else(|| {
+        ChainError::Refused(format!(
+            "{need} nanotons and the wallet's floor overflow u128"
+        ))
+    })?;
+    let held = chain.account(machine).await?.balance;
+    if held >= enough {
+        return Ok(0);
+    }
+    let amount = (need + FILL).saturating_sub(held);
+    tracing::info!(
+        "machine wallet {machine} holds {} TON: {} adds {} TON",
+        crate::format_ton(held),
+        wallet.address()?,
+        crate::format_ton(amount)
+    );
+    let msg = OutMessage {
+        bounce: false,
+        ..OutMessage::transfer(*machine, amount, None)
+    };
+    send_transfer(chain, wallet, keys, &[msg]).await?;
+    let started = std::time::Instant::now();
+    while chain.account(machine).await?.balance < enough {
+        if started.elapsed() > SEQNO_WAIT {
+            return Err(ChainError::Api(format!(
+                "the machine wallet {machine} was sent {} TON but does not hold {} TON after {} s",
+                crate::format_ton(amount),
+                crate::format_ton(enough),
+                SEQNO_WAIT.as_secs()
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Ok(amount)
 }
 
 /// Waits until the wallet has taken `seqno`, so the caller's next transfer signs the next one

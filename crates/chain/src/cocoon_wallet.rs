@@ -19,10 +19,14 @@
 //!   query_id:64 mode:8 ^message` sends that message, the text commands `w` (everything but
 //!   0.01 TON back to the owner), `b` (block the machine's key) and `u` (unblock); any other 1041.
 
+use std::path::Path;
+
 use tycho_types::cell::{Cell, CellBuilder};
 
 use crate::cells::{from_boc, load_address, load_u256, store_address, store_u256};
 use crate::error::{ChainError, Result};
+use crate::keys::Keypair;
+use crate::wallet::Wallet;
 use crate::Address;
 
 /// The wallet's code as the reference runners embed it (hex BOC).
@@ -41,6 +45,9 @@ pub fn code() -> Cell {
 pub const MIN_BALANCE: u128 = 2_000_000_000;
 /// What the reference runners wait for before they use the wallet (`min_wallet_balance`).
 pub const RUNNER_MIN_BALANCE: u128 = 2_100_000_000;
+/// What a role's owner fills its machine wallet up to (above what a transfer needs) when it
+/// falls below [`RUNNER_MIN_BALANCE`]: 5 TON, where a reference runner stops warning about it.
+pub const FILL: u128 = 5_000_000_000;
 /// What `w` leaves in the wallet.
 pub const WITHDRAW_RESERVE: u128 = 10_000_000;
 /// The op of `payout` (the runners' `Opcodes.hpp`), one of the notices the wallet keeps from anyone.
@@ -81,6 +88,31 @@ pub mod exit {
             _ => return None,
         })
     }
+}
+
+/// The file in a role's state directory that holds its machine wallet's key (hex seed).
+pub const KEY_FILE: &str = "machine-wallet-key.hex";
+
+/// A role's machine wallet: the key in `dir` (drawn and written on first use), owned by `owner`.
+pub fn of_state_dir(dir: &Path, owner: Address) -> Result<(Keypair, Wallet)> {
+    let seed = crate::keys::load_or_create_seed(&dir.join(KEY_FILE))?;
+    let keys = Keypair::from_seed(seed);
+    let wallet = Wallet::cocoon(keys.public_key(), owner);
+    Ok((keys, wallet))
+}
+
+/// The machine wallet of a role that already ran with state directory `dir`; an error naming
+/// the file when it has none (never a new key: that would be another wallet).
+pub fn existing_in(dir: &Path, owner: Address) -> Result<(Keypair, Wallet)> {
+    let path = dir.join(KEY_FILE);
+    if !path.is_file() {
+        return Err(ChainError::InvalidKey(format!(
+            "{} does not exist: {} is not the state directory of a role that ran (its machine wallet's key is kept there)",
+            path.display(),
+            dir.display()
+        )));
+    }
+    of_state_dir(dir, owner)
 }
 
 /// The wallet's initial data: seqno 0, subwallet 0, the machine's key, not blocked, the owner

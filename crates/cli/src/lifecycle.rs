@@ -19,33 +19,56 @@ use crate::chain::{ChainArgs, WalletArgs};
 /// `cocoon client …` money commands.
 #[derive(Subcommand)]
 pub enum ClientCommand {
-    /// The client contract at a proxy: state, balance, stake, tokens charged.
-    Status(Party),
+    /// The client contract at a proxy: state, balance, stake, tokens charged; and the client's
+    /// machine wallet.
+    Status(ClientParty),
     /// Add TON to the client contract (deploys it the first time).
     Topup {
         #[command(flatten)]
-        party: Party,
+        party: ClientParty,
         /// TON to add.
         #[arg(long)]
         amount: String,
     },
-    /// Take TON back from the contract, keeping the stake.
+    /// Take TON back from the contract to the wallet, keeping the stake.
     Withdraw {
         #[command(flatten)]
-        party: Party,
+        party: ClientParty,
     },
     /// Close the contract and take everything back: through the proxy's final grant when the
-    /// client's state directory is given and the proxy answers; otherwise on chain (the part
-    /// above the stake at once, the stake after the close delay: run it again then).
+    /// proxy answers (then the machine wallet's money too); otherwise on chain (the part above
+    /// the stake at once, the stake after the close delay: run it again then).
     Close {
         #[command(flatten)]
-        party: Party,
-        /// The client's state directory (its authorization secret), e.g. .cocoon/client.
+        party: ClientParty,
+        /// Close on chain without asking the proxy for its final grant.
         #[arg(long)]
-        state: Option<PathBuf>,
+        on_chain: bool,
         #[command(flatten)]
         attestation: crate::network::DialAttestation,
     },
+}
+
+/// A client's party: the paying wallet, the proxy, the chain, and the client's state directory,
+/// which holds the key of its machine wallet (COCOON's `CocoonWallet`, owned by the wallet): the
+/// owner of its client contracts. Every message to the contract goes through it
+/// (`owner_wallet_send_message` from the wallet).
+#[derive(clap::Args)]
+pub struct ClientParty {
+    #[command(flatten)]
+    pub party: Party,
+    /// The client's state directory (its machine wallet's key and its secret), e.g. .cocoon/client.
+    #[arg(long)]
+    pub state: PathBuf,
+}
+
+impl ClientParty {
+    fn open(&self) -> Result<Ctx> {
+        let mut c = self.party.open()?;
+        let (_, machine) = cocoon_chain::cocoon_wallet::existing_in(&self.state, c.owner)?;
+        c.machine = Some(machine);
+        Ok(c)
+    }
 }
 
 /// `cocoon worker status|payout`.
@@ -155,6 +178,9 @@ struct Ctx {
     keys: cocoon_chain::keys::Keypair,
     wallet: cocoon_chain::wallet::Wallet,
     owner: Address,
+    /// A client's machine wallet (owned by `wallet`): the owner of its client contract, through
+    /// which messages to that contract go.
+    machine: Option<cocoon_chain::wallet::Wallet>,
     proxy: Address,
     proxy_data: ProxyData,
     rt: tokio::runtime::Runtime,
@@ -175,6 +201,7 @@ impl Party {
             keys,
             wallet,
             owner,
+            machine: None,
             proxy,
             proxy_data,
             rt,
@@ -183,13 +210,75 @@ impl Party {
 }
 
 impl Ctx {
-    /// Our client contract at this proxy, and the StateInit that deploys it.
+    /// Who owns our contracts: the machine wallet when there is one, else the wallet.
+    fn contract_owner(&self) -> Result<Address> {
+        match &self.machine {
+            Some(m) => Ok(m.address()?),
+            None => Ok(self.owner),
+        }
+    }
+
+    /// Our client contract at this proxy (owned by our machine wallet), and the StateInit that
+    /// deploys it.
     fn client_contract(&self) -> Result<(Address, cocoon_chain::tycho_types::models::StateInit)> {
         let si = self
             .proxy_data
             .init()
-            .client_state_init(self.proxy, self.owner)?;
+            .client_state_init(self.proxy, self.contract_owner()?)?;
         Ok((address_of(&si)?, si))
+    }
+
+    /// Sends `msgs` to our contracts: from the wallet, or through the machine wallet when there
+    /// is one (each wrapped in `owner_wallet_send_message`, with the value it carries and a fee
+    /// more; the first deploys the machine wallet when it is not on chain yet).
+    fn send_to_contract(&self, msgs: &[OutMessage]) -> Result<()> {
+        let Some(machine) = &self.machine else {
+            return self.send(msgs);
+        };
+        let at = machine.address()?;
+        let mut deploy = self.rt.block_on(self.chain.account(&at))?.status != "active";
+        let mut wrapped = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            let body = cocoon_chain::cocoon_wallet::owner_send_message(0, m.mode, m.to_cell()?)?;
+            let value = m
+                .value
+                .checked_add(MIN_FEE)
+                .context("the amount to send overflows u128 nanotons")?;
+            wrapped.push(OutMessage {
+                init: if std::mem::take(&mut deploy) {
+                    Some(machine.state_init()?)
+                } else {
+                    None
+                },
+                ..OutMessage::transfer(at, value, Some(body))
+            });
+        }
+        self.send(&wrapped)
+    }
+
+    /// Takes everything but 0.01 TON from the machine wallet back to the wallet (its owner's
+    /// `w`); how much came back, or None when there is no machine wallet on chain.
+    fn sweep_machine_wallet(&self) -> Result<Option<u128>> {
+        let Some(machine) = &self.machine else {
+            return Ok(None);
+        };
+        let at = machine.address()?;
+        let held = self.rt.block_on(self.chain.account(&at))?;
+        if held.status != "active" {
+            return Ok(None);
+        }
+        let body = cocoon_chain::cocoon_wallet::command(
+            cocoon_chain::cocoon_wallet::Command::WithdrawAll,
+        )?;
+        self.send(&[OutMessage::transfer(at, MIN_FEE, Some(body))])?;
+        for _ in 0..300 {
+            let now = self.rt.block_on(self.chain.account(&at))?.balance;
+            if now <= cocoon_chain::cocoon_wallet::WITHDRAW_RESERVE {
+                return Ok(Some(held.balance.saturating_sub(now)));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("the machine wallet {at} did not pay its balance back within 30 s")
     }
 
     fn client_data(&self, at: &Address) -> Result<Option<ClientData>> {
@@ -266,7 +355,7 @@ impl Ctx {
                 .next())
         };
         let last_lt = newest(self)?.map(|t| t.lt).unwrap_or(0);
-        self.send(&[OutMessage::transfer(*at, MIN_FEE, Some(body))])?;
+        self.send_to_contract(&[OutMessage::transfer(*at, MIN_FEE, Some(body))])?;
         for _ in 0..300 {
             if let Some(v) = done(self)? {
                 return Ok(v);
@@ -313,6 +402,11 @@ pub fn client(cmd: ClientCommand) -> Result<()> {
                 Some(d) => print_client(&at, &d),
                 None => println!("client contract {at}: not deployed (top it up to open it)"),
             }
+            let machine = c.contract_owner()?;
+            println!(
+                "machine wallet {machine}: {} TON (owns the client contract; the wallet keeps it funded and can take it back)",
+                format_ton(c.rt.block_on(c.chain.account(&machine))?.balance)
+            );
             println!(
                 "wallet {}: {} TON",
                 c.owner,
@@ -348,7 +442,7 @@ pub fn client(cmd: ClientCommand) -> Result<()> {
             if before.is_none() {
                 msg.init = Some(init);
             }
-            c.send(&[msg])?;
+            c.send_to_contract(&[msg])?;
             let old = before.map(|d| d.balance).unwrap_or(0);
             let d = c.wait_client(&at, |d| d.balance >= old.saturating_add(amount))?;
             println!("topped up {} TON", format_ton(amount));
@@ -375,7 +469,7 @@ pub fn client(cmd: ClientCommand) -> Result<()> {
                     format_ton(d.stake)
                 );
             };
-            c.send(&[OutMessage::transfer(
+            c.send_to_contract(&[OutMessage::transfer(
                 at,
                 MIN_FEE,
                 Some(messages::client::withdraw(0, &c.owner)?),
@@ -387,18 +481,19 @@ pub fn client(cmd: ClientCommand) -> Result<()> {
         }
         ClientCommand::Close {
             party,
-            state,
+            on_chain,
             attestation,
-        } => close(party, state, &attestation),
+        } => close(party, on_chain, &attestation),
     }
 }
 
 fn close(
-    party: Party,
-    state: Option<PathBuf>,
+    party: ClientParty,
+    on_chain: bool,
     attestation: &crate::network::DialAttestation,
 ) -> Result<()> {
     let c = party.open()?;
+    let state = (!on_chain).then(|| party.state.clone());
     let (at, _) = c.client_contract()?;
     let d = c
         .client_data(&at)?
@@ -441,7 +536,13 @@ fn close(
                 let closed = c.rt.block_on(client.refund_all())?;
                 if closed.contains(&at) {
                     let d = c.wait_client(&at, |d| d.state == ContractState::Closed)?;
-                    println!("the proxy granted the final refund; everything but the last charge is back in {}", c.owner);
+                    // The refund went to the contract's owner, the machine wallet: take it.
+                    let back = c.sweep_machine_wallet()?.unwrap_or(0);
+                    println!(
+                        "the proxy granted the final refund; everything but the last charge is back in {} ({} TON from the machine wallet)",
+                        c.owner,
+                        format_ton(back)
+                    );
                     print_client(&at, &d);
                     return Ok(());
                 }
@@ -451,7 +552,7 @@ fn close(
     }
     match d.state {
         ContractState::Open => {
-            c.send(&[OutMessage::transfer(
+            c.send_to_contract(&[OutMessage::transfer(
                 at,
                 MIN_FEE,
                 Some(messages::client::request_refund(0, &c.owner)?),

@@ -205,10 +205,15 @@ fn the_app_developer_guide_runs_as_written() {
     assert!(p.contains("took") || p.contains("nothing to take"), "{p}");
     // The chain the running network holds has it (nothing was written to a second copy).
     let status = run(
-        "cocoon client status --dir .cocoon/chain --wallet .cocoon/wallets/client.json",
+        "cocoon client status --dir .cocoon/chain --wallet .cocoon/wallets/client.json --state .cocoon/client",
         tmp.path(),
     );
     assert!(status.contains("Closed"), "{status}");
+    // The close took the machine wallet's money back too (all but the 0.01 TON it keeps).
+    assert!(
+        status.contains(": 0.01 TON (owns the client contract"),
+        "{status}"
+    );
 }
 
 /// The GPU owner's guide: a stranger's worker joins a running `cocoon up` from the guide's

@@ -22,6 +22,17 @@ fn mnemonic(dir: &Path, name: &str) -> String {
         .to_string()
 }
 
+/// The balance of the wallet of `words`, nanotons (`cocoon wallet balance`).
+fn balance_of(api: &str, words: &str) -> u128 {
+    let out = ok(&["wallet", "balance", "--api", api, "--mnemonic", words]);
+    let nanotons = out
+        .split('(')
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap_or_else(|| panic!("no nanotons in {out}"));
+    nanotons.parse().unwrap()
+}
+
 #[test]
 fn quote_status_withdraw_payout_and_close() {
     let tmp = tempfile::tempdir().unwrap();
@@ -176,15 +187,37 @@ fn quote_status_withdraw_payout_and_close() {
     );
 
     let client = mnemonic(&d, "client");
-    let s = ok(&money("client", "status", &client, &[]));
-    assert!(s.contains("Open") && s.contains("stake 0.5 TON"), "{s}");
-    // COCOON's withdrawal: everything above the stake, then nothing more.
-    let w = ok(&money("client", "withdraw", &client, &[]));
+    let client_state = d.join("client");
+    let at_client = ["--state", client_state.to_str().unwrap()];
+    let s = ok(&money("client", "status", &client, &at_client));
+    assert!(
+        s.contains("Open") && s.contains("stake 0.5 TON") && s.contains("machine wallet"),
+        "{s}"
+    );
+    // Without the client's state directory there is no machine wallet to name the contract by.
+    let elsewhere = tmp.path().join("not-a-client");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let e = fails(&money(
+        "client",
+        "status",
+        &client,
+        &["--state", elsewhere.to_str().unwrap()],
+    ));
+    assert!(e.contains("machine-wallet-key.hex does not exist"), "{e}");
+    // COCOON's withdrawal: everything above the stake, then nothing more; through the machine
+    // wallet, to the wallet.
+    let wallet_before = balance_of(&api, &client);
+    let w = ok(&money("client", "withdraw", &client, &at_client));
     assert!(
         w.contains("withdrew 9.5 TON") && w.contains("balance 0.5 TON"),
         "{w}"
     );
-    let e = fails(&money("client", "withdraw", &client, &[]));
+    let gained = balance_of(&api, &client) - wallet_before;
+    assert!(
+        gained > 9 * cocoon_chain::TON && gained < 9_500_000_000,
+        "the wallet got the 9.5 TON less fees: {gained}"
+    );
+    let e = fails(&money("client", "withdraw", &client, &at_client));
     assert!(
         e.contains("nothing to withdraw") && e.contains("stake of 0.5 TON stays"),
         "{e}"
@@ -210,21 +243,19 @@ fn quote_status_withdraw_payout_and_close() {
     ));
     assert!(pay.contains("claimed"), "{pay}");
 
-    // Close through the proxy's final grant: the contract ends Closed with nothing left.
-    let state = d.join("client");
-    let c = ok(&money(
-        "client",
-        "close",
-        &client,
-        &["--state", state.to_str().unwrap()],
-    ));
+    // Close through the proxy's final grant: the contract ends Closed with nothing left, and
+    // the machine wallet's money is back in the wallet.
+    let c = ok(&money("client", "close", &client, &at_client));
     assert!(
         c.contains("granted the final refund")
             && c.contains("Closed")
-            && c.contains("balance 0 TON"),
+            && c.contains("balance 0 TON")
+            && c.contains("from the machine wallet"),
         "{c}"
     );
-    let e = fails(&money("client", "close", &client, &[]));
+    let s = ok(&money("client", "status", &client, &at_client));
+    assert!(s.contains(": 0.01 TON (owns the client contract"), "{s}");
+    let e = fails(&money("client", "close", &client, &at_client));
     assert!(e.contains("already closed"), "{e}");
 
     // The proxy's owner takes its earnings (the price less the worker's fee on the tokens the

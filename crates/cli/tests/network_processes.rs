@@ -40,6 +40,16 @@ fn charged(
     )
 }
 
+/// The client whose state directory is `state` and whose wallet is `wallet` is known to
+/// proxies by its machine wallet (its key in the state directory).
+fn machine_wallet_of(state: &Path, wallet: Address) -> Address {
+    cocoon_chain::cocoon_wallet::existing_in(state, wallet)
+        .unwrap()
+        .1
+        .address()
+        .unwrap()
+}
+
 /// What a load generator saw: answers received complete (`[DONE]`), and the others.
 #[derive(Debug, Default, Clone, Copy)]
 struct Seen {
@@ -267,7 +277,7 @@ fn start_processes(d: &Path, worker_models: &str, also: &[&str]) -> Procs {
         http,
         proxy_args: proxy_args.to_vec(),
         key,
-        client_owner: owner("client"),
+        client_owner: machine_wallet_of(&d.join("client"), owner("client")),
         worker_owner: owner("worker"),
     }
 }
@@ -566,7 +576,8 @@ fn a_sigkilled_cocoon_up_resumes_and_bills_every_complete_answer_once() {
             .parse()
             .unwrap()
     };
-    let (billed, earned) = charged(&d, &key, &wallet("client"), &wallet("worker0"));
+    let client = machine_wallet_of(&d.join("client"), wallet("client"));
+    let (billed, earned) = charged(&d, &key, &client, &wallet("worker0"));
     eprintln!("cocoon up under {kills} SIGKILLs: {seen:?}; billed {billed} tokens");
     assert!(seen.complete > 1, "the load got nothing through: {seen:?}");
     assert_eq!(

@@ -4,12 +4,27 @@
 use super::*;
 
 impl Client {
-    /// Sends `messages` from our wallet in one signed transfer.
+    /// Sends `messages` from our machine wallet (four to a signed transfer, its limit), after
+    /// the paying wallet made sure it holds their value above the wallet's floor.
     pub(crate) async fn send(&self, messages: &[OutMessage]) -> Result<(), ClientError> {
         let chain = self.chain()?;
         let _busy = self.wallet_busy.lock().await;
-        chain_client::send_transfer(chain.as_ref(), &self.wallet.1, &self.wallet.0, messages)
-            .await?;
+        let need = messages
+            .iter()
+            .try_fold(0u128, |sum, m| sum.checked_add(m.value))
+            .ok_or_else(|| ClientError::Refused("the amounts to send overflow u128".into()))?;
+        chain_client::fund_machine_wallet(
+            chain.as_ref(),
+            &self.wallet.1,
+            &self.wallet.0,
+            &self.owner,
+            need,
+        )
+        .await?;
+        for part in messages.chunks(4) {
+            chain_client::send_transfer(chain.as_ref(), &self.machine.1, &self.machine.0, part)
+                .await?;
+        }
         Ok(())
     }
 
@@ -237,7 +252,8 @@ impl Client {
     }
 
     /// Asks every proxy for the final refund voucher and submits it: the contract charges the
-    /// last use and returns everything else to the wallet. Returns the contracts closed.
+    /// last use and returns everything else to its owner, our machine wallet. Returns the
+    /// contracts closed.
     pub async fn refund_all(&self) -> Result<Vec<Address>, ClientError> {
         let mut closed = Vec::new();
         for c in self.live() {
@@ -289,7 +305,7 @@ impl Funding {
 }
 
 /// The message that submits a body the proxy signed (a voucher or a refund, as a BOC) to our
-/// client contract, the rest of its value meant for `redeemer` (our wallet; outside the
+/// client contract, the rest of its value meant for `redeemer` (our machine wallet; outside the
 /// signature).
 pub(crate) fn signed_body(
     client_sc: Address,

@@ -185,15 +185,20 @@ pub struct Client {
     chain: Option<Arc<dyn ChainClient>>,
     /// The reference's fake-TON root (no chain at all), when running in that mode.
     fake_ton: Option<FakeRoot>,
+    /// The paying wallet (the person's): it keeps the machine wallet funded.
     wallet: (Keypair, Wallet),
-    /// The wallet's address, computed once at start.
+    /// COCOON's machine wallet (the network's code): this client's own key, owned by `wallet`.
+    /// It owns our client contracts and sends every message to them, as a reference client's
+    /// `CocoonWallet` does.
+    machine: (Keypair, Wallet),
+    /// The machine wallet's address (our client contracts' owner), computed once at start.
     owner: Address,
     identity: Arc<cocoon_net::identity::Renewing>,
     secret: [u8; 32],
     conns: Mutex<Vec<Arc<ProxyConn>>>,
     accounts: Mutex<HashMap<Address, Account>>,
     funding: tokio::sync::Mutex<()>,
-    /// Held while a transfer from our wallet is signed and taken, so two never share a seqno.
+    /// Held while a transfer from our wallets is signed and taken, so two never share a seqno.
     wallet_busy: tokio::sync::Mutex<()>,
     /// Prometheus metrics (also drawn by the dashboard).
     pub metrics: Arc<cocoon_observe::Metrics>,
@@ -268,12 +273,14 @@ impl Client {
         let identity = cocoon_net::identity::Renewing::start(quotes, "cocoon-client", policy)
             .map_err(ClientError::Io)?;
         let secret = cocoon_chain::keys::load_or_create_seed(&cfg.dir.join("secret.hex"))?;
-        let owner = wallet.1.address()?;
+        let machine = cocoon_chain::cocoon_wallet::of_state_dir(&cfg.dir, wallet.1.address()?)?;
+        let owner = machine.1.address()?;
         let client = Arc::new(Client {
             cfg: cfg.clone(),
             chain,
             fake_ton,
             wallet,
+            machine,
             owner,
             identity,
             secret,
@@ -326,9 +333,17 @@ impl Client {
         })
     }
 
-    /// The owner (paying wallet) address.
+    /// Our client contracts' owner: the machine wallet's address (what the proxies know us by).
     pub fn owner(&self) -> Address {
         self.owner
+    }
+
+    /// The paying wallet's address (the machine wallet's owner).
+    pub fn wallet_address(&self) -> Address {
+        self.machine
+            .1
+            .owner
+            .expect("a machine wallet has its owner")
     }
 
     /// Money state per proxy.

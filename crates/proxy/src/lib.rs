@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cocoon_chain::client::{self as chain_client, ChainClient};
+use cocoon_chain::cocoon_wallet;
 use cocoon_chain::contracts::{address_of, ClientData, ProxyInit, RootData};
 use cocoon_chain::keys::Keypair;
 use cocoon_chain::messages::{self, op, MIN_FEE};
@@ -282,15 +283,6 @@ pub fn proxy_init(
     }
 }
 
-/// The machine wallet of a proxy state directory: its own key (created on first use), owned by
-/// `owner` (COCOON's `CocoonWallet`, the network's code).
-pub fn machine_wallet(dir: &Path, owner: Address) -> Result<(Keypair, Wallet), ProxyError> {
-    let seed = cocoon_chain::keys::load_or_create_seed(&dir.join("machine-wallet-key.hex"))?;
-    let keys = Keypair::from_seed(seed);
-    let wallet = Wallet::cocoon(keys.public_key(), owner);
-    Ok((keys, wallet))
-}
-
 /// The voucher key of a proxy state directory (created on first use).
 pub fn voucher_key(dir: &Path) -> Result<Keypair, ProxyError> {
     let seed = cocoon_chain::keys::load_or_create_seed(&dir.join("voucher-key.hex"))?;
@@ -335,8 +327,16 @@ impl Proxy {
         if chain.account(&address).await?.status != "active" {
             Self::deploy(chain.as_ref(), &wallet, &root, address, state_init).await?;
         }
-        let machine = machine_wallet(&cfg.dir, owner)?;
-        onchain::fund_machine_wallet(chain.as_ref(), &wallet, &machine).await?;
+        let machine = cocoon_wallet::of_state_dir(&cfg.dir, owner)?;
+        let machine_address = machine.1.address()?;
+        chain_client::fund_machine_wallet(
+            chain.as_ref(),
+            &wallet.1,
+            &wallet.0,
+            &machine_address,
+            0,
+        )
+        .await?;
         Self::start_with(
             cfg,
             Some(chain),
@@ -382,7 +382,7 @@ impl Proxy {
         let init = proxy_init(&root, cfg.root, owner, &voucher_key.public_key());
         let address = reference.proxy_address(&owner, &voucher_key.public_key(), &cfg.root)?;
         // No chain: the wallet is named (in /jsonstats) but never used.
-        let machine = machine_wallet(&cfg.dir, owner)?;
+        let machine = cocoon_wallet::of_state_dir(&cfg.dir, owner)?;
         Self::start_with(
             cfg,
             None,

@@ -78,49 +78,6 @@ pub(crate) async fn save_state_loop(proxy: Arc<Proxy>) {
 /// What a `save_state` message carries: 1 nanoton, as COCOON's proxy sends it.
 const SAVE_STATE_VALUE: u128 = 1;
 
-/// What the owner's wallet fills the machine wallet up to when it falls below the 2.1 TON a
-/// reference runner waits for (5 TON: where a reference runner stops warning about it).
-pub const MACHINE_WALLET_FILL: u128 = 5 * cocoon_chain::TON;
-
-/// Tops the machine wallet up from the owner's wallet to [`MACHINE_WALLET_FILL`] when it holds
-/// less than [`cocoon_chain::cocoon_wallet::RUNNER_MIN_BALANCE`]; waits (up to a minute) until the money
-/// arrived. The transfer does not bounce: the machine wallet deploys itself with its first
-/// `save_state`.
-pub(crate) async fn fund_machine_wallet(
-    chain: &dyn ChainClient,
-    owner: &(Keypair, Wallet),
-    machine: &(Keypair, Wallet),
-) -> Result<(), ProxyError> {
-    use cocoon_chain::cocoon_wallet::RUNNER_MIN_BALANCE;
-    let at = machine.1.address()?;
-    let held = chain.account(&at).await?.balance;
-    if held >= RUNNER_MIN_BALANCE {
-        return Ok(());
-    }
-    let amount = MACHINE_WALLET_FILL - held;
-    tracing::info!(
-        "machine wallet {at} holds {} TON: the owner's wallet adds {} TON",
-        cocoon_chain::format_ton(held),
-        cocoon_chain::format_ton(amount)
-    );
-    let msg = OutMessage {
-        bounce: false,
-        ..OutMessage::transfer(at, amount, None)
-    };
-    chain_client::send_transfer(chain, &owner.1, &owner.0, &[msg]).await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while chain.account(&at).await?.balance < RUNNER_MIN_BALANCE {
-        if Instant::now() > deadline {
-            return Err(ProxyError::Io(format!(
-                "the machine wallet {at} was sent {} TON but does not hold 2.1 TON after a minute",
-                cocoon_chain::format_ton(amount)
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok(())
-}
-
 /// One `save_state` commit if the ledger moved (public for tests and shutdown).
 pub async fn save_state_now(proxy: &Arc<Proxy>) -> Result<(), ProxyError> {
     if proxy.chain.is_none() {
@@ -153,7 +110,15 @@ async fn save_state_once(proxy: &Arc<Proxy>, committed_seq: &mut u64) -> Result<
         bounce: false,
         ..OutMessage::transfer(proxy.address, SAVE_STATE_VALUE, Some(body))
     };
-    fund_machine_wallet(chain.as_ref(), &proxy.wallet, &proxy.machine).await?;
+    let machine = proxy.machine.1.address()?;
+    chain_client::fund_machine_wallet(
+        chain.as_ref(),
+        &proxy.wallet.1,
+        &proxy.wallet.0,
+        &machine,
+        0,
+    )
+    .await?;
     chain_client::send_transfer(chain.as_ref(), &proxy.machine.1, &proxy.machine.0, &[msg]).await?;
     proxy.ledger.lock().append(Entry::Saved { seqno })?;
     *committed_seq = proxy.ledger.lock().seq();

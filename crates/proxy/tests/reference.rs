@@ -149,10 +149,63 @@ async fn one_request_billed_134(net: &RefNet, running: &cocoon_proxy::RunningPro
     }
 }
 
+/// What `run-local` gives the reference client: its `NODE_WALLET_KEY` (base64
+/// `gaEatwGNgLGOeFI/TRGfPdJG/K4G8picYHQkDHpLQ9w=`, here in hex) and `OWNER_ADDRESS`.
+const REFERENCE_CLIENT_KEY: &str =
+    "81a11ab7018d80b18e78523f4d119f3dd246fcae06f2989c6074240c7a4b43dc";
+const REFERENCE_OWNER: &str = "UQAuz15H1ZHrZ_psVrAra7HealMIVeFq0wguqlmFno1f3B-m";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reference_client_and_worker_meet_through_our_proxy() {
     let (net, running, _dir) = reference_around_our_proxy("router-socks,worker,client").await;
     one_request_billed_134(&net, &running).await;
+    // The reference client is known by its machine wallet (its `CocoonWallet`), the address
+    // our `Wallet::cocoon` derives from the same key and owner; and its client contract is the
+    // one it reports.
+    let machine = Wallet::cocoon(
+        Keypair::from_hex(REFERENCE_CLIENT_KEY)
+            .unwrap()
+            .public_key(),
+        REFERENCE_OWNER.parse().unwrap(),
+    )
+    .address()
+    .unwrap();
+    let owners: Vec<_> = running.proxy.totals().clients.keys().copied().collect();
+    assert_eq!(owners, [machine]);
+    let api = net.info()["client_url"].as_str().unwrap().to_string();
+    let stats: serde_json::Value = reqwest::get(format!("{api}/jsonstats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        stats["wallet"]["address"]
+            .as_str()
+            .unwrap()
+            .parse::<cocoon_chain::Address>()
+            .unwrap(),
+        machine,
+        "{stats}"
+    );
+    let fake = FakeTon::load(&net.fake_ton_config()).unwrap();
+    let contracts =
+        cocoon_chain::reference_contracts::ReferenceContracts::of_fake_ton(&fake).unwrap();
+    let expected = contracts
+        .client_address(
+            &machine,
+            &running.proxy.address(),
+            &running.proxy.public_key(),
+        )
+        .unwrap();
+    let reported = stats["proxies"][0]["sc_address"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(
+        reported.parse::<cocoon_chain::Address>().ok(),
+        Some(expected),
+        "{stats}"
+    );
     // A request with tools is not served by the reference worker (it announced no tool
     // calling; the reference client-runner refuses the field itself, with a 500): nothing more
     // is billed.
