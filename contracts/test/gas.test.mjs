@@ -94,7 +94,7 @@ it('gas report', async () => {
     await voucher('ext_worker_last_payout_request_signed', OP.ext_worker_last_payout_request_signed, 3000, worker.address);
 
     await measure('proxy_save_state (do_not_process, with value enough to run)', { from: ADDR.proxyOwner, to: proxy.address, value: MIN_FEE, body: body.saveState(0, 1, 0x1234n) });
-    await measure('ext_proxy_payout_request', { from: ADDR.proxyOwner, to: proxy.address, value: MIN_FEE, body: body.proxyPayout(0) });
+    await measure('ext_proxy_payout_request (asked by another wallet: the earnings to the owner, the rest back)', { from: ADDR.stranger, to: proxy.address, value: MIN_FEE, body: body.proxyPayout(0, ADDR.stranger) });
     await voucher('ext_proxy_close_request_signed', OP.ext_proxy_close_request_signed, 0, proxy.address);
     net.blockchain.now += PARAMS.proxyDelayBeforeClose;
     await voucher('ext_proxy_close_complete_request_signed', OP.ext_proxy_close_complete_request_signed, 0, proxy.address);

@@ -91,7 +91,7 @@ describe('proxy', () => {
     };
 
     describe('ext_proxy_payout_request', () => {
-        it('sends the earnings to send_excesses_to and keeps the rest (the stake and the clients\' money)', async () => {
+        it('pays the earnings to the owner and the rest of the value to send_excesses_to; keeps the stake and the clients\' money', async () => {
             const held = 300_000_000n;
             expectExit(await toProxy(net.client.address, internalBody.topUp(0, ADDR.clientOwner, held, ADDR.payer), held + MIN_FEE), proxy(), 0);
             const earnings = await earn(1234);
@@ -99,17 +99,32 @@ describe('proxy', () => {
             const before = await balanceOf(net, proxy());
             const res = await toProxy(ADDR.proxyOwner, body.proxyPayout(3, ADDR.payer));
             const tx = expectExit(res, proxy(), 0);
-            const [out] = outMessages(tx);
-            assert.ok(out.to.equals(ADDR.payer));
-            assert.deepEqual(opOf(out.body), { op: OP.excesses, queryId: 3n });
-            // the earnings plus the rest of the incoming value, less the fees
-            assert.equal(out.value, earnings + MIN_FEE - tx.description.computePhase.gasFees - out.fwdFee
-                - tx.description.actionPhase.totalActionFees);
+            const [toOwner, rest] = outMessages(tx);
+            assert.ok(toOwner.to.equals(ADDR.proxyOwner));
+            assert.equal(toOwner.value, earnings, 'exactly the earnings, the forward fee paid apart');
+            assert.deepEqual(opOf(toOwner.body), { op: OP.excesses, queryId: 3n });
+            assert.ok(rest.to.equals(ADDR.payer));
+            assert.deepEqual(opOf(rest.body), { op: OP.excesses, queryId: 3n });
+            assert.ok(rest.value > 0n && rest.value < MIN_FEE, `${rest.value}`);
+            // the contract keeps exactly what it held, less the earnings: the fees came out of
+            // the asker's value
             assert.equal(await balanceOf(net, proxy()), before - earnings);
             assert.equal((await proxyData_(net)).earnings, 0n);
             assert.equal((await proxyData_(net)).stake, STAKE);
             // nothing more to take (112)
             expectExit(await toProxy(ADDR.proxyOwner, body.proxyPayout(4, ADDR.payer)), proxy(), ERR.NO_FUNDS);
+        });
+
+        it('sends one message when the owner names itself: the earnings plus the rest of the value', async () => {
+            const earnings = await earn(1234);
+            const before = await balanceOf(net, proxy());
+            const tx = expectExit(await toProxy(ADDR.proxyOwner, body.proxyPayout(5, ADDR.proxyOwner)), proxy(), 0);
+            const [out, ...more] = outMessages(tx);
+            assert.equal(more.length, 0);
+            assert.ok(out.to.equals(ADDR.proxyOwner));
+            assert.equal(out.value, earnings + MIN_FEE - tx.description.computePhase.gasFees - out.fwdFee
+                - tx.description.actionPhase.totalActionFees);
+            assert.equal(await balanceOf(net, proxy()), before - earnings);
         });
 
         it('pays earnings the contract holds beyond a MIN_FEE reserve, and refuses one nanoton less (112)', async () => {
@@ -127,9 +142,26 @@ describe('proxy', () => {
             expectExit(await toProxy(ADDR.proxyOwner, body.proxyPayout(1)), proxy(), ERR.NO_FUNDS);
         });
 
-        it('refuses anyone but the owner (101) and a value under MIN_FEE (106)', async () => {
+        it('takes a request from anyone (as COCOON\'s proxy asks from its machine wallet), and pays the earnings only to the owner', async () => {
+            const earnings = await earn(100);
+            const res = await toProxy(ADDR.stranger, body.proxyPayout(7, ADDR.stranger));
+            const tx = expectExit(res, proxy(), 0);
+            const [toOwner, rest] = outMessages(tx);
+            // exactly the earnings to the owner, its forward fee paid apart
+            assert.ok(toOwner.to.equals(ADDR.proxyOwner));
+            assert.equal(toOwner.value, earnings);
+            assert.deepEqual(opOf(toOwner.body), { op: OP.excesses, queryId: 7n });
+            // the rest of the asker's value back to where it said
+            assert.ok(rest.to.equals(ADDR.stranger));
+            assert.deepEqual(opOf(rest.body), { op: OP.excesses, queryId: 7n });
+            assert.ok(rest.value > 0n && rest.value < MIN_FEE, `${rest.value}`);
+            assert.equal((await proxyData_(net)).earnings, 0n);
+            assert.equal((await proxyData_(net)).stake, STAKE);
+        });
+
+        it('refuses a value under MIN_FEE (106)', async () => {
             await earn(100);
-            expectExit(await toProxy(ADDR.stranger, body.proxyPayout(1)), proxy(), ERR.NOT_OWNER);
+            expectExit(await toProxy(ADDR.stranger, body.proxyPayout(1), MIN_FEE - 1n), proxy(), ERR.LOW_VALUE);
             expectExit(await toProxy(ADDR.proxyOwner, body.proxyPayout(1), MIN_FEE - 1n), proxy(), ERR.LOW_VALUE);
             // our old body, without the address, is refused
             expectExit(await toProxy(ADDR.proxyOwner, body.bare(OP.ext_proxy_payout_request, 1)), proxy(), 9);

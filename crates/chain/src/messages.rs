@@ -302,8 +302,9 @@ pub mod proxy {
         let hash = crate::cells::load_u256(&mut s).ok()?;
         Some((seqno, hash))
     }
-    /// Owner: take the earnings to `send_excesses_to` (COCOON's body,
-    /// `ProxyContract::create_withdraw_message`).
+    /// Anyone: pay the proxy's earnings to its owner, the rest of the value to
+    /// `send_excesses_to` (COCOON's body, `ProxyContract::create_withdraw_message`; COCOON's
+    /// proxy sends it from its machine wallet).
     pub fn payout_request(query_id: u64, send_excesses_to: &Address) -> Result<Cell> {
         head_and_excesses(op::PROXY_PAYOUT_REQUEST, query_id, send_excesses_to)
     }

@@ -625,6 +625,32 @@ fn the_earnings_are_what_a_payout_takes() {
     assert!(net.chain.balance(&owner).unwrap() + MIN_FEE > wallet + earned);
     assert_eq!(due(&net), 0);
     assert_eq!(net.call("proxy", proxy, MIN_FEE, payout), exit::NO_FUNDS);
+
+    // Anyone may ask (COCOON's proxy asks from its machine wallet): the earnings still go to
+    // the owner, to the nanoton; the asker gets back only the rest of its own value.
+    assert!(net.pay_worker(5_000).all_succeeded());
+    let earned = 2_000 * (params.price_per_token - params.worker_fee_per_token);
+    assert_eq!(due(&net), earned);
+    let stranger = net.addr("stranger");
+    let stranger_before = net.chain.balance(&stranger).unwrap();
+    let trace = net.send(
+        "stranger",
+        OutMessage::transfer(
+            proxy,
+            MIN_FEE,
+            Some(messages::proxy::payout_request(9, &stranger).unwrap()),
+        ),
+    );
+    assert_eq!(trace.exit_code_at(&proxy), Some(0), "{trace:#?}");
+    let to_owner: Vec<u128> = trace
+        .transactions
+        .iter()
+        .filter(|t| t.account == owner && t.from == Some(proxy))
+        .map(|t| t.value)
+        .collect();
+    assert_eq!(to_owner, [earned]);
+    assert!(net.chain.balance(&stranger).unwrap() < stranger_before);
+    assert_eq!(due(&net), 0);
 }
 
 /// COCOON's `owner_proxy_close` (the runner's body: op and address): the owner starts the

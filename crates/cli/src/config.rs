@@ -66,6 +66,7 @@ queue_per_model = 1024                       # requests that wait per model whil
 connections_per_listener = 4096              # connections each listener holds at once (default 4096)
 peer_queries_in_flight = 256                 # queries one client or worker may run at once; one more: 429 (default 256)
 peer_queued_mib = 16                         # MiB waiting to be written to one peer before it is cut off (default 16)
+payout_threshold_ton = "10"                  # earnings paid to the owner's wallet from this much (default 10 TON; "0": never)
 "#,
         ),
         Role::Worker => (

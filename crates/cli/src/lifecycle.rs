@@ -96,7 +96,8 @@ pub enum WorkerCommand {
 #[derive(Subcommand)]
 pub enum ProxyCommand {
     /// Take the proxy's earnings (the price less the worker's fee on every token a worker was
-    /// paid for) to the owner's wallet (COCOON's `ext_proxy_payout_request`).
+    /// paid for) to the owner's wallet (COCOON's `ext_proxy_payout_request`). Any wallet may
+    /// ask; the earnings go to the owner only.
     Payout {
         #[command(flatten)]
         party: Party,
@@ -659,8 +660,10 @@ const SAVED_STATE_LOOKBACK: usize = 64;
 pub fn proxy(cmd: ProxyCommand) -> Result<()> {
     match cmd {
         ProxyCommand::Payout { party } => {
+            // Anyone may ask (COCOON's proxy asks from its machine wallet): the earnings only
+            // ever go to the proxy's owner; the rest of the asker's value comes back to it.
             let c = party.open()?;
-            let d = c.proxy_owner_only("take its earnings")?;
+            let d = &c.proxy_data;
             let balance = c.rt.block_on(c.chain.account(&c.proxy))?.balance;
             let due = d.payout(balance);
             if due == 0 {
@@ -674,7 +677,7 @@ pub fn proxy(cmd: ProxyCommand) -> Result<()> {
                 );
                 return Ok(());
             }
-            let before = c.rt.block_on(c.chain.account(&c.owner))?.balance;
+            let before = c.rt.block_on(c.chain.account(&d.owner))?.balance;
             let now = c.send_and_wait(
                 &c.proxy,
                 messages::proxy::payout_request(0, &c.owner)?,
@@ -684,10 +687,19 @@ pub fn proxy(cmd: ProxyCommand) -> Result<()> {
                 },
                 None,
             )?;
-            let wallet = c.rt.block_on(c.chain.account(&c.owner))?.balance;
-            println!("took {} TON of earnings to {}", format_ton(due), c.owner);
+            let wallet = c.rt.block_on(c.chain.account(&d.owner))?.balance;
+            let whose = if d.owner == c.owner {
+                "this wallet"
+            } else {
+                "the proxy's owner"
+            };
             println!(
-                "proxy contract {}: balance {} TON; wallet {} TON (was {} TON)",
+                "took {} TON of earnings to {} ({whose})",
+                format_ton(due),
+                d.owner
+            );
+            println!(
+                "proxy contract {}: balance {} TON; owner's wallet {} TON (was {} TON)",
                 c.proxy,
                 format_ton(now),
                 format_ton(wallet),

@@ -456,6 +456,9 @@ pub struct ProxyToml {
     /// MiB waiting to be written to one peer before its connection is closed.
     #[serde(default = "peer_queued_mib")]
     peer_queued_mib: usize,
+    /// Earnings paid to the owner's wallet from this many TON ("0": never).
+    #[serde(default = "ten")]
+    payout_threshold_ton: String,
 }
 
 fn peer_queries_in_flight() -> usize {
@@ -606,6 +609,8 @@ pub fn proxy(config: &Path) -> Result<()> {
                 queued_bytes: c.peer_queued_mib.saturating_mul(1 << 20),
             },
             http_listen: c.http_listen,
+            payout_threshold: cocoon_chain::parse_ton(&c.payout_threshold_ton)
+                .context("payout_threshold_ton")?,
         };
         let quotes = std::sync::Arc::from(c.common.quotes()?);
         let running = match c.common.fake_ton()? {
@@ -913,10 +918,12 @@ mod worker_toml_tests {
         );
         let t: ProxyToml = toml::from_str(&base).unwrap();
         assert_eq!((t.peer_queries_in_flight, t.peer_queued_mib), (256, 16));
+        assert_eq!(t.payout_threshold_ton, "10");
         let t: ProxyToml = toml::from_str(&format!(
-            "{base}peer_queries_in_flight = 8\npeer_queued_mib = 2\n"
+            "{base}peer_queries_in_flight = 8\npeer_queued_mib = 2\npayout_threshold_ton = \"0\"\n"
         ))
         .unwrap();
         assert_eq!((t.peer_queries_in_flight, t.peer_queued_mib), (8, 2));
+        assert_eq!(t.payout_threshold_ton, "0");
     }
 }

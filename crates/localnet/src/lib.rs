@@ -515,6 +515,7 @@ async fn launch_proxy(
             connections_per_listener: cocoon_proxy::DEFAULT_CONNECTIONS_PER_LISTENER,
             peer_limits: cocoon_net::rpc::Limits::default(),
             http_listen: Some("127.0.0.1:0".parse().expect("address")),
+            payout_threshold: cocoon_proxy::DEFAULT_PAYOUT_THRESHOLD,
         },
         chain.clone(),
         genesis.wallet(wallet)?.open()?,

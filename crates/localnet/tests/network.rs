@@ -300,6 +300,31 @@ async fn requests_flow_and_every_token_is_paid_on_chain() {
         net.proxy.proxy.jsonstats()["figures"]["machine_wallet_balance_ton"],
         cocoon_chain::format_ton(account.balance)
     );
+
+    // The earnings, asked for from the machine wallet as a reference proxy asks (at 10 TON; here
+    // now): exactly they reach the operator's wallet, and nothing is left to ask for.
+    let earned = money.earnings;
+    assert!(earned > 0);
+    assert_eq!(
+        net.proxy.proxy.pay_out_earnings().await.unwrap(),
+        Some(earned)
+    );
+    let operator = net.genesis.wallet("proxy").unwrap().address;
+    let paid = net
+        .chain
+        .lock()
+        .unwrap()
+        .transactions(&operator, 4)
+        .iter()
+        .find(|t| t.from == Some(proxy_sc))
+        .map(|t| t.value);
+    assert_eq!(
+        paid,
+        Some(earned),
+        "the newest message from the proxy contract"
+    );
+    assert_eq!(net.proxy.proxy.refresh_money().await.unwrap().earnings, 0);
+    assert_eq!(net.proxy.proxy.pay_out_earnings().await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

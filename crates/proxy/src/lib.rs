@@ -97,7 +97,13 @@ pub struct ProxyConfig {
     pub peer_limits: cocoon_net::rpc::Limits,
     /// Where `/healthz`, `/metrics`, `/jsonstats` and the dashboard are served (None: nowhere).
     pub http_listen: Option<SocketAddr>,
+    /// Earnings (nanotons) at which the proxy asks its contract, from its machine wallet, to pay
+    /// them to the owner, as a reference proxy does ([`DEFAULT_PAYOUT_THRESHOLD`]); 0: never.
+    pub payout_threshold: u128,
 }
+
+/// A reference proxy's `min_withdraw_amount`: 10 TON.
+pub const DEFAULT_PAYOUT_THRESHOLD: u128 = 10 * cocoon_chain::TON;
 
 /// Errors starting a proxy.
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +220,8 @@ pub struct Proxy {
     long_authorizations: tokio::sync::Semaphore,
     /// The contract's and the wallet's money, as last read from the chain.
     money: Mutex<Option<OnChainMoney>>,
+    /// When the proxy last asked its contract to pay the earnings out (at most once a minute).
+    last_payout: Mutex<Option<Instant>>,
     /// Requests that waited for a worker: how many, and their total and longest wait.
     queue_waits: Mutex<QueueWaits>,
     /// Prometheus metrics (also drawn by the dashboard).
@@ -466,6 +474,7 @@ impl Proxy {
             long_authorizations: tokio::sync::Semaphore::new(
                 clients::MAX_PENDING_LONG_AUTHORIZATIONS,
             ),
+            last_payout: Mutex::new(None),
             money: Mutex::new(None),
             queue_waits: Mutex::new(QueueWaits::default()),
             metrics: Arc::new(cocoon_observe::Metrics::new("cocoon_proxy")),

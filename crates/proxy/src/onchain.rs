@@ -47,11 +47,78 @@ impl Proxy {
     }
 }
 
-/// Every 10 seconds: the proxy's money (first at once, for the dashboard), then the root.
+impl Proxy {
+    /// Asks the proxy contract, from the machine wallet, to pay its earnings to the owner
+    /// (COCOON's `ext_proxy_payout_request`, as a reference proxy sends it; the rest of the
+    /// value comes back to the machine wallet) and waits (up to a minute) until it did. Returns
+    /// what was paid; None when nothing is payable.
+    pub async fn pay_out_earnings(&self) -> Result<Option<u128>, ProxyError> {
+        let chain = self.chain()?;
+        let balance = chain.account(&self.address).await?.balance;
+        let due = chain_client::read_proxy(chain.as_ref(), &self.address)
+            .await?
+            .payout(balance);
+        if due == 0 {
+            return Ok(None);
+        }
+        *self.last_payout.lock() = Some(Instant::now());
+        let machine = self.machine.1.address()?;
+        chain_client::fund_machine_wallet(
+            chain.as_ref(),
+            &self.wallet.1,
+            &self.wallet.0,
+            &machine,
+            MIN_FEE,
+        )
+        .await?;
+        // A query id of its own, as the reference draws one (here: the time in milliseconds).
+        let query_id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let body = messages::proxy::payout_request(query_id, &machine)?;
+        let msg = OutMessage::transfer(self.address, MIN_FEE, Some(body));
+        chain_client::send_transfer(chain.as_ref(), &self.machine.1, &self.machine.0, &[msg])
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while chain_client::read_proxy(chain.as_ref(), &self.address)
+            .await?
+            .earnings
+            != 0
+        {
+            if Instant::now() > deadline {
+                return Err(ProxyError::Io(format!(
+                    "asked for the earnings of {due} nanotons; the contract still counts them after a minute"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tracing::info!(
+            "paid the earnings, {} TON, to the owner",
+            cocoon_chain::format_ton(due)
+        );
+        Ok(Some(due))
+    }
+}
+
+/// Every 10 seconds: the proxy's money (first at once, for the dashboard), its earnings paid
+/// to the owner once they reach the threshold, then the root.
 pub(crate) async fn refresh_chain_loop(proxy: Arc<Proxy>) {
     loop {
-        if let Err(e) = proxy.refresh_money().await {
-            tracing::warn!("reading the proxy's balances failed: {e}");
+        match proxy.refresh_money().await {
+            Ok(money) => {
+                let threshold = proxy.cfg.payout_threshold;
+                let recently = proxy
+                    .last_payout
+                    .lock()
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+                if threshold > 0 && money.earnings >= threshold && !recently {
+                    if let Err(e) = proxy.pay_out_earnings().await {
+                        tracing::warn!("paying the earnings to the owner failed: {e}");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("reading the proxy's balances failed: {e}"),
         }
         tokio::time::sleep(Duration::from_secs(10)).await;
         let Ok(chain) = proxy.chain() else { return };

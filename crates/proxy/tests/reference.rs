@@ -85,6 +85,7 @@ async fn reference_around_our_proxy(
             connections_per_listener: cocoon_proxy::DEFAULT_CONNECTIONS_PER_LISTENER,
             peer_limits: cocoon_net::rpc::Limits::default(),
             http_listen: None,
+            payout_threshold: cocoon_proxy::DEFAULT_PAYOUT_THRESHOLD,
         },
         fake,
         (key, wallet),
