@@ -522,9 +522,8 @@ async fn owned_machine_wallet(
 
 /// The newest `save_state` among a proxy contract's transactions `txs` (newest first) whose
 /// inbound message came from `sender`, as COCOON's proxy reads its saved states back (from its
-/// own machine wallet). The
-/// contract does not run on it (`do_not_process`), so the transaction's outcome does not matter;
-/// who sent it does.
+/// own machine wallet). The contract does not run on it (`do_not_process`), so the
+/// transaction's outcome does not matter; who sent it does.
 pub fn saved_state_in(txs: &[Tx], sender: &Address) -> Option<(u32, [u8; 32])> {
     txs.iter()
         .filter(|t| t.from.as_ref() == Some(sender))
@@ -567,8 +566,9 @@ pub async fn send_transfer(
     let address = wallet.address()?;
     // Another sender may share the wallet (a running proxy tops its machine wallet up from its
     // owner's wallet while the owner runs `cocoon proxy payout`): when it takes the seqno this
-    // transfer was signed for, the wallet drops this one. On the local chain, which shows every transaction at once, sign again for the
-    // next seqno; elsewhere say so (a transaction not yet visible must not be sent twice).
+    // transfer was signed for, the wallet drops this one. On the local chain, which shows every
+    // transaction at once, sign again for the next seqno; elsewhere say so (a transaction not
+    // yet visible must not be sent twice).
     for _ in 0..SHARED_WALLET_TRIES {
         let seqno = wallet_seqno(chain, &address).await?;
         let now = std::time::SystemTime::now()
@@ -629,7 +629,7 @@ pub async fn fund_machine_wallet(
     if held >= enough {
         return Ok(0);
     }
-    let amount = (need + FILL).saturating_sub(held);
+    let amount = need.saturating_add(FILL).saturating_sub(held);
     tracing::info!(
         "machine wallet {machine} holds {} TON: {} adds {} TON",
         crate::format_ton(held),

@@ -44,7 +44,7 @@ impl Client {
             .collect();
         serde_json::json!({
             "role": "client",
-            "subtitle": format!("owner {}", self.owner()),
+            "subtitle": format!("machine wallet {} · owned by {}", self.owner(), self.wallet_address()),
             "figures": {
                 "requests": ok,
                 "errors": failed,

@@ -194,8 +194,10 @@ pub struct Proxy {
     reference: Option<ReferenceContracts>,
     wallet: (Keypair, Wallet),
     /// COCOON's machine wallet: this proxy's own key, owned by `wallet`; it sends `save_state`
-    /// (as a reference proxy does from its `CocoonWallet`).
+    /// and asks for the earnings (as a reference proxy does from its `CocoonWallet`).
     machine: (Keypair, Wallet),
+    /// Held while the machine wallet is funded and signs, so two tasks never share a seqno.
+    machine_busy: tokio::sync::Mutex<()>,
     voucher_key: Keypair,
     init: ProxyInit,
     address: Address,
@@ -475,6 +477,7 @@ impl Proxy {
                 clients::MAX_PENDING_LONG_AUTHORIZATIONS,
             ),
             last_payout: Mutex::new(None),
+            machine_busy: tokio::sync::Mutex::new(()),
             money: Mutex::new(None),
             queue_waits: Mutex::new(QueueWaits::default()),
             metrics: Arc::new(cocoon_observe::Metrics::new("cocoon_proxy")),

@@ -45,9 +45,7 @@ impl Proxy {
         *self.money.lock() = Some(money);
         Ok(money)
     }
-}
 
-impl Proxy {
     /// Asks the proxy contract, from the machine wallet, to pay its earnings to the owner
     /// (COCOON's `ext_proxy_payout_request`, as a reference proxy sends it; the rest of the
     /// value comes back to the machine wallet) and waits (up to a minute) until it did. Returns
@@ -63,23 +61,26 @@ impl Proxy {
         }
         *self.last_payout.lock() = Some(Instant::now());
         let machine = self.machine.1.address()?;
-        chain_client::fund_machine_wallet(
-            chain.as_ref(),
-            &self.wallet.1,
-            &self.wallet.0,
-            &machine,
-            MIN_FEE,
-        )
-        .await?;
-        // A query id of its own, as the reference draws one (here: the time in milliseconds).
-        let query_id = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let body = messages::proxy::payout_request(query_id, &machine)?;
-        let msg = OutMessage::transfer(self.address, MIN_FEE, Some(body));
-        chain_client::send_transfer(chain.as_ref(), &self.machine.1, &self.machine.0, &[msg])
+        {
+            let _busy = self.machine_busy.lock().await;
+            chain_client::fund_machine_wallet(
+                chain.as_ref(),
+                &self.wallet.1,
+                &self.wallet.0,
+                &machine,
+                MIN_FEE,
+            )
             .await?;
+            // A query id of its own, as the reference draws one (here: the time in milliseconds).
+            let query_id = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            let body = messages::proxy::payout_request(query_id, &machine)?;
+            let msg = OutMessage::transfer(self.address, MIN_FEE, Some(body));
+            chain_client::send_transfer(chain.as_ref(), &self.machine.1, &self.machine.0, &[msg])
+                .await?;
+        }
         let deadline = Instant::now() + Duration::from_secs(60);
         while chain_client::read_proxy(chain.as_ref(), &self.address)
             .await?
@@ -178,6 +179,7 @@ async fn save_state_once(proxy: &Arc<Proxy>, committed_seq: &mut u64) -> Result<
         ..OutMessage::transfer(proxy.address, SAVE_STATE_VALUE, Some(body))
     };
     let machine = proxy.machine.1.address()?;
+    let _busy = proxy.machine_busy.lock().await;
     chain_client::fund_machine_wallet(
         chain.as_ref(),
         &proxy.wallet.1,
