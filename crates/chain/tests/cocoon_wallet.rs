@@ -264,7 +264,14 @@ fn the_owner_blocks_unblocks_sends_through_and_takes_everything_back() {
     // Blocked: the machine's key sends nothing; unblocked: it sends again.
     assert_eq!(net.tell("owner", block.clone()), 0);
     assert!(net.state().blocked);
-    refused_with(net.machine_sends(1, &[net.pay_stranger(1)]), exit::BLOCKED);
+    let e = net
+        .machine_sends(1, &[net.pay_stranger(1)])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("exit code 1031 (the owner blocked this wallet's machine key)"),
+        "the local chain names the wallet's refusal: {e}"
+    );
     assert_eq!(net.tell("owner", unblock), 0);
     assert!(!net.state().blocked);
     net.machine_sends(1, &[net.pay_stranger(1)]).unwrap();

@@ -866,3 +866,50 @@ async fn a_new_client_authorizes_the_long_way_and_later_the_short_way() {
         offered.auth
     );
 }
+
+/// The operator blocks the proxy's machine wallet (a comment `b` from the owner's wallet, as
+/// COCOON's wallet takes it): the proxy's `save_state` fails with an error that says so and
+/// records nothing; unblocked (`u`), the same commit goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_machine_wallet_is_named_and_unblocking_resumes() {
+    use cocoon_chain::cocoon_wallet::{command, Command};
+    use cocoon_chain::wallet::OutMessage;
+    let dir = tempfile::tempdir().unwrap();
+    let net = start(dir.path(), 1).await;
+    let r = post_chat(&net, &net.info.api_key, &chat(false)).await;
+    assert_eq!(r.status(), 200);
+    // The proxy deployed its machine wallet at start: the owner can command it at once.
+    let machine = net.proxy.proxy.machine_wallet_address();
+    let owner_says = |c: Command| {
+        let (keys, wallet) = net.genesis.wallet("proxy").unwrap().open().unwrap();
+        let msg = OutMessage::transfer(
+            machine,
+            cocoon_chain::messages::MIN_FEE,
+            Some(command(c).unwrap()),
+        );
+        let t = net
+            .chain
+            .lock()
+            .unwrap()
+            .wallet_send(&wallet, &keys, &[msg])
+            .unwrap();
+        assert_eq!(t.exit_code_at(&machine), Some(0), "{t:#?}");
+    };
+    let saved = || net.proxy.proxy.totals().saved_seqno;
+    let before = saved();
+    owner_says(Command::Block);
+    let e = cocoon_proxy::save_state_now(&net.proxy.proxy)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("the owner blocked this wallet's machine key"),
+        "{e}"
+    );
+    assert_eq!(saved(), before, "nothing recorded as committed");
+    owner_says(Command::Unblock);
+    cocoon_proxy::save_state_now(&net.proxy.proxy)
+        .await
+        .unwrap();
+    assert_eq!(saved(), before + 1);
+}

@@ -347,6 +347,10 @@ impl Proxy {
             0,
         )
         .await?;
+        // Deployed now (a transfer of nothing), so its owner can command it from the start.
+        if chain.account(&machine_address).await?.status != "active" {
+            chain_client::send_transfer(chain.as_ref(), &machine.1, &machine.0, &[]).await?;
+        }
         Self::start_with(
             cfg,
             Some(chain),

@@ -445,7 +445,10 @@ impl LocalChain {
                         Some(&mut inspector),
                     );
                     let why = match inspector.exit_code {
-                        Some(code) => format!("exit code {code}"),
+                        Some(code) => match self.wallet_refusal(&address, &msg, code) {
+                            Some(meaning) => format!("exit code {code} ({meaning})"),
+                            None => format!("exit code {code}"),
+                        },
                         None => format!("{e:?}"),
                     };
                     return Err(ChainError::Refused(format!(
@@ -475,6 +478,21 @@ impl LocalChain {
             trace.transactions.push(record);
         }
         Ok(trace)
+    }
+
+    /// What exit `code` means when the contract that refused a message to `address` is COCOON's
+    /// machine wallet (its code on chain, or in the StateInit `msg` deploys it with).
+    fn wallet_refusal(&self, address: &Address, msg: &Cell, code: i32) -> Option<&'static str> {
+        let deployed = self.account(address).ok().and_then(|a| a.code);
+        let code_cell = deployed.or_else(|| {
+            msg.parse::<OwnedMessage>()
+                .ok()
+                .and_then(|m| m.init)
+                .and_then(|i| i.code)
+        })?;
+        (code_cell.repr_hash() == crate::cocoon_wallet::code().repr_hash())
+            .then(|| crate::cocoon_wallet::exit::meaning(code))
+            .flatten()
     }
 
     /// Runs a get-method on an active account.
