@@ -913,3 +913,95 @@ async fn a_blocked_machine_wallet_is_named_and_unblocking_resumes() {
         .unwrap();
     assert_eq!(saved(), before + 1);
 }
+
+/// A client asks for its refund on chain with charges it never committed: during the close
+/// delay the proxy submits the newest charge itself, from its machine wallet (as a reference
+/// proxy does), so the stake that comes back is what the client does not owe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closing_client_is_charged_by_the_proxy_before_its_stake_comes_back() {
+    use cocoon_chain::wallet::OutMessage;
+    let dir = tempfile::tempdir().unwrap();
+    let net = start(dir.path(), 1).await;
+    let r = post_chat(&net, &net.info.api_key, &chat(false)).await;
+    assert_eq!(r.status(), 200);
+    let owner = net.client.owner();
+    let proxy = net.proxy.proxy.clone();
+    eventually(
+        "the charge is on the proxy's disk",
+        Duration::from_secs(10),
+        || {
+            let t = proxy.client_total(&owner);
+            when(t > 0, t)
+        },
+    )
+    .await;
+    let tokens = proxy.client_total(&owner);
+    let client_sc = net.client.accounts()[0].client_contract;
+    let data = || ClientData::parse(&net.chain.lock().unwrap().data(&client_sc).unwrap()).unwrap();
+    let before = data();
+    assert!(before.tokens_used < tokens, "nothing of it committed yet");
+
+    // The client's machine wallet asks for the refund (COCOON's owner_client_request_refund).
+    let (keys, machine) = cocoon_chain::cocoon_wallet::existing_in(
+        &dir.path().join("client"),
+        net.client.wallet_address(),
+    )
+    .unwrap();
+    let body =
+        cocoon_chain::messages::client::request_refund(0, &net.client.wallet_address()).unwrap();
+    let msg = OutMessage::transfer(client_sc, cocoon_chain::messages::MIN_FEE, Some(body));
+    let t = net
+        .chain
+        .lock()
+        .unwrap()
+        .wallet_send(&machine, &keys, &[msg])
+        .unwrap();
+    assert!(t.all_succeeded(), "{t:#?}");
+    let closing = data();
+    assert_eq!(
+        closing.state,
+        cocoon_chain::contracts::ContractState::Closing
+    );
+
+    assert_eq!(proxy.charge_clients().await.unwrap(), [client_sc]);
+    let after = data();
+    assert_eq!(after.tokens_used, tokens);
+    assert_eq!(
+        closing.balance - after.balance,
+        u128::from(tokens - before.tokens_used) * after.init.price_per_token,
+        "charged exactly the uncommitted tokens"
+    );
+    // Nothing more is owed: nothing more is sent.
+    assert_eq!(proxy.charge_clients().await.unwrap(), Vec::<Address>::new());
+}
+
+/// An open client owing less than 1 TON (a reference proxy's `min_client_charge_sum`) is left
+/// to commit its own charges: the proxy sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_client_owing_under_a_ton_commits_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = start(dir.path(), 1).await;
+    let r = post_chat(&net, &net.info.api_key, &chat(false)).await;
+    assert_eq!(r.status(), 200);
+    let owner = net.client.owner();
+    let proxy = net.proxy.proxy.clone();
+    eventually(
+        "the charge is on the proxy's disk",
+        Duration::from_secs(10),
+        || {
+            let t = proxy.client_total(&owner);
+            when(t > 0, t)
+        },
+    )
+    .await;
+    let client_sc = net.client.accounts()[0].client_contract;
+    let used = || {
+        ClientData::parse(&net.chain.lock().unwrap().data(&client_sc).unwrap())
+            .unwrap()
+            .tokens_used
+    };
+    let before = used();
+    assert!(before < proxy.client_total(&owner));
+    assert_eq!(proxy.charge_clients().await.unwrap(), Vec::<Address>::new());
+    assert_eq!(used(), before);
+}

@@ -182,6 +182,9 @@ struct ClientBook {
     active: HashMap<Address, u32>,
     /// Last on-chain snapshot of each client contract.
     onchain: HashMap<Address, (ClientData, Instant)>,
+    /// The charge the proxy last submitted for each client itself, and when (not again within
+    /// a minute while the chain catches up).
+    submitted: HashMap<Address, (u64, Instant)>,
 }
 
 /// A running proxy's shared state.

@@ -6,6 +6,7 @@
 //! runner waits for (the wallet's code sends nothing below 2 TON).
 
 use super::*;
+use cocoon_chain::contracts::ContractState;
 
 impl Proxy {
     /// Reads the contract's and the wallets' money from the chain, keeps it for `/jsonstats`
@@ -102,10 +103,111 @@ impl Proxy {
     }
 }
 
+/// Uncommitted charges from which the proxy submits a client's newest charge voucher itself,
+/// from its machine wallet: a reference proxy's `min_client_charge_sum`, 1 TON. (Our client
+/// commits its own at half its stake, usually long before.)
+pub const CHARGE_AT: u128 = cocoon_chain::TON;
+
+impl Proxy {
+    /// Submits, from the machine wallet, the newest charge voucher of every client that owes it
+    /// on chain, as a reference proxy does: a client contract that is closing with charges not
+    /// yet on it (its stake covers them only until the close delay ends), or one whose
+    /// uncommitted charges reach [`CHARGE_AT`]. Returns the client contracts charged.
+    pub async fn charge_clients(&self) -> Result<Vec<Address>, ProxyError> {
+        let chain = self.chain()?;
+        let owed: Vec<(Address, u64)> = {
+            let ledger = self.ledger.lock();
+            let d = ledger.durable();
+            d.clients
+                .iter()
+                .filter(|(owner, _)| !d.refunded.contains_key(*owner))
+                .map(|(o, t)| (*o, *t))
+                .collect()
+        };
+        let machine = self.machine.1.address()?;
+        let mut due = Vec::new();
+        for (owner, tokens) in owed {
+            let recent = self.book.lock().submitted.get(&owner).copied();
+            if recent.is_some_and(|(t, at)| t >= tokens && at.elapsed() < Duration::from_secs(60)) {
+                continue;
+            }
+            // A contract the last snapshot shows open with everything committed owes nothing;
+            // any other is read again (one account read per owing client per round: whether it
+            // is closing cannot be known otherwise).
+            let known = self.book.lock().onchain.get(&owner).map(|(d, _)| d.clone());
+            if known.is_some_and(|d| d.state == ContractState::Open && d.tokens_used >= tokens) {
+                continue;
+            }
+            let target = self.client_contract(owner)?;
+            let Some(data) = chain.account(&target).await?.data else {
+                continue;
+            };
+            let d = ClientData::parse(&data)?;
+            self.book
+                .lock()
+                .onchain
+                .insert(owner, (d.clone(), Instant::now()));
+            if d.state == ContractState::Closed || d.tokens_used >= tokens {
+                continue;
+            }
+            let uncommitted =
+                u128::from(tokens - d.tokens_used).saturating_mul(d.init.price_per_token);
+            if d.state != ContractState::Closing && uncommitted < CHARGE_AT {
+                continue;
+            }
+            let cocoon_wire::common::SignedPayment::Signed { data: boc } =
+                self.client_voucher(owner, tokens)
+            else {
+                continue;
+            };
+            let body = cocoon_chain::voucher::SignedVoucher::redeem(&boc, machine)?;
+            due.push((
+                owner,
+                tokens,
+                OutMessage::transfer(target, MIN_FEE, Some(body)),
+            ));
+        }
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let need = MIN_FEE.saturating_mul(due.len() as u128);
+        let _busy = self.machine_busy.lock().await;
+        chain_client::fund_machine_wallet(
+            chain.as_ref(),
+            &self.wallet.1,
+            &self.wallet.0,
+            &machine,
+            need,
+        )
+        .await?;
+        let mut charged = Vec::new();
+        for part in due.chunks(4) {
+            let msgs: Vec<OutMessage> = part.iter().map(|(_, _, m)| m.clone()).collect();
+            chain_client::send_transfer(chain.as_ref(), &self.machine.1, &self.machine.0, &msgs)
+                .await?;
+            for (owner, tokens, m) in part {
+                self.book
+                    .lock()
+                    .submitted
+                    .insert(*owner, (*tokens, Instant::now()));
+                tracing::info!("charged client {owner} {tokens} tokens on chain ({})", m.to);
+                charged.push(m.to);
+            }
+        }
+        Ok(charged)
+    }
+}
+
 /// Every 10 seconds: the proxy's money (first at once, for the dashboard), its earnings paid
-/// to the owner once they reach the threshold, then the root.
+/// to the owner once they reach the threshold, then the root; every minute, the charges
+/// clients owe on chain ([`Proxy::charge_clients`]).
 pub(crate) async fn refresh_chain_loop(proxy: Arc<Proxy>) {
-    loop {
+    for round in 0u64.. {
+        if round % 6 == 5 {
+            if let Err(e) = proxy.charge_clients().await {
+                tracing::warn!("charging clients on chain failed: {e}");
+            }
+        }
         match proxy.refresh_money().await {
             Ok(money) => {
                 let threshold = proxy.cfg.payout_threshold;
