@@ -630,6 +630,17 @@ pub async fn fund_machine_wallet(
         return Ok(0);
     }
     let amount = need.saturating_add(FILL).saturating_sub(held);
+    let from = wallet.address()?;
+    let has = chain.account(&from).await?.balance;
+    if has < amount.saturating_add(crate::messages::MIN_FEE) {
+        return Err(ChainError::Refused(format!(
+            "the machine wallet {machine} holds {} TON and needs {} TON more to send {} TON above its 2.1 TON floor; the wallet that funds it, {from}, holds only {} TON: top that wallet up",
+            crate::format_ton(held),
+            crate::format_ton(amount),
+            crate::format_ton(need),
+            crate::format_ton(has)
+        )));
+    }
     tracing::info!(
         "machine wallet {machine} holds {} TON: {} adds {} TON",
         crate::format_ton(held),

@@ -424,3 +424,56 @@ fn a_saved_state_counts_from_the_owner_or_a_machine_wallet_of_the_owners() {
         .unwrap();
     assert_eq!(theirs.map(|s| s.seqno), Some(3));
 }
+
+#[test]
+fn a_wallet_too_poor_to_fund_its_machine_wallet_is_named_and_nothing_is_sent() {
+    use cocoon_chain::client::{fund_machine_wallet, LocalClient};
+    let net = Net::new(0);
+    let owner = net.genesis.wallet("owner").unwrap().clone();
+    let (keys, wallet) = owner.open().unwrap();
+    let machine = net.address();
+    let chain = std::sync::Arc::new(std::sync::Mutex::new(net.chain));
+    let client = LocalClient::new(chain.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    // About 100 TON in the owner's wallet: 125 TON cannot be sent.
+    let e = rt
+        .block_on(fund_machine_wallet(
+            &client,
+            &wallet,
+            &keys,
+            &machine,
+            120 * TON,
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("holds only 99.9") && e.contains(&owner.address.to_string()),
+        "{e}"
+    );
+    assert_eq!(chain.lock().unwrap().balance(&machine).unwrap(), 0);
+    // Within its means: the machine wallet gets the amount and 5 TON above the floor, once.
+    let sent = rt
+        .block_on(fund_machine_wallet(
+            &client,
+            &wallet,
+            &keys,
+            &machine,
+            10 * TON,
+        ))
+        .unwrap();
+    assert_eq!(sent, 10 * TON + cocoon_wallet::FILL);
+    assert_eq!(chain.lock().unwrap().balance(&machine).unwrap(), sent);
+    let again = rt
+        .block_on(fund_machine_wallet(
+            &client,
+            &wallet,
+            &keys,
+            &machine,
+            10 * TON,
+        ))
+        .unwrap();
+    assert_eq!(again, 0, "enough is there");
+}
