@@ -179,6 +179,12 @@ pub enum WalletCommand {
         #[command(flatten)]
         chain: ChainArgs,
     },
+    /// A role's machine wallet (COCOON's wallet, its key in the role's state directory), as
+    /// its owner: show it, take its money back, block or unblock the machine's key.
+    Machine {
+        #[command(subcommand)]
+        cmd: crate::machine_wallet::MachineCommand,
+    },
 }
 
 /// Which wallet a command uses.
@@ -371,6 +377,7 @@ pub fn run_chain(cmd: ChainCommand) -> Result<()> {
 /// Runs a `wallet` subcommand.
 pub fn run_wallet(cmd: WalletCommand) -> Result<()> {
     match cmd {
+        WalletCommand::Machine { cmd } => crate::machine_wallet::run(cmd),
         WalletCommand::New {
             out,
             version,

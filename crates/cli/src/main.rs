@@ -10,6 +10,7 @@ mod chain;
 mod config;
 mod engine;
 mod lifecycle;
+mod machine_wallet;
 mod model;
 mod network;
 mod quote;

@@ -255,6 +255,37 @@ fn quote_status_withdraw_payout_and_close() {
     );
     let s = ok(&money("client", "status", &client, &at_client));
     assert!(s.contains(": 0.01 TON (owns the client contract"), "{s}");
+    // The owner's hold on the machine wallet: show, block, unblock; another wallet names another
+    // (absent) machine wallet and is refused.
+    let machine = |command: &str, words: &str| -> Vec<String> {
+        [
+            "wallet",
+            "machine",
+            command,
+            "--api",
+            &api,
+            "--mnemonic",
+            words,
+            "--state",
+            client_state.to_str().unwrap(),
+        ]
+        .map(str::to_string)
+        .to_vec()
+    };
+    let m = ok(&machine("show", &client));
+    assert!(m.contains("0.01 TON") && m.contains("not blocked"), "{m}");
+    let m = ok(&machine("block", &client));
+    assert!(
+        m.contains("blocked: the machine's key can send nothing") && m.contains(", blocked"),
+        "{m}"
+    );
+    let m = ok(&machine("unblock", &client));
+    assert!(m.contains("not blocked"), "{m}");
+    let e = fails(&machine("block", &mnemonic(&d, "worker0")));
+    assert!(
+        e.contains("is not on chain: is --wallet the role's wallet"),
+        "{e}"
+    );
     let e = fails(&money("client", "close", &client, &at_client));
     assert!(e.contains("already closed"), "{e}");
 
