@@ -45,8 +45,8 @@ network = "local"                            # local | testnet | mainnet
 root = "0:…"                                 # the root contract (`cocoon root show`; with chain_dir: its own)
 # --- who pays / is paid ---
 wallet = ".chain/wallets/NAME.json"          # from `cocoon wallet new`; or COCOON_WALLET_MNEMONIC
-dir = "state/NAME"                           # state directory (keys, ledger, vouchers); a client's and a
-#                                            # proxy's machine wallet key (COCOON's wallet, owned by `wallet`)
+dir = "state/NAME"                           # state directory (keys, ledger, vouchers), with the role's
+#                                            # machine wallet key (COCOON's wallet, owned by `wallet`)
 # --- attestation ---
 tee = "fake"                                 # fake (no TDX here; named fake everywhere) | tdx (configfs-tsm)
 policy = "fake_tdx"                          # how peers are judged: fake_tdx | tdx | any

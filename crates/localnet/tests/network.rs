@@ -253,7 +253,18 @@ async fn requests_flow_and_every_token_is_paid_on_chain() {
             );
             let sc = init.worker_address(proxy_sc, owner).unwrap();
             if let Ok(d) = c.data(&sc) {
-                paid += WorkerData::parse(&d).unwrap().tokens_paid;
+                let d = WorkerData::parse(&d).unwrap();
+                paid += d.tokens_paid;
+                // Submitted from the worker's machine wallet, as a reference worker does; the
+                // earnings went to the owner.
+                let machine = net.workers[i].machine_wallet_address();
+                assert!(
+                    c.transactions(&sc, 8)
+                        .iter()
+                        .any(|t| t.from == Some(machine)
+                            && t.op == Some(cocoon_chain::messages::op::WORKER_PAYOUT_SIGNED)),
+                    "worker {i}'s claims come from its machine wallet"
+                );
             }
         }
         assert_eq!(

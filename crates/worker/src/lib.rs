@@ -135,7 +135,13 @@ pub struct Worker {
     chain: Option<Arc<dyn ChainClient>>,
     /// The reference's fake-TON root (no chain at all), when running in that mode.
     fake_ton: Option<FakeRoot>,
+    /// The owner's wallet: our worker contracts' owner (paid there), and it keeps the machine
+    /// wallet funded.
     wallet: (Keypair, Wallet),
+    /// COCOON's machine wallet (the network's code): this worker's own key in its state
+    /// directory, owned by `wallet`; it submits the payout vouchers, as a reference worker's
+    /// `CocoonWallet` does.
+    machine: (Keypair, Wallet),
     /// The wallet's address, computed once at start.
     owner: Address,
     engine: Arc<dyn Engine>,
@@ -220,11 +226,13 @@ impl Worker {
             engine_up: true,
         });
         let owner = wallet.1.address()?;
+        let machine = cocoon_chain::cocoon_wallet::of_state_dir(&cfg.dir, owner)?;
         Ok(Arc::new(Worker {
             cfg,
             chain,
             fake_ton,
             wallet,
+            machine,
             owner,
             engine,
             identity,
@@ -247,6 +255,14 @@ impl Worker {
     /// The owner (payout) address.
     pub fn owner(&self) -> Address {
         self.owner
+    }
+
+    /// The machine wallet's address (it submits our payout vouchers).
+    pub fn machine_wallet_address(&self) -> Address {
+        self.machine
+            .1
+            .address()
+            .expect("a COCOON wallet with its owner always has an address")
     }
 
     /// Vouchers held, per proxy contract.

@@ -157,8 +157,20 @@ impl Worker {
                 Some(data.init().worker_state_init(proxy, self.owner())?)
             }
         };
-        let msg = payout_message(body_hex, worker_sc, init, self.owner())?;
-        chain_client::send_transfer(chain.as_ref(), &self.wallet.1, &self.wallet.0, &[msg]).await?;
+        // From the machine wallet, the rest of the value back to it (the earnings go to the
+        // worker contract's owner, our wallet), as a reference worker submits them.
+        let machine = self.machine.1.address()?;
+        let msg = payout_message(body_hex, worker_sc, init, machine)?;
+        chain_client::fund_machine_wallet(
+            chain.as_ref(),
+            &self.wallet.1,
+            &self.wallet.0,
+            &machine,
+            msg.value,
+        )
+        .await?;
+        chain_client::send_transfer(chain.as_ref(), &self.machine.1, &self.machine.0, &[msg])
+            .await?;
         if let Some(h) = self.held.lock().get_mut(&proxy) {
             h.claimed = h.claimed.max(tokens);
         }

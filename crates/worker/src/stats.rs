@@ -27,7 +27,7 @@ impl Worker {
         let secs = self.metrics_latency_sum();
         serde_json::json!({
             "role": "worker",
-            "subtitle": format!("owner {} · model {}", self.owner(), self.cfg.model),
+            "subtitle": format!("owner {} · machine wallet {} · model {}", self.owner(), self.machine_wallet_address(), self.cfg.model),
             "figures": {
                 "requests": ok,
                 "errors": failed,
