@@ -667,6 +667,26 @@ pub async fn fund_machine_wallet(
     Ok(amount)
 }
 
+/// Sends `messages` from the machine wallet `machine` (signed with `machine_keys`), four to a
+/// transfer (its limit), after `wallet` made sure it holds their value above its floor
+/// ([`fund_machine_wallet`]). The caller keeps one sender at a time per machine wallet.
+pub async fn send_from_machine_wallet(
+    chain: &dyn ChainClient,
+    (wallet, keys): (&Wallet, &Keypair),
+    (machine, machine_keys): (&Wallet, &Keypair),
+    messages: &[OutMessage],
+) -> Result<()> {
+    let need = messages
+        .iter()
+        .try_fold(0u128, |sum, m| sum.checked_add(m.value))
+        .ok_or_else(|| ChainError::Refused("the amounts to send overflow u128".into()))?;
+    fund_machine_wallet(chain, wallet, keys, &machine.address()?, need).await?;
+    for part in messages.chunks(4) {
+        send_transfer(chain, machine, machine_keys, part).await?;
+    }
+    Ok(())
+}
+
 /// Waits until the wallet has taken `seqno`, so the caller's next transfer signs the next one
 /// instead of repeating this one (which the wallet would drop). The local chain executes at
 /// once; a public network takes a block or two.

@@ -9,22 +9,13 @@ impl Client {
     pub(crate) async fn send(&self, messages: &[OutMessage]) -> Result<(), ClientError> {
         let chain = self.chain()?;
         let _busy = self.wallet_busy.lock().await;
-        let need = messages
-            .iter()
-            .try_fold(0u128, |sum, m| sum.checked_add(m.value))
-            .ok_or_else(|| ClientError::Refused("the amounts to send overflow u128".into()))?;
-        chain_client::fund_machine_wallet(
+        chain_client::send_from_machine_wallet(
             chain.as_ref(),
-            &self.wallet.1,
-            &self.wallet.0,
-            &self.owner,
-            need,
+            (&self.wallet.1, &self.wallet.0),
+            (&self.machine.1, &self.machine.0),
+            messages,
         )
         .await?;
-        for part in messages.chunks(4) {
-            chain_client::send_transfer(chain.as_ref(), &self.machine.1, &self.machine.0, part)
-                .await?;
-        }
         Ok(())
     }
 

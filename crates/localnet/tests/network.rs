@@ -925,15 +925,10 @@ async fn a_blocked_machine_wallet_is_named_and_unblocking_resumes() {
     assert_eq!(saved(), before + 1);
 }
 
-/// A client asks for its refund on chain with charges it never committed: during the close
-/// delay the proxy submits the newest charge itself, from its machine wallet (as a reference
-/// proxy does), so the stake that comes back is what the client does not owe.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_closing_client_is_charged_by_the_proxy_before_its_stake_comes_back() {
-    use cocoon_chain::wallet::OutMessage;
-    let dir = tempfile::tempdir().unwrap();
-    let net = start(dir.path(), 1).await;
-    let r = post_chat(&net, &net.info.api_key, &chat(false)).await;
+/// One answered request from the network's client, once its charge is on the proxy's disk;
+/// the client's owner (its machine wallet).
+async fn one_charged_request(net: &LocalNet) -> Address {
+    let r = post_chat(net, &net.info.api_key, &chat(false)).await;
     assert_eq!(r.status(), 200);
     let owner = net.client.owner();
     let proxy = net.proxy.proxy.clone();
@@ -946,6 +941,19 @@ async fn a_closing_client_is_charged_by_the_proxy_before_its_stake_comes_back() 
         },
     )
     .await;
+    owner
+}
+
+/// A client asks for its refund on chain with charges it never committed: during the close
+/// delay the proxy submits the newest charge itself, from its machine wallet (as a reference
+/// proxy does), so the stake that comes back is what the client does not owe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closing_client_is_charged_by_the_proxy_before_its_stake_comes_back() {
+    use cocoon_chain::wallet::OutMessage;
+    let dir = tempfile::tempdir().unwrap();
+    let net = start(dir.path(), 1).await;
+    let owner = one_charged_request(&net).await;
+    let proxy = net.proxy.proxy.clone();
     let tokens = proxy.client_total(&owner);
     let client_sc = net.client.accounts()[0].client_contract;
     let data = || ClientData::parse(&net.chain.lock().unwrap().data(&client_sc).unwrap()).unwrap();
@@ -992,19 +1000,8 @@ async fn a_closing_client_is_charged_by_the_proxy_before_its_stake_comes_back() 
 async fn an_open_client_owing_under_a_ton_commits_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let net = start(dir.path(), 1).await;
-    let r = post_chat(&net, &net.info.api_key, &chat(false)).await;
-    assert_eq!(r.status(), 200);
-    let owner = net.client.owner();
+    let owner = one_charged_request(&net).await;
     let proxy = net.proxy.proxy.clone();
-    eventually(
-        "the charge is on the proxy's disk",
-        Duration::from_secs(10),
-        || {
-            let t = proxy.client_total(&owner);
-            when(t > 0, t)
-        },
-    )
-    .await;
     let client_sc = net.client.accounts()[0].client_contract;
     let used = || {
         ClientData::parse(&net.chain.lock().unwrap().data(&client_sc).unwrap())

@@ -61,27 +61,14 @@ impl Proxy {
             return Ok(None);
         }
         *self.last_payout.lock() = Some(Instant::now());
-        let machine = self.machine.1.address()?;
-        {
-            let _busy = self.machine_busy.lock().await;
-            chain_client::fund_machine_wallet(
-                chain.as_ref(),
-                &self.wallet.1,
-                &self.wallet.0,
-                &machine,
-                MIN_FEE,
-            )
+        // A query id of its own, as the reference draws one (here: the time in milliseconds).
+        let query_id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let body = messages::proxy::payout_request(query_id, &self.machine.1.address()?)?;
+        self.send_from_machine(&[OutMessage::transfer(self.address, MIN_FEE, Some(body))])
             .await?;
-            // A query id of its own, as the reference draws one (here: the time in milliseconds).
-            let query_id = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0);
-            let body = messages::proxy::payout_request(query_id, &machine)?;
-            let msg = OutMessage::transfer(self.address, MIN_FEE, Some(body));
-            chain_client::send_transfer(chain.as_ref(), &self.machine.1, &self.machine.0, &[msg])
-                .await?;
-        }
         let deadline = Instant::now() + Duration::from_secs(60);
         while chain_client::read_proxy(chain.as_ref(), &self.address)
             .await?
@@ -170,31 +157,33 @@ impl Proxy {
         if due.is_empty() {
             return Ok(Vec::new());
         }
-        let need = MIN_FEE.saturating_mul(due.len() as u128);
-        let _busy = self.machine_busy.lock().await;
-        chain_client::fund_machine_wallet(
-            chain.as_ref(),
-            &self.wallet.1,
-            &self.wallet.0,
-            &machine,
-            need,
-        )
-        .await?;
+        let msgs: Vec<OutMessage> = due.iter().map(|(_, _, m)| m.clone()).collect();
+        self.send_from_machine(&msgs).await?;
         let mut charged = Vec::new();
-        for part in due.chunks(4) {
-            let msgs: Vec<OutMessage> = part.iter().map(|(_, _, m)| m.clone()).collect();
-            chain_client::send_transfer(chain.as_ref(), &self.machine.1, &self.machine.0, &msgs)
-                .await?;
-            for (owner, tokens, m) in part {
-                self.book
-                    .lock()
-                    .submitted
-                    .insert(*owner, (*tokens, Instant::now()));
-                tracing::info!("charged client {owner} {tokens} tokens on chain ({})", m.to);
-                charged.push(m.to);
-            }
+        for (owner, tokens, m) in due {
+            self.book
+                .lock()
+                .submitted
+                .insert(owner, (tokens, Instant::now()));
+            tracing::info!("charged client {owner} {tokens} tokens on chain ({})", m.to);
+            charged.push(m.to);
         }
         Ok(charged)
+    }
+
+    /// Sends `msgs` from the machine wallet, one sender at a time, the owner's wallet funding it
+    /// first when needed.
+    async fn send_from_machine(&self, msgs: &[OutMessage]) -> Result<(), ProxyError> {
+        let chain = self.chain()?;
+        let _busy = self.machine_busy.lock().await;
+        chain_client::send_from_machine_wallet(
+            chain.as_ref(),
+            (&self.wallet.1, &self.wallet.0),
+            (&self.machine.1, &self.machine.0),
+            msgs,
+        )
+        .await?;
+        Ok(())
     }
 }
 
@@ -267,7 +256,6 @@ async fn save_state_once(proxy: &Arc<Proxy>, committed_seq: &mut u64) -> Result<
     }
     // Commit on chain only what is on disk.
     proxy.durable(seq).await?;
-    let chain = proxy.chain()?;
     // COCOON's save_state: the seqno is 32 bits, the message carries 1 nanoton (too little for
     // the contract to run on it) and is read back from the contract's transactions.
     let seqno32 = u32::try_from(seqno).map_err(|_| {
@@ -280,17 +268,7 @@ async fn save_state_once(proxy: &Arc<Proxy>, committed_seq: &mut u64) -> Result<
         bounce: false,
         ..OutMessage::transfer(proxy.address, SAVE_STATE_VALUE, Some(body))
     };
-    let machine = proxy.machine.1.address()?;
-    let _busy = proxy.machine_busy.lock().await;
-    chain_client::fund_machine_wallet(
-        chain.as_ref(),
-        &proxy.wallet.1,
-        &proxy.wallet.0,
-        &machine,
-        0,
-    )
-    .await?;
-    chain_client::send_transfer(chain.as_ref(), &proxy.machine.1, &proxy.machine.0, &[msg]).await?;
+    proxy.send_from_machine(&[msg]).await?;
     proxy.ledger.lock().append(Entry::Saved { seqno })?;
     *committed_seq = proxy.ledger.lock().seq();
     tracing::info!("committed ledger state seqno {seqno}");

@@ -161,16 +161,13 @@ impl Worker {
         // worker contract's owner, our wallet), as a reference worker submits them.
         let machine = self.machine.1.address()?;
         let msg = payout_message(body_hex, worker_sc, init, machine)?;
-        chain_client::fund_machine_wallet(
+        chain_client::send_from_machine_wallet(
             chain.as_ref(),
-            &self.wallet.1,
-            &self.wallet.0,
-            &machine,
-            msg.value,
+            (&self.wallet.1, &self.wallet.0),
+            (&self.machine.1, &self.machine.0),
+            &[msg],
         )
         .await?;
-        chain_client::send_transfer(chain.as_ref(), &self.machine.1, &self.machine.0, &[msg])
-            .await?;
         if let Some(h) = self.held.lock().get_mut(&proxy) {
             h.claimed = h.claimed.max(tokens);
         }
