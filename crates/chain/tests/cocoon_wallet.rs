@@ -477,3 +477,40 @@ fn a_wallet_too_poor_to_fund_its_machine_wallet_is_named_and_nothing_is_sent() {
         .unwrap();
     assert_eq!(again, 0, "enough is there");
 }
+
+#[test]
+fn more_than_four_messages_go_in_transfers_of_four() {
+    use cocoon_chain::client::{send_from_machine_wallet, LocalClient};
+    let net = Net::new(0);
+    let (keys, wallet) = net.genesis.wallet("owner").unwrap().open().unwrap();
+    let stranger = net.addr("stranger");
+    let machine = net.wallet.clone();
+    let machine_keys = net.machine.clone();
+    let at = net.address();
+    let chain = std::sync::Arc::new(std::sync::Mutex::new(net.chain));
+    let client = LocalClient::new(chain.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let pay = OutMessage::transfer(stranger, TON / 10, None);
+    let before = chain.lock().unwrap().transactions(&stranger, 16).len();
+    rt.block_on(send_from_machine_wallet(
+        &client,
+        (&wallet, &keys),
+        (&machine, &machine_keys),
+        &vec![pay; 6],
+    ))
+    .unwrap();
+    let c = chain.lock().unwrap();
+    let state = CocoonWalletState::parse(&c.data(&at).unwrap()).unwrap();
+    assert_eq!(state.seqno, 2, "two transfers: four messages, then two");
+    let arrived: Vec<u128> = c
+        .transactions(&stranger, 16)
+        .iter()
+        .filter(|t| t.from == Some(at))
+        .map(|t| t.value)
+        .collect();
+    assert_eq!(arrived, [TON / 10; 6]);
+    assert_eq!(c.transactions(&stranger, 16).len(), before + 6);
+}
