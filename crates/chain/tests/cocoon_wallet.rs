@@ -514,3 +514,54 @@ fn more_than_four_messages_go_in_transfers_of_four() {
     assert_eq!(arrived, [TON / 10; 6]);
     assert_eq!(c.transactions(&stranger, 16).len(), before + 6);
 }
+
+#[test]
+fn funding_a_machine_wallet_at_its_boundaries() {
+    use cocoon_chain::client::{fund_machine_wallet, LocalClient};
+    use cocoon_wallet::{FILL, RUNNER_MIN_BALANCE};
+    let need = TON;
+    // Exactly the floor above what is needed: nothing is sent.
+    let net = Net::new(need + RUNNER_MIN_BALANCE);
+    let (keys, wallet) = net.genesis.wallet("owner").unwrap().open().unwrap();
+    let machine = net.address();
+    let chain = std::sync::Arc::new(std::sync::Mutex::new(net.chain));
+    let client = LocalClient::new(chain.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let fund =
+        |need: u128| rt.block_on(fund_machine_wallet(&client, &wallet, &keys, &machine, need));
+    assert_eq!(fund(need).unwrap(), 0);
+    // Nothing needed: the floor alone is enough.
+    assert_eq!(fund(0).unwrap(), 0);
+    // One nanoton more needed than it holds above the floor: filled up to need + FILL.
+    let held = chain.lock().unwrap().balance(&machine).unwrap();
+    assert_eq!(fund(need + 1).unwrap(), need + 1 + FILL - held);
+    assert_eq!(
+        chain.lock().unwrap().balance(&machine).unwrap(),
+        need + 1 + FILL
+    );
+    // An amount that overflows with the floor is refused by name, nothing sent; so are
+    // messages whose values overflow together.
+    let e = fund(u128::MAX).unwrap_err().to_string();
+    assert!(e.contains("overflow"), "{e}");
+    let machine_keys = Keypair::from_seed([7; 32]);
+    let machine_wallet = Wallet::cocoon(machine_keys.public_key(), wallet.address().unwrap());
+    assert_eq!(machine_wallet.address().unwrap(), machine);
+    let huge = OutMessage::transfer(machine, u128::MAX / 2 + 1, None);
+    let e = rt
+        .block_on(cocoon_chain::client::send_from_machine_wallet(
+            &client,
+            (&wallet, &keys),
+            (&machine_wallet, &machine_keys),
+            &[huge.clone(), huge],
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("overflow u128"), "{e}");
+    assert_eq!(
+        chain.lock().unwrap().balance(&machine).unwrap(),
+        need + 1 + FILL
+    );
+}
