@@ -642,9 +642,8 @@ pub async fn fund_machine_wallet(
         )));
     }
     tracing::info!(
-        "machine wallet {machine} holds {} TON: {} adds {} TON",
+        "machine wallet {machine} holds {} TON: {from} adds {} TON",
         crate::format_ton(held),
-        wallet.address()?,
         crate::format_ton(amount)
     );
     let msg = OutMessage {
@@ -665,26 +664,6 @@ pub async fn fund_machine_wallet(
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     Ok(amount)
-}
-
-/// Sends `messages` from the machine wallet `machine` (signed with `machine_keys`), four to a
-/// transfer (its limit), after `wallet` made sure it holds their value above its floor
-/// ([`fund_machine_wallet`]). The caller keeps one sender at a time per machine wallet.
-pub async fn send_from_machine_wallet(
-    chain: &dyn ChainClient,
-    (wallet, keys): (&Wallet, &Keypair),
-    (machine, machine_keys): (&Wallet, &Keypair),
-    messages: &[OutMessage],
-) -> Result<()> {
-    let need = messages
-        .iter()
-        .try_fold(0u128, |sum, m| sum.checked_add(m.value))
-        .ok_or_else(|| ChainError::Refused("the amounts to send overflow u128".into()))?;
-    fund_machine_wallet(chain, wallet, keys, &machine.address()?, need).await?;
-    for part in messages.chunks(4) {
-        send_transfer(chain, machine, machine_keys, part).await?;
-    }
-    Ok(())
 }
 
 /// Waits until the wallet has taken `seqno`, so the caller's next transfer signs the next one

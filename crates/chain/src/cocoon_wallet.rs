@@ -24,9 +24,10 @@ use std::path::Path;
 use tycho_types::cell::{Cell, CellBuilder};
 
 use crate::cells::{from_boc, load_address, load_u256, store_address, store_u256};
+use crate::client::{fund_machine_wallet, send_transfer, ChainClient};
 use crate::error::{ChainError, Result};
 use crate::keys::Keypair;
-use crate::wallet::Wallet;
+use crate::wallet::{OutMessage, Wallet};
 use crate::Address;
 
 /// The wallet's code as the reference runners embed it (hex BOC).
@@ -50,10 +51,6 @@ pub const RUNNER_MIN_BALANCE: u128 = 2_100_000_000;
 pub const FILL: u128 = 5_000_000_000;
 /// What `w` leaves in the wallet.
 pub const WITHDRAW_RESERVE: u128 = 10_000_000;
-/// The op of `payout` (the runners' `Opcodes.hpp`), one of the notices the wallet keeps from anyone.
-pub const PAYOUT: u32 = 0xc59a_7cd3;
-/// The op of `owner_wallet_send_message`.
-pub const OWNER_WALLET_SEND_MESSAGE: u32 = 0x9c69_f376;
 
 /// The code's exit codes, each with what it means.
 pub mod exit {
@@ -93,26 +90,96 @@ pub mod exit {
 /// The file in a role's state directory that holds its machine wallet's key (hex seed).
 pub const KEY_FILE: &str = "machine-wallet-key.hex";
 
-/// A role's machine wallet: the key in `dir` (drawn and written on first use), owned by `owner`.
-pub fn of_state_dir(dir: &Path, owner: Address) -> Result<(Keypair, Wallet)> {
-    let seed = crate::keys::load_or_create_seed(&dir.join(KEY_FILE))?;
-    let keys = Keypair::from_seed(seed);
-    let wallet = Wallet::cocoon(keys.public_key(), owner);
-    Ok((keys, wallet))
+/// A role's machine wallet: its key, the wallet, its address and its owner (computed once),
+/// and one sender at a time (two that signed for the same seqno would drop one transfer).
+pub struct MachineWallet {
+    keys: Keypair,
+    wallet: Wallet,
+    address: Address,
+    owner: Address,
+    sending: tokio::sync::Mutex<()>,
 }
 
-/// The machine wallet of a role that already ran with state directory `dir`; an error naming
-/// the file when it has none (never a new key: that would be another wallet).
-pub fn existing_in(dir: &Path, owner: Address) -> Result<(Keypair, Wallet)> {
-    let path = dir.join(KEY_FILE);
-    if !path.is_file() {
-        return Err(ChainError::InvalidKey(format!(
-            "{} does not exist: {} is not the state directory of a role that ran (its machine wallet's key is kept there)",
-            path.display(),
-            dir.display()
-        )));
+impl MachineWallet {
+    /// The machine wallet of key `keys`, owned by `owner`.
+    pub fn new(keys: Keypair, owner: Address) -> Result<Self> {
+        let wallet = Wallet::cocoon(keys.public_key(), owner);
+        Ok(MachineWallet {
+            address: wallet.address()?,
+            keys,
+            wallet,
+            owner,
+            sending: tokio::sync::Mutex::new(()),
+        })
     }
-    of_state_dir(dir, owner)
+
+    /// A role's machine wallet: the key in `dir` (drawn and written on first use), owned by
+    /// `owner`.
+    pub fn of_state_dir(dir: &Path, owner: Address) -> Result<Self> {
+        let seed = crate::keys::load_or_create_seed(&dir.join(KEY_FILE))?;
+        Self::new(Keypair::from_seed(seed), owner)
+    }
+
+    /// The machine wallet of a role that already ran with state directory `dir`; an error
+    /// naming the file when it has none (never a new key: that would be another wallet).
+    pub fn existing_in(dir: &Path, owner: Address) -> Result<Self> {
+        let path = dir.join(KEY_FILE);
+        if !path.is_file() {
+            return Err(ChainError::InvalidKey(format!(
+                "{} does not exist: {} is not the state directory of a role that ran (its machine wallet's key is kept there)",
+                path.display(),
+                dir.display()
+            )));
+        }
+        Self::of_state_dir(dir, owner)
+    }
+
+    /// Its address.
+    pub fn address(&self) -> Address {
+        self.address
+    }
+
+    /// Its owner (the role's wallet).
+    pub fn owner(&self) -> Address {
+        self.owner
+    }
+
+    /// The wallet (code, data, StateInit, transfers).
+    pub fn wallet(&self) -> &Wallet {
+        &self.wallet
+    }
+
+    /// Sends `messages` from it, four to a transfer (its limit), after the owner's wallet
+    /// `funder` made sure it holds their value above its floor
+    /// ([`crate::client::fund_machine_wallet`]); one sender at a time.
+    pub async fn send(
+        &self,
+        chain: &dyn ChainClient,
+        funder: (&Wallet, &Keypair),
+        messages: &[OutMessage],
+    ) -> Result<()> {
+        let need = messages
+            .iter()
+            .try_fold(0u128, |sum, m| sum.checked_add(m.value))
+            .ok_or_else(|| ChainError::Refused("the amounts to send overflow u128".into()))?;
+        let _one = self.sending.lock().await;
+        fund_machine_wallet(chain, funder.0, funder.1, &self.address, need).await?;
+        for part in messages.chunks(4) {
+            send_transfer(chain, &self.wallet, &self.keys, part).await?;
+        }
+        Ok(())
+    }
+
+    /// Funds it (when below its floor) and deploys it with a transfer of nothing when it is
+    /// not on chain yet, so its owner can command it from the start.
+    pub async fn deploy(&self, chain: &dyn ChainClient, funder: (&Wallet, &Keypair)) -> Result<()> {
+        let _one = self.sending.lock().await;
+        fund_machine_wallet(chain, funder.0, funder.1, &self.address, 0).await?;
+        if chain.account(&self.address).await?.status != "active" {
+            send_transfer(chain, &self.wallet, &self.keys, &[]).await?;
+        }
+        Ok(())
+    }
 }
 
 /// The wallet's initial data: seqno 0, subwallet 0, the machine's key, not blocked, the owner
@@ -177,24 +244,20 @@ pub enum Command {
     Unblock,
 }
 
-/// The owner's body for `command`: op 0 and its letter.
+/// The owner's body for `command`: a text comment of its letter.
 pub fn command(command: Command) -> Result<Cell> {
-    let letter = match command {
-        Command::WithdrawAll => b'w',
-        Command::Block => b'b',
-        Command::Unblock => b'u',
-    };
-    let mut b = CellBuilder::new();
-    b.store_u32(0)?;
-    b.store_u8(letter)?;
-    Ok(b.build()?)
+    crate::messages::text_comment(match command {
+        Command::WithdrawAll => "w",
+        Command::Block => "b",
+        Command::Unblock => "u",
+    })
 }
 
 /// The owner's `owner_wallet_send_message query_id mode ^message`: the wallet sends `message`
 /// (a `MessageRelaxed` cell, e.g. [`crate::wallet::OutMessage::to_cell`]) with `mode`.
 pub fn owner_send_message(query_id: u64, mode: u8, message: Cell) -> Result<Cell> {
     let mut b = CellBuilder::new();
-    b.store_u32(OWNER_WALLET_SEND_MESSAGE)?;
+    b.store_u32(crate::messages::op::OWNER_WALLET_SEND_MESSAGE)?;
     b.store_u64(query_id)?;
     b.store_u8(mode)?;
     b.store_reference(message)?;

@@ -44,6 +44,11 @@ pub mod op {
     pub const PROXY_SAVE_STATE: u32 = 0x5310_9c0f;
     /// Any contract: a message to take without reading it (COCOON's).
     pub const DO_NOT_PROCESS: u32 = 0x9a12_47c0;
+    /// COCOON's `payout` (the runners' `Opcodes.hpp`): a notice a machine wallet keeps from
+    /// anyone (our contracts pay with `excesses`).
+    pub const PAYOUT: u32 = 0xc59a_7cd3;
+    /// Owner → its machine wallet: send this message ([`crate::cocoon_wallet`]).
+    pub const OWNER_WALLET_SEND_MESSAGE: u32 = 0x9c69_f376;
     /// Client contract → proxy: COCOON's envelope of every message (owner, state, payload).
     pub const CLIENT_PROXY_REQUEST: u32 = 0x6544_8ff4;
     /// Payload: funds arrived.
@@ -56,7 +61,7 @@ pub mod op {
     pub const CLIENT_PROXY_REFUND_FORCE: u32 = 0xf4c3_54c9;
     /// Worker contract → proxy: pay the worker.
     pub const WORKER_PROXY_PAYOUT_REQUEST: u32 = 0x08e7_d036;
-    /// Proxy owner: take the earnings.
+    /// Anyone → proxy: pay the earnings to the owner.
     pub const PROXY_PAYOUT_REQUEST: u32 = 0x7610_e6eb;
     /// Proxy owner → proxy: start the close; after the delay, complete it.
     pub const PROXY_OWNER_CLOSE: u32 = 0xb51d_5a01;
@@ -437,6 +442,8 @@ mod tests {
             op::PROXY_INCREASE_STAKE,
             op::PROXY_SAVE_STATE,
             op::DO_NOT_PROCESS,
+            op::PAYOUT,
+            op::OWNER_WALLET_SEND_MESSAGE,
             op::CLIENT_PROXY_TOP_UP,
             op::CLIENT_PROXY_REGISTER,
             op::CLIENT_PROXY_REQUEST,

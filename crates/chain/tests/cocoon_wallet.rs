@@ -2,7 +2,7 @@
 //! running on the local chain: every rule `cocoon_chain::cocoon_wallet` describes, each way it
 //! refuses, and the owner's powers over the machine's key.
 
-use cocoon_chain::cocoon_wallet::{self, exit, CocoonWalletState, Command};
+use cocoon_chain::cocoon_wallet::{self, exit, CocoonWalletState, Command, MachineWallet};
 use cocoon_chain::keys::Keypair;
 use cocoon_chain::local::{Clock, Genesis, GenesisSpec, LocalChain, Trace};
 use cocoon_chain::messages::{self, op};
@@ -119,6 +119,56 @@ fn paid(trace: &Trace, from: &Address, to: &Address) -> Vec<u128> {
         .filter(|t| &t.account == to && t.from.as_ref() == Some(from))
         .map(|t| t.value)
         .collect()
+}
+
+/// A [`Net`] behind a `ChainClient`, for the functions that take one: the chain (still
+/// readable here), the client, a runtime to drive them, the owner's wallet and the machine
+/// wallet as the roles hold it.
+struct OnClient {
+    chain: std::sync::Arc<std::sync::Mutex<LocalChain>>,
+    client: cocoon_chain::client::LocalClient,
+    rt: tokio::runtime::Runtime,
+    owner: (Keypair, Wallet),
+    machine: MachineWallet,
+}
+
+impl OnClient {
+    fn of(net: Net) -> OnClient {
+        let owner = net.genesis.wallet("owner").unwrap().open().unwrap();
+        let machine = MachineWallet::new(net.machine.clone(), owner.1.address().unwrap()).unwrap();
+        let chain = std::sync::Arc::new(std::sync::Mutex::new(net.chain));
+        OnClient {
+            client: cocoon_chain::client::LocalClient::new(chain.clone()),
+            chain,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap(),
+            owner,
+            machine,
+        }
+    }
+
+    fn balance(&self, at: &Address) -> u128 {
+        self.chain.lock().unwrap().balance(at).unwrap()
+    }
+
+    fn fund(&self, need: u128) -> Result<u128, ChainError> {
+        let (keys, wallet) = &self.owner;
+        self.rt.block_on(cocoon_chain::client::fund_machine_wallet(
+            &self.client,
+            wallet,
+            keys,
+            &self.machine.address(),
+            need,
+        ))
+    }
+
+    fn send(&self, messages: &[OutMessage]) -> Result<(), ChainError> {
+        let (keys, wallet) = &self.owner;
+        self.rt
+            .block_on(self.machine.send(&self.client, (wallet, keys), messages))
+    }
 }
 
 /// The exit code a refused external message names.
@@ -337,7 +387,7 @@ fn anyone_may_hand_it_money_and_notices() {
         b.store_u64(1).unwrap();
         b.build().unwrap()
     };
-    for o in [op::EXCESSES, cocoon_wallet::PAYOUT, op::DO_NOT_PROCESS] {
+    for o in [op::EXCESSES, op::PAYOUT, op::DO_NOT_PROCESS] {
         assert_eq!(net.tell("stranger", head(o)), 0, "op {o:#x}");
     }
     // An empty body is a plain transfer.
@@ -361,7 +411,7 @@ fn anyone_may_hand_it_money_and_notices() {
 
 #[test]
 fn a_saved_state_counts_from_the_owner_or_a_machine_wallet_of_the_owners() {
-    use cocoon_chain::client::{last_saved_state, LocalClient, SavedState};
+    use cocoon_chain::client::{last_saved_state, SavedState};
     let mut net = Net::new(3 * TON);
     let proxy = Address::new([0x77; 32]);
     let save = |seqno: u32| OutMessage {
@@ -393,13 +443,10 @@ fn a_saved_state_counts_from_the_owner_or_a_machine_wallet_of_the_owners() {
     net.chain.send_external(m).unwrap();
     net.send_from("stranger", save(3));
 
-    let chain = std::sync::Arc::new(std::sync::Mutex::new(net.chain));
-    let client = LocalClient::new(chain.clone());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let on = OnClient::of(net);
     let newest = || {
-        rt.block_on(last_saved_state(&client, &proxy, &owner, 16))
+        on.rt
+            .block_on(last_saved_state(&on.client, &proxy, &owner, 16))
             .unwrap()
     };
     assert_eq!(
@@ -407,102 +454,51 @@ fn a_saved_state_counts_from_the_owner_or_a_machine_wallet_of_the_owners() {
         Some(SavedState {
             seqno: 1,
             hash: [1; 32],
-            from: net.wallet.address().unwrap()
+            from: on.machine.address()
         })
     );
     // The owner's own wallet: counts, and the newest wins.
-    let (keys, wallet) = net.genesis.wallet("owner").unwrap().open().unwrap();
-    chain
+    let (keys, wallet) = &on.owner;
+    on.chain
         .lock()
         .unwrap()
-        .wallet_send(&wallet, &keys, &[save(4)])
+        .wallet_send(wallet, keys, &[save(4)])
         .unwrap();
     assert_eq!(newest().map(|s| (s.seqno, s.from)), Some((4, owner)));
     // For a proxy owned by the stranger, the stranger's machine wallet and wallet count.
-    let theirs = rt
-        .block_on(last_saved_state(&client, &proxy, &stranger, 16))
+    let theirs = on
+        .rt
+        .block_on(last_saved_state(&on.client, &proxy, &stranger, 16))
         .unwrap();
     assert_eq!(theirs.map(|s| s.seqno), Some(3));
 }
 
 #[test]
 fn a_wallet_too_poor_to_fund_its_machine_wallet_is_named_and_nothing_is_sent() {
-    use cocoon_chain::client::{fund_machine_wallet, LocalClient};
-    let net = Net::new(0);
-    let owner = net.genesis.wallet("owner").unwrap().clone();
-    let (keys, wallet) = owner.open().unwrap();
-    let machine = net.address();
-    let chain = std::sync::Arc::new(std::sync::Mutex::new(net.chain));
-    let client = LocalClient::new(chain.clone());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let on = OnClient::of(Net::new(0));
+    let machine = on.machine.address();
     // About 100 TON in the owner's wallet: 125 TON cannot be sent.
-    let e = rt
-        .block_on(fund_machine_wallet(
-            &client,
-            &wallet,
-            &keys,
-            &machine,
-            120 * TON,
-        ))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("holds only 99.9") && e.contains(&owner.address.to_string()),
-        "{e}"
-    );
-    assert_eq!(chain.lock().unwrap().balance(&machine).unwrap(), 0);
+    let e = on.fund(120 * TON).unwrap_err().to_string();
+    let owner = on.machine.owner().to_string();
+    assert!(e.contains("holds only 99.9") && e.contains(&owner), "{e}");
+    assert_eq!(on.balance(&machine), 0);
     // Within its means: the machine wallet gets the amount and 5 TON above the floor, once.
-    let sent = rt
-        .block_on(fund_machine_wallet(
-            &client,
-            &wallet,
-            &keys,
-            &machine,
-            10 * TON,
-        ))
-        .unwrap();
+    let sent = on.fund(10 * TON).unwrap();
     assert_eq!(sent, 10 * TON + cocoon_wallet::FILL);
-    assert_eq!(chain.lock().unwrap().balance(&machine).unwrap(), sent);
-    let again = rt
-        .block_on(fund_machine_wallet(
-            &client,
-            &wallet,
-            &keys,
-            &machine,
-            10 * TON,
-        ))
-        .unwrap();
-    assert_eq!(again, 0, "enough is there");
+    assert_eq!(on.balance(&machine), sent);
+    assert_eq!(on.fund(10 * TON).unwrap(), 0, "enough is there");
 }
 
 #[test]
 fn more_than_four_messages_go_in_transfers_of_four() {
-    use cocoon_chain::client::{send_from_machine_wallet, LocalClient};
     let net = Net::new(0);
-    let (keys, wallet) = net.genesis.wallet("owner").unwrap().open().unwrap();
     let stranger = net.addr("stranger");
-    let machine = net.wallet.clone();
-    let machine_keys = net.machine.clone();
-    let at = net.address();
-    let chain = std::sync::Arc::new(std::sync::Mutex::new(net.chain));
-    let client = LocalClient::new(chain.clone());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
+    let on = OnClient::of(net);
+    let at = on.machine.address();
+    let before = on.chain.lock().unwrap().transactions(&stranger, 16).len();
+    on.send(&vec![OutMessage::transfer(stranger, TON / 10, None); 6])
         .unwrap();
-    let pay = OutMessage::transfer(stranger, TON / 10, None);
-    let before = chain.lock().unwrap().transactions(&stranger, 16).len();
-    rt.block_on(send_from_machine_wallet(
-        &client,
-        (&wallet, &keys),
-        (&machine, &machine_keys),
-        &vec![pay; 6],
-    ))
-    .unwrap();
-    let c = chain.lock().unwrap();
+    let c = on.chain.lock().unwrap();
     let state = CocoonWalletState::parse(&c.data(&at).unwrap()).unwrap();
     assert_eq!(state.seqno, 2, "two transfers: four messages, then two");
     let arrived: Vec<u128> = c
@@ -517,51 +513,24 @@ fn more_than_four_messages_go_in_transfers_of_four() {
 
 #[test]
 fn funding_a_machine_wallet_at_its_boundaries() {
-    use cocoon_chain::client::{fund_machine_wallet, LocalClient};
     use cocoon_wallet::{FILL, RUNNER_MIN_BALANCE};
     let need = TON;
     // Exactly the floor above what is needed: nothing is sent.
-    let net = Net::new(need + RUNNER_MIN_BALANCE);
-    let (keys, wallet) = net.genesis.wallet("owner").unwrap().open().unwrap();
-    let machine = net.address();
-    let chain = std::sync::Arc::new(std::sync::Mutex::new(net.chain));
-    let client = LocalClient::new(chain.clone());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    let fund =
-        |need: u128| rt.block_on(fund_machine_wallet(&client, &wallet, &keys, &machine, need));
-    assert_eq!(fund(need).unwrap(), 0);
+    let on = OnClient::of(Net::new(need + RUNNER_MIN_BALANCE));
+    let machine = on.machine.address();
+    assert_eq!(on.fund(need).unwrap(), 0);
     // Nothing needed: the floor alone is enough.
-    assert_eq!(fund(0).unwrap(), 0);
+    assert_eq!(on.fund(0).unwrap(), 0);
     // One nanoton more needed than it holds above the floor: filled up to need + FILL.
-    let held = chain.lock().unwrap().balance(&machine).unwrap();
-    assert_eq!(fund(need + 1).unwrap(), need + 1 + FILL - held);
-    assert_eq!(
-        chain.lock().unwrap().balance(&machine).unwrap(),
-        need + 1 + FILL
-    );
+    let held = on.balance(&machine);
+    assert_eq!(on.fund(need + 1).unwrap(), need + 1 + FILL - held);
+    assert_eq!(on.balance(&machine), need + 1 + FILL);
     // An amount that overflows with the floor is refused by name, nothing sent; so are
     // messages whose values overflow together.
-    let e = fund(u128::MAX).unwrap_err().to_string();
+    let e = on.fund(u128::MAX).unwrap_err().to_string();
     assert!(e.contains("overflow"), "{e}");
-    let machine_keys = Keypair::from_seed([7; 32]);
-    let machine_wallet = Wallet::cocoon(machine_keys.public_key(), wallet.address().unwrap());
-    assert_eq!(machine_wallet.address().unwrap(), machine);
     let huge = OutMessage::transfer(machine, u128::MAX / 2 + 1, None);
-    let e = rt
-        .block_on(cocoon_chain::client::send_from_machine_wallet(
-            &client,
-            (&wallet, &keys),
-            (&machine_wallet, &machine_keys),
-            &[huge.clone(), huge],
-        ))
-        .unwrap_err()
-        .to_string();
+    let e = on.send(&[huge.clone(), huge]).unwrap_err().to_string();
     assert!(e.contains("overflow u128"), "{e}");
-    assert_eq!(
-        chain.lock().unwrap().balance(&machine).unwrap(),
-        need + 1 + FILL
-    );
+    assert_eq!(on.balance(&machine), need + 1 + FILL);
 }

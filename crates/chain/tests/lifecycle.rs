@@ -89,7 +89,6 @@ impl Net {
             .collect()
     }
 
-    /// The client's owner sends `body` to its client contract; the contract's exit code.
     /// A payout voucher for `tokens` submitted by a stranger to the worker contract, deploying
     /// it on the first one.
     fn pay_worker(&mut self, tokens: u64) -> Trace {
@@ -107,6 +106,7 @@ impl Net {
         self.send("stranger", msg)
     }
 
+    /// The client's owner sends `body` to its client contract; the contract's exit code.
     fn client_call(&mut self, body: Cell) -> i32 {
         let to = self.client_addr();
         self.call("client", to, MIN_FEE, body)
@@ -690,9 +690,9 @@ fn the_owner_closes_the_proxy_contract_after_the_delay() {
     );
 }
 
-/// A chain where another sender (a running proxy's save_state, say) takes the wallet's seqno
-/// just before each of the first `races` transfers lands: it sends its own transfer, signed
-/// for the same seqno, first.
+/// A chain where another sender (a running proxy topping up its machine wallet, say) takes the
+/// wallet's seqno just before each of the first `races` transfers lands: it sends its own
+/// transfer, signed for the same seqno, first.
 struct SharedWallet {
     inner: cocoon_chain::client::LocalClient,
     other: cocoon_chain::wallet::Wallet,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use cocoon_chain::client::{self as chain_client, ChainClient};
+use cocoon_chain::cocoon_wallet::MachineWallet;
 use cocoon_chain::contracts::{address_of, ClientData, ContractState, ProxyData, WorkerData};
 use cocoon_chain::messages::{self, MIN_FEE};
 use cocoon_chain::wallet::OutMessage;
@@ -65,8 +66,7 @@ pub struct ClientParty {
 impl ClientParty {
     fn open(&self) -> Result<Ctx> {
         let mut c = self.party.open()?;
-        let (_, machine) = cocoon_chain::cocoon_wallet::existing_in(&self.state, c.owner)?;
-        c.machine = Some(machine);
+        c.machine = Some(MachineWallet::existing_in(&self.state, c.owner)?);
         Ok(c)
     }
 }
@@ -181,7 +181,7 @@ struct Ctx {
     owner: Address,
     /// A client's machine wallet (owned by `wallet`): the owner of its client contract, through
     /// which messages to that contract go.
-    machine: Option<cocoon_chain::wallet::Wallet>,
+    machine: Option<MachineWallet>,
     proxy: Address,
     proxy_data: ProxyData,
     rt: tokio::runtime::Runtime,
@@ -213,10 +213,10 @@ impl Party {
 impl Ctx {
     /// Who owns our contracts: the machine wallet when there is one, else the wallet.
     fn contract_owner(&self) -> Result<Address> {
-        match &self.machine {
-            Some(m) => Ok(m.address()?),
-            None => Ok(self.owner),
-        }
+        Ok(self
+            .machine
+            .as_ref()
+            .map_or(self.owner, MachineWallet::address))
     }
 
     /// Our client contract at this proxy (owned by our machine wallet), and the StateInit that
@@ -236,7 +236,7 @@ impl Ctx {
         let Some(machine) = &self.machine else {
             return self.send(msgs);
         };
-        let at = machine.address()?;
+        let at = machine.address();
         let mut deploy = self.rt.block_on(self.chain.account(&at))?.status != "active";
         let mut wrapped = Vec::with_capacity(msgs.len());
         for m in msgs {
@@ -247,7 +247,7 @@ impl Ctx {
                 .context("the amount to send overflows u128 nanotons")?;
             wrapped.push(OutMessage {
                 init: if std::mem::take(&mut deploy) {
-                    Some(machine.state_init()?)
+                    Some(machine.wallet().state_init()?)
                 } else {
                     None
                 },
@@ -263,23 +263,18 @@ impl Ctx {
         let Some(machine) = &self.machine else {
             return Ok(None);
         };
-        let at = machine.address()?;
-        let held = self.rt.block_on(self.chain.account(&at))?;
-        if held.status != "active" {
+        let at = machine.address();
+        if self.rt.block_on(self.chain.account(&at))?.status != "active" {
             return Ok(None);
         }
-        let body = cocoon_chain::cocoon_wallet::command(
+        let (before, after) = crate::machine_wallet::command_and_wait(
+            self.chain.as_ref(),
+            &self.rt,
+            (&self.wallet, &self.keys),
+            at,
             cocoon_chain::cocoon_wallet::Command::WithdrawAll,
         )?;
-        self.send(&[OutMessage::transfer(at, MIN_FEE, Some(body))])?;
-        for _ in 0..300 {
-            let now = self.rt.block_on(self.chain.account(&at))?.balance;
-            if now <= cocoon_chain::cocoon_wallet::WITHDRAW_RESERVE {
-                return Ok(Some(held.balance.saturating_sub(now)));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        bail!("the machine wallet {at} did not pay its balance back within 30 s")
+        Ok(Some(before.saturating_sub(after)))
     }
 
     fn client_data(&self, at: &Address) -> Result<Option<ClientData>> {

@@ -1,6 +1,6 @@
 //! `cocoon wallet machine show|withdraw|block|unblock`: the owner's hold on a role's machine
-//! wallet (COCOON's wallet contract, the network's code; a client's and a proxy's each have one,
-//! its key in the role's state directory). The owner's wallet sends the wallet's own commands
+//! wallet (COCOON's wallet contract, the network's code; a client, a proxy and a worker each
+//! have one, its key in the role's state directory). The owner's wallet sends the wallet's own commands
 //! (`w`, `b`, `u`) to a machine wallet on chain (the role deploys it).
 
 use std::path::PathBuf;
@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use cocoon_chain::cocoon_wallet::{self, CocoonWalletState, Command};
+use cocoon_chain::client::{self, ChainClient};
+use cocoon_chain::cocoon_wallet::{self, CocoonWalletState, Command, MachineWallet};
+use cocoon_chain::keys::Keypair;
 use cocoon_chain::messages::MIN_FEE;
-use cocoon_chain::wallet::OutMessage;
-use cocoon_chain::{client, format_ton};
+use cocoon_chain::wallet::{OutMessage, Wallet};
+use cocoon_chain::{format_ton, Address};
 
 use crate::chain::{ChainArgs, WalletArgs};
 
@@ -41,6 +43,66 @@ pub struct MachineArgs {
     pub chain: ChainArgs,
 }
 
+/// The machine wallet at `at`: its balance and, when it is on chain, its state.
+fn read(
+    chain: &dyn ChainClient,
+    rt: &tokio::runtime::Runtime,
+    at: &Address,
+) -> Result<(u128, Option<CocoonWalletState>)> {
+    let acc = rt.block_on(chain.account(at))?;
+    let state = acc
+        .data
+        .as_ref()
+        .map(CocoonWalletState::parse)
+        .transpose()?;
+    Ok((acc.balance, state))
+}
+
+/// Sends the owner's `command` from the owner's wallet to the machine wallet `at` and waits
+/// (up to 30 s) until it took effect; the wallet's balance before and after. A machine wallet
+/// not on chain is refused: its address comes from the key and the owner, so it is either one
+/// the role never used or another owner's (a wrong --wallet), and a command to it would only
+/// be credited.
+pub(crate) fn command_and_wait(
+    chain: &dyn ChainClient,
+    rt: &tokio::runtime::Runtime,
+    (owner, keys): (&Wallet, &Keypair),
+    at: Address,
+    command: Command,
+) -> Result<(u128, u128)> {
+    let owner_address = owner.address()?;
+    let (before, state) = read(chain, rt, &at)?;
+    if state.is_none() {
+        bail!(
+            "the machine wallet {at} (this state directory's key, owned by {owner_address}) is not on chain: is --wallet the role's wallet, and has the role run?"
+        );
+    }
+    let have = rt.block_on(chain.account(&owner_address))?.balance;
+    if have < MIN_FEE * 2 {
+        bail!(
+            "the owner's wallet {owner_address} holds {} TON; the command takes {} TON and its fees",
+            format_ton(have),
+            format_ton(MIN_FEE)
+        );
+    }
+    let msg = OutMessage::transfer(at, MIN_FEE, Some(cocoon_wallet::command(command)?));
+    rt.block_on(client::send_transfer(chain, owner, keys, &[msg]))?;
+    let done = |s: &(u128, Option<CocoonWalletState>)| match (command, &s.1) {
+        (Command::WithdrawAll, Some(_)) => s.0 <= cocoon_wallet::WITHDRAW_RESERVE,
+        (Command::Block, Some(w)) => w.blocked,
+        (Command::Unblock, Some(w)) => !w.blocked,
+        (_, None) => false,
+    };
+    for _ in 0..300 {
+        let now = read(chain, rt, &at)?;
+        if done(&now) {
+            return Ok((before, now.0));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("the machine wallet {at} did not take the command within 30 s (look at its transactions)")
+}
+
 /// Runs a `wallet machine` command.
 pub fn run(cmd: MachineCommand) -> Result<()> {
     let (args, command) = match cmd {
@@ -51,60 +113,15 @@ pub fn run(cmd: MachineCommand) -> Result<()> {
     };
     let (keys, owner) = args.wallet.load(args.chain.network())?;
     let owner_address = owner.address()?;
-    let (_, machine) = cocoon_wallet::existing_in(&args.state, owner_address)?;
-    let at = machine.address()?;
+    let at = MachineWallet::existing_in(&args.state, owner_address)?.address();
     let chain = args.chain.open()?;
     let rt = tokio::runtime::Runtime::new()?;
-    let state = |rt: &tokio::runtime::Runtime| -> Result<(u128, Option<CocoonWalletState>)> {
-        let acc = rt.block_on(chain.account(&at))?;
-        let state = acc
-            .data
-            .as_ref()
-            .map(CocoonWalletState::parse)
-            .transpose()?;
-        Ok((acc.balance, state))
-    };
-    let (before, old) = state(&rt)?;
     if let Some(command) = command {
-        if old.is_none() {
-            // Its address comes from the key and the owner: a wallet that is not on chain is
-            // either one the role never used or another owner's (a wrong --wallet); a command
-            // to it would only be credited.
-            bail!(
-                "the machine wallet {at} (this state directory's key, owned by {owner_address}) is not on chain: is --wallet the role's wallet, and has the role run?"
-            );
-        }
-        let msg = OutMessage::transfer(at, MIN_FEE, Some(cocoon_wallet::command(command)?));
-        let have = rt.block_on(chain.account(&owner_address))?.balance;
-        if have < MIN_FEE * 2 {
-            bail!(
-                "the owner's wallet {owner_address} holds {} TON; the command takes {} TON and its fees",
-                format_ton(have),
-                format_ton(MIN_FEE)
-            );
-        }
-        rt.block_on(client::send_transfer(chain.as_ref(), &owner, &keys, &[msg]))?;
-        let done = |s: &(u128, Option<CocoonWalletState>)| match (command, &s.1) {
-            (Command::WithdrawAll, Some(_)) => s.0 <= cocoon_wallet::WITHDRAW_RESERVE,
-            (Command::Block, Some(w)) => w.blocked,
-            (Command::Unblock, Some(w)) => !w.blocked,
-            (_, None) => false,
-        };
-        let mut now = state(&rt)?;
-        for _ in 0..300 {
-            if done(&now) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-            now = state(&rt)?;
-        }
-        if !done(&now) {
-            bail!("the machine wallet {at} did not take the command within 30 s (look at its transactions)");
-        }
+        let (before, after) = command_and_wait(chain.as_ref(), &rt, (&owner, &keys), at, command)?;
         match command {
             Command::WithdrawAll => println!(
                 "took {} TON from the machine wallet back to {owner_address}",
-                format_ton(before.saturating_sub(now.0))
+                format_ton(before.saturating_sub(after))
             ),
             Command::Block => println!(
                 "blocked: the machine's key can send nothing until `cocoon wallet machine unblock`"
@@ -112,16 +129,15 @@ pub fn run(cmd: MachineCommand) -> Result<()> {
             Command::Unblock => println!("unblocked: the machine's key can send again"),
         }
     }
-    let (balance, s) = state(&rt)?;
-    match s {
-        Some(s) => println!(
+    match read(chain.as_ref(), &rt, &at)? {
+        (balance, Some(s)) => println!(
             "machine wallet {at}: {} TON, seqno {}, owner {}, {}",
             format_ton(balance),
             s.seqno,
             s.owner,
             if s.blocked { "blocked" } else { "not blocked" }
         ),
-        None => println!(
+        (balance, None) => println!(
             "machine wallet {at}: {} TON, not deployed yet (the role deploys it with its first message), owner {owner_address}",
             format_ton(balance)
         ),

@@ -43,11 +43,9 @@ fn charged(
 /// The client whose state directory is `state` and whose wallet is `wallet` is known to
 /// proxies by its machine wallet (its key in the state directory).
 fn machine_wallet_of(state: &Path, wallet: Address) -> Address {
-    cocoon_chain::cocoon_wallet::existing_in(state, wallet)
+    cocoon_chain::cocoon_wallet::MachineWallet::existing_in(state, wallet)
         .unwrap()
-        .1
         .address()
-        .unwrap()
 }
 
 /// What a load generator saw: answers received complete (`[DONE]`), and the others.

@@ -8,14 +8,8 @@ impl Client {
     /// the paying wallet made sure it holds their value above the wallet's floor.
     pub(crate) async fn send(&self, messages: &[OutMessage]) -> Result<(), ClientError> {
         let chain = self.chain()?;
-        let _busy = self.wallet_busy.lock().await;
-        chain_client::send_from_machine_wallet(
-            chain.as_ref(),
-            (&self.wallet.1, &self.wallet.0),
-            (&self.machine.1, &self.machine.0),
-            messages,
-        )
-        .await?;
+        let funder = (&self.wallet.1, &self.wallet.0);
+        self.machine.send(chain.as_ref(), funder, messages).await?;
         Ok(())
     }
 

@@ -190,16 +190,12 @@ pub struct Client {
     /// COCOON's machine wallet (the network's code): this client's own key, owned by `wallet`.
     /// It owns our client contracts and sends every message to them, as a reference client's
     /// `CocoonWallet` does.
-    machine: (Keypair, Wallet),
-    /// The machine wallet's address (our client contracts' owner), computed once at start.
-    owner: Address,
+    machine: cocoon_chain::cocoon_wallet::MachineWallet,
     identity: Arc<cocoon_net::identity::Renewing>,
     secret: [u8; 32],
     conns: Mutex<Vec<Arc<ProxyConn>>>,
     accounts: Mutex<HashMap<Address, Account>>,
     funding: tokio::sync::Mutex<()>,
-    /// Held while a transfer from our wallets is signed and taken, so two never share a seqno.
-    wallet_busy: tokio::sync::Mutex<()>,
     /// Prometheus metrics (also drawn by the dashboard).
     pub metrics: Arc<cocoon_observe::Metrics>,
     latency_total: Arc<Mutex<f64>>,
@@ -273,21 +269,21 @@ impl Client {
         let identity = cocoon_net::identity::Renewing::start(quotes, "cocoon-client", policy)
             .map_err(ClientError::Io)?;
         let secret = cocoon_chain::keys::load_or_create_seed(&cfg.dir.join("secret.hex"))?;
-        let machine = cocoon_chain::cocoon_wallet::of_state_dir(&cfg.dir, wallet.1.address()?)?;
-        let owner = machine.1.address()?;
+        let machine = cocoon_chain::cocoon_wallet::MachineWallet::of_state_dir(
+            &cfg.dir,
+            wallet.1.address()?,
+        )?;
         let client = Arc::new(Client {
             cfg: cfg.clone(),
             chain,
             fake_ton,
             wallet,
             machine,
-            owner,
             identity,
             secret,
             conns: Mutex::new(Vec::new()),
             accounts: Mutex::new(HashMap::new()),
             funding: tokio::sync::Mutex::new(()),
-            wallet_busy: tokio::sync::Mutex::new(()),
             metrics: Arc::new(cocoon_observe::Metrics::new("cocoon_client")),
             latency_total: Arc::new(Mutex::new(0.0)),
             next_proxy: AtomicUsize::new(0),
@@ -335,15 +331,12 @@ impl Client {
 
     /// Our client contracts' owner: the machine wallet's address (what the proxies know us by).
     pub fn owner(&self) -> Address {
-        self.owner
+        self.machine.address()
     }
 
     /// The paying wallet's address (the machine wallet's owner).
     pub fn wallet_address(&self) -> Address {
-        self.machine
-            .1
-            .owner
-            .expect("a machine wallet has its owner")
+        self.machine.owner()
     }
 
     /// Money state per proxy.

@@ -961,21 +961,19 @@ async fn a_closing_client_is_charged_by_the_proxy_before_its_stake_comes_back() 
     assert!(before.tokens_used < tokens, "nothing of it committed yet");
 
     // The client's machine wallet asks for the refund (COCOON's owner_client_request_refund).
-    let (keys, machine) = cocoon_chain::cocoon_wallet::existing_in(
+    let machine = cocoon_chain::cocoon_wallet::MachineWallet::existing_in(
         &dir.path().join("client"),
         net.client.wallet_address(),
     )
     .unwrap();
+    let (keys, wallet) = net.genesis.wallet("client").unwrap().open().unwrap();
     let body =
         cocoon_chain::messages::client::request_refund(0, &net.client.wallet_address()).unwrap();
     let msg = OutMessage::transfer(client_sc, cocoon_chain::messages::MIN_FEE, Some(body));
-    let t = net
-        .chain
-        .lock()
-        .unwrap()
-        .wallet_send(&machine, &keys, &[msg])
+    machine
+        .send(net.chain_client.as_ref(), (&wallet, &keys), &[msg])
+        .await
         .unwrap();
-    assert!(t.all_succeeded(), "{t:#?}");
     let closing = data();
     assert_eq!(
         closing.state,

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cocoon_chain::client::{self as chain_client, ChainClient};
-use cocoon_chain::cocoon_wallet;
+use cocoon_chain::cocoon_wallet::MachineWallet;
 use cocoon_chain::contracts::{address_of, ClientData, ProxyInit, RootData};
 use cocoon_chain::keys::Keypair;
 use cocoon_chain::messages::{self, op, MIN_FEE};
@@ -196,11 +196,10 @@ pub struct Proxy {
     /// reference signs them) and the credit every client has there.
     reference: Option<ReferenceContracts>,
     wallet: (Keypair, Wallet),
-    /// COCOON's machine wallet: this proxy's own key, owned by `wallet`; it sends `save_state`
-    /// and asks for the earnings (as a reference proxy does from its `CocoonWallet`).
-    machine: (Keypair, Wallet),
-    /// Held while the machine wallet is funded and signs, so two tasks never share a seqno.
-    machine_busy: tokio::sync::Mutex<()>,
+    /// COCOON's machine wallet: this proxy's own key, owned by `wallet`; it sends `save_state`,
+    /// clients' charges and the earnings request (as a reference proxy does from its
+    /// `CocoonWallet`).
+    machine: MachineWallet,
     voucher_key: Keypair,
     init: ProxyInit,
     address: Address,
@@ -340,20 +339,10 @@ impl Proxy {
         if chain.account(&address).await?.status != "active" {
             Self::deploy(chain.as_ref(), &wallet, &root, address, state_init).await?;
         }
-        let machine = cocoon_wallet::of_state_dir(&cfg.dir, owner)?;
-        let machine_address = machine.1.address()?;
-        chain_client::fund_machine_wallet(
-            chain.as_ref(),
-            &wallet.1,
-            &wallet.0,
-            &machine_address,
-            0,
-        )
-        .await?;
-        // Deployed now (a transfer of nothing), so its owner can command it from the start.
-        if chain.account(&machine_address).await?.status != "active" {
-            chain_client::send_transfer(chain.as_ref(), &machine.1, &machine.0, &[]).await?;
-        }
+        let machine = MachineWallet::of_state_dir(&cfg.dir, owner)?;
+        machine
+            .deploy(chain.as_ref(), (&wallet.1, &wallet.0))
+            .await?;
         Self::start_with(
             cfg,
             Some(chain),
@@ -399,7 +388,7 @@ impl Proxy {
         let init = proxy_init(&root, cfg.root, owner, &voucher_key.public_key());
         let address = reference.proxy_address(&owner, &voucher_key.public_key(), &cfg.root)?;
         // No chain: the wallet is named (in /jsonstats) but never used.
-        let machine = cocoon_wallet::of_state_dir(&cfg.dir, owner)?;
+        let machine = MachineWallet::of_state_dir(&cfg.dir, owner)?;
         Self::start_with(
             cfg,
             None,
@@ -444,7 +433,7 @@ impl Proxy {
         address: Address,
         voucher_key: Keypair,
         wallet: (Keypair, Wallet),
-        machine: (Keypair, Wallet),
+        machine: MachineWallet,
         quotes: Arc<dyn QuoteProvider>,
     ) -> Result<RunningProxy, ProxyError> {
         let ledger = Ledger::open(&cfg.dir.join("ledger.jsonl"), voucher_key.clone())?;
@@ -484,7 +473,6 @@ impl Proxy {
                 clients::MAX_PENDING_LONG_AUTHORIZATIONS,
             ),
             last_payout: Mutex::new(None),
-            machine_busy: tokio::sync::Mutex::new(()),
             money: Mutex::new(None),
             queue_waits: Mutex::new(QueueWaits::default()),
             metrics: Arc::new(cocoon_observe::Metrics::new("cocoon_proxy")),
@@ -539,10 +527,7 @@ impl Proxy {
 
     /// The machine wallet's address (it sends `save_state`).
     pub fn machine_wallet_address(&self) -> Address {
-        self.machine
-            .1
-            .address()
-            .expect("a COCOON wallet with its owner always has an address")
+        self.machine.address()
     }
 
     /// The voucher public key.

@@ -21,7 +21,7 @@ impl Proxy {
             .ok_or_else(|| cocoon_chain::ChainError::NotActive(self.address.to_raw()))?;
         let state = cocoon_chain::contracts::ProxyData::parse(data)?;
         let wallet = chain.account(&self.wallet.1.address()?).await?;
-        let machine = chain.account(&self.machine.1.address()?).await?;
+        let machine = chain.account(&self.machine.address()).await?;
         let money = OnChainMoney {
             contract_balance: contract.balance,
             stake: state.stake,
@@ -53,10 +53,11 @@ impl Proxy {
     /// what was paid; None when nothing is payable.
     pub async fn pay_out_earnings(&self) -> Result<Option<u128>, ProxyError> {
         let chain = self.chain()?;
-        let balance = chain.account(&self.address).await?.balance;
-        let due = chain_client::read_proxy(chain.as_ref(), &self.address)
-            .await?
-            .payout(balance);
+        let account = chain.account(&self.address).await?;
+        let data = account
+            .data
+            .ok_or_else(|| cocoon_chain::ChainError::NotActive(self.address.to_raw()))?;
+        let due = cocoon_chain::contracts::ProxyData::parse(&data)?.payout(account.balance);
         if due == 0 {
             return Ok(None);
         }
@@ -66,7 +67,7 @@ impl Proxy {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let body = messages::proxy::payout_request(query_id, &self.machine.1.address()?)?;
+        let body = messages::proxy::payout_request(query_id, &self.machine.address())?;
         self.send_from_machine(&[OutMessage::transfer(self.address, MIN_FEE, Some(body))])
             .await?;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -111,7 +112,7 @@ impl Proxy {
                 .map(|(o, t)| (*o, *t))
                 .collect()
         };
-        let machine = self.machine.1.address()?;
+        let machine = self.machine.address();
         let mut due = Vec::new();
         for (owner, tokens) in owed {
             let recent = self.book.lock().submitted.get(&owner).copied();
@@ -171,18 +172,11 @@ impl Proxy {
         Ok(charged)
     }
 
-    /// Sends `msgs` from the machine wallet, one sender at a time, the owner's wallet funding it
-    /// first when needed.
+    /// Sends `msgs` from the machine wallet, the owner's wallet funding it first when needed.
     async fn send_from_machine(&self, msgs: &[OutMessage]) -> Result<(), ProxyError> {
         let chain = self.chain()?;
-        let _busy = self.machine_busy.lock().await;
-        chain_client::send_from_machine_wallet(
-            chain.as_ref(),
-            (&self.wallet.1, &self.wallet.0),
-            (&self.machine.1, &self.machine.0),
-            msgs,
-        )
-        .await?;
+        let funder = (&self.wallet.1, &self.wallet.0);
+        self.machine.send(chain.as_ref(), funder, msgs).await?;
         Ok(())
     }
 }

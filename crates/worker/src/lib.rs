@@ -141,7 +141,7 @@ pub struct Worker {
     /// COCOON's machine wallet (the network's code): this worker's own key in its state
     /// directory, owned by `wallet`; it submits the payout vouchers, as a reference worker's
     /// `CocoonWallet` does.
-    machine: (Keypair, Wallet),
+    machine: cocoon_chain::cocoon_wallet::MachineWallet,
     /// The wallet's address, computed once at start.
     owner: Address,
     engine: Arc<dyn Engine>,
@@ -226,7 +226,7 @@ impl Worker {
             engine_up: true,
         });
         let owner = wallet.1.address()?;
-        let machine = cocoon_chain::cocoon_wallet::of_state_dir(&cfg.dir, owner)?;
+        let machine = cocoon_chain::cocoon_wallet::MachineWallet::of_state_dir(&cfg.dir, owner)?;
         Ok(Arc::new(Worker {
             cfg,
             chain,
@@ -259,10 +259,7 @@ impl Worker {
 
     /// The machine wallet's address (it submits our payout vouchers).
     pub fn machine_wallet_address(&self) -> Address {
-        self.machine
-            .1
-            .address()
-            .expect("a COCOON wallet with its owner always has an address")
+        self.machine.address()
     }
 
     /// Vouchers held, per proxy contract.

@@ -159,15 +159,9 @@ impl Worker {
         };
         // From the machine wallet, the rest of the value back to it (the earnings go to the
         // worker contract's owner, our wallet), as a reference worker submits them.
-        let machine = self.machine.1.address()?;
-        let msg = payout_message(body_hex, worker_sc, init, machine)?;
-        chain_client::send_from_machine_wallet(
-            chain.as_ref(),
-            (&self.wallet.1, &self.wallet.0),
-            (&self.machine.1, &self.machine.0),
-            &[msg],
-        )
-        .await?;
+        let msg = payout_message(body_hex, worker_sc, init, self.machine.address())?;
+        let funder = (&self.wallet.1, &self.wallet.0);
+        self.machine.send(chain.as_ref(), funder, &[msg]).await?;
         if let Some(h) = self.held.lock().get_mut(&proxy) {
             h.claimed = h.claimed.max(tokens);
         }
